@@ -1,0 +1,328 @@
+//! Action registration: a typestate builder in which the secure path is the
+//! only one that compiles.
+//!
+//! ```text
+//! action(name) ─┬─ .public() ──── .limit(l) ─┬─ .handler(f)   f: (Cx, MaybeViewer, Valid<I>) -> Outcome<O>
+//!               ├─ .authenticated() ─────────┤
+//!               ├─ .role("admin") ───────────┼─ .handler(f)   f: (Cx, Viewer, Valid<I>) -> Outcome<O>
+//!               └─ .recent(15 min) ──────────┘
+//! ```
+//!
+//! * `handler` does not exist on a builder without a policy, so an action
+//!   without a policy does not compile; the policy methods do not exist once
+//!   one is chosen, so an action cannot have two.
+//! * `public()` leads to a state whose only way forward is `.limit(..)`: a
+//!   public action without a rate limit does not compile.
+//! * `I` must be `Deserialize + garde::Validate` and the handler receives
+//!   `Valid<I>`; `O` must implement [`Dto`].
+//! * Names must be unique; a duplicate is refused when the app is built.
+
+use std::any::Any;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cx::Cx;
+use crate::decode::{self, InputShape, Reserved, ShapeError};
+use crate::error::{ActionError, Outcome, Rejection};
+use crate::limits::{BodyKind, Limits};
+use crate::policy::Policy;
+use crate::ratelimit::Limit;
+use crate::respond::{self, Dto};
+use crate::validate::{self, Valid};
+use crate::viewer::{MaybeViewer, Viewer};
+
+/// Builder states. Only [`state::Public`] and [`state::Gated`] can take a handler.
+pub mod state {
+    /// No policy chosen yet.
+    pub struct NoPolicy;
+    /// `public()` chosen; a rate limit is still owed.
+    pub struct PublicUnlimited;
+    /// Public with at least one rate limit.
+    pub struct Public;
+    /// `authenticated`, `role` or `recent`.
+    pub struct Gated;
+}
+
+/// Starts an action. The name is internal: it never appears on the wire.
+pub fn action(name: &'static str) -> ActionBuilder<state::NoPolicy> {
+    ActionBuilder {
+        name,
+        policy: Policy::Public,
+        limits: Vec::new(),
+        body_limit: None,
+        idempotent: false,
+        _state: PhantomData,
+    }
+}
+
+/// See the module docs for the states.
+#[must_use = "an action does nothing until `.handler(..)` is called and it is added"]
+pub struct ActionBuilder<P> {
+    name: &'static str,
+    policy: Policy,
+    limits: Vec<Limit>,
+    body_limit: Option<usize>,
+    idempotent: bool,
+    _state: PhantomData<P>,
+}
+
+impl<P> ActionBuilder<P> {
+    fn to<Q>(self, policy: Policy) -> ActionBuilder<Q> {
+        ActionBuilder {
+            name: self.name,
+            policy,
+            limits: self.limits,
+            body_limit: self.body_limit,
+            idempotent: self.idempotent,
+            _state: PhantomData,
+        }
+    }
+
+    /// Overrides the body size cap (default from [`Limits::body_bytes`]).
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = Some(bytes);
+        self
+    }
+
+    /// Declares the action idempotent / read-only: the client runtime may run
+    /// it in parallel instead of queueing it.
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+}
+
+impl ActionBuilder<state::NoPolicy> {
+    /// Anyone may call it. A rate limit must follow.
+    pub fn public(self) -> ActionBuilder<state::PublicUnlimited> {
+        self.to(Policy::Public)
+    }
+    /// Any signed-in viewer.
+    pub fn authenticated(self) -> ActionBuilder<state::Gated> {
+        self.to(Policy::Authenticated)
+    }
+    /// A signed-in viewer with `role`.
+    pub fn role(self, role: &'static str) -> ActionBuilder<state::Gated> {
+        self.to(Policy::Role { role })
+    }
+    /// A signed-in viewer who re-entered their password within `within`.
+    pub fn recent(self, within: Duration) -> ActionBuilder<state::Gated> {
+        self.to(Policy::Recent { within })
+    }
+}
+
+impl ActionBuilder<state::PublicUnlimited> {
+    /// The rate limit every public action owes.
+    pub fn limit(mut self, limit: Limit) -> ActionBuilder<state::Public> {
+        self.limits.push(limit);
+        self.to(Policy::Public)
+    }
+}
+
+impl ActionBuilder<state::Public> {
+    /// Another limit (all must allow).
+    pub fn limit(mut self, limit: Limit) -> Self {
+        self.limits.push(limit);
+        self
+    }
+
+    /// Attaches the handler: `async fn(Cx<S>, MaybeViewer, Valid<I>) -> Outcome<O>`.
+    pub fn handler<S, I, O, F, Fut>(self, f: F) -> Action<S>
+    where
+        S: Clone + Send + Sync + 'static,
+        I: DeserializeOwned + garde::Validate + Send + 'static,
+        I::Context: Default,
+        O: Dto,
+        F: Fn(Cx<S>, MaybeViewer, Valid<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome<O>> + Send + 'static,
+    {
+        self.finish(move |cx, viewer: Option<Viewer>, input| f(cx, MaybeViewer(viewer), input))
+    }
+}
+
+impl ActionBuilder<state::Gated> {
+    /// A rate limit (optional for gated actions).
+    pub fn limit(mut self, limit: Limit) -> Self {
+        self.limits.push(limit);
+        self
+    }
+
+    /// Attaches the handler: `async fn(Cx<S>, Viewer, Valid<I>) -> Outcome<O>`.
+    pub fn handler<S, I, O, F, Fut>(self, f: F) -> Action<S>
+    where
+        S: Clone + Send + Sync + 'static,
+        I: DeserializeOwned + garde::Validate + Send + 'static,
+        I::Context: Default,
+        O: Dto,
+        F: Fn(Cx<S>, Viewer, Valid<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome<O>> + Send + 'static,
+    {
+        self.finish(move |cx, viewer: Option<Viewer>, input| {
+            // The policy stage ran before us and refuses anonymous callers for
+            // every gated policy, so this is always `Some`.
+            let viewer = viewer.expect("gated policy guarantees a viewer");
+            f(cx, viewer, input)
+        })
+    }
+}
+
+impl<P> ActionBuilder<P> {
+    fn finish<S, I, O, F, Fut>(self, f: F) -> Action<S>
+    where
+        S: Clone + Send + Sync + 'static,
+        I: DeserializeOwned + garde::Validate + Send + 'static,
+        I::Context: Default,
+        O: Dto,
+        F: Fn(Cx<S>, Option<Viewer>, Valid<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome<O>> + Send + 'static,
+    {
+        let shape = InputShape::of::<I>();
+        Action {
+            meta: ActionMeta {
+                name: self.name,
+                policy: self.policy,
+                limits: self.limits,
+                body_limit: self.body_limit,
+                idempotent: self.idempotent,
+                input_type: std::any::type_name::<I>(),
+                input_fields: shape.as_ref().map(|s| s.fields).unwrap_or(&[]),
+                output_type: std::any::type_name::<O>(),
+            },
+            shape,
+            exec: Box::new(Typed {
+                f,
+                _types: PhantomData::<fn(I) -> O>,
+            }),
+        }
+    }
+}
+
+/// What the registry and the manifest know about an action.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionMeta {
+    pub name: &'static str,
+    pub policy: Policy,
+    pub limits: Vec<Limit>,
+    pub body_limit: Option<usize>,
+    pub idempotent: bool,
+    pub input_type: &'static str,
+    pub input_fields: &'static [&'static str],
+    pub output_type: &'static str,
+}
+
+/// A finished action, ready to be added to [`Actions`].
+pub struct Action<S> {
+    pub(crate) meta: ActionMeta,
+    pub(crate) shape: Result<InputShape, ShapeError>,
+    pub(crate) exec: Box<dyn Exec<S>>,
+}
+
+impl<S> Action<S> {
+    pub fn meta(&self) -> &ActionMeta {
+        &self.meta
+    }
+}
+
+/// The app's action registry.
+pub struct Actions<S> {
+    pub(crate) list: Vec<Action<S>>,
+}
+
+impl<S> Default for Actions<S> {
+    fn default() -> Self {
+        Actions { list: Vec::new() }
+    }
+}
+
+impl<S> Actions<S> {
+    pub fn add(&mut self, action: Action<S>) -> &mut Self {
+        self.list.push(action);
+        self
+    }
+}
+
+/// A decoded, validated input of some action's type.
+pub(crate) type AnyInput = Box<dyn Any + Send>;
+
+/// A handler's result of some DTO type, not yet serialized.
+pub(crate) trait AnyDto: Send {
+    fn to_json(&self) -> Result<Vec<u8>, Rejection>;
+}
+
+impl<T: Dto> AnyDto for T {
+    fn to_json(&self) -> Result<Vec<u8>, Rejection> {
+        respond::to_json(self)
+    }
+}
+
+/// The type-erased action, as the pipeline drives it: one method per stage.
+pub(crate) trait Exec<S>: Send + Sync {
+    /// Stage 6: decode and validate.
+    fn decode<'a>(
+        &'a self,
+        kind: &'a BodyKind,
+        body: Bytes,
+        shape: &'a InputShape,
+        limits: &'a Limits,
+    ) -> BoxFuture<'a, Result<(AnyInput, Reserved), Rejection>>;
+
+    /// Stage 7: run the handler.
+    fn call(
+        &self,
+        cx: Cx<S>,
+        viewer: Option<Viewer>,
+        input: AnyInput,
+    ) -> BoxFuture<'static, Result<Box<dyn AnyDto>, ActionError>>;
+}
+
+struct Typed<F, I, O> {
+    f: F,
+    _types: PhantomData<fn(I) -> O>,
+}
+
+impl<S, I, O, F, Fut> Exec<S> for Typed<F, I, O>
+where
+    S: Send + 'static,
+    I: DeserializeOwned + garde::Validate + Send + 'static,
+    I::Context: Default,
+    O: Dto,
+    F: Fn(Cx<S>, Option<Viewer>, Valid<I>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome<O>> + Send + 'static,
+{
+    fn decode<'a>(
+        &'a self,
+        kind: &'a BodyKind,
+        body: Bytes,
+        shape: &'a InputShape,
+        limits: &'a Limits,
+    ) -> BoxFuture<'a, Result<(AnyInput, Reserved), Rejection>> {
+        Box::pin(async move {
+            let (input, reserved) = decode::decode::<I>(kind, body, shape, limits).await?;
+            let valid = validate::validate(input, shape)?;
+            Ok((Box::new(valid) as AnyInput, reserved))
+        })
+    }
+
+    fn call(
+        &self,
+        cx: Cx<S>,
+        viewer: Option<Viewer>,
+        input: AnyInput,
+    ) -> BoxFuture<'static, Result<Box<dyn AnyDto>, ActionError>> {
+        let input = match input.downcast::<Valid<I>>() {
+            Ok(input) => *input,
+            Err(_) => {
+                return Box::pin(async { Err(ActionError::internal("input type mismatch")) });
+            }
+        };
+        let fut = (self.f)(cx, viewer, input);
+        Box::pin(async move { fut.await.map(|o| Box::new(o) as Box<dyn AnyDto>) })
+    }
+}

@@ -1,0 +1,242 @@
+//! Assembling an app: actions, pages, sessions → one axum `Router`.
+//!
+//! [`Portcullis::build`] is where start-up checks happen: duplicate action
+//! names, input types whose fields cannot be learned. It then mounts the
+//! action endpoint (`POST /_action/{id}` only; any other method is 405), the
+//! app's page routes, and the session layer, and shares the framework state
+//! with page extractors through a request extension.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Request};
+use axum::routing::post;
+use serde::Serialize;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer, SessionStore};
+
+use crate::action::{Action, ActionMeta, Actions};
+use crate::config::Config;
+use crate::decode::InputShape;
+use crate::ids::Ids;
+use crate::ratelimit::MemoryLimiter;
+
+/// The path prefix of the action endpoint.
+pub const ACTION_PREFIX: &str = "/_action/";
+
+/// Why an app refused to start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("action `{0}` is registered twice; action names must be unique")]
+    DuplicateAction(&'static str),
+    #[error("action `{action}`: {source}")]
+    InputShape {
+        action: &'static str,
+        source: crate::decode::ShapeError,
+    },
+}
+
+/// Framework state shared by the pipeline and page extractors.
+pub struct Shared {
+    pub(crate) config: Config,
+    pub(crate) ids: Ids,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) by_name: HashMap<&'static str, usize>,
+    pub(crate) metas: Vec<ActionMeta>,
+    /// The largest body any action accepts: the stage-1 early refusal bound.
+    pub(crate) body_ceiling: usize,
+}
+
+impl Shared {
+    /// The id to render for `name` now, if such an action exists.
+    pub fn action_id(&self, name: &str) -> Option<String> {
+        self.by_name
+            .get(name)
+            .map(|&i| self.ids.current(i).to_string())
+    }
+
+    /// The action endpoint path for `name`.
+    pub fn action_path(&self, name: &str) -> Option<String> {
+        self.action_id(name).map(|id| format!("{ACTION_PREFIX}{id}"))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The id `name` had in `epoch` (tests of skew handling).
+    pub fn action_id_in_epoch(&self, name: &str, epoch: u64) -> String {
+        self.ids.id_in_epoch(name, epoch).to_string()
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.ids.epoch()
+    }
+
+    /// Every registered action, as data.
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            epoch: self.ids.epoch(),
+            actions: self
+                .metas
+                .iter()
+                .enumerate()
+                .map(|(i, meta)| ManifestEntry {
+                    id: self.ids.current(i).to_string(),
+                    body_limit: meta.body_limit.unwrap_or(self.config.limits.body_bytes),
+                    meta: meta.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The registered actions as data (`manifest --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    pub epoch: u64,
+    pub actions: Vec<ManifestEntry>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestEntry {
+    pub id: String,
+    #[serde(flatten)]
+    pub meta: ActionMeta,
+    /// Effective body cap in bytes (override or default).
+    #[serde(rename = "effectiveBodyLimit")]
+    pub body_limit: usize,
+}
+
+/// What the pipeline holds for one app.
+pub(crate) struct Inner<S> {
+    pub shared: Arc<Shared>,
+    pub state: S,
+    pub actions: Vec<(Action<S>, InputShape)>,
+}
+
+/// The app builder.
+pub struct Portcullis<S> {
+    config: Config,
+    state: S,
+    actions: Actions<S>,
+    pages: Router,
+}
+
+impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
+    pub fn new(config: Config, state: S) -> Self {
+        Portcullis {
+            config,
+            state,
+            actions: Actions::default(),
+            pages: Router::new(),
+        }
+    }
+
+    /// Registers actions, e.g. `.actions(projects::register)`.
+    pub fn actions(mut self, register: impl FnOnce(&mut Actions<S>)) -> Self {
+        register(&mut self.actions);
+        self
+    }
+
+    /// Adds page and route handlers (GET pages, assets, …).
+    pub fn pages(mut self, router: Router) -> Self {
+        self.pages = self.pages.merge(router);
+        self
+    }
+
+    /// Checks the registry and assembles the router around a session store.
+    pub fn build<Store>(self, store: Store) -> Result<App, BuildError>
+    where
+        Store: SessionStore + Clone,
+    {
+        let mut by_name = HashMap::new();
+        let mut actions = Vec::with_capacity(self.actions.list.len());
+        for (index, mut action) in self.actions.list.into_iter().enumerate() {
+            let name = action.meta.name;
+            if by_name.insert(name, index).is_some() {
+                return Err(BuildError::DuplicateAction(name));
+            }
+            let shape = std::mem::replace(&mut action.shape, Err(crate::decode::ShapeError("")))
+                .map_err(|source| BuildError::InputShape {
+                    action: name,
+                    source,
+                })?;
+            actions.push((action, shape));
+        }
+        let metas: Vec<ActionMeta> = actions.iter().map(|(a, _)| a.meta.clone()).collect();
+        let body_ceiling = metas
+            .iter()
+            .filter_map(|m| m.body_limit)
+            .fold(self.config.limits.body_bytes, usize::max);
+        let ids = Ids::new(
+            metas.iter().map(|m| m.name).collect(),
+            self.config.keys.clone(),
+            self.config.id_rotation,
+        );
+        let sessions = session_layer(store, &self.config);
+        let shared = Arc::new(Shared {
+            config: self.config,
+            ids,
+            limiter: MemoryLimiter::default(),
+            by_name,
+            metas,
+            body_ceiling,
+        });
+        let inner = Arc::new(Inner {
+            shared: shared.clone(),
+            state: self.state,
+            actions,
+        });
+        let endpoint = post(move |Path(id): Path<String>, request: Request| {
+            let inner = inner.clone();
+            async move { crate::pipeline::run(&inner, &id, request).await }
+        });
+        let router = Router::new()
+            .route(&format!("{ACTION_PREFIX}{{id}}"), endpoint)
+            .merge(self.pages)
+            .layer(axum::Extension(shared.clone()))
+            .layer(sessions);
+        Ok(App { router, shared })
+    }
+}
+
+fn session_layer<Store: SessionStore + Clone>(store: Store, config: &Config) -> SessionManagerLayer<Store> {
+    // `__Host-` pins the cookie to this host, path `/`, and https.
+    let name = if config.secure_cookies {
+        "__Host-portcullis"
+    } else {
+        "portcullis"
+    };
+    let idle = time::Duration::seconds(config.session_idle.as_secs() as i64);
+    SessionManagerLayer::new(store)
+        .with_name(name)
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(config.secure_cookies)
+        .with_path("/")
+        .with_expiry(Expiry::OnInactivity(idle))
+}
+
+/// A built app: its router and the framework state.
+#[derive(Clone)]
+pub struct App {
+    router: Router,
+    shared: Arc<Shared>,
+}
+
+impl App {
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn manifest(&self) -> Manifest {
+        self.shared.manifest()
+    }
+}

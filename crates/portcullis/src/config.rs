@@ -1,0 +1,288 @@
+//! Configuration, from the environment or built in code.
+//!
+//! | variable                       | meaning                                                   |
+//! |--------------------------------|-----------------------------------------------------------|
+//! | `PORTCULLIS_ENV`               | `production` or `development` (default)                   |
+//! | `PORTCULLIS_SECRET`            | master secret, base64, ≥ 32 bytes (required in production) |
+//! | `PORTCULLIS_SECRET_PREVIOUS`   | the previous master secret during a rotation              |
+//! | `PORTCULLIS_ALLOWED_ORIGINS`   | comma list of extra origins (`https://*.example.com`)     |
+//! | `PORTCULLIS_TRUSTED_PROXIES`   | comma list of CIDRs whose forwarding headers are believed  |
+//! | `PORTCULLIS_STRICT_ORIGIN`     | `1`: refuse unsafe requests with neither Sec-Fetch-Site nor Origin |
+//! | `PORTCULLIS_ID_ROTATION_DAYS`  | action id epoch length (default 14)                        |
+//! | `PORTCULLIS_SECURE_COOKIES`    | `1`/`0`; default: on in production                        |
+//!
+//! In development without a secret, one is generated and stored (mode 0600)
+//! under the app's data dir, and the app says so; production refuses to start
+//! without one. `Debug` output never contains key material.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::keys::{KeyRing, MasterSecret, SecretError};
+use crate::limits::Limits;
+use crate::origin::{AllowlistError, OriginPolicy};
+use crate::proxy::{ProxyConfigError, TrustedProxies};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Development,
+    Production,
+}
+
+/// Everything the pipeline needs to know. Build with [`Config::new`] (code,
+/// tests) or [`Config::from_env`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mode: Mode,
+    pub keys: KeyRing,
+    pub origin: OriginPolicy,
+    pub proxies: TrustedProxies,
+    pub limits: Limits,
+    /// Action id epoch length (default 14 days).
+    pub id_rotation: Duration,
+    /// `Secure` on the session cookie.
+    pub secure_cookies: bool,
+    /// Session idle timeout (default 12 h).
+    pub session_idle: Duration,
+    /// Session absolute lifetime (default 7 days).
+    pub session_absolute: Duration,
+    /// Where 401 pages send the user to sign in.
+    pub login_path: String,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "PORTCULLIS_SECRET is not set; production mode refuses to start without it (generate one with `openssl rand -base64 32`)"
+    )]
+    MissingSecret,
+    #[error("{var}: {source}")]
+    Secret {
+        var: &'static str,
+        source: SecretError,
+    },
+    #[error("PORTCULLIS_ALLOWED_ORIGINS: {0}")]
+    Origins(#[from] AllowlistError),
+    #[error("PORTCULLIS_TRUSTED_PROXIES: {0}")]
+    Proxies(#[from] ProxyConfigError),
+    #[error("{var}: expected {expected}, got `{value}`")]
+    BadValue {
+        var: &'static str,
+        expected: &'static str,
+        value: String,
+    },
+    #[error("dev secret file {path}: {source}")]
+    DevSecret {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    /// Development defaults around a given secret.
+    pub fn new(secret: MasterSecret) -> Self {
+        Config {
+            mode: Mode::Development,
+            keys: KeyRing::new(&secret, None),
+            origin: OriginPolicy::default(),
+            proxies: TrustedProxies::none(),
+            limits: Limits::default(),
+            id_rotation: Duration::from_secs(14 * 86_400),
+            secure_cookies: false,
+            session_idle: Duration::from_secs(12 * 3600),
+            session_absolute: Duration::from_secs(7 * 86_400),
+            login_path: "/login".into(),
+        }
+    }
+
+    /// Reads the process environment. Returns the config and notes worth
+    /// printing at start-up (e.g. where a dev secret was stored).
+    pub fn from_env(data_dir: &Path) -> Result<(Self, Vec<String>), ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok(), data_dir)
+    }
+
+    /// Like [`Config::from_env`] over any lookup function (for tests).
+    pub fn from_lookup(
+        get: impl Fn(&str) -> Option<String>,
+        data_dir: &Path,
+    ) -> Result<(Self, Vec<String>), ConfigError> {
+        let mut notes = Vec::new();
+        let mode = match get("PORTCULLIS_ENV").as_deref().map(str::trim) {
+            None | Some("") | Some("development") | Some("dev") => Mode::Development,
+            Some("production") | Some("prod") => Mode::Production,
+            Some(other) => {
+                return Err(ConfigError::BadValue {
+                    var: "PORTCULLIS_ENV",
+                    expected: "`production` or `development`",
+                    value: other.into(),
+                });
+            }
+        };
+        let secret_var = |var: &'static str| -> Result<Option<MasterSecret>, ConfigError> {
+            match get(var).filter(|s| !s.trim().is_empty()) {
+                None => Ok(None),
+                Some(text) => MasterSecret::from_base64(&text)
+                    .map(Some)
+                    .map_err(|source| ConfigError::Secret { var, source }),
+            }
+        };
+        let secret = match (secret_var("PORTCULLIS_SECRET")?, mode) {
+            (Some(s), _) => s,
+            (None, Mode::Production) => return Err(ConfigError::MissingSecret),
+            (None, Mode::Development) => {
+                let (secret, note) = dev_secret(data_dir)?;
+                notes.push(note);
+                secret
+            }
+        };
+        let previous = secret_var("PORTCULLIS_SECRET_PREVIOUS")?;
+        let list = |var: &str| get(var).unwrap_or_default();
+        let strict = flag(&get, "PORTCULLIS_STRICT_ORIGIN")?.unwrap_or(false);
+        let origins = list("PORTCULLIS_ALLOWED_ORIGINS");
+        let proxies = list("PORTCULLIS_TRUSTED_PROXIES");
+        let mut config = Config::new(secret.clone());
+        config.mode = mode;
+        config.keys = KeyRing::new(&secret, previous.as_ref());
+        config.origin = OriginPolicy::new(origins.split(','), strict)?;
+        config.proxies = TrustedProxies::parse(proxies.split(','))?;
+        config.secure_cookies =
+            flag(&get, "PORTCULLIS_SECURE_COOKIES")?.unwrap_or(mode == Mode::Production);
+        if let Some(days) = get("PORTCULLIS_ID_ROTATION_DAYS") {
+            let n: u64 = days.trim().parse().ok().filter(|d| *d > 0).ok_or_else(|| {
+                ConfigError::BadValue {
+                    var: "PORTCULLIS_ID_ROTATION_DAYS",
+                    expected: "a whole number of days > 0",
+                    value: days.clone(),
+                }
+            })?;
+            config.id_rotation = Duration::from_secs(n * 86_400);
+        }
+        Ok((config, notes))
+    }
+}
+
+fn flag(get: &impl Fn(&str) -> Option<String>, var: &'static str) -> Result<Option<bool>, ConfigError> {
+    match get(var).as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some("1" | "true" | "yes" | "on") => Ok(Some(true)),
+        Some("0" | "false" | "no" | "off") => Ok(Some(false)),
+        Some(other) => Err(ConfigError::BadValue {
+            var,
+            expected: "1 or 0",
+            value: other.into(),
+        }),
+    }
+}
+
+/// Loads or creates the development secret under `data_dir`.
+fn dev_secret(data_dir: &Path) -> Result<(MasterSecret, String), ConfigError> {
+    let path = data_dir.join("dev-secret");
+    let err = |source| ConfigError::DevSecret {
+        path: path.clone(),
+        source,
+    };
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let secret = MasterSecret::from_base64(&text).map_err(|e| {
+            err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+        })?;
+        let note = format!(
+            "development mode: using the dev secret stored in {} (set PORTCULLIS_SECRET in production)",
+            path.display()
+        );
+        return Ok((secret, note));
+    }
+    std::fs::create_dir_all(data_dir).map_err(err)?;
+    let secret = MasterSecret::generate();
+    write_private(&path, secret.to_base64().as_bytes()).map_err(err)?;
+    let note = format!(
+        "development mode: generated a secret and stored it in {} (set PORTCULLIS_SECRET in production)",
+        path.display()
+    );
+    Ok((secret, note))
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn tmp() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("portcullis-config-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_a_secret() {
+        let err = Config::from_lookup(lookup(&[("PORTCULLIS_ENV", "production")]), &tmp()).unwrap_err();
+        assert!(matches!(err, ConfigError::MissingSecret));
+    }
+
+    #[test]
+    fn development_generates_and_reuses_a_secret() {
+        let dir = tmp();
+        let (a, notes) = Config::from_lookup(lookup(&[]), &dir).unwrap();
+        assert!(notes[0].contains("generated"), "{notes:?}");
+        let (b, notes) = Config::from_lookup(lookup(&[]), &dir).unwrap();
+        assert!(notes[0].contains("using"), "{notes:?}");
+        assert_eq!(a.keys.current.id, b.keys.current.id);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("dev-secret")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let secret = MasterSecret::generate().to_base64();
+        let cases = [
+            ("PORTCULLIS_ALLOWED_ORIGINS", "null", "PORTCULLIS_ALLOWED_ORIGINS"),
+            ("PORTCULLIS_TRUSTED_PROXIES", "not-a-cidr", "PORTCULLIS_TRUSTED_PROXIES"),
+            ("PORTCULLIS_SECRET", "c2hvcnQ=", "PORTCULLIS_SECRET"),
+            ("PORTCULLIS_ID_ROTATION_DAYS", "0", "PORTCULLIS_ID_ROTATION_DAYS"),
+        ];
+        for (var, value, named) in cases {
+            let mut pairs = vec![("PORTCULLIS_SECRET", secret.as_str())];
+            pairs.retain(|(k, _)| *k != var);
+            pairs.push((var, value));
+            let err = Config::from_lookup(lookup(&pairs), &tmp()).unwrap_err();
+            assert!(err.to_string().contains(named), "{err}");
+        }
+    }
+
+    #[test]
+    fn debug_has_no_secret() {
+        let secret = MasterSecret::generate();
+        let b64 = secret.to_base64();
+        let (config, _) =
+            Config::from_lookup(lookup(&[("PORTCULLIS_SECRET", &b64)]), &tmp()).unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains(&b64[..12]), "{printed}");
+    }
+}

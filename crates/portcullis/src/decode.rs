@@ -1,0 +1,454 @@
+//! Stage 6a: decode. urlencoded, multipart and JSON bodies all become the same
+//! typed input, and every decoder does one linear, capped pass.
+//!
+//! The framework learns the input type's declared field names from its
+//! `Deserialize` impl at registration ([`InputShape::of`]) and refuses, with
+//! 422 naming the field, any top-level field the type does not declare — so
+//! `isAdmin=true`, `ownerId=…` or `userId=…` can never be mass-assigned, even
+//! if the author forgot `#[serde(deny_unknown_fields)]`. Type errors become
+//! `fieldErrors` by path (via `serde_path_to_error`), never a 500.
+//!
+//! Field names beginning with `_` are reserved for the framework; the only one
+//! accepted today is `_return` (the no-JS return path, see
+//! [`crate::respond::safe_return_path`]).
+
+use std::borrow::Cow;
+use std::cell::Cell;
+
+use bytes::Bytes;
+use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use crate::error::{ErrorCode, FieldErrors, Rejection};
+use crate::limits::{BodyKind, Limits, too_large};
+
+/// Reserved form field carrying the no-JS return path.
+pub const RETURN_FIELD: &str = "_return";
+
+/// The declared top-level fields of an input type.
+#[derive(Clone, Debug)]
+pub struct InputShape {
+    pub type_name: &'static str,
+    pub fields: &'static [&'static str],
+}
+
+/// Why an input type cannot be used as an action input.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "input type `{0}` must be a struct with named fields deriving Deserialize (no #[serde(flatten)], no maps, no enums) so its fields can be checked"
+)]
+pub struct ShapeError(pub &'static str);
+
+impl InputShape {
+    /// Learns `T`'s field names by asking its `Deserialize` impl to describe
+    /// itself to a deserializer that only listens.
+    pub fn of<T: DeserializeOwned>() -> Result<Self, ShapeError> {
+        let captured = Cell::new(None);
+        let _ = T::deserialize(FieldCapture(&captured));
+        let type_name = std::any::type_name::<T>();
+        match captured.get() {
+            Some(fields) => Ok(InputShape { type_name, fields }),
+            None => Err(ShapeError(type_name)),
+        }
+    }
+
+    fn declares(&self, name: &str) -> bool {
+        self.fields.contains(&name)
+    }
+}
+
+/// A deserializer that records the field list of `deserialize_struct` and
+/// then fails. Written by hand because no maintained crate exposes serde's
+/// field list without a full reflection framework (serde-reflection pulls in
+/// much more than these 30 lines).
+struct FieldCapture<'a>(&'a Cell<Option<&'static [&'static str]>>);
+
+#[derive(Debug)]
+struct Stop;
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("shape captured")
+    }
+}
+impl std::error::Error for Stop {}
+impl de::Error for Stop {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        Stop
+    }
+}
+
+impl<'de> Deserializer<'de> for FieldCapture<'_> {
+    type Error = Stop;
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+        Err(Stop)
+    }
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Stop> {
+        self.0.set(Some(fields));
+        Err(Stop)
+    }
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
+    }
+}
+
+/// Framework fields that came with the input.
+#[derive(Debug, Default, Clone)]
+pub struct Reserved {
+    /// `_return`: where a no-JS form wants to land. Unvalidated here.
+    pub return_to: Option<String>,
+}
+
+/// Decodes `body` into `T`, enforcing field/part/depth caps and refusing
+/// undeclared fields.
+pub async fn decode<T: DeserializeOwned>(
+    kind: &BodyKind,
+    body: Bytes,
+    shape: &InputShape,
+    limits: &Limits,
+) -> Result<(T, Reserved), Rejection> {
+    match kind {
+        BodyKind::UrlEncoded => {
+            let mut screen = Screen::new(shape, limits);
+            for (k, v) in form_urlencoded::parse(&body) {
+                screen.push(k, v)?;
+            }
+            let body = screen.finish(Some(body))?;
+            let input = from_form(&body)?;
+            Ok((input, screen.reserved))
+        }
+        BodyKind::Multipart { boundary } => {
+            let mut screen = Screen::new(shape, limits);
+            screen.always_reencode();
+            let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(body) });
+            let mut multipart = multer::Multipart::new(stream, boundary.as_str());
+            let mut parts = 0usize;
+            while let Some(field) = multipart.next_field().await.map_err(malformed_multipart)? {
+                parts += 1;
+                if parts > limits.max_parts {
+                    return Err(Rejection::with_message(
+                        ErrorCode::PayloadTooLarge,
+                        format!("At most {} multipart parts are accepted.", limits.max_parts),
+                    ));
+                }
+                let name = field
+                    .name()
+                    .map(str::to_owned)
+                    .ok_or_else(|| malformed_multipart("a part has no name"))?;
+                if field.file_name().is_some() {
+                    return Err(Rejection::invalid(
+                        one(&name, "file uploads are not accepted by this action"),
+                        Vec::new(),
+                    ));
+                }
+                let value = field.text().await.map_err(malformed_multipart)?;
+                screen.push(Cow::Owned(name), Cow::Owned(value))?;
+            }
+            let body = screen.finish(None)?;
+            let input = from_form(&body)?;
+            Ok((input, screen.reserved))
+        }
+        BodyKind::Json => {
+            check_json_depth(&body, limits.max_depth)?;
+            let keys = serde_json::from_slice::<TopLevelKeys>(&body).map_err(|e| {
+                if e.is_syntax() || e.is_eof() {
+                    Rejection::with_message(ErrorCode::MalformedBody, "The body is not valid JSON.")
+                } else {
+                    Rejection::invalid(FieldErrors::new(), vec!["Expected a JSON object.".into()])
+                }
+            })?;
+            if keys.0.len() > limits.max_fields {
+                return Err(too_many_fields(limits));
+            }
+            let unknown: Vec<String> =
+                keys.0.into_iter().filter(|k| !shape.declares(k)).collect();
+            if !unknown.is_empty() {
+                return Err(unknown_fields(unknown));
+            }
+            let mut de = serde_json::Deserializer::from_slice(&body);
+            let input = serde_path_to_error::deserialize(&mut de).map_err(serde_failure)?;
+            Ok((input, Reserved::default()))
+        }
+    }
+}
+
+fn from_form<T: DeserializeOwned>(body: &[u8]) -> Result<T, Rejection> {
+    let de = serde_html_form::Deserializer::new(form_urlencoded::parse(body));
+    serde_path_to_error::deserialize(de).map_err(serde_failure)
+}
+
+/// Screens name/value pairs: counts, splits off reserved fields, collects
+/// undeclared names, and re-encodes only when something had to be removed.
+struct Screen<'s> {
+    shape: &'s InputShape,
+    limits: &'s Limits,
+    count: usize,
+    reserved: Reserved,
+    unknown: Vec<String>,
+    pending: Vec<(String, String)>,
+    reencode: bool,
+}
+
+impl<'s> Screen<'s> {
+    fn new(shape: &'s InputShape, limits: &'s Limits) -> Self {
+        Screen {
+            shape,
+            limits,
+            count: 0,
+            reserved: Reserved::default(),
+            unknown: Vec::new(),
+            pending: Vec::new(),
+            reencode: false,
+        }
+    }
+
+    fn always_reencode(&mut self) {
+        self.reencode = true;
+    }
+
+    fn push(&mut self, k: Cow<'_, str>, v: Cow<'_, str>) -> Result<(), Rejection> {
+        self.count += 1;
+        if self.count > self.limits.max_fields {
+            return Err(too_many_fields(self.limits));
+        }
+        if k == RETURN_FIELD {
+            self.reserved.return_to = Some(v.into_owned());
+            self.reencode = true;
+            return Ok(());
+        }
+        if !self.shape.declares(&k) {
+            if self.unknown.len() < 16 && !self.unknown.iter().any(|u| *u == k) {
+                self.unknown.push(k.into_owned());
+            }
+            return Ok(());
+        }
+        // Kept in case a reserved field later in the body forces a re-encode.
+        self.pending.push((k.into_owned(), v.into_owned()));
+        Ok(())
+    }
+
+    fn finish(&mut self, original: Option<Bytes>) -> Result<Bytes, Rejection> {
+        if !self.unknown.is_empty() {
+            return Err(unknown_fields(std::mem::take(&mut self.unknown)));
+        }
+        match original {
+            Some(body) if !self.reencode => Ok(body),
+            _ => {
+                let mut ser = form_urlencoded::Serializer::new(String::new());
+                for (k, v) in self.pending.drain(..) {
+                    ser.append_pair(&k, &v);
+                }
+                Ok(Bytes::from(ser.finish()))
+            }
+        }
+    }
+}
+
+/// Collects an object's top-level keys, skipping values without building them.
+struct TopLevelKeys(Vec<String>);
+
+impl<'de> de::Deserialize<'de> for TopLevelKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TopLevelKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevelKeys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+                    map.next_value::<IgnoredAny>()?;
+                    keys.push(k.into_owned());
+                }
+                Ok(TopLevelKeys(keys))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Refuses JSON nested deeper than `max` in one pass over the bytes, before
+/// any parser recurses. Hand-written because serde_json's own guard is a fixed
+/// 128-level recursion limit that cannot be lowered.
+pub fn check_json_depth(body: &[u8], max: usize) -> Result<(), Rejection> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return Err(Rejection::with_message(
+                        ErrorCode::MalformedBody,
+                        format!("JSON may be nested at most {max} levels deep."),
+                    ));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn one(field: &str, message: &str) -> FieldErrors {
+    let mut f = FieldErrors::new();
+    f.insert(field.to_owned(), vec![message.to_owned()]);
+    f
+}
+
+fn too_many_fields(limits: &Limits) -> Rejection {
+    let mut r = too_large(limits.body_bytes);
+    r.message = format!("At most {} fields are accepted.", limits.max_fields);
+    r
+}
+
+fn unknown_fields(names: Vec<String>) -> Rejection {
+    let form_errors = names
+        .iter()
+        .map(|n| format!("Unknown field `{n}` is not accepted by this action."))
+        .collect();
+    let field_errors = names
+        .into_iter()
+        .map(|n| (n, vec!["is not accepted by this action".to_owned()]))
+        .collect();
+    Rejection::invalid(field_errors, form_errors)
+}
+
+fn malformed_multipart(e: impl std::fmt::Display) -> Rejection {
+    tracing::debug!(error = %e, "malformed multipart body");
+    Rejection::with_message(
+        ErrorCode::MalformedBody,
+        "The multipart body is malformed (check the boundary).",
+    )
+}
+
+/// Turns a deserialization failure into a 422 with field errors.
+fn serde_failure<E: std::fmt::Display>(err: serde_path_to_error::Error<E>) -> Rejection {
+    let path = err.path().to_string();
+    let message = err.inner().to_string();
+    // serde_json appends a position; it means nothing to a form user.
+    let message = match message.find(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message,
+    };
+    if let Some(marker) = crate::seal::failure_marker(&message) {
+        return marker;
+    }
+    let quoted = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned)
+    };
+    if let Some(field) = quoted("missing field `") {
+        let field = if path == "." { field } else { format!("{path}.{field}") };
+        return Rejection::invalid(one(&field, "is required"), Vec::new());
+    }
+    if let Some(field) = quoted("unknown field `") {
+        return unknown_fields(vec![if path == "." { field } else { format!("{path}.{field}") }]);
+    }
+    if path == "." {
+        return Rejection::invalid(FieldErrors::new(), vec![message]);
+    }
+    Rejection::invalid(one(&path, &message), Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Debug, PartialEq)]
+    #[serde(rename_all = "camelCase")]
+    struct Rename {
+        project_id: i64,
+        name: String,
+        note: Option<String>,
+    }
+
+    fn shape() -> InputShape {
+        InputShape::of::<Rename>().unwrap()
+    }
+
+    #[test]
+    fn shape_lists_wire_names() {
+        assert_eq!(shape().fields, &["projectId", "name", "note"]);
+        assert!(InputShape::of::<std::collections::HashMap<String, String>>().is_err());
+        assert!(InputShape::of::<String>().is_err());
+    }
+
+    async fn run(kind: BodyKind, body: &[u8]) -> Result<(Rename, Reserved), Rejection> {
+        decode(&kind, Bytes::copy_from_slice(body), &shape(), &Limits::default()).await
+    }
+
+    #[tokio::test]
+    async fn three_encodings_one_type() {
+        let want = Rename {
+            project_id: 4,
+            name: "Apollo".into(),
+            note: None,
+        };
+        let (a, _) = run(BodyKind::UrlEncoded, b"projectId=4&name=Apollo").await.unwrap();
+        let (b, _) = run(BodyKind::Json, br#"{"projectId":4,"name":"Apollo"}"#).await.unwrap();
+        let mp = b"--XX\r\nContent-Disposition: form-data; name=\"projectId\"\r\n\r\n4\r\n--XX\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nApollo\r\n--XX--\r\n";
+        let (c, _) = run(BodyKind::Multipart { boundary: "XX".into() }, mp).await.unwrap();
+        assert_eq!((&a, &b, &c), (&want, &want, &want));
+    }
+
+    #[tokio::test]
+    async fn unknown_fields_are_named() {
+        for (kind, body) in [
+            (BodyKind::UrlEncoded, &b"projectId=4&name=x&isAdmin=true"[..]),
+            (BodyKind::Json, &br#"{"projectId":4,"name":"x","isAdmin":true}"#[..]),
+        ] {
+            let err = run(kind, body).await.unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidInput);
+            assert!(err.field_errors.contains_key("isAdmin"), "{err:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn type_errors_become_field_errors() {
+        let err = run(BodyKind::UrlEncoded, b"projectId=abc&name=x").await.unwrap_err();
+        assert!(err.field_errors.contains_key("projectId"), "{err:?}");
+        let err = run(BodyKind::Json, br#"{"projectId":4}"#).await.unwrap_err();
+        assert_eq!(err.field_errors["name"], vec!["is required".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn return_field_is_split_off() {
+        let (input, reserved) = run(BodyKind::UrlEncoded, b"projectId=1&name=n&_return=%2Fprojects")
+            .await
+            .unwrap();
+        assert_eq!(input.name, "n");
+        assert_eq!(reserved.return_to.as_deref(), Some("/projects"));
+    }
+
+    #[test]
+    fn json_depth_is_capped_linearly() {
+        let deep = "[".repeat(10_000);
+        assert_eq!(check_json_depth(deep.as_bytes(), 32).unwrap_err().code, ErrorCode::MalformedBody);
+        // Brackets inside strings do not count.
+        let s = format!("{{\"a\":\"{}\"}}", "[".repeat(100));
+        assert!(check_json_depth(s.as_bytes(), 2).is_ok());
+        assert!(check_json_depth(br#"{"a":"\"[[[["}"#, 1).is_ok());
+    }
+}

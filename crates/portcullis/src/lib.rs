@@ -1,0 +1,50 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+pub mod action;
+pub mod app;
+pub mod config;
+pub mod cx;
+pub mod decode;
+pub mod error;
+pub mod ids;
+pub mod keys;
+pub mod limits;
+pub mod origin;
+mod pipeline;
+pub mod policy;
+pub mod proxy;
+pub mod ratelimit;
+pub mod render;
+pub mod respond;
+pub mod seal;
+pub mod server;
+pub mod session;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod validate;
+pub mod viewer;
+
+pub use action::{Action, ActionBuilder, Actions, action};
+pub use app::{App, BuildError, Manifest, Portcullis};
+pub use config::{Config, ConfigError, Mode};
+pub use cx::Cx;
+pub use error::{ActionError, ErrorCode, Outcome, Rejection};
+pub use keys::MasterSecret;
+pub use limits::Limits;
+pub use policy::Policy;
+pub use portcullis_macros::Dto;
+pub use ratelimit::{global, per_ip, per_session, per_user};
+pub use render::{Page, field, submit};
+pub use respond::Dto;
+pub use server::{serve, serve_until};
+pub use validate::Valid;
+pub use viewer::{MaybeViewer, UserId, Viewer};
+
+/// Re-exports for app code and derive output.
+pub mod prelude {
+    pub use crate::{
+        ActionError, Cx, Dto, MaybeViewer, Outcome, Valid, Viewer, action, global, per_ip,
+        per_session, per_user,
+    };
+}

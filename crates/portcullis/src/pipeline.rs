@@ -1,0 +1,175 @@
+//! The spine: every action request passes these stages, in this order, in
+//! [`run`]. No application code runs before stage 7.
+//!
+//! | # | stage    | module                    | refuses with                              |
+//! |---|----------|---------------------------|-------------------------------------------|
+//! | 1 | limits   | [`crate::limits`]         | 415, 413 (declared length)                |
+//! | 2 | origin   | [`crate::origin`]         | 403 `cross_origin_request`                |
+//! | 3 | resolve  | [`crate::ids`]            | 400 `malformed_action_id`, 409 `stale_action` |
+//! | 4 | limit    | [`crate::ratelimit`]      | 429 `rate_limited`                        |
+//! | 5 | policy   | [`crate::policy`]         | 401 / 403                                 |
+//! | 6 | decode   | [`crate::limits`], [`crate::decode`], [`crate::validate`] (+ [`crate::seal`]) | 413, 408, 400, 422 |
+//! | 7 | handler  | the app                   | 404 / 422 / 500 (panics caught)           |
+//! | 8 | respond  | [`crate::respond`]        | 500 when a value refuses to serialize     |
+//! | 9 | effects  | [`crate::cx`]             | –                                         |
+//!
+//! Stages 1–5 look at headers only; the body is first read in stage 6.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
+use futures::FutureExt;
+use http::{HeaderName, HeaderValue};
+use tower_sessions::Session;
+
+use crate::app::Inner;
+use crate::cx::{Cx, Effects};
+use crate::error::Rejection;
+use crate::limits::{self, BodyKind};
+use crate::ratelimit::{KeyKind, Subject};
+use crate::respond::{self, ClientKind, Success};
+use crate::session::{self, Auth};
+
+/// Runs one action request through every stage.
+pub(crate) async fn run<S: Clone + Send + Sync + 'static>(
+    inner: &Inner<S>,
+    id: &str,
+    request: Request,
+) -> Response {
+    let client = ClientKind::from_headers(request.headers());
+    let mut extra_headers = Vec::new();
+    let mut return_to = None;
+    let mut response = match stages(inner, id, request, &mut extra_headers, &mut return_to).await {
+        Ok(response) => response,
+        Err(rejection) => {
+            tracing::debug!(code = %rejection.code, digest = %rejection.digest, "action refused");
+            respond::failure(
+                client,
+                &rejection,
+                &inner.shared.config.login_path,
+                return_to.as_deref(),
+            )
+        }
+    };
+    for (name, value) in extra_headers {
+        response.headers_mut().append(name, value);
+    }
+    response
+}
+
+async fn stages<S: Clone + Send + Sync + 'static>(
+    inner: &Inner<S>,
+    id: &str,
+    request: Request,
+    extra_headers: &mut Vec<(HeaderName, HeaderValue)>,
+    return_to: &mut Option<String>,
+) -> Result<Response, Rejection> {
+    let shared = &inner.shared;
+    let config = &shared.config;
+    let (parts, body) = request.into_parts();
+    let client = ClientKind::from_headers(&parts.headers);
+    let peer = peer_ip(&parts.extensions)?;
+
+    // 1. Limits: content type and declared length, from headers alone.
+    let kind = BodyKind::from_headers(&parts.headers)?;
+    limits::check_declared_length(&parts.headers, shared.body_ceiling)?;
+
+    // 2. Origin: cross-origin state changes are refused before the body is read.
+    config
+        .origin
+        .check(&parts.method, &parts.headers, peer, &config.proxies)?;
+
+    // 3. Resolve: opaque id → action.
+    let index = shared.ids.resolve(id)?;
+    let (action, shape) = &inner.actions[index];
+    let meta = &action.meta;
+
+    // 4. Rate limit (identity is read from the session only if a limit keys on it).
+    let session = parts
+        .extensions
+        .get::<Session>()
+        .cloned()
+        .ok_or_else(|| Rejection::internal(&"session layer missing"))?;
+    let client_ip = config.proxies.client_ip(peer, &parts.headers);
+    let mut viewer = None;
+    let mut viewer_loaded = false;
+    if meta.limits.iter().any(|l| l.key == KeyKind::User) {
+        viewer = session::load_viewer(&session, config.session_absolute).await?;
+        viewer_loaded = true;
+    }
+    let subject = Subject {
+        action: meta.name,
+        ip: client_ip,
+        session: session.id().map(|id| id.to_string()),
+        viewer: viewer.as_ref(),
+    };
+    match shared.limiter.check(&meta.limits, &subject) {
+        Ok(headers) => extra_headers.extend(headers),
+        Err(rejection) => return Err(rejection),
+    }
+
+    // 5. Policy: identity from the session, never from the payload.
+    if !viewer_loaded {
+        viewer = session::load_viewer(&session, config.session_absolute).await?;
+    }
+    meta.policy.check(viewer.as_ref())?;
+
+    // 6. Decode + validate: the body is read only now, under the action's cap.
+    let cap = meta.body_limit.unwrap_or(config.limits.body_bytes);
+    limits::check_declared_length(&parts.headers, cap)?;
+    let bytes = limits::read_body(body, cap, config.limits.body_timeout).await?;
+    let (input, reserved) = action.exec.decode(&kind, bytes, shape, &config.limits).await?;
+    *return_to = reserved.return_to;
+
+    // 7. Handler: app code, with panics caught.
+    let effects = Arc::new(Mutex::new(Effects::default()));
+    let cx = Cx::new(inner.state.clone(), Auth::new(session), client_ip, effects.clone());
+    let outcome = std::panic::AssertUnwindSafe(action.exec.call(cx, viewer, input))
+        .catch_unwind()
+        .await;
+    let result = match outcome {
+        Ok(Ok(result)) => result,
+        Ok(Err(error)) => return Err(error.into_rejection()),
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            return Err(Rejection::internal(&format_args!(
+                "action `{}` panicked: {detail}",
+                meta.name
+            )));
+        }
+    };
+
+    // 8. Respond: only the DTO, serialized here.
+    let result_json = result.to_json()?;
+
+    // 9. Effects: applied to this one response.
+    let effects = std::mem::take(&mut *effects.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok(respond::success(
+        client,
+        Success {
+            result_json,
+            redirect: effects.redirect,
+            return_to: return_to.take(),
+        },
+    ))
+}
+
+/// The TCP peer, from `ConnectInfo` (set by [`crate::serve`]).
+fn peer_ip(extensions: &http::Extensions) -> Result<IpAddr, Rejection> {
+    match extensions.get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(addr)) => Ok(addr.ip()),
+        None => {
+            // Without the peer, neither trusted proxies nor per-ip limits can
+            // work; refuse rather than guess.
+            Err(Rejection::internal(
+                &"no ConnectInfo<SocketAddr>: serve the app with portcullis::serve",
+            ))
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Rendering forms for actions, from read-only page context.
+//!
+//! [`Page`] is what page handlers extract. It can tell who is viewing and
+//! render forms that carry the action's *current* opaque id, the no-JS return
+//! path and the error slots the client runtime fills — but it offers no way to
+//! set a cookie, redirect or sign anyone in. Those live on [`crate::Cx`],
+//! which only action handlers receive.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use maud::{Markup, html};
+use tower_sessions::Session;
+
+use crate::app::Shared;
+use crate::decode::RETURN_FIELD;
+use crate::error::{ErrorCode, Rejection};
+use crate::respond::{self, ClientKind};
+use crate::session;
+use crate::viewer::Viewer;
+
+/// Read-only render context for a page request.
+pub struct Page {
+    shared: Arc<Shared>,
+    viewer: Option<Viewer>,
+    path: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Page {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        let fail = |detail: &str| {
+            respond::failure(
+                ClientKind::from_headers(&parts.headers),
+                &Rejection::internal(&detail),
+                "/login",
+                None,
+            )
+        };
+        let Some(shared) = parts.extensions.get::<Arc<Shared>>().cloned() else {
+            return Err(fail("Page used outside a portcullis app"));
+        };
+        let Some(session) = parts.extensions.get::<Session>().cloned() else {
+            return Err(fail("session layer missing"));
+        };
+        let viewer = session::load_viewer(&session, shared.config.session_absolute)
+            .await
+            .map_err(|r| {
+                respond::failure(
+                    ClientKind::from_headers(&parts.headers),
+                    &r,
+                    &shared.config.login_path,
+                    None,
+                )
+            })?;
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        Ok(Page {
+            shared,
+            viewer,
+            path,
+        })
+    }
+}
+
+impl Page {
+    pub fn viewer(&self) -> Option<&Viewer> {
+        self.viewer.as_ref()
+    }
+
+    /// The viewer, or a response sending the browser to sign in and back.
+    pub fn require_viewer(&self) -> Result<&Viewer, Response> {
+        self.viewer.as_ref().ok_or_else(|| {
+            let login = format!(
+                "{}?return={}",
+                self.shared.config.login_path,
+                form_urlencoded::byte_serialize(self.path.as_bytes()).collect::<String>()
+            );
+            respond::see_other(&login).into_response()
+        })
+    }
+
+    /// The path (and query) of this page: the default no-JS return path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Starts a form for the action registered as `name`.
+    pub fn form(&self, name: &'static str) -> Form {
+        let action = match self.shared.action_path(name) {
+            Some(p) => p,
+            None => {
+                tracing::error!(action = name, "form for an unregistered action");
+                // Renders, but every submission answers `stale_action`.
+                format!("{}{}", crate::app::ACTION_PREFIX, "A".repeat(crate::ids::ID_TEXT_LEN))
+            }
+        };
+        Form {
+            action,
+            return_to: self.path.clone(),
+            id: None,
+            class: None,
+        }
+    }
+
+    /// An error page for `code` as a response (e.g. 404 from a page handler).
+    pub fn error(&self, code: ErrorCode) -> Response {
+        respond::failure(
+            ClientKind::Html,
+            &Rejection::new(code),
+            &self.shared.config.login_path,
+            Some(&self.path),
+        )
+    }
+}
+
+/// A form bound to an action.
+#[must_use]
+pub struct Form {
+    action: String,
+    return_to: String,
+    id: Option<String>,
+    class: Option<String>,
+}
+
+impl Form {
+    /// Where a successful no-JS submission lands (a same-origin path).
+    pub fn return_to(mut self, path: &str) -> Self {
+        if let Some(p) = respond::safe_return_path(path) {
+            self.return_to = p.to_owned();
+        }
+        self
+    }
+
+    pub fn id(mut self, id: &str) -> Self {
+        self.id = Some(id.to_owned());
+        self
+    }
+
+    pub fn class(mut self, class: &str) -> Self {
+        self.class = Some(class.to_owned());
+        self
+    }
+
+    /// Renders the form around `body`.
+    pub fn body(self, body: Markup) -> Markup {
+        html! {
+            form method="post" action=(self.action) data-portcullis
+                id=[self.id.as_deref()] class=[self.class.as_deref()] {
+                input type="hidden" name=(RETURN_FIELD) value=(self.return_to);
+                div.form-errors role="alert" aria-live="assertive" data-form-errors {}
+                (body)
+            }
+        }
+    }
+}
+
+/// A labelled input with an error slot: `field("name").label("Name")`.
+#[must_use]
+pub struct Field {
+    name: String,
+    label: String,
+    kind: &'static str,
+    value: Option<String>,
+    required: bool,
+    autocomplete: Option<&'static str>,
+    id: Option<String>,
+}
+
+pub fn field(name: &str) -> Field {
+    Field {
+        name: name.to_owned(),
+        label: name.to_owned(),
+        kind: "text",
+        value: None,
+        required: false,
+        autocomplete: None,
+        id: None,
+    }
+}
+
+impl Field {
+    pub fn label(mut self, label: &str) -> Self {
+        self.label = label.to_owned();
+        self
+    }
+    /// `text` (default), `email`, `password`, `textarea`, `hidden`, …
+    pub fn kind(mut self, kind: &'static str) -> Self {
+        self.kind = kind;
+        self
+    }
+    pub fn value(mut self, value: impl Into<String>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+    pub fn required(mut self) -> Self {
+        self.required = true;
+        self
+    }
+    pub fn autocomplete(mut self, v: &'static str) -> Self {
+        self.autocomplete = Some(v);
+        self
+    }
+    /// DOM id (default `f-<name>`); set it when two forms share a field name.
+    pub fn id(mut self, id: &str) -> Self {
+        self.id = Some(id.to_owned());
+        self
+    }
+}
+
+impl maud::Render for Field {
+    fn render(&self) -> Markup {
+        let id = self.id.clone().unwrap_or_else(|| format!("f-{}", self.name));
+        let err = format!("{id}-error");
+        if self.kind == "hidden" {
+            return html! { input type="hidden" name=(self.name) value=[self.value.as_deref()]; };
+        }
+        html! {
+            div.field {
+                label for=(id) { (self.label) }
+                @if self.kind == "textarea" {
+                    textarea id=(id) name=(self.name) required[self.required]
+                        aria-describedby=(err) { (self.value.as_deref().unwrap_or("")) }
+                } @else {
+                    input id=(id) name=(self.name) type=(self.kind) value=[self.value.as_deref()]
+                        required[self.required] autocomplete=[self.autocomplete]
+                        aria-describedby=(err);
+                }
+                p.field-error id=(err) data-error-for=(self.name) aria-live="polite" {}
+            }
+        }
+    }
+}
+
+/// A submit button.
+pub fn submit(label: &str) -> Markup {
+    html! { button type="submit" { (label) } }
+}

@@ -1,0 +1,253 @@
+//! Stage 8: respond. Only [`Dto`] types serialize into a response; a value
+//! that refuses to serialize (a [`crate::Secret`], say) fails the whole
+//! response closed with 500 and a log line naming the field path.
+//!
+//! Two clients, one contract:
+//! * the client runtime (`Accept` without `text/html`) gets a JSON envelope:
+//!   `{"ok":true,"result":…,"redirect":…}` or the error envelope;
+//! * a plain browser form post (`Accept: text/html`) gets `303 See Other` to a
+//!   same-origin path on success, and an HTML page on failure.
+//!
+//! Redirect targets are never taken from `Referer` and never absolute: only a
+//! path that starts with a single `/` passes [`safe_return_path`].
+//!
+//! # Keeping database rows out of responses
+//! A row type (`struct UserRow { password_hash, email, … }`) simply does not
+//! derive [`Dto`]; returning it from a handler is a compile error. Each action
+//! returns a purpose-built DTO with exactly the fields the client needs.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use maud::{DOCTYPE, Markup, html};
+use serde::Serialize;
+
+use crate::error::{ErrorCode, Rejection};
+
+/// Marker for types that may leave the server as an action result.
+///
+/// Derive it (`#[derive(Serialize, Dto)]`) on purpose-built response types
+/// only. See the module docs for why row types must not implement it.
+pub trait Dto: Serialize + Send + 'static {}
+
+impl Dto for () {}
+impl<T: Dto> Dto for Vec<T> {}
+impl<T: Dto> Dto for Option<T> {}
+
+/// Serializes a DTO, naming the field path if serialization fails.
+pub(crate) fn to_json<T: Dto>(value: &T) -> Result<Vec<u8>, Rejection> {
+    let mut out = Vec::with_capacity(128);
+    let mut ser = serde_json::Serializer::new(&mut out);
+    match serde_path_to_error::serialize(value, &mut ser) {
+        Ok(()) => Ok(out),
+        Err(e) => Err(Rejection::internal(&format_args!(
+            "response of type {} refused to serialize at `{}`: {}",
+            std::any::type_name::<T>(),
+            e.path(),
+            e.inner()
+        ))),
+    }
+}
+
+/// Which of the two response shapes the caller wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientKind {
+    /// The client runtime or any API caller: JSON envelopes.
+    Json,
+    /// A browser navigating (no-JS form post): redirects and HTML pages.
+    Html,
+}
+
+impl ClientKind {
+    pub fn from_headers(headers: &http::HeaderMap) -> Self {
+        let html = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("text/html"));
+        if html {
+            ClientKind::Html
+        } else {
+            ClientKind::Json
+        }
+    }
+}
+
+/// `Some(path)` only for a same-origin relative path: starts with one `/`,
+/// no `//` or `/\` prefix (protocol-relative), no control characters.
+pub fn safe_return_path(candidate: &str) -> Option<&str> {
+    let ok = candidate.starts_with('/')
+        && !candidate.starts_with("//")
+        && !candidate.starts_with("/\\")
+        && candidate.len() <= 2048
+        && !candidate.chars().any(|c| c.is_control() || c == '\\');
+    ok.then_some(candidate)
+}
+
+/// What a successful action sends.
+pub(crate) struct Success {
+    pub result_json: Vec<u8>,
+    pub redirect: Option<String>,
+    pub return_to: Option<String>,
+}
+
+pub(crate) fn success(client: ClientKind, s: Success) -> Response {
+    match client {
+        ClientKind::Json => {
+            let mut body = Vec::with_capacity(s.result_json.len() + 64);
+            body.extend_from_slice(br#"{"ok":true,"result":"#);
+            body.extend_from_slice(&s.result_json);
+            if let Some(to) = &s.redirect {
+                body.extend_from_slice(br#","redirect":"#);
+                // A &str always serializes.
+                body.extend_from_slice(&serde_json::to_vec(to).unwrap_or_default());
+            }
+            body.push(b'}');
+            json_response(StatusCode::OK, body)
+        }
+        ClientKind::Html => {
+            let to = s
+                .redirect
+                .as_deref()
+                .or(s.return_to.as_deref().and_then(safe_return_path))
+                .unwrap_or("/");
+            see_other(to)
+        }
+    }
+}
+
+pub(crate) fn see_other(to: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Renders a rejection for the client kind.
+pub(crate) fn failure(
+    client: ClientKind,
+    rejection: &Rejection,
+    login_path: &str,
+    return_to: Option<&str>,
+) -> Response {
+    let mut response = match client {
+        ClientKind::Json => json_response(rejection.status(), rejection.to_json()),
+        ClientKind::Html => {
+            let page = error_page(rejection, login_path, return_to.and_then(safe_return_path));
+            let mut r = Response::new(Body::from(page.into_string()));
+            *r.status_mut() = rejection.status();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            r
+        }
+    };
+    for (name, value) in &rejection.headers {
+        response.headers_mut().append(name.clone(), value.clone());
+    }
+    response
+}
+
+/// The built-in error page for browsers without the client runtime.
+pub fn error_page(rejection: &Rejection, login_path: &str, back: Option<&str>) -> Markup {
+    let title = match rejection.code {
+        ErrorCode::Unauthenticated | ErrorCode::ReauthenticationRequired => "Sign in required",
+        ErrorCode::Forbidden => "Access denied",
+        ErrorCode::InvalidInput => "Please correct the form",
+        ErrorCode::RateLimited => "Slow down",
+        ErrorCode::StaleAction => "This page is out of date",
+        _ => "Request refused",
+    };
+    let sign_in = matches!(
+        rejection.code,
+        ErrorCode::Unauthenticated | ErrorCode::ReauthenticationRequired
+    );
+    let login_href = match back {
+        Some(b) => format!(
+            "{login_path}?return={}",
+            form_urlencoded::byte_serialize(b.as_bytes()).collect::<String>()
+        ),
+        None => login_path.to_owned(),
+    };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) }
+                style { (maud::PreEscaped(ERROR_CSS)) }
+            }
+            body {
+                main role="main" {
+                    h1 { (title) }
+                    p role="alert" { (rejection.message) }
+                    @if !rejection.form_errors.is_empty() || !rejection.field_errors.is_empty() {
+                        ul {
+                            @for e in &rejection.form_errors { li { (e) } }
+                            @for (field, msgs) in &rejection.field_errors {
+                                @for m in msgs { li { strong { (field) } " " (m) } }
+                            }
+                        }
+                    }
+                    p {
+                        @if sign_in { a href=(login_href) { "Sign in" } " · " }
+                        @if let Some(b) = back { a href=(b) { "Go back" } } @else { a href="/" { "Home" } }
+                    }
+                    p.digest { "Reference: " code { (rejection.digest) } }
+                }
+            }
+        }
+    }
+}
+
+const ERROR_CSS: &str = "body{font:16px/1.5 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}\
+main{max-width:32rem;margin:10vh auto;padding:2rem;background:#fff;border-radius:12px;box-shadow:0 1px 3px #0002}\
+h1{margin-top:0;font-size:1.4rem}.digest{color:#667;font-size:.85rem}a{color:#2456d6}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_paths() {
+        for ok in ["/", "/projects", "/projects?x=1#y"] {
+            assert_eq!(safe_return_path(ok), Some(ok));
+        }
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "evil",
+            "",
+            "javascript:alert(1)",
+            "/\r\nSet-Cookie:x",
+            "/a\\b",
+        ] {
+            assert_eq!(safe_return_path(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn html_client_detection() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(ClientKind::from_headers(&h), ClientKind::Json);
+        h.insert(header::ACCEPT, HeaderValue::from_static("text/html,application/xhtml+xml"));
+        assert_eq!(ClientKind::from_headers(&h), ClientKind::Html);
+    }
+}

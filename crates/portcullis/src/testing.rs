@@ -1,0 +1,211 @@
+//! `TestClient`: drive a real server on an ephemeral port over real HTTP.
+//!
+//! Like axum's own test helper, but aimed at actions: [`TestClient::call`]
+//! resolves an action's *current* opaque id by name and posts to it the way
+//! the client runtime would (same-origin headers, `Accept: application/json`);
+//! [`TestClient::submit`] posts the way a browser without JavaScript would.
+//! Raw [`TestClient::post`] adds nothing, for hostile requests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use reqwest::cookie::{CookieStore, Jar};
+
+use crate::app::{App, Shared};
+
+struct Server(tokio::task::JoinHandle<()>);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A client bound to a running test server, with its own cookie jar.
+#[derive(Clone)]
+pub struct TestClient {
+    addr: SocketAddr,
+    http: reqwest::Client,
+    jar: Arc<Jar>,
+    shared: Arc<Shared>,
+    _server: Arc<Server>,
+}
+
+impl TestClient {
+    /// Starts `app` on `127.0.0.1:0` and returns a client for it.
+    pub async fn start(app: &App) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind an ephemeral port");
+        let addr = listener.local_addr().expect("local addr");
+        let router = app.router();
+        let task = tokio::spawn(async move {
+            let _ = crate::server::serve_until(listener, router, std::future::pending()).await;
+        });
+        let jar = Arc::new(Jar::default());
+        TestClient {
+            addr,
+            http: client(jar.clone()),
+            jar,
+            shared: app.shared().clone(),
+            _server: Arc::new(Server(task)),
+        }
+    }
+
+    /// Another client on the same server with an empty cookie jar (a second
+    /// browser, another user).
+    pub fn new_session(&self) -> Self {
+        let jar = Arc::new(Jar::default());
+        TestClient {
+            http: client(jar.clone()),
+            jar,
+            ..self.clone()
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's own origin, `http://127.0.0.1:PORT`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.origin())
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The current endpoint path of action `name`; panics on an unknown name.
+    pub fn action_path(&self, name: &str) -> String {
+        self.shared
+            .action_path(name)
+            .unwrap_or_else(|| panic!("no action named `{name}`"))
+    }
+
+    /// The `Cookie` header this client would send.
+    pub fn cookies(&self) -> Option<String> {
+        let url = self.url("/").parse().expect("valid url");
+        self.jar
+            .cookies(&url)
+            .and_then(|v| v.to_str().ok().map(str::to_owned))
+    }
+
+    /// Replaces this client's cookies with `cookie` (`name=value`).
+    pub fn set_cookie(&self, cookie: &str) {
+        let url = self.url("/").parse().expect("valid url");
+        self.jar.add_cookie_str(&format!("{cookie}; Path=/"), &url);
+    }
+
+    /// A GET with the cookie jar.
+    pub async fn get(&self, path: &str) -> TestResponse {
+        send(self.http.get(self.url(path))).await
+    }
+
+    /// A raw POST builder: no headers added beyond cookies.
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path))
+    }
+
+    fn same_origin(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        builder
+            .header("sec-fetch-site", "same-origin")
+            .header("origin", self.origin())
+    }
+
+    /// Calls action `name` like the client runtime: urlencoded body.
+    pub async fn call(&self, name: &str, form: &[(&str, &str)]) -> TestResponse {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let req = self
+            .same_origin(self.post(&self.action_path(name)))
+            .header("accept", "application/json")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        send(req).await
+    }
+
+    /// Calls action `name` like the client runtime: JSON body.
+    pub async fn call_json(&self, name: &str, json: &serde_json::Value) -> TestResponse {
+        let req = self
+            .same_origin(self.post(&self.action_path(name)))
+            .header("accept", "application/json")
+            .json(json);
+        send(req).await
+    }
+
+    /// Submits action `name` like a browser without JavaScript (no redirect
+    /// following, so the 303 is visible).
+    pub async fn submit(&self, name: &str, form: &[(&str, &str)]) -> TestResponse {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let req = self
+            .same_origin(self.post(&self.action_path(name)))
+            .header("accept", "text/html,application/xhtml+xml")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        send(req).await
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> TestResponse {
+    TestResponse::read(req.send().await.expect("request reached the test server")).await
+}
+
+fn client(jar: Arc<Jar>) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_provider(jar)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("reqwest client")
+}
+
+/// A fully read response.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    /// Reads a response from any reqwest call (e.g. a raw [`TestClient::post`]).
+    pub async fn read(response: reqwest::Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.unwrap_or_default();
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; panics with the body text if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// `error.code` of a JSON error envelope.
+    pub fn error_code(&self) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        v["error"]["code"].as_str().map(str::to_owned)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
