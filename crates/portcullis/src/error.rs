@@ -278,6 +278,8 @@ pub enum ActionError {
     },
     /// 500 `internal`: the detail goes to the log only.
     Internal(Box<dyn std::error::Error + Send + Sync>),
+    /// A framework refusal raised inside the handler (e.g. by `cx.auth()`).
+    Rejected(Rejection),
 }
 
 impl ActionError {
@@ -313,6 +315,7 @@ impl ActionError {
                 form_errors,
             } => Rejection::invalid(field_errors, form_errors),
             ActionError::Internal(e) => Rejection::internal(&e),
+            ActionError::Rejected(r) => r,
         }
     }
 }
@@ -320,6 +323,12 @@ impl ActionError {
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for ActionError {
     fn from(e: E) -> Self {
         ActionError::Internal(Box::new(e))
+    }
+}
+
+impl From<Rejection> for ActionError {
+    fn from(r: Rejection) -> Self {
+        ActionError::Rejected(r)
     }
 }
 

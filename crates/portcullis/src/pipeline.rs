@@ -26,6 +26,7 @@ use tower_sessions::Session;
 
 use crate::app::Inner;
 use crate::cx::{Cx, Effects};
+use crate::decode::RETURN_FIELD;
 use crate::error::Rejection;
 use crate::limits::{self, BodyKind};
 use crate::ratelimit::{KeyKind, Subject};
@@ -71,6 +72,13 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     let (parts, body) = request.into_parts();
     let client = ClientKind::from_headers(&parts.headers);
     let peer = peer_ip(&parts.extensions)?;
+    // The no-JS return path rides in the query string, so even a refusal
+    // before the body is read can link back (it is validated when used).
+    if let Some(query) = parts.uri.query() {
+        *return_to = form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == RETURN_FIELD)
+            .map(|(_, v)| v.into_owned());
+    }
 
     // 1. Limits: content type and declared length, from headers alone.
     let kind = BodyKind::from_headers(&parts.headers)?;
@@ -121,7 +129,9 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     limits::check_declared_length(&parts.headers, cap)?;
     let bytes = limits::read_body(body, cap, config.limits.body_timeout).await?;
     let (input, reserved) = action.exec.decode(&kind, bytes, shape, &config.limits).await?;
-    *return_to = reserved.return_to;
+    if reserved.return_to.is_some() {
+        *return_to = reserved.return_to;
+    }
 
     // 7. Handler: app code, with panics caught.
     let effects = Arc::new(Mutex::new(Effects::default()));

@@ -150,10 +150,16 @@ impl Form {
 
     /// Renders the form around `body`.
     pub fn body(self, body: Markup) -> Markup {
+        // The return path rides in the query so that refusals raised before
+        // the body is read (401, 429, …) can still link back.
+        let action = format!(
+            "{}?{RETURN_FIELD}={}",
+            self.action,
+            form_urlencoded::byte_serialize(self.return_to.as_bytes()).collect::<String>()
+        );
         html! {
-            form method="post" action=(self.action) data-portcullis
+            form method="post" action=(action) data-portcullis
                 id=[self.id.as_deref()] class=[self.class.as_deref()] {
-                input type="hidden" name=(RETURN_FIELD) value=(self.return_to);
                 div.form-errors role="alert" aria-live="assertive" data-form-errors {}
                 (body)
             }
