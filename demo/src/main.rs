@@ -1,1 +1,106 @@
-fn main(){}
+//! The demo binary: `cargo run` serves it on embedded SQLite.
+//!
+//! ```text
+//! demo                    serve on PORTCULLIS_ADDR (default 127.0.0.1:3000)
+//! demo manifest --json    print every action (name, id, policy, limits, fields)
+//! demo seed [--bench]     fill the database with a sample world / the bench workload
+//! ```
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use demo::db::{self, Db};
+use portcullis::Config;
+
+fn data_dir() -> PathBuf {
+    std::env::var_os("PORTCULLIS_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("data"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,tower_sessions=warn".into()),
+        )
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let dir = data_dir();
+    let quiet = matches!(args.first(), Some(&"manifest"));
+    let (config, notes) = Config::from_env(&dir)?;
+    if !quiet {
+        for note in &notes {
+            tracing::info!("{note}");
+        }
+    }
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        let _ = std::fs::create_dir_all(&dir);
+        db::default_url(&dir)
+    });
+    match args.as_slice() {
+        [] | ["serve"] => serve(config, &url).await,
+        ["manifest", rest @ ..] => {
+            let db = Db::connect(&url).await?;
+            let app = demo::build(config, &db).await?;
+            let manifest = app.manifest();
+            if rest.contains(&"--json") {
+                println!("{}", serde_json::to_string_pretty(&manifest)?);
+            } else {
+                for a in &manifest.actions {
+                    println!("{:<28} {}  {:?}", a.meta.name, a.id, a.meta.policy);
+                }
+            }
+            Ok(())
+        }
+        ["seed"] => {
+            let db = Db::connect(&url).await?;
+            for line in demo::seed::sample(&db).await? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        ["seed", "--bench"] => {
+            let db = Db::connect(&url).await?;
+            let sessions = demo::Sessions::for_db(&db).await?;
+            let name = portcullis::session::cookie_name(&config);
+            println!("# cookie\tuser\tproject_id");
+            for s in demo::seed::bench(&db, &sessions, name).await? {
+                println!("{}\tu{}\t{}", s.cookie, s.user_index + 1, s.project_id);
+            }
+            Ok(())
+        }
+        other => Err(format!(
+            "unknown arguments {other:?}; usage: demo [serve | manifest [--json] | seed [--bench]]"
+        )
+        .into()),
+    }
+}
+
+async fn serve(config: Config, url: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let addr = std::env::var("PORTCULLIS_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let db = Db::connect(url).await?;
+    let app = demo::build(config, &db).await?;
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    tracing::info!(
+        "demo listening on http://{} ({} actions, database {:?})",
+        listener.local_addr()?,
+        app.manifest().actions.len(),
+        db.dialect
+    );
+    portcullis::serve(listener, app.router()).await?;
+    Ok(())
+}

@@ -204,12 +204,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
 }
 
 fn session_layer<Store: SessionStore + Clone>(store: Store, config: &Config) -> SessionManagerLayer<Store> {
-    // `__Host-` pins the cookie to this host, path `/`, and https.
-    let name = if config.secure_cookies {
-        "__Host-portcullis"
-    } else {
-        "portcullis"
-    };
+    let name = crate::session::cookie_name(config);
     let idle = time::Duration::seconds(config.session_idle.as_secs() as i64);
     SessionManagerLayer::new(store)
         .with_name(name)

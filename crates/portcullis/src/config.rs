@@ -48,6 +48,9 @@ pub struct Config {
     pub session_absolute: Duration,
     /// Where 401 pages send the user to sign in.
     pub login_path: String,
+    /// Where `reauthentication_required` pages send the user to confirm
+    /// their password.
+    pub reauth_path: String,
 }
 
 /// Why the configuration was refused.
@@ -93,6 +96,7 @@ impl Config {
             session_idle: Duration::from_secs(12 * 3600),
             session_absolute: Duration::from_secs(7 * 86_400),
             login_path: "/login".into(),
+            reauth_path: "/reauth".into(),
         }
     }
 

@@ -23,17 +23,31 @@ pub struct Cx<S> {
     state: S,
     auth: Auth,
     client_ip: IpAddr,
+    return_path: Option<String>,
     effects: Arc<Mutex<Effects>>,
 }
 
 impl<S> Cx<S> {
-    pub(crate) fn new(state: S, auth: Auth, client_ip: IpAddr, effects: Arc<Mutex<Effects>>) -> Self {
+    pub(crate) fn new(
+        state: S,
+        auth: Auth,
+        client_ip: IpAddr,
+        return_path: Option<String>,
+        effects: Arc<Mutex<Effects>>,
+    ) -> Self {
         Cx {
             state,
             auth,
             client_ip,
+            return_path: return_path.filter(|p| safe_return_path(p).is_some()),
             effects,
         }
+    }
+
+    /// The form's return path (`_return`), if it is a safe same-origin path.
+    /// A sign-in action uses it to send the user back where they came from.
+    pub fn return_path(&self) -> Option<&str> {
+        self.return_path.as_deref()
     }
 
     /// The app state (database pool, DAL, …).

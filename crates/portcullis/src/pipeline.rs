@@ -49,7 +49,7 @@ pub(crate) async fn run<S: Clone + Send + Sync + 'static>(
             respond::failure(
                 client,
                 &rejection,
-                &inner.shared.config.login_path,
+                &inner.shared.config,
                 return_to.as_deref(),
             )
         }
@@ -135,7 +135,13 @@ async fn stages<S: Clone + Send + Sync + 'static>(
 
     // 7. Handler: app code, with panics caught.
     let effects = Arc::new(Mutex::new(Effects::default()));
-    let cx = Cx::new(inner.state.clone(), Auth::new(session), client_ip, effects.clone());
+    let cx = Cx::new(
+        inner.state.clone(),
+        Auth::new(session),
+        client_ip,
+        return_to.clone(),
+        effects.clone(),
+    );
     let outcome = std::panic::AssertUnwindSafe(action.exec.call(cx, viewer, input))
         .catch_unwind()
         .await;

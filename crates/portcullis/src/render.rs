@@ -33,12 +33,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
         let fail = |detail: &str| {
-            respond::failure(
-                ClientKind::from_headers(&parts.headers),
-                &Rejection::internal(&detail),
-                "/login",
-                None,
-            )
+            let r = Rejection::internal(&detail);
+            (r.status(), r.to_json()).into_response()
         };
         let Some(shared) = parts.extensions.get::<Arc<Shared>>().cloned() else {
             return Err(fail("Page used outside a portcullis app"));
@@ -52,7 +48,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
                 respond::failure(
                     ClientKind::from_headers(&parts.headers),
                     &r,
-                    &shared.config.login_path,
+                    &shared.config,
                     None,
                 )
             })?;
@@ -114,7 +110,7 @@ impl Page {
         respond::failure(
             ClientKind::Html,
             &Rejection::new(code),
-            &self.shared.config.login_path,
+            &self.shared.config,
             Some(&self.path),
         )
     }

@@ -140,13 +140,17 @@ pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
 pub(crate) fn failure(
     client: ClientKind,
     rejection: &Rejection,
-    login_path: &str,
+    config: &crate::Config,
     return_to: Option<&str>,
 ) -> Response {
     let mut response = match client {
         ClientKind::Json => json_response(rejection.status(), rejection.to_json()),
         ClientKind::Html => {
-            let page = error_page(rejection, login_path, return_to.and_then(safe_return_path));
+            let sign_in = match rejection.code {
+                ErrorCode::ReauthenticationRequired => config.reauth_path.as_str(),
+                _ => config.login_path.as_str(),
+            };
+            let page = error_page(rejection, sign_in, return_to.and_then(safe_return_path));
             let mut r = Response::new(Body::from(page.into_string()));
             *r.status_mut() = rejection.status();
             r.headers_mut().insert(
@@ -165,7 +169,8 @@ pub(crate) fn failure(
 /// The built-in error page for browsers without the client runtime.
 pub fn error_page(rejection: &Rejection, login_path: &str, back: Option<&str>) -> Markup {
     let title = match rejection.code {
-        ErrorCode::Unauthenticated | ErrorCode::ReauthenticationRequired => "Sign in required",
+        ErrorCode::Unauthenticated => "Sign in required",
+        ErrorCode::ReauthenticationRequired => "Confirm your password",
         ErrorCode::Forbidden => "Access denied",
         ErrorCode::InvalidInput => "Please correct the form",
         ErrorCode::RateLimited => "Slow down",
@@ -205,7 +210,11 @@ pub fn error_page(rejection: &Rejection, login_path: &str, back: Option<&str>) -
                         }
                     }
                     p {
-                        @if sign_in { a href=(login_href) { "Sign in" } " · " }
+                        @if sign_in {
+                            a href=(login_href) {
+                                @if rejection.code == ErrorCode::ReauthenticationRequired { "Confirm password" } @else { "Sign in" }
+                            } " · "
+                        }
                         @if let Some(b) = back { a href=(b) { "Go back" } } @else { a href="/" { "Home" } }
                     }
                     p.digest { "Reference: " code { (rejection.digest) } }

@@ -74,6 +74,61 @@ pub(crate) async fn load_viewer(
     )))
 }
 
+/// Creates a signed-in session directly in `store` and returns the cookie
+/// value. For server-side tooling only (seeding a load test, admin scripts):
+/// it never runs on a request path and takes no request input.
+pub async fn issue<Store: tower_sessions::SessionStore>(
+    store: &Store,
+    user_id: UserId,
+    roles: Vec<String>,
+    ttl: Duration,
+) -> Result<String, tower_sessions::session_store::Error> {
+    issue_with(store, user_id, roles, ttl, Duration::ZERO).await
+}
+
+/// Like [`issue`], with the last password confirmation `reauthenticated_ago`
+/// in the past (tests of `recent(..)` policies use this to make a session
+/// whose step-up has expired).
+pub async fn issue_with<Store: tower_sessions::SessionStore>(
+    store: &Store,
+    user_id: UserId,
+    roles: Vec<String>,
+    ttl: Duration,
+    reauthenticated_ago: Duration,
+) -> Result<String, tower_sessions::session_store::Error> {
+    let now = unix_now();
+    let identity = Identity {
+        user_id,
+        roles,
+        authenticated_at: now.saturating_sub(reauthenticated_ago.as_secs()),
+        reauthenticated_at: now.saturating_sub(reauthenticated_ago.as_secs()),
+    };
+    let mut data = std::collections::HashMap::new();
+    data.insert(
+        IDENTITY_KEY.to_owned(),
+        serde_json::to_value(identity)
+            .map_err(|e| tower_sessions::session_store::Error::Encode(e.to_string()))?,
+    );
+    let mut record = tower_sessions::session::Record {
+        id: tower_sessions::session::Id::default(),
+        data,
+        expiry_date: time::OffsetDateTime::now_utc()
+            + time::Duration::seconds(ttl.as_secs() as i64),
+    };
+    store.create(&mut record).await?;
+    Ok(record.id.to_string())
+}
+
+/// The session cookie's name for a configuration.
+pub fn cookie_name(config: &crate::Config) -> &'static str {
+    // `__Host-` pins the cookie to this host, path `/`, and https.
+    if config.secure_cookies {
+        "__Host-portcullis"
+    } else {
+        "portcullis"
+    }
+}
+
 /// Signs viewers in and out. Handed to handlers through [`crate::Cx::auth`];
 /// verifying the password is the app's job, recording the result is ours.
 #[derive(Clone)]

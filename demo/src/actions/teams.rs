@@ -1,0 +1,156 @@
+//! Team actions: invite, accept an invite, change a member's role, remove a
+//! member. Admin rights are checked by the DAL in the statement itself; the
+//! role a request may set is an enum, and nobody can set their own.
+
+use base64::Engine;
+use portcullis::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::RECENT;
+use crate::AppState;
+
+pub const INVITE: &str = "teams.invite";
+pub const ACCEPT: &str = "teams.accept_invite";
+pub const SET_ROLE: &str = "teams.set_role";
+pub const REMOVE: &str = "teams.remove_member";
+
+/// Invites are valid for 7 days.
+pub const INVITE_TTL_SECS: i64 = 7 * 86_400;
+
+pub fn register(actions: &mut portcullis::Actions<AppState>) {
+    actions
+        .add(
+            action(INVITE)
+                .authenticated()
+                .limit(per_user(20).per(std::time::Duration::from_secs(86_400)))
+                .handler(invite),
+        )
+        .add(
+            action(ACCEPT)
+                .authenticated()
+                .limit(per_user(10).per_minute())
+                .handler(accept),
+        )
+        .add(action(SET_ROLE).authenticated().handler(set_role))
+        .add(action(REMOVE).recent(RECENT).handler(remove));
+}
+
+#[derive(Deserialize, garde::Validate)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Invite {
+    #[garde(range(min = 1))]
+    pub team_id: i64,
+    #[garde(email, length(max = 200))]
+    pub email: String,
+}
+
+#[derive(Deserialize, garde::Validate)]
+#[serde(deny_unknown_fields)]
+pub struct Accept {
+    #[garde(length(min = 20, max = 100))]
+    pub token: String,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Member,
+    Admin,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Deserialize, garde::Validate)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SetRole {
+    #[garde(range(min = 1))]
+    pub team_id: i64,
+    #[garde(range(min = 1))]
+    pub member_id: i64,
+    #[garde(skip)]
+    pub role: Role,
+}
+
+#[derive(Deserialize, garde::Validate)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Remove {
+    #[garde(range(min = 1))]
+    pub team_id: i64,
+    #[garde(range(min = 1))]
+    pub member_id: i64,
+}
+
+/// Shown once to the admin who created the invite: the link to send.
+/// The token is never stored (only its hash) and never shown again.
+#[derive(Serialize, Dto)]
+#[serde(rename_all = "camelCase")]
+pub struct InviteCreated {
+    pub invite_id: i64,
+    pub link: String,
+}
+
+#[derive(Serialize, Dto)]
+#[serde(rename_all = "camelCase")]
+pub struct Joined {
+    pub team_id: i64,
+}
+
+/// Hex SHA-256 of an invite token: what the database stores and looks up.
+pub fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn invite(cx: Cx<AppState>, viewer: Viewer, input: Valid<Invite>) -> Outcome<InviteCreated> {
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let id = cx
+        .state()
+        .dal
+        .teams()
+        .invite(
+            &viewer,
+            input.team_id,
+            &input.email.trim().to_lowercase(),
+            &token_hash(&token),
+            INVITE_TTL_SECS,
+        )
+        .await?;
+    Ok(InviteCreated {
+        invite_id: id,
+        link: format!("/invites/{token}"),
+    })
+}
+
+async fn accept(cx: Cx<AppState>, viewer: Viewer, input: Valid<Accept>) -> Outcome<Joined> {
+    let team_id = cx.state().dal.teams().accept(&viewer, &token_hash(&input.token)).await?;
+    cx.redirect(&format!("/teams/{team_id}"))?;
+    Ok(Joined { team_id })
+}
+
+async fn set_role(cx: Cx<AppState>, viewer: Viewer, input: Valid<SetRole>) -> Outcome<()> {
+    cx.state()
+        .dal
+        .teams()
+        .set_role(&viewer, input.team_id, input.member_id, input.role.as_str())
+        .await?;
+    Ok(())
+}
+
+async fn remove(cx: Cx<AppState>, viewer: Viewer, input: Valid<Remove>) -> Outcome<()> {
+    cx.state()
+        .dal
+        .teams()
+        .remove_member(&viewer, input.team_id, input.member_id)
+        .await?;
+    Ok(())
+}

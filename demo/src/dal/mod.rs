@@ -1,0 +1,69 @@
+//! The data-access layer: the only code in the demo that issues SQL.
+//!
+//! Every read and write of team data takes the [`Viewer`] and is scoped by it
+//! *in the SQL itself* (`… AND team_id IN (SELECT team_id FROM memberships
+//! WHERE user_id = $viewer)`). A row from another team is therefore
+//! indistinguishable from a missing row: the caller gets `NotFound` (404
+//! `not_found`), never a 403 that would confirm the row exists.
+//!
+//! Row types here (`ProjectRow`, `UserRow`, …) deliberately do not implement
+//! `portcullis::Dto`, so no handler can return one; handlers map them to
+//! purpose-built DTOs.
+
+pub mod comments;
+pub mod contact;
+pub mod projects;
+pub mod teams;
+pub mod users;
+
+use portcullis::ActionError;
+use sqlx::AnyPool;
+
+pub use portcullis::Viewer;
+
+/// The DAL handle, cheap to clone.
+#[derive(Clone)]
+pub struct Dal {
+    pub(crate) pool: AnyPool,
+}
+
+/// Every DAL call returns this: `NotFound` for absent-or-not-yours, field
+/// errors for conflicts, `Internal` for database failures.
+pub type DalResult<T> = Result<T, ActionError>;
+
+impl Dal {
+    pub fn new(pool: AnyPool) -> Self {
+        Dal { pool }
+    }
+
+    pub fn users(&self) -> users::Users<'_> {
+        users::Users(self)
+    }
+    pub fn teams(&self) -> teams::Teams<'_> {
+        teams::Teams(self)
+    }
+    pub fn projects(&self) -> projects::Projects<'_> {
+        projects::Projects(self)
+    }
+    pub fn comments(&self) -> comments::Comments<'_> {
+        comments::Comments(self)
+    }
+    pub fn contact(&self) -> contact::Contact<'_> {
+        contact::Contact(self)
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The SQL fragment every team-scoped query uses; `$1` is the viewer id.
+pub(crate) const VIEWER_TEAMS: &str = "SELECT team_id FROM memberships WHERE user_id = $1";
+
+fn not_found<T>(row: Option<T>) -> DalResult<T> {
+    row.ok_or(ActionError::NotFound)
+}

@@ -1,0 +1,129 @@
+//! Projects, scoped to the viewer's teams in every statement.
+
+use super::{Dal, DalResult, VIEWER_TEAMS, Viewer, not_found, now};
+
+#[derive(sqlx::FromRow, Clone)]
+pub struct ProjectRow {
+    pub id: i64,
+    pub team_id: i64,
+    pub team_name: String,
+    pub name: String,
+    pub archived_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+pub struct Projects<'a>(pub(super) &'a Dal);
+
+const SELECT: &str = "SELECT p.id, p.team_id, t.name AS team_name, p.name, p.archived_at, p.updated_at \
+                      FROM projects p JOIN teams t ON t.id = p.team_id";
+
+impl Projects<'_> {
+    /// All projects of the viewer's teams, newest first.
+    pub async fn list(&self, viewer: &Viewer) -> DalResult<Vec<ProjectRow>> {
+        Ok(sqlx::query_as(&format!(
+            "{SELECT} WHERE p.team_id IN ({VIEWER_TEAMS}) ORDER BY p.archived_at IS NOT NULL, p.id DESC"
+        ))
+        .bind(viewer.id())
+        .fetch_all(&self.0.pool)
+        .await?)
+    }
+
+    /// One project, if it belongs to one of the viewer's teams.
+    pub async fn get(&self, viewer: &Viewer, id: i64) -> DalResult<ProjectRow> {
+        not_found(
+            sqlx::query_as(&format!("{SELECT} WHERE p.id = $2 AND p.team_id IN ({VIEWER_TEAMS})"))
+                .bind(viewer.id())
+                .bind(id)
+                .fetch_optional(&self.0.pool)
+                .await?,
+        )
+    }
+
+    /// Creates a project in `team_id` if the viewer is a member of it.
+    pub async fn create(&self, viewer: &Viewer, team_id: i64, name: &str) -> DalResult<ProjectRow> {
+        let t = now();
+        let row: Option<(i64,)> = sqlx::query_as(&format!(
+            "INSERT INTO projects (team_id, name, created_by, created_at, updated_at) \
+             SELECT $2, $3, $1, $4, $4 WHERE $2 IN ({VIEWER_TEAMS}) RETURNING id"
+        ))
+        .bind(viewer.id())
+        .bind(team_id)
+        .bind(name)
+        .bind(t)
+        .fetch_optional(&self.0.pool)
+        .await?;
+        let (id,) = not_found(row)?;
+        self.get(viewer, id).await
+    }
+
+    /// Renames a project of the viewer's teams.
+    pub async fn rename(&self, viewer: &Viewer, id: i64, name: &str) -> DalResult<ProjectRow> {
+        let done = sqlx::query(&format!(
+            "UPDATE projects SET name = $3, updated_at = $4 WHERE id = $2 AND team_id IN ({VIEWER_TEAMS})"
+        ))
+        .bind(viewer.id())
+        .bind(id)
+        .bind(name)
+        .bind(now())
+        .execute(&self.0.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(portcullis::ActionError::NotFound);
+        }
+        self.get(viewer, id).await
+    }
+
+    /// Archives or restores a project of the viewer's teams.
+    pub async fn set_archived(&self, viewer: &Viewer, id: i64, archived: bool) -> DalResult<ProjectRow> {
+        let t = now();
+        let done = sqlx::query(&format!(
+            "UPDATE projects SET archived_at = $3, updated_at = $4 WHERE id = $2 AND team_id IN ({VIEWER_TEAMS})"
+        ))
+        .bind(viewer.id())
+        .bind(id)
+        .bind(archived.then_some(t))
+        .bind(t)
+        .execute(&self.0.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(portcullis::ActionError::NotFound);
+        }
+        self.get(viewer, id).await
+    }
+
+    /// Deletes a project; only admins of its team may.
+    pub async fn delete(&self, viewer: &Viewer, id: i64) -> DalResult<()> {
+        let done = sqlx::query(
+            "DELETE FROM projects WHERE id = $2 AND team_id IN \
+             (SELECT team_id FROM memberships WHERE user_id = $1 AND role = 'admin')",
+        )
+        .bind(viewer.id())
+        .bind(id)
+        .execute(&self.0.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(portcullis::ActionError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Moves a project to another team. The viewer must be an admin of the
+    /// source team and a member of the destination.
+    pub async fn transfer(&self, viewer: &Viewer, id: i64, to_team: i64) -> DalResult<ProjectRow> {
+        let done = sqlx::query(&format!(
+            "UPDATE projects SET team_id = $3, updated_at = $4 WHERE id = $2 \
+             AND team_id IN (SELECT team_id FROM memberships WHERE user_id = $1 AND role = 'admin') \
+             AND $3 IN ({VIEWER_TEAMS})"
+        ))
+        .bind(viewer.id())
+        .bind(id)
+        .bind(to_team)
+        .bind(now())
+        .execute(&self.0.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(portcullis::ActionError::NotFound);
+        }
+        self.get(viewer, id).await
+    }
+}

@@ -1,0 +1,121 @@
+//! Accounts. Sign-up and sign-in are the only queries that run without a
+//! viewer (there is none yet); everything else is the viewer's own row.
+
+use portcullis::ActionError;
+
+use super::{Dal, DalResult, Viewer, not_found, now};
+
+/// A user row. Not a DTO: it carries the password hash.
+#[derive(sqlx::FromRow)]
+pub struct UserRow {
+    pub id: i64,
+    pub email: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub api_key: Option<String>,
+}
+
+pub struct Users<'a>(pub(super) &'a Dal);
+
+impl Users<'_> {
+    /// Creates a user and their personal team (they are its admin), atomically.
+    pub async fn sign_up(&self, email: &str, display_name: &str, password_hash: &str) -> DalResult<i64> {
+        let mut tx = self.0.pool.begin().await?;
+        let taken: Option<(i64,)> = sqlx::query_as("SELECT id FROM users WHERE email = $1")
+            .bind(email)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(ActionError::field("email", "is already registered"));
+        }
+        let t = now();
+        let (user_id,): (i64,) = sqlx::query_as(
+            "INSERT INTO users (email, display_name, password_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(email)
+        .bind(display_name)
+        .bind(password_hash)
+        .bind(t)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (team_id,): (i64,) = sqlx::query_as(
+            "INSERT INTO teams (name, owner_id, created_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(format!("{display_name}'s team"))
+        .bind(user_id)
+        .bind(t)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO memberships (team_id, user_id, role) VALUES ($1, $2, 'admin')")
+            .bind(team_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(user_id)
+    }
+
+    /// The row for a sign-in attempt (no viewer yet).
+    pub async fn by_email(&self, email: &str) -> DalResult<Option<UserRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, email, display_name, password_hash, api_key FROM users WHERE email = $1",
+        )
+        .bind(email)
+        .fetch_optional(&self.0.pool)
+        .await?)
+    }
+
+    /// The viewer's own row.
+    pub async fn me(&self, viewer: &Viewer) -> DalResult<UserRow> {
+        not_found(
+            sqlx::query_as(
+                "SELECT id, email, display_name, password_hash, api_key FROM users WHERE id = $1",
+            )
+            .bind(viewer.id())
+            .fetch_optional(&self.0.pool)
+            .await?,
+        )
+    }
+
+    pub async fn update_profile(&self, viewer: &Viewer, display_name: &str) -> DalResult<()> {
+        sqlx::query("UPDATE users SET display_name = $2 WHERE id = $1")
+            .bind(viewer.id())
+            .bind(display_name)
+            .execute(&self.0.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_api_key(&self, viewer: &Viewer, key: Option<&str>) -> DalResult<()> {
+        sqlx::query("UPDATE users SET api_key = $2 WHERE id = $1")
+            .bind(viewer.id())
+            .bind(key)
+            .execute(&self.0.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_password_hash(&self, viewer: &Viewer, hash: &str) -> DalResult<()> {
+        sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+            .bind(viewer.id())
+            .bind(hash)
+            .execute(&self.0.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the viewer's account; teams they own go with it (cascade).
+    pub async fn delete(&self, viewer: &Viewer) -> DalResult<()> {
+        let mut tx = self.0.pool.begin().await?;
+        sqlx::query("DELETE FROM teams WHERE owner_id = $1")
+            .bind(viewer.id())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(viewer.id())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! Database connection: SQLite by default (embedded, file under `./data`),
+//! Postgres when `DATABASE_URL` says so. Both go through `sqlx::Any` with the
+//! same SQL (`$1` placeholders, `RETURNING`, `ON CONFLICT` work in both); the
+//! differences between the two dialects live here and in the two migration
+//! folders, nowhere else.
+
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub dialect: Dialect,
+    pub url: String,
+}
+
+impl Db {
+    /// Connects and runs the migrations for the URL's dialect.
+    pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else {
+            Dialect::Sqlite
+        };
+        let options: AnyConnectOptions = url.parse()?;
+        let mut pool = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(3));
+        pool = match dialect {
+            // One writer at a time is SQLite's model; WAL lets readers run beside it.
+            Dialect::Sqlite => pool.max_connections(8).after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            }),
+            Dialect::Postgres => pool.max_connections(16),
+        };
+        let pool = pool.connect_with(options).await?;
+        let db = Db {
+            pool,
+            dialect,
+            url: url.to_owned(),
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// Connects without migrating (administrative connections in tests).
+    pub async fn connect_raw(url: &str) -> Result<AnyPool, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        AnyPoolOptions::new().max_connections(2).connect(url).await
+    }
+
+    async fn migrate(&self) -> Result<(), sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
+            Dialect::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
+        }
+        Ok(())
+    }
+}
+
+/// The default database: a SQLite file under the data dir.
+pub fn default_url(data_dir: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", data_dir.join("demo.db").display())
+}

@@ -1,0 +1,87 @@
+//! The portcullis demo: a small multi-user workspace (teams, projects,
+//! comments, invites) and a public contact form, built to show every rule of
+//! the server-action security checklist in real code. See the README's tour.
+#![forbid(unsafe_code)]
+
+pub mod actions;
+pub mod dal;
+pub mod db;
+pub mod pages;
+pub mod passwords;
+pub mod seed;
+
+use std::str::FromStr;
+
+use portcullis::{App, Config, Portcullis};
+use tower_sessions_sqlx_store::{PostgresStore, SqliteStore};
+
+use dal::Dal;
+use db::{Db, Dialect};
+
+/// What every action handler and page gets.
+#[derive(Clone)]
+pub struct AppState {
+    pub dal: Dal,
+}
+
+/// Errors starting the demo.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("session store: {0}")]
+    Sessions(String),
+    #[error(transparent)]
+    Build(#[from] portcullis::BuildError),
+}
+
+/// The session store that goes with the database.
+#[derive(Clone, Debug)]
+pub enum Sessions {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+impl Sessions {
+    pub async fn for_db(db: &Db) -> Result<Self, StartError> {
+        let err = |e: sqlx::Error| StartError::Sessions(e.to_string());
+        match db.dialect {
+            Dialect::Sqlite => {
+                let options = sqlx::sqlite::SqliteConnectOptions::from_str(&db.url)
+                    .map_err(err)?
+                    .create_if_missing(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .busy_timeout(std::time::Duration::from_secs(5));
+                let pool = sqlx::SqlitePool::connect_with(options).await.map_err(err)?;
+                let store = SqliteStore::new(pool);
+                store.migrate().await.map_err(err)?;
+                Ok(Sessions::Sqlite(store))
+            }
+            Dialect::Postgres => {
+                let pool = sqlx::PgPool::connect(&db.url).await.map_err(err)?;
+                let store = PostgresStore::new(pool);
+                store.migrate().await.map_err(err)?;
+                Ok(Sessions::Postgres(store))
+            }
+        }
+    }
+}
+
+/// Builds the demo app on an open database.
+pub async fn build(config: Config, db: &Db) -> Result<App, StartError> {
+    let sessions = Sessions::for_db(db).await?;
+    build_with(config, db, sessions)
+}
+
+pub fn build_with(config: Config, db: &Db, sessions: Sessions) -> Result<App, StartError> {
+    let state = AppState {
+        dal: Dal::new(db.pool.clone()),
+    };
+    let app = Portcullis::new(config, state.clone())
+        .actions(actions::register)
+        .pages(pages::router(state));
+    Ok(match sessions {
+        Sessions::Sqlite(s) => app.build(s)?,
+        Sessions::Postgres(s) => app.build(s)?,
+    })
+}

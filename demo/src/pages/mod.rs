@@ -1,0 +1,367 @@
+//! The demo's pages (GET only). Page handlers get `portcullis::Page`: they
+//! can read who is viewing and render action forms, but cannot write cookies,
+//! redirect after the fact or sign anyone in — that is what actions are for.
+
+pub mod layout;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use maud::{Markup, html};
+use portcullis::{ErrorCode, Page, Viewer, field, submit};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::actions::{account, auth, comments, contact, projects, teams};
+use layout::{CSS, Nav};
+
+type PageResult = Result<Markup, Response>;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login))
+        .route("/signup", get(signup))
+        .route("/reauth", get(reauth))
+        .route("/projects", get(project_list))
+        .route("/projects/{id}", get(project_page))
+        .route("/teams/{id}", get(team_page))
+        .route("/invites/{token}", get(invite_page))
+        .route("/settings", get(settings))
+        .route("/contact", get(contact_page))
+        .route("/assets/app.css", get(css))
+        .with_state(state)
+}
+
+async fn css() -> Response {
+    (
+        [
+            ("content-type", "text/css; charset=utf-8"),
+            ("cache-control", "public, max-age=3600"),
+        ],
+        CSS,
+    )
+        .into_response()
+}
+
+/// Wraps a page body in the layout, with the viewer's name in the nav.
+async fn shell(state: &AppState, page: &Page, title: &str, body: Markup) -> PageResult {
+    let me = match page.viewer() {
+        Some(v) => Some(state.dal.users().me(v).await.map_err(|_| page.error(ErrorCode::Internal))?),
+        None => None,
+    };
+    let sign_out = me.as_ref().map(|_| {
+        page.form(auth::SIGN_OUT)
+            .return_to("/")
+            .body(html! { button.secondary type="submit" { "Sign out" } })
+    });
+    Ok(layout::page(
+        title,
+        Nav {
+            display_name: me.as_ref().map(|m| m.display_name.as_str()),
+            sign_out,
+        },
+        body,
+    ))
+}
+
+fn viewer(page: &Page) -> Result<Viewer, Response> {
+    page.require_viewer().cloned()
+}
+
+async fn home(State(state): State<AppState>, page: Page) -> Response {
+    if page.viewer().is_some() {
+        return Redirect::to("/projects").into_response();
+    }
+    let body = html! {
+        div.card {
+            h1 { "Secure server actions, by default" }
+            p { "This demo is a small team workspace: projects, comments, invites. Every form on it is a portcullis action — origin-checked, rate-limited, policy-gated, validated and scoped to you." }
+            p { a href="/signup" { "Create an account" } " or " a href="/login" { "sign in" } "." }
+        }
+    };
+    shell(&state, &page, "Welcome", body).await.into_response()
+}
+
+#[derive(Deserialize)]
+struct ReturnQuery {
+    #[serde(rename = "return")]
+    return_to: Option<String>,
+}
+
+fn return_or(q: &ReturnQuery, default: &str) -> String {
+    q.return_to
+        .as_deref()
+        .and_then(portcullis::respond::safe_return_path)
+        .unwrap_or(default)
+        .to_owned()
+}
+
+async fn login(State(state): State<AppState>, page: Page, Query(q): Query<ReturnQuery>) -> PageResult {
+    let body = html! {
+        h1 { "Sign in" }
+        (page.form(auth::SIGN_IN).class("card").return_to(&return_or(&q, "/projects")).body(html! {
+            (field("email").label("Email").kind("email").autocomplete("username").required())
+            (field("password").label("Password").kind("password").autocomplete("current-password").required())
+            (submit("Sign in"))
+        }))
+        p.muted { "No account? " a href="/signup" { "Sign up" } }
+    };
+    shell(&state, &page, "Sign in", body).await
+}
+
+async fn signup(State(state): State<AppState>, page: Page) -> PageResult {
+    let body = html! {
+        h1 { "Create your account" }
+        (page.form(auth::SIGN_UP).class("card").body(html! {
+            (field("email").label("Email").kind("email").autocomplete("username").required())
+            (field("displayName").label("Display name").autocomplete("nickname").required())
+            (field("password").label("Password (10+ characters)").kind("password").autocomplete("new-password").required())
+            (submit("Sign up"))
+        }))
+    };
+    shell(&state, &page, "Sign up", body).await
+}
+
+async fn reauth(State(state): State<AppState>, page: Page, Query(q): Query<ReturnQuery>) -> PageResult {
+    viewer(&page)?;
+    let body = html! {
+        h1 { "Confirm your password" }
+        p.muted { "This step protects destructive changes. It stays valid for 15 minutes in this browser session only." }
+        (page.form(auth::REAUTH).class("card").return_to(&return_or(&q, "/settings")).body(html! {
+            (field("password").label("Password").kind("password").autocomplete("current-password").required())
+            (submit("Confirm"))
+        }))
+    };
+    shell(&state, &page, "Confirm password", body).await
+}
+
+async fn project_list(State(state): State<AppState>, page: Page) -> PageResult {
+    let v = viewer(&page)?;
+    let dal = &state.dal;
+    let err = |_| page.error(ErrorCode::Internal);
+    let list = dal.projects().list(&v).await.map_err(err)?;
+    let teams = dal.teams().mine(&v).await.map_err(err)?;
+    let body = html! {
+        h1 { "Projects" }
+        (page.form(projects::CREATE).class("card").id("create-project").body(html! {
+            div.field {
+                label for="f-teamId" { "Team" }
+                select id="f-teamId" name="teamId" {
+                    @for t in &teams { option value=(t.id) { (t.name) } }
+                }
+            }
+            (field("name").label("New project name").id("f-create-name").required())
+            (submit("Create project"))
+        }))
+        div.card #project-list {
+            @if list.is_empty() { p.muted { "No projects yet." } }
+            ul.list {
+                @for p in &list {
+                    li id={"project-" (p.id)} {
+                        div {
+                            a href={"/projects/" (p.id)} data-project-name { (p.name) }
+                            " " span.badge { (p.team_name) }
+                            @if p.archived_at.is_some() { " " span.badge { "archived" } }
+                        }
+                        (page.form(projects::RENAME).class("inline").body(html! {
+                            input type="hidden" name="projectId" value=(p.id);
+                            (field("name").label("Rename").value(&p.name).id(&format!("rename-{}", p.id)))
+                            button.secondary type="submit" { "Rename" }
+                        }))
+                    }
+                }
+            }
+        }
+    };
+    shell(&state, &page, "Projects", body).await
+}
+
+async fn project_page(State(state): State<AppState>, page: Page, Path(id): Path<i64>) -> PageResult {
+    let v = viewer(&page)?;
+    let dal = &state.dal;
+    let project = match dal.projects().get(&v, id).await {
+        Ok(p) => p,
+        Err(portcullis::ActionError::NotFound) => return Err(page.error(ErrorCode::NotFound)),
+        Err(_) => return Err(page.error(ErrorCode::Internal)),
+    };
+    let comments = dal.comments().list(&v, id).await.map_err(|_| page.error(ErrorCode::Internal))?;
+    let archived = project.archived_at.is_some();
+    let body = html! {
+        p.muted { a href="/projects" { "← Projects" } " · " a href={"/teams/" (project.team_id)} { (project.team_name) } }
+        h1 #project-title { (project.name) @if archived { " " span.badge { "archived" } } }
+        (page.form(projects::RENAME).class("card inline").body(html! {
+            input type="hidden" name="projectId" value=(project.id);
+            (field("name").label("Name").value(&project.name))
+            button type="submit" { "Rename" }
+        }))
+        h2 { "Comments" }
+        div.card #comments {
+            @if comments.is_empty() { p.muted #no-comments { "No comments yet." } }
+            @for c in &comments {
+                div.comment id={"comment-" (c.id)} {
+                    strong { (c.author_name) }
+                    p { (c.body) }
+                    @if c.author_id == v.id() {
+                        (page.form(comments::DELETE).class("inline").body(html! {
+                            input type="hidden" name="commentId" value=(c.id);
+                            button.secondary type="submit" { "Delete" }
+                        }))
+                    }
+                }
+            }
+        }
+        (page.form(comments::POST).class("card").id("post-comment").body(html! {
+            input type="hidden" name="projectId" value=(project.id);
+            (field("body").label("Add a comment").kind("textarea").required())
+            (submit("Post comment"))
+        }))
+        h2 { "Manage" }
+        div.card {
+            @if archived {
+                (page.form(projects::RESTORE).class("inline").body(html! {
+                    input type="hidden" name="projectId" value=(project.id);
+                    button.secondary type="submit" { "Restore" }
+                }))
+            } @else {
+                (page.form(projects::ARCHIVE).class("inline").body(html! {
+                    input type="hidden" name="projectId" value=(project.id);
+                    button.secondary type="submit" { "Archive" }
+                }))
+            }
+            p.muted { "Deleting needs a team admin and a password confirmed in the last 15 minutes." }
+            (page.form(projects::DELETE).class("inline").return_to("/projects").body(html! {
+                input type="hidden" name="projectId" value=(project.id);
+                button.danger type="submit" { "Delete project" }
+            }))
+        }
+    };
+    shell(&state, &page, &project.name, body).await
+}
+
+async fn team_page(State(state): State<AppState>, page: Page, Path(id): Path<i64>) -> PageResult {
+    let v = viewer(&page)?;
+    let dal = &state.dal;
+    let team = match dal.teams().get(&v, id).await {
+        Ok(t) => t,
+        Err(portcullis::ActionError::NotFound) => return Err(page.error(ErrorCode::NotFound)),
+        Err(_) => return Err(page.error(ErrorCode::Internal)),
+    };
+    let err = |_| page.error(ErrorCode::Internal);
+    let members = dal.teams().members(&v, id).await.map_err(err)?;
+    let admin = team.role == "admin";
+    let invites = if admin { dal.teams().invites(&v, id).await.map_err(err)? } else { Vec::new() };
+    let body = html! {
+        h1 { (team.name) " " span.badge { (team.plan) } }
+        h2 { "Members" }
+        div.card {
+            ul.list {
+                @for m in &members {
+                    li {
+                        span { (m.display_name) " " span.badge { (m.role) } }
+                        @if admin && m.user_id != v.id() {
+                            (page.form(teams::SET_ROLE).class("inline").body(html! {
+                                input type="hidden" name="teamId" value=(team.id);
+                                input type="hidden" name="memberId" value=(m.user_id);
+                                input type="hidden" name="role" value=(if m.role == "admin" { "member" } else { "admin" });
+                                button.secondary type="submit" { @if m.role == "admin" { "Make member" } @else { "Make admin" } }
+                            }))
+                            (page.form(teams::REMOVE).class("inline").body(html! {
+                                input type="hidden" name="teamId" value=(team.id);
+                                input type="hidden" name="memberId" value=(m.user_id);
+                                button.danger type="submit" { "Remove" }
+                            }))
+                        }
+                    }
+                }
+            }
+        }
+        @if admin {
+            h2 { "Invite someone" }
+            (page.form(teams::INVITE).class("card").body(html! {
+                input type="hidden" name="teamId" value=(team.id);
+                (field("email").label("Email").kind("email").required())
+                (submit("Create invite link"))
+                p.muted data-invite-link {}
+            }))
+            @if !invites.is_empty() {
+                div.card {
+                    ul.list {
+                        @for i in &invites {
+                            li { span { (i.email) } span.badge { @if i.accepted_at.is_some() { "accepted" } @else { "pending" } } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    shell(&state, &page, &team.name, body).await
+}
+
+async fn invite_page(State(state): State<AppState>, page: Page, Path(token): Path<String>) -> PageResult {
+    viewer(&page)?;
+    let body = html! {
+        h1 { "Join a team" }
+        (page.form(teams::ACCEPT).class("card").body(html! {
+            input type="hidden" name="token" value=(token);
+            p { "You have been invited to join a team." }
+            (submit("Accept invite"))
+        }))
+    };
+    shell(&state, &page, "Invite", body).await
+}
+
+async fn settings(State(state): State<AppState>, page: Page) -> PageResult {
+    let v = viewer(&page)?;
+    let me = state.dal.users().me(&v).await.map_err(|_| page.error(ErrorCode::Internal))?;
+    let body = html! {
+        h1 { "Settings" }
+        h2 { "Profile" }
+        (page.form(account::UPDATE_PROFILE).class("card").body(html! {
+            (field("displayName").label("Display name").value(&me.display_name).required())
+            (submit("Save"))
+        }))
+        h2 { "Third-party API key" }
+        (page.form(account::SET_API_KEY).class("card").body(html! {
+            p.muted {
+                @if me.api_key.is_some() { "A key is stored. It is never shown again; enter a new one to replace it, or leave empty to remove it." }
+                @else { "No key stored." }
+            }
+            (field("apiKey").label("API key").kind("password").autocomplete("off"))
+            (submit("Save key"))
+        }))
+        h2 { "Password" }
+        (page.form(account::CHANGE_PASSWORD).class("card").body(html! {
+            (field("currentPassword").label("Current password").kind("password").autocomplete("current-password").required())
+            (field("newPassword").label("New password (10+ characters)").kind("password").autocomplete("new-password").required())
+            (submit("Change password"))
+        }))
+        h2 { "Delete account" }
+        (page.form(account::DELETE).class("card").return_to("/").body(html! {
+            p.muted { "This deletes your account, the teams you own and their projects. It cannot be undone." }
+            (field("password").label("Password").kind("password").id("f-delete-password").autocomplete("current-password").required())
+            button.danger type="submit" { "Delete my account" }
+        }))
+    };
+    shell(&state, &page, "Settings", body).await
+}
+
+#[derive(Deserialize)]
+struct SentQuery {
+    sent: Option<String>,
+}
+
+async fn contact_page(State(state): State<AppState>, page: Page, Query(q): Query<SentQuery>) -> PageResult {
+    let body = html! {
+        h1 { "Contact us" }
+        @if q.sent.is_some() { p.notice role="status" { "Thanks — your message was received." } }
+        (page.form(contact::SEND).class("card").body(html! {
+            (field("name").label("Your name").autocomplete("name").required())
+            (field("email").label("Email").kind("email").autocomplete("email").required())
+            (field("message").label("Message").kind("textarea").required())
+            (submit("Send"))
+        }))
+    };
+    shell(&state, &page, "Contact", body).await
+}

@@ -1,0 +1,102 @@
+//! The demo's happy paths: sign up, sign in, act, sign out; the public
+//! contact form; pages render and require sign-in where they should.
+
+mod common;
+
+use common::{PASSWORD, project, snapshot, start, team_of, user};
+
+#[tokio::test]
+async fn sign_up_sign_in_act_sign_out() {
+    let demo = start().await;
+    let (c, id) = user(&demo, "Alice").await;
+    let team = team_of(&demo, id).await;
+    let p = project(&c, team, "Apollo").await;
+    let r = c.call("projects.rename", &[("projectId", &p.to_string()), ("name", "Artemis")]).await;
+    assert_eq!(r.json(), serde_json::json!({"ok": true, "result": {"id": p, "name": "Artemis", "archived": false}}));
+    assert!(c.get("/projects").await.text().contains("Artemis"));
+    let r = c.call("auth.sign_out", &[]).await;
+    assert_eq!(r.json()["redirect"], "/");
+    assert_eq!(c.get("/projects").await.status, 303);
+    // Sign back in: redirect to the return path.
+    let path = format!("{}?_return=%2Fprojects%2F{p}", c.action_path("auth.sign_in"));
+    let r = c
+        .post(&path)
+        .header("accept", "application/json")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("email=alice%40example.com&password={}", PASSWORD.replace(' ', "+")))
+        .send()
+        .await
+        .unwrap();
+    let r = portcullis::testing::TestResponse::read(r).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["redirect"], format!("/projects/{p}"));
+    assert_eq!(c.get(&format!("/projects/{p}")).await.status, 200);
+}
+
+#[tokio::test]
+async fn no_js_form_post_redirects_back() {
+    let demo = start().await;
+    let (c, id) = user(&demo, "Alice").await;
+    let team = team_of(&demo, id).await;
+    let p = project(&c, team, "Apollo").await;
+    let path = format!("{}?_return=%2Fprojects", c.action_path("projects.rename"));
+    let r = c
+        .post(&path)
+        .header("accept", "text/html")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("projectId={p}&name=Gemini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/projects");
+    assert!(c.get("/projects").await.text().contains("Gemini"));
+}
+
+#[tokio::test]
+async fn public_contact_form_works_anonymously_and_is_rate_limited() {
+    let demo = start().await;
+    let anon = demo.client.new_session();
+    let form = [("name", "Visitor"), ("email", "v@example.com"), ("message", "Hello there, a question.")];
+    for _ in 0..5 {
+        let r = anon.call("contact.send", &form).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.header("ratelimit-policy").is_some());
+    }
+    let before = snapshot(&demo).await;
+    let r = anon.call("contact.send", &form).await;
+    common::assert_refused(&r, 429, "rate_limited");
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(snapshot(&demo).await, before);
+}
+
+#[tokio::test]
+async fn pages_require_sign_in_and_keep_the_return_path() {
+    let demo = start().await;
+    let anon = demo.client.new_session();
+    for page in ["/projects", "/settings", "/teams/1", "/projects/1"] {
+        let r = anon.get(page).await;
+        assert_eq!(r.status, 303, "{page}");
+        let loc = r.header("location").unwrap();
+        assert!(loc.starts_with("/login?return=%2F"), "{loc}");
+    }
+    for page in ["/", "/login", "/signup", "/contact", "/assets/app.css"] {
+        assert_eq!(anon.get(page).await.status, 200, "{page}");
+    }
+}
+
+#[tokio::test]
+async fn forms_render_current_ids_and_accessible_fields() {
+    let demo = start().await;
+    let html = demo.client.get("/login").await.text();
+    let id = demo.client.shared().action_id("auth.sign_in").unwrap();
+    assert!(html.contains(&format!("action=\"/_action/{id}?_return=")), "{html}");
+    assert!(!html.contains("auth.sign_in"), "action names never reach the page");
+    // Every input has a label and an error slot it is described by.
+    for name in ["email", "password"] {
+        assert!(html.contains(&format!("<label for=\"f-{name}\">")), "{name}");
+        assert!(html.contains(&format!("aria-describedby=\"f-{name}-error\"")), "{name}");
+        assert!(html.contains(&format!("id=\"f-{name}-error\" data-error-for=\"{name}\" aria-live=\"polite\"")), "{name}");
+    }
+    assert!(html.contains("role=\"alert\" aria-live=\"assertive\" data-form-errors"));
+}
