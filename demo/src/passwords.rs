@@ -36,7 +36,11 @@ pub async fn verify(password: String, stored: Option<String>) -> Result<bool, Ac
     let stored = stored.unwrap_or_else(|| dummy().to_owned());
     let ok = tokio::task::spawn_blocking(move || {
         PasswordHash::new(&stored)
-            .map(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok())
+            .map(|parsed| {
+                argon2()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
             .unwrap_or(false)
     })
     .await

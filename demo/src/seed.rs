@@ -25,13 +25,14 @@ async fn user(db: &Db, email: &str, name: &str, hash: &str) -> Result<i64, sqlx:
     .bind(t)
     .fetch_one(&db.pool)
     .await?;
-    let (team,): (i64,) =
-        sqlx::query_as("INSERT INTO teams (name, owner_id, created_at) VALUES ($1, $2, $3) RETURNING id")
-            .bind(format!("{name}'s team"))
-            .bind(id)
-            .bind(t)
-            .fetch_one(&db.pool)
-            .await?;
+    let (team,): (i64,) = sqlx::query_as(
+        "INSERT INTO teams (name, owner_id, created_at) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(format!("{name}'s team"))
+    .bind(id)
+    .bind(t)
+    .fetch_one(&db.pool)
+    .await?;
     sqlx::query("INSERT INTO memberships (team_id, user_id, role) VALUES ($1, $2, 'admin')")
         .bind(team)
         .bind(id)
@@ -41,16 +42,28 @@ async fn user(db: &Db, email: &str, name: &str, hash: &str) -> Result<i64, sqlx:
 }
 
 async fn team_of(db: &Db, user_id: i64) -> Result<i64, sqlx::Error> {
-    let (team,): (i64,) = sqlx::query_as("SELECT id FROM teams WHERE owner_id = $1 ORDER BY id LIMIT 1")
-        .bind(user_id)
-        .fetch_one(&db.pool)
-        .await?;
+    let (team,): (i64,) =
+        sqlx::query_as("SELECT id FROM teams WHERE owner_id = $1 ORDER BY id LIMIT 1")
+            .bind(user_id)
+            .fetch_one(&db.pool)
+            .await?;
     Ok(team)
 }
 
 async fn wipe(db: &Db) -> Result<(), sqlx::Error> {
-    for table in ["comments", "projects", "invites", "memberships", "teams", "contact_messages", "audit_log", "users"] {
-        sqlx::query(&format!("DELETE FROM {table}")).execute(&db.pool).await?;
+    for table in [
+        "comments",
+        "projects",
+        "invites",
+        "memberships",
+        "teams",
+        "contact_messages",
+        "audit_log",
+        "users",
+    ] {
+        sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&db.pool)
+            .await?;
     }
     Ok(())
 }
@@ -58,7 +71,9 @@ async fn wipe(db: &Db) -> Result<(), sqlx::Error> {
 /// Alice and Bob with a shared team, projects and comments.
 pub async fn sample(db: &Db) -> Result<Vec<String>, Box<dyn std::error::Error>> {
     wipe(db).await?;
-    let hash = passwords::hash(SAMPLE_PASSWORD.to_owned()).await.map_err(|e| format!("{e:?}"))?;
+    let hash = passwords::hash(SAMPLE_PASSWORD.to_owned())
+        .await
+        .map_err(|e| format!("{e:?}"))?;
     let alice = user(db, "alice@example.com", "Alice", &hash).await?;
     let bob = user(db, "bob@example.com", "Bob", &hash).await?;
     let team = team_of(db, alice).await?;
@@ -101,19 +116,31 @@ pub struct BenchSession {
 }
 
 /// The benchmark workload. Returns the 100 sessions.
-pub async fn bench(db: &Db, sessions: &Sessions, cookie_name: &str) -> Result<Vec<BenchSession>, Box<dyn std::error::Error>> {
+pub async fn bench(
+    db: &Db,
+    sessions: &Sessions,
+    cookie_name: &str,
+) -> Result<Vec<BenchSession>, Box<dyn std::error::Error>> {
     wipe(db).await?;
     // One hash for all ten bench users: hashing is not what is measured.
-    let hash = passwords::hash(SAMPLE_PASSWORD.to_owned()).await.map_err(|e| format!("{e:?}"))?;
+    let hash = passwords::hash(SAMPLE_PASSWORD.to_owned())
+        .await
+        .map_err(|e| format!("{e:?}"))?;
     let mut users = Vec::new();
     let mut teams = Vec::new();
     for k in 0..10 {
-        let id = user(db, &format!("u{}@bench.local", k + 1), &format!("u{}", k + 1), &hash).await?;
+        let id = user(
+            db,
+            &format!("u{}@bench.local", k + 1),
+            &format!("u{}", k + 1),
+            &hash,
+        )
+        .await?;
         teams.push(team_of(db, id).await?);
         users.push(id);
     }
     let t = now();
-    let mut first = vec![0i64; 10];
+    let mut first = [0i64; 10];
     let mut tx = db.pool.begin().await?;
     for i in 0..1000usize {
         let k = i % 10;
@@ -148,6 +175,10 @@ pub async fn bench(db: &Db, sessions: &Sessions, cookie_name: &str) -> Result<Ve
     Ok(out)
 }
 
-async fn issue<S: SessionStore>(store: &S, user: i64, ttl: Duration) -> Result<String, Box<dyn std::error::Error>> {
+async fn issue<S: SessionStore>(
+    store: &S,
+    user: i64,
+    ttl: Duration,
+) -> Result<String, Box<dyn std::error::Error>> {
     Ok(portcullis::session::issue(store, user, Vec::new(), ttl).await?)
 }

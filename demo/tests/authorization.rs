@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PASSWORD, assert_refused, project, session_reauthed_ago, snapshot, start, team_of, user};
+use common::{
+    PASSWORD, assert_refused, project, session_reauthed_ago, snapshot, start, team_of, user,
+};
 
 #[tokio::test]
 async fn idor_on_every_action_that_takes_an_id_is_a_plain_404() {
@@ -14,7 +16,12 @@ async fn idor_on_every_action_that_takes_an_id_is_a_plain_404() {
     let (mallory, mallory_id) = user(&demo, "Mallory").await;
     let team = team_of(&demo, alice_id).await;
     let p = project(&alice, team, "Secret plans").await;
-    let r = alice.call("comments.post", &[("projectId", &p.to_string()), ("body", "hi")]).await;
+    let r = alice
+        .call(
+            "comments.post",
+            &[("projectId", &p.to_string()), ("body", "hi")],
+        )
+        .await;
     let comment = r.json()["result"]["id"].as_i64().unwrap();
     let (_, other_id) = user(&demo, "Other").await;
     let before = snapshot(&demo).await;
@@ -24,17 +31,35 @@ async fn idor_on_every_action_that_takes_an_id_is_a_plain_404() {
     let other = other_id.to_string();
     let alice_s = alice_id.to_string();
     let attacks: Vec<(&str, Vec<(&str, &str)>)> = vec![
-        ("projects.rename", vec![("projectId", &p), ("name", "pwned")]),
+        (
+            "projects.rename",
+            vec![("projectId", &p), ("name", "pwned")],
+        ),
         ("projects.archive", vec![("projectId", &p)]),
         ("projects.restore", vec![("projectId", &p)]),
         ("projects.delete", vec![("projectId", &p)]),
-        ("projects.create", vec![("teamId", &team), ("name", "planted")]),
+        (
+            "projects.create",
+            vec![("teamId", &team), ("name", "planted")],
+        ),
         ("comments.post", vec![("projectId", &p), ("body", "spam")]),
-        ("comments.edit", vec![("commentId", &comment), ("body", "edited")]),
+        (
+            "comments.edit",
+            vec![("commentId", &comment), ("body", "edited")],
+        ),
         ("comments.delete", vec![("commentId", &comment)]),
-        ("teams.invite", vec![("teamId", &team), ("email", "m@evil.example")]),
-        ("teams.set_role", vec![("teamId", &team), ("memberId", &other), ("role", "admin")]),
-        ("teams.remove_member", vec![("teamId", &team), ("memberId", &alice_s)]),
+        (
+            "teams.invite",
+            vec![("teamId", &team), ("email", "m@evil.example")],
+        ),
+        (
+            "teams.set_role",
+            vec![("teamId", &team), ("memberId", &other), ("role", "admin")],
+        ),
+        (
+            "teams.remove_member",
+            vec![("teamId", &team), ("memberId", &alice_s)],
+        ),
     ];
     for (action, form) in &attacks {
         let r = mallory.call(action, form).await;
@@ -42,7 +67,13 @@ async fn idor_on_every_action_that_takes_an_id_is_a_plain_404() {
         // Same answer as for an id that does not exist at all.
         let missing: Vec<(&str, &str)> = form
             .iter()
-            .map(|(k, v)| if k.ends_with("Id") && *k != "memberId" { (*k, "999999") } else { (*k, *v) })
+            .map(|(k, v)| {
+                if k.ends_with("Id") && *k != "memberId" {
+                    (*k, "999999")
+                } else {
+                    (*k, *v)
+                }
+            })
             .collect();
         let r2 = mallory.call(action, &missing).await;
         assert_eq!(r2.status, 404, "{action} on a missing id: {}", r2.text());
@@ -62,9 +93,21 @@ async fn mass_assignment_of_each_forbidden_field_is_refused() {
     let team = team_of(&demo, alice_id).await;
     let p = project(&alice, team, "Mine").await.to_string();
     let before = snapshot(&demo).await;
-    let forbidden = ["ownerId", "teamId", "role", "isAdmin", "plan", "published", "userId", "authorId"];
+    let forbidden = [
+        "ownerId",
+        "teamId",
+        "role",
+        "isAdmin",
+        "plan",
+        "published",
+        "userId",
+        "authorId",
+    ];
     let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
-        ("projects.rename", vec![("projectId", &p), ("name", "New name")]),
+        (
+            "projects.rename",
+            vec![("projectId", &p), ("name", "New name")],
+        ),
         ("account.update_profile", vec![("displayName", "Alice 2")]),
         ("comments.post", vec![("projectId", &p), ("body", "hello")]),
     ];
@@ -77,7 +120,11 @@ async fn mass_assignment_of_each_forbidden_field_is_refused() {
             form.push((field, "1"));
             let r = alice.call(action, &form).await;
             assert_refused(&r, 422, "invalid_input");
-            assert!(r.json()["fieldErrors"][field].is_array(), "{action} + {field}: {}", r.text());
+            assert!(
+                r.json()["fieldErrors"][field].is_array(),
+                "{action} + {field}: {}",
+                r.text()
+            );
         }
     }
     // Sign-up cannot choose a role or a plan either.
@@ -85,7 +132,12 @@ async fn mass_assignment_of_each_forbidden_field_is_refused() {
     let r = anon
         .call(
             "auth.sign_up",
-            &[("email", "x@example.com"), ("displayName", "X"), ("password", PASSWORD), ("role", "admin")],
+            &[
+                ("email", "x@example.com"),
+                ("displayName", "X"),
+                ("password", PASSWORD),
+                ("role", "admin"),
+            ],
         )
         .await;
     assert_refused(&r, 422, "invalid_input");
@@ -99,17 +151,27 @@ async fn invite_tokens_are_single_use_expire_and_cannot_be_guessed() {
     let (bob, bob_id) = user(&demo, "Bob").await;
     let (carol, _) = user(&demo, "Carol").await;
     let team = team_of(&demo, alice_id).await.to_string();
-    let r = alice.call("teams.invite", &[("teamId", &team), ("email", "bob@example.com")]).await;
+    let r = alice
+        .call(
+            "teams.invite",
+            &[("teamId", &team), ("email", "bob@example.com")],
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let link = r.json()["result"]["link"].as_str().unwrap().to_owned();
     let token = link.trim_start_matches("/invites/").to_owned();
     // The token is not stored, only its hash.
-    let stored: Vec<(String,)> = sqlx::query_as("SELECT token_hash FROM invites").fetch_all(&demo.db.pool).await.unwrap();
+    let stored: Vec<(String,)> = sqlx::query_as("SELECT token_hash FROM invites")
+        .fetch_all(&demo.db.pool)
+        .await
+        .unwrap();
     assert!(stored.iter().all(|(h,)| !h.contains(&token)));
     // Guessing: a well-formed random token.
     let before = snapshot(&demo).await;
     let guess = "A".repeat(43);
-    let r = carol.call("teams.accept_invite", &[("token", &guess)]).await;
+    let r = carol
+        .call("teams.accept_invite", &[("token", &guess)])
+        .await;
     assert_refused(&r, 422, "invalid_input");
     assert_eq!(snapshot(&demo).await, before);
     // First use works.
@@ -123,21 +185,37 @@ async fn invite_tokens_are_single_use_expire_and_cannot_be_guessed() {
     assert_eq!(members.0, 2);
     // Reuse by anyone is refused.
     let before = snapshot(&demo).await;
-    let r = carol.call("teams.accept_invite", &[("token", &token)]).await;
+    let r = carol
+        .call("teams.accept_invite", &[("token", &token)])
+        .await;
     assert_refused(&r, 422, "invalid_input");
     assert_eq!(snapshot(&demo).await, before);
     // Expiry.
-    let r = alice.call("teams.invite", &[("teamId", &team), ("email", "carol@example.com")]).await;
-    let token2 = r.json()["result"]["link"].as_str().unwrap().trim_start_matches("/invites/").to_owned();
+    let r = alice
+        .call(
+            "teams.invite",
+            &[("teamId", &team), ("email", "carol@example.com")],
+        )
+        .await;
+    let token2 = r.json()["result"]["link"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("/invites/")
+        .to_owned();
     sqlx::query("UPDATE invites SET expires_at = $1 WHERE accepted_at IS NULL")
         .bind(demo::dal::now() - 1)
         .execute(&demo.db.pool)
         .await
         .unwrap();
     let before = snapshot(&demo).await;
-    let r = carol.call("teams.accept_invite", &[("token", &token2)]).await;
+    let r = carol
+        .call("teams.accept_invite", &[("token", &token2)])
+        .await;
     assert_refused(&r, 422, "invalid_input");
-    assert_eq!(r.json()["formErrors"][0], "This invite is invalid or has expired.");
+    assert_eq!(
+        r.json()["formErrors"][0],
+        "This invite is invalid or has expired."
+    );
     assert_eq!(snapshot(&demo).await, before);
     let _ = bob_id;
 }
@@ -150,35 +228,81 @@ async fn a_member_cannot_escalate_their_role() {
     let (carol, carol_id) = user(&demo, "Carol").await;
     let team = team_of(&demo, alice_id).await.to_string();
     for (c, email) in [(&bob, "bob@example.com"), (&carol, "carol@example.com")] {
-        let r = alice.call("teams.invite", &[("teamId", &team), ("email", email)]).await;
-        let token = r.json()["result"]["link"].as_str().unwrap().trim_start_matches("/invites/").to_owned();
-        assert_eq!(c.call("teams.accept_invite", &[("token", &token)]).await.status, 200);
+        let r = alice
+            .call("teams.invite", &[("teamId", &team), ("email", email)])
+            .await;
+        let token = r.json()["result"]["link"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("/invites/")
+            .to_owned();
+        assert_eq!(
+            c.call("teams.accept_invite", &[("token", &token)])
+                .await
+                .status,
+            200
+        );
     }
     let before = snapshot(&demo).await;
     // On himself: refused outright.
     let r = bob
-        .call("teams.set_role", &[("teamId", &team), ("memberId", &bob_id.to_string()), ("role", "admin")])
+        .call(
+            "teams.set_role",
+            &[
+                ("teamId", &team),
+                ("memberId", &bob_id.to_string()),
+                ("role", "admin"),
+            ],
+        )
         .await;
     assert_refused(&r, 422, "invalid_input");
     // On a peer: he is not an admin, so the row is "not found".
     let r = bob
-        .call("teams.set_role", &[("teamId", &team), ("memberId", &carol_id.to_string()), ("role", "admin")])
+        .call(
+            "teams.set_role",
+            &[
+                ("teamId", &team),
+                ("memberId", &carol_id.to_string()),
+                ("role", "admin"),
+            ],
+        )
         .await;
     assert_refused(&r, 404, "not_found");
     // Demoting the admin: same.
     let r = bob
-        .call("teams.set_role", &[("teamId", &team), ("memberId", &alice_id.to_string()), ("role", "member")])
+        .call(
+            "teams.set_role",
+            &[
+                ("teamId", &team),
+                ("memberId", &alice_id.to_string()),
+                ("role", "member"),
+            ],
+        )
         .await;
     assert_refused(&r, 404, "not_found");
     // A role outside the enum is a validation error.
     let r = alice
-        .call("teams.set_role", &[("teamId", &team), ("memberId", &bob_id.to_string()), ("role", "owner")])
+        .call(
+            "teams.set_role",
+            &[
+                ("teamId", &team),
+                ("memberId", &bob_id.to_string()),
+                ("role", "owner"),
+            ],
+        )
         .await;
     assert_refused(&r, 422, "invalid_input");
     assert_eq!(snapshot(&demo).await, before);
     // The admin can promote.
     let r = alice
-        .call("teams.set_role", &[("teamId", &team), ("memberId", &bob_id.to_string()), ("role", "admin")])
+        .call(
+            "teams.set_role",
+            &[
+                ("teamId", &team),
+                ("memberId", &bob_id.to_string()),
+                ("role", "admin"),
+            ],
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
@@ -189,20 +313,60 @@ async fn deleting_or_editing_another_users_comment_is_404_even_in_the_same_team(
     let (alice, alice_id) = user(&demo, "Alice").await;
     let (bob, _) = user(&demo, "Bob").await;
     let team = team_of(&demo, alice_id).await.to_string();
-    let r = alice.call("teams.invite", &[("teamId", &team), ("email", "bob@example.com")]).await;
-    let token = r.json()["result"]["link"].as_str().unwrap().trim_start_matches("/invites/").to_owned();
-    assert_eq!(bob.call("teams.accept_invite", &[("token", &token)]).await.status, 200);
-    let p = project(&alice, team.parse().unwrap(), "Shared").await.to_string();
-    let r = alice.call("comments.post", &[("projectId", &p), ("body", "alice's words")]).await;
+    let r = alice
+        .call(
+            "teams.invite",
+            &[("teamId", &team), ("email", "bob@example.com")],
+        )
+        .await;
+    let token = r.json()["result"]["link"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("/invites/")
+        .to_owned();
+    assert_eq!(
+        bob.call("teams.accept_invite", &[("token", &token)])
+            .await
+            .status,
+        200
+    );
+    let p = project(&alice, team.parse().unwrap(), "Shared")
+        .await
+        .to_string();
+    let r = alice
+        .call(
+            "comments.post",
+            &[("projectId", &p), ("body", "alice's words")],
+        )
+        .await;
     let c = r.json()["result"]["id"].as_i64().unwrap().to_string();
     let before = snapshot(&demo).await;
-    assert_refused(&bob.call("comments.delete", &[("commentId", &c)]).await, 404, "not_found");
-    assert_refused(&bob.call("comments.edit", &[("commentId", &c), ("body", "bob's words")]).await, 404, "not_found");
+    assert_refused(
+        &bob.call("comments.delete", &[("commentId", &c)]).await,
+        404,
+        "not_found",
+    );
+    assert_refused(
+        &bob.call(
+            "comments.edit",
+            &[("commentId", &c), ("body", "bob's words")],
+        )
+        .await,
+        404,
+        "not_found",
+    );
     assert_eq!(snapshot(&demo).await, before);
     // Bob can comment (same team) and delete his own.
-    let r = bob.call("comments.post", &[("projectId", &p), ("body", "bob here")]).await;
+    let r = bob
+        .call("comments.post", &[("projectId", &p), ("body", "bob here")])
+        .await;
     let mine = r.json()["result"]["id"].as_i64().unwrap().to_string();
-    assert_eq!(bob.call("comments.delete", &[("commentId", &mine)]).await.status, 200);
+    assert_eq!(
+        bob.call("comments.delete", &[("commentId", &mine)])
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test]
@@ -215,11 +379,23 @@ async fn destructive_actions_need_a_recent_reauthentication_in_this_session() {
     let destructive: Vec<(&str, Vec<(&str, &str)>)> = vec![
         ("projects.delete", vec![("projectId", &p)]),
         ("account.delete", vec![("password", PASSWORD)]),
-        ("account.change_password", vec![("currentPassword", PASSWORD), ("newPassword", "another long password")]),
-        ("teams.remove_member", vec![("teamId", "1"), ("memberId", "2")]),
+        (
+            "account.change_password",
+            vec![
+                ("currentPassword", PASSWORD),
+                ("newPassword", "another long password"),
+            ],
+        ),
+        (
+            "teams.remove_member",
+            vec![("teamId", "1"), ("memberId", "2")],
+        ),
     ];
     // Expired re-auth (16 minutes ago) and a session that never re-authenticated recently.
-    for ago in [Duration::from_secs(16 * 60), Duration::from_secs(6 * 86_400)] {
+    for ago in [
+        Duration::from_secs(16 * 60),
+        Duration::from_secs(6 * 86_400),
+    ] {
         let stale = session_reauthed_ago(&demo, alice_id, ago).await;
         for (action, form) in &destructive {
             let r = stale.call(action, form).await;
@@ -229,12 +405,21 @@ async fn destructive_actions_need_a_recent_reauthentication_in_this_session() {
     // A re-authentication in *another* session does not count here.
     let stale = session_reauthed_ago(&demo, alice_id, Duration::from_secs(3600)).await;
     let other = session_reauthed_ago(&demo, alice_id, Duration::from_secs(3600)).await;
-    let r = other.call("auth.reauthenticate", &[("password", PASSWORD)]).await;
+    let r = other
+        .call("auth.reauthenticate", &[("password", PASSWORD)])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_refused(&stale.call("projects.delete", &[("projectId", &p)]).await, 401, "reauthentication_required");
+    assert_refused(
+        &stale.call("projects.delete", &[("projectId", &p)]).await,
+        401,
+        "reauthentication_required",
+    );
     assert_eq!(snapshot(&demo).await, before);
     // A browser without JS is sent to the password step, with a way back.
-    let path = format!("{}?_return=%2Fprojects%2F{p}", stale.action_path("projects.delete"));
+    let path = format!(
+        "{}?_return=%2Fprojects%2F{p}",
+        stale.action_path("projects.delete")
+    );
     let r = stale
         .post(&path)
         .header("accept", "text/html")
@@ -245,14 +430,37 @@ async fn destructive_actions_need_a_recent_reauthentication_in_this_session() {
         .unwrap();
     let r = portcullis::testing::TestResponse::read(r).await;
     assert_eq!(r.status, 401);
-    assert!(r.text().contains(&format!("/reauth?return=%2Fprojects%2F{p}")), "{}", r.text());
+    assert!(
+        r.text()
+            .contains(&format!("/reauth?return=%2Fprojects%2F{p}")),
+        "{}",
+        r.text()
+    );
     // Wrong password at the step-up: refused, still not recent.
-    let r = stale.call("auth.reauthenticate", &[("password", "wrong password!")]).await;
+    let r = stale
+        .call("auth.reauthenticate", &[("password", "wrong password!")])
+        .await;
     assert_refused(&r, 422, "invalid_input");
-    assert_refused(&stale.call("projects.delete", &[("projectId", &p)]).await, 401, "reauthentication_required");
+    assert_refused(
+        &stale.call("projects.delete", &[("projectId", &p)]).await,
+        401,
+        "reauthentication_required",
+    );
     // After re-authenticating in this session it works.
-    assert_eq!(stale.call("auth.reauthenticate", &[("password", PASSWORD)]).await.status, 200);
-    assert_eq!(stale.call("projects.delete", &[("projectId", &p)]).await.status, 200);
+    assert_eq!(
+        stale
+            .call("auth.reauthenticate", &[("password", PASSWORD)])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        stale
+            .call("projects.delete", &[("projectId", &p)])
+            .await
+            .status,
+        200
+    );
     assert_eq!(demo.client.get("/").await.status, 200);
 }
 
@@ -261,17 +469,34 @@ async fn password_change_needs_the_current_password() {
     let demo = start().await;
     let (alice, _) = user(&demo, "Alice").await;
     let before = snapshot(&demo).await;
-    let r = alice.call("account.change_password", &[("newPassword", "another long password")]).await;
+    let r = alice
+        .call(
+            "account.change_password",
+            &[("newPassword", "another long password")],
+        )
+        .await;
     assert_refused(&r, 422, "invalid_input");
     assert_eq!(r.json()["fieldErrors"]["currentPassword"][0], "is required");
     let r = alice
-        .call("account.change_password", &[("currentPassword", "not my password"), ("newPassword", "another long password")])
+        .call(
+            "account.change_password",
+            &[
+                ("currentPassword", "not my password"),
+                ("newPassword", "another long password"),
+            ],
+        )
         .await;
     assert_refused(&r, 422, "invalid_input");
     assert!(r.json()["fieldErrors"]["currentPassword"].is_array());
     assert_eq!(snapshot(&demo).await, before);
     let r = alice
-        .call("account.change_password", &[("currentPassword", PASSWORD), ("newPassword", "another long password")])
+        .call(
+            "account.change_password",
+            &[
+                ("currentPassword", PASSWORD),
+                ("newPassword", "another long password"),
+            ],
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_ne!(snapshot(&demo).await, before);
@@ -282,8 +507,24 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
     let demo = start().await;
     let _ = user(&demo, "Alice").await;
     let anon = demo.client.new_session();
-    let wrong = anon.call("auth.sign_in", &[("email", "alice@example.com"), ("password", "wrong password")]).await;
-    let unknown = anon.call("auth.sign_in", &[("email", "nobody@example.com"), ("password", "wrong password")]).await;
+    let wrong = anon
+        .call(
+            "auth.sign_in",
+            &[
+                ("email", "alice@example.com"),
+                ("password", "wrong password"),
+            ],
+        )
+        .await;
+    let unknown = anon
+        .call(
+            "auth.sign_in",
+            &[
+                ("email", "nobody@example.com"),
+                ("password", "wrong password"),
+            ],
+        )
+        .await;
     assert_eq!(wrong.status, unknown.status);
     let strip = |r: &portcullis::testing::TestResponse| {
         let mut v = r.json();
@@ -293,7 +534,13 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
     assert_eq!(strip(&wrong), strip(&unknown));
     assert_eq!(wrong.json()["formErrors"][0], "Invalid email or password.");
     // Neither signed anyone in.
-    assert_refused(&anon.call("projects.create", &[("teamId", "1"), ("name", "x1")]).await, 401, "unauthenticated");
+    assert_refused(
+        &anon
+            .call("projects.create", &[("teamId", "1"), ("name", "x1")])
+            .await,
+        401,
+        "unauthenticated",
+    );
 }
 
 #[tokio::test]
@@ -302,7 +549,14 @@ async fn html_and_script_in_every_text_field_is_rendered_inert() {
     let evil = "<script>alert(1)</script><img src=x onerror=alert(2)>";
     let anon = demo.client.new_session();
     let r = anon
-        .call("auth.sign_up", &[("email", "eve@example.com"), ("displayName", evil), ("password", PASSWORD)])
+        .call(
+            "auth.sign_up",
+            &[
+                ("email", "eve@example.com"),
+                ("displayName", evil),
+                ("password", PASSWORD),
+            ],
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let (eve_id,): (i64,) = sqlx::query_as("SELECT id FROM users WHERE email = 'eve@example.com'")
@@ -311,13 +565,26 @@ async fn html_and_script_in_every_text_field_is_rendered_inert() {
         .unwrap();
     let team = team_of(&demo, eve_id).await;
     let p = project(&anon, team, evil).await;
-    let r = anon.call("comments.post", &[("projectId", &p.to_string()), ("body", evil)]).await;
+    let r = anon
+        .call(
+            "comments.post",
+            &[("projectId", &p.to_string()), ("body", evil)],
+        )
+        .await;
     assert_eq!(r.status, 200);
-    for page in ["/projects", &format!("/projects/{p}"), &format!("/teams/{team}"), "/settings"] {
+    for page in [
+        "/projects",
+        &format!("/projects/{p}"),
+        &format!("/teams/{team}"),
+        "/settings",
+    ] {
         let html = anon.get(page).await.text();
         assert!(!html.contains("<script>alert"), "{page} renders raw script");
         assert!(!html.contains("<img src=x"), "{page} renders raw img");
-        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{page}: {html}");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{page}: {html}"
+        );
     }
 }
 
@@ -332,12 +599,30 @@ async fn responses_never_carry_hashes_tokens_or_other_users_emails() {
         .fetch_one(&demo.db.pool)
         .await
         .unwrap();
-    let r = alice.call("account.set_api_key", &[("apiKey", "sk_live_supersecretvalue")]).await;
-    assert_eq!(r.json(), serde_json::json!({"ok": true, "result": {"configured": true}}));
-    let r = alice.call("comments.post", &[("projectId", &p.to_string()), ("body", "x")]).await;
+    let r = alice
+        .call(
+            "account.set_api_key",
+            &[("apiKey", "sk_live_supersecretvalue")],
+        )
+        .await;
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"ok": true, "result": {"configured": true}})
+    );
+    let r = alice
+        .call(
+            "comments.post",
+            &[("projectId", &p.to_string()), ("body", "x")],
+        )
+        .await;
     let body = r.text();
     assert!(!body.contains("@example.com") && !body.contains(&hash));
-    for page in ["/projects", &format!("/projects/{p}"), &format!("/teams/{team}"), "/settings"] {
+    for page in [
+        "/projects",
+        &format!("/projects/{p}"),
+        &format!("/teams/{team}"),
+        "/settings",
+    ] {
         let html = alice.get(page).await.text();
         assert!(!html.contains(&hash), "{page}");
         assert!(!html.contains("sk_live_supersecretvalue"), "{page}");

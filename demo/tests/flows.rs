@@ -11,19 +11,33 @@ async fn sign_up_sign_in_act_sign_out() {
     let (c, id) = user(&demo, "Alice").await;
     let team = team_of(&demo, id).await;
     let p = project(&c, team, "Apollo").await;
-    let r = c.call("projects.rename", &[("projectId", &p.to_string()), ("name", "Artemis")]).await;
-    assert_eq!(r.json(), serde_json::json!({"ok": true, "result": {"id": p, "name": "Artemis", "archived": false}}));
+    let r = c
+        .call(
+            "projects.rename",
+            &[("projectId", &p.to_string()), ("name", "Artemis")],
+        )
+        .await;
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"ok": true, "result": {"id": p, "name": "Artemis", "archived": false}})
+    );
     assert!(c.get("/projects").await.text().contains("Artemis"));
     let r = c.call("auth.sign_out", &[]).await;
     assert_eq!(r.json()["redirect"], "/");
     assert_eq!(c.get("/projects").await.status, 303);
     // Sign back in: redirect to the return path.
-    let path = format!("{}?_return=%2Fprojects%2F{p}", c.action_path("auth.sign_in"));
+    let path = format!(
+        "{}?_return=%2Fprojects%2F{p}",
+        c.action_path("auth.sign_in")
+    );
     let r = c
         .post(&path)
         .header("accept", "application/json")
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("email=alice%40example.com&password={}", PASSWORD.replace(' ', "+")))
+        .body(format!(
+            "email=alice%40example.com&password={}",
+            PASSWORD.replace(' ', "+")
+        ))
         .send()
         .await
         .unwrap();
@@ -57,7 +71,11 @@ async fn no_js_form_post_redirects_back() {
 async fn public_contact_form_works_anonymously_and_is_rate_limited() {
     let demo = start().await;
     let anon = demo.client.new_session();
-    let form = [("name", "Visitor"), ("email", "v@example.com"), ("message", "Hello there, a question.")];
+    let form = [
+        ("name", "Visitor"),
+        ("email", "v@example.com"),
+        ("message", "Hello there, a question."),
+    ];
     for _ in 0..5 {
         let r = anon.call("contact.send", &form).await;
         assert_eq!(r.status, 200, "{}", r.text());
@@ -90,13 +108,30 @@ async fn forms_render_current_ids_and_accessible_fields() {
     let demo = start().await;
     let html = demo.client.get("/login").await.text();
     let id = demo.client.shared().action_id("auth.sign_in").unwrap();
-    assert!(html.contains(&format!("action=\"/_action/{id}?_return=")), "{html}");
-    assert!(!html.contains("auth.sign_in"), "action names never reach the page");
+    assert!(
+        html.contains(&format!("action=\"/_action/{id}?_return=")),
+        "{html}"
+    );
+    assert!(
+        !html.contains("auth.sign_in"),
+        "action names never reach the page"
+    );
     // Every input has a label and an error slot it is described by.
     for name in ["email", "password"] {
-        assert!(html.contains(&format!("<label for=\"f-{name}\">")), "{name}");
-        assert!(html.contains(&format!("aria-describedby=\"f-{name}-error\"")), "{name}");
-        assert!(html.contains(&format!("id=\"f-{name}-error\" data-error-for=\"{name}\" aria-live=\"polite\"")), "{name}");
+        assert!(
+            html.contains(&format!("<label for=\"f-{name}\">")),
+            "{name}"
+        );
+        assert!(
+            html.contains(&format!("aria-describedby=\"f-{name}-error\"")),
+            "{name}"
+        );
+        assert!(
+            html.contains(&format!(
+                "id=\"f-{name}-error\" data-error-for=\"{name}\" aria-live=\"polite\""
+            )),
+            "{name}"
+        );
     }
     assert!(html.contains("role=\"alert\" aria-live=\"assertive\" data-form-errors"));
 }

@@ -58,7 +58,8 @@ impl Shared {
 
     /// The action endpoint path for `name`.
     pub fn action_path(&self, name: &str) -> Option<String> {
-        self.action_id(name).map(|id| format!("{ACTION_PREFIX}{id}"))
+        self.action_id(name)
+            .map(|id| format!("{ACTION_PREFIX}{id}"))
     }
 
     pub fn config(&self) -> &Config {
@@ -203,7 +204,10 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     }
 }
 
-fn session_layer<Store: SessionStore + Clone>(store: Store, config: &Config) -> SessionManagerLayer<Store> {
+fn session_layer<Store: SessionStore + Clone>(
+    store: Store,
+    config: &Config,
+) -> SessionManagerLayer<Store> {
     let name = crate::session::cookie_name(config);
     let idle = time::Duration::seconds(config.session_idle.as_secs() as i64);
     SessionManagerLayer::new(store)

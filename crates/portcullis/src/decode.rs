@@ -165,8 +165,7 @@ pub async fn decode<T: DeserializeOwned>(
             if keys.0.len() > limits.max_fields {
                 return Err(too_many_fields(limits));
             }
-            let unknown: Vec<String> =
-                keys.0.into_iter().filter(|k| !shape.declares(k)).collect();
+            let unknown: Vec<String> = keys.0.into_iter().filter(|k| !shape.declares(k)).collect();
             if !unknown.is_empty() {
                 return Err(unknown_fields(unknown));
             }
@@ -359,11 +358,19 @@ fn serde_failure<E: std::fmt::Display>(err: serde_path_to_error::Error<E>) -> Re
             .map(str::to_owned)
     };
     if let Some(field) = quoted("missing field `") {
-        let field = if path == "." { field } else { format!("{path}.{field}") };
+        let field = if path == "." {
+            field
+        } else {
+            format!("{path}.{field}")
+        };
         return Rejection::invalid(one(&field, "is required"), Vec::new());
     }
     if let Some(field) = quoted("unknown field `") {
-        return unknown_fields(vec![if path == "." { field } else { format!("{path}.{field}") }]);
+        return unknown_fields(vec![if path == "." {
+            field
+        } else {
+            format!("{path}.{field}")
+        }]);
     }
     if path == "." {
         return Rejection::invalid(FieldErrors::new(), vec![message]);
@@ -396,7 +403,13 @@ mod tests {
     }
 
     async fn run(kind: BodyKind, body: &[u8]) -> Result<(Rename, Reserved), Rejection> {
-        decode(&kind, Bytes::copy_from_slice(body), &shape(), &Limits::default()).await
+        decode(
+            &kind,
+            Bytes::copy_from_slice(body),
+            &shape(),
+            &Limits::default(),
+        )
+        .await
     }
 
     #[tokio::test]
@@ -406,18 +419,35 @@ mod tests {
             name: "Apollo".into(),
             note: None,
         };
-        let (a, _) = run(BodyKind::UrlEncoded, b"projectId=4&name=Apollo").await.unwrap();
-        let (b, _) = run(BodyKind::Json, br#"{"projectId":4,"name":"Apollo"}"#).await.unwrap();
+        let (a, _) = run(BodyKind::UrlEncoded, b"projectId=4&name=Apollo")
+            .await
+            .unwrap();
+        let (b, _) = run(BodyKind::Json, br#"{"projectId":4,"name":"Apollo"}"#)
+            .await
+            .unwrap();
         let mp = b"--XX\r\nContent-Disposition: form-data; name=\"projectId\"\r\n\r\n4\r\n--XX\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nApollo\r\n--XX--\r\n";
-        let (c, _) = run(BodyKind::Multipart { boundary: "XX".into() }, mp).await.unwrap();
+        let (c, _) = run(
+            BodyKind::Multipart {
+                boundary: "XX".into(),
+            },
+            mp,
+        )
+        .await
+        .unwrap();
         assert_eq!((&a, &b, &c), (&want, &want, &want));
     }
 
     #[tokio::test]
     async fn unknown_fields_are_named() {
         for (kind, body) in [
-            (BodyKind::UrlEncoded, &b"projectId=4&name=x&isAdmin=true"[..]),
-            (BodyKind::Json, &br#"{"projectId":4,"name":"x","isAdmin":true}"#[..]),
+            (
+                BodyKind::UrlEncoded,
+                &b"projectId=4&name=x&isAdmin=true"[..],
+            ),
+            (
+                BodyKind::Json,
+                &br#"{"projectId":4,"name":"x","isAdmin":true}"#[..],
+            ),
         ] {
             let err = run(kind, body).await.unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidInput);
@@ -427,17 +457,24 @@ mod tests {
 
     #[tokio::test]
     async fn type_errors_become_field_errors() {
-        let err = run(BodyKind::UrlEncoded, b"projectId=abc&name=x").await.unwrap_err();
+        let err = run(BodyKind::UrlEncoded, b"projectId=abc&name=x")
+            .await
+            .unwrap_err();
         assert!(err.field_errors.contains_key("projectId"), "{err:?}");
-        let err = run(BodyKind::Json, br#"{"projectId":4}"#).await.unwrap_err();
+        let err = run(BodyKind::Json, br#"{"projectId":4}"#)
+            .await
+            .unwrap_err();
         assert_eq!(err.field_errors["name"], vec!["is required".to_owned()]);
     }
 
     #[tokio::test]
     async fn return_field_is_split_off() {
-        let (input, reserved) = run(BodyKind::UrlEncoded, b"projectId=1&name=n&_return=%2Fprojects")
-            .await
-            .unwrap();
+        let (input, reserved) = run(
+            BodyKind::UrlEncoded,
+            b"projectId=1&name=n&_return=%2Fprojects",
+        )
+        .await
+        .unwrap();
         assert_eq!(input.name, "n");
         assert_eq!(reserved.return_to.as_deref(), Some("/projects"));
     }
@@ -445,7 +482,10 @@ mod tests {
     #[test]
     fn json_depth_is_capped_linearly() {
         let deep = "[".repeat(10_000);
-        assert_eq!(check_json_depth(deep.as_bytes(), 32).unwrap_err().code, ErrorCode::MalformedBody);
+        assert_eq!(
+            check_json_depth(deep.as_bytes(), 32).unwrap_err().code,
+            ErrorCode::MalformedBody
+        );
         // Brackets inside strings do not count.
         let s = format!("{{\"a\":\"{}\"}}", "[".repeat(100));
         assert!(check_json_depth(s.as_bytes(), 2).is_ok());

@@ -128,7 +128,10 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     let cap = meta.body_limit.unwrap_or(config.limits.body_bytes);
     limits::check_declared_length(&parts.headers, cap)?;
     let bytes = limits::read_body(body, cap, config.limits.body_timeout).await?;
-    let (input, reserved) = action.exec.decode(&kind, bytes, shape, &config.limits).await?;
+    let (input, reserved) = action
+        .exec
+        .decode(&kind, bytes, shape, &config.limits)
+        .await?;
     if reserved.return_to.is_some() {
         *return_to = reserved.return_to;
     }

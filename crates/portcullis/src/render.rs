@@ -94,7 +94,11 @@ impl Page {
             None => {
                 tracing::error!(action = name, "form for an unregistered action");
                 // Renders, but every submission answers `stale_action`.
-                format!("{}{}", crate::app::ACTION_PREFIX, "A".repeat(crate::ids::ID_TEXT_LEN))
+                format!(
+                    "{}{}",
+                    crate::app::ACTION_PREFIX,
+                    "A".repeat(crate::ids::ID_TEXT_LEN)
+                )
             }
         };
         Form {
@@ -218,7 +222,10 @@ impl Field {
 
 impl maud::Render for Field {
     fn render(&self) -> Markup {
-        let id = self.id.clone().unwrap_or_else(|| format!("f-{}", self.name));
+        let id = self
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("f-{}", self.name));
         let err = format!("{id}-error");
         if self.kind == "hidden" {
             return html! { input type="hidden" name=(self.name) value=[self.value.as_deref()]; };

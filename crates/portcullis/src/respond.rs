@@ -256,7 +256,10 @@ mod tests {
     fn html_client_detection() {
         let mut h = http::HeaderMap::new();
         assert_eq!(ClientKind::from_headers(&h), ClientKind::Json);
-        h.insert(header::ACCEPT, HeaderValue::from_static("text/html,application/xhtml+xml"));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html,application/xhtml+xml"),
+        );
         assert_eq!(ClientKind::from_headers(&h), ClientKind::Html);
     }
 }

@@ -15,7 +15,11 @@ pub const DELETE: &str = "account.delete";
 
 pub fn register(actions: &mut portcullis::Actions<AppState>) {
     actions
-        .add(action(UPDATE_PROFILE).authenticated().handler(update_profile))
+        .add(
+            action(UPDATE_PROFILE)
+                .authenticated()
+                .handler(update_profile),
+        )
         .add(
             action(CHANGE_PASSWORD)
                 .recent(RECENT)
@@ -74,24 +78,44 @@ pub struct ApiKeyState {
     pub configured: bool,
 }
 
-async fn update_profile(cx: Cx<AppState>, viewer: Viewer, input: Valid<Profile>) -> Outcome<ProfileDto> {
+async fn update_profile(
+    cx: Cx<AppState>,
+    viewer: Viewer,
+    input: Valid<Profile>,
+) -> Outcome<ProfileDto> {
     let name = input.display_name.trim().to_owned();
-    cx.state().dal.users().update_profile(&viewer, &name).await?;
+    cx.state()
+        .dal
+        .users()
+        .update_profile(&viewer, &name)
+        .await?;
     Ok(ProfileDto { display_name: name })
 }
 
-async fn change_password(cx: Cx<AppState>, viewer: Viewer, input: Valid<ChangePassword>) -> Outcome<()> {
+async fn change_password(
+    cx: Cx<AppState>,
+    viewer: Viewer,
+    input: Valid<ChangePassword>,
+) -> Outcome<()> {
     let input = input.into_inner();
     let me = cx.state().dal.users().me(&viewer).await?;
     if !passwords::verify(input.current_password, Some(me.password_hash)).await? {
         return Err(ActionError::field("currentPassword", "is not correct"));
     }
     let hash = passwords::hash(input.new_password).await?;
-    cx.state().dal.users().set_password_hash(&viewer, &hash).await?;
+    cx.state()
+        .dal
+        .users()
+        .set_password_hash(&viewer, &hash)
+        .await?;
     Ok(())
 }
 
-async fn set_api_key(cx: Cx<AppState>, viewer: Viewer, input: Valid<ApiKey>) -> Outcome<ApiKeyState> {
+async fn set_api_key(
+    cx: Cx<AppState>,
+    viewer: Viewer,
+    input: Valid<ApiKey>,
+) -> Outcome<ApiKeyState> {
     let key = input.api_key.trim();
     let key = (!key.is_empty()).then_some(key);
     cx.state().dal.users().set_api_key(&viewer, key).await?;

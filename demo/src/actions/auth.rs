@@ -101,7 +101,11 @@ async fn sign_in(cx: Cx<AppState>, _: MaybeViewer, input: Valid<SignIn>) -> Outc
     }
     let user = user.ok_or_else(|| ActionError::form("Invalid email or password."))?;
     cx.auth().login(user.id, Vec::new()).await?;
-    let to = cx.return_path().filter(|p| !p.starts_with("/login")).unwrap_or("/projects").to_owned();
+    let to = cx
+        .return_path()
+        .filter(|p| !p.starts_with("/login"))
+        .unwrap_or("/projects")
+        .to_owned();
     cx.redirect(&to)?;
     Ok(SignedIn {
         display_name: user.display_name,
@@ -120,7 +124,11 @@ async fn reauthenticate(cx: Cx<AppState>, viewer: Viewer, input: Valid<Password>
         return Err(ActionError::field("password", "is not correct"));
     }
     cx.auth().confirm_reauthentication().await?;
-    let to = cx.return_path().filter(|p| !p.starts_with("/reauth")).unwrap_or("/settings").to_owned();
+    let to = cx
+        .return_path()
+        .filter(|p| !p.starts_with("/reauth"))
+        .unwrap_or("/settings")
+        .to_owned();
     cx.redirect(&to)?;
     Ok(())
 }

@@ -88,6 +88,10 @@ async fn edit(cx: Cx<AppState>, viewer: Viewer, input: Valid<Edit>) -> Outcome<C
 }
 
 async fn delete(cx: Cx<AppState>, viewer: Viewer, input: Valid<CommentId>) -> Outcome<()> {
-    cx.state().dal.comments().delete(&viewer, input.comment_id).await?;
+    cx.state()
+        .dal
+        .comments()
+        .delete(&viewer, input.comment_id)
+        .await?;
     Ok(())
 }

@@ -120,7 +120,11 @@ async fn restore(cx: Cx<AppState>, viewer: Viewer, input: Valid<ProjectId>) -> O
 }
 
 async fn delete(cx: Cx<AppState>, viewer: Viewer, input: Valid<ProjectId>) -> Outcome<()> {
-    cx.state().dal.projects().delete(&viewer, input.project_id).await?;
+    cx.state()
+        .dal
+        .projects()
+        .delete(&viewer, input.project_id)
+        .await?;
     cx.redirect("/projects")?;
     Ok(())
 }

@@ -132,7 +132,12 @@ async fn invite(cx: Cx<AppState>, viewer: Viewer, input: Valid<Invite>) -> Outco
 }
 
 async fn accept(cx: Cx<AppState>, viewer: Viewer, input: Valid<Accept>) -> Outcome<Joined> {
-    let team_id = cx.state().dal.teams().accept(&viewer, &token_hash(&input.token)).await?;
+    let team_id = cx
+        .state()
+        .dal
+        .teams()
+        .accept(&viewer, &token_hash(&input.token))
+        .await?;
     cx.redirect(&format!("/teams/{team_id}"))?;
     Ok(Joined { team_id })
 }

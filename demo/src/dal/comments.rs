@@ -34,15 +34,22 @@ impl Comments<'_> {
 
     pub async fn get(&self, viewer: &Viewer, id: i64) -> DalResult<CommentRow> {
         not_found(
-            sqlx::query_as(&format!("{SELECT} WHERE c.id = $2 AND p.team_id IN ({VIEWER_TEAMS})"))
-                .bind(viewer.id())
-                .bind(id)
-                .fetch_optional(&self.0.pool)
-                .await?,
+            sqlx::query_as(&format!(
+                "{SELECT} WHERE c.id = $2 AND p.team_id IN ({VIEWER_TEAMS})"
+            ))
+            .bind(viewer.id())
+            .bind(id)
+            .fetch_optional(&self.0.pool)
+            .await?,
         )
     }
 
-    pub async fn post(&self, viewer: &Viewer, project_id: i64, body: &str) -> DalResult<CommentRow> {
+    pub async fn post(
+        &self,
+        viewer: &Viewer,
+        project_id: i64,
+        body: &str,
+    ) -> DalResult<CommentRow> {
         let t = now();
         let row: Option<(i64,)> = sqlx::query_as(&format!(
             "INSERT INTO comments (project_id, author_id, body, created_at, updated_at) \
@@ -77,12 +84,13 @@ impl Comments<'_> {
 
     /// Deletes the viewer's own comment; returns its project id.
     pub async fn delete(&self, viewer: &Viewer, id: i64) -> DalResult<i64> {
-        let row: Option<(i64,)> =
-            sqlx::query_as(&format!("DELETE FROM comments WHERE id = $2 AND {OWN} RETURNING project_id"))
-                .bind(viewer.id())
-                .bind(id)
-                .fetch_optional(&self.0.pool)
-                .await?;
+        let row: Option<(i64,)> = sqlx::query_as(&format!(
+            "DELETE FROM comments WHERE id = $2 AND {OWN} RETURNING project_id"
+        ))
+        .bind(viewer.id())
+        .bind(id)
+        .fetch_optional(&self.0.pool)
+        .await?;
         not_found(row).map(|(p,)| p)
     }
 }

@@ -31,11 +31,13 @@ impl Projects<'_> {
     /// One project, if it belongs to one of the viewer's teams.
     pub async fn get(&self, viewer: &Viewer, id: i64) -> DalResult<ProjectRow> {
         not_found(
-            sqlx::query_as(&format!("{SELECT} WHERE p.id = $2 AND p.team_id IN ({VIEWER_TEAMS})"))
-                .bind(viewer.id())
-                .bind(id)
-                .fetch_optional(&self.0.pool)
-                .await?,
+            sqlx::query_as(&format!(
+                "{SELECT} WHERE p.id = $2 AND p.team_id IN ({VIEWER_TEAMS})"
+            ))
+            .bind(viewer.id())
+            .bind(id)
+            .fetch_optional(&self.0.pool)
+            .await?,
         )
     }
 
@@ -74,7 +76,12 @@ impl Projects<'_> {
     }
 
     /// Archives or restores a project of the viewer's teams.
-    pub async fn set_archived(&self, viewer: &Viewer, id: i64, archived: bool) -> DalResult<ProjectRow> {
+    pub async fn set_archived(
+        &self,
+        viewer: &Viewer,
+        id: i64,
+        archived: bool,
+    ) -> DalResult<ProjectRow> {
         let t = now();
         let done = sqlx::query(&format!(
             "UPDATE projects SET archived_at = $3, updated_at = $4 WHERE id = $2 AND team_id IN ({VIEWER_TEAMS})"

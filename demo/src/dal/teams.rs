@@ -33,8 +33,7 @@ pub struct InviteRow {
 
 pub struct Teams<'a>(pub(super) &'a Dal);
 
-const IS_ADMIN: &str =
-    "EXISTS (SELECT 1 FROM memberships a WHERE a.team_id = $2 AND a.user_id = $1 AND a.role = 'admin')";
+const IS_ADMIN: &str = "EXISTS (SELECT 1 FROM memberships a WHERE a.team_id = $2 AND a.user_id = $1 AND a.role = 'admin')";
 
 impl Teams<'_> {
     /// The viewer's teams with their role in each.
@@ -141,7 +140,13 @@ impl Teams<'_> {
     /// Sets another member's role. Admin only; never one's own role (that
     /// would let the last admin demote themselves or a member promote
     /// themselves through a forged request).
-    pub async fn set_role(&self, viewer: &Viewer, team_id: i64, user_id: i64, role: &str) -> DalResult<()> {
+    pub async fn set_role(
+        &self,
+        viewer: &Viewer,
+        team_id: i64,
+        user_id: i64,
+        role: &str,
+    ) -> DalResult<()> {
         if user_id == viewer.id() {
             return Err(ActionError::form("You cannot change your own role."));
         }
@@ -161,7 +166,12 @@ impl Teams<'_> {
     }
 
     /// Removes another member. Admin only; the owner cannot be removed.
-    pub async fn remove_member(&self, viewer: &Viewer, team_id: i64, user_id: i64) -> DalResult<()> {
+    pub async fn remove_member(
+        &self,
+        viewer: &Viewer,
+        team_id: i64,
+        user_id: i64,
+    ) -> DalResult<()> {
         if user_id == viewer.id() {
             return Err(ActionError::form("You cannot remove yourself."));
         }

@@ -19,7 +19,12 @@ pub struct Users<'a>(pub(super) &'a Dal);
 
 impl Users<'_> {
     /// Creates a user and their personal team (they are its admin), atomically.
-    pub async fn sign_up(&self, email: &str, display_name: &str, password_hash: &str) -> DalResult<i64> {
+    pub async fn sign_up(
+        &self,
+        email: &str,
+        display_name: &str,
+        password_hash: &str,
+    ) -> DalResult<i64> {
         let mut tx = self.0.pool.begin().await?;
         let taken: Option<(i64,)> = sqlx::query_as("SELECT id FROM users WHERE email = $1")
             .bind(email)

@@ -48,7 +48,14 @@ async fn css() -> Response {
 /// Wraps a page body in the layout, with the viewer's name in the nav.
 async fn shell(state: &AppState, page: &Page, title: &str, body: Markup) -> PageResult {
     let me = match page.viewer() {
-        Some(v) => Some(state.dal.users().me(v).await.map_err(|_| page.error(ErrorCode::Internal))?),
+        Some(v) => Some(
+            state
+                .dal
+                .users()
+                .me(v)
+                .await
+                .map_err(|_| page.error(ErrorCode::Internal))?,
+        ),
         None => None,
     };
     let sign_out = me.as_ref().map(|_| {
@@ -98,7 +105,11 @@ fn return_or(q: &ReturnQuery, default: &str) -> String {
         .to_owned()
 }
 
-async fn login(State(state): State<AppState>, page: Page, Query(q): Query<ReturnQuery>) -> PageResult {
+async fn login(
+    State(state): State<AppState>,
+    page: Page,
+    Query(q): Query<ReturnQuery>,
+) -> PageResult {
     let body = html! {
         h1 { "Sign in" }
         (page.form(auth::SIGN_IN).class("card").return_to(&return_or(&q, "/projects")).body(html! {
@@ -124,7 +135,11 @@ async fn signup(State(state): State<AppState>, page: Page) -> PageResult {
     shell(&state, &page, "Sign up", body).await
 }
 
-async fn reauth(State(state): State<AppState>, page: Page, Query(q): Query<ReturnQuery>) -> PageResult {
+async fn reauth(
+    State(state): State<AppState>,
+    page: Page,
+    Query(q): Query<ReturnQuery>,
+) -> PageResult {
     viewer(&page)?;
     let body = html! {
         h1 { "Confirm your password" }
@@ -178,7 +193,11 @@ async fn project_list(State(state): State<AppState>, page: Page) -> PageResult {
     shell(&state, &page, "Projects", body).await
 }
 
-async fn project_page(State(state): State<AppState>, page: Page, Path(id): Path<i64>) -> PageResult {
+async fn project_page(
+    State(state): State<AppState>,
+    page: Page,
+    Path(id): Path<i64>,
+) -> PageResult {
     let v = viewer(&page)?;
     let dal = &state.dal;
     let project = match dal.projects().get(&v, id).await {
@@ -186,7 +205,11 @@ async fn project_page(State(state): State<AppState>, page: Page, Path(id): Path<
         Err(portcullis::ActionError::NotFound) => return Err(page.error(ErrorCode::NotFound)),
         Err(_) => return Err(page.error(ErrorCode::Internal)),
     };
-    let comments = dal.comments().list(&v, id).await.map_err(|_| page.error(ErrorCode::Internal))?;
+    let comments = dal
+        .comments()
+        .list(&v, id)
+        .await
+        .map_err(|_| page.error(ErrorCode::Internal))?;
     let archived = project.archived_at.is_some();
     let body = html! {
         p.muted { a href="/projects" { "← Projects" } " · " a href={"/teams/" (project.team_id)} { (project.team_name) } }
@@ -251,7 +274,11 @@ async fn team_page(State(state): State<AppState>, page: Page, Path(id): Path<i64
     let err = |_| page.error(ErrorCode::Internal);
     let members = dal.teams().members(&v, id).await.map_err(err)?;
     let admin = team.role == "admin";
-    let invites = if admin { dal.teams().invites(&v, id).await.map_err(err)? } else { Vec::new() };
+    let invites = if admin {
+        dal.teams().invites(&v, id).await.map_err(err)?
+    } else {
+        Vec::new()
+    };
     let body = html! {
         h1 { (team.name) " " span.badge { (team.plan) } }
         h2 { "Members" }
@@ -299,7 +326,11 @@ async fn team_page(State(state): State<AppState>, page: Page, Path(id): Path<i64
     shell(&state, &page, &team.name, body).await
 }
 
-async fn invite_page(State(state): State<AppState>, page: Page, Path(token): Path<String>) -> PageResult {
+async fn invite_page(
+    State(state): State<AppState>,
+    page: Page,
+    Path(token): Path<String>,
+) -> PageResult {
     viewer(&page)?;
     let body = html! {
         h1 { "Join a team" }
@@ -314,7 +345,12 @@ async fn invite_page(State(state): State<AppState>, page: Page, Path(token): Pat
 
 async fn settings(State(state): State<AppState>, page: Page) -> PageResult {
     let v = viewer(&page)?;
-    let me = state.dal.users().me(&v).await.map_err(|_| page.error(ErrorCode::Internal))?;
+    let me = state
+        .dal
+        .users()
+        .me(&v)
+        .await
+        .map_err(|_| page.error(ErrorCode::Internal))?;
     let body = html! {
         h1 { "Settings" }
         h2 { "Profile" }
@@ -352,7 +388,11 @@ struct SentQuery {
     sent: Option<String>,
 }
 
-async fn contact_page(State(state): State<AppState>, page: Page, Query(q): Query<SentQuery>) -> PageResult {
+async fn contact_page(
+    State(state): State<AppState>,
+    page: Page,
+    Query(q): Query<SentQuery>,
+) -> PageResult {
     let body = html! {
         h1 { "Contact us" }
         @if q.sent.is_some() { p.notice role="status" { "Thanks — your message was received." } }

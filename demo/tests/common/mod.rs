@@ -18,7 +18,7 @@ pub struct Demo {
 
 /// The database under test: `TEST_DATABASE` = `sqlite` (default) or `postgres`.
 async fn fresh_db() -> Db {
-    let name = format!("t{}", rand::random::<u64>());
+    let name = format!("portcullis_t_{}", rand::random::<u32>());
     match std::env::var("TEST_DATABASE").as_deref() {
         Ok("postgres") => {
             let base = std::env::var("TEST_POSTGRES_URL")
@@ -65,7 +65,11 @@ pub async fn user(demo: &Demo, name: &str) -> (TestClient, i64) {
     let r = c
         .call(
             "auth.sign_up",
-            &[("email", &email), ("displayName", name), ("password", PASSWORD)],
+            &[
+                ("email", &email),
+                ("displayName", name),
+                ("password", PASSWORD),
+            ],
         )
         .await;
     assert_eq!(r.status, 200, "sign up {name}: {}", r.text());
@@ -89,7 +93,10 @@ pub async fn team_of(demo: &Demo, user: i64) -> i64 {
 /// Creates a project through the action; returns its id.
 pub async fn project(c: &TestClient, team: i64, name: &str) -> i64 {
     let r = c
-        .call("projects.create", &[("teamId", &team.to_string()), ("name", name)])
+        .call(
+            "projects.create",
+            &[("teamId", &team.to_string()), ("name", name)],
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()["result"]["id"].as_i64().unwrap()
