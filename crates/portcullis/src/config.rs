@@ -162,7 +162,10 @@ impl Config {
     }
 }
 
-fn flag(get: &impl Fn(&str) -> Option<String>, var: &'static str) -> Result<Option<bool>, ConfigError> {
+fn flag(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+) -> Result<Option<bool>, ConfigError> {
     match get(var).as_deref().map(str::trim) {
         None | Some("") => Ok(None),
         Some("1" | "true" | "yes" | "on") => Ok(Some(true)),
@@ -184,7 +187,10 @@ fn dev_secret(data_dir: &Path) -> Result<(MasterSecret, String), ConfigError> {
     };
     if let Ok(text) = std::fs::read_to_string(&path) {
         let secret = MasterSecret::from_base64(&text).map_err(|e| {
-            err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+            err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.to_string(),
+            ))
         })?;
         let note = format!(
             "development mode: using the dev secret stored in {} (set PORTCULLIS_SECRET in production)",
@@ -225,8 +231,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -238,7 +246,8 @@ mod tests {
 
     #[test]
     fn production_refuses_to_start_without_a_secret() {
-        let err = Config::from_lookup(lookup(&[("PORTCULLIS_ENV", "production")]), &tmp()).unwrap_err();
+        let err =
+            Config::from_lookup(lookup(&[("PORTCULLIS_ENV", "production")]), &tmp()).unwrap_err();
         assert!(matches!(err, ConfigError::MissingSecret));
     }
 
@@ -253,7 +262,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join("dev-secret")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.join("dev-secret"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }
@@ -262,10 +274,22 @@ mod tests {
     fn bad_values_are_named() {
         let secret = MasterSecret::generate().to_base64();
         let cases = [
-            ("PORTCULLIS_ALLOWED_ORIGINS", "null", "PORTCULLIS_ALLOWED_ORIGINS"),
-            ("PORTCULLIS_TRUSTED_PROXIES", "not-a-cidr", "PORTCULLIS_TRUSTED_PROXIES"),
+            (
+                "PORTCULLIS_ALLOWED_ORIGINS",
+                "null",
+                "PORTCULLIS_ALLOWED_ORIGINS",
+            ),
+            (
+                "PORTCULLIS_TRUSTED_PROXIES",
+                "not-a-cidr",
+                "PORTCULLIS_TRUSTED_PROXIES",
+            ),
             ("PORTCULLIS_SECRET", "c2hvcnQ=", "PORTCULLIS_SECRET"),
-            ("PORTCULLIS_ID_ROTATION_DAYS", "0", "PORTCULLIS_ID_ROTATION_DAYS"),
+            (
+                "PORTCULLIS_ID_ROTATION_DAYS",
+                "0",
+                "PORTCULLIS_ID_ROTATION_DAYS",
+            ),
         ];
         for (var, value, named) in cases {
             let mut pairs = vec![("PORTCULLIS_SECRET", secret.as_str())];

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::ActionError;
 use crate::respond::safe_return_path;
-use crate::session::Auth;
+use crate::seal::{SealFor, Sealer};
+use crate::session::{self, Auth};
 
 /// Effects requested by a handler, applied to this one response.
 #[derive(Debug, Default)]
@@ -24,16 +25,37 @@ pub struct Cx<S> {
     auth: Auth,
     client_ip: IpAddr,
     effects: Arc<Mutex<Effects>>,
+    sealer: Arc<Sealer>,
 }
 
 impl<S> Cx<S> {
-    pub(crate) fn new(state: S, auth: Auth, client_ip: IpAddr, effects: Arc<Mutex<Effects>>) -> Self {
+    pub(crate) fn new(
+        state: S,
+        auth: Auth,
+        client_ip: IpAddr,
+        effects: Arc<Mutex<Effects>>,
+        sealer: Arc<Sealer>,
+    ) -> Self {
         Cx {
             state,
             auth,
             client_ip,
             effects,
+            sealer,
         }
+    }
+
+    /// A target for [`crate::seal::seal`]: values for `action`, in this
+    /// session. For values a result hands to the page's script, e.g. the
+    /// next step of a wizard. A handler that signs in or out changes the
+    /// session id only when the response is sent, so seals it mints after
+    /// that will not open; mint them on the page that follows instead.
+    pub fn seal_for(&self, action: &'static str) -> SealFor {
+        SealFor::new(
+            self.sealer.clone(),
+            action,
+            session::seal_binding(self.auth.session()),
+        )
     }
 
     /// The app state (database pool, DAL, …).

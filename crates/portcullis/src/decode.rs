@@ -11,6 +11,12 @@
 //! Field names beginning with `_` are reserved for the framework; the only one
 //! accepted today is `_return` (the no-JS return path, see
 //! [`crate::respond::safe_return_path`]).
+//!
+//! Sealed bound arguments ([`crate::seal::Sealed`]) are opened *during*
+//! deserialization: the request's [`Opening`] (action, session binding, key
+//! ring, clock) is made visible to them only around the synchronous serde
+//! call, by a guard that also clears it on error. A seal that fails to open
+//! is 400 `invalid_bound_argument`, not a 422 field error.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -20,6 +26,7 @@ use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Vis
 
 use crate::error::{ErrorCode, FieldErrors, Rejection};
 use crate::limits::{BodyKind, Limits, too_large};
+use crate::seal::Opening;
 
 /// Reserved form field carrying the no-JS return path.
 pub const RETURN_FIELD: &str = "_return";
@@ -104,13 +111,14 @@ pub struct Reserved {
     pub return_to: Option<String>,
 }
 
-/// Decodes `body` into `T`, enforcing field/part/depth caps and refusing
-/// undeclared fields.
+/// Decodes `body` into `T`, enforcing field/part/depth caps, refusing
+/// undeclared fields and opening sealed fields with `opening`.
 pub async fn decode<T: DeserializeOwned>(
     kind: &BodyKind,
     body: Bytes,
     shape: &InputShape,
     limits: &Limits,
+    opening: &Opening,
 ) -> Result<(T, Reserved), Rejection> {
     match kind {
         BodyKind::UrlEncoded => {
@@ -119,7 +127,7 @@ pub async fn decode<T: DeserializeOwned>(
                 screen.push(k, v)?;
             }
             let body = screen.finish(Some(body))?;
-            let input = from_form(&body)?;
+            let input = from_form(&body, opening)?;
             Ok((input, screen.reserved))
         }
         BodyKind::Multipart { boundary } => {
@@ -150,7 +158,7 @@ pub async fn decode<T: DeserializeOwned>(
                 screen.push(Cow::Owned(name), Cow::Owned(value))?;
             }
             let body = screen.finish(None)?;
-            let input = from_form(&body)?;
+            let input = from_form(&body, opening)?;
             Ok((input, screen.reserved))
         }
         BodyKind::Json => {
@@ -165,20 +173,23 @@ pub async fn decode<T: DeserializeOwned>(
             if keys.0.len() > limits.max_fields {
                 return Err(too_many_fields(limits));
             }
-            let unknown: Vec<String> =
-                keys.0.into_iter().filter(|k| !shape.declares(k)).collect();
+            let unknown: Vec<String> = keys.0.into_iter().filter(|k| !shape.declares(k)).collect();
             if !unknown.is_empty() {
                 return Err(unknown_fields(unknown));
             }
             let mut de = serde_json::Deserializer::from_slice(&body);
-            let input = serde_path_to_error::deserialize(&mut de).map_err(serde_failure)?;
+            let input = {
+                let _sealed = opening.enter();
+                serde_path_to_error::deserialize(&mut de).map_err(serde_failure)?
+            };
             Ok((input, Reserved::default()))
         }
     }
 }
 
-fn from_form<T: DeserializeOwned>(body: &[u8]) -> Result<T, Rejection> {
+fn from_form<T: DeserializeOwned>(body: &[u8], opening: &Opening) -> Result<T, Rejection> {
     let de = serde_html_form::Deserializer::new(form_urlencoded::parse(body));
+    let _sealed = opening.enter();
     serde_path_to_error::deserialize(de).map_err(serde_failure)
 }
 
@@ -359,11 +370,19 @@ fn serde_failure<E: std::fmt::Display>(err: serde_path_to_error::Error<E>) -> Re
             .map(str::to_owned)
     };
     if let Some(field) = quoted("missing field `") {
-        let field = if path == "." { field } else { format!("{path}.{field}") };
+        let field = if path == "." {
+            field
+        } else {
+            format!("{path}.{field}")
+        };
         return Rejection::invalid(one(&field, "is required"), Vec::new());
     }
     if let Some(field) = quoted("unknown field `") {
-        return unknown_fields(vec![if path == "." { field } else { format!("{path}.{field}") }]);
+        return unknown_fields(vec![if path == "." {
+            field
+        } else {
+            format!("{path}.{field}")
+        }]);
     }
     if path == "." {
         return Rejection::invalid(FieldErrors::new(), vec![message]);
@@ -395,8 +414,25 @@ mod tests {
         assert!(InputShape::of::<String>().is_err());
     }
 
+    fn opening() -> Opening {
+        let keys = crate::keys::KeyRing::new(&crate::keys::MasterSecret::generate(), None);
+        Opening::new(
+            std::sync::Arc::new(crate::seal::Sealer::new(&keys)),
+            "test",
+            crate::seal::Binding::Anonymous,
+            crate::seal::unix_now(),
+        )
+    }
+
     async fn run(kind: BodyKind, body: &[u8]) -> Result<(Rename, Reserved), Rejection> {
-        decode(&kind, Bytes::copy_from_slice(body), &shape(), &Limits::default()).await
+        decode(
+            &kind,
+            Bytes::copy_from_slice(body),
+            &shape(),
+            &Limits::default(),
+            &opening(),
+        )
+        .await
     }
 
     #[tokio::test]
@@ -406,18 +442,35 @@ mod tests {
             name: "Apollo".into(),
             note: None,
         };
-        let (a, _) = run(BodyKind::UrlEncoded, b"projectId=4&name=Apollo").await.unwrap();
-        let (b, _) = run(BodyKind::Json, br#"{"projectId":4,"name":"Apollo"}"#).await.unwrap();
+        let (a, _) = run(BodyKind::UrlEncoded, b"projectId=4&name=Apollo")
+            .await
+            .unwrap();
+        let (b, _) = run(BodyKind::Json, br#"{"projectId":4,"name":"Apollo"}"#)
+            .await
+            .unwrap();
         let mp = b"--XX\r\nContent-Disposition: form-data; name=\"projectId\"\r\n\r\n4\r\n--XX\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nApollo\r\n--XX--\r\n";
-        let (c, _) = run(BodyKind::Multipart { boundary: "XX".into() }, mp).await.unwrap();
+        let (c, _) = run(
+            BodyKind::Multipart {
+                boundary: "XX".into(),
+            },
+            mp,
+        )
+        .await
+        .unwrap();
         assert_eq!((&a, &b, &c), (&want, &want, &want));
     }
 
     #[tokio::test]
     async fn unknown_fields_are_named() {
         for (kind, body) in [
-            (BodyKind::UrlEncoded, &b"projectId=4&name=x&isAdmin=true"[..]),
-            (BodyKind::Json, &br#"{"projectId":4,"name":"x","isAdmin":true}"#[..]),
+            (
+                BodyKind::UrlEncoded,
+                &b"projectId=4&name=x&isAdmin=true"[..],
+            ),
+            (
+                BodyKind::Json,
+                &br#"{"projectId":4,"name":"x","isAdmin":true}"#[..],
+            ),
         ] {
             let err = run(kind, body).await.unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidInput);
@@ -427,17 +480,24 @@ mod tests {
 
     #[tokio::test]
     async fn type_errors_become_field_errors() {
-        let err = run(BodyKind::UrlEncoded, b"projectId=abc&name=x").await.unwrap_err();
+        let err = run(BodyKind::UrlEncoded, b"projectId=abc&name=x")
+            .await
+            .unwrap_err();
         assert!(err.field_errors.contains_key("projectId"), "{err:?}");
-        let err = run(BodyKind::Json, br#"{"projectId":4}"#).await.unwrap_err();
+        let err = run(BodyKind::Json, br#"{"projectId":4}"#)
+            .await
+            .unwrap_err();
         assert_eq!(err.field_errors["name"], vec!["is required".to_owned()]);
     }
 
     #[tokio::test]
     async fn return_field_is_split_off() {
-        let (input, reserved) = run(BodyKind::UrlEncoded, b"projectId=1&name=n&_return=%2Fprojects")
-            .await
-            .unwrap();
+        let (input, reserved) = run(
+            BodyKind::UrlEncoded,
+            b"projectId=1&name=n&_return=%2Fprojects",
+        )
+        .await
+        .unwrap();
         assert_eq!(input.name, "n");
         assert_eq!(reserved.return_to.as_deref(), Some("/projects"));
     }
@@ -445,7 +505,10 @@ mod tests {
     #[test]
     fn json_depth_is_capped_linearly() {
         let deep = "[".repeat(10_000);
-        assert_eq!(check_json_depth(deep.as_bytes(), 32).unwrap_err().code, ErrorCode::MalformedBody);
+        assert_eq!(
+            check_json_depth(deep.as_bytes(), 32).unwrap_err().code,
+            ErrorCode::MalformedBody
+        );
         // Brackets inside strings do not count.
         let s = format!("{{\"a\":\"{}\"}}", "[".repeat(100));
         assert!(check_json_depth(s.as_bytes(), 2).is_ok());

@@ -157,10 +157,17 @@ fn build(names: &[&'static str], keys: &KeyRing, epoch: u64) -> Table {
     let mut by_id = HashMap::with_capacity(names.len() * 4);
     let mut current = Vec::with_capacity(names.len());
     for (index, name) in names.iter().enumerate() {
-        current.push(ActionId::compute(keys.current.get(Purpose::ActionIds), epoch, name));
+        current.push(ActionId::compute(
+            keys.current.get(Purpose::ActionIds),
+            epoch,
+            name,
+        ));
         for set in keys.verifying() {
             for e in [epoch, epoch.saturating_sub(1)] {
-                by_id.insert(ActionId::compute(set.get(Purpose::ActionIds), e, name), index);
+                by_id.insert(
+                    ActionId::compute(set.get(Purpose::ActionIds), e, name),
+                    index,
+                );
             }
         }
     }
@@ -220,14 +227,29 @@ mod tests {
         let before = Ids::new(vec!["x"], KeyRing::new(&old, None), 14 * DAY);
         let during = Ids::new(vec!["x"], KeyRing::new(&new, Some(&old)), 14 * DAY);
         assert_eq!(during.resolve(&before.current(0).to_string()).unwrap(), 0);
-        assert_ne!(during.current(0), before.current(0), "new pages use the new secret");
+        assert_ne!(
+            during.current(0),
+            before.current(0),
+            "new pages use the new secret"
+        );
     }
 
     #[test]
     fn malformed_ids() {
         let ids = Ids::new(vec!["x"], ring(1), 14 * DAY);
-        for bad in ["", "short", "projects.rename", &"A".repeat(23), "!!!!!!!!!!!!!!!!!!!!!!", "AAAAAAAAAAAAAAAAAAAAA/"] {
-            assert_eq!(ids.resolve(bad).unwrap_err().code, ErrorCode::MalformedActionId, "{bad}");
+        for bad in [
+            "",
+            "short",
+            "projects.rename",
+            &"A".repeat(23),
+            "!!!!!!!!!!!!!!!!!!!!!!",
+            "AAAAAAAAAAAAAAAAAAAAA/",
+        ] {
+            assert_eq!(
+                ids.resolve(bad).unwrap_err().code,
+                ErrorCode::MalformedActionId,
+                "{bad}"
+            );
         }
     }
 }

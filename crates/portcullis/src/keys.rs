@@ -217,8 +217,8 @@ mod tests {
 
     #[test]
     fn debug_output_contains_no_key_bytes() {
-        let secret = MasterSecret::from_bytes((0u8..32).map(|i| i.wrapping_mul(37)).collect())
-            .unwrap();
+        let secret =
+            MasterSecret::from_bytes((0u8..32).map(|i| i.wrapping_mul(37)).collect()).unwrap();
         let ring = KeyRing::new(&secret, Some(&secret));
         let printed = format!("{ring:?} {secret:?}");
         for key in [

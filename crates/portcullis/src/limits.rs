@@ -155,7 +155,9 @@ mod tests {
             ErrorCode::UnsupportedMediaType
         );
         assert_eq!(
-            BodyKind::from_headers(&ct("multipart/form-data")).unwrap_err().code,
+            BodyKind::from_headers(&ct("multipart/form-data"))
+                .unwrap_err()
+                .code,
             ErrorCode::MalformedBody
         );
     }
@@ -163,7 +165,9 @@ mod tests {
     #[tokio::test]
     async fn body_over_cap_is_413_even_without_content_length() {
         let body = Body::from(vec![b'a'; 2000]);
-        let err = read_body(body, 1000, Duration::from_secs(1)).await.unwrap_err();
+        let err = read_body(body, 1000, Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert_eq!(err.code, ErrorCode::PayloadTooLarge);
     }
 }

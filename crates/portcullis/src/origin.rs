@@ -35,7 +35,9 @@ pub enum AllowlistError {
     Null,
     #[error("allowed origin `{0}`: expected scheme://host[:port] with no path, query or user info")]
     Malformed(String),
-    #[error("allowed origin `{0}`: a wildcard must be the whole left-most label (`*.` or `**.`) of a host with at least two more labels")]
+    #[error(
+        "allowed origin `{0}`: a wildcard must be the whole left-most label (`*.` or `**.`) of a host with at least two more labels"
+    )]
     BadWildcard(String),
 }
 
@@ -256,10 +258,31 @@ mod tests {
             (&[host, ("sec-fetch-site", "none")], true),
             (&[host, ("sec-fetch-site", "cross-site")], false),
             (&[host, ("sec-fetch-site", "same-site")], false),
-            (&[host, ("sec-fetch-site", "cross-site"), ("origin", "https://partner.example")], true),
-            (&[host, ("sec-fetch-site", "cross-site"), ("origin", "https://evil.example")], false),
+            (
+                &[
+                    host,
+                    ("sec-fetch-site", "cross-site"),
+                    ("origin", "https://partner.example"),
+                ],
+                true,
+            ),
+            (
+                &[
+                    host,
+                    ("sec-fetch-site", "cross-site"),
+                    ("origin", "https://evil.example"),
+                ],
+                false,
+            ),
             // Sec-Fetch-Site wins over a matching Origin.
-            (&[host, ("sec-fetch-site", "cross-site"), ("origin", "http://app.example:3000")], false),
+            (
+                &[
+                    host,
+                    ("sec-fetch-site", "cross-site"),
+                    ("origin", "http://app.example:3000"),
+                ],
+                false,
+            ),
             (&[host], true),
             (&[host, ("origin", "http://app.example:3000")], true),
             (&[host, ("origin", "http://evil.example")], false),
@@ -272,7 +295,9 @@ mod tests {
             for (k, v) in *headers {
                 m.append(*k, v.parse().unwrap());
             }
-            let got = p.check(&Method::POST, &m, PEER, &TrustedProxies::none()).is_ok();
+            let got = p
+                .check(&Method::POST, &m, PEER, &TrustedProxies::none())
+                .is_ok();
             assert_eq!(got, *want, "{headers:?}");
         }
     }
@@ -304,7 +329,10 @@ mod tests {
             ("x-forwarded-host", "evil.example"),
         ]);
         let trusted_elsewhere = TrustedProxies::parse(["10.0.0.0/8"]).unwrap();
-        assert!(p.check(&Method::POST, &headers, PEER, &trusted_elsewhere).is_err());
+        assert!(
+            p.check(&Method::POST, &headers, PEER, &trusted_elsewhere)
+                .is_err()
+        );
         // The same header from a trusted proxy is believed.
         let trusted = TrustedProxies::parse(["127.0.0.1/32"]).unwrap();
         assert!(p.check(&Method::POST, &headers, PEER, &trusted).is_ok());
@@ -359,7 +387,10 @@ mod tests {
             "*",
             "https://example.com:port",
         ] {
-            assert!(OriginPattern::parse(bad).is_err(), "{bad} should be refused");
+            assert!(
+                OriginPattern::parse(bad).is_err(),
+                "{bad} should be refused"
+            );
         }
         assert_eq!(
             OriginPattern::parse("HTTPS://App.Example.com:443").unwrap(),

@@ -79,7 +79,11 @@ mod tests {
         let now = SystemTime::now();
         Viewer::new(
             7,
-            roles.iter().map(|r| r.to_string()).collect::<Vec<_>>().into(),
+            roles
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .into(),
             now - Duration::from_secs(3600),
             now - reauth_ago,
         )
@@ -94,14 +98,20 @@ mod tests {
         };
         let code = |p: &Policy, v: Option<&Viewer>| p.check(v).err().map(|r| r.code);
         assert_eq!(code(&Policy::Public, None), None);
-        assert_eq!(code(&Policy::Authenticated, None), Some(ErrorCode::Unauthenticated));
+        assert_eq!(
+            code(&Policy::Authenticated, None),
+            Some(ErrorCode::Unauthenticated)
+        );
         assert_eq!(code(&Policy::Authenticated, Some(&stale)), None);
         let staff = Policy::Role { role: "staff" };
         assert_eq!(code(&staff, Some(&fresh)), None);
         assert_eq!(code(&staff, Some(&stale)), Some(ErrorCode::Forbidden));
         assert_eq!(code(&staff, None), Some(ErrorCode::Unauthenticated));
         assert_eq!(code(&fifteen, Some(&fresh)), None);
-        assert_eq!(code(&fifteen, Some(&stale)), Some(ErrorCode::ReauthenticationRequired));
+        assert_eq!(
+            code(&fifteen, Some(&stale)),
+            Some(ErrorCode::ReauthenticationRequired)
+        );
         assert_eq!(code(&fifteen, None), Some(ErrorCode::Unauthenticated));
     }
 }

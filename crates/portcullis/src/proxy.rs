@@ -170,7 +170,10 @@ mod tests {
     #[test]
     fn spoofed_xff_from_untrusted_peer_is_ignored() {
         let tp = TrustedProxies::parse(["10.0.0.0/8"]).unwrap();
-        let h = headers(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-host", "evil.example")]);
+        let h = headers(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-host", "evil.example"),
+        ]);
         let peer: IpAddr = "203.0.113.9".parse().unwrap();
         assert_eq!(tp.client_ip(peer, &h), peer);
         assert_eq!(tp.forwarded_host(peer, &h), None);
@@ -193,7 +196,10 @@ mod tests {
             "for=\"[2001:db8::1]:4711\";proto=https;host=app.example.com",
         )]);
         let peer = "127.0.0.1".parse().unwrap();
-        assert_eq!(tp.client_ip(peer, &h), "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            tp.client_ip(peer, &h),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(tp.forwarded_host(peer, &h), Some("app.example.com"));
         assert_eq!(tp.forwarded_proto(peer, &h), Some("https"));
     }

@@ -101,16 +101,28 @@ impl Rate {
 }
 
 pub fn per_ip(count: u32) -> Rate {
-    Rate { key: KeyKind::Ip, count }
+    Rate {
+        key: KeyKind::Ip,
+        count,
+    }
 }
 pub fn per_session(count: u32) -> Rate {
-    Rate { key: KeyKind::Session, count }
+    Rate {
+        key: KeyKind::Session,
+        count,
+    }
 }
 pub fn per_user(count: u32) -> Rate {
-    Rate { key: KeyKind::User, count }
+    Rate {
+        key: KeyKind::User,
+        count,
+    }
 }
 pub fn global(count: u32) -> Rate {
-    Rate { key: KeyKind::Global, count }
+    Rate {
+        key: KeyKind::Global,
+        count,
+    }
 }
 
 /// The GCRA decision, shared by every backend.
@@ -181,7 +193,13 @@ pub(crate) struct Subject<'a> {
 }
 
 impl MemoryLimiter {
-    fn check_one(&self, limit_index: usize, limit: &Limit, subject: &Subject<'_>, now: u64) -> gcra::Decision {
+    fn check_one(
+        &self,
+        limit_index: usize,
+        limit: &Limit,
+        subject: &Subject<'_>,
+        now: u64,
+    ) -> gcra::Decision {
         let mut h = self.hasher.build_hasher();
         subject.action.hash(&mut h);
         limit_index.hash(&mut h);
@@ -201,7 +219,12 @@ impl MemoryLimiter {
         let shard = &self.shards[(key as usize) % self.shards.len()];
         let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
         let tat = map.get(&key).copied().unwrap_or(0);
-        let d = gcra::check(tat, now, limit.quota.count, limit.quota.period.as_nanos() as u64);
+        let d = gcra::check(
+            tat,
+            now,
+            limit.quota.count,
+            limit.quota.period.as_nanos() as u64,
+        );
         if d.allowed {
             map.insert(key, d.new_tat);
             // Bound memory: entries whose TAT has passed are equivalent to absent.
@@ -231,7 +254,10 @@ impl MemoryLimiter {
             let d = self.check_one(i, limit, subject, now);
             let tighter = match &tightest {
                 None => true,
-                Some((_, t)) => (!d.allowed && t.allowed) || (d.allowed == t.allowed && d.remaining < t.remaining),
+                Some((_, t)) => {
+                    (!d.allowed && t.allowed)
+                        || (d.allowed == t.allowed && d.remaining < t.remaining)
+                }
             };
             if tighter {
                 tightest = Some((i, d));
@@ -248,18 +274,25 @@ impl MemoryLimiter {
             format!("Too many requests. Try again in {retry} seconds."),
         );
         r.headers = headers;
-        r.headers.push((
-            http::header::RETRY_AFTER,
-            HeaderValue::from(retry),
-        ));
+        r.headers
+            .push((http::header::RETRY_AFTER, HeaderValue::from(retry)));
         Err(r)
     }
 }
 
 fn headers(limit: &Limit, d: &gcra::Decision) -> Vec<(HeaderName, HeaderValue)> {
     let name = limit.key.label();
-    let policy = format!("\"{name}\";q={};w={}", limit.quota.count, limit.quota.period.as_secs().max(1));
-    let t = if d.allowed { d.reset_ns } else { d.retry_after_ns }.div_ceil(1_000_000_000);
+    let policy = format!(
+        "\"{name}\";q={};w={}",
+        limit.quota.count,
+        limit.quota.period.as_secs().max(1)
+    );
+    let t = if d.allowed {
+        d.reset_ns
+    } else {
+        d.retry_after_ns
+    }
+    .div_ceil(1_000_000_000);
     let state = format!("\"{name}\";r={};t={t}", d.remaining);
     [("ratelimit-policy", policy), ("ratelimit", state)]
         .into_iter()

@@ -13,13 +13,13 @@ fn assert_refused(r: &TestResponse, status: u16, code: &str) {
     assert_eq!(r.status.as_u16(), status, "body: {}", r.text());
     assert_eq!(r.error_code().as_deref(), Some(code), "body: {}", r.text());
     let v = r.json();
-    assert!(v["error"]["digest"].as_str().is_some_and(|d| d.len() == 16), "{v}");
+    assert!(
+        v["error"]["digest"].as_str().is_some_and(|d| d.len() == 16),
+        "{v}"
+    );
 }
 
-async fn post_note(
-    fx: &common::Fixture,
-    headers: &[(&str, String)],
-) -> TestResponse {
+async fn post_note(fx: &common::Fixture, headers: &[(&str, String)]) -> TestResponse {
     let mut req = fx
         .client
         .post(&fx.client.action_path("notes.public"))
@@ -42,18 +42,43 @@ async fn cross_origin_post_every_sec_fetch_site_and_origin_combination() {
     };
     let cases: Vec<(Vec<(&str, String)>, bool)> = vec![
         (h(&[("sec-fetch-site", "cross-site")]), false),
-        (h(&[("sec-fetch-site", "cross-site"), ("origin", &evil)]), false),
-        (h(&[("sec-fetch-site", "cross-site"), ("origin", &own)]), false),
-        (h(&[("sec-fetch-site", "same-site"), ("origin", &evil)]), false),
+        (
+            h(&[("sec-fetch-site", "cross-site"), ("origin", &evil)]),
+            false,
+        ),
+        (
+            h(&[("sec-fetch-site", "cross-site"), ("origin", &own)]),
+            false,
+        ),
+        (
+            h(&[("sec-fetch-site", "same-site"), ("origin", &evil)]),
+            false,
+        ),
         (h(&[("sec-fetch-site", "same-site")]), false),
         (h(&[("origin", &evil)]), false),
         (h(&[("origin", "null")]), false),
         // Forged forwarding headers from an untrusted peer change nothing.
-        (h(&[("origin", &evil), ("x-forwarded-host", "evil.example"), ("x-forwarded-proto", "https")]), false),
-        (h(&[("origin", &evil), ("forwarded", "host=evil.example;proto=https")]), false),
+        (
+            h(&[
+                ("origin", &evil),
+                ("x-forwarded-host", "evil.example"),
+                ("x-forwarded-proto", "https"),
+            ]),
+            false,
+        ),
+        (
+            h(&[
+                ("origin", &evil),
+                ("forwarded", "host=evil.example;proto=https"),
+            ]),
+            false,
+        ),
         // Allowed: same origin by either header, or a non-browser client.
         (h(&[("sec-fetch-site", "same-origin")]), true),
-        (h(&[("sec-fetch-site", "same-origin"), ("origin", &own)]), true),
+        (
+            h(&[("sec-fetch-site", "same-origin"), ("origin", &own)]),
+            true,
+        ),
         (h(&[("sec-fetch-site", "none")]), true),
         (h(&[("origin", &own)]), true),
         (h(&[]), true),
@@ -78,9 +103,17 @@ async fn get_head_and_options_never_run_actions() {
     let r = fx.client.get(&format!("{path}?text=hello")).await;
     assert_eq!(r.status, 405);
     assert!(r.header("allow").is_some_and(|a| a.contains("POST")));
-    for method in [reqwest::Method::HEAD, reqwest::Method::OPTIONS, reqwest::Method::PUT] {
+    for method in [
+        reqwest::Method::HEAD,
+        reqwest::Method::OPTIONS,
+        reqwest::Method::PUT,
+    ] {
         let url = fx.client.url(&path);
-        let r = reqwest::Client::new().request(method.clone(), url).send().await.unwrap();
+        let r = reqwest::Client::new()
+            .request(method.clone(), url)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 405, "{method}");
     }
     assert_eq!(fx.state.runs(), 0);
@@ -90,7 +123,10 @@ async fn get_head_and_options_never_run_actions() {
 async fn id_from_a_different_secret_is_stale() {
     let fx = start().await;
     let mut other = common::config();
-    other.keys = portcullis::keys::KeyRing::new(&portcullis::MasterSecret::from_bytes(vec![9; 32]).unwrap(), None);
+    other.keys = portcullis::keys::KeyRing::new(
+        &portcullis::MasterSecret::from_bytes(vec![9; 32]).unwrap(),
+        None,
+    );
     let theirs = portcullis::Portcullis::new(other, common::State::default())
         .actions(common::register)
         .build(tower_sessions::MemoryStore::default())
@@ -121,10 +157,20 @@ async fn id_from_two_epochs_ago_is_stale_previous_epoch_still_works() {
             .body("text=hello")
             .send()
     };
-    let old = TestResponse::read(post(shared.action_id_in_epoch("notes.public", epoch - 2)).await.unwrap()).await;
+    let old = TestResponse::read(
+        post(shared.action_id_in_epoch("notes.public", epoch - 2))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_refused(&old, 409, "stale_action");
     assert_eq!(fx.state.runs(), 0);
-    let prev = TestResponse::read(post(shared.action_id_in_epoch("notes.public", epoch - 1)).await.unwrap()).await;
+    let prev = TestResponse::read(
+        post(shared.action_id_in_epoch("notes.public", epoch - 1))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(prev.status, 200, "{}", prev.text());
     assert_eq!(fx.state.runs(), 1);
 }
@@ -132,7 +178,14 @@ async fn id_from_two_epochs_ago_is_stale_previous_epoch_still_works() {
 #[tokio::test]
 async fn malformed_ids_are_400_and_names_never_resolve() {
     let fx = start().await;
-    for id in ["notes.public", "0", "1", "AAAA", "..%2f..%2fetc%2fpasswd", &"A".repeat(40)] {
+    for id in [
+        "notes.public",
+        "0",
+        "1",
+        "AAAA",
+        "..%2f..%2fetc%2fpasswd",
+        &"A".repeat(40),
+    ] {
         let r = fx
             .client
             .post(&format!("/_action/{id}"))
@@ -206,7 +259,9 @@ async fn oversize_body_is_413_declared_or_chunked() {
 async fn body_trickled_slower_than_the_timeout_is_408() {
     let fx = start().await;
     let path = fx.client.action_path("notes.public");
-    let mut tcp = tokio::net::TcpStream::connect(fx.client.addr()).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(fx.client.addr())
+        .await
+        .unwrap();
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nAccept: application/json\r\nContent-Length: 100\r\n\r\ntext=",
         fx.client.addr()
@@ -222,7 +277,9 @@ async fn body_trickled_slower_than_the_timeout_is_408() {
                 break;
             }
             let mut buf = [0u8; 4096];
-            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), tcp.read(&mut buf)).await {
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(1), tcp.read(&mut buf)).await
+            {
                 response.extend_from_slice(&buf[..n]);
                 if n == 0 || response.windows(4).any(|w| w == b"\r\n\r\n") {
                     break;
@@ -230,7 +287,9 @@ async fn body_trickled_slower_than_the_timeout_is_408() {
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), trickle).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), trickle)
+        .await
+        .unwrap();
     let text = String::from_utf8_lossy(&response);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -270,7 +329,12 @@ async fn hundred_thousand_short_fields_under_the_byte_cap_are_still_refused() {
         .unwrap();
     let r = TestResponse::read(r).await;
     assert_refused(&r, 413, "payload_too_large");
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("fields"));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fields")
+    );
     assert_eq!(fx.state.runs(), 0);
 }
 
@@ -278,9 +342,17 @@ async fn hundred_thousand_short_fields_under_the_byte_cap_are_still_refused() {
 async fn malformed_multipart_boundary_is_400() {
     let fx = start().await;
     let path = fx.client.action_path("notes.public");
-    let body = "--RIGHT\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nhello\r\n--RIGHT--\r\n";
+    let body =
+        "--RIGHT\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nhello\r\n--RIGHT--\r\n";
     for ct in ["multipart/form-data; boundary=WRONG", "multipart/form-data"] {
-        let r = fx.client.post(&path).header("content-type", ct).body(body).send().await.unwrap();
+        let r = fx
+            .client
+            .post(&path)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         assert_refused(&TestResponse::read(r).await, 400, "malformed_body");
     }
     // Too many parts.
@@ -351,12 +423,22 @@ async fn mass_assignment_of_privileged_fields_is_422_naming_the_field() {
     let fx = start().await;
     login(&fx.client, 5, false).await;
     for field in ["isAdmin", "ownerId", "role", "plan", "published", "userId"] {
-        let r = fx.client.call("notes.add", &[("text", "hello"), (field, "1")]).await;
-        assert_refused(&r, 422, "invalid_input");
-        assert!(r.json()["fieldErrors"][field].is_array(), "{field}: {}", r.text());
         let r = fx
             .client
-            .call_json("notes.add", &serde_json::json!({"text": "hello", field: true}))
+            .call("notes.add", &[("text", "hello"), (field, "1")])
+            .await;
+        assert_refused(&r, 422, "invalid_input");
+        assert!(
+            r.json()["fieldErrors"][field].is_array(),
+            "{field}: {}",
+            r.text()
+        );
+        let r = fx
+            .client
+            .call_json(
+                "notes.add",
+                &serde_json::json!({"text": "hello", field: true}),
+            )
             .await;
         assert_refused(&r, 422, "invalid_input");
         assert!(r.json()["fieldErrors"][field].is_array(), "{}", r.text());
@@ -376,7 +458,10 @@ async fn validation_failure_never_reaches_the_handler() {
     assert_eq!(r.json()["fieldErrors"]["text"][0], "is required");
     assert_eq!(fx.state.runs(), 0);
     let ok = fx.client.call("notes.add", &[("text", "fine")]).await;
-    assert_eq!(ok.json(), serde_json::json!({"ok": true, "result": {"count": 1}}));
+    assert_eq!(
+        ok.json(),
+        serde_json::json!({"ok": true, "result": {"count": 1}})
+    );
 }
 
 #[tokio::test]
@@ -385,7 +470,10 @@ async fn handler_panic_is_500_with_digest_detail_only_in_the_log() {
     let r = fx.client.call("boom", &[]).await;
     assert_refused(&r, 500, "internal");
     let body = r.text();
-    assert!(!body.contains("kaboom") && !body.contains("hunter2"), "{body}");
+    assert!(
+        !body.contains("kaboom") && !body.contains("hunter2"),
+        "{body}"
+    );
     let digest = r.json()["error"]["digest"].as_str().unwrap().to_owned();
     let log = common::log_text();
     let line = log
@@ -433,7 +521,11 @@ async fn role_and_recent_policies() {
     // Just logged in counts as a fresh re-authentication.
     assert_eq!(fx.client.call("account.delete", &[]).await.status, 200);
     let anon = fx.client.new_session();
-    assert_refused(&anon.call("account.delete", &[]).await, 401, "unauthenticated");
+    assert_refused(
+        &anon.call("account.delete", &[]).await,
+        401,
+        "unauthenticated",
+    );
     assert_eq!(fx.state.runs(), 2);
 }
 
@@ -457,7 +549,11 @@ async fn session_fixation_planted_id_never_becomes_authenticated() {
     // The attacker, holding the planted id, is not signed in.
     let attacker = fx.client.new_session();
     attacker.set_cookie(planted);
-    assert_refused(&attacker.call("notes.add", &[("text", "pwned")]).await, 401, "unauthenticated");
+    assert_refused(
+        &attacker.call("notes.add", &[("text", "pwned")]).await,
+        401,
+        "unauthenticated",
+    );
     assert!(fx.state.notes().is_empty());
 }
 
@@ -472,13 +568,21 @@ async fn session_id_is_cycled_at_login_and_old_id_is_dead() {
     assert_ne!(first, second);
     let replay = fx.client.new_session();
     replay.set_cookie(&first);
-    assert_refused(&replay.call("notes.add", &[("text", "old id")]).await, 401, "unauthenticated");
+    assert_refused(
+        &replay.call("notes.add", &[("text", "old id")]).await,
+        401,
+        "unauthenticated",
+    );
     // Log-out kills the session server-side: replaying the cookie fails.
     assert_eq!(c.call("notes.add", &[("text", "mine")]).await.status, 200);
     assert_eq!(c.call("auth.logout", &[]).await.status, 200);
     let replay = fx.client.new_session();
     replay.set_cookie(&second);
-    assert_refused(&replay.call("notes.add", &[("text", "after logout")]).await, 401, "unauthenticated");
+    assert_refused(
+        &replay.call("notes.add", &[("text", "after logout")]).await,
+        401,
+        "unauthenticated",
+    );
     assert_eq!(fx.state.notes(), vec!["mine"]);
 }
 
@@ -505,10 +609,17 @@ async fn identity_never_comes_from_the_payload() {
 async fn rate_limited_request_is_refused_before_the_body_is_read() {
     let fx = start().await;
     for _ in 0..2 {
-        assert_eq!(fx.client.call("notes.limited", &[("text", "ok")]).await.status, 200);
+        assert_eq!(
+            fx.client
+                .call("notes.limited", &[("text", "ok")])
+                .await
+                .status,
+            200
+        );
     }
     // Third: 2 MiB chunked (no Content-Length) — 429, not 413: the body was never read.
-    let stream = futures::stream::iter((0..32).map(|_| Ok::<_, std::io::Error>(vec![b'a'; 64 * 1024])));
+    let stream =
+        futures::stream::iter((0..32).map(|_| Ok::<_, std::io::Error>(vec![b'a'; 64 * 1024])));
     let r = fx
         .client
         .post(&fx.client.action_path("notes.limited"))
@@ -529,11 +640,20 @@ async fn rate_limited_request_is_refused_before_the_body_is_read() {
 #[tokio::test]
 async fn no_js_success_is_303_to_a_same_origin_path_only() {
     let fx = start().await;
-    let r = fx.client.submit("notes.public", &[("text", "hello"), ("_return", "/notes?x=1")]).await;
+    let r = fx
+        .client
+        .submit(
+            "notes.public",
+            &[("text", "hello"), ("_return", "/notes?x=1")],
+        )
+        .await;
     assert_eq!(r.status, 303);
     assert_eq!(r.header("location"), Some("/notes?x=1"));
     for evil in ["https://evil.example/", "//evil.example", "/\\evil.example"] {
-        let r = fx.client.submit("notes.public", &[("text", "hello"), ("_return", evil)]).await;
+        let r = fx
+            .client
+            .submit("notes.public", &[("text", "hello"), ("_return", evil)])
+            .await;
         assert_eq!(r.status, 303);
         assert_eq!(r.header("location"), Some("/"), "{evil}");
     }
@@ -556,14 +676,17 @@ async fn duplicate_action_names_fail_at_start_up() {
     let err = portcullis::Portcullis::new(common::config(), common::State::default())
         .actions(common::register)
         .actions(|a| {
-            a.add(
-                portcullis::action("notes.add")
-                    .authenticated()
-                    .handler(|_: portcullis::Cx<common::State>, _: portcullis::Viewer, _: portcullis::Valid<common::Nothing>| async { Ok(()) }),
-            );
+            a.add(portcullis::action("notes.add").authenticated().handler(
+                |_: portcullis::Cx<common::State>,
+                 _: portcullis::Viewer,
+                 _: portcullis::Valid<common::Nothing>| async { Ok(()) },
+            ));
         })
         .build(tower_sessions::MemoryStore::default())
         .err()
         .expect("duplicate refused");
-    assert_eq!(err.to_string(), "action `notes.add` is registered twice; action names must be unique");
+    assert_eq!(
+        err.to_string(),
+        "action `notes.add` is registered twice; action names must be unique"
+    );
 }

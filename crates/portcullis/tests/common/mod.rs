@@ -78,54 +78,56 @@ pub fn register(actions: &mut portcullis::Actions<State>) {
             action("auth.login")
                 .public()
                 .limit(per_ip(1000).per_minute())
-                .handler(|cx: Cx<State>, _: MaybeViewer, input: Valid<Login>| async move {
-                    let roles = if input.admin == Some(true) {
-                        vec!["admin".to_owned()]
-                    } else {
-                        vec![]
-                    };
-                    cx.auth().login(input.user_id, roles).await?;
-                    Ok(Who {
-                        user_id: Some(input.user_id),
-                    })
-                }),
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, input: Valid<Login>| async move {
+                        let roles = if input.admin == Some(true) {
+                            vec!["admin".to_owned()]
+                        } else {
+                            vec![]
+                        };
+                        cx.auth().login(input.user_id, roles).await?;
+                        Ok(Who {
+                            user_id: Some(input.user_id),
+                        })
+                    },
+                ),
         )
-        .add(
-            action("auth.logout")
-                .authenticated()
-                .handler(|cx: Cx<State>, _: Viewer, _: Valid<Nothing>| async move {
-                    cx.auth().logout().await?;
-                    Ok(())
-                }),
-        )
-        .add(
-            action("notes.add")
-                .authenticated()
-                .handler(|cx: Cx<State>, _: Viewer, input: Valid<Note>| async move {
-                    Ok(Saved {
-                        count: save(cx.state(), &input.text),
-                    })
-                }),
-        )
+        .add(action("auth.logout").authenticated().handler(
+            |cx: Cx<State>, _: Viewer, _: Valid<Nothing>| async move {
+                cx.auth().logout().await?;
+                Ok(())
+            },
+        ))
+        .add(action("notes.add").authenticated().handler(
+            |cx: Cx<State>, _: Viewer, input: Valid<Note>| async move {
+                Ok(Saved {
+                    count: save(cx.state(), &input.text),
+                })
+            },
+        ))
         .add(
             action("notes.public")
                 .public()
                 .limit(per_ip(1000).per_minute())
-                .handler(|cx: Cx<State>, _: MaybeViewer, input: Valid<Note>| async move {
-                    Ok(Saved {
-                        count: save(cx.state(), &input.text),
-                    })
-                }),
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, input: Valid<Note>| async move {
+                        Ok(Saved {
+                            count: save(cx.state(), &input.text),
+                        })
+                    },
+                ),
         )
         .add(
             action("notes.limited")
                 .public()
                 .limit(per_ip(2).per_minute())
-                .handler(|cx: Cx<State>, _: MaybeViewer, input: Valid<Note>| async move {
-                    Ok(Saved {
-                        count: save(cx.state(), &input.text),
-                    })
-                }),
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, input: Valid<Note>| async move {
+                        Ok(Saved {
+                            count: save(cx.state(), &input.text),
+                        })
+                    },
+                ),
         )
         .add(
             action("notes.big")
@@ -137,15 +139,13 @@ pub fn register(actions: &mut portcullis::Actions<State>) {
                     })
                 }),
         )
-        .add(
-            action("admin.purge")
-                .role("admin")
-                .handler(|cx: Cx<State>, _: Viewer, _: Valid<Nothing>| async move {
-                    cx.state().runs.fetch_add(1, Ordering::SeqCst);
-                    cx.state().notes.lock().unwrap().clear();
-                    Ok(())
-                }),
-        )
+        .add(action("admin.purge").role("admin").handler(
+            |cx: Cx<State>, _: Viewer, _: Valid<Nothing>| async move {
+                cx.state().runs.fetch_add(1, Ordering::SeqCst);
+                cx.state().notes.lock().unwrap().clear();
+                Ok(())
+            },
+        ))
         .add(
             action("account.delete")
                 .recent(Duration::from_secs(900))
@@ -158,24 +158,28 @@ pub fn register(actions: &mut portcullis::Actions<State>) {
             action("whoami")
                 .public()
                 .limit(per_ip(1000).per_minute())
-                .handler(|_: Cx<State>, v: MaybeViewer, _: Valid<Nothing>| async move {
-                    Ok(Who {
-                        user_id: v.get().map(|v| v.id()),
-                    })
-                }),
+                .handler(
+                    |_: Cx<State>, v: MaybeViewer, _: Valid<Nothing>| async move {
+                        Ok(Who {
+                            user_id: v.get().map(|v| v.id()),
+                        })
+                    },
+                ),
         )
         .add(
             action("boom")
                 .public()
                 .limit(per_ip(1000).per_minute())
-                .handler(|cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
-                    cx.state().runs.fetch_add(1, Ordering::SeqCst);
-                    let secret_detail = "db password is hunter2";
-                    if cx.state().runs() > 0 {
-                        panic!("kaboom: {secret_detail}");
-                    }
-                    Ok(())
-                }),
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
+                        cx.state().runs.fetch_add(1, Ordering::SeqCst);
+                        let secret_detail = "db password is hunter2";
+                        if cx.state().runs() > 0 {
+                            panic!("kaboom: {secret_detail}");
+                        }
+                        Ok(())
+                    },
+                ),
         );
 }
 
