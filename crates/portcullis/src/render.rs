@@ -88,6 +88,9 @@ impl Page {
     }
 
     /// The viewer, or a response sending the browser to sign in and back.
+    // `Response` as the error is the axum idiom: a page handler returning
+    // `Result<_, Response>` can use `?`; boxing it would only add noise.
+    #[allow(clippy::result_large_err)]
     pub fn require_viewer(&self) -> Result<&Viewer, Response> {
         self.viewer.as_ref().ok_or_else(|| {
             let login = format!(
