@@ -451,17 +451,27 @@ impl<T: fmt::Debug> fmt::Debug for Sealed<T> {
 
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Sealed<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let fail = |reason: OpenError| {
-            tracing::debug!(%reason, "sealed bound argument refused");
+        let fail = |reason: OpenError, action: &str| {
+            if reason == OpenError::NoContext {
+                // A programming error, not an attack: say so louder.
+                tracing::warn!(%reason, "sealed bound argument refused");
+            } else {
+                tracing::debug!(%reason, action, "sealed bound argument refused");
+            }
             <D::Error as de::Error>::custom(FAILURE_MARKER)
         };
         // Anything but a string (a number, an object) is a forgery as well.
-        let text = String::deserialize(d).map_err(|_| fail(OpenError::NotBase64))?;
-        let opened = OPENING.with(|c| match &*c.borrow() {
-            Some(opening) => opening.open::<T>(&text),
-            None => Err(OpenError::NoContext),
-        });
-        opened.map(Sealed).map_err(fail)
+        let text = String::deserialize(d);
+        OPENING.with(|c| match &*c.borrow() {
+            Some(opening) => match text {
+                Ok(text) => opening
+                    .open::<T>(&text)
+                    .map(Sealed)
+                    .map_err(|r| fail(r, opening.action)),
+                Err(_) => Err(fail(OpenError::NotBase64, opening.action)),
+            },
+            None => Err(fail(OpenError::NoContext, "")),
+        })
     }
 }
 
