@@ -348,9 +348,17 @@ fn scanned_type(response: &Response) -> bool {
         || ct.contains("+xml")
 }
 
-/// Scans a page response (middleware: `axum::middleware::map_response`).
+/// Scans a page response (middleware for `axum::middleware::map_response`).
 /// Installed on the app's page routes by [`crate::Portcullis::build`]; use it
-/// on any other router that renders HTML or JSON.
+/// on any other router that renders HTML or JSON:
+///
+/// ```rust,ignore
+/// let router = router.layer(axum::middleware::map_response(portcullis::taint::scan_response));
+/// ```
+///
+/// Text and JSON bodies are buffered (up to [`MAX_SCANNED_BODY`]) only while
+/// the registry holds a value; streams (`text/event-stream`) and binary
+/// types pass untouched.
 pub async fn scan_response(response: Response) -> Response {
     use http_body_util::BodyExt;
     if REGISTRY.is_empty() || !scanned_type(&response) {
