@@ -34,6 +34,7 @@ use crate::limits::{BodyKind, Limits};
 use crate::policy::Policy;
 use crate::ratelimit::Limit;
 use crate::respond::{self, Dto};
+use crate::seal::Opening;
 use crate::validate::{self, Valid};
 use crate::viewer::{MaybeViewer, Viewer};
 
@@ -264,13 +265,14 @@ impl<T: Dto> AnyDto for T {
 
 /// The type-erased action, as the pipeline drives it: one method per stage.
 pub(crate) trait Exec<S>: Send + Sync {
-    /// Stage 6: decode and validate.
+    /// Stage 6: decode (opening sealed fields with `opening`) and validate.
     fn decode<'a>(
         &'a self,
         kind: &'a BodyKind,
         body: Bytes,
         shape: &'a InputShape,
         limits: &'a Limits,
+        opening: &'a Opening,
     ) -> BoxFuture<'a, Result<(AnyInput, Reserved), Rejection>>;
 
     /// Stage 7: run the handler.
@@ -302,9 +304,10 @@ where
         body: Bytes,
         shape: &'a InputShape,
         limits: &'a Limits,
+        opening: &'a Opening,
     ) -> BoxFuture<'a, Result<(AnyInput, Reserved), Rejection>> {
         Box::pin(async move {
-            let (input, reserved) = decode::decode::<I>(kind, body, shape, limits).await?;
+            let (input, reserved) = decode::decode::<I>(kind, body, shape, limits, opening).await?;
             let valid = validate::validate(input, shape)?;
             Ok((Box::new(valid) as AnyInput, reserved))
         })

@@ -3,8 +3,9 @@
 //! [`Portcullis::build`] is where start-up checks happen: duplicate action
 //! names, input types whose fields cannot be learned. It then mounts the
 //! action endpoint (`POST /_action/{id}` only; any other method is 405), the
-//! app's page routes, and the session layer, and shares the framework state
-//! with page extractors through a request extension.
+//! app's page routes (behind the taint scan, [`crate::taint::scan_response`]),
+//! and the session layer, and shares the framework state with page
+//! extractors through a request extension.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::config::Config;
 use crate::decode::InputShape;
 use crate::ids::Ids;
 use crate::ratelimit::MemoryLimiter;
+use crate::seal::Sealer;
 
 /// The path prefix of the action endpoint.
 pub const ACTION_PREFIX: &str = "/_action/";
@@ -42,6 +44,8 @@ pub struct Shared {
     pub(crate) config: Config,
     pub(crate) ids: Ids,
     pub(crate) limiter: MemoryLimiter,
+    /// Sealing keys (current + previous), key schedules prepared once.
+    pub(crate) sealer: Arc<Sealer>,
     pub(crate) by_name: HashMap<&'static str, usize>,
     pub(crate) metas: Vec<ActionMeta>,
     /// The largest body any action accepts: the stage-1 early refusal bound.
@@ -64,6 +68,12 @@ impl Shared {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The sealing keys, for minting seals outside a page or action
+    /// (see [`crate::seal::SealFor`]).
+    pub fn sealer(&self) -> &Arc<Sealer> {
+        &self.sealer
     }
 
     /// The id `name` had in `epoch` (tests of skew handling).
@@ -178,10 +188,12 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             self.config.id_rotation,
         );
         let sessions = session_layer(store, &self.config);
+        let sealer = Arc::new(Sealer::new(&self.config.keys));
         let shared = Arc::new(Shared {
             config: self.config,
             ids,
             limiter: MemoryLimiter::default(),
+            sealer,
             by_name,
             metas,
             body_ceiling,
@@ -195,9 +207,14 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             let inner = inner.clone();
             async move { crate::pipeline::run(&inner, &id, request).await }
         });
+        // Action responses are scanned for tainted values in the pipeline
+        // (stage 8); pages are scanned by this layer.
+        let pages = self
+            .pages
+            .layer(axum::middleware::map_response(crate::taint::scan_response));
         let router = Router::new()
             .route(&format!("{ACTION_PREFIX}{{id}}"), endpoint)
-            .merge(self.pages)
+            .merge(pages)
             .layer(axum::Extension(shared.clone()))
             .layer(sessions);
         Ok(App { router, shared })

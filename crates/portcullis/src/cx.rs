@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::ActionError;
 use crate::respond::safe_return_path;
-use crate::session::Auth;
+use crate::seal::{SealFor, Sealer};
+use crate::session::{self, Auth};
 
 /// Effects requested by a handler, applied to this one response.
 #[derive(Debug, Default)]
@@ -25,6 +26,7 @@ pub struct Cx<S> {
     client_ip: IpAddr,
     return_path: Option<String>,
     effects: Arc<Mutex<Effects>>,
+    sealer: Arc<Sealer>,
 }
 
 impl<S> Cx<S> {
@@ -34,6 +36,7 @@ impl<S> Cx<S> {
         client_ip: IpAddr,
         return_path: Option<String>,
         effects: Arc<Mutex<Effects>>,
+        sealer: Arc<Sealer>,
     ) -> Self {
         Cx {
             state,
@@ -41,6 +44,7 @@ impl<S> Cx<S> {
             client_ip,
             return_path: return_path.filter(|p| safe_return_path(p).is_some()),
             effects,
+            sealer,
         }
     }
 
@@ -48,6 +52,19 @@ impl<S> Cx<S> {
     /// A sign-in action uses it to send the user back where they came from.
     pub fn return_path(&self) -> Option<&str> {
         self.return_path.as_deref()
+    }
+
+    /// A target for [`crate::seal::seal`]: values for `action`, in this
+    /// session. For values a result hands to the page's script, e.g. the
+    /// next step of a wizard. A handler that signs in or out changes the
+    /// session id only when the response is sent, so seals it mints after
+    /// that will not open; mint them on the page that follows instead.
+    pub fn seal_for(&self, action: &'static str) -> SealFor {
+        SealFor::new(
+            self.sealer.clone(),
+            action,
+            session::seal_binding(self.auth.session()),
+        )
     }
 
     /// The app state (database pool, DAL, …).

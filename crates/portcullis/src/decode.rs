@@ -11,6 +11,12 @@
 //! Field names beginning with `_` are reserved for the framework; the only one
 //! accepted today is `_return` (the no-JS return path, see
 //! [`crate::respond::safe_return_path`]).
+//!
+//! Sealed bound arguments ([`crate::seal::Sealed`]) are opened *during*
+//! deserialization: the request's [`Opening`] (action, session binding, key
+//! ring, clock) is made visible to them only around the synchronous serde
+//! call, by a guard that also clears it on error. A seal that fails to open
+//! is 400 `invalid_bound_argument`, not a 422 field error.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -20,6 +26,7 @@ use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Vis
 
 use crate::error::{ErrorCode, FieldErrors, Rejection};
 use crate::limits::{BodyKind, Limits, too_large};
+use crate::seal::Opening;
 
 /// Reserved form field carrying the no-JS return path.
 pub const RETURN_FIELD: &str = "_return";
@@ -104,13 +111,14 @@ pub struct Reserved {
     pub return_to: Option<String>,
 }
 
-/// Decodes `body` into `T`, enforcing field/part/depth caps and refusing
-/// undeclared fields.
+/// Decodes `body` into `T`, enforcing field/part/depth caps, refusing
+/// undeclared fields and opening sealed fields with `opening`.
 pub async fn decode<T: DeserializeOwned>(
     kind: &BodyKind,
     body: Bytes,
     shape: &InputShape,
     limits: &Limits,
+    opening: &Opening,
 ) -> Result<(T, Reserved), Rejection> {
     match kind {
         BodyKind::UrlEncoded => {
@@ -119,7 +127,7 @@ pub async fn decode<T: DeserializeOwned>(
                 screen.push(k, v)?;
             }
             let body = screen.finish(Some(body))?;
-            let input = from_form(&body)?;
+            let input = from_form(&body, opening)?;
             Ok((input, screen.reserved))
         }
         BodyKind::Multipart { boundary } => {
@@ -150,7 +158,7 @@ pub async fn decode<T: DeserializeOwned>(
                 screen.push(Cow::Owned(name), Cow::Owned(value))?;
             }
             let body = screen.finish(None)?;
-            let input = from_form(&body)?;
+            let input = from_form(&body, opening)?;
             Ok((input, screen.reserved))
         }
         BodyKind::Json => {
@@ -170,14 +178,18 @@ pub async fn decode<T: DeserializeOwned>(
                 return Err(unknown_fields(unknown));
             }
             let mut de = serde_json::Deserializer::from_slice(&body);
-            let input = serde_path_to_error::deserialize(&mut de).map_err(serde_failure)?;
+            let input = {
+                let _sealed = opening.enter();
+                serde_path_to_error::deserialize(&mut de).map_err(serde_failure)?
+            };
             Ok((input, Reserved::default()))
         }
     }
 }
 
-fn from_form<T: DeserializeOwned>(body: &[u8]) -> Result<T, Rejection> {
+fn from_form<T: DeserializeOwned>(body: &[u8], opening: &Opening) -> Result<T, Rejection> {
     let de = serde_html_form::Deserializer::new(form_urlencoded::parse(body));
+    let _sealed = opening.enter();
     serde_path_to_error::deserialize(de).map_err(serde_failure)
 }
 
@@ -402,12 +414,23 @@ mod tests {
         assert!(InputShape::of::<String>().is_err());
     }
 
+    fn opening() -> Opening {
+        let keys = crate::keys::KeyRing::new(&crate::keys::MasterSecret::generate(), None);
+        Opening::new(
+            std::sync::Arc::new(crate::seal::Sealer::new(&keys)),
+            "test",
+            crate::seal::Binding::Anonymous,
+            crate::seal::unix_now(),
+        )
+    }
+
     async fn run(kind: BodyKind, body: &[u8]) -> Result<(Rename, Reserved), Rejection> {
         decode(
             &kind,
             Bytes::copy_from_slice(body),
             &shape(),
             &Limits::default(),
+            &opening(),
         )
         .await
     }

@@ -20,6 +20,7 @@ pub mod respond;
 pub mod seal;
 pub mod server;
 pub mod session;
+pub mod taint;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod validate;
@@ -37,14 +38,16 @@ pub use portcullis_macros::Dto;
 pub use ratelimit::{global, per_ip, per_session, per_user};
 pub use render::{Page, field, submit};
 pub use respond::Dto;
+pub use seal::Sealed;
 pub use server::{serve, serve_until};
+pub use taint::{Secret, unique_value};
 pub use validate::Valid;
 pub use viewer::{MaybeViewer, UserId, Viewer};
 
 /// Re-exports for app code and derive output.
 pub mod prelude {
     pub use crate::{
-        ActionError, Cx, Dto, MaybeViewer, Outcome, Valid, Viewer, action, global, per_ip,
-        per_session, per_user,
+        ActionError, Cx, Dto, MaybeViewer, Outcome, Sealed, Secret, Valid, Viewer, action, global,
+        per_ip, per_session, per_user,
     };
 }

@@ -8,12 +8,17 @@
 //! | 3 | resolve  | [`crate::ids`]            | 400 `malformed_action_id`, 409 `stale_action` |
 //! | 4 | limit    | [`crate::ratelimit`]      | 429 `rate_limited`                        |
 //! | 5 | policy   | [`crate::policy`]         | 401 / 403                                 |
-//! | 6 | decode   | [`crate::limits`], [`crate::decode`], [`crate::validate`] (+ [`crate::seal`]) | 413, 408, 400, 422 |
+//! | 6 | decode   | [`crate::limits`], [`crate::decode`], [`crate::validate`], [`crate::seal`] | 413, 408, 400, 422; 400 `invalid_bound_argument` |
 //! | 7 | handler  | the app                   | 404 / 422 / 500 (panics caught)           |
-//! | 8 | respond  | [`crate::respond`]        | 500 when a value refuses to serialize     |
+//! | 8 | respond  | [`crate::respond`], [`crate::taint`] | 500 `internal` when a value refuses to serialize ([`crate::Secret`]) or the body holds a registered unique value |
 //! | 9 | effects  | [`crate::cx`]             | –                                         |
 //!
 //! Stages 1–5 look at headers only; the body is first read in stage 6.
+//! Sealed fields are opened in stage 6 against the action resolved in
+//! stage 3 and the session loaded in stage 5, so a seal cannot be moved to
+//! another action or session. The taint scan of stage 8 runs over the final
+//! response bytes (and the redirect target), so it sees exactly what would
+//! be sent; refusals are scanned too ([`crate::respond::failure`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -31,6 +36,7 @@ use crate::error::Rejection;
 use crate::limits::{self, BodyKind};
 use crate::ratelimit::{KeyKind, Subject};
 use crate::respond::{self, ClientKind, Success};
+use crate::seal::{self, Opening};
 use crate::session::{self, Auth};
 
 /// Runs one action request through every stage.
@@ -128,9 +134,16 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     let cap = meta.body_limit.unwrap_or(config.limits.body_bytes);
     limits::check_declared_length(&parts.headers, cap)?;
     let bytes = limits::read_body(body, cap, config.limits.body_timeout).await?;
+    // Seals open only for this action, in this session, before their expiry.
+    let opening = Opening::new(
+        shared.sealer.clone(),
+        meta.name,
+        session::seal_binding(&session),
+        seal::unix_now(),
+    );
     let (input, reserved) = action
         .exec
-        .decode(&kind, bytes, shape, &config.limits)
+        .decode(&kind, bytes, shape, &config.limits, &opening)
         .await?;
     if reserved.return_to.is_some() {
         *return_to = reserved.return_to;
@@ -144,6 +157,7 @@ async fn stages<S: Clone + Send + Sync + 'static>(
         client_ip,
         return_to.clone(),
         effects.clone(),
+        shared.sealer.clone(),
     );
     let outcome = std::panic::AssertUnwindSafe(action.exec.call(cx, viewer, input))
         .catch_unwind()
@@ -164,19 +178,20 @@ async fn stages<S: Clone + Send + Sync + 'static>(
         }
     };
 
-    // 8. Respond: only the DTO, serialized here.
+    // 8. Respond: only the DTO, serialized here (a Secret fails it closed).
     let result_json = result.to_json()?;
 
-    // 9. Effects: applied to this one response.
+    // 9. Effects: applied to this one response; then the taint scan over the
+    // final bytes (stage 8's second half), before anything is sent.
     let effects = std::mem::take(&mut *effects.lock().unwrap_or_else(|e| e.into_inner()));
-    Ok(respond::success(
+    respond::success(
         client,
         Success {
             result_json,
             redirect: effects.redirect,
-            return_to: return_to.take(),
+            return_to: return_to.clone(),
         },
-    ))
+    )
 }
 
 /// The TCP peer, from `ConnectInfo` (set by [`crate::serve`]).

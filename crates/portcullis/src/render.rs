@@ -5,8 +5,15 @@
 //! path and the error slots the client runtime fills — but it offers no way to
 //! set a cookie, redirect or sign anyone in. Those live on [`crate::Cx`],
 //! which only action handlers receive.
+//!
+//! A page also mints *sealed bound arguments* ([`crate::seal`]): values the
+//! page hands to a later action call and that must come back unchanged.
+//! [`Form::bind_sealed`] seals a value for the form's own action and the
+//! viewer's session and renders it as a hidden input; [`Page::seal_for`]
+//! gives a target for [`crate::seal::seal`] (values for the page's script).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
@@ -18,6 +25,7 @@ use crate::app::Shared;
 use crate::decode::RETURN_FIELD;
 use crate::error::{ErrorCode, Rejection};
 use crate::respond::{self, ClientKind};
+use crate::seal::{self, Binding, SealFor};
 use crate::session;
 use crate::viewer::Viewer;
 
@@ -26,6 +34,8 @@ pub struct Page {
     shared: Arc<Shared>,
     viewer: Option<Viewer>,
     path: String,
+    /// The session seals minted on this page are bound to.
+    binding: Binding,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Page {
@@ -57,10 +67,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_else(|| "/".into());
+        // After load_viewer: the id is now that of a live record, or none.
+        let binding = session::seal_binding(&session);
         Ok(Page {
             shared,
             viewer,
             path,
+            binding,
         })
     }
 }
@@ -71,6 +84,9 @@ impl Page {
     }
 
     /// The viewer, or a response sending the browser to sign in and back.
+    // `Response` as the error is the axum idiom: a page handler returning
+    // `Result<_, Response>` can use `?`; boxing it would only add noise.
+    #[allow(clippy::result_large_err)]
     pub fn require_viewer(&self) -> Result<&Viewer, Response> {
         self.viewer.as_ref().ok_or_else(|| {
             let login = format!(
@@ -106,7 +122,19 @@ impl Page {
             return_to: self.path.clone(),
             id: None,
             class: None,
+            seal: self.seal_for(name),
+            hidden: Vec::new(),
         }
+    }
+
+    /// A target for [`crate::seal::seal`]: values that only action `name`
+    /// will accept, in this viewer's session. For a form, prefer
+    /// [`Form::bind_sealed`].
+    pub fn seal_for(&self, name: &'static str) -> SealFor {
+        if !self.shared.by_name.contains_key(name) {
+            tracing::error!(action = name, "sealing for an unregistered action");
+        }
+        SealFor::new(self.shared.sealer.clone(), name, self.binding.clone())
     }
 
     /// An error page for `code` as a response (e.g. 404 from a page handler).
@@ -127,9 +155,37 @@ pub struct Form {
     return_to: String,
     id: Option<String>,
     class: Option<String>,
+    seal: SealFor,
+    hidden: Vec<(String, String)>,
 }
 
 impl Form {
+    /// Adds a hidden input `name` carrying `value` sealed for this form's
+    /// action and the viewer's session, valid for [`seal::DEFAULT_TTL`]. The
+    /// action declares the field as `name: Sealed<T>`.
+    ///
+    /// If `value` refuses to serialize (say it holds a [`crate::Secret`]),
+    /// the error is logged and the field carries nothing that opens: every
+    /// submission then fails with `invalid_bound_argument`, closed.
+    pub fn bind_sealed(self, name: &str, value: impl serde::Serialize) -> Self {
+        self.bind_sealed_for(name, value, seal::DEFAULT_TTL)
+    }
+
+    /// [`Form::bind_sealed`] with a lifetime other than the default.
+    pub fn bind_sealed_for(
+        mut self,
+        name: &str,
+        value: impl serde::Serialize,
+        ttl: Duration,
+    ) -> Self {
+        let sealed = seal::seal(&value, &self.seal, ttl).unwrap_or_else(|e| {
+            tracing::error!(action = self.seal.action(), field = name, error = %e, "could not seal a bound argument");
+            String::new()
+        });
+        self.hidden.push((name.to_owned(), sealed));
+        self
+    }
+
     /// Where a successful no-JS submission lands (a same-origin path).
     pub fn return_to(mut self, path: &str) -> Self {
         if let Some(p) = respond::safe_return_path(path) {
@@ -161,6 +217,9 @@ impl Form {
             form method="post" action=(action) data-portcullis
                 id=[self.id.as_deref()] class=[self.class.as_deref()] {
                 div.form-errors role="alert" aria-live="assertive" data-form-errors {}
+                @for (name, value) in &self.hidden {
+                    input type="hidden" name=(name) value=(value);
+                }
                 (body)
             }
         }

@@ -1,6 +1,9 @@
 //! Stage 8: respond. Only [`Dto`] types serialize into a response; a value
 //! that refuses to serialize (a [`crate::Secret`], say) fails the whole
-//! response closed with 500 and a log line naming the field path.
+//! response closed with 500 and a log line naming the field path. The final
+//! bytes — success envelope, redirect target, error envelope or error page —
+//! then pass the taint scan ([`crate::taint::scan`]): a registered secret
+//! value anywhere in them replaces the response with a bare 500.
 //!
 //! Two clients, one contract:
 //! * the client runtime (`Accept` without `text/html`) gets a JSON envelope:
@@ -91,8 +94,10 @@ pub(crate) struct Success {
     pub return_to: Option<String>,
 }
 
-pub(crate) fn success(client: ClientKind, s: Success) -> Response {
-    match client {
+/// Builds the success response, refusing it if the taint scan finds a
+/// registered secret value in the bytes about to be sent.
+pub(crate) fn success(client: ClientKind, s: Success) -> Result<Response, Rejection> {
+    Ok(match client {
         ClientKind::Json => {
             let mut body = Vec::with_capacity(s.result_json.len() + 64);
             body.extend_from_slice(br#"{"ok":true,"result":"#);
@@ -103,6 +108,7 @@ pub(crate) fn success(client: ClientKind, s: Success) -> Response {
                 body.extend_from_slice(&serde_json::to_vec(to).unwrap_or_default());
             }
             body.push(b'}');
+            crate::taint::scan(&body)?;
             json_response(StatusCode::OK, body)
         }
         ClientKind::Html => {
@@ -111,9 +117,10 @@ pub(crate) fn success(client: ClientKind, s: Success) -> Response {
                 .as_deref()
                 .or(s.return_to.as_deref().and_then(safe_return_path))
                 .unwrap_or("/");
+            crate::taint::scan(to.as_bytes())?;
             see_other(to)
         }
-    }
+    })
 }
 
 pub(crate) fn see_other(to: &str) -> Response {
@@ -136,23 +143,58 @@ pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     r
 }
 
-/// Renders a rejection for the client kind.
+/// Renders a rejection for the client kind. The rendered bytes are
+/// taint-scanned too: an app message (`ActionError::form(..)`) could embed a
+/// secret; on a hit, a bare 500 is sent instead.
 pub(crate) fn failure(
     client: ClientKind,
     rejection: &Rejection,
     config: &crate::Config,
     return_to: Option<&str>,
 ) -> Response {
-    let mut response = match client {
-        ClientKind::Json => json_response(rejection.status(), rejection.to_json()),
+    failure_with_paths(
+        client,
+        rejection,
+        &config.login_path,
+        &config.reauth_path,
+        return_to,
+    )
+}
+
+/// [`failure`] without a config: where sign-in and re-auth links point.
+pub(crate) fn failure_with_paths(
+    client: ClientKind,
+    rejection: &Rejection,
+    login_path: &str,
+    reauth_path: &str,
+    return_to: Option<&str>,
+) -> Response {
+    let render = |rejection: &Rejection, back: Option<&str>| match client {
+        ClientKind::Json => rejection.to_json(),
         ClientKind::Html => {
             let sign_in = match rejection.code {
-                ErrorCode::ReauthenticationRequired => config.reauth_path.as_str(),
-                _ => config.login_path.as_str(),
+                ErrorCode::ReauthenticationRequired => reauth_path,
+                _ => login_path,
             };
-            let page = error_page(rejection, sign_in, return_to.and_then(safe_return_path));
-            let mut r = Response::new(Body::from(page.into_string()));
-            *r.status_mut() = rejection.status();
+            error_page(rejection, sign_in, back.and_then(safe_return_path))
+                .into_string()
+                .into_bytes()
+        }
+    };
+    let mut body = render(rejection, return_to);
+    let mut status = rejection.status();
+    let mut headers: &[(http::HeaderName, HeaderValue)] = &rejection.headers;
+    if let Err(blocked) = crate::taint::scan(&body) {
+        // Only framework text and a random digest: nothing left to scan.
+        body = render(&blocked, None);
+        status = blocked.status();
+        headers = &[];
+    }
+    let mut response = match client {
+        ClientKind::Json => json_response(status, body),
+        ClientKind::Html => {
+            let mut r = Response::new(Body::from(body));
+            *r.status_mut() = status;
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/html; charset=utf-8"),
@@ -160,7 +202,7 @@ pub(crate) fn failure(
             r
         }
     };
-    for (name, value) in &rejection.headers {
+    for (name, value) in headers {
         response.headers_mut().append(name.clone(), value.clone());
     }
     response

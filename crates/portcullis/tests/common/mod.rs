@@ -1,6 +1,9 @@
 //! A small fixture app for the framework's own attack tests: one action per
 //! policy, a counter of handler runs and a list of stored notes, so every
-//! test can assert that a refused request changed nothing.
+//! test can assert that a refused request changed nothing. Actions taking
+//! sealed arguments, returning a `Secret` or embedding a registered unique
+//! value, and two pages (a form with a sealed field, an HTML page embedding
+//! a unique value) serve the sealing and taint tests.
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -8,9 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use axum::extract::Query;
+use axum::response::{Html, IntoResponse, Response};
 use portcullis::prelude::*;
 use portcullis::testing::TestClient;
-use portcullis::{Config, MasterSecret, Portcullis};
+use portcullis::{Config, MasterSecret, Page, Portcullis, seal};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Default)]
@@ -56,6 +61,48 @@ pub struct Saved {
 pub struct Who {
     pub user_id: Option<i64>,
 }
+
+/// A sealed record id, as a form carries it.
+#[derive(Deserialize, garde::Validate)]
+#[serde(rename_all = "camelCase")]
+pub struct Pick {
+    #[garde(skip)]
+    pub project_id: Sealed<i64>,
+}
+
+#[derive(Serialize, Dto)]
+#[serde(rename_all = "camelCase")]
+pub struct Picked {
+    pub project_id: i64,
+}
+
+#[derive(Serialize, Dto)]
+pub struct Leaky {
+    pub name: String,
+    pub api: ApiCredentials,
+}
+
+#[derive(Serialize)]
+pub struct ApiCredentials {
+    pub label: String,
+    pub token: Secret<String>,
+}
+
+#[derive(Serialize, Dto)]
+pub struct Echo {
+    pub text: String,
+}
+
+#[derive(Serialize, Dto)]
+pub struct Minted {
+    pub sealed: String,
+}
+
+/// Returned inside a `Secret` by `taint.secret`; must never be sent.
+pub const SECRET_TOKEN: &str = "tok_secret_wrapped_5d1c0a";
+/// Registered with `portcullis::unique_value` at fixture start.
+pub const UNIQUE: &str = "sk_live_fixture_9f8e7d6c5b4a";
+pub const UNIQUE_REASON: &str = "fixture payment api key";
 
 pub const SECRET: [u8; 32] = [42; 32];
 
@@ -183,17 +230,174 @@ pub fn register(actions: &mut portcullis::Actions<State>) {
         );
 }
 
+fn pick(state: &State, input: &Pick) -> Picked {
+    state.runs.fetch_add(1, Ordering::SeqCst);
+    state
+        .notes
+        .lock()
+        .unwrap()
+        .push(format!("pick:{}", *input.project_id));
+    Picked {
+        project_id: *input.project_id,
+    }
+}
+
+/// The sealing and taint fixtures.
+pub fn register_sealed(actions: &mut portcullis::Actions<State>) {
+    actions
+        .add(
+            action("sealed.pick")
+                .public()
+                .limit(per_ip(1000).per_minute())
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, input: Valid<Pick>| async move {
+                        Ok(pick(cx.state(), &input))
+                    },
+                ),
+        )
+        .add(
+            action("sealed.other")
+                .public()
+                .limit(per_ip(1000).per_minute())
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, input: Valid<Pick>| async move {
+                        Ok(pick(cx.state(), &input))
+                    },
+                ),
+        )
+        .add(
+            action("sealed.mine").authenticated().handler(
+                |cx: Cx<State>, _: Viewer, input: Valid<Pick>| async move {
+                    Ok(pick(cx.state(), &input))
+                },
+            ),
+        )
+        .add(
+            // Seals a value for the page's script (the next wizard step).
+            action("sealed.mint")
+                .public()
+                .limit(per_ip(1000).per_minute())
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
+                        let target = cx.seal_for("sealed.pick");
+                        let sealed = seal::seal(&77i64, &target, seal::DEFAULT_TTL)
+                            .map_err(|e| ActionError::internal(e.to_string()))?;
+                        Ok(Minted { sealed })
+                    },
+                ),
+        )
+        .add(
+            action("taint.secret")
+                .public()
+                .limit(per_ip(1000).per_minute())
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
+                        cx.state().runs.fetch_add(1, Ordering::SeqCst);
+                        Ok(Leaky {
+                            name: "payments".into(),
+                            api: ApiCredentials {
+                                label: "live".into(),
+                                token: Secret::new(SECRET_TOKEN.into()),
+                            },
+                        })
+                    },
+                ),
+        )
+        .add(
+            action("taint.unique")
+                .public()
+                .limit(per_ip(1000).per_minute())
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
+                        cx.state().runs.fetch_add(1, Ordering::SeqCst);
+                        // A copy in a plain String, inside a larger string.
+                        let key = String::from(UNIQUE);
+                        Ok(Echo {
+                            text: format!("config dump: key={key};region=eu"),
+                        })
+                    },
+                ),
+        )
+        .add(
+            action("taint.form_error")
+                .public()
+                .limit(per_ip(1000).per_minute())
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
+                        cx.state().runs.fetch_add(1, Ordering::SeqCst);
+                        Err::<(), _>(ActionError::form(format!("the key {UNIQUE} was refused")))
+                    },
+                ),
+        );
+}
+
+#[derive(Deserialize)]
+pub struct SealQuery {
+    pub action: String,
+    pub value: i64,
+    pub ttl: Option<u64>,
+}
+
+/// `GET /seal?action=…&value=…[&ttl=secs]`: a form for `action` carrying
+/// `value` sealed as `projectId`.
+async fn seal_page(page: Page, Query(q): Query<SealQuery>) -> Response {
+    let name: &'static str = match q.action.as_str() {
+        "sealed.pick" => "sealed.pick",
+        "sealed.other" => "sealed.other",
+        "sealed.mine" => "sealed.mine",
+        _ => return page.error(portcullis::ErrorCode::NotFound),
+    };
+    let ttl = Duration::from_secs(q.ttl.unwrap_or(3600));
+    let form = page
+        .form(name)
+        .bind_sealed_for("projectId", q.value, ttl)
+        .body(maud::html! { (portcullis::submit("Open")) });
+    Html(form.into_string()).into_response()
+}
+
+/// `GET /taint/page`: a page that embeds the unique value inside a larger
+/// string, the way a template might print a config dump.
+async fn taint_page(_page: Page) -> Html<String> {
+    let key = String::from(UNIQUE);
+    Html(
+        maud::html! {
+            html { body { p { "Settings" } pre { "region=eu;key=" (key) ";mode=live" } } }
+        }
+        .into_string(),
+    )
+}
+
+/// `GET /plain/page`: a page with nothing secret on it.
+async fn plain_page(_page: Page) -> Html<&'static str> {
+    Html("<p>nothing to see</p>")
+}
+
+pub fn pages() -> axum::Router {
+    axum::Router::new()
+        .route("/seal", axum::routing::get(seal_page))
+        .route("/taint/page", axum::routing::get(taint_page))
+        .route("/plain/page", axum::routing::get(plain_page))
+}
+
 pub struct Fixture {
     pub client: TestClient,
     pub state: State,
 }
 
 pub async fn start_with(config: Config) -> Fixture {
+    start_with_store(config, tower_sessions::MemoryStore::default()).await
+}
+
+/// Several servers over one session store: instances of one deployment.
+pub async fn start_with_store(config: Config, store: tower_sessions::MemoryStore) -> Fixture {
     init_log_capture();
+    portcullis::unique_value(UNIQUE, UNIQUE_REASON).expect("fixture unique value registers");
     let state = State::default();
     let app = Portcullis::new(config, state.clone())
         .actions(register)
-        .build(tower_sessions::MemoryStore::default())
+        .actions(register_sealed)
+        .pages(pages())
+        .build(store)
         .expect("fixture app builds");
     Fixture {
         client: TestClient::start(&app).await,
