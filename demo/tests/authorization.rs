@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    PASSWORD, assert_refused, project, session_reauthed_ago, snapshot, start, team_of, user,
+    PASSWORD, accept_invite, assert_refused, project, session_reauthed_ago, snapshot, start,
+    team_of, user,
 };
 
 #[tokio::test]
@@ -168,14 +169,24 @@ async fn invite_tokens_are_single_use_expire_and_cannot_be_guessed() {
     assert!(stored.iter().all(|(h,)| !h.contains(&token)));
     // Guessing: a well-formed random token.
     let before = snapshot(&demo).await;
-    let guess = "A".repeat(43);
-    let r = carol
-        .call("teams.accept_invite", &[("token", &guess)])
-        .await;
+    let guess = format!("/invites/{}", "A".repeat(43));
+    let r = accept_invite(&carol, &guess).await;
     assert_refused(&r, 422, "invalid_input");
+    // A token posted without the page's seal does not even reach the lookup.
+    let r = carol
+        .call("teams.accept_invite", &[("token", &token)])
+        .await;
+    assert_refused(&r, 400, "invalid_bound_argument");
+    assert_eq!(snapshot(&demo).await, before);
+    // A sealed token is bound to the session it was sealed for.
+    let sealed_for_carol = common::hidden_field(&carol, &link, "token").await;
+    let r = bob
+        .call("teams.accept_invite", &[("token", &sealed_for_carol)])
+        .await;
+    assert_refused(&r, 400, "invalid_bound_argument");
     assert_eq!(snapshot(&demo).await, before);
     // First use works.
-    let r = bob.call("teams.accept_invite", &[("token", &token)]).await;
+    let r = accept_invite(&bob, &link).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let members: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM memberships WHERE team_id = $1")
         .bind(team.parse::<i64>().unwrap())
@@ -185,9 +196,7 @@ async fn invite_tokens_are_single_use_expire_and_cannot_be_guessed() {
     assert_eq!(members.0, 2);
     // Reuse by anyone is refused.
     let before = snapshot(&demo).await;
-    let r = carol
-        .call("teams.accept_invite", &[("token", &token)])
-        .await;
+    let r = accept_invite(&carol, &link).await;
     assert_refused(&r, 422, "invalid_input");
     assert_eq!(snapshot(&demo).await, before);
     // Expiry.
@@ -197,20 +206,14 @@ async fn invite_tokens_are_single_use_expire_and_cannot_be_guessed() {
             &[("teamId", &team), ("email", "carol@example.com")],
         )
         .await;
-    let token2 = r.json()["result"]["link"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("/invites/")
-        .to_owned();
+    let link2 = r.json()["result"]["link"].as_str().unwrap().to_owned();
     sqlx::query("UPDATE invites SET expires_at = $1 WHERE accepted_at IS NULL")
         .bind(demo::dal::now() - 1)
         .execute(&demo.db.pool)
         .await
         .unwrap();
     let before = snapshot(&demo).await;
-    let r = carol
-        .call("teams.accept_invite", &[("token", &token2)])
-        .await;
+    let r = accept_invite(&carol, &link2).await;
     assert_refused(&r, 422, "invalid_input");
     assert_eq!(
         r.json()["formErrors"][0],
@@ -231,17 +234,8 @@ async fn a_member_cannot_escalate_their_role() {
         let r = alice
             .call("teams.invite", &[("teamId", &team), ("email", email)])
             .await;
-        let token = r.json()["result"]["link"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("/invites/")
-            .to_owned();
-        assert_eq!(
-            c.call("teams.accept_invite", &[("token", &token)])
-                .await
-                .status,
-            200
-        );
+        let link = r.json()["result"]["link"].as_str().unwrap().to_owned();
+        assert_eq!(accept_invite(c, &link).await.status, 200);
     }
     let before = snapshot(&demo).await;
     // On himself: refused outright.
@@ -319,17 +313,8 @@ async fn deleting_or_editing_another_users_comment_is_404_even_in_the_same_team(
             &[("teamId", &team), ("email", "bob@example.com")],
         )
         .await;
-    let token = r.json()["result"]["link"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("/invites/")
-        .to_owned();
-    assert_eq!(
-        bob.call("teams.accept_invite", &[("token", &token)])
-            .await
-            .status,
-        200
-    );
+    let link = r.json()["result"]["link"].as_str().unwrap().to_owned();
+    assert_eq!(accept_invite(&bob, &link).await.status, 200);
     let p = project(&alice, team.parse().unwrap(), "Shared")
         .await
         .to_string();

@@ -99,7 +99,7 @@ async fn change_password(
 ) -> Outcome<()> {
     let input = input.into_inner();
     let me = cx.state().dal.users().me(&viewer).await?;
-    if !passwords::verify(input.current_password, Some(me.password_hash)).await? {
+    if !passwords::verify(input.current_password, Some(me.password_hash.into_inner())).await? {
         return Err(ActionError::field("currentPassword", "is not correct"));
     }
     let hash = passwords::hash(input.new_password).await?;
@@ -126,7 +126,12 @@ async fn set_api_key(
 
 async fn delete(cx: Cx<AppState>, viewer: Viewer, input: Valid<DeleteAccount>) -> Outcome<()> {
     let me = cx.state().dal.users().me(&viewer).await?;
-    if !passwords::verify(input.into_inner().password, Some(me.password_hash)).await? {
+    if !passwords::verify(
+        input.into_inner().password,
+        Some(me.password_hash.into_inner()),
+    )
+    .await?
+    {
         return Err(ActionError::field("password", "is not correct"));
     }
     cx.state().dal.users().delete(&viewer).await?;

@@ -94,7 +94,7 @@ async fn sign_in(cx: Cx<AppState>, _: MaybeViewer, input: Valid<SignIn>) -> Outc
     let input = input.into_inner();
     let email = input.email.trim().to_lowercase();
     let user = cx.state().dal.users().by_email(&email).await?;
-    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let stored = user.as_ref().map(|u| u.password_hash.expose().clone());
     // Same work, same answer for "unknown email" and "wrong password".
     if !passwords::verify(input.password, stored).await? {
         return Err(ActionError::form("Invalid email or password."));
@@ -120,7 +120,12 @@ async fn sign_out(cx: Cx<AppState>, _: Viewer, _: Valid<NoInput>) -> Outcome<()>
 
 async fn reauthenticate(cx: Cx<AppState>, viewer: Viewer, input: Valid<Password>) -> Outcome<()> {
     let me = cx.state().dal.users().me(&viewer).await?;
-    if !passwords::verify(input.into_inner().password, Some(me.password_hash)).await? {
+    if !passwords::verify(
+        input.into_inner().password,
+        Some(me.password_hash.into_inner()),
+    )
+    .await?
+    {
         return Err(ActionError::field("password", "is not correct"));
     }
     cx.auth().confirm_reauthentication().await?;

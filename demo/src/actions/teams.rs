@@ -45,11 +45,13 @@ pub struct Invite {
     pub email: String,
 }
 
+/// The token arrives sealed: the invite page put it into the form bound to
+/// this action and this session, so a form copied elsewhere does not work.
 #[derive(Deserialize, garde::Validate)]
 #[serde(deny_unknown_fields)]
 pub struct Accept {
-    #[garde(length(min = 20, max = 100))]
-    pub token: String,
+    #[garde(skip)]
+    pub token: portcullis::Sealed<String>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]

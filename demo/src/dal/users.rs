@@ -1,18 +1,51 @@
 //! Accounts. Sign-up and sign-in are the only queries that run without a
 //! viewer (there is none yet); everything else is the viewer's own row.
 
-use portcullis::ActionError;
+use portcullis::{ActionError, Secret};
 
 use super::{Dal, DalResult, Viewer, not_found, now};
 
-/// A user row. Not a DTO: it carries the password hash.
-#[derive(sqlx::FromRow)]
+/// A user row. Not a DTO, and its secrets are `Secret`s: if one were ever put
+/// into a response it would refuse to serialize and fail the response closed.
 pub struct UserRow {
     pub id: i64,
     pub email: String,
     pub display_name: String,
-    pub password_hash: String,
-    pub api_key: Option<String>,
+    pub password_hash: Secret<String>,
+    pub api_key: Option<Secret<String>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct RawUser {
+    id: i64,
+    email: String,
+    display_name: String,
+    password_hash: String,
+    api_key: Option<String>,
+}
+
+impl From<RawUser> for UserRow {
+    fn from(r: RawUser) -> Self {
+        if let Some(key) = &r.api_key {
+            taint_api_key(key);
+        }
+        UserRow {
+            id: r.id,
+            email: r.email,
+            display_name: r.display_name,
+            password_hash: Secret::new(r.password_hash),
+            api_key: r.api_key.map(Secret::new),
+        }
+    }
+}
+
+/// A stored third-party key is registered with the taint scanner whenever it
+/// is written or read, so no response can ever carry it, even by accident
+/// (say, an error message that echoes a form).
+pub fn taint_api_key(key: &str) {
+    if let Err(e) = portcullis::unique_value(key, "third-party api key") {
+        tracing::debug!(error = %e, "api key not registered for taint scanning");
+    }
 }
 
 pub struct Users<'a>(pub(super) &'a Dal);
@@ -62,24 +95,24 @@ impl Users<'_> {
 
     /// The row for a sign-in attempt (no viewer yet).
     pub async fn by_email(&self, email: &str) -> DalResult<Option<UserRow>> {
-        Ok(sqlx::query_as(
+        let row: Option<RawUser> = sqlx::query_as(
             "SELECT id, email, display_name, password_hash, api_key FROM users WHERE email = $1",
         )
         .bind(email)
         .fetch_optional(&self.0.pool)
-        .await?)
+        .await?;
+        Ok(row.map(UserRow::from))
     }
 
     /// The viewer's own row.
     pub async fn me(&self, viewer: &Viewer) -> DalResult<UserRow> {
-        not_found(
-            sqlx::query_as(
-                "SELECT id, email, display_name, password_hash, api_key FROM users WHERE id = $1",
-            )
-            .bind(viewer.id())
-            .fetch_optional(&self.0.pool)
-            .await?,
+        let row: Option<RawUser> = sqlx::query_as(
+            "SELECT id, email, display_name, password_hash, api_key FROM users WHERE id = $1",
         )
+        .bind(viewer.id())
+        .fetch_optional(&self.0.pool)
+        .await?;
+        not_found(row.map(UserRow::from))
     }
 
     pub async fn update_profile(&self, viewer: &Viewer, display_name: &str) -> DalResult<()> {
@@ -92,6 +125,9 @@ impl Users<'_> {
     }
 
     pub async fn set_api_key(&self, viewer: &Viewer, key: Option<&str>) -> DalResult<()> {
+        if let Some(key) = key {
+            taint_api_key(key);
+        }
         sqlx::query("UPDATE users SET api_key = $2 WHERE id = $1")
             .bind(viewer.id())
             .bind(key)

@@ -334,8 +334,7 @@ async fn invite_page(
     viewer(&page)?;
     let body = html! {
         h1 { "Join a team" }
-        (page.form(teams::ACCEPT).class("card").body(html! {
-            input type="hidden" name="token" value=(token);
+        (page.form(teams::ACCEPT).class("card").bind_sealed("token", &token).body(html! {
             p { "You have been invited to join a team." }
             (submit("Accept invite"))
         }))

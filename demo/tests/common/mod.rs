@@ -142,3 +142,21 @@ pub fn assert_refused(r: &TestResponse, status: u16, code: &str) {
     assert_eq!(r.status.as_u16(), status, "{}", r.text());
     assert_eq!(r.error_code().as_deref(), Some(code), "{}", r.text());
 }
+
+/// The value of the hidden input `name` in the page at `path`.
+pub async fn hidden_field(c: &TestClient, path: &str, name: &str) -> String {
+    let html = c.get(path).await.text();
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no hidden `{name}` on {path}: {html}"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// Accepts the invite at `link` the way a browser would: open the invite
+/// page (which seals the token into its form), then submit that form.
+pub async fn accept_invite(c: &TestClient, link: &str) -> TestResponse {
+    let sealed = hidden_field(c, link, "token").await;
+    c.call("teams.accept_invite", &[("token", &sealed)]).await
+}
