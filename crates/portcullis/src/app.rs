@@ -20,7 +20,8 @@ use crate::action::{Action, ActionMeta, Actions};
 use crate::config::Config;
 use crate::decode::InputShape;
 use crate::ids::Ids;
-use crate::ratelimit::MemoryLimiter;
+use crate::botcheck::{BotCheck, CHALLENGE_TTL, Challenges};
+use crate::ratelimit::{Limiter, LimiterError};
 
 /// The path prefix of the action endpoint.
 pub const ACTION_PREFIX: &str = "/_action/";
@@ -30,6 +31,15 @@ pub const ACTION_PREFIX: &str = "/_action/";
 pub enum BuildError {
     #[error("action `{0}` is registered twice; action names must be unique")]
     DuplicateAction(&'static str),
+    #[error(
+        "action `{action}`: an input limit keys on `{got}`, which is not the handler's input type"
+    )]
+    InputLimitType {
+        action: &'static str,
+        got: &'static str,
+    },
+    #[error("rate limiter: {0}")]
+    Limiter(#[from] LimiterError),
     #[error("action `{action}`: {source}")]
     InputShape {
         action: &'static str,
@@ -41,7 +51,8 @@ pub enum BuildError {
 pub struct Shared {
     pub(crate) config: Config,
     pub(crate) ids: Ids,
-    pub(crate) limiter: MemoryLimiter,
+    pub(crate) limiter: Limiter,
+    pub(crate) challenges: Challenges,
     pub(crate) by_name: HashMap<&'static str, usize>,
     pub(crate) metas: Vec<ActionMeta>,
     /// The largest body any action accepts: the stage-1 early refusal bound.
@@ -63,6 +74,30 @@ impl Shared {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The limiter backend (in memory, or Redis when `REDIS_URL` is set).
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    /// A fresh proof-of-work challenge for `name`, if that action has a
+    /// `BotCheck::ProofOfWork` (at its difficulty, valid for 30 minutes).
+    pub fn pow_challenge(&self, name: &str) -> Option<String> {
+        let meta = &self.metas[*self.by_name.get(name)?];
+        let bits = meta.bot_checks.iter().find_map(|c| match c {
+            BotCheck::ProofOfWork { bits } => Some(*bits),
+            _ => None,
+        })?;
+        Some(self.challenges.mint(meta.name, bits, CHALLENGE_TTL))
+    }
+
+    /// The bot checks of `name` (empty for an unknown name).
+    pub fn bot_checks(&self, name: &str) -> &[BotCheck] {
+        self.by_name
+            .get(name)
+            .map(|&i| self.metas[i].bot_checks.as_slice())
+            .unwrap_or(&[])
     }
 
     /// The id `name` had in `epoch` (tests of skew handling).
@@ -159,6 +194,9 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             if by_name.insert(name, index).is_some() {
                 return Err(BuildError::DuplicateAction(name));
             }
+            if let Some(got) = action.input_limit_mismatch {
+                return Err(BuildError::InputLimitType { action: name, got });
+            }
             let shape = std::mem::replace(&mut action.shape, Err(crate::decode::ShapeError("")))
                 .map_err(|source| BuildError::InputShape {
                     action: name,
@@ -177,10 +215,20 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             self.config.id_rotation,
         );
         let sessions = session_layer(store, &self.config);
+        let limiter = match &self.config.redis_url {
+            Some(url) => Limiter::redis(
+                &url.0,
+                &self.config.redis_prefix,
+                self.config.limiter_timeout,
+            )?,
+            None => Limiter::memory(),
+        };
+        let challenges = Challenges::new(self.config.keys.clone());
         let shared = Arc::new(Shared {
             config: self.config,
             ids,
-            limiter: MemoryLimiter::default(),
+            limiter,
+            challenges,
             by_name,
             metas,
             body_ceiling,

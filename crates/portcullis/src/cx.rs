@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use crate::error::ActionError;
+use crate::ratelimit::QuotaState;
 use crate::respond::safe_return_path;
 use crate::session::Auth;
 
@@ -24,6 +25,7 @@ pub struct Cx<S> {
     auth: Auth,
     client_ip: IpAddr,
     effects: Arc<Mutex<Effects>>,
+    quotas: Vec<(&'static str, QuotaState)>,
 }
 
 impl<S> Cx<S> {
@@ -33,7 +35,21 @@ impl<S> Cx<S> {
             auth,
             client_ip,
             effects,
+            quotas: Vec::new(),
         }
+    }
+
+    /// Attaches the quotas the pipeline charged for this call.
+    pub(crate) fn with_quotas(mut self, quotas: Vec<(&'static str, QuotaState)>) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
+    /// What is left of the action's quota `name` after this call was charged
+    /// (`None` if the action declares no such quota, or the backend was down
+    /// and the action is fail-open).
+    pub fn quota(&self, name: &str) -> Option<QuotaState> {
+        self.quotas.iter().find(|(n, _)| *n == name).map(|(_, q)| *q)
     }
 
     /// The app state (database pool, DAL, …).
