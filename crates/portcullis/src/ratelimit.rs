@@ -429,7 +429,7 @@ fn now_us() -> u64 {
 /// instance) or Redis (many instances).
 pub enum Limiter {
     Memory(MemoryLimiter),
-    Redis(RedisLimiter),
+    Redis(Box<RedisLimiter>),
 }
 
 impl fmt::Debug for Limiter {
@@ -446,7 +446,9 @@ impl Limiter {
     /// A Redis backend. Connects lazily (a Redis that is down at start-up
     /// only makes limited actions answer 503 until it is up).
     pub fn redis(url: &str, prefix: &str, timeout: Duration) -> Result<Self, LimiterError> {
-        Ok(Limiter::Redis(RedisLimiter::new(url, prefix, timeout)?))
+        Ok(Limiter::Redis(Box::new(RedisLimiter::new(
+            url, prefix, timeout,
+        )?)))
     }
 
     pub fn describe(&self) -> &'static str {

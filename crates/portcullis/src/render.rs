@@ -77,6 +77,8 @@ impl Page {
     }
 
     /// The viewer, or a response sending the browser to sign in and back.
+    // A full response is the natural error of a page extractor helper.
+    #[allow(clippy::result_large_err)]
     pub fn require_viewer(&self) -> Result<&Viewer, Response> {
         self.viewer.as_ref().ok_or_else(|| {
             let login = format!(
