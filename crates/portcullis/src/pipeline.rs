@@ -1,5 +1,8 @@
 //! The spine: every action request passes these stages, in this order, in
-//! [`run`]. No application code runs before stage 7.
+//! [`run`]. No application code runs before stage 7, with two narrow
+//! exceptions an action opts into: rate-limit key functions (`per_key` in
+//! stage 4, `per_input` in stage 6) — pure functions that name a bucket, whose
+//! panics become 500 — and a configured bot verifier (stage 6).
 //!
 //! | # | stage    | module                    | refuses with                              |
 //! |---|----------|---------------------------|-------------------------------------------|
@@ -121,10 +124,10 @@ async fn stages<S: Clone + Send + Sync + 'static>(
         viewer: viewer.as_ref(),
         headers: &parts.headers,
     };
-    let keys = ratelimit::request_keys(meta.name, "r", &meta.limits, &key_request);
+    let keys = ratelimit::request_keys(meta.name, "r", &meta.limits, &key_request)?;
     // Quota keys come from the request too; computed now, charged in stage 6.
     let quota_limits: Vec<ratelimit::Limit> = meta.quotas.iter().map(|q| q.limit.clone()).collect();
-    let quota_keys: Vec<String> = ratelimit::request_keys(meta.name, "q", &quota_limits, &key_request)
+    let quota_keys: Vec<String> = ratelimit::request_keys(meta.name, "q", &quota_limits, &key_request)?
         .into_iter()
         .zip(&meta.quotas)
         .map(|(k, q)| format!("{k}:{}", q.name))
@@ -160,7 +163,7 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     .await?;
     // 6d. Limits keyed on the submitted input (e.g. per account).
     if !meta.input_limits.is_empty() {
-        let keys = ratelimit::input_keys(meta.name, &meta.input_limits, input.as_ref(), client_ip);
+        let keys = ratelimit::input_keys(meta.name, &meta.input_limits, input.as_ref(), client_ip)?;
         let headers = shared
             .limiter
             .enforce(&meta.input_limits, keys, meta.fail_open)

@@ -632,37 +632,65 @@ fn hashed(value: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..18])
 }
 
+/// The address part of a key. IPv6 clients are keyed by their /64: one
+/// subscriber usually holds a whole /64, so per-address keys would give a
+/// single client 2^64 buckets.
+fn addr(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(|v4| v4.to_string())
+            .unwrap_or_default(),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+/// Runs an app-supplied key function; a panic in it becomes a 500, not a
+/// dropped connection (these are the only app code that runs before stage 6).
+fn run_key_fn(
+    action: &str,
+    f: impl FnOnce() -> Option<String>,
+) -> Result<Option<String>, Rejection> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| {
+        Rejection::internal(&format_args!(
+            "action `{action}`: a rate-limit key function panicked"
+        ))
+    })
+}
+
 /// The backend key of each limit, in order. `slot` distinguishes the stage
-/// (`r` request limits, `i` input limits, `q` quotas).
+/// (`r` request limits, `q` quotas; input limits use `i`).
 pub(crate) fn request_keys(
     action: &str,
     slot: &str,
     limits: &[Limit],
     req: &KeyRequest<'_>,
-) -> Vec<String> {
-    limits
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let ident = match (l.key, &l.key_fn) {
-                (KeyKind::Global, _) => "g".to_owned(),
-                (KeyKind::Session, _) => match req.session {
-                    Some(s) => format!("s:{}", hashed(s)),
-                    None => format!("a:{}", req.ip),
-                },
-                (KeyKind::User, _) => match req.viewer {
-                    Some(v) => format!("u:{}", v.id()),
-                    None => format!("a:{}", req.ip),
-                },
-                (KeyKind::Custom(_), Some(KeyFn::Request(f))) => match f(req) {
-                    Some(k) => format!("k:{}", hashed(&k)),
-                    None => format!("a:{}", req.ip),
-                },
-                _ => format!("a:{}", req.ip),
-            };
-            format!("{action}:{slot}{i}:{}:{ident}", l.key.label())
-        })
-        .collect()
+) -> Result<Vec<String>, Rejection> {
+    let mut out = Vec::with_capacity(limits.len());
+    for (i, l) in limits.iter().enumerate() {
+        let ident = match (l.key, &l.key_fn) {
+            (KeyKind::Global, _) => "g".to_owned(),
+            (KeyKind::Session, _) => match req.session {
+                Some(s) => format!("s:{}", hashed(s)),
+                None => format!("a:{}", addr(req.ip)),
+            },
+            (KeyKind::User, _) => match req.viewer {
+                Some(v) => format!("u:{}", v.id()),
+                None => format!("a:{}", addr(req.ip)),
+            },
+            (KeyKind::Custom(_), Some(KeyFn::Request(f))) => match run_key_fn(action, || f(req))? {
+                Some(k) => format!("k:{}", hashed(&k)),
+                None => format!("a:{}", addr(req.ip)),
+            },
+            _ => format!("a:{}", addr(req.ip)),
+        };
+        out.push(format!("{action}:{slot}{i}:{}:{ident}", l.key.label()));
+    }
+    Ok(out)
 }
 
 /// The backend key of each input limit, in order.
@@ -671,22 +699,20 @@ pub(crate) fn input_keys(
     limits: &[Limit],
     input: &(dyn Any + Send),
     ip: IpAddr,
-) -> Vec<String> {
-    limits
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let value = match &l.key_fn {
-                Some(KeyFn::Input { f, .. }) => f(input),
-                _ => None,
-            };
-            let ident = match value {
-                Some(k) => format!("k:{}", hashed(&k)),
-                None => format!("a:{ip}"),
-            };
-            format!("{action}:i{i}:{}:{ident}", l.key.label())
-        })
-        .collect()
+) -> Result<Vec<String>, Rejection> {
+    let mut out = Vec::with_capacity(limits.len());
+    for (i, l) in limits.iter().enumerate() {
+        let value = match &l.key_fn {
+            Some(KeyFn::Input { f, .. }) => run_key_fn(action, || f(input))?,
+            _ => None,
+        };
+        let ident = match value {
+            Some(k) => format!("k:{}", hashed(&k)),
+            None => format!("a:{}", addr(ip)),
+        };
+        out.push(format!("{action}:i{i}:{}:{ident}", l.key.label()));
+    }
+    Ok(out)
 }
 
 fn headers(limit: &Limit, d: &gcra::Decision) -> Vec<(HeaderName, HeaderValue)> {
@@ -1123,6 +1149,20 @@ impl RedisLimiter {
 #[cfg(test)]
 mod tests {
     use super::gcra::check;
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_slash_64() {
+        let a = super::addr("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = super::addr("2001:db8:1:2:bbbb::2".parse().unwrap());
+        assert_eq!(a, b);
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_ne!(a, super::addr("2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(
+            super::addr("::ffff:192.0.2.1".parse().unwrap()),
+            "192.0.2.1"
+        );
+        assert_eq!(super::addr("192.0.2.1".parse().unwrap()), "192.0.2.1");
+    }
 
     const S: u64 = 1_000_000;
 

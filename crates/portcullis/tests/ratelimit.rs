@@ -713,3 +713,71 @@ async fn redis_down_at_start_up_only_refuses_until_it_is_up() {
     eventually_ok(&fx, "rl.ten", Duration::from_secs(10)).await;
     assert_eq!(fx.state.runs(), 1);
 }
+
+async fn command_calls(url: &str) -> std::collections::HashMap<String, u64> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn redis_cmd(url: &str, args: &[&str]) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    let _: redis::Value = cmd.query_async(&mut conn).await.unwrap();
+}
+
+#[tokio::test]
+async fn all_limits_of_an_action_cost_one_round_trip_and_noscript_falls_back_to_eval() {
+    let redis = common::RedisProcess::start();
+    let url = redis.url();
+    let fx = start(redis_config_at(&url, "roundtrip")).await;
+    assert_eq!(
+        fx.client
+            .call("contact.send", &[("text", "warm")])
+            .await
+            .status,
+        200
+    );
+    redis_cmd(&url, &["CONFIG", "RESETSTAT"]).await;
+    // contact.send has two limits (per ip and global): one EVALSHA per call.
+    for _ in 0..2 {
+        assert_eq!(
+            fx.client
+                .call("contact.send", &[("text", "hi")])
+                .await
+                .status,
+            200
+        );
+    }
+    let calls = command_calls(&url).await;
+    assert_eq!(calls.get("evalsha"), Some(&2), "{calls:?}");
+    assert_eq!(calls.get("eval"), None, "{calls:?}");
+    // GET/SET/TIME inside the script count as calls too; nothing else was sent.
+    assert!(
+        calls.keys().all(|k| k.starts_with("config")
+            || matches!(k.as_str(), "evalsha" | "info" | "get" | "set" | "time")),
+        "{calls:?}"
+    );
+    // After SCRIPT FLUSH (or a restart) the script is re-sent once with EVAL.
+    redis_cmd(&url, &["SCRIPT", "FLUSH"]).await;
+    let r = fx.client.call("contact.send", &[("text", "again")]).await;
+    assert_refused(&r, 429, "rate_limited"); // the global budget of 3 is spent
+    let calls = command_calls(&url).await;
+    assert_eq!(calls.get("eval"), Some(&1), "{calls:?}");
+    assert_eq!(fx.state.runs(), 3);
+}
