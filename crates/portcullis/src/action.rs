@@ -113,8 +113,9 @@ impl<P> ActionBuilder<P> {
     }
 
     /// A named long-window quota (`.quota("invites", per_user(20).per_day())`),
-    /// charged once per call just before the handler; the handler reads what
-    /// is left with `cx.quota("invites")`. Exhausted → 429 until the window ends.
+    /// charged once per call just before the handler (and given back if the
+    /// handler fails); the handler reads what is left with
+    /// `cx.quota("invites")`. Exhausted → 429 until the window ends.
     pub fn quota(mut self, name: &'static str, limit: Limit) -> Self {
         self.quotas.push(NamedQuota { name, limit });
         self

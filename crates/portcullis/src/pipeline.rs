@@ -173,8 +173,9 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     // 6e. Quotas: charged last, so only a call that reaches the handler pays.
     let quotas = shared
         .limiter
-        .charge_quotas(&meta.quotas, quota_keys, meta.fail_open)
+        .charge_quotas(&meta.quotas, quota_keys.clone(), meta.fail_open)
         .await?;
+    let charged = !quotas.is_empty();
 
     // 7. Handler: app code, with panics caught.
     let effects = Arc::new(Mutex::new(Effects::default()));
@@ -183,6 +184,10 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     let outcome = std::panic::AssertUnwindSafe(action.exec.call(cx, viewer, input))
         .catch_unwind()
         .await;
+    if charged && !matches!(outcome, Ok(Ok(_))) {
+        // A quota counts calls that succeeded.
+        shared.limiter.refund(&meta.quotas, quota_keys).await;
+    }
     let result = match outcome {
         Ok(Ok(result)) => result,
         Ok(Err(error)) => return Err(error.into_rejection()),

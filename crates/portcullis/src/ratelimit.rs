@@ -46,7 +46,9 @@
 //! Long-window counters ("20 invites per user per day") use a fixed window
 //! aligned to the epoch ([`window`]), on the same backends, charged in stage 6
 //! just before the handler, which reads what is left with
-//! [`crate::Cx::quota`].
+//! [`crate::Cx::quota`]. A quota counts calls that *succeed*: when the
+//! handler returns an error or panics, the unit is given back (if the window
+//! has not rolled over meanwhile).
 //!
 //! Every response to a limited action carries IETF `RateLimit-Policy` and
 //! `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers, structured-field
@@ -485,6 +487,22 @@ impl Limiter {
         }
     }
 
+    /// Gives back one unit of each quota bucket, if it is still in the window
+    /// it was charged in (a call whose handler failed).
+    pub async fn refund_quotas(
+        &self,
+        buckets: &[Bucket],
+        now_us: Option<u64>,
+    ) -> Result<(), LimiterError> {
+        match self {
+            Limiter::Memory(m) => {
+                m.refund_quotas(buckets, now_us.unwrap_or_else(self::now_us));
+                Ok(())
+            }
+            Limiter::Redis(r) => r.refund_quotas(buckets, now_us).await,
+        }
+    }
+
     /// Marks a one-time token as spent until `expires_at_us`. `Ok(false)`
     /// means it was already spent (a replay).
     pub async fn spend_once(&self, key: &str, expires_at_us: u64) -> Result<bool, LimiterError> {
@@ -538,6 +556,24 @@ impl Limiter {
             return Ok(headers);
         }
         Err(too_many(d.retry_after_us, headers))
+    }
+
+    /// After a failed handler: gives the quota units back (best effort).
+    pub(crate) async fn refund(&self, quotas: &[NamedQuota], keys: Vec<String>) {
+        if quotas.is_empty() {
+            return;
+        }
+        let buckets: Vec<Bucket> = keys
+            .into_iter()
+            .zip(quotas)
+            .map(|(key, q)| Bucket {
+                key,
+                quota: q.limit.quota,
+            })
+            .collect();
+        if let Err(e) = self.refund_quotas(&buckets, None).await {
+            tracing::warn!(error = %e, "could not refund quota after a failed handler");
+        }
     }
 
     /// Stage 6: charges the action's quotas; returns what is left of each.
@@ -861,6 +897,19 @@ impl MemoryLimiter {
         out
     }
 
+    fn refund_quotas(&self, buckets: &[Bucket], now: u64) {
+        for b in buckets {
+            let h = self.hash(&b.key);
+            let (index, _) = window::bounds(now, b.quota.period_us());
+            let mut map = lock(&self.quotas[(h as usize) % SHARDS]);
+            if let Some((w, n)) = map.get_mut(&h)
+                && *w == index
+            {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
     fn spend_once(&self, key: &str, expires_at: u64, now: u64) -> bool {
         let h = self.hash(key);
         let mut map = lock(&self.spent[(h as usize) % SHARDS]);
@@ -965,6 +1014,32 @@ end
 return out
 "#;
 
+/// Gives back one unit per quota key if it is still in the same window.
+/// KEYS/ARGV as for [`QUOTA_LUA`]. Returns the number of keys refunded.
+const REFUND_LUA: &str = r#"
+local now
+if ARGV[1] ~= '' then
+  now = tonumber(ARGV[1])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local done = 0
+for i = 1, #KEYS do
+  local period = math.max(tonumber(ARGV[2 * i + 1]), 1)
+  local idx = math.floor(now / period)
+  local v = redis.call('GET', KEYS[i])
+  if v then
+    local w, c = string.match(v, '^(%d+):(%d+)$')
+    if w and tonumber(w) == idx and tonumber(c) > 0 then
+      redis.call('SET', KEYS[i], string.format('%.0f:%d', idx, tonumber(c) - 1), 'KEEPTTL')
+      done = done + 1
+    end
+  end
+end
+return { done }
+"#;
+
 /// The Redis backend: one multiplexed, self-reconnecting connection
 /// (`ConnectionManager`), created on first use.
 pub struct RedisLimiter {
@@ -974,6 +1049,7 @@ pub struct RedisLimiter {
     timeout: Duration,
     gcra: Script,
     quota: Script,
+    refund: Script,
 }
 
 struct Script {
@@ -1000,6 +1076,7 @@ impl RedisLimiter {
             timeout,
             gcra: Script::new(GCRA_LUA),
             quota: Script::new(QUOTA_LUA),
+            refund: Script::new(REFUND_LUA),
         })
     }
 
@@ -1127,6 +1204,16 @@ impl RedisLimiter {
                 now_us: now,
             })
             .collect())
+    }
+
+    async fn refund_quotas(
+        &self,
+        buckets: &[Bucket],
+        now_us: Option<u64>,
+    ) -> Result<(), LimiterError> {
+        let (keys, args) = Self::args(buckets, now_us, |b| b.quota.count as u64);
+        let keys: Vec<String> = keys.into_iter().map(|k| format!("q:{k}")).collect();
+        self.eval(&self.refund, &keys, &args).await.map(|_| ())
     }
 
     async fn spend_once(&self, key: &str, expires_at_us: u64) -> Result<bool, LimiterError> {

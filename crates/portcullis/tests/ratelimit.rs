@@ -36,6 +36,12 @@ pub struct Text {
     pub text: String,
 }
 
+#[derive(Deserialize, garde::Validate)]
+pub struct Attempt {
+    #[garde(skip)]
+    pub fail: bool,
+}
+
 #[derive(Serialize, Dto)]
 pub struct Left {
     pub remaining: Option<u32>,
@@ -132,6 +138,22 @@ fn register(actions: &mut portcullis::Actions<State>) {
                         remaining: cx.quota("invites").map(|q| q.remaining),
                     })
                 }),
+        )
+        .add(
+            action("invites.maybe")
+                .authenticated()
+                .quota("invites", per_user(2).per_day())
+                .handler(
+                    |cx: Cx<State>, _: Viewer, input: Valid<Attempt>| async move {
+                        ran(&cx);
+                        if input.fail {
+                            return Err(ActionError::form("That address was already invited."));
+                        }
+                        Ok(Left {
+                            remaining: cx.quota("invites").map(|q| q.remaining),
+                        })
+                    },
+                ),
         )
         .add(
             action("auth.as")
@@ -629,6 +651,29 @@ async fn quota_remaining_is_readable_by_the_handler_and_exhausts_on_both_backend
         assert_eq!(other.call("auth.as", &[]).await.status, 200);
         let r = other.call("invites.send", &[]).await;
         assert_eq!(r.json()["result"]["remaining"], 2, "{}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn a_failed_handler_gives_its_quota_unit_back_on_both_backends() {
+    for config in [memory(), redis_config("refund")] {
+        let fx = start(config).await;
+        assert_eq!(fx.client.call("auth.as", &[]).await.status, 200);
+        for _ in 0..3 {
+            let r = fx.client.call("invites.maybe", &[("fail", "true")]).await;
+            assert_refused(&r, 422, "invalid_input");
+        }
+        for left in [1, 0] {
+            let r = fx.client.call("invites.maybe", &[("fail", "false")]).await;
+            assert_eq!(r.json()["result"]["remaining"], left, "{}", r.text());
+        }
+        let r = fx.client.call("invites.maybe", &[("fail", "false")]).await;
+        assert_refused(&r, 429, "rate_limited");
+        assert_eq!(
+            fx.state.runs(),
+            5,
+            "3 failures + 2 successes; the refused call never ran"
+        );
     }
 }
 
