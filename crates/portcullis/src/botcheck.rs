@@ -239,7 +239,7 @@ impl Challenges {
         if unix_now() > expires_at {
             return Err(PowError::Expired);
         }
-        if bits < min_bits {
+        if bits < min_bits.min(MAX_BITS) {
             return Err(PowError::TooEasy);
         }
         if leading_zero_bits(challenge, counter) < bits as u32 {

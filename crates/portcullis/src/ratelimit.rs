@@ -50,6 +50,33 @@
 //! handler returns an error or panics, the unit is given back (if the window
 //! has not rolled over meanwhile).
 //!
+//! # Example: the login and contact forms
+//! ```text
+//! // Login: per address (stage 4, before the body) and per submitted
+//! // account (stage 6, keyed on the validated input, hashed).
+//! action("auth.login")
+//!     .public()
+//!     .limit(per_ip(20).per_minute())
+//!     .limit_input(per_input("account", 5, |i: &Login| Some(i.email.to_lowercase())).per_minute())
+//!     .handler(login);
+//! // Contact form: per address and one global budget, plus a bot check.
+//! action("contact.send")
+//!     .public()
+//!     .limit(per_ip(5).per_hour())
+//!     .limit(global(200).per_hour())
+//!     .bot_check(BotCheck::Honeypot)
+//!     .handler(send);
+//! // Invites: 20 per user per day; the handler reads `cx.quota("invites")`.
+//! action("invites.send")
+//!     .authenticated()
+//!     .quota("invites", per_user(20).per_day())
+//!     .handler(invite);
+//! ```
+//!
+//! The Redis backend needs Redis ≥ 6.2 (`PXAT`, `KEEPTTL`; effect-replicated
+//! scripts so `TIME` may precede writes) and a single shard (no cluster: one
+//! script touches all of an action's keys).
+//!
 //! Every response to a limited action carries IETF `RateLimit-Policy` and
 //! `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers, structured-field
 //! form); a refusal is 429 `rate_limited` with `Retry-After` in seconds.
