@@ -21,8 +21,10 @@
 //! What needs the body — bot checks (honeypot and PoW fields), limits keyed
 //! on the submitted input (e.g. per account on a login form) and quotas —
 //! runs in stage 6 after validation and before the handler, in that order:
-//! cheap local checks first, and a quota is only charged for a call that
-//! will reach the handler.
+//! bot checks first, so an automated client that fails them cannot burn a
+//! real user's per-account budget (a lock-out attack); a quota last, so only
+//! a call that reaches the handler is charged (and a failed handler is
+//! refunded).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
