@@ -502,7 +502,8 @@ impl Limiter {
     }
 
     /// Charges one unit of each quota bucket if every one has room (all or
-    /// nothing). Returns, per bucket, `(allowed, used_after, window_end_us, now_us)`.
+    /// nothing), in the fixed window `now_us` falls in (`None` = the
+    /// backend's clock). One [`QuotaDecision`] per bucket.
     pub async fn take_quotas(
         &self,
         buckets: &[Bucket],

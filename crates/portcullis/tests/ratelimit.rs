@@ -345,6 +345,59 @@ async fn redis_keys(prefix: &str) -> Vec<String> {
         .unwrap()
 }
 
+async fn quota_windows(limiter: &Limiter) {
+    let day = Duration::from_secs(86_400);
+    let b = [Bucket {
+        key: "invites:u:1".into(),
+        quota: Quota {
+            count: 2,
+            period: day,
+        },
+    }];
+    let start = 20_000 * 86_400 * S; // a window boundary
+    let seq = [
+        (start + 5 * S, true, 1),
+        (start + 6 * S, true, 2),
+        (start + 7 * S, false, 2),
+        (start + 86_400 * S - 1, false, 2),
+        (start + 86_400 * S, true, 1), // the next window
+    ];
+    for (i, (now, allowed, used)) in seq.into_iter().enumerate() {
+        let d = limiter.take_quotas(&b, Some(now)).await.unwrap()[0];
+        assert_eq!(
+            (d.allowed, d.used),
+            (allowed, used),
+            "{}: step {i}",
+            limiter.describe()
+        );
+        let window_end = (now / (86_400 * S) + 1) * 86_400 * S;
+        assert_eq!(
+            d.window_end_us,
+            window_end,
+            "{}: step {i}",
+            limiter.describe()
+        );
+    }
+    // A refund in the same window gives one back; one after it does nothing.
+    limiter
+        .refund_quotas(&b, Some(start + 86_400 * S + 1))
+        .await
+        .unwrap();
+    let d = limiter
+        .take_quotas(&b, Some(start + 86_400 * S + 2))
+        .await
+        .unwrap()[0];
+    assert_eq!((d.allowed, d.used), (true, 1), "{}", limiter.describe());
+}
+
+#[tokio::test]
+async fn quota_fixed_windows_agree_on_both_backends() {
+    quota_windows(&Limiter::memory()).await;
+    let redis =
+        Limiter::redis(&redis_url(), &unique_prefix("qwin"), Duration::from_secs(2)).unwrap();
+    quota_windows(&redis).await;
+}
+
 #[tokio::test]
 async fn redis_keys_expire_at_their_tat() {
     let prefix = unique_prefix("ttl");
