@@ -12,7 +12,15 @@
 //!   without a policy does not compile; the policy methods do not exist once
 //!   one is chosen, so an action cannot have two.
 //! * `public()` leads to a state whose only way forward is `.limit(..)`: a
-//!   public action without a rate limit does not compile.
+//!   public action without a rate limit does not compile. Only public
+//!   actions offer `.bot_check(..)`.
+//! * Any action may add `.limit(..)` (stage 4, keys from the request),
+//!   `.limit_input(..)` (stage 6, keys from the decoded input, e.g. the
+//!   account a login names), `.quota(name, ..)` (long-window counter charged
+//!   just before the handler, readable via [`Cx::quota`]) and `.fail_open()`
+//!   (serve instead of 503 when the limiter backend is down).
+//! * An input limit must read the action's own input type; a mismatch is
+//!   refused when the app is built.
 //! * `I` must be `Deserialize + garde::Validate` and the handler receives
 //!   `Valid<I>`; `O` must implement [`Dto`].
 //! * Names must be unique; a duplicate is refused when the app is built.
@@ -27,12 +35,13 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::botcheck::BotCheck;
 use crate::cx::Cx;
 use crate::decode::{self, InputShape, Reserved, ShapeError};
 use crate::error::{ActionError, Outcome, Rejection};
 use crate::limits::{BodyKind, Limits};
 use crate::policy::Policy;
-use crate::ratelimit::Limit;
+use crate::ratelimit::{InputLimit, Limit, NamedQuota};
 use crate::respond::{self, Dto};
 use crate::seal::Opening;
 use crate::validate::{self, Valid};
@@ -56,6 +65,10 @@ pub fn action(name: &'static str) -> ActionBuilder<state::NoPolicy> {
         name,
         policy: Policy::Public,
         limits: Vec::new(),
+        input_limits: Vec::new(),
+        quotas: Vec::new(),
+        bot_checks: Vec::new(),
+        fail_open: false,
         body_limit: None,
         idempotent: false,
         _state: PhantomData,
@@ -68,6 +81,10 @@ pub struct ActionBuilder<P> {
     name: &'static str,
     policy: Policy,
     limits: Vec<Limit>,
+    input_limits: Vec<Limit>,
+    quotas: Vec<NamedQuota>,
+    bot_checks: Vec<BotCheck>,
+    fail_open: bool,
     body_limit: Option<usize>,
     idempotent: bool,
     _state: PhantomData<P>,
@@ -79,10 +96,37 @@ impl<P> ActionBuilder<P> {
             name: self.name,
             policy,
             limits: self.limits,
+            input_limits: self.input_limits,
+            quotas: self.quotas,
+            bot_checks: self.bot_checks,
+            fail_open: self.fail_open,
             body_limit: self.body_limit,
             idempotent: self.idempotent,
             _state: PhantomData,
         }
+    }
+
+    /// A limit keyed on the decoded input (`per_input(..)`), checked in stage
+    /// 6 after validation. `I` must be the handler's input type.
+    pub fn limit_input<I>(mut self, limit: InputLimit<I>) -> Self {
+        self.input_limits.push(limit.limit);
+        self
+    }
+
+    /// A named long-window quota (`.quota("invites", per_user(20).per_day())`),
+    /// charged once per call just before the handler (and given back if the
+    /// handler fails); the handler reads what is left with
+    /// `cx.quota("invites")`. Exhausted → 429 until the window ends.
+    pub fn quota(mut self, name: &'static str, limit: Limit) -> Self {
+        self.quotas.push(NamedQuota { name, limit });
+        self
+    }
+
+    /// When the limiter backend (Redis) is unreachable or slow, serve the
+    /// request unlimited instead of refusing it with 503.
+    pub fn fail_open(mut self) -> Self {
+        self.fail_open = true;
+        self
     }
 
     /// Overrides the body size cap (default from [`Limits::body_bytes`]).
@@ -130,6 +174,12 @@ impl ActionBuilder<state::Public> {
     /// Another limit (all must allow).
     pub fn limit(mut self, limit: Limit) -> Self {
         self.limits.push(limit);
+        self
+    }
+
+    /// A bot check (all given must pass); see [`crate::botcheck`].
+    pub fn bot_check(mut self, check: BotCheck) -> Self {
+        self.bot_checks.push(check);
         self
     }
 
@@ -184,11 +234,23 @@ impl<P> ActionBuilder<P> {
         Fut: Future<Output = Outcome<O>> + Send + 'static,
     {
         let shape = InputShape::of::<I>();
+        let want = std::any::TypeId::of::<I>();
+        let input_limit_mismatch = self
+            .input_limits
+            .iter()
+            .filter_map(|l| l.input_type())
+            .find(|(id, _)| *id != want)
+            .map(|(_, got)| got);
         Action {
+            input_limit_mismatch,
             meta: ActionMeta {
                 name: self.name,
                 policy: self.policy,
                 limits: self.limits,
+                input_limits: self.input_limits,
+                quotas: self.quotas,
+                bot_checks: self.bot_checks,
+                fail_open: self.fail_open,
                 body_limit: self.body_limit,
                 idempotent: self.idempotent,
                 input_type: std::any::type_name::<I>(),
@@ -211,6 +273,12 @@ pub struct ActionMeta {
     pub name: &'static str,
     pub policy: Policy,
     pub limits: Vec<Limit>,
+    /// Limits keyed on the decoded input (stage 6).
+    pub input_limits: Vec<Limit>,
+    pub quotas: Vec<NamedQuota>,
+    pub bot_checks: Vec<BotCheck>,
+    /// Serve unlimited when the limiter backend is down (default: 503).
+    pub fail_open: bool,
     pub body_limit: Option<usize>,
     pub idempotent: bool,
     pub input_type: &'static str,
@@ -220,6 +288,8 @@ pub struct ActionMeta {
 
 /// A finished action, ready to be added to [`Actions`].
 pub struct Action<S> {
+    /// An input limit keyed on another type than the input (refused at build).
+    pub(crate) input_limit_mismatch: Option<&'static str>,
     pub(crate) meta: ActionMeta,
     pub(crate) shape: Result<InputShape, ShapeError>,
     pub(crate) exec: Box<dyn Exec<S>>,

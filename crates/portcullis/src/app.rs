@@ -18,10 +18,11 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer, SessionStore};
 
 use crate::action::{Action, ActionMeta, Actions};
+use crate::botcheck::{BotCheck, CHALLENGE_TTL, Challenges};
 use crate::config::Config;
 use crate::decode::InputShape;
 use crate::ids::Ids;
-use crate::ratelimit::MemoryLimiter;
+use crate::ratelimit::{Limiter, LimiterError};
 use crate::seal::Sealer;
 
 /// The path prefix of the action endpoint.
@@ -32,6 +33,15 @@ pub const ACTION_PREFIX: &str = "/_action/";
 pub enum BuildError {
     #[error("action `{0}` is registered twice; action names must be unique")]
     DuplicateAction(&'static str),
+    #[error(
+        "action `{action}`: an input limit keys on `{got}`, which is not the handler's input type"
+    )]
+    InputLimitType {
+        action: &'static str,
+        got: &'static str,
+    },
+    #[error("rate limiter: {0}")]
+    Limiter(#[from] LimiterError),
     #[error("action `{action}`: {source}")]
     InputShape {
         action: &'static str,
@@ -43,7 +53,8 @@ pub enum BuildError {
 pub struct Shared {
     pub(crate) config: Config,
     pub(crate) ids: Ids,
-    pub(crate) limiter: MemoryLimiter,
+    pub(crate) limiter: Limiter,
+    pub(crate) challenges: Challenges,
     /// Sealing keys (current + previous), key schedules prepared once.
     pub(crate) sealer: Arc<Sealer>,
     pub(crate) by_name: HashMap<&'static str, usize>,
@@ -74,6 +85,30 @@ impl Shared {
     /// (see [`crate::seal::SealFor`]).
     pub fn sealer(&self) -> &Arc<Sealer> {
         &self.sealer
+    }
+
+    /// The limiter backend (in memory, or Redis when `REDIS_URL` is set).
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    /// A fresh proof-of-work challenge for `name`, if that action has a
+    /// `BotCheck::ProofOfWork` (at its difficulty, valid for 30 minutes).
+    pub fn pow_challenge(&self, name: &str) -> Option<String> {
+        let meta = &self.metas[*self.by_name.get(name)?];
+        let bits = meta.bot_checks.iter().find_map(|c| match c {
+            BotCheck::ProofOfWork { bits } => Some(*bits),
+            _ => None,
+        })?;
+        Some(self.challenges.mint(meta.name, bits, CHALLENGE_TTL))
+    }
+
+    /// The bot checks of `name` (empty for an unknown name).
+    pub fn bot_checks(&self, name: &str) -> &[BotCheck] {
+        self.by_name
+            .get(name)
+            .map(|&i| self.metas[i].bot_checks.as_slice())
+            .unwrap_or(&[])
     }
 
     /// The id `name` had in `epoch` (tests of skew handling).
@@ -170,6 +205,9 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             if by_name.insert(name, index).is_some() {
                 return Err(BuildError::DuplicateAction(name));
             }
+            if let Some(got) = action.input_limit_mismatch {
+                return Err(BuildError::InputLimitType { action: name, got });
+            }
             let shape = std::mem::replace(&mut action.shape, Err(crate::decode::ShapeError("")))
                 .map_err(|source| BuildError::InputShape {
                     action: name,
@@ -188,11 +226,21 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             self.config.id_rotation,
         );
         let sessions = session_layer(store, &self.config);
+        let limiter = match &self.config.redis_url {
+            Some(url) => Limiter::redis(
+                &url.0,
+                &self.config.redis_prefix,
+                self.config.limiter_timeout,
+            )?,
+            None => Limiter::memory(),
+        };
+        let challenges = Challenges::new(self.config.keys.clone());
         let sealer = Arc::new(Sealer::new(&self.config.keys));
         let shared = Arc::new(Shared {
             config: self.config,
             ids,
-            limiter: MemoryLimiter::default(),
+            limiter,
+            challenges,
             sealer,
             by_name,
             metas,

@@ -10,6 +10,12 @@
 //! | `PORTCULLIS_STRICT_ORIGIN`     | `1`: refuse unsafe requests with neither Sec-Fetch-Site nor Origin |
 //! | `PORTCULLIS_ID_ROTATION_DAYS`  | action id epoch length (default 14)                        |
 //! | `PORTCULLIS_SECURE_COOKIES`    | `1`/`0`; default: on in production                        |
+//! | `REDIS_URL`                    | Redis for rate limits, quotas and spent challenges (else in memory) |
+//! | `PORTCULLIS_REDIS_PREFIX`      | key prefix in Redis (default `portcullis:`)               |
+//! | `PORTCULLIS_LIMITER_TIMEOUT_MS`| limiter backend timeout (default 50); slower = 503 / fail-open |
+//!
+//! Without `REDIS_URL` limits are kept in this process only — right for one
+//! instance, wrong behind a load balancer — and the start-up notes say so.
 //!
 //! In development without a secret, one is generated and stored (mode 0600)
 //! under the app's data dir, and the app says so; production refuses to start
@@ -51,6 +57,28 @@ pub struct Config {
     /// Where `reauthentication_required` pages send the user to confirm
     /// their password.
     pub reauth_path: String,
+    /// Redis for limits, quotas and spent challenges; `None` = in memory.
+    pub redis_url: Option<RedisUrl>,
+    /// Prefix of every key the limiter writes to Redis.
+    pub redis_prefix: String,
+    /// How long a limiter check may take before the action fails closed
+    /// (503) or, if it opted in, open (default 50 ms).
+    pub limiter_timeout: Duration,
+}
+
+/// A Redis URL whose `Debug` hides any password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(pub String);
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.0.split_once("://"), self.0.rsplit_once('@')) {
+            (Some((scheme, _)), Some((_, host))) => {
+                write!(f, "RedisUrl({scheme}://<redacted>@{host})")
+            }
+            _ => write!(f, "RedisUrl({})", self.0),
+        }
+    }
 }
 
 /// Why the configuration was refused.
@@ -97,6 +125,9 @@ impl Config {
             session_absolute: Duration::from_secs(7 * 86_400),
             login_path: "/login".into(),
             reauth_path: "/reauth".into(),
+            redis_url: None,
+            redis_prefix: "portcullis:".into(),
+            limiter_timeout: Duration::from_millis(50),
         }
     }
 
@@ -161,6 +192,36 @@ impl Config {
                 }
             })?;
             config.id_rotation = Duration::from_secs(n * 86_400);
+        }
+        match get("REDIS_URL").map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()) {
+            Some(url) => {
+                redis::Client::open(url.as_str()).map_err(|e| ConfigError::BadValue {
+                    var: "REDIS_URL",
+                    expected: "a redis:// or rediss:// URL",
+                    value: format!("{:?} ({e})", RedisUrl(url.clone())),
+                })?;
+                config.redis_url = Some(RedisUrl(url));
+            }
+            None => notes.push(
+                "rate limits, quotas and spent challenges are kept in memory (set REDIS_URL when running more than one instance)"
+                    .into(),
+            ),
+        }
+        if let Some(prefix) = get("PORTCULLIS_REDIS_PREFIX").filter(|p| !p.trim().is_empty()) {
+            config.redis_prefix = prefix.trim().to_owned();
+        }
+        if let Some(ms) = get("PORTCULLIS_LIMITER_TIMEOUT_MS") {
+            let n: u64 =
+                ms.trim()
+                    .parse()
+                    .ok()
+                    .filter(|m| *m > 0)
+                    .ok_or_else(|| ConfigError::BadValue {
+                        var: "PORTCULLIS_LIMITER_TIMEOUT_MS",
+                        expected: "a whole number of milliseconds > 0",
+                        value: ms.clone(),
+                    })?;
+            config.limiter_timeout = Duration::from_millis(n);
         }
         Ok((config, notes))
     }
@@ -302,6 +363,34 @@ mod tests {
             let err = Config::from_lookup(lookup(&pairs), &tmp()).unwrap_err();
             assert!(err.to_string().contains(named), "{err}");
         }
+    }
+
+    #[test]
+    fn redis_url_switches_the_backend_and_hides_its_password() {
+        let secret = MasterSecret::generate().to_base64();
+        let (c, notes) =
+            Config::from_lookup(lookup(&[("PORTCULLIS_SECRET", &secret)]), &tmp()).unwrap();
+        assert!(c.redis_url.is_none());
+        assert!(notes.iter().any(|n| n.contains("in memory")), "{notes:?}");
+        let (c, notes) = Config::from_lookup(
+            lookup(&[
+                ("PORTCULLIS_SECRET", &secret),
+                ("REDIS_URL", "redis://:hunter2@127.0.0.1:6379/0"),
+                ("PORTCULLIS_LIMITER_TIMEOUT_MS", "20"),
+            ]),
+            &tmp(),
+        )
+        .unwrap();
+        assert!(c.redis_url.is_some());
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(c.limiter_timeout, Duration::from_millis(20));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let err = Config::from_lookup(
+            lookup(&[("PORTCULLIS_SECRET", &secret), ("REDIS_URL", "http://nope")]),
+            &tmp(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("REDIS_URL"), "{err}");
     }
 
     #[test]

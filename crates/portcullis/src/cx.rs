@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use crate::error::ActionError;
+use crate::ratelimit::QuotaState;
 use crate::respond::safe_return_path;
 use crate::seal::{SealFor, Sealer};
 use crate::session::{self, Auth};
@@ -27,6 +28,7 @@ pub struct Cx<S> {
     return_path: Option<String>,
     effects: Arc<Mutex<Effects>>,
     sealer: Arc<Sealer>,
+    quotas: Vec<(&'static str, QuotaState)>,
 }
 
 impl<S> Cx<S> {
@@ -45,6 +47,7 @@ impl<S> Cx<S> {
             return_path: return_path.filter(|p| safe_return_path(p).is_some()),
             effects,
             sealer,
+            quotas: Vec::new(),
         }
     }
 
@@ -65,6 +68,22 @@ impl<S> Cx<S> {
             action,
             session::seal_binding(self.auth.session()),
         )
+    }
+
+    /// Attaches the quotas the pipeline charged for this call.
+    pub(crate) fn with_quotas(mut self, quotas: Vec<(&'static str, QuotaState)>) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
+    /// What is left of the action's quota `name` after this call was charged
+    /// (`None` if the action declares no such quota, or the backend was down
+    /// and the action is fail-open).
+    pub fn quota(&self, name: &str) -> Option<QuotaState> {
+        self.quotas
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, q)| *q)
     }
 
     /// The app state (database pool, DAL, …).

@@ -8,9 +8,12 @@
 //! if the author forgot `#[serde(deny_unknown_fields)]`. Type errors become
 //! `fieldErrors` by path (via `serde_path_to_error`), never a 500.
 //!
-//! Field names beginning with `_` are reserved for the framework; the only one
-//! accepted today is `_return` (the no-JS return path, see
-//! [`crate::respond::safe_return_path`]).
+//! Field names beginning with `_` are reserved for the framework. Accepted
+//! (and split off into [`Reserved`] before the input type sees the body, in
+//! every encoding): `_return` (the no-JS return path, see
+//! [`crate::respond::safe_return_path`]) and the bot-check fields `_hp`
+//! (honeypot), `_pow` (proof of work) and `_bot` (verifier token), see
+//! [`crate::botcheck`]. Any other `_` field is an unknown field (422).
 //!
 //! Sealed bound arguments ([`crate::seal::Sealed`]) are opened *during*
 //! deserialization: the request's [`Opening`] (action, session binding, key
@@ -109,6 +112,44 @@ impl<'de> Deserializer<'de> for FieldCapture<'_> {
 pub struct Reserved {
     /// `_return`: where a no-JS form wants to land. Unvalidated here.
     pub return_to: Option<String>,
+    /// `_hp`: the honeypot; anything but empty means a bot filled it.
+    pub honeypot: Option<String>,
+    /// `_pow`: a proof-of-work solution (`challenge:counter`).
+    pub pow: Option<String>,
+    /// `_bot`: a bot-verifier token.
+    pub bot_token: Option<String>,
+}
+
+impl Reserved {
+    /// Stores `value` if `name` is a reserved field; `false` otherwise.
+    fn take(&mut self, name: &str, value: impl FnOnce() -> String) -> bool {
+        let Some(slot) = self.slot(name) else {
+            return false;
+        };
+        *slot = Some(value());
+        true
+    }
+
+    fn slot(&mut self, name: &str) -> Option<&mut Option<String>> {
+        let slot = match name {
+            RETURN_FIELD => &mut self.return_to,
+            crate::botcheck::HONEYPOT_FIELD => &mut self.honeypot,
+            crate::botcheck::POW_FIELD => &mut self.pow,
+            crate::botcheck::BOT_TOKEN_FIELD => &mut self.bot_token,
+            _ => return None,
+        };
+        Some(slot)
+    }
+
+    fn is_reserved(name: &str) -> bool {
+        matches!(
+            name,
+            RETURN_FIELD
+                | crate::botcheck::HONEYPOT_FIELD
+                | crate::botcheck::POW_FIELD
+                | crate::botcheck::BOT_TOKEN_FIELD
+        )
+    }
 }
 
 /// Decodes `body` into `T`, enforcing field/part/depth caps, refusing
@@ -173,16 +214,41 @@ pub async fn decode<T: DeserializeOwned>(
             if keys.0.len() > limits.max_fields {
                 return Err(too_many_fields(limits));
             }
-            let unknown: Vec<String> = keys.0.into_iter().filter(|k| !shape.declares(k)).collect();
+            let has_reserved = keys.0.iter().any(|k| Reserved::is_reserved(k));
+            let unknown: Vec<String> = keys
+                .0
+                .into_iter()
+                .filter(|k| !shape.declares(k) && !Reserved::is_reserved(k))
+                .collect();
             if !unknown.is_empty() {
                 return Err(unknown_fields(unknown));
             }
+            let mut reserved = Reserved::default();
+            // Only a body that carries reserved keys pays for a second pass.
+            let body = if has_reserved {
+                let mut map: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(&body).map_err(|_| {
+                        Rejection::with_message(
+                            ErrorCode::MalformedBody,
+                            "The body is not valid JSON.",
+                        )
+                    })?;
+                map.retain(|k, v| {
+                    !reserved.take(k, || match v {
+                        serde_json::Value::String(s) => std::mem::take(s),
+                        other => other.to_string(),
+                    })
+                });
+                Bytes::from(serde_json::to_vec(&map).map_err(|e| Rejection::internal(&e))?)
+            } else {
+                body
+            };
             let mut de = serde_json::Deserializer::from_slice(&body);
             let input = {
                 let _sealed = opening.enter();
                 serde_path_to_error::deserialize(&mut de).map_err(serde_failure)?
             };
-            Ok((input, Reserved::default()))
+            Ok((input, reserved))
         }
     }
 }
@@ -227,8 +293,8 @@ impl<'s> Screen<'s> {
         if self.count > self.limits.max_fields {
             return Err(too_many_fields(self.limits));
         }
-        if k == RETURN_FIELD {
-            self.reserved.return_to = Some(v.into_owned());
+        if let Some(slot) = self.reserved.slot(&k) {
+            *slot = Some(v.into_owned());
             self.reencode = true;
             return Ok(());
         }
@@ -500,6 +566,37 @@ mod tests {
         .unwrap();
         assert_eq!(input.name, "n");
         assert_eq!(reserved.return_to.as_deref(), Some("/projects"));
+    }
+
+    #[tokio::test]
+    async fn bot_check_fields_are_reserved_in_every_encoding() {
+        let mp = b"--XX\r\nContent-Disposition: form-data; name=\"projectId\"\r\n\r\n1\r\n--XX\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nn\r\n--XX\r\nContent-Disposition: form-data; name=\"_hp\"\r\n\r\nspam\r\n--XX\r\nContent-Disposition: form-data; name=\"_pow\"\r\n\r\nc:1\r\n--XX--\r\n";
+        for (kind, body) in [
+            (
+                BodyKind::UrlEncoded,
+                &b"projectId=1&name=n&_hp=spam&_pow=c%3A1"[..],
+            ),
+            (
+                BodyKind::Json,
+                &br#"{"projectId":1,"name":"n","_hp":"spam","_pow":"c:1"}"#[..],
+            ),
+            (
+                BodyKind::Multipart {
+                    boundary: "XX".into(),
+                },
+                &mp[..],
+            ),
+        ] {
+            let (input, reserved) = run(kind.clone(), body).await.unwrap();
+            assert_eq!(input.name, "n", "{kind:?}");
+            assert_eq!(reserved.honeypot.as_deref(), Some("spam"), "{kind:?}");
+            assert_eq!(reserved.pow.as_deref(), Some("c:1"), "{kind:?}");
+        }
+        // Other `_` names stay unknown fields.
+        let err = run(BodyKind::UrlEncoded, b"projectId=1&name=n&_admin=1")
+            .await
+            .unwrap_err();
+        assert!(err.field_errors.contains_key("_admin"), "{err:?}");
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub enum Purpose {
     Sealing,
     Cookies,
     Flash,
+    /// Proof-of-work challenges for bot checks ([`crate::botcheck`]).
+    Challenges,
 }
 
 impl Purpose {
@@ -29,6 +31,7 @@ impl Purpose {
             Purpose::Sealing => b"portcullis/v1/sealing",
             Purpose::Cookies => b"portcullis/v1/cookies",
             Purpose::Flash => b"portcullis/v1/flash",
+            Purpose::Challenges => b"portcullis/v1/challenges",
         }
     }
 }
@@ -116,6 +119,7 @@ pub struct KeySet {
     sealing: SubKey,
     cookies: SubKey,
     flash: SubKey,
+    challenges: SubKey,
 }
 
 impl KeySet {
@@ -137,6 +141,7 @@ impl KeySet {
             sealing: sub(Purpose::Sealing),
             cookies: sub(Purpose::Cookies),
             flash: sub(Purpose::Flash),
+            challenges: sub(Purpose::Challenges),
         }
     }
 
@@ -146,6 +151,7 @@ impl KeySet {
             Purpose::Sealing => &self.sealing,
             Purpose::Cookies => &self.cookies,
             Purpose::Flash => &self.flash,
+            Purpose::Challenges => &self.challenges,
         }
     }
 }
@@ -193,6 +199,7 @@ mod tests {
             Purpose::Sealing,
             Purpose::Cookies,
             Purpose::Flash,
+            Purpose::Challenges,
         ];
         for a in all {
             for b in all {

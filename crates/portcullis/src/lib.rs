@@ -3,6 +3,7 @@
 
 pub mod action;
 pub mod app;
+pub mod botcheck;
 pub mod config;
 pub mod cx;
 pub mod decode;
@@ -28,6 +29,7 @@ pub mod viewer;
 
 pub use action::{Action, ActionBuilder, Actions, action};
 pub use app::{App, BuildError, Manifest, Portcullis};
+pub use botcheck::{BotCheck, BotVerifier};
 pub use config::{Config, ConfigError, Mode};
 pub use cx::Cx;
 pub use error::{ActionError, ErrorCode, Outcome, Rejection};
@@ -35,7 +37,7 @@ pub use keys::MasterSecret;
 pub use limits::Limits;
 pub use policy::Policy;
 pub use portcullis_macros::Dto;
-pub use ratelimit::{global, per_ip, per_session, per_user};
+pub use ratelimit::{Limiter, global, per_input, per_ip, per_key, per_session, per_user};
 pub use render::{Page, field, submit};
 pub use respond::Dto;
 pub use seal::Sealed;
@@ -47,7 +49,7 @@ pub use viewer::{MaybeViewer, UserId, Viewer};
 /// Re-exports for app code and derive output.
 pub mod prelude {
     pub use crate::{
-        ActionError, Cx, Dto, MaybeViewer, Outcome, Sealed, Secret, Valid, Viewer, action, global,
-        per_ip, per_session, per_user,
+        ActionError, BotCheck, Cx, Dto, MaybeViewer, Outcome, Sealed, Secret, Valid, Viewer,
+        action, global, per_input, per_ip, per_key, per_session, per_user,
     };
 }

@@ -1,19 +1,31 @@
 //! The spine: every action request passes these stages, in this order, in
-//! [`run`]. No application code runs before stage 7.
+//! [`run`]. No application code runs before stage 7, with two narrow
+//! exceptions an action opts into: rate-limit key functions (`per_key` in
+//! stage 4, `per_input` in stage 6) — pure functions that name a bucket, whose
+//! panics become 500 — and a configured bot verifier (stage 6).
 //!
 //! | # | stage    | module                    | refuses with                              |
 //! |---|----------|---------------------------|-------------------------------------------|
 //! | 1 | limits   | [`crate::limits`]         | 415, 413 (declared length)                |
 //! | 2 | origin   | [`crate::origin`]         | 403 `cross_origin_request`                |
 //! | 3 | resolve  | [`crate::ids`]            | 400 `malformed_action_id`, 409 `stale_action` |
-//! | 4 | limit    | [`crate::ratelimit`]      | 429 `rate_limited`                        |
+//! | 4 | limit    | [`crate::ratelimit`]      | 429 `rate_limited`, 503 `limiter_unavailable` |
 //! | 5 | policy   | [`crate::policy`]         | 401 / 403                                 |
-//! | 6 | decode   | [`crate::limits`], [`crate::decode`], [`crate::validate`], [`crate::seal`] | 413, 408, 400, 422; 400 `invalid_bound_argument` |
+//! | 6 | decode   | [`crate::limits`], [`crate::decode`], [`crate::validate`], [`crate::seal`], then [`crate::botcheck`], input limits and quotas ([`crate::ratelimit`]) | 413, 408, 400, 422; 400 `invalid_bound_argument`; 403 `bot_check_failed`, 429, 503 |
 //! | 7 | handler  | the app                   | 404 / 422 / 500 (panics caught)           |
 //! | 8 | respond  | [`crate::respond`], [`crate::taint`] | 500 `internal` when a value refuses to serialize ([`crate::Secret`]) or the body holds a registered unique value |
 //! | 9 | effects  | [`crate::cx`]             | –                                         |
 //!
-//! Stages 1–5 look at headers only; the body is first read in stage 6.
+//! Stages 1–5 look at headers only; the body is first read in stage 6. So a
+//! rate-limited flood is refused (429) before a byte of its body is read.
+//! What needs the body — bot checks (honeypot and PoW fields), limits keyed
+//! on the submitted input (e.g. per account on a login form) and quotas —
+//! runs in stage 6 after validation and before the handler, in that order:
+//! bot checks first, so an automated client that fails them cannot burn a
+//! real user's per-account budget (a lock-out attack); a quota last, so only
+//! a call that reaches the handler is charged (and a failed handler is
+//! refunded).
+//!
 //! Sealed fields are opened in stage 6 against the action resolved in
 //! stage 3 and the session loaded in stage 5, so a seal cannot be moved to
 //! another action or session. The taint scan of stage 8 runs over the final
@@ -34,7 +46,7 @@ use crate::cx::{Cx, Effects};
 use crate::decode::RETURN_FIELD;
 use crate::error::Rejection;
 use crate::limits::{self, BodyKind};
-use crate::ratelimit::{KeyKind, Subject};
+use crate::ratelimit::{self, KeyRequest};
 use crate::respond::{self, ClientKind, Success};
 use crate::seal::{self, Opening};
 use crate::session::{self, Auth};
@@ -100,7 +112,7 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     let (action, shape) = &inner.actions[index];
     let meta = &action.meta;
 
-    // 4. Rate limit (identity is read from the session only if a limit keys on it).
+    // 4. Rate limit (identity is read from the session only if a key needs it).
     let session = parts
         .extensions
         .get::<Session>()
@@ -109,20 +121,32 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     let client_ip = config.proxies.client_ip(peer, &parts.headers);
     let mut viewer = None;
     let mut viewer_loaded = false;
-    if meta.limits.iter().any(|l| l.key == KeyKind::User) {
+    let needs_viewer = |l: &ratelimit::Limit| l.key.needs_viewer();
+    if meta.limits.iter().any(needs_viewer) || meta.quotas.iter().any(|q| needs_viewer(&q.limit)) {
         viewer = session::load_viewer(&session, config.session_absolute).await?;
         viewer_loaded = true;
     }
-    let subject = Subject {
-        action: meta.name,
+    let session_id = session.id().map(|id| id.to_string());
+    let key_request = KeyRequest {
         ip: client_ip,
-        session: session.id().map(|id| id.to_string()),
+        session: session_id.as_deref(),
         viewer: viewer.as_ref(),
+        headers: &parts.headers,
     };
-    match shared.limiter.check(&meta.limits, &subject) {
-        Ok(headers) => extra_headers.extend(headers),
-        Err(rejection) => return Err(rejection),
-    }
+    let keys = ratelimit::request_keys(meta.name, "r", &meta.limits, &key_request)?;
+    // Quota keys come from the request too; computed now, charged in stage 6.
+    let quota_limits: Vec<ratelimit::Limit> = meta.quotas.iter().map(|q| q.limit.clone()).collect();
+    let quota_keys: Vec<String> =
+        ratelimit::request_keys(meta.name, "q", &quota_limits, &key_request)?
+            .into_iter()
+            .zip(&meta.quotas)
+            .map(|(k, q)| format!("{k}:{}", q.name))
+            .collect();
+    let headers = shared
+        .limiter
+        .enforce(&meta.limits, keys, meta.fail_open)
+        .await?;
+    extra_headers.extend(headers);
 
     // 5. Policy: identity from the session, never from the payload.
     if !viewer_loaded {
@@ -146,8 +170,35 @@ async fn stages<S: Clone + Send + Sync + 'static>(
         .decode(&kind, bytes, shape, &config.limits, &opening)
         .await?;
     if reserved.return_to.is_some() {
-        *return_to = reserved.return_to;
+        *return_to = reserved.return_to.clone();
     }
+    // 6c. Bot checks (public actions): honeypot, proof of work, verifier.
+    crate::botcheck::run(
+        &meta.bot_checks,
+        meta.name,
+        &reserved,
+        &parts.headers,
+        client_ip,
+        &shared.challenges,
+        &shared.limiter,
+        meta.fail_open,
+    )
+    .await?;
+    // 6d. Limits keyed on the submitted input (e.g. per account).
+    if !meta.input_limits.is_empty() {
+        let keys = ratelimit::input_keys(meta.name, &meta.input_limits, input.as_ref(), client_ip)?;
+        let headers = shared
+            .limiter
+            .enforce(&meta.input_limits, keys, meta.fail_open)
+            .await?;
+        extra_headers.extend(headers);
+    }
+    // 6e. Quotas: charged last, so only a call that reaches the handler pays.
+    let quotas = shared
+        .limiter
+        .charge_quotas(&meta.quotas, quota_keys.clone(), meta.fail_open)
+        .await?;
+    let charged = !quotas.is_empty();
 
     // 7. Handler: app code, with panics caught.
     let effects = Arc::new(Mutex::new(Effects::default()));
@@ -158,10 +209,15 @@ async fn stages<S: Clone + Send + Sync + 'static>(
         return_to.clone(),
         effects.clone(),
         shared.sealer.clone(),
-    );
+    )
+    .with_quotas(quotas);
     let outcome = std::panic::AssertUnwindSafe(action.exec.call(cx, viewer, input))
         .catch_unwind()
         .await;
+    if charged && !matches!(outcome, Ok(Ok(_))) {
+        // A quota counts calls that succeeded.
+        shared.limiter.refund(&meta.quotas, quota_keys).await;
+    }
     let result = match outcome {
         Ok(Ok(result)) => result,
         Ok(Err(error)) => return Err(error.into_rejection()),

@@ -2,7 +2,9 @@
 //!
 //! [`Page`] is what page handlers extract. It can tell who is viewing and
 //! render forms that carry the action's *current* opaque id, the no-JS return
-//! path and the error slots the client runtime fills — but it offers no way to
+//! path, the error slots the client runtime fills and, for actions with a bot
+//! check, the honeypot field and a fresh proof-of-work challenge
+//! (`data-pow`, `data-pow-bits`) — but it offers no way to
 //! set a cookie, redirect or sign anyone in. Those live on [`crate::Cx`],
 //! which only action handlers receive.
 //!
@@ -117,6 +119,7 @@ impl Page {
                 )
             }
         };
+        let bot = !self.shared.bot_checks(name).is_empty();
         Form {
             action,
             return_to: self.path.clone(),
@@ -124,6 +127,8 @@ impl Page {
             class: None,
             seal: self.seal_for(name),
             hidden: Vec::new(),
+            honeypot: bot,
+            pow: self.shared.pow_challenge(name),
         }
     }
 
@@ -135,6 +140,14 @@ impl Page {
             tracing::error!(action = name, "sealing for an unregistered action");
         }
         SealFor::new(self.shared.sealer.clone(), name, self.binding.clone())
+    }
+
+    /// A fresh proof-of-work challenge for action `name` (if it has a
+    /// `BotCheck::ProofOfWork`), for pages that call the action from script
+    /// rather than through [`Page::form`]. The client sends the solution in
+    /// the `X-Portcullis-Pow` header (see [`crate::botcheck`]).
+    pub fn pow_challenge(&self, name: &str) -> Option<String> {
+        self.shared.pow_challenge(name)
     }
 
     /// An error page for `code` as a response (e.g. 404 from a page handler).
@@ -157,6 +170,8 @@ pub struct Form {
     class: Option<String>,
     seal: SealFor,
     hidden: Vec<(String, String)>,
+    honeypot: bool,
+    pow: Option<String>,
 }
 
 impl Form {
@@ -213,12 +228,24 @@ impl Form {
             self.action,
             form_urlencoded::byte_serialize(self.return_to.as_bytes()).collect::<String>()
         );
+        let pow_bits = self.pow.as_deref().map(crate::botcheck::challenge_bits);
         html! {
             form method="post" action=(action) data-portcullis
-                id=[self.id.as_deref()] class=[self.class.as_deref()] {
+                id=[self.id.as_deref()] class=[self.class.as_deref()]
+                data-pow=[self.pow.as_deref()] data-pow-bits=[pow_bits] {
                 div.form-errors role="alert" aria-live="assertive" data-form-errors {}
                 @for (name, value) in &self.hidden {
                     input type="hidden" name=(name) value=(value);
+                }
+                @if self.honeypot {
+                    // Off-screen rather than `display:none` (which some bots skip);
+                    // hidden from assistive technology and the tab order.
+                    div aria-hidden="true" style="position:absolute;left:-10000px;top:auto;width:1px;height:1px;overflow:hidden" {
+                        label { "Leave this field empty"
+                            input type="text" name=(crate::botcheck::HONEYPOT_FIELD) value=""
+                                tabindex="-1" autocomplete="off";
+                        }
+                    }
                 }
                 (body)
             }

@@ -451,3 +451,112 @@ fn init_log_capture() {
             .try_init();
     });
 }
+
+// ---------------------------------------------------------------------------
+// Redis helpers (rate limiting, bot checks). Added for the limiter tests.
+
+/// The shared test Redis (`REDIS_URL`, default `redis://127.0.0.1:6379`).
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A key prefix no other test or run shares.
+pub fn unique_prefix(test: &str) -> String {
+    format!(
+        "portcullis-test:{test}:{}:{:016x}:",
+        std::process::id(),
+        rand_u64()
+    )
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    RandomState::new().hash_one(nanos)
+}
+
+/// [`config`] on the Redis backend at `url` under a unique prefix.
+pub fn redis_config_at(url: &str, test: &str) -> Config {
+    let mut c = config();
+    c.redis_url = Some(portcullis::config::RedisUrl(url.to_owned()));
+    c.redis_prefix = unique_prefix(test);
+    c
+}
+
+/// [`config`] on the shared test Redis under a unique prefix.
+pub fn redis_config(test: &str) -> Config {
+    redis_config_at(&redis_url(), test)
+}
+
+/// A private `redis-server` on a free port, for outage tests. Killed on drop.
+pub struct RedisProcess {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl RedisProcess {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut p = RedisProcess { port, child: None };
+        p.restart();
+        p
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port and waits until it answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: a slow Redis.
+    pub fn signal(&self, sig: &str) {
+        if let Some(child) = &self.child {
+            let _ = std::process::Command::new("kill")
+                .args([&format!("-{sig}"), &child.id().to_string()])
+                .status();
+        }
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        self.stop();
+    }
+}

@@ -1,0 +1,487 @@
+//! Bot checks on public actions: honeypot, proof of work (forged, wrong
+//! action, wrong counter, expired, replayed — on both backends), and a
+//! siteverify-style verifier against a local fake server. Every refusal test
+//! asserts the code and that the handler did not run.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use axum::response::Html;
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::{State, redis_config};
+use portcullis::botcheck::{self, BotCheck, Challenges, HttpVerifier};
+use portcullis::prelude::*;
+use portcullis::render::Page;
+use portcullis::testing::{TestClient, TestResponse};
+use portcullis::{Config, Portcullis};
+use serde::Deserialize;
+
+fn assert_refused(r: &TestResponse, status: u16, code: &str) {
+    assert_eq!(r.status.as_u16(), status, "body: {}", r.text());
+    assert_eq!(r.error_code().as_deref(), Some(code), "body: {}", r.text());
+}
+
+#[derive(Deserialize, garde::Validate)]
+pub struct Message {
+    #[garde(length(min = 1, max = 200))]
+    pub text: String,
+}
+
+const BITS: u8 = 10;
+
+fn register(verifier_url: Option<String>) -> impl FnOnce(&mut portcullis::Actions<State>) {
+    move |actions| {
+        let save = |cx: Cx<State>, _: MaybeViewer, input: Valid<Message>| async move {
+            cx.state().runs.fetch_add(1, Ordering::SeqCst);
+            cx.state().notes.lock().unwrap().push(input.text.clone());
+            Ok(())
+        };
+        actions
+            .add(
+                action("contact.honeypot")
+                    .public()
+                    .limit(per_ip(1000).per_minute())
+                    .bot_check(BotCheck::Honeypot)
+                    .handler(save),
+            )
+            .add(
+                action("contact.pow")
+                    .public()
+                    .limit(per_ip(1000).per_minute())
+                    .bot_check(BotCheck::ProofOfWork { bits: BITS })
+                    .handler(save),
+            )
+            .add(
+                action("other.pow")
+                    .public()
+                    .limit(per_ip(1000).per_minute())
+                    .bot_check(BotCheck::ProofOfWork { bits: BITS })
+                    .handler(save),
+            );
+        if let Some(url) = verifier_url {
+            actions.add(
+                action("contact.verified")
+                    .public()
+                    .limit(per_ip(1000).per_minute())
+                    .bot_check(BotCheck::verifier(HttpVerifier::new("fake", url, "s3cret")))
+                    .handler(save),
+            );
+        }
+    }
+}
+
+struct Fx {
+    client: TestClient,
+    state: State,
+}
+
+async fn start(config: Config, verifier_url: Option<String>) -> Fx {
+    let state = State::default();
+    let pages = axum::Router::new().route(
+        "/contact",
+        get(|page: Page| async move {
+            Html(
+                page.form("contact.pow")
+                    .body(maud::html! { input name="text"; })
+                    .into_string(),
+            )
+        }),
+    );
+    let app = Portcullis::new(config, state.clone())
+        .actions(register(verifier_url))
+        .pages(pages)
+        .build(tower_sessions::MemoryStore::default())
+        .expect("bot fixture builds");
+    Fx {
+        client: TestClient::start(&app).await,
+        state,
+    }
+}
+
+async fn post_with(
+    fx: &Fx,
+    name: &str,
+    headers: &[(&str, &str)],
+    form: &[(&str, &str)],
+) -> TestResponse {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let mut req = fx
+        .client
+        .post(&fx.client.action_path(name))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "application/json")
+        .body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    TestResponse::read(req.send().await.unwrap()).await
+}
+
+// ---------------------------------------------------------------------------
+// Honeypot
+
+#[tokio::test]
+async fn filled_honeypot_is_refused_in_every_encoding() {
+    let fx = start(common::config(), None).await;
+    let r = fx
+        .client
+        .call(
+            "contact.honeypot",
+            &[("text", "buy pills"), ("_hp", "http://spam.example")],
+        )
+        .await;
+    assert_refused(&r, 403, "bot_check_failed");
+    let r = fx
+        .client
+        .call_json(
+            "contact.honeypot",
+            &serde_json::json!({"text": "buy pills", "_hp": "x"}),
+        )
+        .await;
+    assert_refused(&r, 403, "bot_check_failed");
+    assert_eq!(fx.state.runs(), 0);
+    // Empty or absent honeypot passes; no-JS submit gets its 303.
+    assert_eq!(
+        fx.client
+            .call("contact.honeypot", &[("text", "hello"), ("_hp", "")])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        fx.client
+            .call("contact.honeypot", &[("text", "hello")])
+            .await
+            .status,
+        200
+    );
+    let r = fx
+        .client
+        .submit(
+            "contact.honeypot",
+            &[("text", "hi"), ("_hp", ""), ("_return", "/thanks")],
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.header("location")),
+        (303, Some("/thanks"))
+    );
+    assert_eq!(fx.state.runs(), 3);
+    assert_eq!(fx.state.notes(), vec!["hello", "hello", "hi"]);
+}
+
+// ---------------------------------------------------------------------------
+// Proof of work
+
+async fn pow_round_trip(fx: &Fx) {
+    let challenge = fx
+        .client
+        .shared()
+        .pow_challenge("contact.pow")
+        .expect("a challenge");
+    assert_eq!(botcheck::challenge_bits(&challenge), BITS);
+    let solution = botcheck::solve(&challenge);
+    let r = post_with(
+        fx,
+        "contact.pow",
+        &[(botcheck::POW_HEADER, &solution)],
+        &[("text", "one")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(fx.state.runs(), 1);
+    // Replay, by header and by field: spent.
+    let r = post_with(
+        fx,
+        "contact.pow",
+        &[(botcheck::POW_HEADER, &solution)],
+        &[("text", "two")],
+    )
+    .await;
+    assert_refused(&r, 403, "bot_check_failed");
+    let r = post_with(
+        fx,
+        "contact.pow",
+        &[],
+        &[("text", "two"), ("_pow", &solution)],
+    )
+    .await;
+    assert_refused(&r, 403, "bot_check_failed");
+    assert_eq!(fx.state.runs(), 1);
+    // A second challenge solved via the form field works once.
+    let fresh = botcheck::solve(&fx.client.shared().pow_challenge("contact.pow").unwrap());
+    assert_eq!(
+        post_with(
+            fx,
+            "contact.pow",
+            &[],
+            &[("text", "three"), ("_pow", &fresh)]
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(fx.state.notes(), vec!["one", "three"]);
+}
+
+#[tokio::test]
+async fn pow_solution_works_once_then_replay_is_refused_in_memory() {
+    pow_round_trip(&start(common::config(), None).await).await;
+}
+
+#[tokio::test]
+async fn pow_solution_works_once_then_replay_is_refused_on_redis() {
+    pow_round_trip(&start(redis_config("pow"), None).await).await;
+}
+
+#[tokio::test]
+async fn pow_replay_is_refused_across_two_instances_sharing_redis() {
+    let config = redis_config("pow-two");
+    let a = start(config.clone(), None).await;
+    let b = start(config, None).await;
+    let solution = botcheck::solve(&a.client.shared().pow_challenge("contact.pow").unwrap());
+    let h = [(botcheck::POW_HEADER, solution.as_str())];
+    assert_eq!(
+        post_with(&a, "contact.pow", &h, &[("text", "a")])
+            .await
+            .status,
+        200
+    );
+    assert_refused(
+        &post_with(&b, "contact.pow", &h, &[("text", "b")]).await,
+        403,
+        "bot_check_failed",
+    );
+    assert_eq!((a.state.runs(), b.state.runs()), (1, 0));
+}
+
+#[tokio::test]
+async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_are_refused() {
+    let fx = start(common::config(), None).await;
+    let challenge = fx.client.shared().pow_challenge("contact.pow").unwrap();
+    let solution = botcheck::solve(&challenge);
+    let (token, counter) = solution.rsplit_once(':').unwrap();
+
+    // Wrong nonce: flip a nonce byte (the MAC no longer matches).
+    let mut raw = URL_SAFE_NO_PAD.decode(token).unwrap();
+    raw[0] ^= 1;
+    let other_nonce = URL_SAFE_NO_PAD.encode(&raw);
+    let forged_nonce = botcheck::solve(&other_nonce);
+    // Forged easier difficulty.
+    let mut raw = URL_SAFE_NO_PAD.decode(token).unwrap();
+    raw[16] = 0;
+    let easier = format!("{}:0", URL_SAFE_NO_PAD.encode(&raw));
+    // A challenge for another action, solved.
+    let elsewhere = botcheck::solve(&fx.client.shared().pow_challenge("other.pow").unwrap());
+    // A counter that does not solve it.
+    let n: u64 = counter.parse().unwrap();
+    let bad = (n + 1..)
+        .find(|c| botcheck::leading_zero_bits(token, *c) < BITS as u32)
+        .unwrap();
+    let wrong_counter = format!("{token}:{bad}");
+    // Expired: minted with the app's own key, solved, but past its expiry.
+    let challenges = Challenges::new(common::config().keys);
+    let expired = botcheck::solve(&challenges.mint_at("contact.pow", BITS, now_secs() - 1));
+    // Signed by another secret.
+    let foreign = Challenges::new(portcullis::keys::KeyRing::new(
+        &portcullis::MasterSecret::from_bytes(vec![1; 32]).unwrap(),
+        None,
+    ));
+    let foreign = botcheck::solve(&foreign.mint("contact.pow", BITS, botcheck::CHALLENGE_TTL));
+
+    for (what, value) in [
+        ("wrong nonce", forged_nonce.as_str()),
+        ("easier", easier.as_str()),
+        ("other action", elsewhere.as_str()),
+        ("wrong counter", wrong_counter.as_str()),
+        ("expired", expired.as_str()),
+        ("foreign key", foreign.as_str()),
+        ("garbage", "not-a-challenge:1"),
+        ("empty", ""),
+    ] {
+        let r = post_with(
+            &fx,
+            "contact.pow",
+            &[(botcheck::POW_HEADER, value)],
+            &[("text", "x")],
+        )
+        .await;
+        assert_refused(&r, 403, "bot_check_failed");
+        assert_eq!(fx.state.runs(), 0, "{what}");
+    }
+    let r = post_with(&fx, "contact.pow", &[], &[("text", "x")]).await;
+    assert_refused(&r, 403, "bot_check_failed");
+    // Honeypot is checked for PoW actions too.
+    let r = post_with(
+        &fx,
+        "contact.pow",
+        &[(botcheck::POW_HEADER, &solution)],
+        &[("text", "x"), ("_hp", "bot")],
+    )
+    .await;
+    assert_refused(&r, 403, "bot_check_failed");
+    assert_eq!(fx.state.runs(), 0);
+    // The genuine solution was not spent by the failed attempts.
+    let r = post_with(
+        &fx,
+        "contact.pow",
+        &[(botcheck::POW_HEADER, &solution)],
+        &[("text", "ok")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(fx.state.runs(), 1);
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn page_form_carries_honeypot_and_a_solvable_challenge() {
+    let fx = start(common::config(), None).await;
+    let page = fx.client.get("/contact").await;
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    assert!(html.contains("name=\"_hp\""), "{html}");
+    assert!(
+        html.contains(&format!("data-pow-bits=\"{BITS}\"")),
+        "{html}"
+    );
+    let challenge = html
+        .split("data-pow=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("data-pow attribute")
+        .to_owned();
+    let solution = botcheck::solve(&challenge);
+    let r = post_with(
+        &fx,
+        "contact.pow",
+        &[],
+        &[("text", "from page"), ("_hp", ""), ("_pow", &solution)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(fx.state.notes(), vec!["from page"]);
+}
+
+// ---------------------------------------------------------------------------
+// Verifier (HTTP, against a local fake siteverify)
+
+#[derive(Deserialize, Debug, Clone)]
+struct Siteverify {
+    secret: String,
+    response: String,
+    remoteip: String,
+}
+
+async fn fake_siteverify(
+    seen: Arc<Mutex<Vec<Siteverify>>>,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let app = axum::Router::new().route(
+        "/siteverify",
+        post(move |axum::Form(f): axum::Form<Siteverify>| {
+            let seen = seen.clone();
+            async move {
+                let ok = f.secret == "s3cret" && f.response == "human-token";
+                seen.lock().unwrap().push(f);
+                axum::Json(serde_json::json!({ "success": ok }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (addr, server) = fake_siteverify(seen.clone()).await;
+    let fx = start(common::config(), Some(format!("http://{addr}/siteverify"))).await;
+
+    let r = post_with(
+        &fx,
+        "contact.verified",
+        &[(botcheck::BOT_TOKEN_HEADER, "human-token")],
+        &[("text", "a")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post_with(
+        &fx,
+        "contact.verified",
+        &[],
+        &[("text", "b"), ("_bot", "human-token")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0].secret, "s3cret");
+        assert_eq!(seen[0].remoteip, "127.0.0.1");
+    }
+    let r = post_with(
+        &fx,
+        "contact.verified",
+        &[(botcheck::BOT_TOKEN_HEADER, "robot-token")],
+        &[("text", "c")],
+    )
+    .await;
+    assert_refused(&r, 403, "bot_check_failed");
+    let r = post_with(&fx, "contact.verified", &[], &[("text", "d")]).await;
+    assert_refused(&r, 403, "bot_check_failed");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        3,
+        "a missing token never reaches the service"
+    );
+    assert_eq!(fx.state.runs(), 2);
+
+    // The service unreachable: fail closed.
+    server.abort();
+    let _ = server.await;
+    let r = post_with(
+        &fx,
+        "contact.verified",
+        &[(botcheck::BOT_TOKEN_HEADER, "human-token")],
+        &[("text", "e")],
+    )
+    .await;
+    assert_refused(&r, 403, "bot_check_failed");
+    assert_eq!(fx.state.runs(), 2);
+}
+
+#[tokio::test]
+async fn manifest_lists_bot_checks_and_limits() {
+    let fx = start(common::config(), None).await;
+    let manifest = serde_json::to_value(fx.client.shared().manifest()).unwrap();
+    let pow = manifest["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "contact.pow")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        pow["botChecks"],
+        serde_json::json!([{"kind": "proof_of_work", "bits": BITS}]),
+        "{pow}"
+    );
+    assert_eq!(pow["limits"][0]["key"], "ip", "{pow}");
+}

@@ -1,0 +1,881 @@
+//! Rate limits, input limits and quotas on both backends: the in-memory one
+//! and a real Redis (`REDIS_URL`, default `redis://127.0.0.1:6379`). Every
+//! refusal test asserts the status and code and that the handler did not run.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::{State, redis_config, redis_config_at, redis_url, unique_prefix};
+use portcullis::prelude::*;
+use portcullis::ratelimit::{Bucket, InputLimit, Limiter, Quota, gcra};
+use portcullis::testing::{TestClient, TestResponse};
+use portcullis::{Config, Portcullis};
+use serde::{Deserialize, Serialize};
+
+fn assert_refused(r: &TestResponse, status: u16, code: &str) {
+    assert_eq!(r.status.as_u16(), status, "body: {}", r.text());
+    assert_eq!(r.error_code().as_deref(), Some(code), "body: {}", r.text());
+}
+
+#[derive(Deserialize, garde::Validate)]
+pub struct Empty {}
+
+#[derive(Deserialize, garde::Validate)]
+pub struct SignIn {
+    #[garde(email)]
+    pub email: String,
+    #[garde(length(min = 1))]
+    pub password: String,
+}
+
+#[derive(Deserialize, garde::Validate)]
+pub struct Text {
+    #[garde(length(max = 100))]
+    pub text: String,
+}
+
+#[derive(Deserialize, garde::Validate)]
+pub struct Attempt {
+    #[garde(skip)]
+    pub fail: bool,
+}
+
+#[derive(Serialize, Dto)]
+pub struct Left {
+    pub remaining: Option<u32>,
+}
+
+fn ran(cx: &Cx<State>) {
+    cx.state().runs.fetch_add(1, Ordering::SeqCst);
+}
+
+fn account_limit() -> InputLimit<SignIn> {
+    per_input("account", 3, |i: &SignIn| Some(i.email.to_lowercase())).per_minute()
+}
+
+/// The actions the limiter tests drive, shaped like the demo's needs: login
+/// per ip and per account, contact per ip and global, invites under a daily
+/// quota per user.
+fn register(actions: &mut portcullis::Actions<State>) {
+    actions
+        .add(
+            action("rl.ten")
+                .public()
+                .limit(per_ip(10).per_hour())
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, _: Valid<Empty>| async move {
+                        ran(&cx);
+                        Ok(())
+                    },
+                ),
+        )
+        .add(
+            action("rl.two")
+                .public()
+                .limit(per_ip(2).per_hour())
+                .handler(|cx: Cx<State>, _: MaybeViewer, _: Valid<Text>| async move {
+                    ran(&cx);
+                    Ok(())
+                }),
+        )
+        .add(
+            action("rl.open")
+                .public()
+                .limit(per_ip(100).per_hour())
+                .fail_open()
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, _: Valid<Empty>| async move {
+                        ran(&cx);
+                        Ok(())
+                    },
+                ),
+        )
+        .add(
+            action("auth.sign_in")
+                .public()
+                .limit(per_ip(100).per_minute())
+                .limit_input(account_limit())
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, input: Valid<SignIn>| async move {
+                        ran(&cx);
+                        cx.state().notes.lock().unwrap().push(input.email.clone());
+                        Ok(())
+                    },
+                ),
+        )
+        .add(
+            action("contact.send")
+                .public()
+                .limit(per_ip(5).per_hour())
+                .limit(global(3).per_hour())
+                .handler(|cx: Cx<State>, _: MaybeViewer, _: Valid<Text>| async move {
+                    ran(&cx);
+                    Ok(())
+                }),
+        )
+        .add(
+            action("api.ping")
+                .public()
+                .limit(
+                    per_key("api_key", 2, |r| r.header("x-api-key").map(str::to_owned)).per_hour(),
+                )
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, _: Valid<Empty>| async move {
+                        ran(&cx);
+                        Ok(())
+                    },
+                ),
+        )
+        .add(
+            action("invites.send")
+                .authenticated()
+                .quota("invites", per_user(3).per_day())
+                .handler(|cx: Cx<State>, _: Viewer, _: Valid<Empty>| async move {
+                    ran(&cx);
+                    Ok(Left {
+                        remaining: cx.quota("invites").map(|q| q.remaining),
+                    })
+                }),
+        )
+        .add(
+            action("invites.maybe")
+                .authenticated()
+                .quota("invites", per_user(2).per_day())
+                .handler(
+                    |cx: Cx<State>, _: Viewer, input: Valid<Attempt>| async move {
+                        ran(&cx);
+                        if input.fail {
+                            return Err(ActionError::form("That address was already invited."));
+                        }
+                        Ok(Left {
+                            remaining: cx.quota("invites").map(|q| q.remaining),
+                        })
+                    },
+                ),
+        )
+        .add(
+            action("auth.as")
+                .public()
+                .limit(per_ip(1000).per_minute())
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, _: Valid<Empty>| async move {
+                        let n = cx.state().runs.load(Ordering::SeqCst) as i64;
+                        cx.auth().login(1000 + n, vec![]).await?;
+                        Ok(())
+                    },
+                ),
+        );
+}
+
+struct Fx {
+    client: TestClient,
+    state: State,
+}
+
+async fn start(config: Config) -> Fx {
+    let state = State::default();
+    let app = Portcullis::new(config, state.clone())
+        .actions(register)
+        .build(tower_sessions::MemoryStore::default())
+        .expect("limiter fixture builds");
+    Fx {
+        client: TestClient::start(&app).await,
+        state,
+    }
+}
+
+fn memory() -> Config {
+    common::config()
+}
+
+// ---------------------------------------------------------------------------
+// GCRA conformance: one table, both backends, a controlled clock.
+
+const S: u64 = 1_000_000;
+
+/// 5 per 5 s: burst 5, one more every second. (offset µs, allowed,
+/// remaining, retry-after in whole seconds rounded up, reset in µs).
+const TABLE: &[(u64, bool, u32, u64)] = &[
+    (0, true, 4, 0),
+    (0, true, 3, 0),
+    (100_000, true, 2, 0),
+    (200_000, true, 1, 0),
+    (300_000, true, 0, 0),
+    (300_000, false, 0, 1),
+    (999_999, false, 0, 1),
+    (1_000_000, true, 0, 0),
+    (1_500_000, false, 0, 1),
+    (2_000_000, true, 0, 0),
+    (4_000_000, true, 1, 0),
+    (4_000_001, true, 0, 0),
+    (4_000_002, false, 0, 1),
+    (20_000_000, true, 4, 0),
+];
+
+async fn run_table(limiter: &Limiter, key: &str) {
+    let t0 = 1_700_000_000 * S;
+    let bucket = [Bucket {
+        key: key.to_owned(),
+        quota: Quota {
+            count: 5,
+            period: Duration::from_secs(5),
+        },
+    }];
+    let mut tat = 0;
+    for (i, (off, allowed, remaining, retry)) in TABLE.iter().enumerate() {
+        let now = t0 + off;
+        let d = limiter.check_buckets(&bucket, Some(now)).await.unwrap()[0];
+        let want = gcra::check(tat, now, 5, 5 * S);
+        assert_eq!(
+            d,
+            want,
+            "{}: step {i} differs from the Rust function",
+            limiter.describe()
+        );
+        assert_eq!(d.allowed, *allowed, "{}: step {i}", limiter.describe());
+        assert_eq!(d.remaining, *remaining, "{}: step {i}", limiter.describe());
+        assert_eq!(
+            d.retry_after_us.div_ceil(S),
+            *retry,
+            "{}: step {i}",
+            limiter.describe()
+        );
+        tat = d.new_tat;
+    }
+}
+
+#[tokio::test]
+async fn gcra_conformance_table_on_both_backends() {
+    run_table(&Limiter::memory(), "table").await;
+    let redis = Limiter::redis(
+        &redis_url(),
+        &unique_prefix("table"),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    run_table(&redis, "table").await;
+}
+
+#[tokio::test]
+async fn redis_script_equals_the_rust_function_on_random_inputs() {
+    let redis = Limiter::redis(
+        &redis_url(),
+        &unique_prefix("random"),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let memory = Limiter::memory();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..20 {
+        let count = (next() % 20 + 1) as u32;
+        let period = Duration::from_millis(next() % 10_000 + 1);
+        let key = format!("r{round}");
+        let bucket = [Bucket {
+            key: key.clone(),
+            quota: Quota { count, period },
+        }];
+        let mut now = 1_750_000_000 * S + next() % S;
+        for step in 0..40 {
+            now += next() % (period.as_micros() as u64 / count as u64 * 2 + 1);
+            let a = memory.check_buckets(&bucket, Some(now)).await.unwrap();
+            let b = redis.check_buckets(&bucket, Some(now)).await.unwrap();
+            assert_eq!(
+                a, b,
+                "round {round} step {step}: count {count} period {period:?}"
+            );
+        }
+    }
+}
+
+async fn all_or_nothing(limiter: &Limiter) {
+    let now = 1_800_000_000 * S;
+    let q = |count| Quota {
+        count,
+        period: Duration::from_secs(3600),
+    };
+    let tight = Bucket {
+        key: "tight".into(),
+        quota: q(1),
+    };
+    let wide = Bucket {
+        key: "wide".into(),
+        quota: q(3),
+    };
+    let both = [tight.clone(), wide.clone()];
+    let d = limiter.check_buckets(&both, Some(now)).await.unwrap();
+    assert!(d.iter().all(|d| d.allowed));
+    // The tight bucket refuses: the wide one must not be charged.
+    for _ in 0..5 {
+        let d = limiter.check_buckets(&both, Some(now)).await.unwrap();
+        assert!(!d[0].allowed && d[1].allowed, "{}", limiter.describe());
+    }
+    let wide_only = [wide];
+    let d = limiter.check_buckets(&wide_only, Some(now)).await.unwrap();
+    assert_eq!(
+        (d[0].allowed, d[0].remaining),
+        (true, 1),
+        "{}",
+        limiter.describe()
+    );
+}
+
+#[tokio::test]
+async fn a_refusal_charges_no_other_limit_on_both_backends() {
+    all_or_nothing(&Limiter::memory()).await;
+    let redis =
+        Limiter::redis(&redis_url(), &unique_prefix("aon"), Duration::from_secs(2)).unwrap();
+    all_or_nothing(&redis).await;
+}
+
+async fn redis_keys(prefix: &str) -> Vec<String> {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+async fn quota_windows(limiter: &Limiter) {
+    let day = Duration::from_secs(86_400);
+    let b = [Bucket {
+        key: "invites:u:1".into(),
+        quota: Quota {
+            count: 2,
+            period: day,
+        },
+    }];
+    let start = 20_000 * 86_400 * S; // a window boundary
+    let seq = [
+        (start + 5 * S, true, 1),
+        (start + 6 * S, true, 2),
+        (start + 7 * S, false, 2),
+        (start + 86_400 * S - 1, false, 2),
+        (start + 86_400 * S, true, 1), // the next window
+    ];
+    for (i, (now, allowed, used)) in seq.into_iter().enumerate() {
+        let d = limiter.take_quotas(&b, Some(now)).await.unwrap()[0];
+        assert_eq!(
+            (d.allowed, d.used),
+            (allowed, used),
+            "{}: step {i}",
+            limiter.describe()
+        );
+        let window_end = (now / (86_400 * S) + 1) * 86_400 * S;
+        assert_eq!(
+            d.window_end_us,
+            window_end,
+            "{}: step {i}",
+            limiter.describe()
+        );
+    }
+    // A refund in the same window gives one back; one after it does nothing.
+    limiter
+        .refund_quotas(&b, Some(start + 86_400 * S + 1))
+        .await
+        .unwrap();
+    let d = limiter
+        .take_quotas(&b, Some(start + 86_400 * S + 2))
+        .await
+        .unwrap()[0];
+    assert_eq!((d.allowed, d.used), (true, 1), "{}", limiter.describe());
+}
+
+#[tokio::test]
+async fn quota_fixed_windows_agree_on_both_backends() {
+    quota_windows(&Limiter::memory()).await;
+    let redis =
+        Limiter::redis(&redis_url(), &unique_prefix("qwin"), Duration::from_secs(2)).unwrap();
+    quota_windows(&redis).await;
+}
+
+#[tokio::test]
+async fn redis_keys_expire_at_their_tat() {
+    let prefix = unique_prefix("ttl");
+    let redis = Limiter::redis(&redis_url(), &prefix, Duration::from_secs(2)).unwrap();
+    let bucket = [Bucket {
+        key: "k".into(),
+        quota: Quota {
+            count: 10,
+            period: Duration::from_secs(10),
+        },
+    }];
+    redis.check_buckets(&bucket, None).await.unwrap();
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{prefix}k"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // One request = one interval (1 s) past now.
+    assert!((900..=1000).contains(&ttl), "{ttl}");
+}
+
+// ---------------------------------------------------------------------------
+// Concurrency: exactly the budget, on each backend and across instances.
+
+async fn burst(clients: &[TestClient], n: usize) -> (usize, usize) {
+    let calls = (0..n).map(|i| {
+        let c = clients[i % clients.len()].clone();
+        async move { c.call("rl.ten", &[]).await }
+    });
+    let results = futures::future::join_all(calls).await;
+    let ok = results.iter().filter(|r| r.status == 200).count();
+    let limited = results
+        .iter()
+        .filter(|r| r.status == 429 && r.error_code().as_deref() == Some("rate_limited"))
+        .count();
+    (ok, limited)
+}
+
+#[tokio::test]
+async fn sixty_four_concurrent_requests_ten_succeed_in_memory() {
+    let fx = start(memory()).await;
+    assert_eq!(burst(std::slice::from_ref(&fx.client), 64).await, (10, 54));
+    assert_eq!(fx.state.runs(), 10);
+}
+
+#[tokio::test]
+async fn sixty_four_concurrent_requests_ten_succeed_on_redis() {
+    let fx = start(redis_config("burst")).await;
+    assert_eq!(burst(std::slice::from_ref(&fx.client), 64).await, (10, 54));
+    assert_eq!(fx.state.runs(), 10);
+}
+
+#[tokio::test]
+async fn sixty_four_concurrent_requests_across_two_instances_sharing_redis() {
+    let config = redis_config("two");
+    let a = start(config.clone()).await;
+    let b = start(config).await;
+    assert_ne!(a.client.addr(), b.client.addr());
+    let (ok, limited) = burst(&[a.client.clone(), b.client.clone()], 64).await;
+    assert_eq!((ok, limited), (10, 54));
+    assert_eq!(a.state.runs() + b.state.runs(), 10);
+    // Whichever instance served them, both now see the budget spent.
+    for fx in [&a, &b] {
+        assert_refused(&fx.client.call("rl.ten", &[]).await, 429, "rate_limited");
+    }
+    assert_eq!(a.state.runs() + b.state.runs(), 10);
+    eprintln!(
+        "instance a served {}, b served {}",
+        a.state.runs(),
+        b.state.runs()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Client identity
+
+#[tokio::test]
+async fn spoofed_forwarding_headers_from_an_untrusted_peer_do_not_change_the_key() {
+    let fx = start(redis_config("xff")).await;
+    let path = fx.client.action_path("rl.two");
+    let send = |headers: Vec<(&'static str, String)>| {
+        let mut req = fx
+            .client
+            .post(&path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .body("text=hi");
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move { TestResponse::read(req.send().await.unwrap()).await }
+    };
+    for i in 0..2 {
+        let r = send(vec![("x-forwarded-for", format!("198.51.100.{i}"))]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    for spoof in [
+        vec![("x-forwarded-for", "203.0.113.50".to_owned())],
+        vec![("x-forwarded-for", "203.0.113.51, 10.0.0.1".to_owned())],
+        vec![("forwarded", "for=203.0.113.52".to_owned())],
+        vec![("x-real-ip", "203.0.113.53".to_owned())],
+    ] {
+        let r = send(spoof.clone()).await;
+        assert_refused(&r, 429, "rate_limited");
+        assert_eq!(
+            r.header("ratelimit-policy"),
+            Some("\"ip\";q=2;w=3600"),
+            "{spoof:?}"
+        );
+    }
+    assert_eq!(fx.state.runs(), 2);
+
+    // Control: when the peer *is* a trusted proxy, its XFF names the client.
+    let mut config = redis_config("xff-trusted");
+    config.proxies = portcullis::proxy::TrustedProxies::parse(["127.0.0.1"]).unwrap();
+    let trusted = start(config).await;
+    let path = trusted.client.action_path("rl.two");
+    for client_ip in ["198.51.100.1", "198.51.100.1", "198.51.100.2"] {
+        let r = trusted
+            .client
+            .post(&path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-forwarded-for", client_ip)
+            .body("text=hi")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(trusted.state.runs(), 3);
+}
+
+#[tokio::test]
+async fn custom_key_function_keys_on_a_header() {
+    let fx = start(redis_config("custom")).await;
+    let path = fx.client.action_path("api.ping");
+    let ping = |key: &'static str| {
+        let req = fx
+            .client
+            .post(&path)
+            .header("content-type", "application/json")
+            .header("x-api-key", key)
+            .body("{}");
+        async move { TestResponse::read(req.send().await.unwrap()).await }
+    };
+    assert_eq!(ping("alpha").await.status, 200);
+    assert_eq!(ping("alpha").await.status, 200);
+    let r = ping("alpha").await;
+    assert_refused(&r, 429, "rate_limited");
+    assert_eq!(r.header("ratelimit-policy"), Some("\"api_key\";q=2;w=3600"));
+    assert_eq!(ping("beta").await.status, 200);
+    assert_eq!(fx.state.runs(), 3);
+}
+
+// ---------------------------------------------------------------------------
+// Responses
+
+#[tokio::test]
+async fn every_limited_response_carries_ratelimit_headers_on_both_backends() {
+    for config in [memory(), redis_config("headers")] {
+        let fx = start(config).await;
+        let r = fx.client.call("rl.two", &[("text", "a")]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("ratelimit-policy"), Some("\"ip\";q=2;w=3600"));
+        assert_eq!(r.header("ratelimit"), Some("\"ip\";r=1;t=1800"));
+        fx.client.call("rl.two", &[("text", "a")]).await;
+        let r = fx.client.call("rl.two", &[("text", "a")]).await;
+        assert_refused(&r, 429, "rate_limited");
+        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1790..=1800).contains(&retry), "{retry}");
+        assert!(r.header("ratelimit").unwrap().starts_with("\"ip\";r=0;t="));
+        assert_eq!(fx.state.runs(), 2);
+    }
+}
+
+#[tokio::test]
+async fn per_ip_and_global_limits_both_apply_and_the_tightest_is_reported() {
+    let fx = start(redis_config("contact")).await;
+    for i in 0..3 {
+        let r = fx.client.call("contact.send", &[("text", "hello")]).await;
+        assert_eq!(r.status, 200, "{i}: {}", r.text());
+    }
+    let r = fx.client.call("contact.send", &[("text", "hello")]).await;
+    assert_refused(&r, 429, "rate_limited");
+    assert_eq!(r.header("ratelimit-policy"), Some("\"global\";q=3;w=3600"));
+    assert_eq!(fx.state.runs(), 3);
+}
+
+#[tokio::test]
+async fn rate_limited_request_is_refused_before_the_body_is_read_on_redis() {
+    let fx = start(redis_config("body")).await;
+    for _ in 0..2 {
+        assert_eq!(
+            fx.client.call("rl.two", &[("text", "ok")]).await.status,
+            200
+        );
+    }
+    // 2 MiB chunked, no Content-Length: 429, not 413 — the body was never read.
+    let stream =
+        futures::stream::iter((0..32).map(|_| Ok::<_, std::io::Error>(vec![b'a'; 64 * 1024])));
+    let r = fx
+        .client
+        .post(&fx.client.action_path("rl.two"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "application/json")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    let r = TestResponse::read(r).await;
+    assert_refused(&r, 429, "rate_limited");
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(fx.state.runs(), 2);
+}
+
+// ---------------------------------------------------------------------------
+// Input limits (per account) and quotas
+
+#[tokio::test]
+async fn login_is_limited_per_submitted_account_on_both_backends() {
+    for config in [memory(), redis_config("account")] {
+        let prefix = config
+            .redis_url
+            .as_ref()
+            .map(|_| config.redis_prefix.clone());
+        let fx = start(config).await;
+        let sign_in = |email: &'static str| {
+            let c = fx.client.clone();
+            async move {
+                c.call("auth.sign_in", &[("email", email), ("password", "pw")])
+                    .await
+            }
+        };
+        for _ in 0..3 {
+            assert_eq!(sign_in("alice@example.com").await.status, 200);
+        }
+        // Same account, any spelling of its case: refused, handler not run.
+        let r = sign_in("ALICE@example.com").await;
+        assert_refused(&r, 429, "rate_limited");
+        assert_eq!(r.header("ratelimit-policy"), Some("\"account\";q=3;w=60"));
+        assert_eq!(fx.state.runs(), 3);
+        // Another account from the same address is unaffected.
+        assert_eq!(sign_in("bob@example.com").await.status, 200);
+        // Invalid input is refused by validation first and charges nothing.
+        let r = fx
+            .client
+            .call(
+                "auth.sign_in",
+                &[("email", "not-an-email"), ("password", "pw")],
+            )
+            .await;
+        assert_refused(&r, 422, "invalid_input");
+        assert_eq!(fx.state.runs(), 4);
+        // The account never sits in Redis in clear.
+        if let Some(prefix) = prefix {
+            let keys = redis_keys(&prefix).await;
+            assert!(keys.iter().any(|k| k.contains(":account:k:")), "{keys:?}");
+            assert!(
+                keys.iter()
+                    .all(|k| !k.contains("alice") && !k.contains("bob")),
+                "{keys:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn input_limit_on_the_wrong_input_type_is_refused_at_start_up() {
+    let err = Portcullis::new(memory(), State::default())
+        .actions(|a| {
+            a.add(
+                action("wrong")
+                    .public()
+                    .limit(per_ip(1).per_minute())
+                    .limit_input(account_limit())
+                    .handler(|_: Cx<State>, _: MaybeViewer, _: Valid<Text>| async { Ok(()) }),
+            );
+        })
+        .build(tower_sessions::MemoryStore::default())
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("input limit"), "{err}");
+}
+
+#[tokio::test]
+async fn quota_remaining_is_readable_by_the_handler_and_exhausts_on_both_backends() {
+    for config in [memory(), redis_config("quota")] {
+        let fx = start(config).await;
+        assert_eq!(fx.client.call("auth.as", &[]).await.status, 200);
+        for left in [2, 1, 0] {
+            let r = fx.client.call("invites.send", &[]).await;
+            assert_eq!(r.json()["result"]["remaining"], left, "{}", r.text());
+        }
+        let r = fx.client.call("invites.send", &[]).await;
+        assert_refused(&r, 429, "rate_limited");
+        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=86_400).contains(&retry), "{retry}");
+        assert_eq!(fx.state.runs(), 3);
+        // Another user has their own quota.
+        let other = fx.client.new_session();
+        fx.state.runs.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(other.call("auth.as", &[]).await.status, 200);
+        let r = other.call("invites.send", &[]).await;
+        assert_eq!(r.json()["result"]["remaining"], 2, "{}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn a_failed_handler_gives_its_quota_unit_back_on_both_backends() {
+    for config in [memory(), redis_config("refund")] {
+        let fx = start(config).await;
+        assert_eq!(fx.client.call("auth.as", &[]).await.status, 200);
+        for _ in 0..3 {
+            let r = fx.client.call("invites.maybe", &[("fail", "true")]).await;
+            assert_refused(&r, 422, "invalid_input");
+        }
+        for left in [1, 0] {
+            let r = fx.client.call("invites.maybe", &[("fail", "false")]).await;
+            assert_eq!(r.json()["result"]["remaining"], left, "{}", r.text());
+        }
+        let r = fx.client.call("invites.maybe", &[("fail", "false")]).await;
+        assert_refused(&r, 429, "rate_limited");
+        assert_eq!(
+            fx.state.runs(),
+            5,
+            "3 failures + 2 successes; the refused call never ran"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Backend failure
+
+async fn eventually_ok(fx: &Fx, name: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let r = fx.client.call(name, &[]).await;
+        if r.status == 200 {
+            return started.elapsed();
+        }
+        assert_refused(&r, 503, "limiter_unavailable");
+        assert!(started.elapsed() < within, "no recovery within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_down_fails_closed_fail_open_serves_and_recovery_is_automatic() {
+    let mut redis = common::RedisProcess::start();
+    let fx = start(redis_config_at(&redis.url(), "outage")).await;
+    assert_eq!(fx.client.call("rl.ten", &[]).await.status, 200);
+    assert_eq!(fx.state.runs(), 1);
+
+    redis.stop();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let r = fx.client.call("rl.ten", &[]).await;
+        assert_refused(&r, 503, "limiter_unavailable");
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(
+        fx.state.runs(),
+        1,
+        "no handler ran while the limiter was down"
+    );
+    // The opted-in action keeps serving; other routes still answer.
+    assert_eq!(fx.client.call("rl.open", &[]).await.status, 200);
+    assert_eq!(fx.state.runs(), 2);
+
+    redis.restart();
+    let took = eventually_ok(&fx, "rl.ten", Duration::from_secs(10)).await;
+    eprintln!("recovered {took:?} after redis came back");
+    assert_eq!(fx.state.runs(), 3);
+}
+
+#[tokio::test]
+async fn slow_redis_fails_closed_within_the_timeout() {
+    let redis = common::RedisProcess::start();
+    let fx = start(redis_config_at(&redis.url(), "slow")).await;
+    assert_eq!(fx.client.call("rl.ten", &[]).await.status, 200);
+    redis.signal("STOP");
+    let started = Instant::now();
+    let r = fx.client.call("rl.ten", &[]).await;
+    let took = started.elapsed();
+    redis.signal("CONT");
+    assert_refused(&r, 503, "limiter_unavailable");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    assert_eq!(fx.state.runs(), 1);
+    eventually_ok(&fx, "rl.ten", Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn redis_down_at_start_up_only_refuses_until_it_is_up() {
+    let mut redis = common::RedisProcess::start();
+    redis.stop();
+    let fx = start(redis_config_at(&redis.url(), "late")).await;
+    assert_refused(
+        &fx.client.call("rl.ten", &[]).await,
+        503,
+        "limiter_unavailable",
+    );
+    assert_eq!(fx.state.runs(), 0);
+    redis.restart();
+    eventually_ok(&fx, "rl.ten", Duration::from_secs(10)).await;
+    assert_eq!(fx.state.runs(), 1);
+}
+
+async fn command_calls(url: &str) -> std::collections::HashMap<String, u64> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn redis_cmd(url: &str, args: &[&str]) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    let _: redis::Value = cmd.query_async(&mut conn).await.unwrap();
+}
+
+#[tokio::test]
+async fn all_limits_of_an_action_cost_one_round_trip_and_noscript_falls_back_to_eval() {
+    let redis = common::RedisProcess::start();
+    let url = redis.url();
+    let fx = start(redis_config_at(&url, "roundtrip")).await;
+    assert_eq!(
+        fx.client
+            .call("contact.send", &[("text", "warm")])
+            .await
+            .status,
+        200
+    );
+    redis_cmd(&url, &["CONFIG", "RESETSTAT"]).await;
+    // contact.send has two limits (per ip and global): one EVALSHA per call.
+    for _ in 0..2 {
+        assert_eq!(
+            fx.client
+                .call("contact.send", &[("text", "hi")])
+                .await
+                .status,
+            200
+        );
+    }
+    let calls = command_calls(&url).await;
+    assert_eq!(calls.get("evalsha"), Some(&2), "{calls:?}");
+    assert_eq!(calls.get("eval"), None, "{calls:?}");
+    // GET/SET/TIME inside the script count as calls too; nothing else was sent.
+    assert!(
+        calls.keys().all(|k| k.starts_with("config")
+            || matches!(k.as_str(), "evalsha" | "info" | "get" | "set" | "time")),
+        "{calls:?}"
+    );
+    // After SCRIPT FLUSH (or a restart) the script is re-sent once with EVAL.
+    redis_cmd(&url, &["SCRIPT", "FLUSH"]).await;
+    let r = fx.client.call("contact.send", &[("text", "again")]).await;
+    assert_refused(&r, 429, "rate_limited"); // the global budget of 3 is spent
+    let calls = command_calls(&url).await;
+    assert_eq!(calls.get("eval"), Some(&1), "{calls:?}");
+    assert_eq!(fx.state.runs(), 3);
+}
