@@ -135,3 +135,114 @@ async fn forms_render_current_ids_and_accessible_fields() {
     }
     assert!(html.contains("role=\"alert\" aria-live=\"assertive\" data-form-errors"));
 }
+
+#[tokio::test]
+async fn honeypot_filled_contact_form_is_refused_and_nothing_stored() {
+    let demo = start().await;
+    let anon = demo.client.new_session();
+    let html = anon.get("/contact").await.text();
+    assert!(
+        html.contains("name=\"_hp\""),
+        "the form carries the honeypot"
+    );
+    let before = snapshot(&demo).await;
+    let r = anon
+        .call(
+            "contact.send",
+            &[
+                ("name", "Bot"),
+                ("email", "bot@example.com"),
+                ("message", "Buy cheap watches now!"),
+                ("_hp", "http://spam.example"),
+            ],
+        )
+        .await;
+    common::assert_refused(&r, 403, "bot_check_failed");
+    assert_eq!(snapshot(&demo).await, before);
+}
+
+#[tokio::test]
+async fn sign_in_is_limited_per_account_across_addresses() {
+    let demo = start().await;
+    let _ = user(&demo, "Alice").await;
+    let anon = demo.client.new_session();
+    for _ in 0..10 {
+        let r = anon
+            .call(
+                "auth.sign_in",
+                &[
+                    ("email", "alice@example.com"),
+                    ("password", "wrong password"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 422, "{}", r.text());
+    }
+    // The 11th guess at this account is refused, even with the right password.
+    let r = anon
+        .call(
+            "auth.sign_in",
+            &[("email", "ALICE@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    common::assert_refused(&r, 429, "rate_limited");
+    // Another account is unaffected.
+    let r = anon
+        .call(
+            "auth.sign_in",
+            &[("email", "bob@example.com"), ("password", "wrong password")],
+        )
+        .await;
+    assert_eq!(r.status, 422);
+}
+
+#[tokio::test]
+async fn invite_quota_is_shown_to_the_handler() {
+    let demo = start().await;
+    let (alice, id) = user(&demo, "Alice").await;
+    let team = team_of(&demo, id).await.to_string();
+    let r = alice
+        .call(
+            "teams.invite",
+            &[("teamId", &team), ("email", "x@example.com")],
+        )
+        .await;
+    assert_eq!(r.json()["result"]["invitesLeftToday"], 19);
+}
+
+#[tokio::test]
+async fn bench_seed_creates_the_workload_and_its_sessions_work() {
+    let demo = start().await;
+    let sessions = demo::seed::bench(&demo.db, &demo.sessions, "portcullis")
+        .await
+        .unwrap();
+    assert_eq!(sessions.len(), 100);
+    let (projects,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM projects")
+        .fetch_one(&demo.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(projects, 1000);
+    // Session 3 is user u4, who owns projects i % 10 == 3.
+    let s = &sessions[3];
+    let c = demo.client.new_session();
+    c.set_cookie(&s.cookie);
+    let r = c
+        .call(
+            "projects.rename",
+            &[
+                ("projectId", &s.project_id.to_string()),
+                ("name", "Renamed"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // And cannot touch u1's project.
+    let other = sessions[0].project_id.to_string();
+    let r = c
+        .call(
+            "projects.rename",
+            &[("projectId", &other), ("name", "Nope")],
+        )
+        .await;
+    common::assert_refused(&r, 404, "not_found");
+}

@@ -22,12 +22,21 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
             action(SIGN_UP)
                 .public()
                 .limit(per_ip(20).per_hour())
+                .bot_check(BotCheck::Honeypot)
                 .handler(sign_up),
         )
         .add(
             action(SIGN_IN)
                 .public()
                 .limit(per_ip(30).per_minute())
+                // Per account, whoever is asking: slows a distributed guess
+                // at one password without reading the body before stage 6.
+                .limit_input(
+                    per_input("account", 10, |i: &SignIn| {
+                        Some(i.email.trim().to_lowercase())
+                    })
+                    .per(Duration::from_secs(600)),
+                )
                 .handler(sign_in),
         )
         .add(action(SIGN_OUT).authenticated().handler(sign_out))

@@ -14,6 +14,8 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
             .public()
             .limit(per_ip(5).per_minute())
             .limit(global(100).per_minute())
+            // Works without JavaScript: a field humans never see must stay empty.
+            .bot_check(BotCheck::Honeypot)
             .body_limit(16 * 1024)
             .handler(send),
     );

@@ -23,7 +23,8 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
         .add(
             action(INVITE)
                 .authenticated()
-                .limit(per_user(20).per(std::time::Duration::from_secs(86_400)))
+                .limit(per_user(10).per_minute())
+                .quota("invites", per_user(20).per_day())
                 .handler(invite),
         )
         .add(
@@ -97,6 +98,8 @@ pub struct Remove {
 pub struct InviteCreated {
     pub invite_id: i64,
     pub link: String,
+    /// Invites the viewer may still create today.
+    pub invites_left_today: Option<u32>,
 }
 
 #[derive(Serialize, Dto)]
@@ -130,6 +133,7 @@ async fn invite(cx: Cx<AppState>, viewer: Viewer, input: Valid<Invite>) -> Outco
     Ok(InviteCreated {
         invite_id: id,
         link: format!("/invites/{token}"),
+        invites_left_today: cx.quota("invites").map(|q| q.remaining),
     })
 }
 
