@@ -79,6 +79,7 @@ pub fn build_with(config: Config, db: &Db, sessions: Sessions) -> Result<App, St
     };
     let app = Portcullis::new(config, state.clone())
         .actions(actions::register)
+        .fragments(pages::fragments::register)
         .pages(pages::router(state));
     Ok(match sessions {
         Sessions::Sqlite(s) => app.build(s)?,

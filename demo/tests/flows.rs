@@ -19,7 +19,7 @@ async fn sign_up_sign_in_act_sign_out() {
         .await;
     assert_eq!(
         r.json(),
-        serde_json::json!({"ok": true, "result": {"id": p, "name": "Artemis", "archived": false}})
+        serde_json::json!({"ok": true, "result": {"id": p, "name": "Artemis", "archived": false}, "revalidated": true})
     );
     assert!(c.get("/projects").await.text().contains("Artemis"));
     let r = c.call("auth.sign_out", &[]).await;
@@ -245,4 +245,75 @@ async fn bench_seed_creates_the_workload_and_its_sessions_work() {
         )
         .await;
     common::assert_refused(&r, 404, "not_found");
+}
+
+#[tokio::test]
+async fn rename_returns_the_fresh_row_fragment_in_under_a_kilobyte() {
+    let demo = start().await;
+    let (c, id) = user(&demo, "Alice").await;
+    let team = team_of(&demo, id).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(project(&c, team, &format!("Project {i}")).await);
+    }
+    // The list page is composed of one fragment per row.
+    let html = c.get("/projects").await.text();
+    let keys: Vec<String> = std::iter::once("projects".to_owned())
+        .chain(ids.iter().map(|i| format!("project:{i}")))
+        .collect();
+    for k in &keys {
+        assert!(html.contains(&format!("data-fragment=\"{k}\"")), "{k}");
+    }
+    let target = ids[2];
+    let r = c
+        .post(&c.action_path("projects.rename"))
+        .header("sec-fetch-site", "same-origin")
+        .header("accept", "application/json")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("portcullis-fragments", keys.join(" "))
+        .body(format!("projectId={target}&name=Renamed+project"))
+        .send()
+        .await
+        .unwrap();
+    let r = portcullis::testing::TestResponse::read(r).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let frags = v["fragments"].as_object().unwrap();
+    assert_eq!(frags.len(), 1, "only the renamed row: {v}");
+    assert!(
+        frags[&format!("project:{target}")]
+            .as_str()
+            .unwrap()
+            .contains("Renamed project")
+    );
+    assert!(r.body.len() < 1024, "{} bytes", r.body.len());
+    // Another member's next load sees it (update_tag, not SWR).
+    assert!(c.get("/projects").await.text().contains("Renamed project"));
+}
+
+#[tokio::test]
+async fn a_comment_by_one_member_appears_for_another_on_their_next_load() {
+    let demo = start().await;
+    let (alice, alice_id) = user(&demo, "Alice").await;
+    let (bob, _) = user(&demo, "Bob").await;
+    let team = team_of(&demo, alice_id).await;
+    let r = alice
+        .call(
+            "teams.invite",
+            &[("teamId", &team.to_string()), ("email", "bob@example.com")],
+        )
+        .await;
+    let link = r.json()["result"]["link"].as_str().unwrap().to_owned();
+    assert_eq!(common::accept_invite(&bob, &link).await.status, 200);
+    let p = project(&alice, team, "Shared").await;
+    let page = format!("/projects/{p}");
+    assert!(bob.get(&page).await.text().contains("No comments yet"));
+    let r = alice
+        .call(
+            "comments.post",
+            &[("projectId", &p.to_string()), ("body", "Hello Bob")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(bob.get(&page).await.text().contains("Hello Bob"));
 }

@@ -33,6 +33,8 @@ pub const ACTION_PREFIX: &str = "/_action/";
 pub enum BuildError {
     #[error("action `{0}` is registered twice; action names must be unique")]
     DuplicateAction(&'static str),
+    #[error("fragment `{0}` is registered twice; fragment names must be unique")]
+    DuplicateFragment(&'static str),
     #[error(
         "action `{action}`: an input limit keys on `{got}`, which is not the handler's input type"
     )]
@@ -54,6 +56,8 @@ pub struct Shared {
     pub(crate) config: Config,
     pub(crate) ids: Ids,
     pub(crate) limiter: Limiter,
+    /// Fragments, render cache and tag versions.
+    pub(crate) fragments: Arc<crate::fragment::Engine>,
     pub(crate) challenges: Challenges,
     /// Sealing keys (current + previous), key schedules prepared once.
     pub(crate) sealer: Arc<Sealer>,
@@ -75,6 +79,11 @@ impl Shared {
     pub fn action_path(&self, name: &str) -> Option<String> {
         self.action_id(name)
             .map(|id| format!("{ACTION_PREFIX}{id}"))
+    }
+
+    /// The fragment engine (render cache, tags).
+    pub fn fragments(&self) -> &Arc<crate::fragment::Engine> {
+        &self.fragments
     }
 
     pub fn config(&self) -> &Config {
@@ -168,6 +177,8 @@ pub struct Portcullis<S> {
     config: Config,
     state: S,
     actions: Actions<S>,
+    fragments: crate::fragment::Fragments<S>,
+    cache: crate::fragment::CacheConfig,
     pages: Router,
 }
 
@@ -177,8 +188,22 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             config,
             state,
             actions: Actions::default(),
+            fragments: crate::fragment::Fragments::default(),
+            cache: crate::fragment::CacheConfig::default(),
             pages: Router::new(),
         }
+    }
+
+    /// Registers fragments, e.g. `.fragments(pages::fragments)`.
+    pub fn fragments(mut self, register: impl FnOnce(&mut crate::fragment::Fragments<S>)) -> Self {
+        register(&mut self.fragments);
+        self
+    }
+
+    /// Render cache bounds (default 32 MiB, 10 minute TTL).
+    pub fn render_cache(mut self, cache: crate::fragment::CacheConfig) -> Self {
+        self.cache = cache;
+        self
     }
 
     /// Registers actions, e.g. `.actions(projects::register)`.
@@ -236,7 +261,20 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         };
         let challenges = Challenges::new(self.config.keys.clone());
         let sealer = Arc::new(Sealer::new(&self.config.keys));
+        let engine = crate::fragment::Engine::new(self.fragments, &self.state, &self.cache)
+            .map(Arc::new)
+            .map_err(BuildError::DuplicateFragment)?;
+        if let Some(url) = &self.config.redis_url {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                engine
+                    .connect_bus(&url.0, format!("{}tags", self.config.redis_prefix))
+                    .map_err(|e| BuildError::Limiter(LimiterError::Backend(e)))?;
+            } else {
+                tracing::warn!("no tokio runtime at build time: tag invalidations stay local");
+            }
+        }
         let shared = Arc::new(Shared {
+            fragments: engine,
             config: self.config,
             ids,
             limiter,

@@ -18,6 +18,25 @@ use crate::session::{self, Auth};
 #[derive(Debug, Default)]
 pub(crate) struct Effects {
     pub redirect: Option<String>,
+    /// Tags expired now (read-your-own-writes).
+    pub updated: Vec<String>,
+    /// Tags marked stale (stale-while-revalidate).
+    pub revalidated: Vec<String>,
+    /// Pages whose fragments are marked stale.
+    pub paths: Vec<String>,
+    /// Re-render every fragment the client's page shows.
+    pub refresh: bool,
+    /// `Set-Cookie` values for this response.
+    pub cookies: Vec<String>,
+}
+
+impl Effects {
+    pub(crate) fn revalidates(&self) -> bool {
+        self.refresh
+            || !self.updated.is_empty()
+            || !self.revalidated.is_empty()
+            || !self.paths.is_empty()
+    }
 }
 
 /// What an action handler gets besides its viewer and input.
@@ -28,6 +47,7 @@ pub struct Cx<S> {
     return_path: Option<String>,
     effects: Arc<Mutex<Effects>>,
     sealer: Arc<Sealer>,
+    secure_cookies: bool,
     quotas: Vec<(&'static str, QuotaState)>,
 }
 
@@ -47,6 +67,7 @@ impl<S> Cx<S> {
             return_path: return_path.filter(|p| safe_return_path(p).is_some()),
             effects,
             sealer,
+            secure_cookies: false,
             quotas: Vec::new(),
         }
     }
@@ -68,6 +89,11 @@ impl<S> Cx<S> {
             action,
             session::seal_binding(self.auth.session()),
         )
+    }
+
+    pub(crate) fn with_secure_cookies(mut self, secure: bool) -> Self {
+        self.secure_cookies = secure;
+        self
     }
 
     /// Attaches the quotas the pipeline charged for this call.
@@ -112,6 +138,78 @@ impl<S> Cx<S> {
         };
         self.effects_mut().redirect = Some(path.to_owned());
         Ok(())
+    }
+
+    /// Expires `tag` now: cached fragments that read it are re-rendered
+    /// before anyone sees them again, and the ones the caller's page shows
+    /// come back in this response. Applied only if the action succeeds.
+    pub fn update_tag(&self, tag: impl Into<String>) {
+        self.effects_mut().updated.push(tag.into());
+    }
+
+    /// Marks `tag` stale: the next reader gets the stale copy once while one
+    /// background render refreshes it. Applied only if the action succeeds.
+    pub fn revalidate_tag(&self, tag: impl Into<String>) {
+        self.effects_mut().revalidated.push(tag.into());
+    }
+
+    /// Marks every fragment rendered as part of page `path` stale.
+    pub fn revalidate_path(&self, path: impl Into<String>) {
+        self.effects_mut().paths.push(path.into());
+    }
+
+    /// Re-renders every fragment the caller's page shows into this response.
+    pub fn refresh(&self) {
+        self.effects_mut().refresh = true;
+    }
+
+    /// Sets a cookie on this response: `HttpOnly`, `SameSite=Lax`, `Path=/`,
+    /// and `Secure` when the app's cookies are. The session cookie's name is
+    /// refused (only the session layer writes it).
+    pub fn set_cookie(
+        &self,
+        name: &str,
+        value: &str,
+        max_age: Option<std::time::Duration>,
+    ) -> Result<(), ActionError> {
+        let cookie = self.cookie(name, value, max_age)?;
+        self.effects_mut().cookies.push(cookie);
+        Ok(())
+    }
+
+    /// Deletes a cookie set with [`Cx::set_cookie`].
+    pub fn remove_cookie(&self, name: &str) -> Result<(), ActionError> {
+        let cookie = self.cookie(name, "", Some(std::time::Duration::ZERO))?;
+        self.effects_mut().cookies.push(cookie);
+        Ok(())
+    }
+
+    fn cookie(
+        &self,
+        name: &str,
+        value: &str,
+        max_age: Option<std::time::Duration>,
+    ) -> Result<String, ActionError> {
+        let valid_name = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !valid_name || name.contains("portcullis") {
+            return Err(ActionError::internal(format!(
+                "cookie name `{name}` refused"
+            )));
+        }
+        let mut c = tower_sessions::cookie::Cookie::build((name.to_owned(), value.to_owned()))
+            .http_only(true)
+            .same_site(tower_sessions::cookie::SameSite::Lax)
+            .path("/")
+            .secure(self.secure_cookies);
+        if let Some(age) = max_age {
+            c = c.max_age(tower_sessions::cookie::time::Duration::seconds(
+                age.as_secs() as i64,
+            ));
+        }
+        Ok(c.build().encoded().to_string())
     }
 
     fn effects_mut(&self) -> std::sync::MutexGuard<'_, Effects> {

@@ -51,6 +51,10 @@ use crate::respond::{self, ClientKind, Success};
 use crate::seal::{self, Opening};
 use crate::session::{self, Auth};
 
+/// Request header in which the client runtime lists the fragment keys its
+/// page shows (space separated).
+pub const FRAGMENTS_HEADER: &str = "portcullis-fragments";
+
 /// Runs one action request through every stage.
 pub(crate) async fn run<S: Clone + Send + Sync + 'static>(
     inner: &Inner<S>,
@@ -210,7 +214,9 @@ async fn stages<S: Clone + Send + Sync + 'static>(
         effects.clone(),
         shared.sealer.clone(),
     )
-    .with_quotas(quotas);
+    .with_quotas(quotas)
+    .with_secure_cookies(config.secure_cookies);
+    let viewer_for_fragments = viewer.clone();
     let outcome = std::panic::AssertUnwindSafe(action.exec.call(cx, viewer, input))
         .catch_unwind()
         .await;
@@ -240,14 +246,56 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     // 9. Effects: applied to this one response; then the taint scan over the
     // final bytes (stage 8's second half), before anything is sent.
     let effects = std::mem::take(&mut *effects.lock().unwrap_or_else(|e| e.into_inner()));
-    respond::success(
+    let engine = &shared.fragments;
+    for tag in &effects.updated {
+        engine.update_tag(tag);
+    }
+    for tag in &effects.revalidated {
+        engine.revalidate_tag(tag);
+    }
+    for path in &effects.paths {
+        engine.revalidate_path(path);
+    }
+    // Read-your-own-writes: the fragments the caller's page shows that read
+    // an updated tag come back in this response (JSON clients only; a no-JS
+    // browser is redirected and re-renders the page anyway).
+    let fragments =
+        if client == ClientKind::Json && (effects.refresh || !effects.updated.is_empty()) {
+            let requested: Vec<&str> = parts
+                .headers
+                .get(FRAGMENTS_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.split_ascii_whitespace().collect())
+                .unwrap_or_default();
+            engine
+                .affected(
+                    shared,
+                    &requested,
+                    &effects.updated,
+                    effects.refresh,
+                    viewer_for_fragments.as_ref(),
+                )
+                .await
+        } else {
+            Vec::new()
+        };
+    let revalidated = effects.revalidates();
+    let mut response = respond::success(
         client,
         Success {
             result_json,
             redirect: effects.redirect,
             return_to: return_to.clone(),
+            fragments,
+            revalidated,
         },
-    )
+    )?;
+    for cookie in effects.cookies {
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(http::header::SET_COOKIE, v);
+        }
+    }
+    Ok(response)
 }
 
 /// The TCP peer, from `ConnectInfo` (set by [`crate::serve`]).

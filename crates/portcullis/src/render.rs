@@ -107,29 +107,7 @@ impl Page {
 
     /// Starts a form for the action registered as `name`.
     pub fn form(&self, name: &'static str) -> Form {
-        let action = match self.shared.action_path(name) {
-            Some(p) => p,
-            None => {
-                tracing::error!(action = name, "form for an unregistered action");
-                // Renders, but every submission answers `stale_action`.
-                format!(
-                    "{}{}",
-                    crate::app::ACTION_PREFIX,
-                    "A".repeat(crate::ids::ID_TEXT_LEN)
-                )
-            }
-        };
-        let bot = !self.shared.bot_checks(name).is_empty();
-        Form {
-            action,
-            return_to: self.path.clone(),
-            id: None,
-            class: None,
-            seal: self.seal_for(name),
-            hidden: Vec::new(),
-            honeypot: bot,
-            pow: self.shared.pow_challenge(name),
-        }
+        Form::for_action(&self.shared, name, self.path.clone(), self.binding.clone())
     }
 
     /// A target for [`crate::seal::seal`]: values that only action `name`
@@ -148,6 +126,26 @@ impl Page {
     /// the `X-Portcullis-Pow` header (see [`crate::botcheck`]).
     pub fn pow_challenge(&self, name: &str) -> Option<String> {
         self.shared.pow_challenge(name)
+    }
+
+    /// Fragment `key` (`name` or `name:param`) for this viewer, from the
+    /// render cache when fresh, wrapped in its `data-fragment` root so the
+    /// client runtime can swap it. A fragment that fails to render is logged
+    /// and rendered empty (the rest of the page still works).
+    pub async fn fragment(&self, key: &str) -> Markup {
+        let path = self.path.split('?').next().unwrap_or("/");
+        match self
+            .shared
+            .fragments
+            .render_key(&self.shared, key, self.viewer.as_ref(), Some(path))
+            .await
+        {
+            Ok(html) => maud::PreEscaped(html),
+            Err(e) => {
+                tracing::warn!(fragment = key, error = ?e, "fragment failed to render");
+                maud::PreEscaped(format!("<div data-fragment=\"{key}\"></div>"))
+            }
+        }
     }
 
     /// An error page for `code` as a response (e.g. 404 from a page handler).
@@ -175,6 +173,37 @@ pub struct Form {
 }
 
 impl Form {
+    /// A form for action `name` whose sealed values bind to `binding`.
+    pub(crate) fn for_action(
+        shared: &Arc<Shared>,
+        name: &'static str,
+        return_to: String,
+        binding: Binding,
+    ) -> Form {
+        let action = match shared.action_path(name) {
+            Some(p) => p,
+            None => {
+                tracing::error!(action = name, "form for an unregistered action");
+                // Renders, but every submission answers `stale_action`.
+                format!(
+                    "{}{}",
+                    crate::app::ACTION_PREFIX,
+                    "A".repeat(crate::ids::ID_TEXT_LEN)
+                )
+            }
+        };
+        Form {
+            action,
+            return_to,
+            id: None,
+            class: None,
+            seal: SealFor::new(shared.sealer.clone(), name, binding),
+            hidden: Vec::new(),
+            honeypot: !shared.bot_checks(name).is_empty(),
+            pow: shared.pow_challenge(name),
+        }
+    }
+
     /// Adds a hidden input `name` carrying `value` sealed for this form's
     /// action and the viewer's session, valid for [`seal::DEFAULT_TTL`]. The
     /// action declares the field as `name: Sealed<T>`.

@@ -92,6 +92,10 @@ pub(crate) struct Success {
     pub result_json: Vec<u8>,
     pub redirect: Option<String>,
     pub return_to: Option<String>,
+    /// Re-rendered fragments: (key, html).
+    pub fragments: Vec<(String, String)>,
+    /// Whether this action expired or revalidated anything.
+    pub revalidated: bool,
 }
 
 /// Builds the success response, refusing it if the taint scan finds a
@@ -102,10 +106,25 @@ pub(crate) fn success(client: ClientKind, s: Success) -> Result<Response, Reject
             let mut body = Vec::with_capacity(s.result_json.len() + 64);
             body.extend_from_slice(br#"{"ok":true,"result":"#);
             body.extend_from_slice(&s.result_json);
+            if !s.fragments.is_empty() {
+                body.extend_from_slice(br#","fragments":{"#);
+                for (i, (key, html)) in s.fragments.iter().enumerate() {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    // Strings always serialize.
+                    body.extend_from_slice(&serde_json::to_vec(key).unwrap_or_default());
+                    body.push(b':');
+                    body.extend_from_slice(&serde_json::to_vec(html).unwrap_or_default());
+                }
+                body.push(b'}');
+            }
             if let Some(to) = &s.redirect {
                 body.extend_from_slice(br#","redirect":"#);
-                // A &str always serializes.
                 body.extend_from_slice(&serde_json::to_vec(to).unwrap_or_default());
+            }
+            if s.revalidated {
+                body.extend_from_slice(br#","revalidated":true"#);
             }
             body.push(b'}');
             crate::taint::scan(&body)?;

@@ -74,6 +74,7 @@ async fn post(cx: Cx<AppState>, viewer: Viewer, input: Valid<Post>) -> Outcome<C
         .comments()
         .post(&viewer, input.project_id, input.body.trim())
         .await?;
+    cx.update_tag(format!("comments:{}", c.project_id));
     Ok(c.into())
 }
 
@@ -84,6 +85,7 @@ async fn edit(cx: Cx<AppState>, viewer: Viewer, input: Valid<Edit>) -> Outcome<C
         .comments()
         .edit(&viewer, input.comment_id, input.body.trim())
         .await?;
+    cx.update_tag(format!("comments:{}", c.project_id));
     Ok(c.into())
 }
 

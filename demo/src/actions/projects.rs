@@ -79,6 +79,14 @@ impl From<ProjectRow> for ProjectDto {
     }
 }
 
+/// Expires what a change to project `p` makes stale.
+fn touched(cx: &Cx<AppState>, p: &ProjectRow, list_changed: bool) {
+    cx.update_tag(format!("project:{}", p.id));
+    if list_changed {
+        cx.update_tag(format!("team-projects:{}", p.team_id));
+    }
+}
+
 async fn create(cx: Cx<AppState>, viewer: Viewer, input: Valid<Create>) -> Outcome<ProjectDto> {
     let p = cx
         .state()
@@ -86,6 +94,7 @@ async fn create(cx: Cx<AppState>, viewer: Viewer, input: Valid<Create>) -> Outco
         .projects()
         .create(&viewer, input.team_id, input.name.trim())
         .await?;
+    touched(&cx, &p, true);
     Ok(p.into())
 }
 
@@ -96,6 +105,7 @@ async fn rename(cx: Cx<AppState>, viewer: Viewer, input: Valid<Rename>) -> Outco
         .projects()
         .rename(&viewer, input.project_id, input.name.trim())
         .await?;
+    touched(&cx, &p, false);
     Ok(p.into())
 }
 
@@ -106,6 +116,7 @@ async fn archive(cx: Cx<AppState>, viewer: Viewer, input: Valid<ProjectId>) -> O
         .projects()
         .set_archived(&viewer, input.project_id, true)
         .await?;
+    touched(&cx, &p, true);
     Ok(p.into())
 }
 
@@ -116,6 +127,7 @@ async fn restore(cx: Cx<AppState>, viewer: Viewer, input: Valid<ProjectId>) -> O
         .projects()
         .set_archived(&viewer, input.project_id, false)
         .await?;
+    touched(&cx, &p, true);
     Ok(p.into())
 }
 

@@ -2,6 +2,7 @@
 //! can read who is viewing and render action forms, but cannot write cookies,
 //! redirect after the fact or sign anyone in — that is what actions are for.
 
+pub mod fragments;
 pub mod layout;
 
 use axum::Router;
@@ -156,7 +157,6 @@ async fn project_list(State(state): State<AppState>, page: Page) -> PageResult {
     let v = viewer(&page)?;
     let dal = &state.dal;
     let err = |_| page.error(ErrorCode::Internal);
-    let list = dal.projects().list(&v).await.map_err(err)?;
     let teams = dal.teams().mine(&v).await.map_err(err)?;
     let body = html! {
         h1 { "Projects" }
@@ -171,23 +171,7 @@ async fn project_list(State(state): State<AppState>, page: Page) -> PageResult {
             (submit("Create project"))
         }))
         div.card #project-list {
-            @if list.is_empty() { p.muted { "No projects yet." } }
-            ul.list {
-                @for p in &list {
-                    li id={"project-" (p.id)} {
-                        div {
-                            a href={"/projects/" (p.id)} data-project-name { (p.name) }
-                            " " span.badge { (p.team_name) }
-                            @if p.archived_at.is_some() { " " span.badge { "archived" } }
-                        }
-                        (page.form(projects::RENAME).class("inline").body(html! {
-                            input type="hidden" name="projectId" value=(p.id);
-                            (field("name").label("Rename").value(&p.name).id(&format!("rename-{}", p.id)))
-                            button.secondary type="submit" { "Rename" }
-                        }))
-                    }
-                }
-            }
+            (page.fragment("projects").await)
         }
     };
     shell(&state, &page, "Projects", body).await
@@ -205,11 +189,6 @@ async fn project_page(
         Err(portcullis::ActionError::NotFound) => return Err(page.error(ErrorCode::NotFound)),
         Err(_) => return Err(page.error(ErrorCode::Internal)),
     };
-    let comments = dal
-        .comments()
-        .list(&v, id)
-        .await
-        .map_err(|_| page.error(ErrorCode::Internal))?;
     let archived = project.archived_at.is_some();
     let body = html! {
         p.muted { a href="/projects" { "← Projects" } " · " a href={"/teams/" (project.team_id)} { (project.team_name) } }
@@ -220,21 +199,7 @@ async fn project_page(
             button type="submit" { "Rename" }
         }))
         h2 { "Comments" }
-        div.card #comments {
-            @if comments.is_empty() { p.muted #no-comments { "No comments yet." } }
-            @for c in &comments {
-                div.comment id={"comment-" (c.id)} {
-                    strong { (c.author_name) }
-                    p { (c.body) }
-                    @if c.author_id == v.id() {
-                        (page.form(comments::DELETE).class("inline").body(html! {
-                            input type="hidden" name="commentId" value=(c.id);
-                            button.secondary type="submit" { "Delete" }
-                        }))
-                    }
-                }
-            }
-        }
+        (page.fragment(&format!("comments:{}", project.id)).await)
         (page.form(comments::POST).class("card").id("post-comment").body(html! {
             input type="hidden" name="projectId" value=(project.id);
             (field("body").label("Add a comment").kind("textarea").required())

@@ -1,0 +1,726 @@
+//! Fragments, the render cache and revalidation (stage 9's engine).
+//!
+//! A page is composed of named *fragments*: async maud functions with a name,
+//! a parameter (e.g. a project id) and the *tags* of the data they read. The
+//! framework renders one fragment by key (`"project:42"`) for the current
+//! viewer, or a whole page from fragments, and caches each rendering.
+//!
+//! * **Composition.** A fragment may contain child fragments through
+//!   [`RenderCx::slot`]; the cache keeps the parent's *template* with a
+//!   marker where the child goes, and the child is looked up (cached on its
+//!   own) when the parent is served. So renaming one project re-renders one
+//!   row, not the list around it. Markers are HTML comments that maud's
+//!   escaping makes impossible to forge from user text (`<` becomes `&lt;`).
+//! * **Scope.** A fragment is either `per_viewer` (its cache key includes the
+//!   viewer id; it is never served to anyone else) or `shared` (its render
+//!   function is not even given a viewer, so it cannot leak one).
+//! * **Tags.** Each cached entry remembers the version of every tag it read.
+//!   `update_tag` bumps a tag *hard*: entries that read it are re-rendered
+//!   before they are served again, and the fragments the caller's page shows
+//!   are re-rendered into the action's own response (read-your-own-writes).
+//!   `revalidate_tag` bumps it *soft*: the next reader gets the stale copy
+//!   while exactly one background render refreshes it (stale-while-revalidate).
+//! * **Bounded.** Entries live in a `moka` cache weighed in bytes, with a TTL.
+//! * **Many instances.** With Redis configured, every bump is published on a
+//!   channel; other instances apply it. If the subscription drops, the
+//!   instance clears its cache (it may have missed bumps) and resubscribes.
+//!
+//! Render code gets a [`RenderCx`], which has no effect methods: there is no
+//! way to call `update_tag`, set a cookie or redirect from a render function
+//! (see `tests/ui/render_cannot_mutate.rs`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use futures::future::BoxFuture;
+use maud::{Markup, PreEscaped};
+
+use crate::app::Shared;
+use crate::error::ActionError;
+use crate::viewer::Viewer;
+
+const MARKER_OPEN: &str = "<!--pc-fragment:";
+const MARKER_CLOSE: &str = "-->";
+/// How deep fragments may nest.
+const MAX_DEPTH: usize = 8;
+/// At most this many fragment keys are read from one request header.
+pub const MAX_REQUESTED: usize = 256;
+
+/// What a render function gets: the app state, child slots, read-only forms
+/// and a way to declare the tags of the data it reads. No effects.
+pub struct RenderCx<S> {
+    state: S,
+    shared: Arc<Shared>,
+    tags: Arc<Mutex<Vec<(String, u64)>>>,
+}
+
+impl<S> RenderCx<S> {
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+
+    /// Declares that this rendering reads data tagged `tag`. Call it
+    /// *before* reading the data: the tag's version is taken now, so an
+    /// update that lands while rendering still expires this entry.
+    pub fn tag(&self, tag: impl Into<String>) {
+        let tag = tag.into();
+        let v = self.shared.fragments.version(&tag).version;
+        self.tags
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((tag, v));
+    }
+
+    /// A form for action `name`. Cached fragments are shared by all sessions
+    /// of a viewer, so values bound with `bind_sealed` here are bound to no
+    /// session and will not open; bind sealed values in the page instead.
+    /// The no-JS return path defaults to `/`; set it with `return_to`.
+    pub fn form(&self, name: &'static str) -> crate::render::Form {
+        crate::render::Form::for_action(
+            &self.shared,
+            name,
+            "/".to_owned(),
+            crate::seal::Binding::Anonymous,
+        )
+    }
+
+    /// A child fragment at this point of the template (rendered and cached on
+    /// its own, for the same viewer). `key` is `name` or `name:param`.
+    pub fn slot(&self, key: &str) -> Markup {
+        slot(key)
+    }
+}
+
+/// A child-fragment placeholder (see [`RenderCx::slot`]); usable from page
+/// templates too.
+pub fn slot(key: &str) -> Markup {
+    if !valid_key(key) {
+        tracing::error!(key, "invalid fragment key");
+        return PreEscaped(String::new());
+    }
+    PreEscaped(format!("{MARKER_OPEN}{key}{MARKER_CLOSE}"))
+}
+
+fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 200
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
+/// Splits `name:param`.
+fn split_key(key: &str) -> (&str, &str) {
+    key.split_once(':').unwrap_or((key, ""))
+}
+
+/// Dynamic tags collected during one rendering.
+type TagSink = Arc<Mutex<Vec<(String, u64)>>>;
+type RenderFn = Arc<
+    dyn Fn(
+            Arc<Shared>,
+            TagSink,
+            Option<Viewer>,
+            String,
+        ) -> BoxFuture<'static, Result<String, ActionError>>
+        + Send
+        + Sync,
+>;
+type TagsFn = Arc<dyn Fn(Option<&Viewer>, &str) -> Vec<String> + Send + Sync>;
+
+/// A fragment definition, made with [`fragment`].
+pub struct Fragment<S> {
+    name: &'static str,
+    per_viewer: bool,
+    tags: TagsFn,
+    make: Box<dyn FnOnce(S) -> RenderFn + Send>,
+}
+
+/// Starts a fragment definition.
+pub fn fragment(name: &'static str) -> FragmentBuilder {
+    FragmentBuilder {
+        name,
+        tags: Arc::new(|_, _| Vec::new()),
+    }
+}
+
+#[must_use]
+pub struct FragmentBuilder {
+    name: &'static str,
+    tags: TagsFn,
+}
+
+impl FragmentBuilder {
+    /// The tags of the data this fragment reads, for a viewer and parameter.
+    pub fn tags(
+        mut self,
+        tags: impl Fn(Option<&Viewer>, &str) -> Vec<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.tags = Arc::new(tags);
+        self
+    }
+
+    /// Rendered per viewer and cached per viewer; anonymous requests get
+    /// nothing rendered.
+    pub fn per_viewer<S, F, Fut>(self, render: F) -> Fragment<S>
+    where
+        S: Clone + Send + Sync + 'static,
+        F: Fn(RenderCx<S>, Viewer, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Markup, ActionError>> + Send + 'static,
+    {
+        let render = Arc::new(render);
+        Fragment {
+            name: self.name,
+            per_viewer: true,
+            tags: self.tags,
+            make: Box::new(move |state: S| {
+                Arc::new(
+                    move |shared: Arc<Shared>,
+                          tags: TagSink,
+                          viewer: Option<Viewer>,
+                          param: String| {
+                        let render = render.clone();
+                        let rcx = RenderCx {
+                            state: state.clone(),
+                            shared,
+                            tags,
+                        };
+                        Box::pin(async move {
+                            let viewer = viewer.ok_or(ActionError::NotFound)?;
+                            render(rcx, viewer, param).await.map(|m| m.into_string())
+                        }) as BoxFuture<'static, _>
+                    },
+                )
+            }),
+        }
+    }
+
+    /// Rendered once for everybody; the render function gets no viewer.
+    pub fn shared<S, F, Fut>(self, render: F) -> Fragment<S>
+    where
+        S: Clone + Send + Sync + 'static,
+        F: Fn(RenderCx<S>, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Markup, ActionError>> + Send + 'static,
+    {
+        let render = Arc::new(render);
+        Fragment {
+            name: self.name,
+            per_viewer: false,
+            tags: self.tags,
+            make: Box::new(move |state: S| {
+                Arc::new(
+                    move |shared: Arc<Shared>,
+                          tags: TagSink,
+                          _viewer: Option<Viewer>,
+                          param: String| {
+                        let render = render.clone();
+                        let rcx = RenderCx {
+                            state: state.clone(),
+                            shared,
+                            tags,
+                        };
+                        Box::pin(async move { render(rcx, param).await.map(|m| m.into_string()) })
+                            as BoxFuture<'static, _>
+                    },
+                )
+            }),
+        }
+    }
+}
+
+/// The app's fragment registry (see [`crate::Portcullis::fragments`]).
+pub struct Fragments<S> {
+    pub(crate) list: Vec<Fragment<S>>,
+}
+
+impl<S> Default for Fragments<S> {
+    fn default() -> Self {
+        Fragments { list: Vec::new() }
+    }
+}
+
+impl<S> Fragments<S> {
+    pub fn add(&mut self, f: Fragment<S>) -> &mut Self {
+        self.list.push(f);
+        self
+    }
+}
+
+struct Def {
+    name: &'static str,
+    per_viewer: bool,
+    tags: TagsFn,
+    render: RenderFn,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    frag: u32,
+    param: String,
+    /// Viewer id for per-viewer fragments; `None` for shared ones.
+    viewer: Option<i64>,
+}
+
+struct Entry {
+    template: Arc<str>,
+    tags: Vec<(String, u64)>,
+    refreshing: AtomicBool,
+    path_stale: AtomicBool,
+}
+
+#[derive(Clone, Copy, Default)]
+struct TagState {
+    version: u64,
+    /// The version of the last hard bump.
+    hard: u64,
+}
+
+enum Freshness {
+    Fresh,
+    Soft,
+    Hard,
+}
+
+/// Cache settings.
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    /// Upper bound of cached template bytes (default 32 MiB).
+    pub max_bytes: u64,
+    /// Time to live of an entry (default 10 minutes).
+    pub ttl: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_bytes: 32 * 1024 * 1024,
+            ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The engine: definitions, cache, tag versions, and the optional bus.
+pub struct Engine {
+    defs: Vec<Def>,
+    by_name: HashMap<&'static str, u32>,
+    cache: moka::sync::Cache<Key, Arc<Entry>>,
+    tags: DashMap<String, TagState>,
+    paths: DashMap<String, Vec<Key>>,
+    renders: AtomicU64,
+    background: AtomicU64,
+    bus: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
+    instance: u64,
+}
+
+impl Engine {
+    pub(crate) fn new<S: Clone + Send + Sync + 'static>(
+        fragments: Fragments<S>,
+        state: &S,
+        config: &CacheConfig,
+    ) -> Result<Self, &'static str> {
+        let mut defs = Vec::new();
+        let mut by_name = HashMap::new();
+        for f in fragments.list {
+            if by_name.insert(f.name, defs.len() as u32).is_some() {
+                return Err(f.name);
+            }
+            defs.push(Def {
+                name: f.name,
+                per_viewer: f.per_viewer,
+                tags: f.tags,
+                render: (f.make)(state.clone()),
+            });
+        }
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(|k: &Key, v: &Arc<Entry>| {
+                (k.param.len() + v.template.len() + 64 * (1 + v.tags.len())).min(u32::MAX as usize)
+                    as u32
+            })
+            .time_to_live(config.ttl)
+            .build();
+        Ok(Engine {
+            defs,
+            by_name,
+            cache,
+            tags: DashMap::new(),
+            paths: DashMap::new(),
+            renders: AtomicU64::new(0),
+            background: AtomicU64::new(0),
+            bus: Mutex::new(None),
+            instance: rand::random(),
+        })
+    }
+
+    /// Fragments rendered so far (foreground and background).
+    pub fn renders(&self) -> u64 {
+        self.renders.load(Ordering::Relaxed)
+    }
+
+    /// Background (stale-while-revalidate) renders so far.
+    pub fn background_renders(&self) -> u64 {
+        self.background.load(Ordering::Relaxed)
+    }
+
+    /// Bytes held by the cache (after pending maintenance).
+    pub fn cached_bytes(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.weighted_size()
+    }
+
+    pub fn cached_entries(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+
+    /// Drops every cached entry.
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
+    }
+
+    fn version(&self, tag: &str) -> TagState {
+        self.tags.get(tag).map(|t| *t).unwrap_or_default()
+    }
+
+    /// Expires `tag` now, on this instance and (if configured) all others.
+    pub fn update_tag(&self, tag: &str) {
+        self.bump(tag, true);
+        self.publish(true, tag);
+    }
+
+    /// Marks `tag` stale: the next reader gets the stale copy once while one
+    /// background render refreshes it.
+    pub fn revalidate_tag(&self, tag: &str) {
+        self.bump(tag, false);
+        self.publish(false, tag);
+    }
+
+    /// Marks every fragment rendered as part of page `path` stale (soft).
+    pub fn revalidate_path(&self, path: &str) {
+        if let Some(keys) = self.paths.get(path) {
+            for key in keys.iter() {
+                if let Some(e) = self.cache.get(key) {
+                    e.path_stale.store(true, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    fn bump(&self, tag: &str, hard: bool) {
+        let mut t = self.tags.entry(tag.to_owned()).or_default();
+        t.version += 1;
+        if hard {
+            t.hard = t.version;
+        }
+    }
+
+    fn freshness(&self, e: &Entry) -> Freshness {
+        let mut soft = e.path_stale.load(Ordering::Acquire);
+        for (tag, seen) in &e.tags {
+            let now = self.version(tag);
+            if now.version != *seen {
+                if now.hard > *seen {
+                    return Freshness::Hard;
+                }
+                soft = true;
+            }
+        }
+        if soft {
+            Freshness::Soft
+        } else {
+            Freshness::Fresh
+        }
+    }
+
+    fn key(&self, key: &str, viewer: Option<&Viewer>) -> Option<(Key, &Def)> {
+        let (name, param) = split_key(key);
+        let frag = *self.by_name.get(name)?;
+        let def = &self.defs[frag as usize];
+        Some((
+            Key {
+                frag,
+                param: param.to_owned(),
+                viewer: if def.per_viewer {
+                    viewer.map(Viewer::id)
+                } else {
+                    None
+                },
+            },
+            def,
+        ))
+    }
+
+    /// Renders `def` for `key` and caches the template.
+    async fn render(
+        &self,
+        shared: &Arc<Shared>,
+        def: &Def,
+        key: Key,
+        viewer: Option<Viewer>,
+    ) -> Result<Arc<str>, ActionError> {
+        let mut tags: Vec<(String, u64)> = (def.tags)(viewer.as_ref(), &key.param)
+            .into_iter()
+            .map(|t| {
+                let v = self.version(&t).version;
+                (t, v)
+            })
+            .collect();
+        self.renders.fetch_add(1, Ordering::Relaxed);
+        let sink: TagSink = Arc::default();
+        let html: Arc<str> = (def.render)(shared.clone(), sink.clone(), viewer, key.param.clone())
+            .await?
+            .into();
+        tags.extend(std::mem::take(
+            &mut *sink.lock().unwrap_or_else(|e| e.into_inner()),
+        ));
+        self.cache.insert(
+            key,
+            Arc::new(Entry {
+                template: html.clone(),
+                tags,
+                refreshing: AtomicBool::new(false),
+                path_stale: AtomicBool::new(false),
+            }),
+        );
+        Ok(html)
+    }
+
+    /// The template of one fragment, from the cache when fresh.
+    async fn template(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        key_text: &str,
+        viewer: Option<&Viewer>,
+    ) -> Result<Arc<str>, ActionError> {
+        let (key, def) = self.key(key_text, viewer).ok_or(ActionError::NotFound)?;
+        if def.per_viewer && viewer.is_none() {
+            return Err(ActionError::NotFound);
+        }
+        if let Some(entry) = self.cache.get(&key) {
+            match self.freshness(&entry) {
+                Freshness::Fresh => return Ok(entry.template.clone()),
+                Freshness::Soft => {
+                    if !entry.refreshing.swap(true, Ordering::AcqRel) {
+                        let engine = self.clone();
+                        let shared = shared.clone();
+                        let viewer = viewer.cloned();
+                        let key_text = key_text.to_owned();
+                        self.background.fetch_add(1, Ordering::Relaxed);
+                        tokio::spawn(async move {
+                            if let Some((key, def)) = engine.key(&key_text, viewer.as_ref())
+                                && let Err(e) = engine.render(&shared, def, key, viewer).await
+                            {
+                                tracing::warn!(fragment = key_text, error = ?e, "background render failed");
+                            }
+                        });
+                    }
+                    return Ok(entry.template.clone());
+                }
+                Freshness::Hard => {}
+            }
+        }
+        self.render(shared, def, key, viewer.cloned()).await
+    }
+
+    /// One fragment, children expanded, wrapped in its `data-fragment` root.
+    pub(crate) async fn render_key(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        key: &str,
+        viewer: Option<&Viewer>,
+        page_path: Option<&str>,
+    ) -> Result<String, ActionError> {
+        let mut out = String::with_capacity(1024);
+        self.expand_into(shared, key, viewer, page_path, 0, &mut out)
+            .await?;
+        Ok(out)
+    }
+
+    fn expand_into<'a>(
+        self: &'a Arc<Self>,
+        shared: &'a Arc<Shared>,
+        key: &'a str,
+        viewer: Option<&'a Viewer>,
+        page_path: Option<&'a str>,
+        depth: usize,
+        out: &'a mut String,
+    ) -> BoxFuture<'a, Result<(), ActionError>> {
+        Box::pin(async move {
+            if depth > MAX_DEPTH {
+                return Err(ActionError::internal(format!(
+                    "fragments nested deeper than {MAX_DEPTH} at `{key}`"
+                )));
+            }
+            let template = self.template(shared, key, viewer).await?;
+            if let Some(path) = page_path
+                && let Some((k, _)) = self.key(key, viewer)
+            {
+                let mut keys = self.paths.entry(path.to_owned()).or_default();
+                if !keys.contains(&k) && keys.len() < 10_000 {
+                    keys.push(k);
+                }
+            }
+            out.push_str("<div data-fragment=\"");
+            out.push_str(key);
+            out.push_str("\">");
+            let mut rest: &str = &template;
+            while let Some(start) = rest.find(MARKER_OPEN) {
+                out.push_str(&rest[..start]);
+                let after = &rest[start + MARKER_OPEN.len()..];
+                let Some(end) = after.find(MARKER_CLOSE) else {
+                    out.push_str(&rest[start..]);
+                    rest = "";
+                    break;
+                };
+                let child = &after[..end];
+                self.expand_into(shared, child, viewer, page_path, depth + 1, out)
+                    .await?;
+                rest = &after[end + MARKER_CLOSE.len()..];
+            }
+            out.push_str(rest);
+            out.push_str("</div>");
+            Ok(())
+        })
+    }
+
+    /// The fragments among `requested` (keys the client's page shows) that
+    /// must be re-rendered into this response: all of them on `refresh`,
+    /// otherwise those whose tags intersect `updated`.
+    pub(crate) async fn affected(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        requested: &[&str],
+        updated: &[String],
+        refresh: bool,
+        viewer: Option<&Viewer>,
+    ) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for key in requested.iter().take(MAX_REQUESTED) {
+            if !valid_key(key) {
+                continue;
+            }
+            let Some((k, def)) = self.key(key, viewer) else {
+                continue;
+            };
+            // A cached entry knows every tag it read (static and dynamic);
+            // without one, fall back to the static tags.
+            let hit = refresh
+                || match self.cache.get(&k) {
+                    Some(e) => e.tags.iter().any(|(t, _)| updated.contains(t)),
+                    None => (def.tags)(viewer, &k.param)
+                        .iter()
+                        .any(|t| updated.contains(t)),
+                };
+            if hit {
+                match self.render_key(shared, key, viewer, None).await {
+                    Ok(html) => out.push(((*key).to_owned(), html)),
+                    Err(e) => {
+                        tracing::debug!(fragment = key, error = ?e, "fragment not re-rendered")
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn publish(&self, hard: bool, tag: &str) {
+        if let Some(tx) = self.bus.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = tx.send(format!(
+                "{} {} {tag}",
+                self.instance,
+                if hard { 'h' } else { 's' }
+            ));
+        }
+    }
+
+    fn apply_remote(&self, payload: &str) {
+        let mut parts = payload.splitn(3, ' ');
+        let (Some(from), Some(kind), Some(tag)) = (parts.next(), parts.next(), parts.next()) else {
+            return;
+        };
+        if from == self.instance.to_string() {
+            return;
+        }
+        self.bump(tag, kind == "h");
+    }
+
+    /// Connects the engine to Redis pub/sub on `channel` (multi-instance mode).
+    pub(crate) fn connect_bus(self: &Arc<Self>, url: &str, channel: String) -> Result<(), String> {
+        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        *self.bus.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        // Publisher.
+        let pub_client = client.clone();
+        let pub_channel = channel.clone();
+        tokio::spawn(async move {
+            let mut conn = None;
+            while let Some(msg) = rx.recv().await {
+                for _ in 0..2 {
+                    if conn.is_none() {
+                        conn = redis::aio::ConnectionManager::new(pub_client.clone())
+                            .await
+                            .ok();
+                    }
+                    let Some(c) = conn.as_mut() else { break };
+                    let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                        .arg(&pub_channel)
+                        .arg(&msg)
+                        .query_async(c)
+                        .await;
+                    match sent {
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "tag invalidation publish failed");
+                            conn = None;
+                        }
+                    }
+                }
+            }
+        });
+        // Subscriber: on any loss, clear the local cache and resubscribe.
+        let engine = Arc::downgrade(self);
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let mut first = true;
+            loop {
+                let Some(live) = engine.upgrade() else { return };
+                drop(live);
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => {
+                        if pubsub.subscribe(&channel).await.is_ok() {
+                            if !first && let Some(e) = engine.upgrade() {
+                                // Bumps may have been missed while disconnected.
+                                e.clear();
+                                tracing::info!("tag bus resubscribed; local render cache cleared");
+                            }
+                            first = false;
+                            let mut stream = pubsub.into_on_message();
+                            while let Some(msg) = stream.next().await {
+                                let Some(e) = engine.upgrade() else { return };
+                                if let Ok(payload) = msg.get_payload::<String>() {
+                                    e.apply_remote(&payload);
+                                }
+                            }
+                        }
+                        if let Some(e) = engine.upgrade() {
+                            e.clear();
+                        }
+                        tracing::warn!("tag bus subscription lost; cache cleared, resubscribing");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "tag bus unreachable; retrying"),
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        Ok(())
+    }
+
+    /// Name of fragment `key` (for logs and the manifest).
+    pub fn names(&self) -> Vec<&'static str> {
+        self.defs.iter().map(|d| d.name).collect()
+    }
+}

@@ -1,0 +1,398 @@
+//! Issue #7: fragments, the render cache and revalidation, against real
+//! servers (and a real Redis for the two-instance case).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use maud::html;
+use portcullis::prelude::*;
+use portcullis::testing::{TestClient, TestResponse};
+use portcullis::{CacheConfig, Config, MasterSecret, Page, Portcullis, RenderCx, fragment};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Default)]
+struct State {
+    /// What the shared "counter" fragment shows; bumped by `counter.bump`.
+    value: Arc<AtomicU64>,
+    /// Per-user notes: user id → text.
+    notes: Arc<std::sync::Mutex<std::collections::HashMap<i64, String>>>,
+}
+
+#[derive(Deserialize, garde::Validate)]
+struct Nothing {}
+
+#[derive(Deserialize, garde::Validate)]
+#[serde(rename_all = "camelCase")]
+struct Login {
+    #[garde(range(min = 1))]
+    user_id: i64,
+}
+
+#[derive(Deserialize, garde::Validate)]
+struct Note {
+    #[garde(length(min = 1, max = 100))]
+    text: String,
+}
+
+#[derive(Deserialize, garde::Validate)]
+struct Target {
+    #[garde(length(min = 1, max = 100))]
+    to: String,
+}
+
+#[derive(Serialize, Dto)]
+struct Done {
+    done: bool,
+}
+
+fn config() -> Config {
+    Config::new(MasterSecret::from_bytes(vec![3; 32]).unwrap())
+}
+
+fn build(config: Config, state: State, cache: CacheConfig) -> portcullis::App {
+    Portcullis::new(config, state.clone())
+        .actions(|a| {
+            a.add(
+                action("login")
+                    .public()
+                    .limit(per_ip(10_000).per_minute())
+                    .handler(|cx: Cx<State>, _: MaybeViewer, i: Valid<Login>| async move {
+                        cx.auth().login(i.user_id, vec![]).await?;
+                        Ok(Done { done: true })
+                    }),
+            )
+            .add(
+                action("counter.bump")
+                    .public()
+                    .limit(per_ip(10_000).per_minute())
+                    .handler(|cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
+                        cx.state().value.fetch_add(1, Ordering::SeqCst);
+                        cx.revalidate_tag("counter");
+                        Ok(Done { done: true })
+                    }),
+            )
+            .add(
+                action("counter.set_now")
+                    .public()
+                    .limit(per_ip(10_000).per_minute())
+                    .handler(|cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
+                        cx.state().value.fetch_add(1, Ordering::SeqCst);
+                        cx.update_tag("counter");
+                        Ok(Done { done: true })
+                    }),
+            )
+            .add(
+                action("note.save")
+                    .authenticated()
+                    .handler(|cx: Cx<State>, v: Viewer, i: Valid<Note>| async move {
+                        cx.state().notes.lock().unwrap().insert(v.id(), i.into_inner().text);
+                        cx.update_tag(format!("note:{}", v.id()));
+                        Ok(Done { done: true })
+                    }),
+            )
+            .add(
+                action("go")
+                    .public()
+                    .limit(per_ip(10_000).per_minute())
+                    .handler(|cx: Cx<State>, _: MaybeViewer, i: Valid<Target>| async move {
+                        cx.redirect(&i.to)?;
+                        cx.set_cookie("theme", "dark", Some(Duration::from_secs(3600)))?;
+                        Ok(Done { done: true })
+                    }),
+            )
+            .add(
+                action("refresh")
+                    .public()
+                    .limit(per_ip(10_000).per_minute())
+                    .handler(|cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
+                        cx.refresh();
+                        Ok(Done { done: true })
+                    }),
+            );
+        })
+        .fragments(|f| {
+            f.add(fragment("counter").shared(|rcx: RenderCx<State>, _: String| async move {
+                rcx.tag("counter");
+                let v = rcx.state().value.load(Ordering::SeqCst);
+                Ok(html! { span.counter { "value=" (v) } })
+            }))
+            .add(fragment("note").per_viewer(|rcx: RenderCx<State>, v: Viewer, _: String| async move {
+                rcx.tag(format!("note:{}", v.id()));
+                let text = rcx.state().notes.lock().unwrap().get(&v.id()).cloned().unwrap_or_default();
+                Ok(html! { p.note { "user=" (v.id()) " note=" (text) } })
+            }))
+            .add(fragment("page").per_viewer(|rcx: RenderCx<State>, _: Viewer, _: String| async move {
+                Ok(html! { (rcx.slot("note")) (rcx.slot("counter")) })
+            }))
+            .add(fragment("many").shared(|_: RenderCx<State>, p: String| async move {
+                Ok(html! { p { (p) (" ".repeat(200)) } })
+            }));
+        })
+        .render_cache(cache)
+        .pages(Router::new().route(
+            "/",
+            get(|page: Page| async move {
+                html! { (page.fragment("counter").await) (page.fragment("note").await) }
+            }),
+        ).route(
+            "/composed",
+            get(|page: Page| async move { html! { (page.fragment("page").await) } }),
+        ).route(
+            "/many/{n}",
+            get(|page: Page, axum::extract::Path(n): axum::extract::Path<String>| async move {
+                html! { (page.fragment(&format!("many:{n}")).await) }
+            }),
+        ))
+        .build(tower_sessions::MemoryStore::default())
+        .unwrap()
+}
+
+async fn start() -> (TestClient, State) {
+    let state = State::default();
+    let app = build(config(), state.clone(), CacheConfig::default());
+    (TestClient::start(&app).await, state)
+}
+
+async fn login(c: &TestClient, id: i64) {
+    let r = c.call("login", &[("userId", &id.to_string())]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+async fn call_with_fragments(
+    c: &TestClient,
+    name: &str,
+    form: &[(&str, &str)],
+    keys: &str,
+) -> TestResponse {
+    let body = form
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let r = c
+        .post(&c.action_path(name))
+        .header("sec-fetch-site", "same-origin")
+        .header("accept", "application/json")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("portcullis-fragments", keys)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    TestResponse::read(r).await
+}
+
+#[tokio::test]
+async fn read_your_own_writes_the_response_carries_the_fresh_fragment() {
+    let (c, _) = start().await;
+    login(&c, 7).await;
+    assert!(c.get("/").await.text().contains("note=</p>"));
+    let r = call_with_fragments(&c, "note.save", &[("text", "hello")], "counter note").await;
+    let v = r.json();
+    assert_eq!(v["revalidated"], true);
+    let frag = v["fragments"]["note"].as_str().unwrap();
+    assert_eq!(
+        frag,
+        "<div data-fragment=\"note\"><p class=\"note\">user=7 note=hello</p></div>"
+    );
+    // Only the fragment that read the updated tag comes back.
+    assert!(v["fragments"].get("counter").is_none(), "{v}");
+    assert!(r.body.len() < 1024, "{} bytes", r.body.len());
+    // And the next page load shows it too.
+    assert!(c.get("/").await.text().contains("note=hello"));
+}
+
+#[tokio::test]
+async fn stale_while_revalidate_one_stale_read_then_fresh_one_background_render() {
+    let (c, state) = start().await;
+    let engine = c.shared().fragments().clone();
+    assert!(c.get("/").await.text().contains("value=0"));
+    let renders = engine.renders();
+    assert_eq!(c.call("counter.bump", &[]).await.status, 200);
+    assert_eq!(state.value.load(Ordering::SeqCst), 1);
+    // The first read after revalidate_tag is the stale copy.
+    assert!(
+        c.get("/").await.text().contains("value=0"),
+        "stale copy expected"
+    );
+    // Concurrent readers meanwhile get stale or fresh, never a second render.
+    let reads = futures::future::join_all((0..8).map(|_| c.get("/"))).await;
+    for r in &reads {
+        let t = r.text();
+        assert!(t.contains("value=0") || t.contains("value=1"), "{t}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while engine.renders() < renders + 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(engine.background_renders(), 1);
+    assert_eq!(engine.renders(), renders + 1);
+    assert!(c.get("/").await.text().contains("value=1"));
+    // update_tag, by contrast, is fresh on the very next read.
+    assert_eq!(c.call("counter.set_now", &[]).await.status, 200);
+    assert!(c.get("/").await.text().contains("value=2"));
+}
+
+#[tokio::test]
+async fn viewer_scoped_fragments_never_leak_across_viewers_under_concurrent_load() {
+    let (c, state) = start().await;
+    state.notes.lock().unwrap().insert(1, "alice-secret".into());
+    state.notes.lock().unwrap().insert(2, "bob-secret".into());
+    let alice = c.new_session();
+    let bob = c.new_session();
+    login(&alice, 1).await;
+    login(&bob, 2).await;
+    let anon = c.new_session();
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let (client, me, other) = match i % 3 {
+            0 => (alice.clone(), Some("alice-secret"), "bob-secret"),
+            1 => (bob.clone(), Some("bob-secret"), "alice-secret"),
+            _ => (anon.clone(), None, "secret"),
+        };
+        tasks.push(tokio::spawn(async move {
+            let path = if i % 2 == 0 { "/" } else { "/composed" };
+            let html = client.get(path).await.text();
+            if let Some(me) = me {
+                assert!(html.contains(me), "{html}");
+            }
+            assert!(!html.contains(other), "leak: {html}");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn redirect_to_another_origin_is_refused() {
+    let (c, _) = start().await;
+    for evil in [
+        "https://evil.example",
+        "//evil.example",
+        "/\\evil.example",
+        "javascript:alert(1)",
+    ] {
+        let r = c.call("go", &[("to", evil)]).await;
+        assert_eq!(r.status, 500, "{evil}: {}", r.text());
+        assert_eq!(r.error_code().as_deref(), Some("internal"));
+        assert!(
+            r.header("set-cookie").is_none(),
+            "no effect of a failed action is applied"
+        );
+        let r = c.submit("go", &[("to", evil)]).await;
+        assert_ne!(r.status, 303, "{evil}");
+    }
+    let r = c.call("go", &[("to", "/projects")]).await;
+    assert_eq!(r.json()["redirect"], "/projects");
+    let cookie = r.header("set-cookie").unwrap();
+    assert!(
+        cookie.starts_with("theme=dark")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let r = c.submit("go", &[("to", "/projects")]).await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/projects"));
+    assert!(
+        r.header("set-cookie").is_some(),
+        "cookie rides on the 303 as well"
+    );
+}
+
+#[tokio::test]
+async fn refresh_re_renders_every_fragment_the_page_shows() {
+    let (c, _) = start().await;
+    login(&c, 3).await;
+    let r = call_with_fragments(&c, "refresh", &[], "counter note bogus:1 <script>").await;
+    let v = r.json();
+    assert!(v["fragments"]["counter"].is_string(), "{v}");
+    assert!(v["fragments"]["note"].is_string(), "{v}");
+    assert!(v["fragments"].get("bogus:1").is_none());
+}
+
+#[tokio::test]
+async fn composed_fragments_cache_children_separately() {
+    let (c, _) = start().await;
+    login(&c, 4).await;
+    let engine = c.shared().fragments().clone();
+    let html = c.get("/composed").await.text();
+    assert!(
+        html.contains("<div data-fragment=\"page\"><div data-fragment=\"note\">"),
+        "{html}"
+    );
+    let before = engine.renders();
+    c.get("/composed").await;
+    assert_eq!(engine.renders(), before, "fully cached");
+    let r = call_with_fragments(&c, "note.save", &[("text", "x1")], "page note counter").await;
+    let v = r.json();
+    // The child changed, the parent's template did not: only the child is sent.
+    assert!(v["fragments"]["note"].as_str().unwrap().contains("note=x1"));
+    assert!(v["fragments"].get("page").is_none(), "{v}");
+    assert!(c.get("/composed").await.text().contains("note=x1"));
+}
+
+#[tokio::test]
+async fn cache_memory_stays_within_its_bound_under_100k_distinct_keys() {
+    let state = State::default();
+    let bound = 2 * 1024 * 1024;
+    let app = build(
+        config(),
+        state,
+        CacheConfig {
+            max_bytes: bound,
+            ttl: Duration::from_secs(600),
+        },
+    );
+    let c = TestClient::start(&app).await;
+    let engine = c.shared().fragments().clone();
+    // Render 100k distinct keys through the engine (via pages, 64 at a time).
+    let keys: Vec<String> = (0..100_000).map(|i| format!("/many/k{i}")).collect();
+    for chunk in keys.chunks(64) {
+        futures::future::join_all(chunk.iter().map(|k| c.get(k))).await;
+    }
+    let bytes = engine.cached_bytes();
+    let entries = engine.cached_entries();
+    eprintln!("cache after 100k keys: {entries} entries, {bytes} bytes (bound {bound})");
+    assert!(bytes <= bound, "{bytes} > {bound}");
+    assert!(entries < 100_000);
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+#[tokio::test]
+async fn invalidation_on_one_instance_is_visible_on_another_through_redis() {
+    let prefix = format!("pc-test-{}:", rand::random::<u64>());
+    let mk = |state: State| {
+        let mut c = config();
+        c.redis_url = Some(portcullis::config::RedisUrl(redis_url()));
+        c.redis_prefix = prefix.clone();
+        build(c, state, CacheConfig::default())
+    };
+    // Two instances over one shared data source.
+    let state = State::default();
+    let a = TestClient::start(&mk(state.clone())).await;
+    let b = TestClient::start(&mk(state.clone())).await;
+    // Let both subscriptions settle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(b.get("/").await.text().contains("value=0"));
+    let started = Instant::now();
+    assert_eq!(a.call("counter.set_now", &[]).await.status, 200);
+    let mut seen = None;
+    while started.elapsed() < Duration::from_secs(2) {
+        if b.get("/").await.text().contains("value=1") {
+            seen = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let seen = seen.expect("instance B never saw the invalidation");
+    eprintln!("invalidation on A visible on B after {seen:?}");
+    assert!(seen < Duration::from_millis(100), "{seen:?}");
+}

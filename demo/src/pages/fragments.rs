@@ -1,0 +1,99 @@
+//! The demo's fragments. The project list is a template of per-project row
+//! fragments, so renaming one project re-renders one row (a few hundred
+//! bytes in the action's response), not the list. Tags:
+//!
+//! | tag                  | read by                         | updated by |
+//! |----------------------|---------------------------------|------------|
+//! | `team-projects:<t>`  | the list of a member of team t  | create, delete, archive, restore |
+//! | `project:<id>`       | that project's row              | rename, archive, restore |
+//! | `comments:<id>`      | that project's comment thread   | post, edit, delete comment |
+//!
+//! All three are per-viewer (rows carry viewer-specific forms), and all
+//! writes use `update_tag`, so another member sees a new comment on their
+//! next load, not after a stale-while-revalidate window.
+
+use maud::html;
+use portcullis::{ActionError, Fragments, RenderCx, Viewer, field, fragment};
+
+use crate::AppState;
+use crate::actions::{comments, projects};
+
+pub fn register(f: &mut Fragments<AppState>) {
+    f.add(fragment("projects").per_viewer(project_list))
+        .add(fragment("project").per_viewer(project_row))
+        .add(fragment("comments").per_viewer(comment_thread));
+}
+
+fn id(param: &str) -> Result<i64, ActionError> {
+    param.parse().map_err(|_| ActionError::NotFound)
+}
+
+async fn project_list(
+    rcx: RenderCx<AppState>,
+    viewer: Viewer,
+    _: String,
+) -> Result<maud::Markup, ActionError> {
+    let dal = &rcx.state().dal;
+    for team in dal.teams().mine(&viewer).await? {
+        rcx.tag(format!("team-projects:{}", team.id));
+    }
+    let list = dal.projects().list(&viewer).await?;
+    Ok(html! {
+        @if list.is_empty() { p.muted { "No projects yet." } }
+        ul.list {
+            @for p in &list { (rcx.slot(&format!("project:{}", p.id))) }
+        }
+    })
+}
+
+async fn project_row(
+    rcx: RenderCx<AppState>,
+    viewer: Viewer,
+    param: String,
+) -> Result<maud::Markup, ActionError> {
+    let pid = id(&param)?;
+    rcx.tag(format!("project:{pid}"));
+    let p = rcx.state().dal.projects().get(&viewer, pid).await?;
+    Ok(html! {
+        li id={"project-" (p.id)} {
+            div {
+                a href={"/projects/" (p.id)} data-project-name { (p.name) }
+                " " span.badge { (p.team_name) }
+                @if p.archived_at.is_some() { " " span.badge { "archived" } }
+            }
+            (rcx.form(projects::RENAME).class("inline").return_to("/projects").body(html! {
+                input type="hidden" name="projectId" value=(p.id);
+                (field("name").label("Rename").value(&p.name).id(&format!("rename-{}", p.id)))
+                button.secondary type="submit" { "Rename" }
+            }))
+        }
+    })
+}
+
+async fn comment_thread(
+    rcx: RenderCx<AppState>,
+    viewer: Viewer,
+    param: String,
+) -> Result<maud::Markup, ActionError> {
+    let pid = id(&param)?;
+    rcx.tag(format!("comments:{pid}"));
+    let list = rcx.state().dal.comments().list(&viewer, pid).await?;
+    let back = format!("/projects/{pid}");
+    Ok(html! {
+        div.card #comments {
+            @if list.is_empty() { p.muted #no-comments { "No comments yet." } }
+            @for c in &list {
+                div.comment id={"comment-" (c.id)} {
+                    strong { (c.author_name) }
+                    p { (c.body) }
+                    @if c.author_id == viewer.id() {
+                        (rcx.form(comments::DELETE).class("inline").return_to(&back).body(html! {
+                            input type="hidden" name="commentId" value=(c.id);
+                            button.secondary type="submit" { "Delete" }
+                        }))
+                    }
+                }
+            }
+        }
+    })
+}
