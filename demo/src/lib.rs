@@ -13,6 +13,10 @@ pub mod seed;
 use std::str::FromStr;
 
 use portcullis::{App, Config, Portcullis};
+use tower_sessions_redis_store::RedisStore;
+use tower_sessions_redis_store::fred::prelude::{
+    ClientLike, Config as RedisConfig, Pool as RedisPool,
+};
 use tower_sessions_sqlx_store::{PostgresStore, SqliteStore};
 
 use dal::Dal;
@@ -40,9 +44,29 @@ pub enum StartError {
 pub enum Sessions {
     Sqlite(SqliteStore),
     Postgres(PostgresStore),
+    /// Multi-instance mode: a session made on one instance is valid on all,
+    /// and signing out on one signs out everywhere.
+    Redis(RedisStore<RedisPool>),
 }
 
 impl Sessions {
+    /// Redis when `redis_url` is given, else the database's own store.
+    pub async fn choose(db: &Db, redis_url: Option<&str>) -> Result<Self, StartError> {
+        match redis_url {
+            Some(url) => Self::redis(url).await,
+            None => Self::for_db(db).await,
+        }
+    }
+
+    pub async fn redis(url: &str) -> Result<Self, StartError> {
+        let err =
+            |e: tower_sessions_redis_store::fred::error::Error| StartError::Sessions(e.to_string());
+        let config = RedisConfig::from_url(url).map_err(err)?;
+        let pool = RedisPool::new(config, None, None, None, 4).map_err(err)?;
+        pool.init().await.map_err(err)?;
+        Ok(Sessions::Redis(RedisStore::new(pool)))
+    }
+
     pub async fn for_db(db: &Db) -> Result<Self, StartError> {
         let err = |e: sqlx::Error| StartError::Sessions(e.to_string());
         match db.dialect {
@@ -69,11 +93,32 @@ impl Sessions {
 
 /// Builds the demo app on an open database.
 pub async fn build(config: Config, db: &Db) -> Result<App, StartError> {
-    let sessions = Sessions::for_db(db).await?;
+    let redis = config.redis_url.as_ref().map(|u| u.0.clone());
+    let sessions = Sessions::choose(db, redis.as_deref()).await?;
     build_with(config, db, sessions)
 }
 
+/// Database connection failures become 503 `database_unavailable` (nothing
+/// was applied; the client may retry) instead of a generic 500.
+fn classify(e: &(dyn std::error::Error + 'static)) -> Option<portcullis::ErrorCode> {
+    let e = e.downcast_ref::<sqlx::Error>()?;
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => Some(portcullis::ErrorCode::DatabaseUnavailable),
+        sqlx::Error::Database(d)
+            if d.code()
+                .is_some_and(|c| c.starts_with("08") || c == "57P01") =>
+        {
+            Some(portcullis::ErrorCode::DatabaseUnavailable)
+        }
+        _ => None,
+    }
+}
+
 pub fn build_with(config: Config, db: &Db, sessions: Sessions) -> Result<App, StartError> {
+    portcullis::error::set_error_classifier(classify);
     let state = AppState {
         dal: Dal::new(db.pool.clone()),
     };
@@ -84,5 +129,6 @@ pub fn build_with(config: Config, db: &Db, sessions: Sessions) -> Result<App, St
     Ok(match sessions {
         Sessions::Sqlite(s) => app.build(s)?,
         Sessions::Postgres(s) => app.build(s)?,
+        Sessions::Redis(s) => app.build(s)?,
     })
 }

@@ -75,7 +75,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         ["seed", "--bench"] => {
             let db = Db::connect(&url).await?;
-            let sessions = demo::Sessions::for_db(&db).await?;
+            let redis = config.redis_url.as_ref().map(|u| u.0.clone());
+            let sessions = demo::Sessions::choose(&db, redis.as_deref()).await?;
             let name = portcullis::session::cookie_name(&config);
             println!("# cookie\tuser\tproject_id");
             for s in demo::seed::bench(&db, &sessions, name).await? {
@@ -96,10 +97,15 @@ async fn serve(config: Config, url: &str) -> Result<(), Box<dyn std::error::Erro
     let app = demo::build(config, &db).await?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     tracing::info!(
-        "demo listening on http://{} ({} actions, database {:?})",
+        "demo listening on http://{} ({} actions, database {:?}, sessions {})",
         listener.local_addr()?,
         app.manifest().actions.len(),
-        db.dialect
+        db.dialect,
+        if app.shared().config().redis_url.is_some() {
+            "redis"
+        } else {
+            "database"
+        }
     );
     portcullis::serve(listener, app.router()).await?;
     Ok(())

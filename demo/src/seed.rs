@@ -165,6 +165,7 @@ pub async fn bench(
         let id = match sessions {
             Sessions::Sqlite(s) => issue(s, users[user_index], ttl).await?,
             Sessions::Postgres(s) => issue(s, users[user_index], ttl).await?,
+            Sessions::Redis(s) => issue(s, users[user_index], ttl).await?,
         };
         out.push(BenchSession {
             cookie: format!("{cookie_name}={id}"),

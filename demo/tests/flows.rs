@@ -317,3 +317,30 @@ async fn a_comment_by_one_member_appears_for_another_on_their_next_load() {
     assert_eq!(r.status, 200);
     assert!(bob.get(&page).await.text().contains("Hello Bob"));
 }
+
+#[tokio::test]
+async fn no_js_double_submit_of_one_rendered_form_applies_once() {
+    let demo = start().await;
+    let (c, id) = user(&demo, "Alice").await;
+    let team = team_of(&demo, id).await;
+    let key = common::hidden_field(&c, "/projects", "_idem").await;
+    let submit = || {
+        c.post(&c.action_path("projects.create"))
+            .header("accept", "text/html")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("teamId={team}&name=Once&_idem={key}"))
+            .send()
+    };
+    let first = submit().await.unwrap();
+    let second = submit().await.unwrap();
+    assert_eq!(first.status(), 303);
+    assert_eq!(second.status(), 303);
+    assert_eq!(second.headers()["idempotent-replayed"], "true");
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM projects WHERE name = 'Once'")
+        .fetch_one(&demo.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    // A fresh render carries a fresh key.
+    assert_ne!(common::hidden_field(&c, "/projects", "_idem").await, key);
+}

@@ -56,6 +56,8 @@ pub struct Shared {
     pub(crate) config: Config,
     pub(crate) ids: Ids,
     pub(crate) limiter: Limiter,
+    /// Idempotency keys (memory, or Redis when configured).
+    pub(crate) idempotency: crate::idempotency::Store,
     /// Fragments, render cache and tag versions.
     pub(crate) fragments: Arc<crate::fragment::Engine>,
     pub(crate) challenges: Challenges,
@@ -273,7 +275,13 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 tracing::warn!("no tokio runtime at build time: tag invalidations stay local");
             }
         }
+        let idempotency = match &self.config.redis_url {
+            Some(url) => crate::idempotency::Store::redis(&url.0, &self.config.redis_prefix)
+                .map_err(|e| BuildError::Limiter(LimiterError::Backend(e)))?,
+            None => crate::idempotency::Store::memory(),
+        };
         let shared = Arc::new(Shared {
+            idempotency,
             fragments: engine,
             config: self.config,
             ids,

@@ -118,6 +118,9 @@ pub struct Reserved {
     pub pow: Option<String>,
     /// `_bot`: a bot-verifier token.
     pub bot_token: Option<String>,
+    /// `_idem`: the idempotency key of a no-JS form (the client runtime
+    /// sends the `Idempotency-Key` header instead).
+    pub idempotency_key: Option<String>,
 }
 
 impl Reserved {
@@ -134,6 +137,7 @@ impl Reserved {
         let slot = match name {
             RETURN_FIELD => &mut self.return_to,
             crate::botcheck::HONEYPOT_FIELD => &mut self.honeypot,
+            crate::idempotency::FIELD => &mut self.idempotency_key,
             crate::botcheck::POW_FIELD => &mut self.pow,
             crate::botcheck::BOT_TOKEN_FIELD => &mut self.bot_token,
             _ => return None,
@@ -148,6 +152,7 @@ impl Reserved {
                 | crate::botcheck::HONEYPOT_FIELD
                 | crate::botcheck::POW_FIELD
                 | crate::botcheck::BOT_TOKEN_FIELD
+                | crate::idempotency::FIELD
         )
     }
 }

@@ -53,6 +53,10 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 503: the rate limiter backend is unreachable and the action fails closed.
     LimiterUnavailable,
+    /// 503: the database is unreachable; nothing was applied, retry later.
+    DatabaseUnavailable,
+    /// 409: a request with this idempotency key is still running.
+    RequestInProgress,
     /// 500: anything else; the detail is only in the server log under the digest.
     Internal,
 }
@@ -67,13 +71,13 @@ impl ErrorCode {
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MalformedBody | MalformedActionId | InvalidBoundArgument => StatusCode::BAD_REQUEST,
-            StaleAction => StatusCode::CONFLICT,
+            StaleAction | RequestInProgress => StatusCode::CONFLICT,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Unauthenticated | ReauthenticationRequired => StatusCode::UNAUTHORIZED,
             InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            LimiterUnavailable | DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -99,6 +103,8 @@ impl ErrorCode {
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             LimiterUnavailable => "limiter_unavailable",
+            DatabaseUnavailable => "database_unavailable",
+            RequestInProgress => "request_in_progress",
             Internal => "internal",
         }
     }
@@ -126,6 +132,10 @@ impl ErrorCode {
             NotFound => "Not found.",
             MethodNotAllowed => "Method not allowed.",
             LimiterUnavailable => "The service is busy. Try again shortly.",
+            DatabaseUnavailable => {
+                "The database is unavailable; nothing was changed. Try again shortly."
+            }
+            RequestInProgress => "This request is already being processed.",
             Internal => "Something went wrong on our side.",
         }
     }
@@ -314,7 +324,14 @@ impl ActionError {
                 field_errors,
                 form_errors,
             } => Rejection::invalid(field_errors, form_errors),
-            ActionError::Internal(e) => Rejection::internal(&e),
+            ActionError::Internal(e) => match classify(e.as_ref()) {
+                Some(code) => {
+                    let r = Rejection::new(code);
+                    tracing::error!(digest = %r.digest, code = %code, detail = %e, "action failed");
+                    r
+                }
+                None => Rejection::internal(&e),
+            },
             ActionError::Rejected(r) => r,
         }
     }
@@ -324,6 +341,22 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for ActionError {
     fn from(e: E) -> Self {
         ActionError::Internal(Box::new(e))
     }
+}
+
+/// Maps an app error to a public code other than `internal` (e.g. a pool
+/// time-out to `database_unavailable`). Set once per process by the app.
+pub type ErrorClassifier = fn(&(dyn std::error::Error + 'static)) -> Option<ErrorCode>;
+
+static CLASSIFIER: std::sync::OnceLock<ErrorClassifier> = std::sync::OnceLock::new();
+
+/// Installs the process-wide error classifier (first call wins). The demo
+/// uses it to turn sqlx connection errors into 503 `database_unavailable`.
+pub fn set_error_classifier(f: ErrorClassifier) {
+    let _ = CLASSIFIER.set(f);
+}
+
+fn classify(e: &(dyn std::error::Error + 'static)) -> Option<ErrorCode> {
+    CLASSIFIER.get().and_then(|f| f(e))
 }
 
 impl From<Rejection> for ActionError {

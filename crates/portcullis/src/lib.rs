@@ -9,6 +9,7 @@ pub mod cx;
 pub mod decode;
 pub mod error;
 pub mod fragment;
+pub mod idempotency;
 pub mod ids;
 pub mod keys;
 pub mod limits;

@@ -64,9 +64,26 @@ pub(crate) async fn run<S: Clone + Send + Sync + 'static>(
     let client = ClientKind::from_headers(request.headers());
     let mut extra_headers = Vec::new();
     let mut return_to = None;
-    let mut response = match stages(inner, id, request, &mut extra_headers, &mut return_to).await {
-        Ok(response) => response,
+    let mut claimed = None;
+    let outcome = stages(
+        inner,
+        id,
+        request,
+        &mut extra_headers,
+        &mut return_to,
+        &mut claimed,
+    )
+    .await;
+    let idem = &inner.shared.idempotency;
+    let mut response = match outcome {
+        Ok(response) => match &claimed {
+            Some(key) => idem.complete(key, response).await,
+            None => response,
+        },
         Err(rejection) => {
+            if let Some(key) = &claimed {
+                idem.abandon(key).await;
+            }
             tracing::debug!(code = %rejection.code, digest = %rejection.digest, "action refused");
             respond::failure(
                 client,
@@ -88,6 +105,7 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     request: Request,
     extra_headers: &mut Vec<(HeaderName, HeaderValue)>,
     return_to: &mut Option<String>,
+    claimed: &mut Option<String>,
 ) -> Result<Response, Rejection> {
     let shared = &inner.shared;
     let config = &shared.config;
@@ -188,7 +206,35 @@ async fn stages<S: Clone + Send + Sync + 'static>(
         meta.fail_open,
     )
     .await?;
-    // 6d. Limits keyed on the submitted input (e.g. per account).
+    // 6d. Idempotency: a key seen before replays its stored response; one
+    // still running is 409. Scoped by action and caller.
+    let idem_key = parts
+        .headers
+        .get(crate::idempotency::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| reserved.idempotency_key.clone());
+    if let Some(key) = idem_key {
+        if !crate::idempotency::valid(&key) {
+            return Err(Rejection::with_message(
+                crate::ErrorCode::MalformedBody,
+                "Idempotency-Key must be 1-128 letters, digits, '-' or '_'.",
+            ));
+        }
+        let caller = match &viewer {
+            Some(v) => format!("u{}", v.id()),
+            None => match session.id() {
+                Some(id) => format!("s{id}"),
+                None => format!("ip{client_ip}"),
+            },
+        };
+        let scoped = format!("{}:{caller}:{key}", meta.name);
+        match shared.idempotency.begin(&scoped).await? {
+            crate::idempotency::Begin::Replay(response) => return Ok(response),
+            crate::idempotency::Begin::Run => *claimed = Some(scoped),
+        }
+    }
+    // 6e. Limits keyed on the submitted input (e.g. per account).
     if !meta.input_limits.is_empty() {
         let keys = ratelimit::input_keys(meta.name, &meta.input_limits, input.as_ref(), client_ip)?;
         let headers = shared
@@ -197,7 +243,7 @@ async fn stages<S: Clone + Send + Sync + 'static>(
             .await?;
         extra_headers.extend(headers);
     }
-    // 6e. Quotas: charged last, so only a call that reaches the handler pays.
+    // 6f. Quotas: charged last, so only a call that reaches the handler pays.
     let quotas = shared
         .limiter
         .charge_quotas(&meta.quotas, quota_keys.clone(), meta.fail_open)

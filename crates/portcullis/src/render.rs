@@ -107,7 +107,11 @@ impl Page {
 
     /// Starts a form for the action registered as `name`.
     pub fn form(&self, name: &'static str) -> Form {
-        Form::for_action(&self.shared, name, self.path.clone(), self.binding.clone())
+        let mut form =
+            Form::for_action(&self.shared, name, self.path.clone(), self.binding.clone());
+        let key: [u8; 16] = rand::random();
+        form.idempotency_key = Some(key.iter().map(|b| format!("{b:02x}")).collect());
+        form
     }
 
     /// A target for [`crate::seal::seal`]: values that only action `name`
@@ -170,6 +174,9 @@ pub struct Form {
     hidden: Vec<(String, String)>,
     honeypot: bool,
     pow: Option<String>,
+    /// A fresh `_idem` key for no-JS double submits (page forms only: a form
+    /// inside a cached fragment is shared by renders, so it gets none).
+    idempotency_key: Option<String>,
 }
 
 impl Form {
@@ -201,6 +208,7 @@ impl Form {
             hidden: Vec::new(),
             honeypot: !shared.bot_checks(name).is_empty(),
             pow: shared.pow_challenge(name),
+            idempotency_key: None,
         }
     }
 
@@ -265,6 +273,9 @@ impl Form {
                 div.form-errors role="alert" aria-live="assertive" data-form-errors {}
                 @for (name, value) in &self.hidden {
                     input type="hidden" name=(name) value=(value);
+                }
+                @if let Some(key) = &self.idempotency_key {
+                    input type="hidden" name=(crate::idempotency::FIELD) value=(key);
                 }
                 @if self.honeypot {
                     // Off-screen rather than `display:none` (which some bots skip);

@@ -108,6 +108,7 @@ pub async fn session_reauthed_ago(demo: &Demo, user: i64, ago: Duration) -> Test
     let id = match &demo.sessions {
         Sessions::Sqlite(s) => portcullis::session::issue_with(s, user, vec![], ttl, ago).await,
         Sessions::Postgres(s) => portcullis::session::issue_with(s, user, vec![], ttl, ago).await,
+        Sessions::Redis(s) => portcullis::session::issue_with(s, user, vec![], ttl, ago).await,
     }
     .unwrap();
     let c = demo.client.new_session();
