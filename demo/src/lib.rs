@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod actions;
+pub mod billing;
 pub mod dal;
 pub mod db;
 pub mod pages;
@@ -125,6 +126,7 @@ pub fn build_with(config: Config, db: &Db, sessions: Sessions) -> Result<App, St
     let app = Portcullis::new(config, state.clone())
         .actions(actions::register)
         .fragments(pages::fragments::register)
+        .webhook(billing::PATH, billing::webhook(), billing::receive)
         .pages(pages::router(state));
     Ok(match sessions {
         Sessions::Sqlite(s) => app.build(s)?,

@@ -344,3 +344,33 @@ async fn no_js_double_submit_of_one_rendered_form_applies_once() {
     // A fresh render carries a fresh key.
     assert_ne!(common::hidden_field(&c, "/projects", "_idem").await, key);
 }
+
+#[tokio::test]
+async fn the_billing_webhook_is_the_only_way_a_plan_changes() {
+    let demo = start().await;
+    let (_, id) = user(&demo, "Alice").await;
+    let team = team_of(&demo, id).await;
+    let body = format!(r#"{{"id":"evt_42","type":"plan.changed","teamId":{team},"plan":"pro"}}"#);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sig = demo::billing::webhook().sign(body.as_bytes(), now);
+    let send = |sig: String, body: String| {
+        reqwest::Client::new()
+            .post(demo.client.url(demo::billing::PATH))
+            .header(demo::billing::HEADER, sig)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let forged = body.replace("pro", "enterprise");
+    assert_eq!(send(sig.clone(), forged).await.unwrap().status(), 401);
+    assert_eq!(send(sig.clone(), body.clone()).await.unwrap().status(), 200);
+    let (plan,): (String,) = sqlx::query_as("SELECT plan FROM teams WHERE id = $1")
+        .bind(team)
+        .fetch_one(&demo.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(plan, "pro");
+}

@@ -56,6 +56,8 @@ pub struct Shared {
     pub(crate) config: Config,
     pub(crate) ids: Ids,
     pub(crate) limiter: Limiter,
+    /// Routes that accept cross-origin requests, with their authenticator.
+    pub(crate) cross_origin_routes: Vec<crate::routes::CrossOriginRoute>,
     /// Idempotency keys (memory, or Redis when configured).
     pub(crate) idempotency: crate::idempotency::Store,
     /// Fragments, render cache and tag versions.
@@ -145,6 +147,7 @@ impl Shared {
                     meta: meta.clone(),
                 })
                 .collect(),
+            cross_origin_routes: self.cross_origin_routes.clone(),
         }
     }
 }
@@ -154,6 +157,9 @@ impl Shared {
 pub struct Manifest {
     pub epoch: u64,
     pub actions: Vec<ManifestEntry>,
+    /// Routes that accept cross-origin requests, and why that is safe.
+    #[serde(rename = "crossOriginRoutes")]
+    pub cross_origin_routes: Vec<crate::routes::CrossOriginRoute>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -182,6 +188,7 @@ pub struct Portcullis<S> {
     fragments: crate::fragment::Fragments<S>,
     cache: crate::fragment::CacheConfig,
     pages: Router,
+    webhooks: Vec<(String, crate::webhook::Webhook, crate::webhook::Handler<S>)>,
 }
 
 impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
@@ -193,7 +200,21 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             fragments: crate::fragment::Fragments::default(),
             cache: crate::fragment::CacheConfig::default(),
             pages: Router::new(),
+            webhooks: Vec::new(),
         }
+    }
+
+    /// A signed webhook receiver at `path` (POST only). It accepts
+    /// cross-origin deliveries because every one must carry a valid HMAC
+    /// signature; see [`crate::webhook`].
+    pub fn webhook<F, Fut>(mut self, path: &str, hook: crate::webhook::Webhook, handler: F) -> Self
+    where
+        F: Fn(S, crate::webhook::Event) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), crate::ActionError>> + Send + 'static,
+    {
+        self.webhooks
+            .push((path.to_owned(), hook, crate::webhook::handler(handler)));
+        self
     }
 
     /// Registers fragments, e.g. `.fragments(pages::fragments)`.
@@ -280,7 +301,20 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 .map_err(|e| BuildError::Limiter(LimiterError::Backend(e)))?,
             None => crate::idempotency::Store::memory(),
         };
+        let cross_origin_routes = self
+            .webhooks
+            .iter()
+            .map(|(path, hook, _)| crate::routes::CrossOriginRoute {
+                path: path.clone(),
+                method: "POST",
+                authenticator: match hook.scheme() {
+                    crate::webhook::Scheme::Timestamped => "webhook-hmac-sha256-timestamped",
+                    crate::webhook::Scheme::HexDigest => "webhook-hmac-sha256",
+                },
+            })
+            .collect();
         let shared = Arc::new(Shared {
+            cross_origin_routes,
             idempotency,
             fragments: engine,
             config: self.config,
@@ -297,6 +331,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             state: self.state,
             actions,
         });
+        let app_state = inner.state.clone();
         let endpoint = post(move |Path(id): Path<String>, request: Request| {
             let inner = inner.clone();
             async move { crate::pipeline::run(&inner, &id, request).await }
@@ -305,10 +340,41 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         // (stage 8); pages are scanned by this layer.
         let pages = self
             .pages
+            .layer(axum::middleware::from_fn(crate::routes::guard))
             .layer(axum::middleware::map_response(crate::taint::scan_response));
+        let mut hooks = Router::new();
+        for (path, hook, handler) in self.webhooks {
+            let shared = shared.clone();
+            let state = app_state.clone();
+            let route_path = path.clone();
+            hooks = hooks.route(
+                &path,
+                post(move |request: Request| {
+                    let (shared, state, hook, handler, route_path) = (
+                        shared.clone(),
+                        state.clone(),
+                        hook.clone(),
+                        handler.clone(),
+                        route_path.clone(),
+                    );
+                    async move {
+                        crate::webhook::receive(
+                            &shared,
+                            &route_path,
+                            &hook,
+                            &handler,
+                            state,
+                            request,
+                        )
+                        .await
+                    }
+                }),
+            );
+        }
         let router = Router::new()
             .route(&format!("{ACTION_PREFIX}{{id}}"), endpoint)
             .merge(pages)
+            .merge(hooks)
             .layer(axum::Extension(shared.clone()))
             .layer(sessions);
         Ok(App { router, shared })

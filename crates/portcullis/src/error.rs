@@ -57,6 +57,8 @@ pub enum ErrorCode {
     DatabaseUnavailable,
     /// 409: a request with this idempotency key is still running.
     RequestInProgress,
+    /// 401: a webhook or token credential did not verify.
+    InvalidSignature,
     /// 500: anything else; the detail is only in the server log under the digest.
     Internal,
 }
@@ -73,7 +75,9 @@ impl ErrorCode {
             MalformedBody | MalformedActionId | InvalidBoundArgument => StatusCode::BAD_REQUEST,
             StaleAction | RequestInProgress => StatusCode::CONFLICT,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Unauthenticated | ReauthenticationRequired => StatusCode::UNAUTHORIZED,
+            Unauthenticated | ReauthenticationRequired | InvalidSignature => {
+                StatusCode::UNAUTHORIZED
+            }
             InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -105,6 +109,7 @@ impl ErrorCode {
             LimiterUnavailable => "limiter_unavailable",
             DatabaseUnavailable => "database_unavailable",
             RequestInProgress => "request_in_progress",
+            InvalidSignature => "invalid_signature",
             Internal => "internal",
         }
     }
@@ -136,6 +141,7 @@ impl ErrorCode {
                 "The database is unavailable; nothing was changed. Try again shortly."
             }
             RequestInProgress => "This request is already being processed.",
+            InvalidSignature => "The request's signature did not verify.",
             Internal => "Something went wrong on our side.",
         }
     }

@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod render;
 pub mod respond;
+pub mod routes;
 pub mod seal;
 pub mod server;
 pub mod session;
@@ -28,6 +29,7 @@ pub mod taint;
 pub mod testing;
 pub mod validate;
 pub mod viewer;
+pub mod webhook;
 
 pub use action::{Action, ActionBuilder, Actions, action};
 pub use app::{App, BuildError, Manifest, Portcullis};
