@@ -57,6 +57,8 @@ pub struct Shared {
     pub(crate) challenges: Challenges,
     /// Sealing keys (current + previous), key schedules prepared once.
     pub(crate) sealer: Arc<Sealer>,
+    /// The same seal format under the `Flash` subkey (no-JS flash cookie).
+    pub(crate) flash_sealer: Sealer,
     pub(crate) by_name: HashMap<&'static str, usize>,
     pub(crate) metas: Vec<ActionMeta>,
     /// The largest body any action accepts: the stage-1 early refusal bound.
@@ -101,6 +103,14 @@ impl Shared {
             _ => None,
         })?;
         Some(self.challenges.mint(meta.name, bits, CHALLENGE_TTL))
+    }
+
+    /// Whether `name` was declared idempotent (the client runtime may run
+    /// it in parallel rather than in the page's queue).
+    pub fn idempotent(&self, name: &str) -> bool {
+        self.by_name
+            .get(name)
+            .is_some_and(|&i| self.metas[i].idempotent)
     }
 
     /// The bot checks of `name` (empty for an unknown name).
@@ -236,12 +246,14 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         };
         let challenges = Challenges::new(self.config.keys.clone());
         let sealer = Arc::new(Sealer::new(&self.config.keys));
+        let flash_sealer = Sealer::for_purpose(&self.config.keys, crate::keys::Purpose::Flash);
         let shared = Arc::new(Shared {
             config: self.config,
             ids,
             limiter,
             challenges,
             sealer,
+            flash_sealer,
             by_name,
             metas,
             body_ceiling,
@@ -257,11 +269,15 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         });
         // Action responses are scanned for tainted values in the pipeline
         // (stage 8); pages are scanned by this layer.
+        // The flash scope gives `Page` a place to hand back the no-JS flash
+        // it consumed, and deletes that cookie on the response.
         let pages = self
             .pages
-            .layer(axum::middleware::map_response(crate::taint::scan_response));
+            .layer(axum::middleware::map_response(crate::taint::scan_response))
+            .layer(axum::middleware::from_fn(crate::flash::scope));
         let router = Router::new()
             .route(&format!("{ACTION_PREFIX}{{id}}"), endpoint)
+            .merge(crate::client::router())
             .merge(pages)
             .layer(axum::Extension(shared.clone()))
             .layer(sessions);

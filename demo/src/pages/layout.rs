@@ -18,6 +18,9 @@ pub fn page(title: &str, nav: Nav<'_>, body: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Portcullis demo" }
                 link rel="stylesheet" href="/assets/app.css";
+                // The client runtime: progressive enhancement of every action
+                // form; each form still works without it.
+                script type="module" src=(portcullis::client::script_path()) {}
             }
             body {
                 header.top {
@@ -62,6 +65,12 @@ button{font:inherit;font-weight:600;padding:.45rem .9rem;border:0;border-radius:
 button.secondary{background:#e8ebf2;color:#1c2230}button.danger{background:#c62f3b}
 button:disabled{opacity:.6;cursor:progress}
 form[aria-busy=true]{opacity:.75}
+form[data-pending] button[type=submit]:not(.secondary){background-image:linear-gradient(90deg,#2753c9 0,#5b7fe0 50%,#2753c9 100%);background-size:200% 100%;animation:pc-busy 1s linear infinite}
+@keyframes pc-busy{to{background-position:-200% 0}}
+[data-optimistic]{opacity:.55}
+[aria-invalid=true]{border-color:#b42331;background:#fff8f8}
+.form-errors p{margin:0}.form-errors p+p{margin-top:.25rem}
+.form-errors:focus{outline:none}
 .field-error{color:#b42331;font-size:.85rem;margin:.25rem 0 0;min-height:0}
 .field-error:empty{display:none}
 .form-errors:empty{display:none}
