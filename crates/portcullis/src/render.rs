@@ -323,7 +323,7 @@ impl Form {
                 data-optimistic-text=[text_target] data-optimistic-field=[text_field]
                 data-reset[self.reset]
                 data-pow=[self.pow.as_deref()] data-pow-bits=[pow_bits] {
-                div.form-errors role="alert" aria-live="assertive" tabindex="-1" data-form-errors {
+                div.form-errors role="alert" aria-live="assertive" data-form-errors tabindex="-1" {
                     @for e in &form_errors { p { (e) } }
                 }
                 @for (name, value) in &self.hidden {

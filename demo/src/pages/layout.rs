@@ -71,6 +71,9 @@ form[data-pending] button[type=submit]:not(.secondary){background-image:linear-g
 [aria-invalid=true]{border-color:#b42331;background:#fff8f8}
 .form-errors p{margin:0}.form-errors p+p{margin-top:.25rem}
 .form-errors:focus{outline:none}
+header nav form button{padding:.3rem .7rem;font-size:.9rem}
+#comments:has(.comment) #no-comments{display:none}
+.comment strong{font-size:.9rem}
 .field-error{color:#b42331;font-size:.85rem;margin:.25rem 0 0;min-height:0}
 .field-error:empty{display:none}
 .form-errors:empty{display:none}
@@ -85,5 +88,5 @@ ul.list>li:last-child{border-bottom:0}
 .badge{display:inline-block;font-size:.75rem;padding:.05rem .45rem;border-radius:99px;background:#eef0f4;color:#414a5c}
 .comment{padding:.6rem 0;border-bottom:1px solid #eef0f4}.comment:last-child{border-bottom:0}
 .comment p{margin:.25rem 0;white-space:pre-wrap;overflow-wrap:anywhere}
-@media (max-width:600px){header.top{padding:.6rem .8rem}.inline{flex-direction:column}.inline .field{width:100%}}
+@media (max-width:600px){header.top{padding:.6rem .8rem}header nav{gap:.75rem;font-size:.95rem}main{margin-top:1rem}.inline{flex-direction:column}.inline .field{width:100%}}
 "#;
