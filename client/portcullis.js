@@ -178,6 +178,9 @@ async function send(form, submitter, key) {
   const headers = { Accept: "application/json", "Idempotency-Key": key };
   const keys = $$("[data-fragment]").map((e) => e.dataset.fragment);
   if (keys.length) headers["Portcullis-Fragments"] = keys.join(" ");
+  // A new attempt: old messages go (the slots are live regions, so the
+  // next answer is announced afresh).
+  clearErrors(form);
   const opt = optimistic(form, data);
   let res;
   try {
