@@ -656,6 +656,82 @@ async fn destructive_action_reauth(b: &Browser, site: &Site) {
     assert!(!list.contains("Echo"), "{list}");
 }
 
+// ---- proof of work (not in the demo: PoW needs JavaScript) ---------------
+
+#[derive(serde::Deserialize, garde::Validate)]
+struct PowInput {
+    #[garde(length(chars, min = 1, max = 100))]
+    msg: String,
+}
+
+async fn pow_handler(
+    cx: portcullis::Cx<()>,
+    _: portcullis::MaybeViewer,
+    _: portcullis::Valid<PowInput>,
+) -> portcullis::Outcome<()> {
+    cx.redirect("/?done=1")?;
+    Ok(())
+}
+
+async fn pow_page(
+    page: portcullis::Page,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> maud::Markup {
+    maud::html! {
+        (maud::DOCTYPE)
+        html { head { script type="module" src=(page.script_src()) {} }
+            body { main {
+                @if q.is_some() { p #done { "done" } }
+                (page.form("test.pow").body(maud::html! {
+                    (portcullis::field("msg").label("Message"))
+                    (portcullis::submit("Send"))
+                }))
+            } }
+        }
+    }
+}
+
+/// A form whose action needs a proof of work: the runtime solves the
+/// challenge with `crypto.subtle` and sends it in `X-Portcullis-Pow`.
+async fn proof_of_work_is_solved_before_sending(b: &Browser) {
+    async fn serve<St: tower_sessions::SessionStore + Clone>(
+        store: St,
+    ) -> (String, tokio::task::JoinHandle<()>) {
+        let app = portcullis::Portcullis::new(common::config(), ())
+            .actions(|a| {
+                a.add(
+                    portcullis::action("test.pow")
+                        .public()
+                        .limit(portcullis::per_ip(10).per_minute())
+                        .bot_check(portcullis::BotCheck::ProofOfWork { bits: 10 })
+                        .handler(pow_handler),
+                );
+            })
+            .pages(Router::new().route("/", axum::routing::get(pow_page)))
+            .build(store)
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let router = app.router();
+        let task = tokio::spawn(async move {
+            let _ = portcullis::serve_until(listener, router, std::future::pending()).await;
+        });
+        (base, task)
+    }
+    let demo = common::start().await;
+    let (base, task) = match demo.sessions.clone() {
+        demo::Sessions::Sqlite(s) => serve(s).await,
+        demo::Sessions::Postgres(s) => serve(s).await,
+    };
+    b.client.goto(&format!("{base}/")).await.unwrap();
+    b.ready().await;
+    assert!(b.attr("form", "data-pow").await.is_some());
+    b.fill("#f-msg", "hello").await;
+    b.click("form button[type=submit]").await;
+    b.wait_for("#done").await;
+    task.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_flows_with_and_without_javascript() {
     let started = Instant::now();
@@ -677,6 +753,16 @@ async fn browser_flows_with_and_without_javascript() {
         flow!(stale_ids_reload_once);
         flow!(contact_rate_limited);
         flow!(destructive_action_reauth);
+        if mode == Mode::Js {
+            let t = Instant::now();
+            proof_of_work_is_solved_before_sending(&b).await;
+            eprintln!(
+                "{:>5} {:<32} {:?}",
+                mode.tag(),
+                "proof_of_work",
+                t.elapsed()
+            );
+        }
         b.client.close().await.unwrap();
     }
     eprintln!("browser flows: {:?}", started.elapsed());
