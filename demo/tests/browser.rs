@@ -143,6 +143,9 @@ async fn browser(driver: &Driver, mode: Mode) -> Browser {
 struct Hooks {
     delay_ms: AtomicU64,
     fail_next: AtomicBool,
+    /// Drop every action request while set (Chrome silently retries a POST
+    /// once when a reused connection closes, so one drop is not enough).
+    offline: AtomicBool,
 }
 
 async fn hook_layer(hooks: Arc<Hooks>, request: Request, next: Next) -> Response {
@@ -150,6 +153,11 @@ async fn hook_layer(hooks: Arc<Hooks>, request: Request, next: Next) -> Response
         let delay = hooks.delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if hooks.offline.load(Ordering::SeqCst) {
+            // Panicking in the connection task closes the connection with no
+            // response at all: what the browser sees when the network drops.
+            panic!("browser test hook: dropping this connection on purpose");
         }
         if hooks.fail_next.swap(false, Ordering::SeqCst) {
             let html = request
@@ -520,6 +528,23 @@ async fn optimistic_comment_rollback(b: &Browser, site: &Site) {
     b.client.refresh().await.unwrap();
     b.wait_text("#comments .comment", "First!").await;
     b.shot("comment-posted").await;
+    if b.mode == Mode::Js {
+        // The network drops: a retry message, nothing lost; Retry sends it.
+        b.ready().await;
+        site.hooks.offline.store(true, Ordering::SeqCst);
+        b.fill("#f-body", "Second").await;
+        b.click("#post-comment button[type=submit]").await;
+        b.wait_text("#post-comment [data-form-errors]", "Network problem")
+            .await;
+        assert_eq!(b.value("#f-body").await, "Second", "nothing lost");
+        b.wait_gone("#comments .comment[data-optimistic]").await;
+        b.shot("comment-network-error").await;
+        site.hooks.offline.store(false, Ordering::SeqCst);
+        b.click("#post-comment [data-form-errors] button").await;
+        b.wait_text("#comments", "Second").await;
+        b.client.refresh().await.unwrap();
+        b.wait_text("#comments", "Second").await;
+    }
 }
 
 /// The action ids change under an open page (deploy with a new secret): the
