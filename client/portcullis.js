@@ -163,8 +163,12 @@ function swapFragments(fragments) {
   }
 }
 
+// Through the prototype: a control named "action" or "reset" shadows the
+// form's own property.
+const endpoint = (form) => new URL(form.getAttribute("action") || "", location.href);
+
 function returnPath(form) {
-  const back = new URL(form.action, location.href).searchParams.get("_return");
+  const back = endpoint(form).searchParams.get("_return");
   return back && back[0] === "/" && back[1] !== "/" && back[1] !== "\\" ? back : null;
 }
 
@@ -187,7 +191,7 @@ async function send(form, submitter, key) {
     if (form.dataset.pow) {
       headers["X-Portcullis-Pow"] = await solve(form.dataset.pow, +form.dataset.powBits || 0);
     }
-    res = await fetch(form.action, {
+    res = await fetch(endpoint(form), {
       method: "POST",
       credentials: "same-origin",
       headers,
@@ -212,7 +216,7 @@ async function send(form, submitter, key) {
     opt.commit();
     swapFragments(body.fragments);
     if (body.redirect) return location.assign(body.redirect);
-    if ("reset" in form.dataset) form.reset();
+    if ("reset" in form.dataset) HTMLFormElement.prototype.reset.call(form);
     // Like the no-JS 303: land on the form's return path (or refresh this
     // page), unless fragments or an optimistic update already show the result.
     const optimisticForm = form.dataset.optimisticTemplate || form.dataset.optimisticText;
