@@ -374,3 +374,46 @@ async fn the_billing_webhook_is_the_only_way_a_plan_changes() {
         .unwrap();
     assert_eq!(plan, "pro");
 }
+
+/// Regression: deleting a project or a comment must expire the cached
+/// fragments that showed it (found by the browser test after fragments landed).
+#[tokio::test]
+async fn deleted_project_and_comment_vanish_from_cached_fragments() {
+    let demo = start().await;
+    let (c, id) = user(&demo, "Alice").await;
+    let team = team_of(&demo, id).await;
+    let p = project(&c, team, "Doomed project").await;
+    let r = c
+        .call(
+            "comments.post",
+            &[("projectId", &p.to_string()), ("body", "Doomed comment")],
+        )
+        .await;
+    let comment = r.json()["result"]["id"].as_i64().unwrap().to_string();
+    assert!(
+        c.get(&format!("/projects/{p}"))
+            .await
+            .text()
+            .contains("Doomed comment")
+    );
+    assert_eq!(
+        c.call("comments.delete", &[("commentId", &comment)])
+            .await
+            .status,
+        200
+    );
+    assert!(
+        !c.get(&format!("/projects/{p}"))
+            .await
+            .text()
+            .contains("Doomed comment")
+    );
+    assert!(c.get("/projects").await.text().contains("Doomed project"));
+    assert_eq!(
+        c.call("projects.delete", &[("projectId", &p.to_string())])
+            .await
+            .status,
+        200
+    );
+    assert!(!c.get("/projects").await.text().contains("Doomed project"));
+}

@@ -65,6 +65,8 @@ pub struct Shared {
     pub(crate) challenges: Challenges,
     /// Sealing keys (current + previous), key schedules prepared once.
     pub(crate) sealer: Arc<Sealer>,
+    /// The same seal format under the `Flash` subkey (no-JS flash cookie).
+    pub(crate) flash_sealer: Sealer,
     pub(crate) by_name: HashMap<&'static str, usize>,
     pub(crate) metas: Vec<ActionMeta>,
     /// The largest body any action accepts: the stage-1 early refusal bound.
@@ -114,6 +116,14 @@ impl Shared {
             _ => None,
         })?;
         Some(self.challenges.mint(meta.name, bits, CHALLENGE_TTL))
+    }
+
+    /// Whether `name` was declared idempotent (the client runtime may run
+    /// it in parallel rather than in the page's queue).
+    pub fn idempotent(&self, name: &str) -> bool {
+        self.by_name
+            .get(name)
+            .is_some_and(|&i| self.metas[i].idempotent)
     }
 
     /// The bot checks of `name` (empty for an unknown name).
@@ -313,6 +323,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 },
             })
             .collect();
+        let flash_sealer = Sealer::for_purpose(&self.config.keys, crate::keys::Purpose::Flash);
         let shared = Arc::new(Shared {
             cross_origin_routes,
             idempotency,
@@ -322,6 +333,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             limiter,
             challenges,
             sealer,
+            flash_sealer,
             by_name,
             metas,
             body_ceiling,
@@ -338,10 +350,13 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         });
         // Action responses are scanned for tainted values in the pipeline
         // (stage 8); pages are scanned by this layer.
+        // The flash scope gives `Page` a place to hand back the no-JS flash
+        // it consumed, and deletes that cookie on the response.
         let pages = self
             .pages
             .layer(axum::middleware::from_fn(crate::routes::guard))
-            .layer(axum::middleware::map_response(crate::taint::scan_response));
+            .layer(axum::middleware::map_response(crate::taint::scan_response))
+            .layer(axum::middleware::from_fn(crate::flash::scope));
         let mut hooks = Router::new();
         for (path, hook, handler) in self.webhooks {
             let shared = shared.clone();
@@ -373,6 +388,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         }
         let router = Router::new()
             .route(&format!("{ACTION_PREFIX}{{id}}"), endpoint)
+            .merge(crate::client::router())
             .merge(pages)
             .merge(hooks)
             .layer(axum::Extension(shared.clone()))

@@ -4,10 +4,12 @@
 pub mod action;
 pub mod app;
 pub mod botcheck;
+pub mod client;
 pub mod config;
 pub mod cx;
 pub mod decode;
 pub mod error;
+pub mod flash;
 pub mod fragment;
 pub mod idempotency;
 pub mod ids;

@@ -65,6 +65,7 @@ pub(crate) async fn run<S: Clone + Send + Sync + 'static>(
     let mut extra_headers = Vec::new();
     let mut return_to = None;
     let mut claimed = None;
+    let mut flash = None;
     let outcome = stages(
         inner,
         id,
@@ -72,6 +73,7 @@ pub(crate) async fn run<S: Clone + Send + Sync + 'static>(
         &mut extra_headers,
         &mut return_to,
         &mut claimed,
+        &mut flash,
     )
     .await;
     let idem = &inner.shared.idempotency;
@@ -85,12 +87,22 @@ pub(crate) async fn run<S: Clone + Send + Sync + 'static>(
                 idem.abandon(key).await;
             }
             tracing::debug!(code = %rejection.code, digest = %rejection.digest, "action refused");
-            respond::failure(
+            // No-JS 422: 303 back to the form with a sealed flash.
+            crate::flash::redirect_back(
+                &inner.shared,
                 client,
                 &rejection,
-                &inner.shared.config,
                 return_to.as_deref(),
+                flash,
             )
+            .unwrap_or_else(|| {
+                respond::failure(
+                    client,
+                    &rejection,
+                    &inner.shared.config,
+                    return_to.as_deref(),
+                )
+            })
         }
     };
     for (name, value) in extra_headers {
@@ -106,6 +118,7 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     extra_headers: &mut Vec<(HeaderName, HeaderValue)>,
     return_to: &mut Option<String>,
     claimed: &mut Option<String>,
+    flash: &mut Option<crate::flash::Source>,
 ) -> Result<Response, Rejection> {
     let shared = &inner.shared;
     let config = &shared.config;
@@ -180,6 +193,16 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     let cap = meta.body_limit.unwrap_or(config.limits.body_bytes);
     limits::check_declared_length(&parts.headers, cap)?;
     let bytes = limits::read_body(body, cap, config.limits.body_timeout).await?;
+    if client == ClientKind::Html {
+        // Kept (a refcount, not a copy) for the no-JS flash should stage 6 refuse.
+        *flash = Some(crate::flash::Source::new(
+            meta.name,
+            session::seal_binding(&session),
+            parts.uri.query(),
+            &kind,
+            &bytes,
+        ));
+    }
     // Seals open only for this action, in this session, before their expiry.
     let opening = Opening::new(
         shared.sealer.clone(),

@@ -13,6 +13,14 @@
 //! [`Form::bind_sealed`] seals a value for the form's own action and the
 //! viewer's session and renders it as a hidden input; [`Page::seal_for`]
 //! gives a target for [`crate::seal::seal`] (values for the page's script).
+//!
+//! Forms are marked `data-portcullis` for the client runtime
+//! ([`crate::client`], include [`Page::script_src`] in the layout) and carry
+//! what it needs as attributes: `data-idempotent` (parallel dispatch),
+//! `data-login`/`data-reauth` (where a 401 goes), optional optimistic-update
+//! declarations. Without JavaScript the same form posts normally; a 422 comes
+//! back as a sealed flash ([`crate::flash`]) that the next `Page` consumes,
+//! and `Form`/[`field`] render its errors and values into the same slots.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +34,7 @@ use tower_sessions::Session;
 use crate::app::Shared;
 use crate::decode::RETURN_FIELD;
 use crate::error::{ErrorCode, Rejection};
+use crate::flash::FieldState as FlashValue;
 use crate::respond::{self, ClientKind};
 use crate::seal::{self, Binding, SealFor};
 use crate::session;
@@ -71,6 +80,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
             .unwrap_or_else(|| "/".into());
         // After load_viewer: the id is now that of a live record, or none.
         let binding = session::seal_binding(&session);
+        // A no-JS submission that failed validation left a flash for this page.
+        crate::flash::consume(&shared, &parts.headers, &binding, &path).await;
         Ok(Page {
             shared,
             viewer,
@@ -103,6 +114,12 @@ impl Page {
     /// The path (and query) of this page: the default no-JS return path.
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The client runtime's URL (content-hashed, cached immutably):
+    /// `script type="module" src=(page.script_src()) {}` in the layout.
+    pub fn script_src(&self) -> &'static str {
+        crate::client::script_path()
     }
 
     /// Starts a form for the action registered as `name`.
@@ -166,7 +183,19 @@ impl Page {
 /// A form bound to an action.
 #[must_use]
 pub struct Form {
+    name: &'static str,
+    /// Which form of this action on the page (for the no-JS flash).
+    ordinal: usize,
+    idempotent: bool,
+    login: String,
+    reauth: String,
+    optimistic_target: Option<String>,
+    optimistic_template: Option<String>,
+    optimistic_text: Option<(String, String)>,
+    reset: bool,
     action: String,
+    /// The page the form is on: where a no-JS 422 comes back to.
+    page: String,
     return_to: String,
     id: Option<String>,
     class: Option<String>,
@@ -199,8 +228,19 @@ impl Form {
                 )
             }
         };
+        let config = &shared.config;
         Form {
+            name,
+            ordinal: crate::flash::next_form(name),
+            idempotent: shared.idempotent(name),
+            login: config.login_path.clone(),
+            reauth: config.reauth_path.clone(),
+            optimistic_target: None,
+            optimistic_template: None,
+            optimistic_text: None,
+            reset: false,
             action,
+            page: return_to.clone(),
             return_to,
             id: None,
             class: None,
@@ -256,21 +296,73 @@ impl Form {
         self
     }
 
+    /// Optimistic update: on submit, the client runtime clones the
+    /// `<template id=template>`, fills every `[data-slot=field]` in it with
+    /// that field's value and appends it to `target` (a CSS selector); it is
+    /// removed again if the action fails.
+    pub fn optimistic_append(mut self, target: &str, template: &str) -> Self {
+        self.optimistic_target = Some(target.to_owned());
+        self.optimistic_template = Some(template.to_owned());
+        self
+    }
+
+    /// Optimistic update: on submit, the text of `target` (a CSS selector)
+    /// becomes the value of `field`; restored if the action fails.
+    pub fn optimistic_text(mut self, target: &str, field: &str) -> Self {
+        self.optimistic_text = Some((target.to_owned(), field.to_owned()));
+        self
+    }
+
+    /// Clear the form after a successful call from the client runtime.
+    pub fn reset_on_success(mut self) -> Self {
+        self.reset = true;
+        self
+    }
+
     /// Renders the form around `body`.
     pub fn body(self, body: Markup) -> Markup {
         // The return path rides in the query so that refusals raised before
         // the body is read (401, 429, …) can still link back.
-        let action = format!(
+        let mut action = format!(
             "{}?{RETURN_FIELD}={}",
             self.action,
             form_urlencoded::byte_serialize(self.return_to.as_bytes()).collect::<String>()
         );
+        if self.page != self.return_to {
+            // Success lands on `return_to`; a no-JS 422 comes back here.
+            action.push_str(&format!(
+                "&{}={}",
+                crate::flash::BACK_FIELD,
+                form_urlencoded::byte_serialize(self.page.as_bytes()).collect::<String>()
+            ));
+        }
+        if self.ordinal > 0 {
+            // Which of the page's forms for this action (no-JS flash target).
+            action.push_str(&format!(
+                "&{}={}",
+                crate::flash::FORM_ORDINAL_FIELD,
+                self.ordinal
+            ));
+        }
         let pow_bits = self.pow.as_deref().map(crate::botcheck::challenge_bits);
+        let form_errors = crate::flash::form_errors(self.name, self.ordinal);
+        let (text_target, text_field) = match &self.optimistic_text {
+            Some((t, f)) => (Some(t.as_str()), Some(f.as_str())),
+            None => (None, None),
+        };
         html! {
             form method="post" action=(action) data-portcullis
                 id=[self.id.as_deref()] class=[self.class.as_deref()]
+                data-idempotent[self.idempotent]
+                data-login=(self.login) data-reauth=(self.reauth)
+                data-optimistic-target=[self.optimistic_target.as_deref()]
+                data-optimistic-template=[self.optimistic_template.as_deref()]
+                data-optimistic-text=[text_target] data-optimistic-field=[text_field]
+                data-reset[self.reset]
                 data-pow=[self.pow.as_deref()] data-pow-bits=[pow_bits] {
-                div.form-errors role="alert" aria-live="assertive" data-form-errors {}
+                div.form-errors role="alert" aria-live="assertive" data-form-errors tabindex="-1" {
+                    @for e in &form_errors { p { (e) } }
+                }
                 @for (name, value) in &self.hidden {
                     input type="hidden" name=(name) value=(value);
                 }
@@ -356,18 +448,33 @@ impl maud::Render for Field {
         if self.kind == "hidden" {
             return html! { input type="hidden" name=(self.name) value=[self.value.as_deref()]; };
         }
+        // A no-JS submission of this form failed: its errors and values.
+        let flash = crate::flash::field_state(&self.name);
+        let (errors, focus) = match &flash {
+            Some(f) => (f.errors.as_slice(), f.focus),
+            None => (&[][..], false),
+        };
+        let value = match &flash {
+            Some(FlashValue { value: Some(v), .. }) if self.kind != "password" => Some(v.as_str()),
+            _ => self.value.as_deref(),
+        };
+        let invalid = (!errors.is_empty()).then_some("true");
         html! {
             div.field {
                 label for=(id) { (self.label) }
                 @if self.kind == "textarea" {
                     textarea id=(id) name=(self.name) required[self.required]
-                        aria-describedby=(err) { (self.value.as_deref().unwrap_or("")) }
+                        aria-invalid=[invalid] autofocus[focus]
+                        aria-describedby=(err) { (value.unwrap_or("")) }
                 } @else {
-                    input id=(id) name=(self.name) type=(self.kind) value=[self.value.as_deref()]
+                    input id=(id) name=(self.name) type=(self.kind) value=[value]
                         required[self.required] autocomplete=[self.autocomplete]
+                        aria-invalid=[invalid] autofocus[focus]
                         aria-describedby=(err);
                 }
-                p.field-error id=(err) data-error-for=(self.name) aria-live="polite" {}
+                p.field-error id=(err) data-error-for=(self.name) aria-live="polite" {
+                    (errors.join(" "))
+                }
             }
         }
     }

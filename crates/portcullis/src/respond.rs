@@ -9,7 +9,9 @@
 //! * the client runtime (`Accept` without `text/html`) gets a JSON envelope:
 //!   `{"ok":true,"result":…,"redirect":…}` or the error envelope;
 //! * a plain browser form post (`Accept: text/html`) gets `303 See Other` to a
-//!   same-origin path on success, and an HTML page on failure.
+//!   same-origin path on success; on a validation failure (422) `303` back to
+//!   the form's page with a sealed one-time flash ([`crate::flash`]); on any
+//!   other failure an HTML page.
 //!
 //! Redirect targets are never taken from `Referer` and never absolute: only a
 //! path that starts with a single `/` passes [`safe_return_path`].

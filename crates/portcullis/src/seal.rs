@@ -173,8 +173,8 @@ struct SealKey {
 }
 
 impl SealKey {
-    fn new(set: &KeySet) -> Self {
-        let key = aes_gcm_siv::Key::<Aes256GcmSiv>::from(*set.get(Purpose::Sealing).bytes());
+    fn new(set: &KeySet, purpose: Purpose) -> Self {
+        let key = aes_gcm_siv::Key::<Aes256GcmSiv>::from(*set.get(purpose).bytes());
         SealKey {
             id: set.id,
             cipher: Aes256GcmSiv::new(&key),
@@ -218,9 +218,15 @@ fn aad(action: &str, binding: &Binding, expires: u64, key_id: &[u8; KEY_ID_LEN])
 
 impl Sealer {
     pub fn new(keys: &KeyRing) -> Self {
+        Self::for_purpose(keys, Purpose::Sealing)
+    }
+
+    /// The same format under another purpose's subkey (the no-JS flash uses
+    /// [`Purpose::Flash`], so a flash never opens as a bound argument).
+    pub(crate) fn for_purpose(keys: &KeyRing, purpose: Purpose) -> Self {
         Sealer {
-            current: SealKey::new(&keys.current),
-            previous: keys.previous.as_ref().map(SealKey::new),
+            current: SealKey::new(&keys.current, purpose),
+            previous: keys.previous.as_ref().map(|k| SealKey::new(k, purpose)),
         }
     }
 

@@ -90,10 +90,12 @@ async fn edit(cx: Cx<AppState>, viewer: Viewer, input: Valid<Edit>) -> Outcome<C
 }
 
 async fn delete(cx: Cx<AppState>, viewer: Viewer, input: Valid<CommentId>) -> Outcome<()> {
-    cx.state()
+    let project = cx
+        .state()
         .dal
         .comments()
         .delete(&viewer, input.comment_id)
         .await?;
+    cx.update_tag(format!("comments:{project}"));
     Ok(())
 }

@@ -132,11 +132,10 @@ async fn restore(cx: Cx<AppState>, viewer: Viewer, input: Valid<ProjectId>) -> O
 }
 
 async fn delete(cx: Cx<AppState>, viewer: Viewer, input: Valid<ProjectId>) -> Outcome<()> {
-    cx.state()
-        .dal
-        .projects()
-        .delete(&viewer, input.project_id)
-        .await?;
+    let dal = &cx.state().dal;
+    let p = dal.projects().get(&viewer, input.project_id).await?;
+    dal.projects().delete(&viewer, input.project_id).await?;
+    touched(&cx, &p, true);
     cx.redirect("/projects")?;
     Ok(())
 }

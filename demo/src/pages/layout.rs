@@ -18,6 +18,9 @@ pub fn page(title: &str, nav: Nav<'_>, body: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Portcullis demo" }
                 link rel="stylesheet" href="/assets/app.css";
+                // The client runtime: progressive enhancement of every action
+                // form; each form still works without it.
+                script type="module" src=(portcullis::client::script_path()) {}
             }
             body {
                 header.top {
@@ -62,6 +65,15 @@ button{font:inherit;font-weight:600;padding:.45rem .9rem;border:0;border-radius:
 button.secondary{background:#e8ebf2;color:#1c2230}button.danger{background:#c62f3b}
 button:disabled{opacity:.6;cursor:progress}
 form[aria-busy=true]{opacity:.75}
+form[data-pending] button[type=submit]:not(.secondary){background-image:linear-gradient(90deg,#2753c9 0,#5b7fe0 50%,#2753c9 100%);background-size:200% 100%;animation:pc-busy 1s linear infinite}
+@keyframes pc-busy{to{background-position:-200% 0}}
+[data-optimistic]{opacity:.55}
+[aria-invalid=true]{border-color:#b42331;background:#fff8f8}
+.form-errors p{margin:0}.form-errors p+p{margin-top:.25rem}
+.form-errors:focus{outline:none}
+header nav form button{padding:.3rem .7rem;font-size:.9rem}
+#comments:has(.comment) #no-comments{display:none}
+.comment strong{font-size:.9rem}
 .field-error{color:#b42331;font-size:.85rem;margin:.25rem 0 0;min-height:0}
 .field-error:empty{display:none}
 .form-errors:empty{display:none}
@@ -76,5 +88,5 @@ ul.list>li:last-child{border-bottom:0}
 .badge{display:inline-block;font-size:.75rem;padding:.05rem .45rem;border-radius:99px;background:#eef0f4;color:#414a5c}
 .comment{padding:.6rem 0;border-bottom:1px solid #eef0f4}.comment:last-child{border-bottom:0}
 .comment p{margin:.25rem 0;white-space:pre-wrap;overflow-wrap:anywhere}
-@media (max-width:600px){header.top{padding:.6rem .8rem}.inline{flex-direction:column}.inline .field{width:100%}}
+@media (max-width:600px){header.top{padding:.6rem .8rem}header nav{gap:.75rem;font-size:.95rem}main{margin-top:1rem}.inline{flex-direction:column}.inline .field{width:100%}}
 "#;

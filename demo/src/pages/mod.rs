@@ -190,17 +190,32 @@ async fn project_page(
         Err(_) => return Err(page.error(ErrorCode::Internal)),
     };
     let archived = project.archived_at.is_some();
+    let me_name = dal
+        .users()
+        .me(&v)
+        .await
+        .map_err(|_| page.error(ErrorCode::Internal))?
+        .display_name;
     let body = html! {
         p.muted { a href="/projects" { "← Projects" } " · " a href={"/teams/" (project.team_id)} { (project.team_name) } }
-        h1 #project-title { (project.name) @if archived { " " span.badge { "archived" } } }
-        (page.form(projects::RENAME).class("card inline").body(html! {
+        h1 #project-title { span #project-name { (project.name) } @if archived { " " span.badge { "archived" } } }
+        (page.form(projects::RENAME).class("card inline").optimistic_text("#project-name", "name").body(html! {
             input type="hidden" name="projectId" value=(project.id);
             (field("name").label("Name").value(&project.name))
             button type="submit" { "Rename" }
         }))
         h2 { "Comments" }
         (page.fragment(&format!("comments:{}", project.id)).await)
-        (page.form(comments::POST).class("card").id("post-comment").body(html! {
+        // Shown at once when a comment is posted (optimistic), removed if
+        // the action fails.
+        template #comment-template {
+            div.comment.pending {
+                strong { (me_name) }
+                p data-slot="body" {}
+            }
+        }
+        (page.form(comments::POST).class("card").id("post-comment")
+            .optimistic_append("#comments", "comment-template").reset_on_success().body(html! {
             input type="hidden" name="projectId" value=(project.id);
             (field("body").label("Add a comment").kind("textarea").required())
             (submit("Post comment"))

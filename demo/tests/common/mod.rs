@@ -17,7 +17,7 @@ pub struct Demo {
 }
 
 /// The database under test: `TEST_DATABASE` = `sqlite` (default) or `postgres`.
-async fn fresh_db() -> Db {
+pub async fn fresh_db() -> Db {
     let name = format!("portcullis_t_{}", rand::random::<u32>());
     match std::env::var("TEST_DATABASE").as_deref() {
         Ok("postgres") => {

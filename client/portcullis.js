@@ -1,0 +1,281 @@
+// portcullis.js: the client runtime for <form data-portcullis> forms.
+//
+// Why it exists: every form already works without JavaScript (plain POST,
+// 303, sealed flash for errors). This script only makes that same form
+// faster and friendlier: it posts with fetch, shows the pending state, puts
+// field errors next to fields, applies optimistic updates and rolls them
+// back, swaps the fragments the server re-rendered and follows redirects.
+// One hand-written ES module, no build step, no dependencies: what you read
+// here is what the browser runs. The server serves it under a
+// content-hashed URL with immutable caching.
+//
+// Markup it understands (all rendered by the framework's Form/field):
+//   form[data-portcullis]          enhanced form; its action is the endpoint
+//   [data-idempotent]              may run in parallel (else: one queue per page)
+//   [data-pow][data-pow-bits]      proof-of-work challenge to solve first
+//   [data-form-errors]             form-level error region (role=alert)
+//   [data-error-for=name]          field error slot (aria-live=polite)
+//   [data-optimistic-target=sel][data-optimistic-template=id]
+//                                  append a filled <template> to sel at once
+//   [data-optimistic-text=sel][data-optimistic-field=name]
+//                                  set sel's text to a field's value at once
+//   [data-reset]                   clear the form after success
+//   [data-login] / [data-reauth]   where 401s send the browser
+//   [data-fragment=key]            fragment roots the server may re-render
+
+const STALE_KEY = "portcullis:stale";
+const NOTICE_KEY = "portcullis:notice";
+let queue = Promise.resolve();
+
+const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+const uuid = () =>
+  crypto.randomUUID
+    ? crypto.randomUUID()
+    : "10000000-1000-4000-8000-100000000000".replace(/[018]/g, (c) =>
+        (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16),
+      );
+
+function submitters(form) {
+  return $$("button:not([type=button]),input[type=submit]", form);
+}
+
+function setPending(form, on) {
+  form.toggleAttribute("data-pending", on);
+  if (on) form.setAttribute("aria-busy", "true");
+  else form.removeAttribute("aria-busy");
+  for (const b of submitters(form)) {
+    if (on) {
+      if (!b.disabled) (b.disabled = true), (b.dataset.pcDisabled = "");
+    } else if ("pcDisabled" in b.dataset) {
+      b.disabled = false;
+      delete b.dataset.pcDisabled;
+    }
+  }
+}
+
+function clearErrors(form) {
+  for (const s of $$("[data-error-for]", form)) s.textContent = "";
+  for (const i of $$("[aria-invalid]", form)) i.removeAttribute("aria-invalid");
+  const fe = form.querySelector("[data-form-errors]");
+  if (fe) fe.replaceChildren();
+}
+
+function formError(form, message, retry) {
+  const box = form.querySelector("[data-form-errors]");
+  if (!box) return alert(message);
+  const p = document.createElement("p");
+  p.textContent = message;
+  if (retry) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = "Retry";
+    b.className = "secondary";
+    b.addEventListener("click", retry, { once: true });
+    p.append(" ", b);
+  }
+  box.append(p);
+}
+
+function showErrors(form, body) {
+  let first = null;
+  for (const [name, msgs] of Object.entries(body.fieldErrors || {})) {
+    const slot = $$("[data-error-for]", form).find((s) => s.dataset.errorFor === name);
+    const input = form.elements.namedItem(name);
+    const el = input && input.nodeType ? input : input && input[0];
+    if (el && el.type !== "hidden") {
+      el.setAttribute("aria-invalid", "true");
+      first = first || el;
+    }
+    if (slot) slot.textContent = msgs.join(" ");
+    else formError(form, msgs.join(" "));
+  }
+  for (const m of body.formErrors || []) formError(form, m);
+  if (!first && !(body.formErrors || []).length) {
+    formError(form, (body.error && body.error.message) || "Some fields need attention.");
+  }
+  (first || form.querySelector("[data-form-errors]"))?.focus?.();
+}
+
+// Optimistic updates: applied before the request, undone if it fails.
+function optimistic(form, data) {
+  const undo = [];
+  const tpl = form.dataset.optimisticTemplate;
+  const target = form.dataset.optimisticTarget && document.querySelector(form.dataset.optimisticTarget);
+  if (tpl && target) {
+    const t = document.getElementById(tpl);
+    if (t && t.content) {
+      const nodes = Array.from(t.content.cloneNode(true).children);
+      for (const n of nodes) {
+        n.setAttribute("data-optimistic", "");
+        for (const s of [n, ...$$("[data-slot]", n)]) {
+          const v = s.dataset && s.dataset.slot && data.get(s.dataset.slot);
+          if (v != null) s.textContent = v;
+        }
+        target.append(n);
+      }
+      undo.push(() => nodes.forEach((n) => n.remove()));
+    }
+  }
+  const sel = form.dataset.optimisticText;
+  if (sel) {
+    const v = data.get(form.dataset.optimisticField || "name");
+    for (const el of $$(sel)) {
+      const old = el.textContent;
+      if (v != null) el.textContent = v;
+      undo.push(() => (el.textContent = old));
+    }
+  }
+  return {
+    rollback: () => undo.forEach((f) => f()),
+    commit: () => $$("[data-optimistic]").forEach((n) => n.removeAttribute("data-optimistic")),
+  };
+}
+
+// Proof of work: find counter with SHA-256(challenge || counter_be64)
+// starting with `bits` zero bits; sent as "challenge:counter".
+async function solve(challenge, bits) {
+  const enc = new TextEncoder().encode(challenge);
+  const buf = new Uint8Array(enc.length + 8);
+  buf.set(enc);
+  const view = new DataView(buf.buffer);
+  for (let n = 0; ; n++) {
+    view.setUint32(enc.length, Math.floor(n / 2 ** 32));
+    view.setUint32(enc.length + 4, n >>> 0);
+    const h = new Uint8Array(await crypto.subtle.digest("SHA-256", buf));
+    let z = 0;
+    for (const byte of h) {
+      if (byte === 0) z += 8;
+      else {
+        z += Math.clz32(byte) - 24;
+        break;
+      }
+      if (z >= bits) break;
+    }
+    if (z >= bits) return `${challenge}:${n}`;
+  }
+}
+
+function swapFragments(fragments) {
+  for (const [key, html] of Object.entries(fragments || {})) {
+    for (const el of $$("[data-fragment]")) {
+      if (el.dataset.fragment === key) el.outerHTML = html;
+    }
+  }
+}
+
+// Through the prototype: a control named "action" or "reset" shadows the
+// form's own property.
+const endpoint = (form) => new URL(form.getAttribute("action") || "", location.href);
+
+function returnPath(form) {
+  const back = endpoint(form).searchParams.get("_return");
+  return back && back[0] === "/" && back[1] !== "/" && back[1] !== "\\" ? back : null;
+}
+
+function withReturn(path) {
+  return `${path}?return=${encodeURIComponent(location.pathname + location.search)}`;
+}
+
+async function send(form, submitter, key) {
+  const data = new FormData(form, submitter);
+  const multipart = $$("input[type=file]", form).length > 0;
+  const headers = { Accept: "application/json", "Idempotency-Key": key };
+  const keys = $$("[data-fragment]").map((e) => e.dataset.fragment);
+  if (keys.length) headers["Portcullis-Fragments"] = keys.join(" ");
+  // A new attempt: old messages go (the slots are live regions, so the
+  // next answer is announced afresh).
+  clearErrors(form);
+  const opt = optimistic(form, data);
+  let res;
+  try {
+    if (form.dataset.pow) {
+      headers["X-Portcullis-Pow"] = await solve(form.dataset.pow, +form.dataset.powBits || 0);
+    }
+    res = await fetch(endpoint(form), {
+      method: "POST",
+      credentials: "same-origin",
+      headers,
+      body: multipart ? data : new URLSearchParams(data),
+    });
+  } catch {
+    opt.rollback();
+    clearErrors(form);
+    // Nothing is lost: the fields keep their values; Retry reuses the key.
+    formError(form, "Network problem: your input is kept. Check your connection and retry.", () =>
+      enqueue(form, submitter, key),
+    );
+    return;
+  }
+  let body = {};
+  try {
+    body = await res.json();
+  } catch {}
+  clearErrors(form);
+  if (res.ok && body.ok) {
+    sessionStorage.removeItem(STALE_KEY);
+    opt.commit();
+    swapFragments(body.fragments);
+    if (body.redirect) return location.assign(body.redirect);
+    if ("reset" in form.dataset) HTMLFormElement.prototype.reset.call(form);
+    // Like the no-JS 303: land on the form's return path (or refresh this
+    // page), unless fragments or an optimistic update already show the result.
+    const optimisticForm = form.dataset.optimisticTemplate || form.dataset.optimisticText;
+    if (body.revalidated || (!body.fragments && !optimisticForm)) {
+      const back = returnPath(form);
+      if (back && back !== location.pathname + location.search) return location.assign(back);
+      location.reload();
+    }
+    return;
+  }
+  opt.rollback();
+  const code = body.error && body.error.code;
+  const message = (body.error && body.error.message) || `Request failed (${res.status}).`;
+  if (res.status === 409 && code === "stale_action") {
+    // A deploy or key rotation changed the action ids: reload once, never loop.
+    const last = +sessionStorage.getItem(STALE_KEY) || 0;
+    if (Date.now() - last > 30000) {
+      sessionStorage.setItem(STALE_KEY, String(Date.now()));
+      sessionStorage.setItem(NOTICE_KEY, "This page was out of date and has been reloaded. Please submit again.");
+      return location.reload();
+    }
+    return formError(form, message);
+  }
+  if (res.status === 422) return showErrors(form, body);
+  if (res.status === 429) {
+    const after = +res.headers.get("Retry-After");
+    return formError(form, after ? `Too many requests. Try again in ${after} s.` : message);
+  }
+  if (res.status === 401) {
+    const to = code === "reauthentication_required" ? form.dataset.reauth : form.dataset.login;
+    if (to) return location.assign(withReturn(to));
+  }
+  formError(form, code === "internal" && body.error.digest ? `${message} Reference: ${body.error.digest}` : message);
+}
+
+function enqueue(form, submitter, key) {
+  if (form.hasAttribute("data-pending")) return;
+  setPending(form, true);
+  const run = () => send(form, submitter, key).finally(() => setPending(form, false));
+  if ("idempotent" in form.dataset) return run();
+  queue = queue.then(run, run);
+}
+
+document.addEventListener("submit", (e) => {
+  const form = e.target;
+  if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-portcullis")) return;
+  if (e.defaultPrevented) return;
+  e.preventDefault();
+  enqueue(form, e.submitter, uuid());
+});
+
+const notice = sessionStorage.getItem(NOTICE_KEY);
+if (notice) {
+  sessionStorage.removeItem(NOTICE_KEY);
+  const p = document.createElement("p");
+  p.className = "notice";
+  p.setAttribute("role", "status");
+  p.setAttribute("data-portcullis-notice", "");
+  p.textContent = notice;
+  (document.querySelector("main") || document.body).prepend(p);
+}
+document.documentElement.dataset.portcullis = "ready";
