@@ -56,6 +56,8 @@ pub struct Shared {
     pub(crate) config: Config,
     pub(crate) ids: Ids,
     pub(crate) limiter: Limiter,
+    /// The token API's store and limit, if the app has one.
+    pub(crate) api: Option<crate::api::ApiConfig>,
     /// Routes that accept cross-origin requests, with their authenticator.
     pub(crate) cross_origin_routes: Vec<crate::routes::CrossOriginRoute>,
     /// Idempotency keys (memory, or Redis when configured).
@@ -199,6 +201,7 @@ pub struct Portcullis<S> {
     cache: crate::fragment::CacheConfig,
     pages: Router,
     webhooks: Vec<(String, crate::webhook::Webhook, crate::webhook::Handler<S>)>,
+    api: Option<(Router, crate::api::ApiConfig, Vec<String>)>,
 }
 
 impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
@@ -211,7 +214,30 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             cache: crate::fragment::CacheConfig::default(),
             pages: Router::new(),
             webhooks: Vec::new(),
+            api: None,
         }
+    }
+
+    /// A token-authenticated JSON API: `router`'s handlers extract
+    /// [`crate::api::Bearer`]; `limit` applies per user; CORS allows exactly
+    /// `cors_origins` (none by default). Mounted outside the origin guard
+    /// because bearer tokens are never sent by a browser on its own.
+    pub fn api(
+        mut self,
+        router: Router,
+        store: impl crate::api::TokenStore,
+        limit: crate::ratelimit::Limit,
+        cors_origins: &[&str],
+    ) -> Self {
+        self.api = Some((
+            router,
+            crate::api::ApiConfig {
+                store: Arc::new(store),
+                limit,
+            },
+            cors_origins.iter().map(|s| s.to_string()).collect(),
+        ));
+        self
     }
 
     /// A signed webhook receiver at `path` (POST only). It accepts
@@ -311,7 +337,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 .map_err(|e| BuildError::Limiter(LimiterError::Backend(e)))?,
             None => crate::idempotency::Store::memory(),
         };
-        let cross_origin_routes = self
+        let cross_origin_routes: Vec<crate::routes::CrossOriginRoute> = self
             .webhooks
             .iter()
             .map(|(path, hook, _)| crate::routes::CrossOriginRoute {
@@ -324,7 +350,26 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             })
             .collect();
         let flash_sealer = Sealer::for_purpose(&self.config.keys, crate::keys::Purpose::Flash);
+        let mut cross_origin_routes = cross_origin_routes;
+        let (api_router, api_config) = match self.api {
+            Some((router, config, origins)) => {
+                cross_origin_routes.push(crate::routes::CrossOriginRoute {
+                    path: "(api router)".into(),
+                    method: "*",
+                    authenticator: "bearer-token",
+                });
+                let allowed: Vec<http::HeaderValue> =
+                    origins.iter().filter_map(|o| o.parse().ok()).collect();
+                let cors = tower_http::cors::CorsLayer::new()
+                    .allow_origin(tower_http::cors::AllowOrigin::list(allowed))
+                    .allow_methods([http::Method::GET, http::Method::POST])
+                    .allow_headers([http::header::AUTHORIZATION, http::header::CONTENT_TYPE]);
+                (router.layer(cors), Some(config))
+            }
+            None => (Router::new(), None),
+        };
         let shared = Arc::new(Shared {
+            api: api_config,
             cross_origin_routes,
             idempotency,
             fragments: engine,
@@ -391,6 +436,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             .merge(crate::client::router())
             .merge(pages)
             .merge(hooks)
+            .merge(api_router)
             .layer(axum::Extension(shared.clone()))
             .layer(sessions);
         Ok(App { router, shared })

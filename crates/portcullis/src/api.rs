@@ -1,0 +1,203 @@
+//! Token-authenticated JSON APIs for scripts and mobile clients.
+//!
+//! A personal access token is a bearer credential the client must attach on
+//! purpose (`Authorization: Bearer …`); browsers never attach it by
+//! themselves, so API routes are not exposed to cross-site request forgery
+//! and are mounted outside the origin guard — that is why they, like
+//! webhooks, are listed in the manifest's `crossOriginRoutes`. The
+//! [`Bearer`] extractor never reads cookies.
+//!
+//! * The app stores tokens *hashed* ([`hash_token`]) and implements
+//!   [`TokenStore`]; a token is shown once, at creation.
+//! * [`Bearer`] yields the same [`Viewer`] the session layer would, so the
+//!   same viewer-scoped DAL serves both; it also enforces the API's rate
+//!   limit (per user, same limiter and backends as actions).
+//! * Scopes: `read` tokens are refused (403) by handlers that call
+//!   [`Bearer::require_write`].
+//! * CORS is configured through tower-http for the API router only, and only
+//!   for the origins the app lists.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::FromRequestParts;
+use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use http::request::Parts;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::app::Shared;
+use crate::error::{ActionError, ErrorCode, Rejection};
+use crate::ratelimit::{KeyRequest, Limit};
+use crate::viewer::{UserId, Viewer};
+
+/// What a token allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Write,
+}
+
+/// A stored token, as the app's store returns it.
+#[derive(Clone, Debug)]
+pub struct TokenGrant {
+    pub user_id: UserId,
+    pub scope: Scope,
+    /// Unix seconds.
+    pub expires_at: i64,
+    pub revoked: bool,
+}
+
+/// Looks tokens up by hash.
+pub trait TokenStore: Send + Sync + 'static {
+    fn lookup(
+        &self,
+        token_hash: String,
+    ) -> BoxFuture<'static, Result<Option<TokenGrant>, ActionError>>;
+}
+
+/// A new random token (`pcat_` + 256 bits, base64url).
+pub fn new_token() -> String {
+    use base64::Engine;
+    format!(
+        "pcat_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+    )
+}
+
+/// The hash under which a token is stored and looked up.
+pub fn hash_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The API's settings, held in [`Shared`].
+pub(crate) struct ApiConfig {
+    pub store: Arc<dyn TokenStore>,
+    pub limit: Limit,
+}
+
+/// An authenticated API caller.
+pub struct Bearer {
+    viewer: Viewer,
+    scope: Scope,
+}
+
+impl Bearer {
+    pub fn viewer(&self) -> &Viewer {
+        &self.viewer
+    }
+
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    /// 403 `forbidden` for a read-only token.
+    pub fn require_write(&self) -> Result<(), Response> {
+        match self.scope {
+            Scope::Write => Ok(()),
+            Scope::Read => Err(error(Rejection::with_message(
+                ErrorCode::Forbidden,
+                "This token is read-only.",
+            ))),
+        }
+    }
+}
+
+/// A JSON error response in the standard envelope.
+pub fn error(rejection: Rejection) -> Response {
+    (
+        rejection.status(),
+        [(http::header::CONTENT_TYPE, "application/json")],
+        rejection.to_json(),
+    )
+        .into_response()
+}
+
+fn unauthenticated(why: &str) -> Response {
+    let mut r = error(Rejection::with_message(ErrorCode::Unauthenticated, why));
+    r.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Bearer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        let shared = parts
+            .extensions
+            .get::<Arc<Shared>>()
+            .cloned()
+            .ok_or_else(|| error(Rejection::internal(&"Bearer used outside a portcullis app")))?;
+        let api = shared
+            .api
+            .as_ref()
+            .ok_or_else(|| error(Rejection::internal(&"Bearer used without Portcullis::api")))?;
+        let token = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 200)
+            .ok_or_else(|| {
+                unauthenticated("Send a personal access token as `Authorization: Bearer <token>`.")
+            })?;
+        let grant = api
+            .store
+            .lookup(hash_token(token))
+            .await
+            .map_err(|e| error(e.into_rejection()))?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs() as i64;
+        let grant = match grant {
+            Some(g) if !g.revoked && g.expires_at > now => g,
+            // Unknown, revoked and expired look the same.
+            _ => return Err(unauthenticated("The token is invalid, expired or revoked.")),
+        };
+        let viewer = Viewer::new(
+            grant.user_id,
+            Arc::from(Vec::<String>::new()),
+            UNIX_EPOCH,
+            UNIX_EPOCH,
+        );
+        // The API's rate limit, per user, on the actions' limiter.
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let limits = std::slice::from_ref(&api.limit);
+        let req = KeyRequest {
+            ip: shared.config.proxies.client_ip(peer, &parts.headers),
+            session: None,
+            viewer: Some(&viewer),
+            headers: &parts.headers,
+        };
+        let keys = crate::ratelimit::request_keys("api", "r", limits, &req).map_err(error)?;
+        shared
+            .limiter
+            .enforce(limits, keys, false)
+            .await
+            .map_err(|r| {
+                let mut resp = error(r.clone());
+                for (k, v) in r.headers {
+                    resp.headers_mut().append(k, v);
+                }
+                resp
+            })?;
+        Ok(Bearer {
+            viewer,
+            scope: grant.scope,
+        })
+    }
+}
