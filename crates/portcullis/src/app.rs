@@ -22,6 +22,7 @@ use crate::botcheck::{BotCheck, CHALLENGE_TTL, Challenges};
 use crate::config::Config;
 use crate::decode::InputShape;
 use crate::ids::Ids;
+use crate::observe::{AuditSink, Metrics};
 use crate::ratelimit::{Limiter, LimiterError};
 use crate::seal::Sealer;
 
@@ -61,6 +62,10 @@ pub struct Shared {
     pub(crate) metas: Vec<ActionMeta>,
     /// The largest body any action accepts: the stage-1 early refusal bound.
     pub(crate) body_ceiling: usize,
+    /// Per-action counters and latency ([`crate::observe`]).
+    pub(crate) metrics: Metrics,
+    /// Called after each successful mutation, if the app installed one.
+    pub(crate) audit: Option<Arc<dyn AuditSink>>,
 }
 
 impl Shared {
@@ -120,6 +125,11 @@ impl Shared {
         self.ids.epoch()
     }
 
+    /// The action metrics (Prometheus text via [`Metrics::encode`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Every registered action, as data.
     pub fn manifest(&self) -> Manifest {
         Manifest {
@@ -169,6 +179,7 @@ pub struct Portcullis<S> {
     state: S,
     actions: Actions<S>,
     pages: Router,
+    audit: Option<Arc<dyn AuditSink>>,
 }
 
 impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
@@ -178,7 +189,15 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             state,
             actions: Actions::default(),
             pages: Router::new(),
+            audit: None,
         }
+    }
+
+    /// Installs the audit hook: called, and awaited, after every successful
+    /// mutation (see [`crate::observe`]).
+    pub fn audit_sink(mut self, sink: impl AuditSink) -> Self {
+        self.audit = Some(Arc::new(sink));
+        self
     }
 
     /// Registers actions, e.g. `.actions(projects::register)`.
@@ -245,6 +264,8 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             by_name,
             metas,
             body_ceiling,
+            metrics: Metrics::default(),
+            audit: self.audit,
         });
         let inner = Arc::new(Inner {
             shared: shared.clone(),
@@ -302,5 +323,28 @@ impl App {
 
     pub fn manifest(&self) -> Manifest {
         self.shared.manifest()
+    }
+
+    /// The admin router: `GET /metrics` (Prometheus text). Serve it on a
+    /// separate, private listener (the demo uses `PORTCULLIS_ADMIN_ADDR`),
+    /// never merged into the public router: metrics name every action and
+    /// show traffic patterns.
+    pub fn admin_router(&self) -> Router {
+        let shared = self.shared.clone();
+        Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let shared = shared.clone();
+                async move {
+                    (
+                        [(
+                            http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        shared.metrics.encode(),
+                    )
+                }
+            }),
+        )
     }
 }

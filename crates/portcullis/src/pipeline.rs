@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
 use futures::FutureExt;
+use tracing::Instrument;
 use http::{HeaderName, HeaderValue};
 use tower_sessions::Session;
 
@@ -46,35 +47,73 @@ use crate::cx::{Cx, Effects};
 use crate::decode::RETURN_FIELD;
 use crate::error::Rejection;
 use crate::limits::{self, BodyKind};
+use crate::observe::{self, AuditEvent, Observed};
 use crate::ratelimit::{self, KeyRequest};
 use crate::respond::{self, ClientKind, Success};
 use crate::seal::{self, Opening};
 use crate::session::{self, Auth};
 
-/// Runs one action request through every stage.
+/// Runs one action request through every stage, inside an `action` span,
+/// and reports the outcome to the metrics ([`crate::observe`]).
 pub(crate) async fn run<S: Clone + Send + Sync + 'static>(
     inner: &Inner<S>,
     id: &str,
     request: Request,
 ) -> Response {
+    let started = std::time::Instant::now();
+    let request_id = observe::request_id();
+    // Only names, ids and codes go into the span: never input or cookies.
+    let span = tracing::info_span!(
+        "action",
+        action = tracing::field::Empty,
+        viewer = tracing::field::Empty,
+        request_id = %request_id,
+        outcome = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+    );
     let client = ClientKind::from_headers(request.headers());
     let mut extra_headers = Vec::new();
     let mut return_to = None;
-    let mut response = match stages(inner, id, request, &mut extra_headers, &mut return_to).await {
-        Ok(response) => response,
+    let mut observed = Observed::default();
+    let outcome = stages(
+        inner,
+        id,
+        request,
+        &mut extra_headers,
+        &mut return_to,
+        &mut observed,
+        &request_id,
+    )
+    .instrument(span.clone())
+    .await;
+    let (mut response, code) = match outcome {
+        Ok(response) => (response, "ok"),
         Err(rejection) => {
-            tracing::debug!(code = %rejection.code, digest = %rejection.digest, "action refused");
-            respond::failure(
+            span.in_scope(|| {
+                tracing::debug!(code = %rejection.code, digest = %rejection.digest, "action refused")
+            });
+            let code = rejection.code.as_str();
+            let response = respond::failure(
                 client,
                 &rejection,
                 &inner.shared.config,
                 return_to.as_deref(),
-            )
+            );
+            (response, code)
         }
     };
     for (name, value) in extra_headers {
         response.headers_mut().append(name, value);
     }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    let took = started.elapsed();
+    let action = observed.action.unwrap_or(observe::UNRESOLVED);
+    inner.shared.metrics.observe(action, code, took);
+    span.record("outcome", code);
+    span.record("duration_ms", took.as_secs_f64() * 1000.0);
+    span.in_scope(|| tracing::info!("action finished"));
     response
 }
 
@@ -84,6 +123,8 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     request: Request,
     extra_headers: &mut Vec<(HeaderName, HeaderValue)>,
     return_to: &mut Option<String>,
+    observed: &mut Observed,
+    request_id: &str,
 ) -> Result<Response, Rejection> {
     let shared = &inner.shared;
     let config = &shared.config;
@@ -111,6 +152,8 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     let index = shared.ids.resolve(id)?;
     let (action, shape) = &inner.actions[index];
     let meta = &action.meta;
+    observed.action = Some(meta.name);
+    tracing::Span::current().record("action", meta.name);
 
     // 4. Rate limit (identity is read from the session only if a key needs it).
     let session = parts
@@ -151,6 +194,9 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     // 5. Policy: identity from the session, never from the payload.
     if !viewer_loaded {
         viewer = session::load_viewer(&session, config.session_absolute).await?;
+    }
+    if let Some(v) = &viewer {
+        tracing::Span::current().record("viewer", v.id());
     }
     meta.policy.check(viewer.as_ref())?;
 
@@ -211,6 +257,8 @@ async fn stages<S: Clone + Send + Sync + 'static>(
         shared.sealer.clone(),
     )
     .with_quotas(quotas);
+    let audit_record = cx.audit_slot();
+    let viewer_id = viewer.as_ref().map(|v| v.id());
     let outcome = std::panic::AssertUnwindSafe(action.exec.call(cx, viewer, input))
         .catch_unwind()
         .await;
@@ -240,14 +288,27 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     // 9. Effects: applied to this one response; then the taint scan over the
     // final bytes (stage 8's second half), before anything is sent.
     let effects = std::mem::take(&mut *effects.lock().unwrap_or_else(|e| e.into_inner()));
-    respond::success(
+    let response = respond::success(
         client,
         Success {
             result_json,
             redirect: effects.redirect,
             return_to: return_to.clone(),
         },
-    )
+    )?;
+    // A success the client will see: record the mutation before sending.
+    if let (Some(sink), true) = (&shared.audit, meta.is_mutation()) {
+        let record = audit_record.lock().unwrap_or_else(|e| e.into_inner()).take();
+        sink.record(AuditEvent {
+            action: meta.name,
+            viewer: viewer_id,
+            record,
+            request_id: request_id.to_owned(),
+            at: std::time::SystemTime::now(),
+        })
+        .await;
+    }
+    Ok(response)
 }
 
 /// The TCP peer, from `ConnectInfo` (set by [`crate::serve`]).

@@ -17,10 +17,28 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
             action(POST)
                 .authenticated()
                 .limit(per_user(20).per_minute())
+                .mutates(&["update_tag:comments"])
+                .not_idempotent()
                 .handler(post),
         )
-        .add(action(EDIT).authenticated().handler(edit))
-        .add(action(DELETE).authenticated().handler(delete));
+        .add(
+            action(EDIT)
+                .authenticated()
+                .mutates(&["update_tag:comments"])
+                .idempotent()
+                .handler(edit),
+        )
+        .add(
+            action(DELETE)
+                .authenticated()
+                .mutates(&["update_tag:comments"])
+                .idempotent()
+                .allow_audit(
+                    "destructive-without-recent",
+                    "an author deletes their own comment (the DAL scopes it to the author); low stakes, and a password prompt per comment would be friction without protection",
+                )
+                .handler(delete),
+        );
 }
 
 #[derive(Deserialize, garde::Validate)]
