@@ -37,7 +37,9 @@ async fn no_span_or_log_line_holds_a_password_or_token() {
         // The test's own HTTP client (reqwest, its cookie store) logs the
         // cookies it receives at DEBUG; that is this process's client side,
         // not the server, so it is filtered out.
-        .with_env_filter("debug,portcullis=trace,sqlx=warn,cookie_store=off,reqwest=off,hyper_util::client=off")
+        .with_env_filter(
+            "debug,portcullis=trace,sqlx=warn,cookie_store=off,reqwest=off,hyper_util::client=off",
+        )
         .try_init();
     let demo = start().await;
     let (alice, _) = user(&demo, "Alice").await;
@@ -45,7 +47,9 @@ async fn no_span_or_log_line_holds_a_password_or_token() {
     let new_password = "an even longer new password";
     let wrong = "wrong-password-guess-42";
 
-    let r = alice.call("account.set_api_key", &[("apiKey", api_key)]).await;
+    let r = alice
+        .call("account.set_api_key", &[("apiKey", api_key)])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let r = alice
         .call(
@@ -78,7 +82,11 @@ async fn no_span_or_log_line_holds_a_password_or_token() {
 
     let log = log_text();
     // The capture works: the action spans are there, with names and outcomes.
-    assert!(log.contains("action=\"account.set_api_key\"") || log.contains("action=account.set_api_key"), "{log}");
+    assert!(
+        log.contains("action=\"account.set_api_key\"")
+            || log.contains("action=account.set_api_key"),
+        "{log}"
+    );
     assert!(log.contains("outcome"), "{log}");
     for secret in [PASSWORD, new_password, wrong, api_key, session_id.as_str()] {
         assert!(!log.contains(secret), "log contains `{secret}`:\n{log}");

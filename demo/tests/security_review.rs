@@ -97,7 +97,10 @@ async fn successful_mutations_are_written_to_the_audit_log() {
     assert_eq!(r.status, 404);
 
     let rows = demo::dal::Dal::new(demo.db.pool.clone())
-        .audit_log().recent(10).await.unwrap();
+        .audit_log()
+        .recent(10)
+        .await
+        .unwrap();
     let got: Vec<(&str, Option<&str>, Option<i64>)> = rows
         .iter()
         .map(|r| (r.action.as_str(), r.record.as_deref(), r.user_id))
@@ -137,25 +140,38 @@ async fn metrics_count_the_requests_sent() {
         let r = alice
             .call(
                 "projects.rename",
-                &[("projectId", &id.to_string()), ("name", &format!("Name {i}"))],
+                &[
+                    ("projectId", &id.to_string()),
+                    ("name", &format!("Name {i}")),
+                ],
             )
             .await;
         assert_eq!(r.status, 200);
     }
     for _ in 0..3 {
         let r = alice
-            .call("projects.rename", &[("projectId", &id.to_string()), ("name", "x")])
+            .call(
+                "projects.rename",
+                &[("projectId", &id.to_string()), ("name", "x")],
+            )
             .await;
         assert_eq!(r.status, 422);
     }
     let anon = demo.client.new_session();
     for _ in 0..2 {
         let r = anon
-            .call("projects.rename", &[("projectId", "1"), ("name", "Nope nope")])
+            .call(
+                "projects.rename",
+                &[("projectId", "1"), ("name", "Nope nope")],
+            )
             .await;
         assert_eq!(r.status, 401);
     }
-    let r = alice.post("/_action/AAAAAAAAAAAAAAAAAAAAAA").send().await.unwrap();
+    let r = alice
+        .post("/_action/AAAAAAAAAAAAAAAAAAAAAA")
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_client_error());
 
     let response = demo
@@ -169,7 +185,9 @@ async fn metrics_count_the_requests_sent() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
     let text = String::from_utf8(bytes.to_vec()).unwrap();
     let s = series(&text);
     let count = |action: &str, outcome: &str| {

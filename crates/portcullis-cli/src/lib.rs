@@ -154,7 +154,9 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     };
     let written = match &args.output {
         Some(path) => std::fs::write(path, rendered.as_bytes()).map_err(|e| format!("{path}: {e}")),
-        None => out.write_all(rendered.as_bytes()).map_err(|e| e.to_string()),
+        None => out
+            .write_all(rendered.as_bytes())
+            .map_err(|e| e.to_string()),
     };
     if let Err(msg) = written {
         let _ = writeln!(err, "error: {msg}");

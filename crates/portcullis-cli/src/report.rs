@@ -64,7 +64,10 @@ pub fn json(manifest: &Manifest, findings: &[Finding]) -> String {
         "allowed": findings.len() - open,
         "findings": list,
     });
-    format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default())
+    format!(
+        "{}\n",
+        serde_json::to_string_pretty(&doc).unwrap_or_default()
+    )
 }
 
 /// A SARIF 2.1.0 log with one run. Actions are *logical* locations (the
@@ -120,5 +123,8 @@ pub fn sarif(findings: &[Finding]) -> String {
             "results": results,
         }],
     });
-    format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default())
+    format!(
+        "{}\n",
+        serde_json::to_string_pretty(&doc).unwrap_or_default()
+    )
 }

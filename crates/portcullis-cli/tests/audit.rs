@@ -69,7 +69,11 @@ fn exit_code_and_formats() {
     let path = dir.join("m.json");
     std::fs::write(&path, FIXTURE).unwrap();
     let args = |extra: &[&str]| -> Vec<String> {
-        let mut v = vec!["audit".into(), "--manifest".into(), path.display().to_string()];
+        let mut v = vec![
+            "audit".into(),
+            "--manifest".into(),
+            path.display().to_string(),
+        ];
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
@@ -122,7 +126,11 @@ fn sarif_validates_against_the_schema() {
     let results = sarif["runs"][0]["results"].as_array().unwrap();
     assert_eq!(results.len(), findings.len());
     // The allowed finding is an in-source suppression with its reason.
-    assert!(results.iter().any(|r| r["suppressions"][0]["kind"] == "inSource"));
+    assert!(
+        results
+            .iter()
+            .any(|r| r["suppressions"][0]["kind"] == "inSource")
+    );
     // And the schema is not vacuous: a broken log fails it.
     let mut broken = sarif.clone();
     broken["version"] = "2.0.0".into();

@@ -38,9 +38,9 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
 use futures::FutureExt;
-use tracing::Instrument;
 use http::{HeaderName, HeaderValue};
 use tower_sessions::Session;
+use tracing::Instrument;
 
 use crate::app::Inner;
 use crate::cx::{Cx, Effects};
@@ -298,7 +298,10 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     )?;
     // A success the client will see: record the mutation before sending.
     if let (Some(sink), true) = (&shared.audit, meta.is_mutation()) {
-        let record = audit_record.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let record = audit_record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         sink.record(AuditEvent {
             action: meta.name,
             viewer: viewer_id,

@@ -72,9 +72,18 @@ async fn harness_catches_a_raw_route_posing_as_an_action() {
         .run()
         .await;
     println!("{report}");
-    assert!(report.failed("/legacy/notes/purge", "cross_origin"), "{report}");
-    assert!(report.failed("/legacy/notes/purge", "cross_origin_legacy"), "{report}");
-    assert!(report.failed("/legacy/notes/purge", "missing_session"), "{report}");
+    assert!(
+        report.failed("/legacy/notes/purge", "cross_origin"),
+        "{report}"
+    );
+    assert!(
+        report.failed("/legacy/notes/purge", "cross_origin_legacy"),
+        "{report}"
+    );
+    assert!(
+        report.failed("/legacy/notes/purge", "missing_session"),
+        "{report}"
+    );
     // The real actions are still fine.
     assert!(
         report

@@ -123,7 +123,10 @@ impl Report {
     /// Panics, listing every failure, if any attack was not refused as documented.
     pub fn assert_clean(&self) {
         let failures = self.failures();
-        assert!(failures.is_empty(), "attack harness found failures:\n{self}");
+        assert!(
+            failures.is_empty(),
+            "attack harness found failures:\n{self}"
+        );
     }
 
     /// [`Report::assert_clean`], and no inconclusive attack either.
@@ -243,7 +246,12 @@ impl Harness {
             let cross = hostile(&client, &path, true).await;
             run.check("cross_origin", &cross, forbidden_cross_origin(), false);
             let legacy = hostile(&client, &path, false).await;
-            run.check("cross_origin_legacy", &legacy, forbidden_cross_origin(), false);
+            run.check(
+                "cross_origin_legacy",
+                &legacy,
+                forbidden_cross_origin(),
+                false,
+            );
 
             if gated {
                 let fresh = anonymous.new_session();
@@ -292,7 +300,12 @@ impl Harness {
                 "--not-the-boundary\r\ncontent-disposition: form-data; name=\"x\"\r\n\r\n1\r\n",
             )
             .await;
-            run.check("malformed_multipart", &r, expect(400, "malformed_body"), true);
+            run.check(
+                "malformed_multipart",
+                &r,
+                expect(400, "malformed_body"),
+                true,
+            );
 
             if let (Some(field), Some(other)) = (
                 entry.meta.sealed_fields.first(),
@@ -320,7 +333,13 @@ impl Harness {
                 "{ACTION_PREFIX}{}",
                 shared.action_id_in_epoch(name, shared.epoch().saturating_sub(2))
             );
-            let r = same_origin(&client, &stale_path, "application/x-www-form-urlencoded", "").await;
+            let r = same_origin(
+                &client,
+                &stale_path,
+                "application/x-www-form-urlencoded",
+                "",
+            )
+            .await;
             run.check("stale_id", &r, expect(409, "stale_action"), false);
         }
 
@@ -336,7 +355,12 @@ impl Harness {
             target: "(app)",
             gated: false,
         }
-        .check("malformed_id", &r, expect(400, "malformed_action_id"), false);
+        .check(
+            "malformed_id",
+            &r,
+            expect(400, "malformed_action_id"),
+            false,
+        );
 
         for (path, gated) in &self.raw_routes {
             let client = match (&signed_in, *gated) {
