@@ -92,6 +92,7 @@ async fn post(cx: Cx<AppState>, viewer: Viewer, input: Valid<Post>) -> Outcome<C
         .comments()
         .post(&viewer, input.project_id, input.body.trim())
         .await?;
+    cx.audit_record(format_args!("comment:{}", c.id));
     Ok(c.into())
 }
 
@@ -102,6 +103,7 @@ async fn edit(cx: Cx<AppState>, viewer: Viewer, input: Valid<Edit>) -> Outcome<C
         .comments()
         .edit(&viewer, input.comment_id, input.body.trim())
         .await?;
+    cx.audit_record(format_args!("comment:{}", c.id));
     Ok(c.into())
 }
 
@@ -111,5 +113,6 @@ async fn delete(cx: Cx<AppState>, viewer: Viewer, input: Valid<CommentId>) -> Ou
         .comments()
         .delete(&viewer, input.comment_id)
         .await?;
+    cx.audit_record(format_args!("comment:{}", input.comment_id));
     Ok(())
 }
