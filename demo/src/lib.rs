@@ -123,11 +123,23 @@ pub fn build_with(config: Config, db: &Db, sessions: Sessions) -> Result<App, St
     let state = AppState {
         dal: Dal::new(db.pool.clone()),
     };
+    let dal = state.dal.clone();
     let app = Portcullis::new(config, state.clone())
         .actions(actions::register)
         .fragments(pages::fragments::register)
         .webhook(billing::PATH, billing::webhook(), billing::receive)
-        .pages(pages::router(state));
+        .pages(pages::router(state))
+        // Every successful mutation gets an audit row; a failed write is
+        // logged (without the event's record) but does not fail the
+        // request the user already saw succeed in the database.
+        .audit_sink(move |event: portcullis::AuditEvent| {
+            let dal = dal.clone();
+            async move {
+                if let Err(e) = dal.audit_log().write(&event).await {
+                    tracing::error!(action = event.action, request_id = %event.request_id, error = ?e, "audit log write failed");
+                }
+            }
+        });
     Ok(match sessions {
         Sessions::Sqlite(s) => app.build(s)?,
         Sessions::Postgres(s) => app.build(s)?,

@@ -1,7 +1,8 @@
 //! The demo binary: `cargo run` serves it on embedded SQLite.
 //!
 //! ```text
-//! demo                    serve on PORTCULLIS_ADDR (default 127.0.0.1:3000)
+//! demo                    serve on PORTCULLIS_ADDR (default 127.0.0.1:3000);
+//!                         GET /metrics on PORTCULLIS_ADMIN_ADDR if set (e.g. 127.0.0.1:9090)
 //! demo manifest --json    print every action (name, id, policy, limits, fields)
 //! demo seed [--bench]     fill the database with a sample world / the bench workload
 //! ```
@@ -107,6 +108,21 @@ async fn serve(config: Config, url: &str) -> Result<(), Box<dyn std::error::Erro
             "database"
         }
     );
+    // Metrics live on a separate, private listener, off unless asked for:
+    // they name every action and show traffic, so they are not public.
+    if let Ok(admin) = std::env::var("PORTCULLIS_ADMIN_ADDR") {
+        let admin_listener = tokio::net::TcpListener::bind(&admin).await?;
+        tracing::info!(
+            "admin (GET /metrics) on http://{}",
+            admin_listener.local_addr()?
+        );
+        let admin_router = app.admin_router();
+        tokio::spawn(async move {
+            if let Err(e) = portcullis::serve(admin_listener, admin_router).await {
+                tracing::error!(error = %e, "admin listener stopped");
+            }
+        });
+    }
     portcullis::serve(listener, app.router()).await?;
     Ok(())
 }

@@ -71,6 +71,7 @@ pub fn action(name: &'static str) -> ActionBuilder<state::NoPolicy> {
         fail_open: false,
         body_limit: None,
         idempotent: false,
+        declared: Declared::default(),
         _state: PhantomData,
     }
 }
@@ -87,7 +88,21 @@ pub struct ActionBuilder<P> {
     fail_open: bool,
     body_limit: Option<usize>,
     idempotent: bool,
+    declared: Declared,
     _state: PhantomData<P>,
+}
+
+/// What an action declares about itself for review (`portcullis audit`):
+/// whether it changes state, which effects it has, whether repeating it is
+/// safe, and which audit rules it is a reviewed exception to. None of this
+/// changes what the pipeline enforces; it makes the author's intent data
+/// that a reviewer (or CI) can check.
+#[derive(Clone, Debug, Default)]
+struct Declared {
+    kind: Option<ActionKind>,
+    effects: Vec<&'static str>,
+    idempotency: Option<bool>,
+    allow: Vec<AuditAllow>,
 }
 
 impl<P> ActionBuilder<P> {
@@ -102,6 +117,7 @@ impl<P> ActionBuilder<P> {
             fail_open: self.fail_open,
             body_limit: self.body_limit,
             idempotent: self.idempotent,
+            declared: self.declared,
             _state: PhantomData,
         }
     }
@@ -139,6 +155,45 @@ impl<P> ActionBuilder<P> {
     /// it in parallel instead of queueing it.
     pub fn idempotent(mut self) -> Self {
         self.idempotent = true;
+        self.declared.idempotency = Some(true);
+        self
+    }
+
+    /// Declares that repeating the action is *not* safe (creating a record,
+    /// sending a mail): the client runtime queues it. `portcullis audit`
+    /// wants every mutation to say one or the other.
+    pub fn not_idempotent(mut self) -> Self {
+        self.idempotent = false;
+        self.declared.idempotency = Some(false);
+        self
+    }
+
+    /// Declares that the action changes state, and which effects it applies
+    /// to the response, e.g. `.mutates(&["update_tag:projects", "redirect"])`.
+    /// Effects are free-form strings by convention `kind[:target]`
+    /// (`update_tag:…`, `revalidate_tag:…`, `revalidate_path:…`, `refresh`,
+    /// `redirect`, `session`, `cookie`, `none`). A successful call of a
+    /// mutation is reported to the app's [`crate::app::AuditSink`].
+    pub fn mutates(mut self, effects: &[&'static str]) -> Self {
+        self.declared.kind = Some(ActionKind::Mutates);
+        self.declared.effects.extend_from_slice(effects);
+        self
+    }
+
+    /// Declares that the action changes nothing (a search, a preview); a
+    /// read-only action is idempotent by definition.
+    pub fn read_only(mut self) -> Self {
+        self.declared.kind = Some(ActionKind::ReadOnly);
+        self.declared.idempotency = Some(true);
+        self.idempotent = true;
+        self
+    }
+
+    /// A reviewed exception to audit rule `rule` (e.g. `"privileged-field"`)
+    /// with the reason, kept next to the action in code. The audit reports
+    /// an allow without a reason as a finding of its own.
+    pub fn allow_audit(mut self, rule: &'static str, reason: &'static str) -> Self {
+        self.declared.allow.push(AuditAllow { rule, reason });
         self
     }
 }
@@ -255,7 +310,13 @@ impl<P> ActionBuilder<P> {
                 idempotent: self.idempotent,
                 input_type: std::any::type_name::<I>(),
                 input_fields: shape.as_ref().map(|s| s.fields).unwrap_or(&[]),
+                sealed_fields: shape.as_ref().map(|s| s.sealed.clone()).unwrap_or_default(),
+                input_validated: true,
                 output_type: std::any::type_name::<O>(),
+                kind: self.declared.kind,
+                effects: self.declared.effects,
+                idempotency_declared: self.declared.idempotency.is_some(),
+                allow_audit: self.declared.allow,
             },
             shape,
             exec: Box::new(Typed {
@@ -283,7 +344,44 @@ pub struct ActionMeta {
     pub idempotent: bool,
     pub input_type: &'static str,
     pub input_fields: &'static [&'static str],
+    /// Input fields of type `Sealed<T>` (or `Option<Sealed<T>>`).
+    pub sealed_fields: Vec<&'static str>,
+    /// The input went through `garde::Validate` (always true for actions
+    /// built here; the field exists so hand-written manifests can say no).
+    pub input_validated: bool,
+    /// The DTO type the handler returns.
     pub output_type: &'static str,
+    /// `mutates` / `read_only`, or `None` when undeclared.
+    pub kind: Option<ActionKind>,
+    /// Declared effects (see [`ActionBuilder::mutates`]).
+    pub effects: Vec<&'static str>,
+    /// Whether `.idempotent()`, `.not_idempotent()` or `.read_only()` was said.
+    pub idempotency_declared: bool,
+    /// Reviewed exceptions to audit rules.
+    pub allow_audit: Vec<AuditAllow>,
+}
+
+impl ActionMeta {
+    /// A mutation for the audit log: declared `mutates`, or undeclared (the
+    /// safe assumption for a POST endpoint).
+    pub fn is_mutation(&self) -> bool {
+        self.kind != Some(ActionKind::ReadOnly)
+    }
+}
+
+/// Whether an action changes state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    Mutates,
+    ReadOnly,
+}
+
+/// One reviewed exception to an audit rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditAllow {
+    pub rule: &'static str,
+    pub reason: &'static str,
 }
 
 /// A finished action, ready to be added to [`Actions`].

@@ -22,6 +22,7 @@ use crate::botcheck::{BotCheck, CHALLENGE_TTL, Challenges};
 use crate::config::Config;
 use crate::decode::InputShape;
 use crate::ids::Ids;
+use crate::observe::{AuditSink, Metrics};
 use crate::ratelimit::{Limiter, LimiterError};
 use crate::seal::Sealer;
 
@@ -73,6 +74,10 @@ pub struct Shared {
     pub(crate) metas: Vec<ActionMeta>,
     /// The largest body any action accepts: the stage-1 early refusal bound.
     pub(crate) body_ceiling: usize,
+    /// Per-action counters and latency ([`crate::observe`]).
+    pub(crate) metrics: Metrics,
+    /// Called after each successful mutation, if the app installed one.
+    pub(crate) audit: Option<Arc<dyn AuditSink>>,
 }
 
 impl Shared {
@@ -145,6 +150,11 @@ impl Shared {
         self.ids.epoch()
     }
 
+    /// The action metrics (Prometheus text via [`Metrics::encode`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Every registered action, as data.
     pub fn manifest(&self) -> Manifest {
         Manifest {
@@ -202,6 +212,7 @@ pub struct Portcullis<S> {
     pages: Router,
     webhooks: Vec<(String, crate::webhook::Webhook, crate::webhook::Handler<S>)>,
     api: Option<(Router, crate::api::ApiConfig, Vec<String>)>,
+    audit: Option<Arc<dyn AuditSink>>,
 }
 
 impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
@@ -215,6 +226,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             pages: Router::new(),
             webhooks: Vec::new(),
             api: None,
+            audit: None,
         }
     }
 
@@ -262,6 +274,13 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     /// Render cache bounds (default 32 MiB, 10 minute TTL).
     pub fn render_cache(mut self, cache: crate::fragment::CacheConfig) -> Self {
         self.cache = cache;
+        self
+    }
+
+    /// Installs the audit hook: called, and awaited, after every successful
+    /// mutation (see [`crate::observe`]).
+    pub fn audit_sink(mut self, sink: impl AuditSink) -> Self {
+        self.audit = Some(Arc::new(sink));
         self
     }
 
@@ -382,6 +401,8 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             by_name,
             metas,
             body_ceiling,
+            metrics: Metrics::default(),
+            audit: self.audit,
         });
         let inner = Arc::new(Inner {
             shared: shared.clone(),
@@ -476,5 +497,28 @@ impl App {
 
     pub fn manifest(&self) -> Manifest {
         self.shared.manifest()
+    }
+
+    /// The admin router: `GET /metrics` (Prometheus text). Serve it on a
+    /// separate, private listener (the demo uses `PORTCULLIS_ADMIN_ADDR`),
+    /// never merged into the public router: metrics name every action and
+    /// show traffic patterns.
+    pub fn admin_router(&self) -> Router {
+        let shared = self.shared.clone();
+        Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let shared = shared.clone();
+                async move {
+                    (
+                        [(
+                            http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        shared.metrics.encode(),
+                    )
+                }
+            }),
+        )
     }
 }

@@ -49,6 +49,8 @@ pub struct Cx<S> {
     sealer: Arc<Sealer>,
     secure_cookies: bool,
     quotas: Vec<(&'static str, QuotaState)>,
+    /// The record this call changed, for the audit log ([`Cx::audit_record`]).
+    audit_record: Arc<Mutex<Option<String>>>,
 }
 
 impl<S> Cx<S> {
@@ -69,7 +71,19 @@ impl<S> Cx<S> {
             sealer,
             secure_cookies: false,
             quotas: Vec::new(),
+            audit_record: Arc::default(),
         }
+    }
+
+    /// Names the record this call changed (e.g. `project:42`) for the
+    /// app's audit log ([`crate::observe::AuditSink`]). Never put input
+    /// values or secrets here: it is logged as is.
+    pub fn audit_record(&self, record: impl std::fmt::Display) {
+        *self.audit_record.lock().unwrap_or_else(|e| e.into_inner()) = Some(record.to_string());
+    }
+
+    pub(crate) fn audit_slot(&self) -> Arc<Mutex<Option<String>>> {
+        self.audit_record.clone()
     }
 
     /// The form's return path (`_return`), if it is a safe same-origin path.

@@ -39,6 +39,9 @@ pub const RETURN_FIELD: &str = "_return";
 pub struct InputShape {
     pub type_name: &'static str,
     pub fields: &'static [&'static str],
+    /// The fields whose type is `Sealed<T>` (or `Option<Sealed<T>>`), for
+    /// the manifest: a reviewer sees which values the client cannot choose.
+    pub sealed: Vec<&'static str>,
 }
 
 /// Why an input type cannot be used as an action input.
@@ -56,7 +59,15 @@ impl InputShape {
         let _ = T::deserialize(FieldCapture(&captured));
         let type_name = std::any::type_name::<T>();
         match captured.get() {
-            Some(fields) => Ok(InputShape { type_name, fields }),
+            Some(fields) => Ok(InputShape {
+                type_name,
+                fields,
+                sealed: fields
+                    .iter()
+                    .copied()
+                    .filter(|f| field_is_sealed::<T>(f))
+                    .collect(),
+            }),
             None => Err(ShapeError(type_name)),
         }
     }
@@ -104,6 +115,99 @@ impl<'de> Deserializer<'de> for FieldCapture<'_> {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
         bytes byte_buf option unit unit_struct newtype_struct seq tuple
         tuple_struct map enum identifier ignored_any
+    }
+}
+
+thread_local! {
+    /// Set while [`field_is_sealed`] probes a field; `Sealed<T>`'s
+    /// deserializer reports itself here instead of opening anything.
+    static SEALED_PROBE: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Called first by `Sealed<T>::deserialize`: true (and the field recorded
+/// as sealed) when this is a shape probe rather than a real request.
+pub(crate) fn sealed_probe_hit() -> bool {
+    SEALED_PROBE.with(|p| match p.get() {
+        Some(_) => {
+            p.set(Some(true));
+            true
+        }
+        None => false,
+    })
+}
+
+/// Whether `T`'s field `field` is a `Sealed<_>`: feeds `T`'s `Deserialize`
+/// a one-entry map whose value deserializer fails at once unless the
+/// field's type is `Sealed` (seen through `Option` and newtypes).
+fn field_is_sealed<T: DeserializeOwned>(field: &'static str) -> bool {
+    SEALED_PROBE.with(|p| p.set(Some(false)));
+    let _ = T::deserialize(FieldProbe(field));
+    SEALED_PROBE.with(|p| p.take()).unwrap_or(false)
+}
+
+struct FieldProbe(&'static str);
+
+impl<'de> Deserializer<'de> for FieldProbe {
+    type Error = Stop;
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+        Err(Stop)
+    }
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Stop> {
+        visitor.visit_map(OneEntry(Some(self.0)))
+    }
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
+    }
+}
+
+struct OneEntry(Option<&'static str>);
+
+impl<'de> MapAccess<'de> for OneEntry {
+    type Error = Stop;
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Stop> {
+        match self.0.take() {
+            Some(name) => seed
+                .deserialize(de::value::BorrowedStrDeserializer::<Stop>::new(name))
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Stop> {
+        seed.deserialize(ValueProbe)
+    }
+}
+
+struct ValueProbe;
+
+impl<'de> Deserializer<'de> for ValueProbe {
+    type Error = Stop;
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+        Err(Stop)
+    }
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Stop> {
+        visitor.visit_some(self)
+    }
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Stop> {
+        visitor.visit_newtype_struct(self)
+    }
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct seq tuple
+        tuple_struct map enum identifier ignored_any struct
     }
 }
 
@@ -481,6 +585,7 @@ mod tests {
     #[test]
     fn shape_lists_wire_names() {
         assert_eq!(shape().fields, &["projectId", "name", "note"]);
+        assert!(shape().sealed.is_empty());
         assert!(InputShape::of::<std::collections::HashMap<String, String>>().is_err());
         assert!(InputShape::of::<String>().is_err());
     }

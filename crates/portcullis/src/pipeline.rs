@@ -40,12 +40,14 @@ use axum::response::Response;
 use futures::FutureExt;
 use http::{HeaderName, HeaderValue};
 use tower_sessions::Session;
+use tracing::Instrument;
 
 use crate::app::Inner;
 use crate::cx::{Cx, Effects};
 use crate::decode::RETURN_FIELD;
 use crate::error::Rejection;
 use crate::limits::{self, BodyKind};
+use crate::observe::{self, AuditEvent, Observed};
 use crate::ratelimit::{self, KeyRequest};
 use crate::respond::{self, ClientKind, Success};
 use crate::seal::{self, Opening};
@@ -55,17 +57,30 @@ use crate::session::{self, Auth};
 /// page shows (space separated).
 pub const FRAGMENTS_HEADER: &str = "portcullis-fragments";
 
-/// Runs one action request through every stage.
+/// Runs one action request through every stage, inside an `action` span,
+/// and reports the outcome to the metrics ([`crate::observe`]).
 pub(crate) async fn run<S: Clone + Send + Sync + 'static>(
     inner: &Inner<S>,
     id: &str,
     request: Request,
 ) -> Response {
+    let started = std::time::Instant::now();
+    let request_id = observe::request_id();
+    // Only names, ids and codes go into the span: never input or cookies.
+    let span = tracing::info_span!(
+        "action",
+        action = tracing::field::Empty,
+        viewer = tracing::field::Empty,
+        request_id = %request_id,
+        outcome = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+    );
     let client = ClientKind::from_headers(request.headers());
     let mut extra_headers = Vec::new();
     let mut return_to = None;
     let mut claimed = None;
     let mut flash = None;
+    let mut observed = Observed::default();
     let outcome = stages(
         inner,
         id,
@@ -74,21 +89,30 @@ pub(crate) async fn run<S: Clone + Send + Sync + 'static>(
         &mut return_to,
         &mut claimed,
         &mut flash,
+        &mut observed,
+        &request_id,
     )
+    .instrument(span.clone())
     .await;
     let idem = &inner.shared.idempotency;
-    let mut response = match outcome {
-        Ok(response) => match &claimed {
-            Some(key) => idem.complete(key, response).await,
-            None => response,
-        },
+    let (mut response, code) = match outcome {
+        Ok(response) => {
+            let response = match &claimed {
+                Some(key) => idem.complete(key, response).await,
+                None => response,
+            };
+            (response, "ok")
+        }
         Err(rejection) => {
             if let Some(key) = &claimed {
                 idem.abandon(key).await;
             }
-            tracing::debug!(code = %rejection.code, digest = %rejection.digest, "action refused");
+            span.in_scope(|| {
+                tracing::debug!(code = %rejection.code, digest = %rejection.digest, "action refused")
+            });
+            let code = rejection.code.as_str();
             // No-JS 422: 303 back to the form with a sealed flash.
-            crate::flash::redirect_back(
+            let response = crate::flash::redirect_back(
                 &inner.shared,
                 client,
                 &rejection,
@@ -102,15 +126,29 @@ pub(crate) async fn run<S: Clone + Send + Sync + 'static>(
                     &inner.shared.config,
                     return_to.as_deref(),
                 )
-            })
+            });
+            (response, code)
         }
     };
     for (name, value) in extra_headers {
         response.headers_mut().append(name, value);
     }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    let took = started.elapsed();
+    let action = observed.action.unwrap_or(observe::UNRESOLVED);
+    inner.shared.metrics.observe(action, code, took);
+    span.record("outcome", code);
+    span.record("duration_ms", took.as_secs_f64() * 1000.0);
+    span.in_scope(|| tracing::info!("action finished"));
     response
 }
 
+// The out-parameters are the request's running state that `run` needs even
+// when a stage refuses (headers to add, return path, claimed idempotency key,
+// flash source, what to report to metrics).
+#[allow(clippy::too_many_arguments)]
 async fn stages<S: Clone + Send + Sync + 'static>(
     inner: &Inner<S>,
     id: &str,
@@ -119,6 +157,8 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     return_to: &mut Option<String>,
     claimed: &mut Option<String>,
     flash: &mut Option<crate::flash::Source>,
+    observed: &mut Observed,
+    request_id: &str,
 ) -> Result<Response, Rejection> {
     let shared = &inner.shared;
     let config = &shared.config;
@@ -146,6 +186,8 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     let index = shared.ids.resolve(id)?;
     let (action, shape) = &inner.actions[index];
     let meta = &action.meta;
+    observed.action = Some(meta.name);
+    tracing::Span::current().record("action", meta.name);
 
     // 4. Rate limit (identity is read from the session only if a key needs it).
     let session = parts
@@ -186,6 +228,9 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     // 5. Policy: identity from the session, never from the payload.
     if !viewer_loaded {
         viewer = session::load_viewer(&session, config.session_absolute).await?;
+    }
+    if let Some(v) = &viewer {
+        tracing::Span::current().record("viewer", v.id());
     }
     meta.policy.check(viewer.as_ref())?;
 
@@ -285,6 +330,8 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     )
     .with_quotas(quotas)
     .with_secure_cookies(config.secure_cookies);
+    let audit_record = cx.audit_slot();
+    let viewer_id = viewer.as_ref().map(|v| v.id());
     let viewer_for_fragments = viewer.clone();
     let outcome = std::panic::AssertUnwindSafe(action.exec.call(cx, viewer, input))
         .catch_unwind()
@@ -359,6 +406,21 @@ async fn stages<S: Clone + Send + Sync + 'static>(
             revalidated,
         },
     )?;
+    // A success the client will see: record the mutation before sending.
+    if let (Some(sink), true) = (&shared.audit, meta.is_mutation()) {
+        let record = audit_record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        sink.record(AuditEvent {
+            action: meta.name,
+            viewer: viewer_id,
+            record,
+            request_id: request_id.to_owned(),
+            at: std::time::SystemTime::now(),
+        })
+        .await;
+    }
     for cookie in effects.cookies {
         if let Ok(v) = HeaderValue::from_str(&cookie) {
             response.headers_mut().append(http::header::SET_COOKIE, v);

@@ -5,6 +5,11 @@
 //! the client runtime would (same-origin headers, `Accept: application/json`);
 //! [`TestClient::submit`] posts the way a browser without JavaScript would.
 //! Raw [`TestClient::post`] adds nothing, for hostile requests.
+//!
+//! [`attacks::Harness`] runs the standard attacks against every registered
+//! action of an app: the first test an adopter should add.
+
+pub mod attacks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

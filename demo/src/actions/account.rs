@@ -18,19 +18,31 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
         .add(
             action(UPDATE_PROFILE)
                 .authenticated()
+                .mutates(&["update_tag:account"])
+                .idempotent()
                 .handler(update_profile),
         )
         .add(
             action(CHANGE_PASSWORD)
                 .recent(RECENT)
                 .limit(per_user(5).per_minute())
+                .mutates(&["none"])
+                .idempotent()
                 .handler(change_password),
         )
-        .add(action(SET_API_KEY).authenticated().handler(set_api_key))
+        .add(
+            action(SET_API_KEY)
+                .authenticated()
+                .mutates(&["update_tag:account"])
+                .idempotent()
+                .handler(set_api_key),
+        )
         .add(
             action(DELETE)
                 .recent(RECENT)
                 .limit(per_user(5).per_minute())
+                .mutates(&["session", "redirect"])
+                .not_idempotent()
                 .handler(delete),
         );
 }

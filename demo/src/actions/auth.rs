@@ -23,6 +23,8 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
                 .public()
                 .limit(per_ip(20).per_hour())
                 .bot_check(BotCheck::Honeypot)
+                .mutates(&["session", "redirect"])
+                .not_idempotent()
                 .handler(sign_up),
         )
         .add(
@@ -37,13 +39,26 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
                     })
                     .per(Duration::from_secs(600)),
                 )
+                // Absent or empty passes, so password managers and the
+                // no-JS form are unaffected; naive form-filling bots fail.
+                .bot_check(BotCheck::Honeypot)
+                .mutates(&["session", "redirect"])
+                .idempotent()
                 .handler(sign_in),
         )
-        .add(action(SIGN_OUT).authenticated().handler(sign_out))
+        .add(
+            action(SIGN_OUT)
+                .authenticated()
+                .mutates(&["session", "redirect"])
+                .idempotent()
+                .handler(sign_out),
+        )
         .add(
             action(REAUTH)
                 .authenticated()
                 .limit(per_user(10).per(Duration::from_secs(600)))
+                .mutates(&["session", "redirect"])
+                .idempotent()
                 .handler(reauthenticate),
         );
 }

@@ -17,10 +17,28 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
             action(POST)
                 .authenticated()
                 .limit(per_user(20).per_minute())
+                .mutates(&["update_tag:comments"])
+                .not_idempotent()
                 .handler(post),
         )
-        .add(action(EDIT).authenticated().handler(edit))
-        .add(action(DELETE).authenticated().handler(delete));
+        .add(
+            action(EDIT)
+                .authenticated()
+                .mutates(&["update_tag:comments"])
+                .idempotent()
+                .handler(edit),
+        )
+        .add(
+            action(DELETE)
+                .authenticated()
+                .mutates(&["update_tag:comments"])
+                .idempotent()
+                .allow_audit(
+                    "destructive-without-recent",
+                    "an author deletes their own comment (the DAL scopes it to the author); low stakes, and a password prompt per comment would be friction without protection",
+                )
+                .handler(delete),
+        );
 }
 
 #[derive(Deserialize, garde::Validate)]
@@ -75,6 +93,7 @@ async fn post(cx: Cx<AppState>, viewer: Viewer, input: Valid<Post>) -> Outcome<C
         .post(&viewer, input.project_id, input.body.trim())
         .await?;
     cx.update_tag(format!("comments:{}", c.project_id));
+    cx.audit_record(format_args!("comment:{}", c.id));
     Ok(c.into())
 }
 
@@ -86,6 +105,7 @@ async fn edit(cx: Cx<AppState>, viewer: Viewer, input: Valid<Edit>) -> Outcome<C
         .edit(&viewer, input.comment_id, input.body.trim())
         .await?;
     cx.update_tag(format!("comments:{}", c.project_id));
+    cx.audit_record(format_args!("comment:{}", c.id));
     Ok(c.into())
 }
 
@@ -97,5 +117,6 @@ async fn delete(cx: Cx<AppState>, viewer: Viewer, input: Valid<CommentId>) -> Ou
         .delete(&viewer, input.comment_id)
         .await?;
     cx.update_tag(format!("comments:{project}"));
+    cx.audit_record(format_args!("comment:{}", input.comment_id));
     Ok(())
 }

@@ -17,6 +17,8 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
             // Works without JavaScript: a field humans never see must stay empty.
             .bot_check(BotCheck::Honeypot)
             .body_limit(16 * 1024)
+            .mutates(&["redirect"])
+            .not_idempotent()
             .handler(send),
     );
 }

@@ -21,17 +21,39 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
             action(CREATE)
                 .authenticated()
                 .limit(per_user(30).per_minute())
+                .mutates(&["update_tag:projects"])
+                .not_idempotent()
                 .handler(create),
         )
         .add(
             action(RENAME)
                 .authenticated()
                 .limit(per_user(60).per_minute())
+                .mutates(&["update_tag:projects"])
+                .idempotent()
                 .handler(rename),
         )
-        .add(action(ARCHIVE).authenticated().handler(archive))
-        .add(action(RESTORE).authenticated().handler(restore))
-        .add(action(DELETE).recent(RECENT).handler(delete));
+        .add(
+            action(ARCHIVE)
+                .authenticated()
+                .mutates(&["update_tag:projects"])
+                .idempotent()
+                .handler(archive),
+        )
+        .add(
+            action(RESTORE)
+                .authenticated()
+                .mutates(&["update_tag:projects"])
+                .idempotent()
+                .handler(restore),
+        )
+        .add(
+            action(DELETE)
+                .recent(RECENT)
+                .mutates(&["update_tag:projects", "redirect"])
+                .idempotent()
+                .handler(delete),
+        );
 }
 
 #[derive(Deserialize, garde::Validate)]
@@ -95,6 +117,7 @@ async fn create(cx: Cx<AppState>, viewer: Viewer, input: Valid<Create>) -> Outco
         .create(&viewer, input.team_id, input.name.trim())
         .await?;
     touched(&cx, &p, true);
+    cx.audit_record(format_args!("project:{}", p.id));
     Ok(p.into())
 }
 
@@ -106,6 +129,7 @@ async fn rename(cx: Cx<AppState>, viewer: Viewer, input: Valid<Rename>) -> Outco
         .rename(&viewer, input.project_id, input.name.trim())
         .await?;
     touched(&cx, &p, false);
+    cx.audit_record(format_args!("project:{}", p.id));
     Ok(p.into())
 }
 
@@ -117,6 +141,7 @@ async fn archive(cx: Cx<AppState>, viewer: Viewer, input: Valid<ProjectId>) -> O
         .set_archived(&viewer, input.project_id, true)
         .await?;
     touched(&cx, &p, true);
+    cx.audit_record(format_args!("project:{}", p.id));
     Ok(p.into())
 }
 
@@ -128,6 +153,7 @@ async fn restore(cx: Cx<AppState>, viewer: Viewer, input: Valid<ProjectId>) -> O
         .set_archived(&viewer, input.project_id, false)
         .await?;
     touched(&cx, &p, true);
+    cx.audit_record(format_args!("project:{}", p.id));
     Ok(p.into())
 }
 
@@ -136,6 +162,7 @@ async fn delete(cx: Cx<AppState>, viewer: Viewer, input: Valid<ProjectId>) -> Ou
     let p = dal.projects().get(&viewer, input.project_id).await?;
     dal.projects().delete(&viewer, input.project_id).await?;
     touched(&cx, &p, true);
+    cx.audit_record(format_args!("project:{}", input.project_id));
     cx.redirect("/projects")?;
     Ok(())
 }

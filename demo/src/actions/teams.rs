@@ -25,16 +25,36 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
                 .authenticated()
                 .limit(per_user(10).per_minute())
                 .quota("invites", per_user(20).per_day())
+                .mutates(&["update_tag:team"])
+                .not_idempotent()
                 .handler(invite),
         )
         .add(
             action(ACCEPT)
                 .authenticated()
                 .limit(per_user(10).per_minute())
+                .mutates(&["update_tag:team", "redirect"])
+                .idempotent()
                 .handler(accept),
         )
-        .add(action(SET_ROLE).authenticated().handler(set_role))
-        .add(action(REMOVE).recent(RECENT).handler(remove));
+        .add(
+            action(SET_ROLE)
+                .authenticated()
+                .mutates(&["update_tag:team"])
+                .idempotent()
+                .allow_audit(
+                    "privileged-field",
+                    "changing a member's role is the point of this action: `role` is an enum (member/admin), the DAL checks in the UPDATE that the viewer is an admin of the team, and nobody can set their own role",
+                )
+                .handler(set_role),
+        )
+        .add(
+            action(REMOVE)
+                .recent(RECENT)
+                .mutates(&["update_tag:team"])
+                .idempotent()
+                .handler(remove),
+        );
 }
 
 #[derive(Deserialize, garde::Validate)]

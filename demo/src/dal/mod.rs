@@ -10,6 +10,7 @@
 //! `portcullis::Dto`, so no handler can return one; handlers map them to
 //! purpose-built DTOs.
 
+pub mod audit;
 pub mod comments;
 pub mod contact;
 pub mod projects;
@@ -50,6 +51,9 @@ impl Dal {
     }
     pub fn contact(&self) -> contact::Contact<'_> {
         contact::Contact(self)
+    }
+    pub fn audit_log(&self) -> audit::AuditLog<'_> {
+        audit::AuditLog(self)
     }
 }
 

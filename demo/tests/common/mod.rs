@@ -14,6 +14,8 @@ pub struct Demo {
     pub db: Db,
     pub sessions: Sessions,
     pub client: TestClient,
+    /// The built app (manifest, metrics, the attack harness).
+    pub app: portcullis::App,
 }
 
 /// The database under test: `TEST_DATABASE` = `sqlite` (default) or `postgres`.
@@ -53,6 +55,7 @@ pub async fn start() -> Demo {
         db,
         sessions,
         client,
+        app,
     }
 }
 

@@ -1,0 +1,170 @@
+//! The `portcullis` CLI as a library: read an app's action manifest, check
+//! every action against the review checklist, report.
+//!
+//! Why a manifest and not source scanning: the framework already knows, per
+//! action, the policy, limits, bot checks, input fields, sealed fields, DTO
+//! type and the author's declarations (`.mutates(..)`, `.read_only()`,
+//! `.idempotent()`, `.allow_audit(..)`), because the typestate builder made
+//! the author say them. The app prints that as JSON (`manifest --json`), and
+//! the audit reads it — from any app on the library, in CI, without
+//! compiling the app into the tool. The manifest is read leniently (unknown
+//! keys ignored, missing ones defaulted) so an older app still audits.
+//!
+//! ```text
+//! portcullis audit   (--cmd "CMD" | --manifest FILE) [--json | --sarif] [--output FILE]
+//! portcullis manifest --cmd "CMD"          print the manifest CMD produces
+//! ```
+//! Exit code: 0 clean, 1 findings, 2 usage or I/O error.
+
+pub mod manifest;
+pub mod report;
+pub mod rules;
+
+use std::io::Write;
+
+pub use manifest::{Entry, Manifest};
+pub use rules::{Finding, RULES, Rule, audit};
+
+const USAGE: &str = "usage:
+  portcullis audit (--cmd \"CMD\" | --manifest FILE) [--json | --sarif] [--output FILE]
+  portcullis manifest --cmd \"CMD\"
+
+  --cmd CMD        run CMD (through sh -c) and read the manifest JSON from its stdout,
+                   e.g. --cmd \"cargo run -q -p demo -- manifest --json\"
+  --manifest FILE  read the manifest JSON from FILE (- for stdin)
+  --json           findings as JSON
+  --sarif          findings as SARIF 2.1.0 (for code-scanning UIs)
+  --output FILE    write the report to FILE instead of stdout
+
+exit code: 0 no findings, 1 findings, 2 usage or input error";
+
+/// Output format of `audit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Sarif,
+}
+
+struct Args {
+    command: String,
+    cmd: Option<String>,
+    manifest: Option<String>,
+    format: Format,
+    output: Option<String>,
+}
+
+fn parse(args: &[String]) -> Result<Args, String> {
+    let mut it = args.iter();
+    let command = it.next().ok_or("missing command")?.clone();
+    if command == "-h" || command == "--help" || command == "help" {
+        return Err(String::new());
+    }
+    if command != "audit" && command != "manifest" {
+        return Err(format!("unknown command `{command}`"));
+    }
+    let mut out = Args {
+        command,
+        cmd: None,
+        manifest: None,
+        format: Format::Table,
+        output: None,
+    };
+    while let Some(arg) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{arg} needs a value"))
+        };
+        match arg.as_str() {
+            "--cmd" => out.cmd = Some(value()?),
+            "--manifest" => out.manifest = Some(value()?),
+            "--output" | "-o" => out.output = Some(value()?),
+            "--json" => out.format = Format::Json,
+            "--sarif" => out.format = Format::Sarif,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    if out.cmd.is_some() == out.manifest.is_some() {
+        return Err("give exactly one of --cmd and --manifest".into());
+    }
+    Ok(out)
+}
+
+/// Reads the manifest text: from a command's stdout or from a file.
+fn manifest_text(args: &Args) -> Result<String, String> {
+    if let Some(cmd) = &args.cmd {
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| format!("cannot run `{cmd}`: {e}"))?;
+        if !output.status.success() {
+            return Err(format!("`{cmd}` failed with {}", output.status));
+        }
+        return String::from_utf8(output.stdout).map_err(|_| format!("`{cmd}` printed non-UTF-8"));
+    }
+    let path = args.manifest.as_deref().unwrap_or("-");
+    if path == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| format!("stdin: {e}"))?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
+}
+
+/// Runs the CLI with `args` (without the program name); returns the exit code.
+pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let args = match parse(args) {
+        Ok(args) => args,
+        Err(msg) => {
+            if !msg.is_empty() {
+                let _ = writeln!(err, "error: {msg}");
+            }
+            let _ = writeln!(err, "{USAGE}");
+            return 2;
+        }
+    };
+    let text = match manifest_text(&args) {
+        Ok(text) => text,
+        Err(msg) => {
+            let _ = writeln!(err, "error: {msg}");
+            return 2;
+        }
+    };
+    let manifest = match Manifest::parse(&text) {
+        Ok(m) => m,
+        Err(msg) => {
+            let _ = writeln!(err, "error: not an action manifest: {msg}");
+            return 2;
+        }
+    };
+    if args.command == "manifest" {
+        let _ = writeln!(out, "{}", text.trim_end());
+        return 0;
+    }
+    let findings = audit(&manifest);
+    let rendered = match args.format {
+        Format::Table => report::table(&manifest, &findings),
+        Format::Json => report::json(&manifest, &findings),
+        Format::Sarif => report::sarif(&findings),
+    };
+    let written = match &args.output {
+        Some(path) => std::fs::write(path, rendered.as_bytes()).map_err(|e| format!("{path}: {e}")),
+        None => out
+            .write_all(rendered.as_bytes())
+            .map_err(|e| e.to_string()),
+    };
+    if let Err(msg) = written {
+        let _ = writeln!(err, "error: {msg}");
+        return 2;
+    }
+    if findings.iter().any(|f| f.allowed.is_none()) {
+        1
+    } else {
+        0
+    }
+}

@@ -1,0 +1,522 @@
+//! The standard attacks, generated for every registered action of an app.
+//!
+//! Why: the pipeline refuses these requests by construction, but an app can
+//! still undo that — a raw axum POST route merged into `.pages(..)` that
+//! never passes the pipeline, an origin allowlist that trusts too much, a
+//! layer that rewrites headers, a new action nobody wrote a test for. The
+//! harness reads the app's manifest, so a newly registered action is
+//! attacked without anyone writing a test for it, and asserts the
+//! *documented* refusal (status and error code) for each attack:
+//!
+//! | attack              | sent                                                        | expected                          |
+//! |---------------------|-------------------------------------------------------------|-----------------------------------|
+//! | `cross_origin`      | signed-in cookies, `Sec-Fetch-Site: cross-site`, foreign `Origin` | 403 `cross_origin_request`   |
+//! | `cross_origin_legacy` | foreign `Origin`, no fetch metadata (older browsers)      | 403 `cross_origin_request`        |
+//! | `missing_session`   | gated action, no session                                    | 401 `unauthenticated`             |
+//! | `unknown_field`     | `isAdmin=true`                                              | 422 `invalid_input` naming it     |
+//! | `oversize_body`     | declared body one byte over the action's cap                | 413 `payload_too_large`           |
+//! | `malformed_json`    | `application/json` that does not parse                      | 400 `malformed_body`              |
+//! | `malformed_multipart` | multipart whose boundary never appears                    | 400 `malformed_body`              |
+//! | `sealed_replay`     | a seal minted for another action, in this session           | 400 `invalid_bound_argument`      |
+//! | `stale_id`          | the action's id of two epochs ago                           | 409 `stale_action`                |
+//! | `malformed_id`      | once per app: `/_action/!!`                                 | 400 `malformed_action_id`         |
+//!
+//! Raw routes the app serves outside the pipeline (webhooks, legacy form
+//! endpoints) are invisible to the manifest; list them with
+//! [`Harness::raw_route`] and they get the cross-origin and missing-session
+//! attacks too.
+//!
+//! A response that is a *different refusal* than expected (a 429 because
+//! the app's limits are tight, a 401/403 because the signed-in client lacks
+//! a role) is reported as *inconclusive*, not as a pass: the attack did not
+//! reach the stage it targets. A 2xx, a 5xx or any other refusal where one
+//! was expected is a *failure*.
+//!
+//! ```no_run
+//! # async fn demo(app: portcullis::App) {
+//! use portcullis::testing::attacks::Harness;
+//! let report = Harness::new(&app)
+//!     .sign_in(|client| async move {
+//!         client.call("auth.sign_in", &[("email", "a@example.com"), ("password", "…")]).await;
+//!     })
+//!     .run()
+//!     .await;
+//! report.assert_clean();
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::app::{ACTION_PREFIX, App, ManifestEntry};
+use crate::policy::Policy;
+use crate::seal::{Binding, unix_now};
+use crate::testing::{TestClient, TestResponse};
+
+/// The foreign origin the attacks come from.
+pub const ATTACKER_ORIGIN: &str = "https://attacker.example";
+
+type SignIn = Arc<dyn Fn(TestClient) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Builds and runs the attacks; see the module docs.
+pub struct Harness {
+    app: App,
+    sign_in: Option<SignIn>,
+    raw_routes: Vec<(String, bool)>,
+}
+
+/// What one attack found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The documented refusal came back.
+    Pass,
+    /// The request was accepted, crashed, or refused for the wrong reason.
+    Fail(String),
+    /// Refused earlier than the attacked stage (429, or a policy the test
+    /// client cannot satisfy): nothing was learned.
+    Inconclusive(String),
+}
+
+/// One attack against one target.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// The action name, or the raw route path.
+    pub target: String,
+    pub attack: &'static str,
+    pub expected: String,
+    pub status: u16,
+    pub code: Option<String>,
+    pub verdict: Verdict,
+}
+
+/// Every check the harness ran.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn failures(&self) -> Vec<&Check> {
+        self.checks
+            .iter()
+            .filter(|c| matches!(c.verdict, Verdict::Fail(_)))
+            .collect()
+    }
+
+    pub fn inconclusive(&self) -> Vec<&Check> {
+        self.checks
+            .iter()
+            .filter(|c| matches!(c.verdict, Verdict::Inconclusive(_)))
+            .collect()
+    }
+
+    pub fn passed(&self) -> usize {
+        self.checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::Pass)
+            .count()
+    }
+
+    /// Panics, listing every failure, if any attack was not refused as documented.
+    pub fn assert_clean(&self) {
+        let failures = self.failures();
+        assert!(
+            failures.is_empty(),
+            "attack harness found failures:\n{self}"
+        );
+    }
+
+    /// [`Report::assert_clean`], and no inconclusive attack either.
+    pub fn assert_conclusive_and_clean(&self) {
+        self.assert_clean();
+        assert!(
+            self.inconclusive().is_empty(),
+            "attack harness could not reach some stages:\n{self}"
+        );
+    }
+
+    /// Whether some failed check hit `target` with `attack`.
+    pub fn failed(&self, target: &str, attack: &str) -> bool {
+        self.failures()
+            .iter()
+            .any(|c| c.target == target && c.attack == attack)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} checks: {} passed, {} failed, {} inconclusive",
+            self.checks.len(),
+            self.passed(),
+            self.failures().len(),
+            self.inconclusive().len()
+        )?;
+        for c in &self.checks {
+            let (tag, why) = match &c.verdict {
+                Verdict::Pass => continue,
+                Verdict::Fail(why) => ("FAIL", why),
+                Verdict::Inconclusive(why) => ("INCONCLUSIVE", why),
+            };
+            writeln!(
+                f,
+                "  {tag} {} / {}: expected {}, got {} {}: {why}",
+                c.target,
+                c.attack,
+                c.expected,
+                c.status,
+                c.code.as_deref().unwrap_or("-")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The expected refusal of one attack.
+struct Expect {
+    status: u16,
+    code: &'static str,
+    /// Text the body must contain (e.g. the unknown field's name).
+    mentions: Option<&'static str>,
+}
+
+impl Harness {
+    pub fn new(app: &App) -> Self {
+        Harness {
+            app: app.clone(),
+            sign_in: None,
+            raw_routes: Vec::new(),
+        }
+    }
+
+    /// How to turn a fresh client into a signed-in one (with whatever role
+    /// and re-authentication the app's gated actions need). Without it,
+    /// attacks on gated actions that must pass the policy are inconclusive.
+    pub fn sign_in<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(TestClient) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.sign_in = Some(Arc::new(move |c| Box::pin(f(c))));
+        self
+    }
+
+    /// A POST route the app serves outside the action pipeline; `gated`:
+    /// it must refuse anonymous callers.
+    pub fn raw_route(mut self, path: &str, gated: bool) -> Self {
+        self.raw_routes.push((path.to_owned(), gated));
+        self
+    }
+
+    /// Starts the app on an ephemeral port and runs every attack.
+    pub async fn run(self) -> Report {
+        let anonymous = TestClient::start(&self.app).await;
+        let signed_in = match &self.sign_in {
+            Some(f) => {
+                let c = anonymous.new_session();
+                (f.as_ref())(c.clone()).await;
+                Some(c)
+            }
+            None => None,
+        };
+        let manifest = self.app.manifest();
+        let shared = self.app.shared().clone();
+        let mut report = Report::default();
+        let names: Vec<&'static str> = manifest.actions.iter().map(|a| a.meta.name).collect();
+
+        for entry in &manifest.actions {
+            let gated = entry.meta.policy != Policy::Public;
+            let name = entry.meta.name;
+            let path = format!("{ACTION_PREFIX}{}", entry.id);
+            // The client an honest caller would be: signed in for gated actions.
+            let client = match (&signed_in, gated) {
+                (Some(c), true) => c.clone(),
+                _ => anonymous.new_session(),
+            };
+            let mut run = Runner {
+                report: &mut report,
+                target: name,
+                gated,
+            };
+
+            let cross = hostile(&client, &path, true).await;
+            run.check("cross_origin", &cross, forbidden_cross_origin(), false);
+            let legacy = hostile(&client, &path, false).await;
+            run.check(
+                "cross_origin_legacy",
+                &legacy,
+                forbidden_cross_origin(),
+                false,
+            );
+
+            if gated {
+                let fresh = anonymous.new_session();
+                let r = same_origin(&fresh, &path, "application/x-www-form-urlencoded", "").await;
+                run.check(
+                    "missing_session",
+                    &r,
+                    Expect {
+                        status: 401,
+                        code: "unauthenticated",
+                        mentions: None,
+                    },
+                    false,
+                );
+            }
+
+            let r = same_origin(
+                &client,
+                &path,
+                "application/x-www-form-urlencoded",
+                "isAdmin=true",
+            )
+            .await;
+            run.check(
+                "unknown_field",
+                &r,
+                Expect {
+                    status: 422,
+                    code: "invalid_input",
+                    mentions: Some("isAdmin"),
+                },
+                true,
+            );
+
+            let big = "a".repeat(entry.body_limit + 1);
+            let r = same_origin(&client, &path, "application/x-www-form-urlencoded", &big).await;
+            run.check("oversize_body", &r, expect(413, "payload_too_large"), true);
+
+            let r = same_origin(&client, &path, "application/json", "{\"isAdmin\":").await;
+            run.check("malformed_json", &r, expect(400, "malformed_body"), true);
+
+            let r = same_origin(
+                &client,
+                &path,
+                "multipart/form-data; boundary=portcullis-harness",
+                "--not-the-boundary\r\ncontent-disposition: form-data; name=\"x\"\r\n\r\n1\r\n",
+            )
+            .await;
+            run.check(
+                "malformed_multipart",
+                &r,
+                expect(400, "malformed_body"),
+                true,
+            );
+
+            if let (Some(field), Some(other)) = (
+                entry.meta.sealed_fields.first(),
+                names.iter().find(|n| **n != name),
+            ) {
+                let binding = session_binding(&client, &shared);
+                let forged = shared
+                    .sealer()
+                    .seal_at(&"1", other, &binding, unix_now() + 600)
+                    .expect("seal a value");
+                let body = form_urlencoded::Serializer::new(String::new())
+                    .append_pair(field, &forged)
+                    .finish();
+                let r =
+                    same_origin(&client, &path, "application/x-www-form-urlencoded", &body).await;
+                run.check(
+                    "sealed_replay",
+                    &r,
+                    expect(400, "invalid_bound_argument"),
+                    true,
+                );
+            }
+
+            let stale_path = format!(
+                "{ACTION_PREFIX}{}",
+                shared.action_id_in_epoch(name, shared.epoch().saturating_sub(2))
+            );
+            let r = same_origin(
+                &client,
+                &stale_path,
+                "application/x-www-form-urlencoded",
+                "",
+            )
+            .await;
+            run.check("stale_id", &r, expect(409, "stale_action"), false);
+        }
+
+        let r = same_origin(
+            &anonymous,
+            &format!("{ACTION_PREFIX}!!"),
+            "application/x-www-form-urlencoded",
+            "",
+        )
+        .await;
+        Runner {
+            report: &mut report,
+            target: "(app)",
+            gated: false,
+        }
+        .check(
+            "malformed_id",
+            &r,
+            expect(400, "malformed_action_id"),
+            false,
+        );
+
+        for (path, gated) in &self.raw_routes {
+            let client = match (&signed_in, *gated) {
+                (Some(c), true) => c.clone(),
+                _ => anonymous.new_session(),
+            };
+            let mut run = Runner {
+                report: &mut report,
+                target: path,
+                gated: *gated,
+            };
+            let r = hostile(&client, path, true).await;
+            run.check_status("cross_origin", &r, 403);
+            let r = hostile(&client, path, false).await;
+            run.check_status("cross_origin_legacy", &r, 403);
+            if *gated {
+                let r = same_origin(
+                    &anonymous.new_session(),
+                    path,
+                    "application/x-www-form-urlencoded",
+                    "",
+                )
+                .await;
+                run.check_status("missing_session", &r, 401);
+            }
+        }
+        report
+    }
+}
+
+fn expect(status: u16, code: &'static str) -> Expect {
+    Expect {
+        status,
+        code,
+        mentions: None,
+    }
+}
+
+fn forbidden_cross_origin() -> Expect {
+    expect(403, "cross_origin_request")
+}
+
+/// The seal binding of `client`'s session (its session cookie), or anonymous.
+fn session_binding(client: &TestClient, shared: &crate::app::Shared) -> Binding {
+    let name = crate::session::cookie_name(shared.config());
+    client
+        .cookies()
+        .and_then(|all| {
+            all.split("; ")
+                .find_map(|c| c.strip_prefix(name)?.strip_prefix('=').map(str::to_owned))
+        })
+        .map(Binding::session)
+        .unwrap_or(Binding::Anonymous)
+}
+
+async fn hostile(client: &TestClient, path: &str, fetch_metadata: bool) -> TestResponse {
+    let mut req = client
+        .post(path)
+        .header("origin", ATTACKER_ORIGIN)
+        .header("accept", "application/json")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("isAdmin=true");
+    if fetch_metadata {
+        req = req.header("sec-fetch-site", "cross-site");
+    }
+    TestResponse::read(req.send().await.expect("request reached the test server")).await
+}
+
+async fn same_origin(
+    client: &TestClient,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> TestResponse {
+    let req = client
+        .post(path)
+        .header("sec-fetch-site", "same-origin")
+        .header("origin", client.origin())
+        .header("accept", "application/json")
+        .header("content-type", content_type)
+        .body(body.to_owned());
+    TestResponse::read(req.send().await.expect("request reached the test server")).await
+}
+
+struct Runner<'a> {
+    report: &'a mut Report,
+    target: &'a str,
+    gated: bool,
+}
+
+impl Runner<'_> {
+    /// `past_policy`: the attack targets a stage after the policy, so a
+    /// policy refusal means the test client could not get there.
+    fn check(&mut self, attack: &'static str, r: &TestResponse, want: Expect, past_policy: bool) {
+        let status = r.status.as_u16();
+        let code = r.error_code();
+        let verdict = if status == want.status && code.as_deref() == Some(want.code) {
+            match want.mentions {
+                Some(text) if !r.text().contains(text) => {
+                    Verdict::Fail(format!("the refusal does not name `{text}`"))
+                }
+                _ => Verdict::Pass,
+            }
+        } else if status == 429 {
+            Verdict::Inconclusive("rate limited before the attacked stage".into())
+        } else if past_policy
+            && self.gated
+            && matches!(
+                code.as_deref(),
+                Some("unauthenticated" | "forbidden" | "reauthentication_required")
+            )
+        {
+            Verdict::Inconclusive(
+                "the signed-in client does not pass this action's policy (see Harness::sign_in)"
+                    .into(),
+            )
+        } else if (200..300).contains(&status) || (300..400).contains(&status) {
+            Verdict::Fail("the attack was accepted".into())
+        } else {
+            Verdict::Fail("refused, but not as documented".into())
+        };
+        self.report.checks.push(Check {
+            target: self.target.to_owned(),
+            attack,
+            expected: format!("{} {}", want.status, want.code),
+            status,
+            code,
+            verdict,
+        });
+    }
+
+    /// For raw routes: only the status can be expected.
+    fn check_status(&mut self, attack: &'static str, r: &TestResponse, want: u16) {
+        let status = r.status.as_u16();
+        let verdict = if status == want {
+            Verdict::Pass
+        } else if status == 429 {
+            Verdict::Inconclusive("rate limited".into())
+        } else if status < 400 {
+            Verdict::Fail("the attack was accepted".into())
+        } else {
+            Verdict::Fail("refused, but not as documented".into())
+        };
+        self.report.checks.push(Check {
+            target: self.target.to_owned(),
+            attack,
+            expected: want.to_string(),
+            status,
+            code: r.error_code(),
+            verdict,
+        });
+    }
+}
+
+/// The manifest entries the harness attacks (all of them), for callers
+/// that want to report coverage.
+pub fn targets(app: &App) -> Vec<ManifestEntry> {
+    app.manifest().actions
+}

@@ -1,0 +1,113 @@
+//! The attack harness (`portcullis::testing::attacks`): clean on the
+//! framework's fixture app, and it catches deliberately broken setups — a
+//! raw axum POST route that bypasses the pipeline (no origin check, no
+//! policy), and an origin allowlist that trusts the attacker's origin.
+
+mod common;
+
+use axum::Router;
+use axum::routing::post;
+use common::{State, config, login, pages, register, register_sealed};
+use portcullis::origin::OriginPolicy;
+use portcullis::testing::attacks::{ATTACKER_ORIGIN, Harness, Verdict};
+use portcullis::{App, Config, Portcullis};
+
+fn app(config: Config, extra: Router) -> App {
+    Portcullis::new(config, State::default())
+        .actions(register)
+        .actions(register_sealed)
+        .pages(pages())
+        .pages(extra)
+        .build(tower_sessions::MemoryStore::default())
+        .expect("fixture app builds")
+}
+
+fn harness(app: &App) -> Harness {
+    Harness::new(app).sign_in(|client| async move { login(&client, 1, true).await })
+}
+
+#[tokio::test]
+async fn harness_passes_on_the_fixture_app() {
+    let app = app(config(), Router::new());
+    let report = harness(&app).run().await;
+    println!("{report}");
+    report.assert_clean();
+    // The sealed actions got the replay attack, and it was refused.
+    assert!(
+        report
+            .checks
+            .iter()
+            .any(|c| c.attack == "sealed_replay" && c.verdict == Verdict::Pass),
+        "{report}"
+    );
+    for attack in [
+        "cross_origin",
+        "cross_origin_legacy",
+        "missing_session",
+        "unknown_field",
+        "oversize_body",
+        "malformed_json",
+        "malformed_multipart",
+        "stale_id",
+        "malformed_id",
+    ] {
+        assert!(
+            report
+                .checks
+                .iter()
+                .any(|c| c.attack == attack && c.verdict == Verdict::Pass),
+            "{attack} never passed:\n{report}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn harness_catches_a_raw_route_posing_as_an_action() {
+    // A "quick" legacy endpoint merged into the page router: it never runs
+    // through the pipeline, so it has no policy. (The app-wide origin guard
+    // still covers it: cross-origin calls are refused even here.)
+    let legacy = Router::new().route("/legacy/notes/purge", post(|| async { "purged" }));
+    let app = app(config(), legacy);
+    let report = harness(&app)
+        .raw_route("/legacy/notes/purge", true)
+        .run()
+        .await;
+    println!("{report}");
+    assert!(
+        !report.failed("/legacy/notes/purge", "cross_origin"),
+        "the app-wide origin guard covers raw routes:\n{report}"
+    );
+    assert!(
+        !report.failed("/legacy/notes/purge", "cross_origin_legacy"),
+        "{report}"
+    );
+    assert!(
+        report.failed("/legacy/notes/purge", "missing_session"),
+        "{report}"
+    );
+    // The real actions are still fine.
+    assert!(
+        report
+            .failures()
+            .iter()
+            .all(|c| c.target == "/legacy/notes/purge"),
+        "{report}"
+    );
+    let panic = std::panic::catch_unwind(|| report.assert_clean());
+    assert!(panic.is_err(), "assert_clean must fail on a broken app");
+}
+
+#[tokio::test]
+async fn harness_catches_an_allowlist_that_trusts_the_attacker() {
+    let mut c = config();
+    c.origin = OriginPolicy::new([ATTACKER_ORIGIN], false).unwrap();
+    let app = app(c, Router::new());
+    let report = harness(&app).run().await;
+    for action in app.manifest().actions {
+        assert!(
+            report.failed(action.meta.name, "cross_origin"),
+            "{}: {report}",
+            action.meta.name
+        );
+    }
+}
