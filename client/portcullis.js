@@ -219,8 +219,17 @@ async function send(form, submitter, key) {
     if ("reset" in form.dataset) HTMLFormElement.prototype.reset.call(form);
     // Like the no-JS 303: land on the form's return path (or refresh this
     // page), unless fragments or an optimistic update already show the result.
+    // A form may show one result field in place (e.g. a token shown once).
+    const into = form.dataset.resultInto && document.querySelector(form.dataset.resultInto);
+    if (into) {
+      into.textContent = String((body.result || {})[form.dataset.resultField] ?? "");
+      into.hidden = false;
+      return;
+    }
     const optimisticForm = form.dataset.optimisticTemplate || form.dataset.optimisticText;
-    if (body.revalidated || (!body.fragments && !optimisticForm)) {
+    // Fresh fragments already show the write (read-your-own-writes); reload
+    // only when the server changed something and sent nothing to swap.
+    if (!body.fragments && (body.revalidated || !optimisticForm)) {
       const back = returnPath(form);
       if (back && back !== location.pathname + location.search) return location.assign(back);
       location.reload();

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod actions;
+pub mod api;
 pub mod billing;
 pub mod dal;
 pub mod db;
@@ -120,6 +121,12 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> Option<portcullis::ErrorCo
 
 pub fn build_with(config: Config, db: &Db, sessions: Sessions) -> Result<App, StartError> {
     portcullis::error::set_error_classifier(classify);
+    let cors_origins: Vec<String> = std::env::var("PORTCULLIS_API_CORS_ORIGINS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
     let state = AppState {
         dal: Dal::new(db.pool.clone()),
     };
@@ -128,6 +135,14 @@ pub fn build_with(config: Config, db: &Db, sessions: Sessions) -> Result<App, St
         .actions(actions::register)
         .fragments(pages::fragments::register)
         .webhook(billing::PATH, billing::webhook(), billing::receive)
+        // Scripts and mobile clients: bearer tokens, same viewer-scoped DAL,
+        // 120 requests per user per minute; CORS only for listed origins.
+        .api(
+            api::router(state.clone()),
+            dal::tokens::DalTokens(state.dal.clone()),
+            portcullis::per_user(120).per_minute(),
+            &cors_origins.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
         .pages(pages::router(state))
         // Every successful mutation gets an audit row; a failed write is
         // logged (without the event's record) but does not fail the

@@ -322,7 +322,7 @@ impl ActionError {
         ActionError::Internal(message.into().into())
     }
 
-    pub(crate) fn into_rejection(self) -> Rejection {
+    pub fn into_rejection(self) -> Rejection {
         match self {
             ActionError::NotFound => Rejection::new(ErrorCode::NotFound),
             ActionError::Forbidden => Rejection::new(ErrorCode::Forbidden),

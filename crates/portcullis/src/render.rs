@@ -203,6 +203,9 @@ pub struct Form {
     hidden: Vec<(String, String)>,
     honeypot: bool,
     pow: Option<String>,
+    /// `data-result-into` / `data-result-field`: where the client runtime
+    /// shows one field of the result.
+    result_into: Option<(String, String)>,
     /// A fresh `_idem` key for no-JS double submits (page forms only: a form
     /// inside a cached fragment is shared by renders, so it gets none).
     idempotency_key: Option<String>,
@@ -249,6 +252,7 @@ impl Form {
             honeypot: !shared.bot_checks(name).is_empty(),
             pow: shared.pow_challenge(name),
             idempotency_key: None,
+            result_into: None,
         }
     }
 
@@ -275,6 +279,13 @@ impl Form {
             String::new()
         });
         self.hidden.push((name.to_owned(), sealed));
+        self
+    }
+
+    /// With JavaScript, shows `result[field]` in the element `selector`
+    /// after success instead of reloading (e.g. a token shown once).
+    pub fn show_result(mut self, selector: &str, field: &str) -> Self {
+        self.result_into = Some((selector.to_owned(), field.to_owned()));
         self
     }
 
@@ -359,7 +370,9 @@ impl Form {
                 data-optimistic-template=[self.optimistic_template.as_deref()]
                 data-optimistic-text=[text_target] data-optimistic-field=[text_field]
                 data-reset[self.reset]
-                data-pow=[self.pow.as_deref()] data-pow-bits=[pow_bits] {
+                data-pow=[self.pow.as_deref()] data-pow-bits=[pow_bits]
+                data-result-into=[self.result_into.as_ref().map(|r| r.0.as_str())]
+                data-result-field=[self.result_into.as_ref().map(|r| r.1.as_str())] {
                 div.form-errors role="alert" aria-live="assertive" data-form-errors tabindex="-1" {
                     @for e in &form_errors { p { (e) } }
                 }

@@ -8,6 +8,7 @@ pub mod comments;
 pub mod contact;
 pub mod projects;
 pub mod teams;
+pub mod tokens;
 
 use portcullis::Actions;
 
@@ -21,6 +22,7 @@ pub fn register(actions: &mut Actions<AppState>) {
     teams::register(actions);
     account::register(actions);
     contact::register(actions);
+    tokens::register(actions);
 }
 
 /// Re-authentication window for destructive operations.

@@ -15,6 +15,7 @@ pub mod comments;
 pub mod contact;
 pub mod projects;
 pub mod teams;
+pub mod tokens;
 pub mod users;
 
 use portcullis::ActionError;
@@ -48,6 +49,9 @@ impl Dal {
     }
     pub fn comments(&self) -> comments::Comments<'_> {
         comments::Comments(self)
+    }
+    pub fn tokens(&self) -> tokens::Tokens<'_> {
+        tokens::Tokens(self)
     }
     pub fn contact(&self) -> contact::Contact<'_> {
         contact::Contact(self)

@@ -14,7 +14,7 @@ use portcullis::{ErrorCode, Page, Viewer, field, submit};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::actions::{account, auth, comments, contact, projects, teams};
+use crate::actions::{account, auth, comments, contact, projects, teams, tokens};
 use layout::{CSS, Nav};
 
 type PageResult = Result<Markup, Response>;
@@ -324,6 +324,12 @@ async fn invite_page(
 
 async fn settings(State(state): State<AppState>, page: Page) -> PageResult {
     let v = viewer(&page)?;
+    let api_tokens = state
+        .dal
+        .tokens()
+        .mine(&v)
+        .await
+        .map_err(|_| page.error(ErrorCode::Internal))?;
     let me = state
         .dal
         .users()
@@ -346,6 +352,34 @@ async fn settings(State(state): State<AppState>, page: Page) -> PageResult {
             (field("apiKey").label("API key").kind("password").autocomplete("off"))
             (submit("Save key"))
         }))
+        h2 { "API tokens" }
+        div.card {
+            p.muted { "For scripts: " code { "Authorization: Bearer <token>" } " on " code { "/api/projects" } ". A token is shown once; only its hash is stored." }
+            ul.list #tokens {
+                @for t in &api_tokens {
+                    li {
+                        span { (t.name) " " span.badge { (t.scope) }
+                            @if t.revoked_at.is_some() { " " span.badge { "revoked" } } }
+                        @if t.revoked_at.is_none() {
+                            (page.form(tokens::REVOKE).class("inline").body(html! {
+                                input type="hidden" name="tokenId" value=(t.id);
+                                button.secondary type="submit" { "Revoke" }
+                            }))
+                        }
+                    }
+                }
+            }
+            (page.form(tokens::CREATE).id("create-token").show_result("#new-token", "token").body(html! {
+                (field("name").label("Token name").id("f-token-name").required())
+                div.field {
+                    label for="f-token-scope" { "Scope" }
+                    select id="f-token-scope" name="scope" { option value="read" { "read" } option value="write" { "write" } }
+                }
+                (field("days").label("Valid for (days)").value("30").id("f-token-days"))
+                (submit("Create token"))
+                p.notice #new-token hidden aria-live="polite" {}
+            }))
+        }
         h2 { "Password" }
         (page.form(account::CHANGE_PASSWORD).class("card").body(html! {
             (field("currentPassword").label("Current password").kind("password").autocomplete("current-password").required())
