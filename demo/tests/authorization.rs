@@ -614,3 +614,89 @@ async fn responses_never_carry_hashes_tokens_or_other_users_emails() {
         assert!(!html.contains("$argon2"), "{page}");
     }
 }
+
+/// The transfer flow carries the project id sealed: it cannot be edited to
+/// another project, replayed into another action, or reused in another
+/// session; the destination is re-checked in SQL.
+#[tokio::test]
+async fn transfer_uses_a_sealed_project_id_that_cannot_be_moved() {
+    let demo = start().await;
+    let (alice, alice_id) = user(&demo, "Alice").await;
+    let (bob, bob_id) = user(&demo, "Bob").await;
+    let alice_team = team_of(&demo, alice_id).await;
+    let bob_team = team_of(&demo, bob_id).await;
+    // Alice joins Bob's team, so she may move her project there.
+    let r = bob
+        .call(
+            "teams.invite",
+            &[
+                ("teamId", &bob_team.to_string()),
+                ("email", "alice@example.com"),
+            ],
+        )
+        .await;
+    let link = r.json()["result"]["link"].as_str().unwrap().to_owned();
+    assert_eq!(accept_invite(&alice, &link).await.status, 200);
+    let mine = project(&alice, alice_team, "Movable").await;
+    let other = project(&alice, alice_team, "Stays").await;
+    let page = format!("/projects/{mine}/transfer");
+    let sealed = common::hidden_field(&alice, &page, "projectId").await;
+    let before = snapshot(&demo).await;
+    // An unsealed (edited) id is refused before the handler.
+    let r = alice
+        .call(
+            "projects.transfer",
+            &[
+                ("projectId", &other.to_string()),
+                ("toTeam", &bob_team.to_string()),
+            ],
+        )
+        .await;
+    assert_refused(&r, 400, "invalid_bound_argument");
+    // The sealed value replayed into another action that takes a sealed field.
+    let r = alice
+        .call("teams.accept_invite", &[("token", &sealed)])
+        .await;
+    assert_refused(&r, 400, "invalid_bound_argument");
+    // The same sealed value in Bob's session.
+    let r = bob
+        .call(
+            "projects.transfer",
+            &[("projectId", &sealed), ("toTeam", &bob_team.to_string())],
+        )
+        .await;
+    assert_refused(&r, 400, "invalid_bound_argument");
+    // A destination Alice is not a member of.
+    let (_, carol_id) = user(&demo, "Carol").await;
+    let carol_team = team_of(&demo, carol_id).await;
+    let before_carol = snapshot(&demo).await;
+    let r = alice
+        .call(
+            "projects.transfer",
+            &[("projectId", &sealed), ("toTeam", &carol_team.to_string())],
+        )
+        .await;
+    assert_refused(&r, 404, "not_found");
+    assert_eq!(snapshot(&demo).await, before_carol);
+    let _ = before;
+    // The real thing.
+    let r = alice
+        .call(
+            "projects.transfer",
+            &[("projectId", &sealed), ("toTeam", &bob_team.to_string())],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (team,): (i64,) = sqlx::query_as("SELECT team_id FROM projects WHERE id = $1")
+        .bind(mine)
+        .fetch_one(&demo.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(team, bob_team);
+    let (stays,): (i64,) = sqlx::query_as("SELECT team_id FROM projects WHERE id = $1")
+        .bind(other)
+        .fetch_one(&demo.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stays, alice_team);
+}

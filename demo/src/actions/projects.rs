@@ -14,6 +14,7 @@ pub const RENAME: &str = "projects.rename";
 pub const ARCHIVE: &str = "projects.archive";
 pub const RESTORE: &str = "projects.restore";
 pub const DELETE: &str = "projects.delete";
+pub const TRANSFER: &str = "projects.transfer";
 
 pub fn register(actions: &mut portcullis::Actions<AppState>) {
     actions
@@ -53,7 +54,28 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
                 .mutates(&["update_tag:projects", "redirect"])
                 .idempotent()
                 .handler(delete),
+        )
+        .add(
+            action(TRANSFER)
+                .recent(RECENT)
+                .mutates(&["update_tag:projects", "redirect"])
+                .idempotent()
+                .handler(transfer),
         );
+}
+
+/// Moving a project to another team. The project id arrives *sealed*: the
+/// transfer page put it there for this action and this session, so a form
+/// cannot be pointed at another project by editing a hidden field, nor
+/// replayed into another action. The destination is the user's choice and
+/// is re-checked (member of it, admin of the source) in the UPDATE.
+#[derive(Deserialize, garde::Validate)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Transfer {
+    #[garde(skip)]
+    pub project_id: portcullis::Sealed<i64>,
+    #[garde(range(min = 1))]
+    pub to_team: i64,
 }
 
 #[derive(Deserialize, garde::Validate)]
@@ -154,6 +176,18 @@ async fn restore(cx: Cx<AppState>, viewer: Viewer, input: Valid<ProjectId>) -> O
         .await?;
     touched(&cx, &p, true);
     cx.audit_record(format_args!("project:{}", p.id));
+    Ok(p.into())
+}
+
+async fn transfer(cx: Cx<AppState>, viewer: Viewer, input: Valid<Transfer>) -> Outcome<ProjectDto> {
+    let dal = &cx.state().dal;
+    let id = *input.project_id.get();
+    let before = dal.projects().get(&viewer, id).await?;
+    let p = dal.projects().transfer(&viewer, id, input.to_team).await?;
+    touched(&cx, &before, true);
+    touched(&cx, &p, true);
+    cx.audit_record(format_args!("project:{id}"));
+    cx.redirect(&format!("/projects/{id}"))?;
     Ok(p.into())
 }
 

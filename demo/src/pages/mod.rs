@@ -27,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .route("/reauth", get(reauth))
         .route("/projects", get(project_list))
         .route("/projects/{id}", get(project_page))
+        .route("/projects/{id}/transfer", get(transfer_page))
         .route("/teams/{id}", get(team_page))
         .route("/invites/{token}", get(invite_page))
         .route("/settings", get(settings))
@@ -233,6 +234,7 @@ async fn project_page(
                     button.secondary type="submit" { "Archive" }
                 }))
             }
+            p { a href={"/projects/" (project.id) "/transfer"} { "Move to another team…" } }
             p.muted { "Deleting needs a team admin and a password confirmed in the last 15 minutes." }
             (page.form(projects::DELETE).class("inline").return_to("/projects").body(html! {
                 input type="hidden" name="projectId" value=(project.id);
@@ -241,6 +243,40 @@ async fn project_page(
         }
     };
     shell(&state, &page, &project.name, body).await
+}
+
+async fn transfer_page(
+    State(state): State<AppState>,
+    page: Page,
+    Path(id): Path<i64>,
+) -> PageResult {
+    let v = viewer(&page)?;
+    let project = match state.dal.projects().get(&v, id).await {
+        Ok(p) => p,
+        Err(portcullis::ActionError::NotFound) => return Err(page.error(ErrorCode::NotFound)),
+        Err(_) => return Err(page.error(ErrorCode::Internal)),
+    };
+    let teams = state
+        .dal
+        .teams()
+        .mine(&v)
+        .await
+        .map_err(|_| page.error(ErrorCode::Internal))?;
+    let body = html! {
+        p.muted { a href={"/projects/" (project.id)} { "← " (project.name) } }
+        h1 { "Move “" (project.name) "” to another team" }
+        (page.form(projects::TRANSFER).class("card").bind_sealed("projectId", project.id).body(html! {
+            div.field {
+                label for="f-toTeam" { "Destination team" }
+                select id="f-toTeam" name="toTeam" {
+                    @for t in teams.iter().filter(|t| t.id != project.team_id) { option value=(t.id) { (t.name) } }
+                }
+            }
+            p.muted { "You need to be an admin of the current team and a member of the destination." }
+            (submit("Move project"))
+        }))
+    };
+    shell(&state, &page, "Move project", body).await
 }
 
 async fn team_page(State(state): State<AppState>, page: Page, Path(id): Path<i64>) -> PageResult {
