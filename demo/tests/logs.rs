@@ -73,6 +73,21 @@ async fn no_span_or_log_line_holds_a_password_or_token() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // A personal access token, created and then used against the API.
+    let r = alice
+        .call(
+            "tokens.create",
+            &[("name", "ci"), ("scope", "write"), ("days", "7")],
+        )
+        .await;
+    let api_token = r.json()["result"]["token"].as_str().unwrap().to_owned();
+    let r = reqwest::Client::new()
+        .get(demo.client.url("/api/projects"))
+        .header("authorization", format!("Bearer {api_token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let session = anon.cookies().unwrap_or_default();
     let session_id = session
         .split("; ")
@@ -88,7 +103,14 @@ async fn no_span_or_log_line_holds_a_password_or_token() {
         "{log}"
     );
     assert!(log.contains("outcome"), "{log}");
-    for secret in [PASSWORD, new_password, wrong, api_key, session_id.as_str()] {
+    for secret in [
+        PASSWORD,
+        new_password,
+        wrong,
+        api_key,
+        session_id.as_str(),
+        api_token.as_str(),
+    ] {
         assert!(!log.contains(secret), "log contains `{secret}`:\n{log}");
     }
 }
