@@ -19,7 +19,7 @@ use portcullis::keys::{KeyRing, MasterSecret};
 use portcullis::limits::{BodyKind, Limits};
 use portcullis::origin::{OriginPattern, OriginPolicy};
 use portcullis::proxy::TrustedProxies;
-use portcullis::seal::{Binding, Opening, Sealer};
+use portcullis::seal::{Binding, MAX_SEALED_LEN, Opening, SealError, Sealer};
 use serde::Deserialize;
 
 /// The boundary the multipart target's inputs use (see the seed corpus).
@@ -121,9 +121,17 @@ pub fn seal_open(data: &[u8]) {
         let _ = sealer.open_at::<i64>(text, SEAL_ACTION, &Binding::session("s"), SEAL_NOW);
     }
     let value = String::from_utf8_lossy(data).into_owned();
-    let sealed = sealer
-        .seal_at(&value, SEAL_ACTION, &Binding::Anonymous, SEAL_NOW + 60)
-        .expect("a string seals");
+    let sealed = match sealer.seal_at(&value, SEAL_ACTION, &Binding::Anonymous, SEAL_NOW + 60) {
+        Ok(sealed) => sealed,
+        // Refused when sealing because open_at would refuse it (a former
+        // fuzz crash: seal_at used to produce seals that never opened).
+        Err(SealError::TooLong(n)) => {
+            assert!(n > MAX_SEALED_LEN);
+            return;
+        }
+        Err(e) => panic!("a string must seal: {e}"),
+    };
+    assert!(sealed.len() <= MAX_SEALED_LEN, "{} > cap", sealed.len());
     let opened: String = sealer
         .open_at(&sealed, SEAL_ACTION, &Binding::Anonymous, SEAL_NOW)
         .expect("our own seal opens");

@@ -53,3 +53,34 @@ fn action_id_corpus() {
 fn origin_corpus() {
     replay("origin", harness::origin);
 }
+
+/// Fuzz crash (seal_open, 2026-11-25): `Sealer::seal_at` sealed a value
+/// whose text was longer than `MAX_SEALED_LEN`, which `open_at` refuses —
+/// a seal that could never open (every submit of that form a 400). Now
+/// `seal_at` refuses it with `SealError::TooLong`, and whatever it does seal
+/// opens.
+#[test]
+fn regress_seal_longer_than_open_cap() {
+    use portcullis::keys::{KeyRing, MasterSecret};
+    use portcullis::seal::{Binding, MAX_SEALED_LEN, SealError, Sealer};
+    let sealer = Sealer::new(&KeyRing::new(&MasterSecret::generate(), None));
+    let big = "\u{1}".repeat(2_000); // JSON-escaped to 12 KB
+    match sealer.seal_at(&big, "a", &Binding::Anonymous, u64::MAX) {
+        Err(SealError::TooLong(n)) => assert!(n > MAX_SEALED_LEN),
+        other => panic!("expected TooLong, got {other:?}"),
+    }
+    // The largest string that fits still round-trips.
+    let mut n = MAX_SEALED_LEN;
+    let sealed = loop {
+        if let Ok(s) = sealer.seal_at(&"x".repeat(n), "a", &Binding::Anonymous, u64::MAX) {
+            break s;
+        }
+        n -= 1;
+    };
+    assert!(sealed.len() <= MAX_SEALED_LEN);
+    let opened: String = sealer
+        .open_at(&sealed, "a", &Binding::Anonymous, 0)
+        .expect("opens");
+    assert_eq!(opened.len(), n);
+    replay("seal_open", harness::seal_open);
+}
