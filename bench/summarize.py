@@ -37,6 +37,13 @@ def fmt(v, d=0):
     return "–" if v is None else f"{v:,.{d}f}"
 
 
+def cpu_us(system, case, c):
+    """Server CPU time per request (µs): median cores / median req/s."""
+    cores = med(system, case, c, "server_cpu_cores")[0]
+    rps = med(system, case, c, "rps")[0]
+    return None if not cores or not rps else cores / rps * 1e6
+
+
 def runs(vals):
     return " / ".join(f"{v:,.0f}" for v in vals)
 
@@ -57,8 +64,8 @@ print()
 if "echo" in cases:
     print("### echo: bare axum vs portcullis (same urlencoded parse)")
     print()
-    print("| conns | bare axum req/s | portcullis req/s | portcullis/axum | bare p50 / p99 ms | portcullis p50 / p99 ms | portcullis wrk p99 ms | CPU cores bare / portcullis | req/s per round (bare; portcullis) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("| conns | bare axum req/s | portcullis req/s | portcullis/axum | bare p50 / p99 ms | portcullis p50 / p99 ms | portcullis wrk p99 ms | CPU cores bare / portcullis | CPU µs/req bare / portcullis | req/s per round (bare; portcullis) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for c in conns_list:
         b, bv = med("bare", "echo", c, "rps")
         p, pv = med("portcullis", "echo", c, "rps")
@@ -67,6 +74,7 @@ if "echo" in cases:
               f"{fmt(med('portcullis','echo',c,'p50_ms')[0],2)} / {fmt(med('portcullis','echo',c,'p99_ms')[0],2)} | "
               f"{fmt(med('portcullis','echo',c,'wrk_p99_ms')[0],2)} | "
               f"{fmt(med('bare','echo',c,'server_cpu_cores')[0],2)} / {fmt(med('portcullis','echo',c,'server_cpu_cores')[0],2)} | "
+              f"{fmt(cpu_us('bare','echo',c),1)} / {fmt(cpu_us('portcullis','echo',c),1)} | "
               f"{runs(bv)}; {runs(pv)} |")
     print()
 for case, title in (("rename", "rename: authenticated projects.rename (demo, SQLite) vs Next.js renameProject"),
@@ -75,8 +83,8 @@ for case, title in (("rename", "rename: authenticated projects.rename (demo, SQL
         continue
     print(f"### {title}")
     print()
-    print("| conns | portcullis req/s | Next.js req/s | portcullis/Next | portcullis p50 / p99 ms | Next p50 / p99 ms | portcullis wrk p99 ms | resp bytes portcullis (body) / Next | CPU cores portcullis / Next | ok/bad portcullis | req/s per round (portcullis; Next) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("| conns | portcullis req/s | Next.js req/s | portcullis/Next | portcullis p50 / p99 ms | Next p50 / p99 ms | portcullis wrk p99 ms | resp bytes portcullis (body) / Next | CPU cores portcullis / Next | CPU µs/req portcullis / Next | ok/bad portcullis | req/s per round (portcullis; Next) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for c in conns_list:
         p, pv = med("demo", case, c, "rps")
         n, nv = med("next", case, c, "rps")
@@ -88,6 +96,7 @@ for case, title in (("rename", "rename: authenticated projects.rename (demo, SQL
               f"{fmt(med('demo',case,c,'wrk_p99_ms')[0],2)} | "
               f"{fmt(med('demo',case,c,'bytes_per_resp')[0])} ({fmt(med('demo',case,c,'body_bytes_per_resp')[0])}) / {fmt(med('next',case,c,'bytes_per_resp')[0])} | "
               f"{fmt(med('demo',case,c,'server_cpu_cores')[0],2)} / {fmt(med('next',case,c,'server_cpu_cores')[0],2)} | "
+              f"{fmt(cpu_us('demo',case,c),0)} / {fmt(cpu_us('next',case,c),0)} | "
               f"{ok}/{bad} | {runs(pv)}; {runs(nv)} |")
     print()
 mem = os.path.join(out, "memory.tsv")
@@ -98,9 +107,11 @@ if os.path.exists(mem):
     print("|---|---:|---:|")
     for r in rows(mem):
         print(f"| {r['server']} | {int(r['rss_kb']) / 1024:.1f} | {int(r['hwm_kb']) / 1024:.1f} |")
+    import re
     for p in sorted(glob.glob(os.path.join(out, "next-*", "summary.md"))):
         with open(p) as f:
             for line in f:
-                if line.startswith("server RSS"):
-                    print(f"| next ({os.path.basename(os.path.dirname(p))}) | {line.strip()} | |")
+                m = re.search(r"after runs (\d+) MiB, peak \(VmHWM\) (\d+) MiB", line)
+                if m:
+                    print(f"| next.js ({os.path.basename(os.path.dirname(p))}, fresh server per round) | {m.group(1)} | {m.group(2)} |")
     print()
