@@ -142,6 +142,13 @@ pub enum SealError {
     /// The encryption backend failed (only on absurd sizes).
     #[error("sealing failed")]
     Encrypt,
+    /// The sealed text would exceed [`MAX_SEALED_LEN`], which
+    /// [`Sealer::open_at`] refuses: such a seal could never open, so it is
+    /// refused here, when the page is rendered, not on every submit.
+    #[error(
+        "the sealed value would be {0} bytes, over the {MAX_SEALED_LEN}-byte cap; seal an id, not a record"
+    )]
+    TooLong(usize),
 }
 
 /// Why a sealed value did not open. Logged at debug level, never sent.
@@ -251,6 +258,12 @@ impl Sealer {
         expires: u64,
     ) -> Result<String, SealError> {
         let plaintext = serde_json::to_vec(value).map_err(SealError::Serialize)?;
+        // Unpadded base64 of header ‖ ciphertext ‖ tag (found by fuzzing:
+        // without this check, a large value sealed fine and never opened).
+        let text_len = ((HEADER_LEN + plaintext.len() + TAG_LEN) * 4).div_ceil(3);
+        if text_len > MAX_SEALED_LEN {
+            return Err(SealError::TooLong(text_len));
+        }
         let key = &self.current;
         let nonce_bytes: [u8; NONCE_LEN] = rand::random();
         let nonce = Nonce::from(nonce_bytes);
