@@ -3,9 +3,9 @@
 //! role a request may set is an enum, and nobody can set their own.
 
 use base64::Engine;
+use portcullis::api::hash_token;
 use portcullis::prelude::*;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::RECENT;
 use crate::AppState;
@@ -128,14 +128,6 @@ pub struct Joined {
     pub team_id: i64,
 }
 
-/// Hex SHA-256 of an invite token: what the database stores and looks up.
-pub fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 async fn invite(cx: Cx<AppState>, viewer: Viewer, input: Valid<Invite>) -> Outcome<InviteCreated> {
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
     let id = cx
@@ -146,7 +138,7 @@ async fn invite(cx: Cx<AppState>, viewer: Viewer, input: Valid<Invite>) -> Outco
             &viewer,
             input.team_id,
             &input.email.trim().to_lowercase(),
-            &token_hash(&token),
+            &hash_token(&token),
             INVITE_TTL_SECS,
         )
         .await?;
@@ -162,7 +154,7 @@ async fn accept(cx: Cx<AppState>, viewer: Viewer, input: Valid<Accept>) -> Outco
         .state()
         .dal
         .teams()
-        .accept(&viewer, &token_hash(&input.token))
+        .accept(&viewer, &hash_token(&input.token))
         .await?;
     cx.redirect(&format!("/teams/{team_id}"))?;
     Ok(Joined { team_id })

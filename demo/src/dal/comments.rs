@@ -1,7 +1,7 @@
 //! Comments on projects. Reading needs membership of the project's team;
 //! editing and deleting need authorship as well, in the same statement.
 
-use super::{Dal, DalResult, VIEWER_TEAMS, Viewer, not_found, now};
+use super::{Dal, DalResult, VIEWER_TEAMS, Viewer, not_found, now, touched_one};
 
 #[derive(sqlx::FromRow, Clone)]
 pub struct CommentRow {
@@ -76,9 +76,7 @@ impl Comments<'_> {
         .bind(now())
         .execute(&self.0.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(portcullis::ActionError::NotFound);
-        }
+        touched_one(done)?;
         self.get(viewer, id).await
     }
 

@@ -75,3 +75,12 @@ pub(crate) const VIEWER_TEAMS: &str = "SELECT team_id FROM memberships WHERE use
 fn not_found<T>(row: Option<T>) -> DalResult<T> {
     row.ok_or(ActionError::NotFound)
 }
+
+/// A scoped write that matched no row touched nothing the viewer may see:
+/// the same `NotFound` as a missing id.
+fn touched_one(done: sqlx::any::AnyQueryResult) -> DalResult<()> {
+    if done.rows_affected() == 0 {
+        return Err(ActionError::NotFound);
+    }
+    Ok(())
+}

@@ -1,6 +1,6 @@
 //! Projects, scoped to the viewer's teams in every statement.
 
-use super::{Dal, DalResult, VIEWER_TEAMS, Viewer, not_found, now};
+use super::{Dal, DalResult, VIEWER_TEAMS, Viewer, not_found, now, touched_one};
 
 #[derive(sqlx::FromRow, Clone)]
 pub struct ProjectRow {
@@ -69,9 +69,7 @@ impl Projects<'_> {
         .bind(now())
         .execute(&self.0.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(portcullis::ActionError::NotFound);
-        }
+        touched_one(done)?;
         self.get(viewer, id).await
     }
 
@@ -92,9 +90,7 @@ impl Projects<'_> {
         .bind(t)
         .execute(&self.0.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(portcullis::ActionError::NotFound);
-        }
+        touched_one(done)?;
         self.get(viewer, id).await
     }
 
@@ -108,9 +104,7 @@ impl Projects<'_> {
         .bind(id)
         .execute(&self.0.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(portcullis::ActionError::NotFound);
-        }
+        touched_one(done)?;
         Ok(())
     }
 
@@ -128,9 +122,7 @@ impl Projects<'_> {
         .bind(now())
         .execute(&self.0.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(portcullis::ActionError::NotFound);
-        }
+        touched_one(done)?;
         self.get(viewer, id).await
     }
 }

@@ -4,7 +4,7 @@
 
 use portcullis::ActionError;
 
-use super::{Dal, DalResult, Viewer, not_found, now};
+use super::{Dal, DalResult, Viewer, not_found, now, touched_one};
 
 #[derive(sqlx::FromRow, Clone)]
 pub struct TeamRow {
@@ -159,9 +159,7 @@ impl Teams<'_> {
         .bind(role)
         .execute(&self.0.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(ActionError::NotFound);
-        }
+        touched_one(done)?;
         Ok(())
     }
 
@@ -184,9 +182,7 @@ impl Teams<'_> {
         .bind(user_id)
         .execute(&self.0.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(ActionError::NotFound);
-        }
+        touched_one(done)?;
         Ok(())
     }
 

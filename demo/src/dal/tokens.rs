@@ -5,7 +5,7 @@ type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send
 use portcullis::ActionError;
 use portcullis::api::{Scope, TokenGrant, TokenStore};
 
-use super::{Dal, DalResult, Viewer, now};
+use super::{Dal, DalResult, Viewer, now, touched_one};
 
 #[derive(sqlx::FromRow, Clone)]
 pub struct TokenRow {
@@ -67,9 +67,7 @@ impl Tokens<'_> {
         .bind(now())
         .execute(&self.0.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(ActionError::NotFound);
-        }
+        touched_one(done)?;
         Ok(())
     }
 }
