@@ -69,10 +69,7 @@ pub fn new_token() -> String {
 
 /// The hash under which a token is stored and looked up.
 pub fn hash_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex(&Sha256::digest(token.as_bytes()))
 }
 
 /// The API's settings, held in [`Shared`].

@@ -28,7 +28,7 @@ pub const ASSET_PREFIX: &str = "/_portcullis/";
 
 static FILE_NAME: LazyLock<String> = LazyLock::new(|| {
     let digest = Sha256::digest(SCRIPT.as_bytes());
-    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let hash: String = crate::hex(&digest[..8]);
     format!("portcullis.{hash}.js")
 });
 

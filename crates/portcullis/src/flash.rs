@@ -144,7 +144,7 @@ impl Flash {
             field_errors: rejection.field_errors.clone(),
             form_errors: rejection.form_errors.clone(),
             values,
-            nonce: nonce.iter().map(|b| format!("{b:02x}")).collect(),
+            nonce: crate::hex(&nonce),
         }
     }
 

@@ -63,3 +63,8 @@ pub mod prelude {
         action, global, per_input, per_ip, per_key, per_session, per_user,
     };
 }
+
+/// Lower-case hex of `bytes` (digests, key ids, nonces, content hashes).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

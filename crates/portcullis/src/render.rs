@@ -127,7 +127,7 @@ impl Page {
         let mut form =
             Form::for_action(&self.shared, name, self.path.clone(), self.binding.clone());
         let key: [u8; 16] = rand::random();
-        form.idempotency_key = Some(key.iter().map(|b| format!("{b:02x}")).collect());
+        form.idempotency_key = Some(crate::hex(&key));
         form
     }
 

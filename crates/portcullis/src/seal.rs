@@ -199,7 +199,7 @@ pub struct Sealer {
 
 impl fmt::Debug for Sealer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex = |id: &[u8; 4]| id.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let hex = |id: &[u8; 4]| crate::hex(id);
         f.debug_struct("Sealer")
             .field("current", &hex(&self.current.id))
             .field("previous", &self.previous.as_ref().map(|k| hex(&k.id)))

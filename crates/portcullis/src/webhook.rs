@@ -34,6 +34,7 @@ use subtle::ConstantTimeEq;
 
 use crate::app::Shared;
 use crate::error::{ActionError, ErrorCode, Rejection};
+use crate::hex;
 use crate::idempotency::Begin;
 use crate::respond::{self, ClientKind};
 use crate::taint::Secret;
@@ -150,10 +151,6 @@ impl Webhook {
             }
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
