@@ -14,6 +14,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use portcullis::Sealed;
 use portcullis::decode::{self, InputShape};
+use portcullis::error::Rejection;
+use portcullis::flash::{self, Flash};
 use portcullis::ids::ActionId;
 use portcullis::keys::{KeyRing, MasterSecret};
 use portcullis::limits::{BodyKind, Limits};
@@ -196,4 +198,56 @@ pub fn origin(data: &[u8]) {
     if matches!(sfs, Some(b"cross-site")) && headers.get(http::header::ORIGIN).is_none() {
         assert!(verdict.is_err(), "cross-site POST without Origin allowed");
     }
+}
+
+fn flash_sealer() -> &'static Sealer {
+    static SEALER: OnceLock<Sealer> = OnceLock::new();
+    SEALER.get_or_init(|| {
+        let secret = MasterSecret::from_bytes(vec![9u8; 32]).expect("32 bytes");
+        flash::sealer(&KeyRing::new(&secret, None))
+    })
+}
+
+/// `fuzz_targets/flash.rs`: the no-JS flash cookie, both ways.
+///
+/// As a `Cookie` header: whatever the browser sends must not open (it was
+/// not sealed by us) and must not panic the cookie parser. As the
+/// urlencoded body of a failed submission: the flash built from it carries
+/// no secret-named or reserved field and no over-long value, always seals to
+/// something that fits a cookie header, and opens to itself for the same
+/// session only and only until it expires.
+pub fn flash(data: &[u8]) {
+    let sealer = flash_sealer();
+    let session = Binding::session("fuzz-session");
+    if let Ok(value) = HeaderValue::from_bytes(data) {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::COOKIE, value);
+        if let Some(text) = flash::cookie_value(&headers, "portcullis_flash") {
+            assert!(Flash::open(sealer, text, &session, SEAL_NOW).is_err());
+        }
+    }
+    let mut errors = portcullis::error::FieldErrors::new();
+    errors.insert("name".into(), vec!["too short".into()]);
+    let rejection = Rejection::invalid(errors, Vec::new());
+    let built = Flash::from_rejection("/projects", "projects.rename", 1, &rejection, Some(data));
+    for (name, value) in &built.values {
+        assert!(flash::carries_value(name), "carried {name:?}");
+        assert!(value.chars().count() <= flash::MAX_VALUE_CHARS);
+    }
+    let sealed = built
+        .clone()
+        .seal(sealer, &session, SEAL_NOW + 60)
+        .expect("a flash always seals (values, then errors, are dropped to fit)");
+    assert!(sealed.len() <= flash::MAX_COOKIE_VALUE);
+    assert!(HeaderValue::from_str(&sealed).is_ok());
+    let opened = Flash::open(sealer, &sealed, &session, SEAL_NOW).expect("our own flash opens");
+    // Either all of it, or the values (and maybe errors) dropped to fit.
+    if opened.values.is_empty() && !built.values.is_empty() {
+        assert_eq!(opened.path, built.path);
+    } else {
+        assert_eq!(opened, built);
+    }
+    assert!(Flash::open(sealer, &sealed, &Binding::session("other"), SEAL_NOW).is_err());
+    assert!(Flash::open(sealer, &sealed, &Binding::Anonymous, SEAL_NOW).is_err());
+    assert!(Flash::open(sealer, &sealed, &session, SEAL_NOW + 61).is_err());
 }

@@ -84,3 +84,8 @@ fn regress_seal_longer_than_open_cap() {
     assert_eq!(opened.len(), n);
     replay("seal_open", harness::seal_open);
 }
+
+#[test]
+fn flash_corpus() {
+    replay("flash", harness::flash);
+}

@@ -368,7 +368,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 },
             })
             .collect();
-        let flash_sealer = Sealer::for_purpose(&self.config.keys, crate::keys::Purpose::Flash);
+        let flash_sealer = crate::flash::sealer(&self.config.keys);
         let mut cross_origin_routes = cross_origin_routes;
         let (api_router, api_config) = match self.api {
             Some((router, config, origins)) => {

@@ -272,7 +272,7 @@ pub async fn decode<T: DeserializeOwned>(
 ) -> Result<(T, Reserved), Rejection> {
     match kind {
         BodyKind::UrlEncoded => {
-            let mut screen = Screen::new(shape, limits);
+            let mut screen = Screen::new(shape, limits, false);
             for (k, v) in form_urlencoded::parse(&body) {
                 screen.push(k, v)?;
             }
@@ -281,8 +281,7 @@ pub async fn decode<T: DeserializeOwned>(
             Ok((input, screen.reserved))
         }
         BodyKind::Multipart { boundary } => {
-            let mut screen = Screen::new(shape, limits);
-            screen.always_reencode();
+            let mut screen = Screen::new(shape, limits, true);
             let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(body) });
             let mut multipart = multer::Multipart::new(stream, boundary.as_str());
             let mut parts = 0usize;
@@ -370,31 +369,36 @@ fn from_form<T: DeserializeOwned>(body: &[u8], opening: &Opening) -> Result<T, R
 
 /// Screens name/value pairs: counts, splits off reserved fields, collects
 /// undeclared names, and re-encodes only when something had to be removed.
+///
+/// A urlencoded body is kept as sent and, in the rare case a reserved field
+/// must come out, parsed a second time in [`Screen::finish`]; only a
+/// multipart body (which has no urlencoded original) keeps its declared
+/// pairs as they stream past. Copying every pair "just in case" was one
+/// allocation per field on the common path.
 struct Screen<'s> {
     shape: &'s InputShape,
     limits: &'s Limits,
     count: usize,
     reserved: Reserved,
     unknown: Vec<String>,
-    pending: Vec<(String, String)>,
+    /// Declared pairs, kept only when there is no original body to re-parse.
+    pending: Option<Vec<(String, String)>>,
     reencode: bool,
 }
 
 impl<'s> Screen<'s> {
-    fn new(shape: &'s InputShape, limits: &'s Limits) -> Self {
+    /// `from_parts`: the pairs do not come from a urlencoded body (multipart),
+    /// so they are collected and always re-encoded.
+    fn new(shape: &'s InputShape, limits: &'s Limits, from_parts: bool) -> Self {
         Screen {
             shape,
             limits,
             count: 0,
             reserved: Reserved::default(),
             unknown: Vec::new(),
-            pending: Vec::new(),
-            reencode: false,
+            pending: from_parts.then(Vec::new),
+            reencode: from_parts,
         }
-    }
-
-    fn always_reencode(&mut self) {
-        self.reencode = true;
     }
 
     fn push(&mut self, k: Cow<'_, str>, v: Cow<'_, str>) -> Result<(), Rejection> {
@@ -413,8 +417,9 @@ impl<'s> Screen<'s> {
             }
             return Ok(());
         }
-        // Kept in case a reserved field later in the body forces a re-encode.
-        self.pending.push((k.into_owned(), v.into_owned()));
+        if let Some(pending) = &mut self.pending {
+            pending.push((k.into_owned(), v.into_owned()));
+        }
         Ok(())
     }
 
@@ -422,16 +427,25 @@ impl<'s> Screen<'s> {
         if !self.unknown.is_empty() {
             return Err(unknown_fields(std::mem::take(&mut self.unknown)));
         }
-        match original {
-            Some(body) if !self.reencode => Ok(body),
-            _ => {
-                let mut ser = form_urlencoded::Serializer::new(String::new());
-                for (k, v) in self.pending.drain(..) {
+        let mut ser = form_urlencoded::Serializer::new(String::new());
+        match (original, self.pending.take()) {
+            (Some(body), _) if !self.reencode => return Ok(body),
+            // Every undeclared name was refused above, so dropping the
+            // reserved ones leaves exactly the declared pairs.
+            (Some(body), _) => {
+                for (k, v) in form_urlencoded::parse(&body) {
+                    if !Reserved::is_reserved(&k) {
+                        ser.append_pair(&k, &v);
+                    }
+                }
+            }
+            (None, pending) => {
+                for (k, v) in pending.unwrap_or_default() {
                     ser.append_pair(&k, &v);
                 }
-                Ok(Bytes::from(ser.finish()))
             }
         }
+        Ok(Bytes::from(ser.finish()))
     }
 }
 

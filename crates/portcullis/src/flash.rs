@@ -52,6 +52,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::Shared;
 use crate::error::{ErrorCode, FieldErrors, Rejection};
+use crate::keys::{KeyRing, Purpose};
 use crate::limits::BodyKind;
 use crate::respond::{self, ClientKind};
 use crate::seal::{self, Binding, OpenError, Sealer};
@@ -69,12 +70,19 @@ pub const BACK_FIELD: &str = "_back";
 /// The AAD "action" of every flash seal.
 const FLASH_CONTEXT: &str = "portcullis/flash";
 
-/// Browsers cap a cookie at about 4 KB; keep the sealed text under this.
-const MAX_COOKIE_VALUE: usize = 3800;
-const MAX_VALUE_CHARS: usize = 2000;
+/// Browsers cap a cookie at about 4 KB; the sealed text stays under this.
+pub const MAX_COOKIE_VALUE: usize = 3800;
+/// A carried value is cut to this many characters.
+pub const MAX_VALUE_CHARS: usize = 2000;
 
 /// Name fragments of fields whose values are never carried.
 const SECRET_NAMES: [&str; 4] = ["password", "secret", "token", "key"];
+
+/// The sealer flash cookies are made and opened with: the seal format under
+/// the key ring's [`Purpose::Flash`] subkey.
+pub fn sealer(keys: &KeyRing) -> Sealer {
+    Sealer::for_purpose(keys, Purpose::Flash)
+}
 
 /// The flash cookie's name (with `__Host-` when cookies are `Secure`).
 pub fn cookie_name(config: &crate::Config) -> &'static str {
@@ -151,11 +159,12 @@ impl Flash {
     /// Seals the flash, dropping values (then errors) until it fits a cookie.
     pub fn seal(mut self, sealer: &Sealer, binding: &Binding, expires: u64) -> Option<String> {
         for _ in 0..3 {
-            let text = sealer
-                .seal_at(&self, FLASH_CONTEXT, binding, expires)
-                .ok()?;
-            if text.len() <= MAX_COOKIE_VALUE {
-                return Some(text);
+            match sealer.seal_at(&self, FLASH_CONTEXT, binding, expires) {
+                Ok(text) if text.len() <= MAX_COOKIE_VALUE => return Some(text),
+                // Too long for a cookie, or for a seal at all (JSON escapes
+                // can make a 2,000-character value 12 KB): shed and retry.
+                Ok(_) | Err(seal::SealError::TooLong(_)) => {}
+                Err(_) => return None,
             }
             if !self.values.is_empty() {
                 self.values.clear();
@@ -304,7 +313,8 @@ pub(crate) async fn scope(request: Request, next: Next) -> Response {
     response
 }
 
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -420,7 +430,7 @@ pub(crate) fn field_state(name: &str) -> Option<FieldState> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::{KeyRing, MasterSecret, Purpose};
+    use crate::keys::MasterSecret;
     use crate::ratelimit::Limiter;
 
     fn ring(byte: u8) -> KeyRing {
@@ -454,7 +464,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_refusals() {
-        let sealer = Sealer::for_purpose(&ring(1), Purpose::Flash);
+        let sealer = sealer(&ring(1));
         let me = Binding::session("session-a");
         let now = seal::unix_now();
         let f = sample();
@@ -482,7 +492,7 @@ mod tests {
         let tampered = String::from_utf8(bytes).unwrap();
         assert!(Flash::open(&sealer, &tampered, &me, now).is_err());
         // Another secret.
-        let other = Sealer::for_purpose(&ring(2), Purpose::Flash);
+        let other = super::sealer(&ring(2));
         assert!(Flash::open(&other, &text, &me, now).is_err());
         // A bound-argument seal (other purpose key) does not open as a flash.
         let sealing = Sealer::for_purpose(&ring(1), Purpose::Sealing);
@@ -491,7 +501,7 @@ mod tests {
 
     #[test]
     fn oversized_values_are_dropped_to_fit_a_cookie() {
-        let sealer = Sealer::for_purpose(&ring(1), Purpose::Flash);
+        let sealer = sealer(&ring(1));
         let body = format!(
             "a={}&b={}&c={}",
             "x".repeat(2000),
@@ -511,6 +521,26 @@ mod tests {
         assert!(text.len() <= MAX_COOKIE_VALUE);
         let back = Flash::open(&sealer, &text, &Binding::Anonymous, seal::unix_now()).unwrap();
         assert!(back.values.is_empty());
+    }
+
+    /// Regression (found by the `flash` fuzz target): a value of control
+    /// characters, which JSON escapes six-fold, made the flash longer than
+    /// a seal may be; `seal` gave up instead of dropping the values, so a
+    /// no-JS user got the bare error page and lost the whole form.
+    #[test]
+    fn regress_escaped_values_longer_than_the_seal_cap_are_dropped_not_fatal() {
+        let sealer = sealer(&ring(1));
+        let body = format!("name={}&projectId=4", "%01".repeat(MAX_VALUE_CHARS));
+        let mut r = Rejection::invalid(FieldErrors::new(), Vec::new());
+        r.field_errors.insert("name".into(), vec!["bad".into()]);
+        let f = Flash::from_rejection("/projects", "projects.rename", 0, &r, Some(body.as_bytes()));
+        let text = f
+            .seal(&sealer, &Binding::Anonymous, seal::unix_now() + 60)
+            .expect("a flash always seals");
+        assert!(text.len() <= MAX_COOKIE_VALUE);
+        let back = Flash::open(&sealer, &text, &Binding::Anonymous, seal::unix_now()).unwrap();
+        assert!(back.values.is_empty());
+        assert_eq!(back.field_errors["name"], vec!["bad".to_string()]);
     }
 
     #[tokio::test]

@@ -62,7 +62,9 @@ impl OriginPattern {
             return Err(AllowlistError::Null);
         }
         let malformed = || AllowlistError::Malformed(entry.to_owned());
-        let (scheme, host) = split_origin(entry).ok_or_else(malformed)?;
+        let parts = split_origin(entry).ok_or_else(malformed)?;
+        let scheme = parts.scheme.to_ascii_lowercase();
+        let host = parts.host.to_ascii_lowercase();
         if let Some(rest) = host.strip_prefix("**.").or_else(|| host.strip_prefix("*.")) {
             let any_depth = host.starts_with("**.");
             let hostname = rest.split(':').next().unwrap_or_default();
@@ -81,57 +83,87 @@ impl OriginPattern {
         Ok(OriginPattern::Exact { scheme, host })
     }
 
-    fn matches(&self, scheme: &str, host: &str) -> bool {
+    fn matches(&self, origin: Parts<'_>) -> bool {
         match self {
-            OriginPattern::Exact { scheme: s, host: h } => s == scheme && h == host,
+            OriginPattern::Exact { scheme, host } => {
+                origin.scheme.eq_ignore_ascii_case(scheme) && origin.host.eq_ignore_ascii_case(host)
+            }
             OriginPattern::Wildcard {
-                scheme: s,
+                scheme,
                 suffix,
                 any_depth,
             } => {
-                if s != scheme {
+                if !origin.scheme.eq_ignore_ascii_case(scheme) {
                     return false;
                 }
-                let Some(label) = host.strip_suffix(suffix.as_str()) else {
+                // `split_origin` admits ASCII only, so byte offsets are
+                // character boundaries.
+                let Some(split) = origin.host.len().checked_sub(suffix.len()) else {
                     return false;
                 };
-                !label.is_empty() && (*any_depth || !label.contains('.'))
+                let (label, tail) = origin.host.split_at(split);
+                tail.eq_ignore_ascii_case(suffix)
+                    && !label.is_empty()
+                    && (*any_depth || !label.contains('.'))
             }
         }
     }
 }
 
-/// Splits and normalises `scheme://host[:port]`; `None` if anything else is there.
-fn split_origin(text: &str) -> Option<(String, String)> {
+/// A validated `scheme://host[:port]`, borrowed from the header it came
+/// from: the check runs on every unsafe request, so it compares in place
+/// (ASCII case-insensitively) instead of lower-casing into new strings.
+#[derive(Clone, Copy, Debug)]
+struct Parts<'a> {
+    scheme: &'a str,
+    /// Host and port, the scheme's default port removed.
+    host: &'a str,
+}
+
+impl Parts<'_> {
+    fn same_host(&self, other: &Parts<'_>) -> bool {
+        self.host.eq_ignore_ascii_case(other.host)
+    }
+}
+
+/// Splits and validates `scheme://host[:port]`; `None` if anything else is there.
+fn split_origin(text: &str) -> Option<Parts<'_>> {
     let (scheme, rest) = text.split_once("://")?;
     let scheme_ok = !scheme.is_empty()
         && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
         && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
+    if !scheme_ok {
+        return None;
+    }
+    with_scheme(scheme, rest)
+}
+
+/// Validates `host[:port]` as it would appear after `scheme://`.
+fn with_scheme<'a>(scheme: &'a str, rest: &'a str) -> Option<Parts<'a>> {
     let host_ok = !rest.is_empty()
         && !rest.starts_with(':')
-        && rest
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '*'));
-    if !scheme_ok || !host_ok {
+        && rest.bytes().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':' | b'[' | b']' | b'*')
+        });
+    if !host_ok {
         return None;
     }
     if let Some((_, port)) = rest.rsplit_once(':')
         && !rest.ends_with(']')
-        && (port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()))
+        && (port.is_empty() || !port.bytes().all(|c| c.is_ascii_digit()))
     {
         return None;
     }
-    let scheme = scheme.to_ascii_lowercase();
-    let mut host = rest.to_ascii_lowercase();
+    let mut host = rest;
     // Origins never carry the default port; normalise entries the same way.
     for (s, default) in [("http", ":80"), ("https", ":443")] {
-        if scheme == s && host.ends_with(default) {
-            host.truncate(host.len() - default.len());
+        if scheme.eq_ignore_ascii_case(s) && host.ends_with(default) {
+            host = &host[..host.len() - default.len()];
         }
     }
-    Some((scheme, host))
+    Some(Parts { scheme, host })
 }
 
 /// The configured origin policy.
@@ -156,10 +188,10 @@ impl OriginPolicy {
     }
 
     fn allowlisted(&self, origin: Option<&str>) -> bool {
-        let Some((scheme, host)) = origin.and_then(split_origin) else {
+        let Some(parts) = origin.and_then(split_origin) else {
             return false;
         };
-        self.allowlist.iter().any(|p| p.matches(&scheme, &host))
+        self.allowlist.iter().any(|p| p.matches(parts))
     }
 
     /// Decides from method and headers alone.
@@ -204,7 +236,7 @@ impl OriginPolicy {
         peer: IpAddr,
         proxies: &TrustedProxies,
     ) -> bool {
-        let Some((scheme, host)) = split_origin(origin) else {
+        let Some(origin) = split_origin(origin) else {
             return false;
         };
         let own_host = proxies.forwarded_host(peer, headers).or_else(|| {
@@ -216,12 +248,12 @@ impl OriginPolicy {
             return false;
         };
         let own_scheme = proxies.forwarded_proto(peer, headers);
-        let scheme_for_port = own_scheme.unwrap_or(&scheme);
-        let own = format!("{scheme_for_port}://{own_host}");
-        let Some((own_scheme_norm, own_host_norm)) = split_origin(&own) else {
+        // The default port is dropped by the scheme the request was made
+        // with: the trusted one, else the one the Origin claims.
+        let Some(own) = with_scheme(own_scheme.unwrap_or(origin.scheme), own_host) else {
             return false;
         };
-        own_host_norm == host && (own_scheme.is_none() || own_scheme_norm == scheme)
+        own.same_host(&origin) && own_scheme.is_none_or(|s| s.eq_ignore_ascii_case(origin.scheme))
     }
 }
 
@@ -362,14 +394,70 @@ mod tests {
     fn wildcards() {
         let one = OriginPattern::parse("https://*.example.com").unwrap();
         let any = OriginPattern::parse("https://**.example.com").unwrap();
-        assert!(one.matches("https", "a.example.com"));
-        assert!(!one.matches("https", "a.b.example.com"));
-        assert!(!one.matches("https", "example.com"));
-        assert!(!one.matches("http", "a.example.com"));
-        assert!(!one.matches("https", "evilexample.com"));
-        assert!(any.matches("https", "a.b.c.example.com"));
-        assert!(!any.matches("https", "example.com"));
-        assert!(!any.matches("https", "a.example.com.evil.net"));
+        assert!(one.matches(Parts {
+            scheme: "https",
+            host: "a.example.com"
+        }));
+        assert!(!one.matches(Parts {
+            scheme: "https",
+            host: "a.b.example.com"
+        }));
+        assert!(!one.matches(Parts {
+            scheme: "https",
+            host: "example.com"
+        }));
+        assert!(!one.matches(Parts {
+            scheme: "http",
+            host: "a.example.com"
+        }));
+        assert!(!one.matches(Parts {
+            scheme: "https",
+            host: "evilexample.com"
+        }));
+        assert!(any.matches(Parts {
+            scheme: "https",
+            host: "a.b.c.example.com"
+        }));
+        assert!(!any.matches(Parts {
+            scheme: "https",
+            host: "example.com"
+        }));
+        assert!(!any.matches(Parts {
+            scheme: "https",
+            host: "a.example.com.evil.net"
+        }));
+        // Compared in place, ASCII case-insensitively (origins are lower
+        // case from browsers, but Host headers and allowlists need not be).
+        assert!(one.matches(Parts {
+            scheme: "HTTPS",
+            host: "A.Example.COM"
+        }));
+        let exact = OriginPattern::parse("https://App.Example").unwrap();
+        assert!(exact.matches(Parts {
+            scheme: "https",
+            host: "app.example"
+        }));
+    }
+
+    #[test]
+    fn own_origin_compares_case_insensitively_and_without_default_port() {
+        let p = OriginPolicy::default();
+        for (host, origin, same) in [
+            ("App.Example", "https://app.example", true),
+            ("app.example:443", "https://app.example", true),
+            ("app.example:80", "http://app.example", true),
+            ("app.example:8443", "https://app.example", false),
+            ("app.example", "https://app.example.evil", false),
+            ("app.example", "HTTPS://APP.EXAMPLE", true),
+        ] {
+            let headers = h(&[("host", host), ("origin", origin)]);
+            assert_eq!(
+                p.check(&Method::POST, &headers, PEER, &TrustedProxies::none())
+                    .is_ok(),
+                same,
+                "{host} vs {origin}"
+            );
+        }
     }
 
     #[test]

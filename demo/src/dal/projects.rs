@@ -17,6 +17,12 @@ pub struct Projects<'a>(pub(super) &'a Dal);
 const SELECT: &str = "SELECT p.id, p.team_id, t.name AS team_name, p.name, p.archived_at, p.updated_at \
                       FROM projects p JOIN teams t ON t.id = p.team_id";
 
+/// The same columns as [`SELECT`], from an `UPDATE`: the write and the
+/// re-read are one statement (a rename was an UPDATE and then a SELECT).
+const RETURNING: &str = "RETURNING id, team_id, \
+                         (SELECT name FROM teams WHERE teams.id = projects.team_id) AS team_name, \
+                         name, archived_at, updated_at";
+
 impl Projects<'_> {
     /// All projects of the viewer's teams, newest first.
     pub async fn list(&self, viewer: &Viewer) -> DalResult<Vec<ProjectRow>> {
@@ -60,17 +66,18 @@ impl Projects<'_> {
 
     /// Renames a project of the viewer's teams.
     pub async fn rename(&self, viewer: &Viewer, id: i64, name: &str) -> DalResult<ProjectRow> {
-        let done = sqlx::query(&format!(
-            "UPDATE projects SET name = $3, updated_at = $4 WHERE id = $2 AND team_id IN ({VIEWER_TEAMS})"
-        ))
-        .bind(viewer.id())
-        .bind(id)
-        .bind(name)
-        .bind(now())
-        .execute(&self.0.pool)
-        .await?;
-        touched_one(done)?;
-        self.get(viewer, id).await
+        not_found(
+            sqlx::query_as(&format!(
+                "UPDATE projects SET name = $3, updated_at = $4 \
+                 WHERE id = $2 AND team_id IN ({VIEWER_TEAMS}) {RETURNING}"
+            ))
+            .bind(viewer.id())
+            .bind(id)
+            .bind(name)
+            .bind(now())
+            .fetch_optional(&self.0.pool)
+            .await?,
+        )
     }
 
     /// Archives or restores a project of the viewer's teams.
@@ -81,17 +88,18 @@ impl Projects<'_> {
         archived: bool,
     ) -> DalResult<ProjectRow> {
         let t = now();
-        let done = sqlx::query(&format!(
-            "UPDATE projects SET archived_at = $3, updated_at = $4 WHERE id = $2 AND team_id IN ({VIEWER_TEAMS})"
-        ))
-        .bind(viewer.id())
-        .bind(id)
-        .bind(archived.then_some(t))
-        .bind(t)
-        .execute(&self.0.pool)
-        .await?;
-        touched_one(done)?;
-        self.get(viewer, id).await
+        not_found(
+            sqlx::query_as(&format!(
+                "UPDATE projects SET archived_at = $3, updated_at = $4 \
+                 WHERE id = $2 AND team_id IN ({VIEWER_TEAMS}) {RETURNING}"
+            ))
+            .bind(viewer.id())
+            .bind(id)
+            .bind(archived.then_some(t))
+            .bind(t)
+            .fetch_optional(&self.0.pool)
+            .await?,
+        )
     }
 
     /// Deletes a project; only admins of its team may.
