@@ -78,25 +78,28 @@ if "echo" in cases:
               f"{runs(bv)}; {runs(pv)} |")
     print()
 for case, title in (("rename", "rename: authenticated projects.rename (demo, SQLite) vs Next.js renameProject"),
-                    ("page", "page: GET /projects for a signed-in session (no cache switch exists: uncached)")):
+                    ("page", "page: GET /projects for a signed-in session, render cache on (Next.js: its dynamic page)"),
+                    ("page_uncached", "page, uncached: the same with DEMO_RENDER_CACHE=off (Next.js: the same page run)")):
     if case not in cases:
         continue
+    system = "demo_nocache" if case == "page_uncached" else "demo"
+    peer_case = "page" if case == "page_uncached" else case
     print(f"### {title}")
     print()
     print("| conns | portcullis req/s | Next.js req/s | portcullis/Next | portcullis p50 / p99 ms | Next p50 / p99 ms | portcullis wrk p99 ms | resp bytes portcullis (body) / Next | CPU cores portcullis / Next | CPU µs/req portcullis / Next | ok/bad portcullis | req/s per round (portcullis; Next) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for c in conns_list:
-        p, pv = med("demo", case, c, "rps")
-        n, nv = med("next", case, c, "rps")
-        ok = sum(int(r["ok"]) for r in ours if r["system"] == "demo" and r["case"] == case and r["conns"] == c)
-        bad = sum(int(r["bad"]) for r in ours if r["system"] == "demo" and r["case"] == case and r["conns"] == c)
+        p, pv = med(system, case, c, "rps")
+        n, nv = med("next", peer_case, c, "rps")
+        ok = sum(int(r["ok"]) for r in ours if r["system"] == system and r["case"] == case and r["conns"] == c)
+        bad = sum(int(r["bad"]) for r in ours if r["system"] == system and r["case"] == case and r["conns"] == c)
         print(f"| {c} | {fmt(p)} | {fmt(n)} | {ratio(p, n)} | "
-              f"{fmt(med('demo',case,c,'p50_ms')[0],2)} / {fmt(med('demo',case,c,'p99_ms')[0],2)} | "
-              f"{fmt(med('next',case,c,'p50_ms')[0],2)} / {fmt(med('next',case,c,'p99_ms')[0],2)} | "
-              f"{fmt(med('demo',case,c,'wrk_p99_ms')[0],2)} | "
-              f"{fmt(med('demo',case,c,'bytes_per_resp')[0])} ({fmt(med('demo',case,c,'body_bytes_per_resp')[0])}) / {fmt(med('next',case,c,'bytes_per_resp')[0])} | "
-              f"{fmt(med('demo',case,c,'server_cpu_cores')[0],2)} / {fmt(med('next',case,c,'server_cpu_cores')[0],2)} | "
-              f"{fmt(cpu_us('demo',case,c),0)} / {fmt(cpu_us('next',case,c),0)} | "
+              f"{fmt(med(system,case,c,'p50_ms')[0],2)} / {fmt(med(system,case,c,'p99_ms')[0],2)} | "
+              f"{fmt(med('next',peer_case,c,'p50_ms')[0],2)} / {fmt(med('next',peer_case,c,'p99_ms')[0],2)} | "
+              f"{fmt(med(system,case,c,'wrk_p99_ms')[0],2)} | "
+              f"{fmt(med(system,case,c,'bytes_per_resp')[0])} ({fmt(med(system,case,c,'body_bytes_per_resp')[0])}) / {fmt(med('next',peer_case,c,'bytes_per_resp')[0])} | "
+              f"{fmt(med(system,case,c,'server_cpu_cores')[0],2)} / {fmt(med('next',peer_case,c,'server_cpu_cores')[0],2)} | "
+              f"{fmt(cpu_us(system,case,c),0)} / {fmt(cpu_us('next',peer_case,c),0)} | "
               f"{ok}/{bad} | {runs(pv)}; {runs(nv)} |")
     print()
 mem = os.path.join(out, "memory.tsv")

@@ -119,6 +119,15 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> Option<portcullis::ErrorCo
     }
 }
 
+/// The render cache: on (the framework's default), or off with
+/// `DEMO_RENDER_CACHE=off` (`scripts/bench` measures the page both ways).
+fn render_cache() -> portcullis::CacheConfig {
+    match std::env::var("DEMO_RENDER_CACHE").as_deref() {
+        Ok("off") => portcullis::CacheConfig::disabled(),
+        _ => portcullis::CacheConfig::default(),
+    }
+}
+
 pub fn build_with(config: Config, db: &Db, sessions: Sessions) -> Result<App, StartError> {
     portcullis::error::set_error_classifier(classify);
     let cors_origins: Vec<String> = std::env::var("PORTCULLIS_API_CORS_ORIGINS")
@@ -134,6 +143,7 @@ pub fn build_with(config: Config, db: &Db, sessions: Sessions) -> Result<App, St
     let app = Portcullis::new(config, state.clone())
         .actions(actions::register)
         .fragments(pages::fragments::register)
+        .render_cache(render_cache())
         .webhook(billing::PATH, billing::webhook(), billing::receive)
         // Scripts and mobile clients: bearer tokens, same viewer-scoped DAL,
         // 120 requests per user per minute; CORS only for listed origins.

@@ -288,10 +288,22 @@ enum Freshness {
 /// Cache settings.
 #[derive(Clone, Debug)]
 pub struct CacheConfig {
-    /// Upper bound of cached template bytes (default 32 MiB).
+    /// Upper bound of cached template bytes (default 32 MiB). `0` turns the
+    /// cache off: every fragment renders on every request (for measuring
+    /// what the cache saves, or debugging a stale fragment).
     pub max_bytes: u64,
     /// Time to live of an entry (default 10 minutes).
     pub ttl: Duration,
+}
+
+impl CacheConfig {
+    /// No caching: every fragment renders on every request.
+    pub fn disabled() -> Self {
+        CacheConfig {
+            max_bytes: 0,
+            ..CacheConfig::default()
+        }
+    }
 }
 
 impl Default for CacheConfig {
@@ -308,6 +320,8 @@ pub struct Engine {
     defs: Vec<Def>,
     by_name: HashMap<&'static str, u32>,
     cache: moka::sync::Cache<Key, Arc<Entry>>,
+    /// `false` when [`CacheConfig::max_bytes`] is 0: nothing is stored.
+    caching: bool,
     tags: DashMap<String, TagState>,
     paths: DashMap<String, Vec<Key>>,
     renders: AtomicU64,
@@ -347,6 +361,7 @@ impl Engine {
             defs,
             by_name,
             cache,
+            caching: config.max_bytes > 0,
             tags: DashMap::new(),
             paths: DashMap::new(),
             renders: AtomicU64::new(0),
@@ -477,6 +492,9 @@ impl Engine {
         tags.extend(std::mem::take(
             &mut *sink.lock().unwrap_or_else(|e| e.into_inner()),
         ));
+        if !self.caching {
+            return Ok(html);
+        }
         self.cache.insert(
             key,
             Arc::new(Entry {

@@ -362,6 +362,19 @@ async fn cache_memory_stays_within_its_bound_under_100k_distinct_keys() {
     assert!(entries < 100_000);
 }
 
+#[tokio::test]
+async fn a_disabled_cache_renders_every_request_and_stores_nothing() {
+    let app = build(config(), State::default(), CacheConfig::disabled());
+    let c = TestClient::start(&app).await;
+    let engine = c.shared().fragments().clone();
+    let before = engine.renders();
+    for _ in 0..3 {
+        assert_eq!(c.get("/many/x").await.status, 200);
+    }
+    assert_eq!(engine.renders(), before + 3);
+    assert_eq!(engine.cached_entries(), 0);
+}
+
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
