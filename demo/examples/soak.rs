@@ -215,6 +215,14 @@ async fn worker(cfg: Arc<Config>, w: usize, deadline: Instant) -> Log {
             .header("accept", "application/json")
             .form(form)
     };
+    // An action on one of the worker's projects, as its signed-in user.
+    let signed_in = |name: &str, project: i64, (field, text): (&str, &str)| {
+        post(
+            name,
+            &[("projectId", project.to_string()), (field, text.to_owned())],
+        )
+        .header("cookie", &session.cookie)
+    };
     let mut log = Log::default();
     let mut rng = rand::rngs::StdRng::from_entropy();
     let mut seq = 0u64;
@@ -248,27 +256,13 @@ async fn worker(cfg: Arc<Config>, w: usize, deadline: Instant) -> Log {
             }
             Op::Rename => {
                 let name = format!("soak w{w} #{seq}");
-                let a = send(
-                    post(
-                        "projects.rename",
-                        &[("projectId", project.to_string()), ("name", name.clone())],
-                    )
-                    .header("cookie", &session.cookie),
-                )
-                .await;
+                let a = send(signed_in("projects.rename", project, ("name", &name))).await;
                 log.renames.entry(project).or_default().push((name, a.ack));
                 a
             }
             Op::Comment => {
                 let body = format!("soak comment w{w} #{seq}");
-                let a = send(
-                    post(
-                        "comments.post",
-                        &[("projectId", project.to_string()), ("body", body.clone())],
-                    )
-                    .header("cookie", &session.cookie),
-                )
-                .await;
+                let a = send(signed_in("comments.post", project, ("body", &body))).await;
                 log.comments.push((body, a.ack));
                 a
             }

@@ -394,49 +394,28 @@ mod tests {
     fn wildcards() {
         let one = OriginPattern::parse("https://*.example.com").unwrap();
         let any = OriginPattern::parse("https://**.example.com").unwrap();
-        assert!(one.matches(Parts {
-            scheme: "https",
-            host: "a.example.com"
-        }));
-        assert!(!one.matches(Parts {
-            scheme: "https",
-            host: "a.b.example.com"
-        }));
-        assert!(!one.matches(Parts {
-            scheme: "https",
-            host: "example.com"
-        }));
-        assert!(!one.matches(Parts {
-            scheme: "http",
-            host: "a.example.com"
-        }));
-        assert!(!one.matches(Parts {
-            scheme: "https",
-            host: "evilexample.com"
-        }));
-        assert!(any.matches(Parts {
-            scheme: "https",
-            host: "a.b.c.example.com"
-        }));
-        assert!(!any.matches(Parts {
-            scheme: "https",
-            host: "example.com"
-        }));
-        assert!(!any.matches(Parts {
-            scheme: "https",
-            host: "a.example.com.evil.net"
-        }));
-        // Compared in place, ASCII case-insensitively (origins are lower
-        // case from browsers, but Host headers and allowlists need not be).
-        assert!(one.matches(Parts {
-            scheme: "HTTPS",
-            host: "A.Example.COM"
-        }));
+        let matches = |p: &OriginPattern, scheme, host| p.matches(Parts { scheme, host });
+        for (pattern, scheme, host, expected) in [
+            (&one, "https", "a.example.com", true),
+            (&one, "https", "a.b.example.com", false),
+            (&one, "https", "example.com", false),
+            (&one, "http", "a.example.com", false),
+            (&one, "https", "evilexample.com", false),
+            (&any, "https", "a.b.c.example.com", true),
+            (&any, "https", "example.com", false),
+            (&any, "https", "a.example.com.evil.net", false),
+            // Compared in place, ASCII case-insensitively (origins are lower
+            // case from browsers, but Host headers and allowlists need not be).
+            (&one, "HTTPS", "A.Example.COM", true),
+        ] {
+            assert_eq!(
+                matches(pattern, scheme, host),
+                expected,
+                "{scheme}://{host}"
+            );
+        }
         let exact = OriginPattern::parse("https://App.Example").unwrap();
-        assert!(exact.matches(Parts {
-            scheme: "https",
-            host: "app.example"
-        }));
+        assert!(matches(&exact, "https", "app.example"));
     }
 
     #[test]
