@@ -29,7 +29,7 @@
 //! way to call `update_tag`, set a cookie or redirect from a render function
 //! (see `tests/ui/render_cannot_mutate.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -323,7 +323,10 @@ pub struct Engine {
     /// `false` when [`CacheConfig::max_bytes`] is 0: nothing is stored.
     caching: bool,
     tags: DashMap<String, TagState>,
-    paths: DashMap<String, Vec<Key>>,
+    /// Per page path, the fragment keys rendered into it (a set: a page is
+    /// rendered again and again, and a linear `contains` over thousands of
+    /// keys under the shard lock was most of a cached page's CPU).
+    paths: DashMap<String, HashSet<Key>>,
     renders: AtomicU64,
     background: AtomicU64,
     bus: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
@@ -577,9 +580,12 @@ impl Engine {
             if let Some(path) = page_path
                 && let Some((k, _)) = self.key(key, viewer)
             {
-                let mut keys = self.paths.entry(path.to_owned()).or_default();
-                if !keys.contains(&k) && keys.len() < 10_000 {
-                    keys.push(k);
+                let known = self.paths.get(path).is_some_and(|keys| keys.contains(&k));
+                if !known {
+                    let mut keys = self.paths.entry(path.to_owned()).or_default();
+                    if keys.len() < 10_000 {
+                        keys.insert(k);
+                    }
                 }
             }
             out.push_str("<div data-fragment=\"");
