@@ -78,25 +78,21 @@ async fn with_work_area<T: Send + 'static>(
 /// argon2 into `out`, in `area` (grown to the default size once; a stored
 /// hash with larger parameters gets a one-off area instead).
 fn compute(
-    argon2: &Argon2<'_>,
-    params: &Params,
+    (algorithm, version, costs): (Algorithm, Version, Params),
     password: &[u8],
     salt: &[u8],
     out: &mut [u8],
     area: &mut Vec<Block>,
 ) -> argon2::Result<()> {
-    let needed = params.block_count();
-    if needed > params_default_blocks() {
+    let needed = costs.block_count();
+    let argon2 = Argon2::new(algorithm, version, costs);
+    if needed > params().block_count() {
         return argon2.hash_password_into(password, salt, out);
     }
     if area.len() < needed {
         area.resize(needed, Block::default());
     }
     argon2.hash_password_into_with_memory(password, salt, out, &mut area[..needed])
-}
-
-fn params_default_blocks() -> usize {
-    params().block_count()
 }
 
 /// Hashes a new password into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`).
@@ -107,12 +103,12 @@ pub async fn hash(password: String) -> Result<String, ActionError> {
 fn hash_in(password: &[u8], area: &mut Vec<Block>) -> Result<String, ActionError> {
     let fail = |e: &dyn std::fmt::Display| ActionError::internal(format!("argon2: {e}"));
     let params = params();
-    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
     let mut salt_buf = [0u8; 64];
     let salt_bytes = salt.decode_b64(&mut salt_buf).map_err(|e| fail(&e))?;
     let mut out = [0u8; 32];
-    compute(&argon2, &params, password, salt_bytes, &mut out, area).map_err(|e| fail(&e))?;
+    let kind = (Algorithm::Argon2id, Version::V0x13, params.clone());
+    compute(kind, password, salt_bytes, &mut out, area).map_err(|e| fail(&e))?;
     let phc = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
@@ -158,9 +154,16 @@ fn verify_in(password: &[u8], stored: &str, area: &mut Vec<Block>) -> bool {
     let Ok(salt_bytes) = salt.decode_b64(&mut salt_buf) else {
         return false;
     };
-    let argon2 = Argon2::new(algorithm, version, params.clone());
     let mut out = vec![0u8; expected.len()];
-    if compute(&argon2, &params, password, salt_bytes, &mut out, area).is_err() {
+    if compute(
+        (algorithm, version, params),
+        password,
+        salt_bytes,
+        &mut out,
+        area,
+    )
+    .is_err()
+    {
         return false;
     }
     // `Output`'s equality is constant-time.
