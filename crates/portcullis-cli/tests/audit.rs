@@ -35,6 +35,7 @@ fn finds_each_planted_violation_and_nothing_else() {
         ("v.privileged", "privileged-field"),
         ("v.delete_thing", "destructive-without-recent"),
         ("v.not_idempotent", "idempotency-undeclared"),
+        ("v.fail_open", "fail-open"),
         ("v.bad_allow", "invalid-allow"),
     ]
     .into_iter()

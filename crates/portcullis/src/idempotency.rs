@@ -12,6 +12,14 @@
 //! forgotten, so its retry runs.
 //!
 //! Checked after stage 6 (the key may be in the body) and before the handler.
+//!
+//! With Redis, keys live on the app's shared connection
+//! ([`crate::store::Redis`]) under its deadline. An outage fails closed:
+//! when the claim cannot be made the handler does not run and the client
+//! gets `503 idempotency_unavailable` (a claim that reaches Redis late is
+//! released again). When storing the finished response fails, the success
+//! is still sent (the change was applied and the client gets its answer);
+//! the claim then lapses after [`CLAIM`].
 
 use std::time::{Duration, Instant};
 
@@ -54,8 +62,7 @@ pub struct Store(Backend);
 enum Backend {
     Memory(DashMap<String, Slot>),
     Redis {
-        client: redis::Client,
-        conn: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+        redis: crate::store::Redis,
         prefix: String,
     },
 }
@@ -82,27 +89,10 @@ impl Store {
         Store(Backend::Memory(DashMap::new()))
     }
 
-    pub fn redis(url: &str, prefix: &str) -> Result<Self, String> {
-        Ok(Store(Backend::Redis {
-            client: redis::Client::open(url).map_err(|e| e.to_string())?,
-            conn: tokio::sync::OnceCell::new(),
-            prefix: format!("{prefix}idem:"),
-        }))
-    }
-
-    async fn redis_conn(
-        client: &redis::Client,
-        conn: &tokio::sync::OnceCell<redis::aio::ConnectionManager>,
-    ) -> Result<redis::aio::ConnectionManager, Rejection> {
-        conn.get_or_try_init(|| async {
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_millis(500)))
-                .set_response_timeout(Some(Duration::from_millis(500)));
-            redis::aio::ConnectionManager::new_with_config(client.clone(), config).await
-        })
-        .await
-        .cloned()
-        .map_err(|e| Rejection::internal(&format_args!("idempotency store: {e}")))
+    /// Keys in Redis, on the app's shared connection (`{prefix}idem:…`).
+    pub fn on_redis(redis: crate::store::Redis) -> Self {
+        let prefix = format!("{}idem:", redis.prefix());
+        Store(Backend::Redis { redis, prefix })
     }
 
     /// Claims `key` or reports what happened to it.
@@ -134,30 +124,42 @@ impl Store {
                     }
                 }
             }
-            Backend::Redis {
-                client,
-                conn,
-                prefix,
-            } => {
-                let mut c = Self::redis_conn(client, conn).await?;
+            Backend::Redis { redis, prefix } => {
                 let k = format!("{prefix}{key}");
-                let claimed: Option<String> = redis::cmd("SET")
-                    .arg(&k)
-                    .arg("running")
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(CLAIM.as_millis() as u64)
-                    .query_async(&mut c)
+                let claimed: Option<String> = match redis
+                    .query(
+                        "idempotency store",
+                        redis::cmd("SET")
+                            .arg(&k)
+                            .arg("running")
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(CLAIM.as_millis() as u64),
+                    )
                     .await
-                    .map_err(|e| Rejection::internal(&format_args!("idempotency store: {e}")))?;
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // The claim may still reach Redis after the deadline
+                        // (a stalled server); release it behind it on the same
+                        // connection, so the client's retry is not refused
+                        // for CLAIM.
+                        let (redis, k) = (redis.clone(), k.clone());
+                        tokio::spawn(async move {
+                            let _ = redis
+                                .query::<i64>("idempotency store", redis::cmd("DEL").arg(&k))
+                                .await;
+                        });
+                        return Err(unavailable(&e));
+                    }
+                };
                 if claimed.is_some() {
                     return Ok(Begin::Run);
                 }
-                let value: Option<String> = redis::cmd("GET")
-                    .arg(&k)
-                    .query_async(&mut c)
+                let value: Option<String> = redis
+                    .query("idempotency store", redis::cmd("GET").arg(&k))
                     .await
-                    .map_err(|e| Rejection::internal(&format_args!("idempotency store: {e}")))?;
+                    .map_err(|e| unavailable(&e))?;
                 match value.as_deref() {
                     Some("running") => Err(in_progress()),
                     Some(json) => match serde_json::from_str::<Stored>(json) {
@@ -191,24 +193,20 @@ impl Store {
             Backend::Memory(map) => {
                 map.insert(key.to_owned(), Slot::Done(stored, Instant::now()));
             }
-            Backend::Redis {
-                client,
-                conn,
-                prefix,
-            } => {
-                if let (Ok(mut c), Ok(json)) = (
-                    Self::redis_conn(client, conn).await,
-                    serde_json::to_string(&stored),
-                ) {
-                    let r: redis::RedisResult<()> = redis::cmd("SET")
-                        .arg(format!("{prefix}{key}"))
-                        .arg(json)
-                        .arg("PX")
-                        .arg(KEEP.as_millis() as u64)
-                        .query_async(&mut c)
+            Backend::Redis { redis, prefix } => {
+                if let Ok(json) = serde_json::to_string(&stored) {
+                    let r: Result<(), _> = redis
+                        .query(
+                            "idempotency store",
+                            redis::cmd("SET")
+                                .arg(format!("{prefix}{key}"))
+                                .arg(json)
+                                .arg("PX")
+                                .arg(KEEP.as_millis() as u64),
+                        )
                         .await;
                     if let Err(e) = r {
-                        tracing::warn!(error = %e, "idempotency result not stored");
+                        tracing::debug!(error = %e, "idempotency result not stored");
                     }
                 }
             }
@@ -222,20 +220,24 @@ impl Store {
             Backend::Memory(map) => {
                 map.remove(key);
             }
-            Backend::Redis {
-                client,
-                conn,
-                prefix,
-            } => {
-                if let Ok(mut c) = Self::redis_conn(client, conn).await {
-                    let _: redis::RedisResult<()> = redis::cmd("DEL")
-                        .arg(format!("{prefix}{key}"))
-                        .query_async(&mut c)
-                        .await;
-                }
+            Backend::Redis { redis, prefix } => {
+                let _ = redis
+                    .query::<i64>(
+                        "idempotency store",
+                        redis::cmd("DEL").arg(format!("{prefix}{key}")),
+                    )
+                    .await;
             }
         }
     }
+}
+
+/// The store is down or slow: 503, the handler did not run.
+fn unavailable(e: &crate::store::StoreError) -> Rejection {
+    let r = Rejection::new(ErrorCode::IdempotencyUnavailable)
+        .header(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    tracing::debug!(digest = %r.digest, error = %e, "idempotency store unavailable; 503");
+    r
 }
 
 fn header_text(headers: &http::HeaderMap, name: header::HeaderName) -> Option<String> {
