@@ -103,18 +103,17 @@ async fn me(page: Page) -> String {
 }
 
 fn config() -> Config {
-    // No REDIS_URL: limits and idempotency in memory, so only the session
-    // store is on Redis and its faults are the only ones in play.
     Config::new(MasterSecret::from_bytes(vec![9; 32]).unwrap())
 }
 
-/// An app whose sessions live on `redis` (the framework's store).
+/// An app whose sessions (only) live on `redis` (the framework's store);
+/// limits and idempotency stay in memory, so the session store's faults
+/// are the only ones in play.
 async fn app_on(redis: &portcullis::store::Redis) -> (TestClient, State) {
     let state = State::default();
     let app = Portcullis::new(config(), state.clone())
         .actions(register)
         .pages(axum::Router::new().route("/me", axum::routing::get(me)))
-        .redis(redis.clone())
         .build(redis.sessions())
         .expect("builds");
     (TestClient::start(&app).await, state)

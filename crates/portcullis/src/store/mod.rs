@@ -322,7 +322,18 @@ impl<S: fmt::Debug> fmt::Debug for Deadline<S> {
 #[async_trait::async_trait]
 impl<S: tower_sessions::SessionStore + Clone> tower_sessions::SessionStore for Deadline<S> {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        self.run("create", self.inner.create(record)).await
+        let result = self.run("create", self.inner.create(record)).await;
+        if result.is_err() {
+            // A stalled store may still apply the write after we gave up;
+            // nobody was given this id (no cookie on a 5xx), so remove it
+            // behind the write (same connection, same order, best effort)
+            // rather than leave an orphan until its expiry.
+            let (inner, id) = (self.inner.clone(), record.id);
+            tokio::spawn(async move {
+                let _ = inner.delete(&id).await;
+            });
+        }
+        result
     }
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         self.run("save", self.inner.save(record)).await
