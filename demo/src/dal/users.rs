@@ -68,8 +68,7 @@ impl portcullis::AccountDirectory for Accounts {
         user: i64,
     ) -> std::pin::Pin<
         Box<
-            dyn std::future::Future<Output = Result<Option<portcullis::Stamp>, ActionError>>
-                + Send,
+            dyn std::future::Future<Output = Result<Option<portcullis::Stamp>, ActionError>> + Send,
         >,
     > {
         let dal = self.0.clone();
