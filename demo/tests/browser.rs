@@ -630,6 +630,8 @@ async fn contact_rate_limited(b: &Browser, site: &Site) {
                 ("name", "V"),
                 ("email", "v@example.com"),
                 ("message", "Hello again, there."),
+                // The form's empty honeypot (a missing one is refused).
+                ("_hp", ""),
             ])
             .send()
             .await
