@@ -373,6 +373,14 @@ impl<I> InputRate<I> {
     /// one address's attempts at an account use up only that pair's budget.
     /// Pair it with a much higher value-only limit (see the module docs'
     /// lock-out section): `per_input("account+address", 10, ..).per_client_address()`.
+    ///
+    /// State: one limiter entry per (value, address) pair, written only by a
+    /// request from that address that reached stage 6 (so at the rate the
+    /// action's stage-4 per-address limit allows), removed when its window
+    /// has passed like every limiter entry (memory: swept; Redis: `PX`
+    /// expiry). One address flooding many accounts fills only its own pairs
+    /// and is held back by its per-address limit; other clients' pairs and
+    /// the value-only ceiling are not touched by refused requests.
     pub fn per_client_address(mut self) -> Self {
         if let Some(KeyFn::Input { with_address, .. }) = &mut self.rate.key_fn {
             *with_address = true;

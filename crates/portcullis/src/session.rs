@@ -132,7 +132,11 @@ struct Identity {
     reauthenticated_at: u64,
     /// The user's stamp at sign-in; `None` when the app has no directory
     /// (records written before stamps existed deserialize as `None` too,
-    /// and are ended by any directory).
+    /// and are ended by any directory). Written only by [`Auth::login`] (and
+    /// the server-side [`issue`]); at most [`MAX_STAMP_LEN`] bytes per
+    /// session record; removed with the record (sign-out, expiry, flush on
+    /// mismatch). It describes its own user only: no request can change
+    /// another user's stamp or another session's copy.
     #[serde(default)]
     stamp: Option<Stamp>,
 }
@@ -222,6 +226,11 @@ pub async fn issue_with<Store: tower_sessions::SessionStore>(
     ttl: Duration,
     reauthenticated_ago: Duration,
 ) -> Result<String, tower_sessions::session_store::Error> {
+    if stamp.as_ref().is_some_and(|s| s.0.len() > MAX_STAMP_LEN) {
+        return Err(tower_sessions::session_store::Error::Encode(format!(
+            "security stamp longer than {MAX_STAMP_LEN} bytes"
+        )));
+    }
     let now = unix_now();
     let identity = Identity {
         user_id,
