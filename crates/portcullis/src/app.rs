@@ -48,6 +48,10 @@ pub enum BuildError {
     },
     #[error("rate limiter: {0}")]
     Limiter(#[from] LimiterError),
+    #[error(
+        "production mode needs `Portcullis::accounts(..)`: without an account directory a deleted user's or a changed password's sessions stay valid (install `portcullis::session::NoAccounts` if the app signs nobody in)"
+    )]
+    NoAccountDirectory,
     #[error("action `{action}`: {source}")]
     InputShape {
         action: &'static str,
@@ -81,6 +85,8 @@ pub struct Shared {
     pub(crate) metrics: Metrics,
     /// Called after each successful mutation, if the app installed one.
     pub(crate) audit: Option<Arc<dyn AuditSink>>,
+    /// Current security stamps ([`crate::session`]), if the app installed one.
+    pub(crate) accounts: Option<Arc<dyn crate::session::AccountDirectory>>,
 }
 
 impl Shared {
@@ -218,6 +224,7 @@ pub struct Portcullis<S> {
     audit: Option<Arc<dyn AuditSink>>,
     /// The shared Redis connection, if the app made one (for its sessions).
     redis: Option<crate::store::Redis>,
+    accounts: Option<Arc<dyn crate::session::AccountDirectory>>,
 }
 
 impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
@@ -233,6 +240,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             api: None,
             audit: None,
             redis: None,
+            accounts: None,
         }
     }
 
@@ -242,6 +250,14 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     /// Without it, `build` makes one from `REDIS_URL` if set.
     pub fn redis(mut self, redis: crate::store::Redis) -> Self {
         self.redis = Some(redis);
+        self
+    }
+
+    /// Installs the account directory: every request of a signed-in viewer
+    /// checks the user's security stamp against it (see [`crate::session`]).
+    /// Required in production.
+    pub fn accounts(mut self, directory: impl crate::session::AccountDirectory) -> Self {
+        self.accounts = Some(Arc::new(directory));
         self
     }
 
@@ -316,6 +332,14 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     where
         Store: SessionStore + Clone,
     {
+        if self.accounts.is_none() {
+            if self.config.mode == crate::config::Mode::Production {
+                return Err(BuildError::NoAccountDirectory);
+            }
+            tracing::warn!(
+                "no account directory (`Portcullis::accounts`): sessions survive password changes and account deletion; production refuses to start like this"
+            );
+        }
         let mut by_name = HashMap::new();
         let mut actions = Vec::with_capacity(self.actions.list.len());
         for (index, mut action) in self.actions.list.into_iter().enumerate() {
@@ -406,6 +430,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             }
             None => (Router::new(), None),
         };
+        let session_deadline = self.config.deadlines.session;
         let shared = Arc::new(Shared {
             api: api_config,
             cross_origin_routes,
@@ -422,6 +447,14 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             body_ceiling,
             metrics: Metrics::default(),
             audit: self.audit,
+            // Every security-stamp lookup (a database call per signed-in
+            // request) runs under the session deadline.
+            accounts: self.accounts.map(|inner| {
+                Arc::new(crate::store::DirectoryDeadline {
+                    inner,
+                    after: session_deadline,
+                }) as Arc<dyn crate::session::AccountDirectory>
+            }),
         });
         let inner = Arc::new(Inner {
             shared: shared.clone(),

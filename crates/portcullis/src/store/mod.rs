@@ -346,6 +346,38 @@ impl<S: tower_sessions::SessionStore + Clone> tower_sessions::SessionStore for D
     }
 }
 
+/// The app's [`crate::session::AccountDirectory`] with a deadline on each
+/// lookup (one per signed-in request, usually a database query): a miss is
+/// `503 session_store_unavailable` (the identity could not be checked; the
+/// request is neither trusted nor signed out). Errors of the directory
+/// itself pass through (the app's classifier maps them).
+pub(crate) struct DirectoryDeadline {
+    pub(crate) inner: std::sync::Arc<dyn crate::session::AccountDirectory>,
+    pub(crate) after: Duration,
+}
+
+impl crate::session::AccountDirectory for DirectoryDeadline {
+    fn security_stamp(
+        &self,
+        user: crate::viewer::UserId,
+    ) -> futures::future::BoxFuture<
+        'static,
+        Result<Option<crate::session::Stamp>, crate::error::ActionError>,
+    > {
+        let (call, after) = (self.inner.security_stamp(user), self.after);
+        Box::pin(async move {
+            match tokio::time::timeout(after, call).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let r = session_unavailable();
+                    tracing::debug!(digest = %r.digest, ?after, "account directory missed its deadline; 503");
+                    Err(crate::error::ActionError::Rejected(r))
+                }
+            }
+        })
+    }
+}
+
 /// The 503 a session-store failure becomes.
 pub fn session_unavailable() -> Rejection {
     Rejection::new(ErrorCode::SessionStoreUnavailable)
