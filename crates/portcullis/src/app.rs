@@ -45,6 +45,10 @@ pub enum BuildError {
     },
     #[error("rate limiter: {0}")]
     Limiter(#[from] LimiterError),
+    #[error(
+        "production mode needs `Portcullis::accounts(..)`: without an account directory a deleted user's or a changed password's sessions stay valid (install `portcullis::session::NoAccounts` if the app signs nobody in)"
+    )]
+    NoAccountDirectory,
     #[error("action `{action}`: {source}")]
     InputShape {
         action: &'static str,
@@ -78,6 +82,8 @@ pub struct Shared {
     pub(crate) metrics: Metrics,
     /// Called after each successful mutation, if the app installed one.
     pub(crate) audit: Option<Arc<dyn AuditSink>>,
+    /// Current security stamps ([`crate::session`]), if the app installed one.
+    pub(crate) accounts: Option<Arc<dyn crate::session::AccountDirectory>>,
 }
 
 impl Shared {
@@ -219,6 +225,7 @@ pub struct Portcullis<S> {
     api: Option<(Router, crate::api::ApiConfig, Vec<String>)>,
     audit: Option<Arc<dyn AuditSink>>,
     idempotency: crate::idempotency::StoreConfig,
+    accounts: Option<Arc<dyn crate::session::AccountDirectory>>,
 }
 
 impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
@@ -234,6 +241,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             api: None,
             audit: None,
             idempotency: crate::idempotency::StoreConfig::default(),
+            accounts: None,
         }
     }
 
@@ -241,6 +249,14 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     /// [`crate::idempotency`]).
     pub fn idempotency_store(mut self, config: crate::idempotency::StoreConfig) -> Self {
         self.idempotency = config;
+        self
+    }
+
+    /// Installs the account directory: every request of a signed-in viewer
+    /// checks the user's security stamp against it (see [`crate::session`]).
+    /// Required in production.
+    pub fn accounts(mut self, directory: impl crate::session::AccountDirectory) -> Self {
+        self.accounts = Some(Arc::new(directory));
         self
     }
 
@@ -315,6 +331,14 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     where
         Store: SessionStore + Clone,
     {
+        if self.accounts.is_none() {
+            if self.config.mode == crate::config::Mode::Production {
+                return Err(BuildError::NoAccountDirectory);
+            }
+            tracing::warn!(
+                "no account directory (`Portcullis::accounts`): sessions survive password changes and account deletion; production refuses to start like this"
+            );
+        }
         let mut by_name = HashMap::new();
         let mut actions = Vec::with_capacity(self.actions.list.len());
         for (index, mut action) in self.actions.list.into_iter().enumerate() {
@@ -417,6 +441,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             body_ceiling,
             metrics: Metrics::default(),
             audit: self.audit,
+            accounts: self.accounts,
         });
         let inner = Arc::new(Inner {
             shared: shared.clone(),
