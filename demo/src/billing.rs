@@ -17,6 +17,12 @@ pub const DEV_SECRET: &str = "dev-billing-webhook-secret";
 
 pub fn webhook() -> Webhook {
     let secret = std::env::var("BILLING_WEBHOOK_SECRET").unwrap_or_else(|_| DEV_SECRET.to_owned());
+    // An operator-configured secret: registered with the taint scanner, so
+    // no response can carry it. A low-entropy one is refused there (and
+    // logged); the webhook still verifies with it.
+    if let Err(e) = portcullis::unique_value(&secret, "billing webhook secret") {
+        tracing::warn!(error = %e, "billing webhook secret not registered for taint scanning");
+    }
     Webhook::new(secret.into_bytes(), Scheme::Timestamped, HEADER)
 }
 

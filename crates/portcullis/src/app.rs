@@ -123,6 +123,11 @@ impl Shared {
         &self.limiter
     }
 
+    /// The idempotency store (for its usage figures in flood tests).
+    pub fn idempotency(&self) -> &crate::idempotency::Store {
+        &self.idempotency
+    }
+
     /// A fresh proof-of-work challenge for `name`, if that action has a
     /// `BotCheck::ProofOfWork` (at its difficulty, valid for 30 minutes).
     pub fn pow_challenge(&self, name: &str) -> Option<String> {
@@ -224,6 +229,7 @@ pub struct Portcullis<S> {
     audit: Option<Arc<dyn AuditSink>>,
     /// The shared Redis connection, if the app made one (for its sessions).
     redis: Option<crate::store::Redis>,
+    idempotency: crate::idempotency::StoreConfig,
     accounts: Option<Arc<dyn crate::session::AccountDirectory>>,
 }
 
@@ -240,6 +246,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             api: None,
             audit: None,
             redis: None,
+            idempotency: crate::idempotency::StoreConfig::default(),
             accounts: None,
         }
     }
@@ -250,6 +257,13 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     /// Without it, `build` makes one from `REDIS_URL` if set.
     pub fn redis(mut self, redis: crate::store::Redis) -> Self {
         self.redis = Some(redis);
+        self
+    }
+
+    /// Bounds of the in-memory idempotency store (default 64 MiB; see
+    /// [`crate::idempotency`]).
+    pub fn idempotency_store(mut self, config: crate::idempotency::StoreConfig) -> Self {
+        self.idempotency = config;
         self
     }
 
@@ -397,7 +411,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         }
         let idempotency = match &redis {
             Some(r) => crate::idempotency::Store::on_redis(r.clone()),
-            None => crate::idempotency::Store::memory(),
+            None => crate::idempotency::Store::memory_with(&self.idempotency),
         };
         let cross_origin_routes: Vec<crate::routes::CrossOriginRoute> = self
             .webhooks
@@ -478,7 +492,8 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             }))
             .layer(axum::middleware::from_fn(crate::routes::guard))
             .layer(axum::middleware::map_response(crate::taint::scan_response))
-            .layer(axum::middleware::from_fn(crate::flash::scope));
+            .layer(axum::middleware::from_fn(crate::flash::scope))
+            .layer(axum::middleware::from_fn(crate::anon::layer));
         let mut hooks = Router::new();
         for (path, hook, handler) in self.webhooks {
             let shared = shared.clone();
@@ -512,8 +527,12 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             shared.config.login_path.as_str().into(),
             shared.config.reauth_path.as_str().into(),
         );
-        let router = Router::new()
+        // Pages mint the browser's anonymous scope; actions read it (`anon`).
+        let actions = Router::new()
             .route(&format!("{ACTION_PREFIX}{{id}}"), endpoint)
+            .layer(axum::middleware::from_fn(crate::anon::read));
+        let router = Router::new()
+            .merge(actions)
             .merge(crate::client::router())
             .merge(pages)
             .merge(hooks)
