@@ -23,7 +23,8 @@ pub enum Dialect {
 /// handler deadline (`PORTCULLIS_HANDLER_TIMEOUT_MS`, 503 `deadline_exceeded`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
-    /// `DEMO_DB_ACQUIRE_TIMEOUT_MS`, default 1000.
+    /// `DEMO_DB_ACQUIRE_TIMEOUT_MS`, default 1000 (Postgres; SQLite waits
+    /// at least 3 s: an embedded file has no outage to detect).
     pub acquire: Duration,
     /// `DEMO_DB_STATEMENT_TIMEOUT_MS`, default 5000 (Postgres only).
     pub statement: Duration,
@@ -65,7 +66,13 @@ impl Db {
         };
         let options: AnyConnectOptions = url.parse()?;
         let timeouts = Timeouts::from_env();
-        let mut pool = AnyPoolOptions::new().acquire_timeout(timeouts.acquire);
+        let acquire = match dialect {
+            // An embedded file cannot be "down"; a short wait would only turn
+            // load into spurious 503s.
+            Dialect::Sqlite => timeouts.acquire.max(Duration::from_secs(3)),
+            Dialect::Postgres => timeouts.acquire,
+        };
+        let mut pool = AnyPoolOptions::new().acquire_timeout(acquire);
         pool = match dialect {
             // One writer at a time is SQLite's model; WAL lets readers run beside it.
             Dialect::Sqlite => pool.max_connections(8).after_connect(|conn, _| {
