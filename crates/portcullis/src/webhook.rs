@@ -10,8 +10,9 @@
 //!   later;
 //! * [`Scheme::HexDigest`] — header `<hex>` or `sha256=<hex>` over the body.
 //!
-//! Replays inside the window are stopped by a seen-event store (the
-//! idempotency store: memory, or Redis when configured), keyed by the JSON
+//! Replays inside the window are stopped by a seen-event store (in memory, a
+//! store of its own that client-chosen idempotency keys cannot evict; on
+//! Redis, the idempotency keys, removed only by their TTL), keyed by the JSON
 //! body's `"id"` when present, else by the signature: a second delivery of an
 //! applied event gets the first answer and does not run the handler again.
 //! The body is capped (default 64 KiB). Failures use the standard error
@@ -236,7 +237,8 @@ async fn receive_inner<S: Clone>(
         event_id.unwrap_or_else(|| hex(&signature))
     );
     let fingerprint = crate::idempotency::fingerprint(&body, None);
-    match shared.idempotency.begin(&key, fingerprint).await? {
+    let seen = shared.webhook_seen.as_ref().unwrap_or(&shared.idempotency);
+    match seen.begin(&key, fingerprint).await? {
         Begin::Replay(r) => return Ok(r),
         Begin::Run => {}
     }
@@ -244,10 +246,10 @@ async fn receive_inner<S: Clone>(
     match outcome {
         Ok(()) => {
             let ok = respond::json_response(StatusCode::OK, br#"{"ok":true}"#.to_vec());
-            Ok(shared.idempotency.complete(&key, fingerprint, ok).await)
+            Ok(seen.complete(&key, fingerprint, ok).await)
         }
         Err(e) => {
-            shared.idempotency.abandon(&key).await;
+            seen.abandon(&key).await;
             Err(e.into_rejection())
         }
     }
