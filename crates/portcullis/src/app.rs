@@ -45,6 +45,13 @@ pub enum BuildError {
     },
     #[error("rate limiter: {0}")]
     Limiter(#[from] LimiterError),
+    #[error(transparent)]
+    Headers(#[from] crate::headers::HeadersError),
+    #[error("webhook {path}: {finding}")]
+    WebhookSecret {
+        path: String,
+        finding: crate::deploy::Finding,
+    },
     #[error("action `{action}`: {source}")]
     InputShape {
         action: &'static str,
@@ -78,6 +85,8 @@ pub struct Shared {
     pub(crate) metrics: Metrics,
     /// Called after each successful mutation, if the app installed one.
     pub(crate) audit: Option<Arc<dyn AuditSink>>,
+    /// The security-header policy ([`crate::headers`]).
+    pub(crate) headers: Arc<crate::headers::Compiled>,
 }
 
 impl Shared {
@@ -150,6 +159,11 @@ impl Shared {
         self.ids.epoch()
     }
 
+    /// The security-header policy in force (manifest, report counters).
+    pub fn security_headers(&self) -> &crate::headers::Compiled {
+        &self.headers
+    }
+
     /// The action metrics (Prometheus text via [`Metrics::encode`]).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -170,6 +184,7 @@ impl Shared {
                 })
                 .collect(),
             cross_origin_routes: self.cross_origin_routes.clone(),
+            security_headers: self.headers.manifest(),
         }
     }
 }
@@ -182,6 +197,9 @@ pub struct Manifest {
     /// Routes that accept cross-origin requests, and why that is safe.
     #[serde(rename = "crossOriginRoutes")]
     pub cross_origin_routes: Vec<crate::routes::CrossOriginRoute>,
+    /// The response-header policy and its per-route overrides.
+    #[serde(rename = "securityHeaders")]
+    pub security_headers: crate::headers::HeadersManifest,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -213,6 +231,7 @@ pub struct Portcullis<S> {
     webhooks: Vec<(String, crate::webhook::Webhook, crate::webhook::Handler<S>)>,
     api: Option<(Router, crate::api::ApiConfig, Vec<String>)>,
     audit: Option<Arc<dyn AuditSink>>,
+    headers: crate::headers::SecurityHeaders,
 }
 
 impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
@@ -227,7 +246,16 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             webhooks: Vec::new(),
             api: None,
             audit: None,
+            headers: crate::headers::SecurityHeaders::default(),
         }
+    }
+
+    /// The response-header policy (default: the strict one in
+    /// [`crate::headers`]); per-route overrides with
+    /// [`crate::headers::SecurityHeaders::route`].
+    pub fn security_headers(mut self, headers: crate::headers::SecurityHeaders) -> Self {
+        self.headers = headers;
+        self
     }
 
     /// A token-authenticated JSON API: `router`'s handlers extract
@@ -301,6 +329,15 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     where
         Store: SessionStore + Clone,
     {
+        if self.config.mode == crate::Mode::Production {
+            // Production refuses development secrets ([`crate::deploy`]).
+            for (path, hook, _) in &self.webhooks {
+                if let Some(finding) = hook.production_finding() {
+                    let path = path.clone();
+                    return Err(BuildError::WebhookSecret { path, finding });
+                }
+            }
+        }
         let mut by_name = HashMap::new();
         let mut actions = Vec::with_capacity(self.actions.list.len());
         for (index, mut action) in self.actions.list.into_iter().enumerate() {
@@ -356,7 +393,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 .map_err(|e| BuildError::Limiter(LimiterError::Backend(e)))?,
             None => crate::idempotency::Store::memory(),
         };
-        let cross_origin_routes: Vec<crate::routes::CrossOriginRoute> = self
+        let mut cross_origin_routes: Vec<crate::routes::CrossOriginRoute> = self
             .webhooks
             .iter()
             .map(|(path, hook, _)| crate::routes::CrossOriginRoute {
@@ -368,8 +405,14 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 },
             })
             .collect();
+        let headers =
+            Arc::new(self.headers.compile(
+                self.config.mode == crate::Mode::Production && self.config.secure_cookies,
+            )?);
+        if headers.manifest().report_path.is_some() {
+            cross_origin_routes.push(crate::headers::report_route());
+        }
         let flash_sealer = crate::flash::sealer(&self.config.keys);
-        let mut cross_origin_routes = cross_origin_routes;
         let (api_router, api_config) = match self.api {
             Some((router, config, origins)) => {
                 cross_origin_routes.push(crate::routes::CrossOriginRoute {
@@ -403,6 +446,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             body_ceiling,
             metrics: Metrics::default(),
             audit: self.audit,
+            headers: headers.clone(),
         });
         let inner = Arc::new(Inner {
             shared: shared.clone(),
@@ -458,8 +502,16 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             .merge(pages)
             .merge(hooks)
             .merge(api_router)
+            .merge(crate::headers::report_router(
+                headers.clone(),
+                shared.config.limits.body_timeout,
+            ))
             .layer(axum::Extension(shared.clone()))
-            .layer(sessions);
+            .layer(sessions)
+            .layer(axum::middleware::from_fn_with_state(
+                headers,
+                crate::headers::layer,
+            ));
         Ok(App { router, shared })
     }
 }
