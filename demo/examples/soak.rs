@@ -272,6 +272,8 @@ async fn worker(cfg: Arc<Config>, w: usize, deadline: Instant) -> Log {
                     &[
                         ("email", format!("{}@bench.local", session.user)),
                         ("password", demo::seed::SAMPLE_PASSWORD.to_owned()),
+                        // The form's empty honeypot (a missing one is refused).
+                        ("_hp", String::new()),
                     ],
                 ))
                 .await
@@ -284,6 +286,7 @@ async fn worker(cfg: Arc<Config>, w: usize, deadline: Instant) -> Log {
                         ("name", format!("Soak {w}")),
                         ("email", format!("soak{w}@example.com")),
                         ("message", message.clone()),
+                        ("_hp", String::new()),
                     ],
                 ))
                 .await;

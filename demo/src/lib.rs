@@ -166,6 +166,9 @@ pub fn build_with(config: Config, db: &Db, sessions: Sessions) -> Result<App, St
             &cors_origins.iter().map(String::as_str).collect::<Vec<_>>(),
         )
         .pages(pages::router(state))
+        // Every signed-in request checks the user's security stamp: deleted
+        // accounts and changed passwords end sessions (dal/users.rs).
+        .accounts(dal::users::Accounts(dal.clone()))
         // Every successful mutation gets an audit row; a failed write is
         // logged (without the event's record) but does not fail the
         // request the user already saw succeed in the database.

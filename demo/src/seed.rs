@@ -162,10 +162,18 @@ pub async fn bench(
     for k in 0..100usize {
         let user_index = k % 10;
         let ttl = Duration::from_secs(7 * 86_400);
+        // The session carries the user's current stamp, as a sign-in would.
+        let stamp = crate::dal::Dal::new(db.pool.clone())
+            .users()
+            .security_stamp(users[user_index])
+            .await
+            .map_err(|e| format!("{e:?}"))?
+            .map(portcullis::Stamp::new);
+        let user = users[user_index];
         let id = match sessions {
-            Sessions::Sqlite(s) => issue(s, users[user_index], ttl).await?,
-            Sessions::Postgres(s) => issue(s, users[user_index], ttl).await?,
-            Sessions::Redis(s) => issue(s, users[user_index], ttl).await?,
+            Sessions::Sqlite(s) => issue(s, user, stamp, ttl).await?,
+            Sessions::Postgres(s) => issue(s, user, stamp, ttl).await?,
+            Sessions::Redis(s) => issue(s, user, stamp, ttl).await?,
         };
         out.push(BenchSession {
             cookie: format!("{cookie_name}={id}"),
@@ -179,7 +187,8 @@ pub async fn bench(
 async fn issue<S: SessionStore>(
     store: &S,
     user: i64,
+    stamp: Option<portcullis::Stamp>,
     ttl: Duration,
 ) -> Result<String, Box<dyn std::error::Error>> {
-    Ok(portcullis::session::issue(store, user, Vec::new(), ttl).await?)
+    Ok(portcullis::session::issue(store, user, Vec::new(), stamp, ttl).await?)
 }

@@ -159,8 +159,10 @@ async fn tokens_read_write_revoke_expire_and_idor() {
     )
     .await;
     assert_refused(&r, 401, "unauthenticated");
+    assert_eq!(snapshot(&demo).await, before);
     // Mallory cannot revoke Alice's token.
     let (read_id, _) = token(&alice, "read").await;
+    let before = snapshot(&demo).await;
     let r = mallory
         .call("tokens.revoke", &[("tokenId", &read_id.to_string())])
         .await;

@@ -544,6 +544,7 @@ async fn html_and_script_in_every_text_field_is_rendered_inert() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    common::sign_in(&anon, "eve@example.com", PASSWORD).await;
     let (eve_id,): (i64,) = sqlx::query_as("SELECT id FROM users WHERE email = 'eve@example.com'")
         .fetch_one(&demo.db.pool)
         .await

@@ -267,15 +267,16 @@ impl Site {
     async fn user(&self, name: &str, reauthed_ago: Duration) -> (i64, String) {
         let (_, id) = common::user(&self.demo, name).await;
         let ttl = Duration::from_secs(86_400);
+        let st = common::stamp(&self.demo, id).await;
         let session = match &self.demo.sessions {
             demo::Sessions::Sqlite(s) => {
-                portcullis::session::issue_with(s, id, vec![], ttl, reauthed_ago).await
+                portcullis::session::issue_with(s, id, vec![], st, ttl, reauthed_ago).await
             }
             demo::Sessions::Postgres(s) => {
-                portcullis::session::issue_with(s, id, vec![], ttl, reauthed_ago).await
+                portcullis::session::issue_with(s, id, vec![], st, ttl, reauthed_ago).await
             }
             demo::Sessions::Redis(s) => {
-                portcullis::session::issue_with(s, id, vec![], ttl, reauthed_ago).await
+                portcullis::session::issue_with(s, id, vec![], st, ttl, reauthed_ago).await
             }
         }
         .unwrap();
@@ -492,7 +493,9 @@ impl Browser {
 // ---- the flows ------------------------------------------------------------
 
 /// Sign up (with a validation error first: the no-JS flash keeps the typed
-/// email), sign out, sign in with a wrong then the right password.
+/// email), which lands on the sign-in page (sign-up signs nobody in: no
+/// enumeration), sign in, sign out, sign in with a wrong then the right
+/// password.
 async fn sign_up_and_sign_in(b: &Browser, site: &Site) {
     let email = format!("ada-{}@example.com", b.mode.tag());
     b.goto(site, "/signup").await;
@@ -518,6 +521,12 @@ async fn sign_up_and_sign_in(b: &Browser, site: &Site) {
     b.fill("#f-displayName", "Ada").await;
     b.click("form[data-portcullis].card button[type=submit]")
         .await;
+    b.wait_path("/login?signed_up=1").await;
+    b.wait_text("main .notice", "sign in").await;
+    b.ready().await;
+    b.fill("#f-email", &email).await;
+    b.fill("#f-password", common::PASSWORD).await;
+    b.click("main form button[type=submit]").await;
     b.wait_path("/projects").await;
     b.wait_text("header .who", "Ada").await;
     // Sign out (the nav form), then back in.
@@ -717,6 +726,8 @@ async fn contact_rate_limited(b: &Browser, site: &Site) {
                 ("name", "V"),
                 ("email", "v@example.com"),
                 ("message", "Hello again, there."),
+                // The form's empty honeypot (a missing one is refused).
+                ("_hp", ""),
             ])
             .send()
             .await

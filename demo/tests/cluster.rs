@@ -163,6 +163,7 @@ fn form_urlencoded_pairs(form: &[(&str, &str)]) -> String {
 
 const PASSWORD: &str = "a long enough password";
 
+/// Signs `name` up and signs `c` in (sign-up itself signs nobody in).
 async fn sign_up(c: &reqwest::Client, base: &str, ids: &Ids, name: &str) {
     let email = format!("{name}@example.com");
     let (s, v, _) = call(
@@ -173,7 +174,21 @@ async fn sign_up(c: &reqwest::Client, base: &str, ids: &Ids, name: &str) {
             ("email", &email),
             ("displayName", name),
             ("password", PASSWORD),
+            ("_hp", ""),
         ],
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    sign_in(c, base, ids, &email).await;
+}
+
+async fn sign_in(c: &reqwest::Client, base: &str, ids: &Ids, email: &str) {
+    let (s, v, _) = call(
+        c,
+        base,
+        &ids.path("auth.sign_in"),
+        &[("email", email), ("password", PASSWORD), ("_hp", "")],
         None,
     )
     .await;
@@ -242,7 +257,11 @@ async fn log_in_on_a_act_on_b_and_log_out_on_a_ends_the_session_on_b() {
         &c,
         &p.a.base,
         &p.ids.path("auth.sign_in"),
-        &[("email", "alice@example.com"), ("password", PASSWORD)],
+        &[
+            ("email", "alice@example.com"),
+            ("password", PASSWORD),
+            ("_hp", ""),
+        ],
         None,
     )
     .await;
@@ -378,6 +397,7 @@ async fn rate_limit_is_exact_across_both_instances() {
                     ("name", "V"),
                     ("email", "v@example.com"),
                     ("message", "Hello there, friends."),
+                    ("_hp", ""),
                 ],
                 None,
             )
@@ -595,4 +615,108 @@ async fn database_unreachable_is_a_clear_503_then_recovers_without_restart() {
         1,
         "nothing half-applied"
     );
+}
+
+/// Whether `c` is signed in on `base` (the settings page renders).
+async fn signed_in_on(c: &reqwest::Client, base: &str) -> bool {
+    c.get(format!("{base}/settings"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        == 200
+}
+
+/// Issue #16 on Redis sessions: a password change made on instance A ends
+/// the user's session on instance B (the stamp lives in the database, the
+/// session in Redis; B compares them on its next request).
+#[tokio::test]
+async fn password_change_on_one_instance_ends_sessions_on_the_other() {
+    let p = pair().await;
+    let on_a = browser();
+    sign_up(&on_a, &p.a.base, &p.ids, "alice").await;
+    let on_b = browser();
+    sign_in(&on_b, &p.b.base, &p.ids, "alice@example.com").await;
+    assert!(signed_in_on(&on_b, &p.b.base).await);
+    let (s, v, _) = call(
+        &on_a,
+        &p.a.base,
+        &p.ids.path("account.change_password"),
+        &[
+            ("currentPassword", PASSWORD),
+            ("newPassword", "a brand new password"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let team = team_id(&p.db, "alice").await.to_string();
+    let projects = "SELECT COUNT(*) FROM projects";
+    let before = count(&p.db, projects).await;
+    // On either instance the other session is nobody now.
+    for base in [&p.b.base, &p.a.base] {
+        assert!(!signed_in_on(&on_b, base).await);
+        let (s, v, _) = call(
+            &on_b,
+            base,
+            &p.ids.path("projects.create"),
+            &[("teamId", &team), ("name", "Stale")],
+            None,
+        )
+        .await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (401, Some("unauthenticated")),
+            "{v}"
+        );
+    }
+    assert_eq!(count(&p.db, projects).await, before);
+    // The session that changed it continues, on both instances.
+    assert!(signed_in_on(&on_a, &p.a.base).await);
+    assert!(signed_in_on(&on_a, &p.b.base).await);
+}
+
+/// Issue #16 on Redis sessions: deleting the account on A leaves no session
+/// alive on B, and the next sign-up never inherits it.
+#[tokio::test]
+async fn deleted_account_sessions_on_redis_never_become_the_next_signup() {
+    let p = pair().await;
+    let on_a = browser();
+    sign_up(&on_a, &p.a.base, &p.ids, "alice").await;
+    let on_b = browser();
+    sign_in(&on_b, &p.b.base, &p.ids, "alice@example.com").await;
+    let alice_id = count(&p.db, "SELECT MAX(id) FROM users").await;
+    let (s, v, _) = call(
+        &on_a,
+        &p.a.base,
+        &p.ids.path("account.delete"),
+        &[("password", PASSWORD)],
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let eve = browser();
+    sign_up(&eve, &p.b.base, &p.ids, "eve").await;
+    let eve_id = count(&p.db, "SELECT MAX(id) FROM users").await;
+    assert!(eve_id > alice_id);
+    let eve_team = team_id(&p.db, "eve").await.to_string();
+    let before = count(&p.db, "SELECT COUNT(*) FROM projects").await;
+    for base in [&p.b.base, &p.a.base] {
+        assert!(!signed_in_on(&on_b, base).await);
+        let (s, v, _) = call(
+            &on_b,
+            base,
+            &p.ids.path("projects.create"),
+            &[("teamId", &eve_team), ("name", "Planted")],
+            None,
+        )
+        .await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (401, Some("unauthenticated")),
+            "{v}"
+        );
+    }
+    assert_eq!(count(&p.db, "SELECT COUNT(*) FROM projects").await, before);
+    assert!(signed_in_on(&eve, &p.a.base).await);
 }

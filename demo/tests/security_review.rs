@@ -27,6 +27,14 @@ async fn attack_harness_passes_on_every_demo_action() {
                 )
                 .await;
             assert_eq!(r.status, 200, "harness sign-up: {}", r.text());
+            // Sign-up signs nobody in (no enumeration): sign in.
+            let r = client
+                .call(
+                    "auth.sign_in",
+                    &[("email", email.as_str()), ("password", PASSWORD)],
+                )
+                .await;
+            assert_eq!(r.status, 200, "harness sign-in: {}", r.text());
         })
         .run()
         .await;
@@ -111,7 +119,9 @@ async fn successful_mutations_are_written_to_the_audit_log() {
         [
             ("projects.rename", Some(record.as_str()), Some(alice_id)),
             ("projects.create", Some(record.as_str()), Some(alice_id)),
-            // Sign-up runs anonymously: no viewer yet, no record named.
+            // Sign-in and sign-up run anonymously: no viewer yet, no record
+            // named (sign-up signs nobody in, so the helper signs in after).
+            ("auth.sign_in", None, None),
             ("auth.sign_up", None, None),
         ]
     );

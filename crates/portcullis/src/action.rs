@@ -174,6 +174,11 @@ impl<P> ActionBuilder<P> {
     /// (`update_tag:…`, `revalidate_tag:…`, `revalidate_path:…`, `refresh`,
     /// `redirect`, `session`, `cookie`, `none`). A successful call of a
     /// mutation is reported to the app's [`crate::app::AuditSink`].
+    ///
+    /// `update_tag:x` is checked at run time: a successful call that updated
+    /// neither `x` nor a tag `x:…` is logged at error level and counted in
+    /// the `portcullis_declared_tag_not_updated` metric, so a declaration
+    /// cannot silently drift from what the handler does.
     pub fn mutates(mut self, effects: &[&'static str]) -> Self {
         self.declared.kind = Some(ActionKind::Mutates);
         self.declared.effects.extend_from_slice(effects);

@@ -12,6 +12,12 @@
 //! * [`Bearer`] yields the same [`Viewer`] the session layer would, so the
 //!   same viewer-scoped DAL serves both; it also enforces the API's rate
 //!   limit (per user, same limiter and backends as actions).
+//! * A token dies with its user: when the app has an account directory
+//!   (`Portcullis::accounts`), [`Bearer`] also asks it whether the token's
+//!   user still exists (one primary-key lookup per API request) and refuses
+//!   a token whose user is gone, even if the app forgot to delete it. Tokens
+//!   are *not* bound to the security stamp: a password change ends them only
+//!   if the app revokes them (the demo offers that as a checkbox).
 //! * Scopes: `read` tokens are refused (403) by handlers that call
 //!   [`Bearer::require_write`].
 //! * CORS is configured through tower-http for the API router only, and only
@@ -161,6 +167,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
             // Unknown, revoked and expired look the same.
             _ => return Err(unauthenticated("The token is invalid, expired or revoked.")),
         };
+        if let Some(accounts) = &shared.accounts {
+            let exists = accounts
+                .security_stamp(grant.user_id)
+                .await
+                .map_err(|e| error(e.into_rejection()))?
+                .is_some();
+            if !exists {
+                // Same answer as a revoked token.
+                return Err(unauthenticated("The token is invalid, expired or revoked."));
+            }
+        }
         let viewer = Viewer::new(
             grant.user_id,
             Arc::from(Vec::<String>::new()),

@@ -45,6 +45,10 @@ pub enum BuildError {
     },
     #[error("rate limiter: {0}")]
     Limiter(#[from] LimiterError),
+    #[error(
+        "production mode needs `Portcullis::accounts(..)`: without an account directory a deleted user's or a changed password's sessions stay valid (install `portcullis::session::NoAccounts` if the app signs nobody in)"
+    )]
+    NoAccountDirectory,
     #[error(transparent)]
     Headers(#[from] crate::headers::HeadersError),
     #[error("webhook {path}: {finding}")]
@@ -85,6 +89,8 @@ pub struct Shared {
     pub(crate) metrics: Metrics,
     /// Called after each successful mutation, if the app installed one.
     pub(crate) audit: Option<Arc<dyn AuditSink>>,
+    /// Current security stamps ([`crate::session`]), if the app installed one.
+    pub(crate) accounts: Option<Arc<dyn crate::session::AccountDirectory>>,
     /// The security-header policy ([`crate::headers`]).
     pub(crate) headers: Arc<crate::headers::Compiled>,
 }
@@ -231,6 +237,7 @@ pub struct Portcullis<S> {
     webhooks: Vec<(String, crate::webhook::Webhook, crate::webhook::Handler<S>)>,
     api: Option<(Router, crate::api::ApiConfig, Vec<String>)>,
     audit: Option<Arc<dyn AuditSink>>,
+    accounts: Option<Arc<dyn crate::session::AccountDirectory>>,
     headers: crate::headers::SecurityHeaders,
 }
 
@@ -246,6 +253,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             webhooks: Vec::new(),
             api: None,
             audit: None,
+            accounts: None,
             headers: crate::headers::SecurityHeaders::default(),
         }
     }
@@ -255,6 +263,14 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     /// [`crate::headers::SecurityHeaders::route`].
     pub fn security_headers(mut self, headers: crate::headers::SecurityHeaders) -> Self {
         self.headers = headers;
+        self
+    }
+
+    /// Installs the account directory: every request of a signed-in viewer
+    /// checks the user's security stamp against it (see [`crate::session`]).
+    /// Required in production.
+    pub fn accounts(mut self, directory: impl crate::session::AccountDirectory) -> Self {
+        self.accounts = Some(Arc::new(directory));
         self
     }
 
@@ -329,6 +345,14 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     where
         Store: SessionStore + Clone,
     {
+        if self.accounts.is_none() {
+            if self.config.mode == crate::config::Mode::Production {
+                return Err(BuildError::NoAccountDirectory);
+            }
+            tracing::warn!(
+                "no account directory (`Portcullis::accounts`): sessions survive password changes and account deletion; production refuses to start like this"
+            );
+        }
         if self.config.mode == crate::Mode::Production {
             // Production refuses development secrets ([`crate::deploy`]).
             for (path, hook, _) in &self.webhooks {
@@ -446,6 +470,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             body_ceiling,
             metrics: Metrics::default(),
             audit: self.audit,
+            accounts: self.accounts,
             headers: headers.clone(),
         });
         let inner = Arc::new(Inner {

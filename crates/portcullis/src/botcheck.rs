@@ -3,9 +3,13 @@
 //! `bot_check_failed` with a generic message; the reason goes to the debug log.
 //!
 //! * [`BotCheck::Honeypot`]: the reserved form field [`HONEYPOT_FIELD`] (`_hp`)
-//!   must be absent or empty. [`crate::render::Form`] renders it, hidden from
-//!   people and assistive technology, for every action with a bot check.
-//!   Works without JavaScript.
+//!   must be *present* and empty. [`crate::render::Form`] renders it, hidden
+//!   from people and assistive technology, for every action with a bot
+//!   check, so every real form sends it (browsers submit empty text inputs;
+//!   the client runtime sends the form's fields). A request without it was
+//!   not made from the form — a script posting only the fields it cares
+//!   about — and is refused like a filled one: "absent passes" would make
+//!   the check trivially skippable. Works without JavaScript.
 //! * [`BotCheck::ProofOfWork`]: the page carries a challenge minted by
 //!   [`Challenges::mint`] (see [`crate::render::Page::pow_challenge`]; `Form`
 //!   renders it as `data-pow`). The client finds a `counter` such that
@@ -23,8 +27,10 @@
 //!   `X-Portcullis-Bot` or the `_bot` field. An error talking to it fails
 //!   closed.
 //!
-//! Several checks may be given; all must pass. The honeypot is also checked
-//! whenever any other bot check is configured (it costs nothing).
+//! Several checks may be given; all must pass. A *filled* honeypot is also
+//! refused whenever any other bot check is configured (it costs nothing);
+//! its absence is refused only when `BotCheck::Honeypot` itself is declared
+//! (a JSON client of a proof-of-work action need not send it).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -316,6 +322,9 @@ pub(crate) async fn run(
         .is_some_and(|v| !v.trim().is_empty())
     {
         return Err(failed(&"honeypot field filled"));
+    }
+    if reserved.honeypot.is_none() && checks.contains(&BotCheck::Honeypot) {
+        return Err(failed(&"honeypot field missing"));
     }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     for check in checks {

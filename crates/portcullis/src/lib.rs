@@ -55,6 +55,7 @@ pub use render::{Page, field, submit};
 pub use respond::Dto;
 pub use seal::Sealed;
 pub use server::{serve, serve_until};
+pub use session::{AccountDirectory, NoAccounts, Stamp};
 pub use taint::{Secret, unique_value};
 pub use validate::Valid;
 pub use viewer::{MaybeViewer, UserId, Viewer};

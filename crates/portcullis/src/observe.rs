@@ -56,6 +56,10 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<OutcomeLabels, Counter>,
     latency: HistogramFamily,
+    /// Successful calls that did not bump a tag their action declares
+    /// (`update_tag:x`): declarations drifting from behaviour. Bounded by
+    /// the number of registered actions (the label is the action name).
+    undeclared: Family<ActionLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -78,10 +82,17 @@ impl Default for Metrics {
             "Time from request to response per action",
             latency.clone(),
         );
+        let undeclared = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "portcullis_declared_tag_not_updated",
+            "Successful action calls that did not update a tag the action declares with `update_tag:…`",
+            undeclared.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
+            undeclared,
         }
     }
 }
@@ -94,6 +105,12 @@ impl Metrics {
         self.latency
             .get_or_create(&ActionLabels { action })
             .observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn declared_tag_not_updated(&self, action: &'static str) {
+        self.undeclared
+            .get_or_create(&ActionLabels { action })
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

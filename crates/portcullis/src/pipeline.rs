@@ -200,7 +200,12 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     let mut viewer_loaded = false;
     let needs_viewer = |l: &ratelimit::Limit| l.key.needs_viewer();
     if meta.limits.iter().any(needs_viewer) || meta.quotas.iter().any(|q| needs_viewer(&q.limit)) {
-        viewer = session::load_viewer(&session, config.session_absolute).await?;
+        viewer = session::load_viewer(
+            &session,
+            config.session_absolute,
+            shared.accounts.as_deref(),
+        )
+        .await?;
         viewer_loaded = true;
     }
     let session_id = session.id().map(|id| id.to_string());
@@ -227,7 +232,12 @@ async fn stages<S: Clone + Send + Sync + 'static>(
 
     // 5. Policy: identity from the session, never from the payload.
     if !viewer_loaded {
-        viewer = session::load_viewer(&session, config.session_absolute).await?;
+        viewer = session::load_viewer(
+            &session,
+            config.session_absolute,
+            shared.accounts.as_deref(),
+        )
+        .await?;
     }
     if let Some(v) = &viewer {
         tracing::Span::current().record("viewer", v.id());
@@ -322,7 +332,7 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     let effects = Arc::new(Mutex::new(Effects::default()));
     let cx = Cx::new(
         inner.state.clone(),
-        Auth::new(session),
+        Auth::new(session, shared.accounts.clone()),
         client_ip,
         return_to.clone(),
         effects.clone(),
@@ -362,6 +372,7 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     // 9. Effects: applied to this one response; then the taint scan over the
     // final bytes (stage 8's second half), before anything is sent.
     let effects = std::mem::take(&mut *effects.lock().unwrap_or_else(|e| e.into_inner()));
+    check_declared_tags(shared, meta, &effects.updated);
     let engine = &shared.fragments;
     for tag in &effects.updated {
         engine.update_tag(tag);
@@ -427,6 +438,43 @@ async fn stages<S: Clone + Send + Sync + 'static>(
         }
     }
     Ok(response)
+}
+
+/// A declaration `update_tag:x` promises that every successful call expires
+/// tag `x` or a tag of the family `x:…` (`update_tag:comments` is kept by
+/// `comments:42`). A call that succeeds without keeping the promise is a
+/// bug in the app — its declaration (what reviewers, the audit and the
+/// manifest read) no longer matches what it does, typically a cache entry
+/// left stale — so it is logged at error level and counted
+/// (`portcullis_declared_tag_not_updated`). It is not turned into a failure:
+/// the handler's writes are already committed, and a 500 would invite a
+/// retry of a mutation that succeeded. Declare only the tags *every*
+/// successful call updates; one updated only on some paths (say, the list
+/// when a rename changes the order) is named in a comment, not declared.
+fn check_declared_tags(
+    shared: &crate::app::Shared,
+    meta: &crate::action::ActionMeta,
+    updated: &[String],
+) {
+    for declared in &meta.effects {
+        let Some(family) = declared.strip_prefix("update_tag:") else {
+            continue;
+        };
+        let kept = updated.iter().any(|tag| {
+            tag == family
+                || tag
+                    .strip_prefix(family)
+                    .is_some_and(|rest| rest.starts_with(':'))
+        });
+        if !kept {
+            shared.metrics.declared_tag_not_updated(meta.name);
+            tracing::error!(
+                action = meta.name,
+                declared = *declared,
+                "action declares `{declared}` but returned successfully without updating that tag; fix the handler or the declaration"
+            );
+        }
+    }
 }
 
 /// The TCP peer, from `ConnectInfo` (set by [`crate::serve`]).

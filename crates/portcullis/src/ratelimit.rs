@@ -20,6 +20,31 @@
 //! Custom and input key values are hashed (SHA-256) before they become
 //! backend keys, so an e-mail address never sits in Redis in clear.
 //!
+//! # Per-account limits without a lock-out
+//! A limit keyed on the account alone ("10 sign-in attempts per account")
+//! slows guessing, but it is also a weapon: anyone who knows an address can
+//! spend the budget from anywhere, and the real user is then refused the
+//! right password — ten wrong guesses from one laptop lock the owner out
+//! everywhere. So a sign-in form takes two input limits:
+//!
+//! * a tight one keyed on **account + client address**
+//!   ([`InputRate::per_client_address`]), e.g. 10 per 15 minutes: this is
+//!   what an attacker at one address meets, and it touches nobody else's
+//!   budget — the owner at another address has a bucket of their own;
+//! * a much higher one keyed on **the account alone**, e.g. 100 per 15
+//!   minutes: the ceiling on a guess distributed over many addresses.
+//!
+//! All of an action's input limits are charged all-or-nothing, so attempts
+//! refused by the pair limit do not drain the account ceiling: one address
+//! can spend at most its pair budget of the ceiling, and locking the owner
+//! out takes the ceiling divided by the pair budget in *distinct addresses at
+//! once* (10 with the numbers above) — a botnet, not a laptop — while a
+//! guess at one password gets at most the ceiling's rate (400 an hour)
+//! however many addresses it uses. The per-address stage-4 limit caps what
+//! one address can spread over many accounts. A deployment that must also
+//! survive a botnet's lock-out adds what only the app can know (a device
+//! cookie from a past sign-in that skips the ceiling, or a second factor).
+//!
 //! # Algorithm
 //! The arithmetic lives in [`gcra`], in integer *microseconds*, so the
 //! in-memory backend here and the Redis script (same formula, Lua numbers are
@@ -189,6 +214,9 @@ pub(crate) enum KeyFn {
         type_id: TypeId,
         type_name: &'static str,
         f: Arc<InputKeyFn>,
+        /// The key is the input's value *and* the client address
+        /// ([`InputRate::per_client_address`]).
+        with_address: bool,
     },
 }
 
@@ -321,6 +349,7 @@ where
                 type_id: TypeId::of::<I>(),
                 type_name: std::any::type_name::<I>(),
                 f: Arc::new(f),
+                with_address: false,
             }),
         },
         _input: std::marker::PhantomData,
@@ -340,6 +369,25 @@ pub struct InputLimit<I> {
 }
 
 impl<I> InputRate<I> {
+    /// Counts per (input value, client address) pair instead of per value:
+    /// one address's attempts at an account use up only that pair's budget.
+    /// Pair it with a much higher value-only limit (see the module docs'
+    /// lock-out section): `per_input("account+address", 10, ..).per_client_address()`.
+    ///
+    /// State: one limiter entry per (value, address) pair, written only by a
+    /// request from that address that reached stage 6 (so at the rate the
+    /// action's stage-4 per-address limit allows), removed when its window
+    /// has passed like every limiter entry (memory: swept; Redis: `PX`
+    /// expiry). One address flooding many accounts fills only its own pairs
+    /// and is held back by its per-address limit; other clients' pairs and
+    /// the value-only ceiling are not touched by refused requests.
+    pub fn per_client_address(mut self) -> Self {
+        if let Some(KeyFn::Input { with_address, .. }) = &mut self.rate.key_fn {
+            *with_address = true;
+        }
+        self
+    }
+
     pub fn per(self, period: Duration) -> InputLimit<I> {
         InputLimit {
             limit: self.rate.per(period),
@@ -823,12 +871,18 @@ pub(crate) fn input_keys(
 ) -> Result<Vec<String>, Rejection> {
     let mut out = Vec::with_capacity(limits.len());
     for (i, l) in limits.iter().enumerate() {
-        let chosen = match &l.key_fn {
-            Some(KeyFn::Input { f, .. }) => run_key_fn(action, || f(input))?,
-            _ => None,
+        let (chosen, with_address) = match &l.key_fn {
+            Some(KeyFn::Input {
+                f, with_address, ..
+            }) => (run_key_fn(action, || f(input))?, *with_address),
+            _ => (None, false),
         };
         let mut key = key_prefix(action, "i", i, l.key.label());
         push_chosen(&mut key, chosen.as_deref(), ip);
+        if with_address && chosen.is_some() {
+            key.push_str(":a:");
+            push_addr(&mut key, ip);
+        }
         out.push(key);
     }
     Ok(out)

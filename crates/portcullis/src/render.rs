@@ -65,16 +65,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
         let Some(session) = parts.extensions.get::<Session>().cloned() else {
             return Err(fail("session layer missing"));
         };
-        let viewer = session::load_viewer(&session, shared.config.session_absolute)
-            .await
-            .map_err(|r| {
-                respond::failure(
-                    ClientKind::from_headers(&parts.headers),
-                    &r,
-                    &shared.config,
-                    None,
-                )
-            })?;
+        let viewer = session::load_viewer(
+            &session,
+            shared.config.session_absolute,
+            shared.accounts.as_deref(),
+        )
+        .await
+        .map_err(|r| {
+            respond::failure(
+                ClientKind::from_headers(&parts.headers),
+                &r,
+                &shared.config,
+                None,
+            )
+        })?;
         let path = parts
             .uri
             .path_and_query()

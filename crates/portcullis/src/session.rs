@@ -13,18 +13,115 @@
 //!   which `recent(..)` policies read; it lives in this session only, so a
 //!   re-authentication in another session does not count here;
 //! * an absolute timeout caps a session's life regardless of activity (the
-//!   idle timeout is the store expiry).
+//!   idle timeout is the store expiry);
+//! * a per-user **security stamp** ends sessions the user or an admin wants
+//!   ended (see below).
+//!
+//! # Security stamps: sessions die with the account, the password, the role
+//!
+//! A session outlives whatever was true when it signed in: the password may
+//! have changed, the user may have pressed "sign out everywhere", an admin
+//! may have changed their role, or the account may be gone (and, where a
+//! database reuses ids, its id may belong to the *next* person who signs
+//! up). The framework cannot know any of that from the session alone, so the
+//! app tells it through an [`AccountDirectory`] installed with
+//! `Portcullis::accounts`:
+//!
+//! * [`Auth::login`] asks the directory for the user's current [`Stamp`] and
+//!   stores it in the identity record (a user the directory does not know
+//!   cannot be signed in);
+//! * [`load_viewer`] — the only way the pipeline, the `Page` extractor and
+//!   every other identity reader get a [`Viewer`] — asks again on **every
+//!   request that loads a viewer** and compares. A different stamp, or no
+//!   user at all, flushes the session (record deleted, cookie expired) and
+//!   the request continues as anonymous: never as someone else;
+//! * the app changes the stored stamp (any fresh value, [`Stamp::random`])
+//!   whenever every existing session must end: password change, account
+//!   deletion, "sign out everywhere", role changes. To keep the session that
+//!   made the change, call [`Auth::login`] again after the change: it cycles
+//!   the session id and records the new stamp.
+//!
+//! Cost: one primary-key lookup per request of a signed-in viewer (nothing
+//! for anonymous requests, which never reach the directory). That is
+//! accepted for now; caching it (with the bump published like tag
+//! invalidations) is a later performance change.
+//!
+//! A directory that fails (database down) fails the request with its error
+//! (the app's classifier decides, e.g. 503): the session is neither trusted
+//! nor destroyed on a failed check.
+//!
+//! Without a directory, development builds start with a warning and sessions
+//! are only ended by sign-out, expiry and the absolute timeout; production
+//! builds refuse to start (`BuildError::NoAccountDirectory`). An app that
+//! signs nobody in installs [`NoAccounts`]. Why required: "a deleted user's
+//! session is anonymous" is a security property the framework claims for
+//! every app; an opt-in would make it true only for the apps that remembered.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
-use crate::error::Rejection;
+use crate::error::{ActionError, Rejection};
 use crate::viewer::{UserId, Viewer};
 
 const IDENTITY_KEY: &str = "portcullis.identity";
+
+/// The longest stamp accepted (it is stored in every session record).
+pub const MAX_STAMP_LEN: usize = 128;
+
+/// A user's security stamp: an opaque value the app stores per user and
+/// replaces whenever all of that user's sessions must end. Only equality
+/// matters; a random value ([`Stamp::random`]) is better than a counter
+/// because restoring a database backup cannot make an old value current
+/// again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp(String);
+
+impl Stamp {
+    /// Wraps a stored value. Values longer than [`MAX_STAMP_LEN`] bytes are
+    /// refused by [`Auth::login`] (a stamp is copied into every session).
+    pub fn new(value: impl Into<String>) -> Self {
+        Stamp(value.into())
+    }
+
+    /// A fresh random stamp: 128 bits, hex.
+    pub fn random() -> Self {
+        Stamp(crate::hex(&rand::random::<[u8; 16]>()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where the framework reads a user's current [`Stamp`] (see the module
+/// docs). Installed with `Portcullis::accounts`.
+///
+/// `Ok(None)` means the user does not exist (deleted): their sessions become
+/// anonymous and their API tokens stop working. An error fails the request
+/// (it is neither trusted nor signed out).
+///
+/// Called once per request of a signed-in viewer: make it a primary-key
+/// lookup.
+pub trait AccountDirectory: Send + Sync + 'static {
+    fn security_stamp(
+        &self,
+        user: UserId,
+    ) -> BoxFuture<'static, Result<Option<Stamp>, ActionError>>;
+}
+
+/// The directory of an app that signs nobody in: every user is unknown, so
+/// [`Auth::login`] fails and any identity found in a session is anonymous.
+pub struct NoAccounts;
+
+impl AccountDirectory for NoAccounts {
+    fn security_stamp(&self, _: UserId) -> BoxFuture<'static, Result<Option<Stamp>, ActionError>> {
+        Box::pin(async { Ok(None) })
+    }
+}
 
 /// The identity record, private to this module.
 #[derive(Serialize, Deserialize)]
@@ -33,6 +130,15 @@ struct Identity {
     roles: Vec<String>,
     authenticated_at: u64,
     reauthenticated_at: u64,
+    /// The user's stamp at sign-in; `None` when the app has no directory
+    /// (records written before stamps existed deserialize as `None` too,
+    /// and are ended by any directory). Written only by [`Auth::login`] (and
+    /// the server-side [`issue`]); at most [`MAX_STAMP_LEN`] bytes per
+    /// session record; removed with the record (sign-out, expiry, flush on
+    /// mismatch). It describes its own user only: no request can change
+    /// another user's stamp or another session's copy.
+    #[serde(default)]
+    stamp: Option<Stamp>,
 }
 
 fn unix_now() -> u64 {
@@ -50,10 +156,12 @@ fn store_error(e: tower_sessions::session::Error) -> Rejection {
     Rejection::internal(&format_args!("session store: {e}"))
 }
 
-/// Reads the viewer from a session, enforcing the absolute timeout.
+/// Reads the viewer from a session, enforcing the absolute timeout and, when
+/// the app has an [`AccountDirectory`], the security stamp (one lookup).
 pub(crate) async fn load_viewer(
     session: &Session,
     absolute_timeout: Duration,
+    accounts: Option<&dyn AccountDirectory>,
 ) -> Result<Option<Viewer>, Rejection> {
     let Some(identity) = session
         .get::<Identity>(IDENTITY_KEY)
@@ -66,6 +174,22 @@ pub(crate) async fn load_viewer(
         session.flush().await.map_err(store_error)?;
         return Ok(None);
     }
+    if let Some(accounts) = accounts {
+        let current = accounts
+            .security_stamp(identity.user_id)
+            .await
+            .map_err(ActionError::into_rejection)?;
+        let valid = matches!((&current, &identity.stamp), (Some(now), Some(then)) if now == then);
+        if !valid {
+            tracing::debug!(
+                user = identity.user_id,
+                gone = current.is_none(),
+                "session ended: security stamp changed or user gone"
+            );
+            session.flush().await.map_err(store_error)?;
+            return Ok(None);
+        }
+    }
     Ok(Some(Viewer::new(
         identity.user_id,
         Arc::from(identity.roles),
@@ -77,13 +201,18 @@ pub(crate) async fn load_viewer(
 /// Creates a signed-in session directly in `store` and returns the cookie
 /// value. For server-side tooling only (seeding a load test, admin scripts):
 /// it never runs on a request path and takes no request input.
+///
+/// `stamp` is the user's current [`Stamp`] as the app's directory returns it
+/// (`None` for an app without a directory); a session issued with another
+/// stamp is anonymous on its first request.
 pub async fn issue<Store: tower_sessions::SessionStore>(
     store: &Store,
     user_id: UserId,
     roles: Vec<String>,
+    stamp: Option<Stamp>,
     ttl: Duration,
 ) -> Result<String, tower_sessions::session_store::Error> {
-    issue_with(store, user_id, roles, ttl, Duration::ZERO).await
+    issue_with(store, user_id, roles, stamp, ttl, Duration::ZERO).await
 }
 
 /// Like [`issue`], with the last password confirmation `reauthenticated_ago`
@@ -93,15 +222,22 @@ pub async fn issue_with<Store: tower_sessions::SessionStore>(
     store: &Store,
     user_id: UserId,
     roles: Vec<String>,
+    stamp: Option<Stamp>,
     ttl: Duration,
     reauthenticated_ago: Duration,
 ) -> Result<String, tower_sessions::session_store::Error> {
+    if stamp.as_ref().is_some_and(|s| s.0.len() > MAX_STAMP_LEN) {
+        return Err(tower_sessions::session_store::Error::Encode(format!(
+            "security stamp longer than {MAX_STAMP_LEN} bytes"
+        )));
+    }
     let now = unix_now();
     let identity = Identity {
         user_id,
         roles,
         authenticated_at: now.saturating_sub(reauthenticated_ago.as_secs()),
         reauthenticated_at: now.saturating_sub(reauthenticated_ago.as_secs()),
+        stamp,
     };
     let mut data = std::collections::HashMap::new();
     data.insert(
@@ -146,19 +282,46 @@ pub(crate) fn seal_binding(session: &Session) -> crate::seal::Binding {
 #[derive(Clone)]
 pub struct Auth {
     session: Session,
+    accounts: Option<Arc<dyn AccountDirectory>>,
 }
 
 impl Auth {
-    pub(crate) fn new(session: Session) -> Self {
-        Auth { session }
+    pub(crate) fn new(session: Session, accounts: Option<Arc<dyn AccountDirectory>>) -> Self {
+        Auth { session, accounts }
     }
 
     pub(crate) fn session(&self) -> &Session {
         &self.session
     }
 
-    /// Records a successful sign-in: new session id, then the identity.
+    /// Records a successful sign-in: new session id, then the identity with
+    /// the user's current security stamp (read from the app's
+    /// [`AccountDirectory`]; a user it does not know is refused).
+    ///
+    /// Also the way to keep *this* session after changing the user's stamp
+    /// (password change, "sign out everywhere"): change the stamp, then call
+    /// `login` again; every other session of the user is then anonymous.
     pub async fn login(&self, user_id: UserId, roles: Vec<String>) -> Result<(), Rejection> {
+        let stamp = match &self.accounts {
+            None => None,
+            Some(accounts) => match accounts
+                .security_stamp(user_id)
+                .await
+                .map_err(ActionError::into_rejection)?
+            {
+                Some(stamp) if stamp.0.len() <= MAX_STAMP_LEN => Some(stamp),
+                Some(_) => {
+                    return Err(Rejection::internal(&format_args!(
+                        "security stamp of user {user_id} is longer than {MAX_STAMP_LEN} bytes"
+                    )));
+                }
+                None => {
+                    return Err(Rejection::internal(&format_args!(
+                        "cannot sign in user {user_id}: the account directory does not know them"
+                    )));
+                }
+            },
+        };
         self.session.cycle_id().await.map_err(store_error)?;
         let now = unix_now();
         self.session
@@ -169,6 +332,7 @@ impl Auth {
                     roles,
                     authenticated_at: now,
                     reauthenticated_at: now,
+                    stamp,
                 },
             )
             .await

@@ -4,6 +4,8 @@
 //! resolves an action's *current* opaque id by name and posts to it the way
 //! the client runtime would (same-origin headers, `Accept: application/json`);
 //! [`TestClient::submit`] posts the way a browser without JavaScript would.
+//! Like the form `Page` renders, both send an empty honeypot field (`_hp`)
+//! for an action with `BotCheck::Honeypot` when the test does not give one.
 //! Raw [`TestClient::post`] adds nothing, for hostile requests.
 //!
 //! [`attacks::Harness`] runs the standard attacks against every registered
@@ -34,6 +36,8 @@ pub struct TestClient {
     addr: SocketAddr,
     http: reqwest::Client,
     jar: Arc<Jar>,
+    /// The source address requests leave from (`None`: the OS's choice).
+    local: Option<std::net::IpAddr>,
     shared: Arc<Shared>,
     _server: Arc<Server>,
 }
@@ -52,8 +56,9 @@ impl TestClient {
         let jar = Arc::new(Jar::default());
         TestClient {
             addr,
-            http: client(jar.clone()),
+            http: client(jar.clone(), None),
             jar,
+            local: None,
             shared: app.shared().clone(),
             _server: Arc::new(Server(task)),
         }
@@ -64,8 +69,19 @@ impl TestClient {
     pub fn new_session(&self) -> Self {
         let jar = Arc::new(Jar::default());
         TestClient {
-            http: client(jar.clone()),
+            http: client(jar.clone(), self.local),
             jar,
+            ..self.clone()
+        }
+    }
+
+    /// This client (same cookies) sending from another loopback address,
+    /// e.g. `127.0.0.2`: the server sees another client address without any
+    /// proxy configuration (all of 127.0.0.0/8 is loopback on Linux).
+    pub fn from_address(&self, ip: std::net::IpAddr) -> Self {
+        TestClient {
+            http: client(self.jar.clone(), Some(ip)),
+            local: Some(ip),
             ..self.clone()
         }
     }
@@ -124,11 +140,31 @@ impl TestClient {
             .header("origin", self.origin())
     }
 
+    /// Whether a rendered form of `name` would carry an empty honeypot the
+    /// test did not give (see the module docs).
+    fn needs_honeypot(&self, name: &str, given: bool) -> bool {
+        !given
+            && self
+                .shared
+                .bot_checks(name)
+                .contains(&crate::BotCheck::Honeypot)
+    }
+
+    fn form_body(&self, name: &str, form: &[(&str, &str)]) -> String {
+        let mut body = form_urlencoded::Serializer::new(String::new());
+        body.extend_pairs(form);
+        let given = form
+            .iter()
+            .any(|(k, _)| *k == crate::botcheck::HONEYPOT_FIELD);
+        if self.needs_honeypot(name, given) {
+            body.append_pair(crate::botcheck::HONEYPOT_FIELD, "");
+        }
+        body.finish()
+    }
+
     /// Calls action `name` like the client runtime: urlencoded body.
     pub async fn call(&self, name: &str, form: &[(&str, &str)]) -> TestResponse {
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
+        let body = self.form_body(name, form);
         let req = self
             .same_origin(self.post(&self.action_path(name)))
             .header("accept", "application/json")
@@ -139,19 +175,23 @@ impl TestClient {
 
     /// Calls action `name` like the client runtime: JSON body.
     pub async fn call_json(&self, name: &str, json: &serde_json::Value) -> TestResponse {
+        let mut json = json.clone();
+        if let Some(object) = json.as_object_mut()
+            && self.needs_honeypot(name, object.contains_key(crate::botcheck::HONEYPOT_FIELD))
+        {
+            object.insert(crate::botcheck::HONEYPOT_FIELD.into(), "".into());
+        }
         let req = self
             .same_origin(self.post(&self.action_path(name)))
             .header("accept", "application/json")
-            .json(json);
+            .json(&json);
         send(req).await
     }
 
     /// Submits action `name` like a browser without JavaScript (no redirect
     /// following, so the 303 is visible).
     pub async fn submit(&self, name: &str, form: &[(&str, &str)]) -> TestResponse {
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
+        let body = self.form_body(name, form);
         let req = self
             .same_origin(self.post(&self.action_path(name)))
             .header("accept", "text/html,application/xhtml+xml")
@@ -165,8 +205,9 @@ async fn send(req: reqwest::RequestBuilder) -> TestResponse {
     TestResponse::read(req.send().await.expect("request reached the test server")).await
 }
 
-fn client(jar: Arc<Jar>) -> reqwest::Client {
+fn client(jar: Arc<Jar>, local: Option<std::net::IpAddr>) -> reqwest::Client {
     reqwest::Client::builder()
+        .local_address(local)
         .cookie_provider(jar)
         .redirect(reqwest::redirect::Policy::none())
         .build()

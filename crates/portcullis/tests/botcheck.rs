@@ -147,7 +147,8 @@ async fn filled_honeypot_is_refused_in_every_encoding() {
         .await;
     assert_refused(&r, 403, "bot_check_failed");
     assert_eq!(fx.state.runs(), 0);
-    // Empty or absent honeypot passes; no-JS submit gets its 303.
+    // An empty honeypot passes (`call` sends one, like the rendered form,
+    // when the test gives none); no-JS submit gets its 303.
     assert_eq!(
         fx.client
             .call("contact.honeypot", &[("text", "hello"), ("_hp", "")])
@@ -175,6 +176,58 @@ async fn filled_honeypot_is_refused_in_every_encoding() {
     );
     assert_eq!(fx.state.runs(), 3);
     assert_eq!(fx.state.notes(), vec!["hello", "hello", "hi"]);
+}
+
+#[tokio::test]
+async fn missing_honeypot_field_is_refused() {
+    let fx = start(common::config(), None).await;
+    let same_origin = [("sec-fetch-site", "same-origin")];
+    // A script posting only the fields it cares about: urlencoded …
+    let r = post_with(
+        &fx,
+        "contact.honeypot",
+        &same_origin,
+        &[("text", "buy pills")],
+    )
+    .await;
+    assert_refused(&r, 403, "bot_check_failed");
+    // … JSON …
+    let r = fx
+        .client
+        .post(&fx.client.action_path("contact.honeypot"))
+        .header("sec-fetch-site", "same-origin")
+        .header("accept", "application/json")
+        .json(&serde_json::json!({"text": "buy pills"}))
+        .send()
+        .await
+        .unwrap();
+    assert_refused(&TestResponse::read(r).await, 403, "bot_check_failed");
+    // … and multipart.
+    let body = "--B\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nbuy pills\r\n--B--\r\n";
+    let r = fx
+        .client
+        .post(&fx.client.action_path("contact.honeypot"))
+        .header("sec-fetch-site", "same-origin")
+        .header("accept", "application/json")
+        .header("content-type", "multipart/form-data; boundary=B")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_refused(&TestResponse::read(r).await, 403, "bot_check_failed");
+    // Nothing ran, nothing was stored.
+    assert_eq!(fx.state.runs(), 0);
+    assert!(fx.state.notes().is_empty());
+    // The same request with the form's empty field is served.
+    let r = post_with(
+        &fx,
+        "contact.honeypot",
+        &same_origin,
+        &[("text", "hello"), ("_hp", "")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(fx.state.notes(), vec!["hello"]);
 }
 
 // ---------------------------------------------------------------------------

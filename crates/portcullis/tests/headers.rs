@@ -101,6 +101,7 @@ async fn start_with(config: Config, headers: SecurityHeaders) -> (TestClient, co
         .actions(common::register)
         .pages(pages())
         .security_headers(headers)
+        .accounts(portcullis::session::NoAccounts)
         .build(tower_sessions::MemoryStore::default())
         .expect("app builds");
     (TestClient::start(&app).await, state)

@@ -1,6 +1,17 @@
-//! The viewer's own account: profile, password, third-party API key, and
-//! deletion. Changing the password and deleting the account need a recent
-//! re-authentication *and* the current password in the same form.
+//! The viewer's own account: profile, password, third-party API key, signing
+//! out everywhere, and deletion. Changing the password and deleting the
+//! account need a recent re-authentication *and* the current password in the
+//! same form.
+//!
+//! Every change that must end the user's other sessions replaces their
+//! security stamp (`dal/users.rs`); the framework compares it on every
+//! request, so those sessions are anonymous from their next request on:
+//!
+//! | action | stamp | this session | API tokens |
+//! |---|---|---|---|
+//! | change password | replaced | kept, re-signed-in (new id, new stamp) | revoked if `revokeTokens` is ticked |
+//! | sign out everywhere | replaced | kept, re-signed-in | kept (revoke them one by one) |
+//! | delete | user gone: no stamp | ended | deleted with the account |
 
 use portcullis::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -12,13 +23,16 @@ pub const UPDATE_PROFILE: &str = "account.update_profile";
 pub const CHANGE_PASSWORD: &str = "account.change_password";
 pub const SET_API_KEY: &str = "account.set_api_key";
 pub const DELETE: &str = "account.delete";
+pub const SIGN_OUT_EVERYWHERE: &str = "account.sign_out_everywhere";
 
 pub fn register(actions: &mut portcullis::Actions<AppState>) {
     actions
         .add(
             action(UPDATE_PROFILE)
                 .authenticated()
-                .mutates(&["update_tag:account"])
+                // `user:<id>` is read by every fragment that shows the
+                // user's display name (comment threads).
+                .mutates(&["update_tag:user"])
                 .idempotent()
                 .handler(update_profile),
         )
@@ -26,14 +40,22 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
             action(CHANGE_PASSWORD)
                 .recent(RECENT)
                 .limit(per_user(5).per_minute())
-                .mutates(&["none"])
+                .mutates(&["session"])
                 .idempotent()
                 .handler(change_password),
         )
         .add(
+            action(SIGN_OUT_EVERYWHERE)
+                .authenticated()
+                .limit(per_user(10).per_hour())
+                .mutates(&["session"])
+                .idempotent()
+                .handler(sign_out_everywhere),
+        )
+        .add(
             action(SET_API_KEY)
                 .authenticated()
-                .mutates(&["update_tag:account"])
+                .mutates(&["none"])
                 .idempotent()
                 .handler(set_api_key),
         )
@@ -41,7 +63,8 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
             action(DELETE)
                 .recent(RECENT)
                 .limit(per_user(5).per_minute())
-                .mutates(&["session", "redirect"])
+                // The teams that go with the account: their project lists.
+                .mutates(&["session", "redirect", "update_tag:team-projects"])
                 .not_idempotent()
                 .handler(delete),
         );
@@ -61,6 +84,10 @@ pub struct ChangePassword {
     pub current_password: String,
     #[garde(length(chars, min = 10, max = 200))]
     pub new_password: String,
+    /// The form's checkbox: also revoke every API token.
+    #[garde(skip)]
+    #[serde(default)]
+    pub revoke_tokens: bool,
 }
 
 #[derive(Deserialize, garde::Validate)]
@@ -101,6 +128,7 @@ async fn update_profile(
         .users()
         .update_profile(&viewer, &name)
         .await?;
+    cx.update_tag(format!("user:{}", viewer.id()));
     Ok(ProfileDto { display_name: name })
 }
 
@@ -115,10 +143,28 @@ async fn change_password(
         return Err(ActionError::field("currentPassword", "is not correct"));
     }
     let hash = passwords::hash(input.new_password).await?;
+    // New hash and new stamp in one statement: every other session of the
+    // user is anonymous from its next request on.
     cx.state()
         .dal
         .users()
-        .set_password_hash(&viewer, &hash)
+        .set_password_hash(&viewer, &hash, input.revoke_tokens)
+        .await?;
+    // This session stays: new id, the new stamp.
+    cx.auth()
+        .login(viewer.id(), viewer.roles().to_vec())
+        .await?;
+    Ok(())
+}
+
+async fn sign_out_everywhere(
+    cx: Cx<AppState>,
+    viewer: Viewer,
+    _: Valid<super::NoInput>,
+) -> Outcome<()> {
+    cx.state().dal.users().sign_out_everywhere(&viewer).await?;
+    cx.auth()
+        .login(viewer.id(), viewer.roles().to_vec())
         .await?;
     Ok(())
 }
@@ -146,7 +192,18 @@ async fn delete(cx: Cx<AppState>, viewer: Viewer, input: Valid<DeleteAccount>) -
     {
         return Err(ActionError::field("password", "is not correct"));
     }
-    cx.state().dal.users().delete(&viewer).await?;
+    let gone = cx.state().dal.users().delete(&viewer).await?;
+    // What other members may have cached from the deleted teams, and the
+    // threads that lost this user's comments.
+    for t in gone.teams {
+        cx.update_tag(format!("team-projects:{t}"));
+    }
+    for p in gone.projects {
+        cx.update_tag(format!("project:{p}"));
+    }
+    for p in gone.commented_projects {
+        cx.update_tag(format!("comments:{p}"));
+    }
     cx.auth().logout().await?;
     cx.redirect("/")?;
     Ok(())

@@ -2,6 +2,24 @@
 //!
 //! Identity is written only through `cx.auth()`, which cycles the session id;
 //! the password check is ours, its result is the framework's to record.
+//!
+//! **No enumeration at sign-up.** Sign-up answers the same whether the
+//! address is new or already registered: same status, same body, same
+//! redirect (to the sign-in page), no session either way, and the same
+//! argon2 work (the password is hashed before the address is looked at).
+//! That is why sign-up does not sign the new user in: signing in only new
+//! addresses would itself be the answer. A registered address gets no
+//! account and no change. The demo has no mail, so its owner is not told;
+//! a real app would mail "someone tried to sign up with your address" there,
+//! and "confirm your address" for a new one. What remains: someone who signs
+//! up an address and then signs in with the password they chose learns
+//! whether it was theirs to take — at the price of creating that account,
+//! under sign-up's and sign-in's rate limits (README, "Accounts").
+//!
+//! **No lock-out by guessing.** Sign-in is limited per account *and client
+//! address* (10 per 15 minutes), under a much higher per-account ceiling
+//! (100 per 15 minutes) — see `portcullis::ratelimit`'s module docs for why
+//! one address can then never lock the owner out elsewhere.
 
 use std::time::Duration;
 
@@ -16,6 +34,12 @@ pub const SIGN_IN: &str = "auth.sign_in";
 pub const SIGN_OUT: &str = "auth.sign_out";
 pub const REAUTH: &str = "auth.reauthenticate";
 
+/// The window of the sign-in input limits.
+const SIGN_IN_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Where sign-up sends everyone, new address or not.
+pub const AFTER_SIGN_UP: &str = "/login?signed_up=1";
+
 pub fn register(actions: &mut portcullis::Actions<AppState>) {
     actions
         .add(
@@ -23,7 +47,7 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
                 .public()
                 .limit(per_ip(20).per_hour())
                 .bot_check(BotCheck::Honeypot)
-                .mutates(&["session", "redirect"])
+                .mutates(&["redirect"])
                 .not_idempotent()
                 .handler(sign_up),
         )
@@ -31,16 +55,26 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
             action(SIGN_IN)
                 .public()
                 .limit(per_ip(30).per_minute())
-                // Per account, whoever is asking: slows a distributed guess
-                // at one password without reading the body before stage 6.
+                // Per account from this address: what one guesser meets.
+                // The owner at another address has a budget of their own.
                 .limit_input(
-                    per_input("account", 10, |i: &SignIn| {
+                    per_input("account+address", 10, |i: &SignIn| {
                         Some(i.email.trim().to_lowercase())
                     })
-                    .per(Duration::from_secs(600)),
+                    .per_client_address()
+                    .per(SIGN_IN_WINDOW),
                 )
-                // Absent or empty passes, so password managers and the
-                // no-JS form are unaffected; naive form-filling bots fail.
+                // Per account from anywhere: the ceiling on a guess spread
+                // over many addresses, 10× the pair budget so a lock-out
+                // needs 10 addresses at once, not one.
+                .limit_input(
+                    per_input("account", 100, |i: &SignIn| {
+                        Some(i.email.trim().to_lowercase())
+                    })
+                    .per(SIGN_IN_WINDOW),
+                )
+                // The form's empty honeypot must come back empty; a request
+                // without it was not made from the form.
                 .bot_check(BotCheck::Honeypot)
                 .mutates(&["session", "redirect"])
                 .idempotent()
@@ -90,27 +124,39 @@ pub struct Password {
     pub password: String,
 }
 
-/// What sign-up and sign-in return: the display name, nothing else.
+/// What sign-in returns: the display name, nothing else.
 #[derive(Serialize, Dto)]
 #[serde(rename_all = "camelCase")]
 pub struct SignedIn {
     pub display_name: String,
 }
 
-async fn sign_up(cx: Cx<AppState>, _: MaybeViewer, input: Valid<SignUp>) -> Outcome<SignedIn> {
+/// What sign-up returns, new address or not: what to do next.
+#[derive(Serialize, Dto)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedUp {
+    pub next: &'static str,
+}
+
+async fn sign_up(cx: Cx<AppState>, _: MaybeViewer, input: Valid<SignUp>) -> Outcome<SignedUp> {
     let input = input.into_inner();
     let email = input.email.trim().to_lowercase();
+    // Hashed first, for both answers: the same work either way.
     let hash = passwords::hash(input.password).await?;
-    let user_id = cx
+    let created = cx
         .state()
         .dal
         .users()
         .sign_up(&email, input.display_name.trim(), &hash)
         .await?;
-    cx.auth().login(user_id, Vec::new()).await?;
-    cx.redirect("/projects")?;
-    Ok(SignedIn {
-        display_name: input.display_name,
+    if created.is_none() {
+        // Nothing changes for the registered address; with mail, its owner
+        // would be told here. The answer below is the same as for a new one.
+        tracing::debug!("sign-up for a registered address: nothing created");
+    }
+    cx.redirect(AFTER_SIGN_UP)?;
+    Ok(SignedUp {
+        next: "If this address was not registered yet, your account is ready: sign in.",
     })
 }
 

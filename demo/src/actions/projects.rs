@@ -22,7 +22,7 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
             action(CREATE)
                 .authenticated()
                 .limit(per_user(30).per_minute())
-                .mutates(&["update_tag:projects"])
+                .mutates(&["update_tag:project", "update_tag:team-projects"])
                 .not_idempotent()
                 .handler(create),
         )
@@ -30,35 +30,35 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
             action(RENAME)
                 .authenticated()
                 .limit(per_user(rename_limit()).per_minute())
-                .mutates(&["update_tag:projects"])
+                .mutates(&["update_tag:project"])
                 .idempotent()
                 .handler(rename),
         )
         .add(
             action(ARCHIVE)
                 .authenticated()
-                .mutates(&["update_tag:projects"])
+                .mutates(&["update_tag:project", "update_tag:team-projects"])
                 .idempotent()
                 .handler(archive),
         )
         .add(
             action(RESTORE)
                 .authenticated()
-                .mutates(&["update_tag:projects"])
+                .mutates(&["update_tag:project", "update_tag:team-projects"])
                 .idempotent()
                 .handler(restore),
         )
         .add(
             action(DELETE)
                 .recent(RECENT)
-                .mutates(&["update_tag:projects", "redirect"])
+                .mutates(&["update_tag:project", "update_tag:team-projects", "redirect"])
                 .idempotent()
                 .handler(delete),
         )
         .add(
             action(TRANSFER)
                 .recent(RECENT)
-                .mutates(&["update_tag:projects", "redirect"])
+                .mutates(&["update_tag:project", "update_tag:team-projects", "redirect"])
                 .idempotent()
                 .handler(transfer),
         );

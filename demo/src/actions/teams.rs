@@ -1,6 +1,12 @@
 //! Team actions: invite, accept an invite, change a member's role, remove a
-//! member. Admin rights are checked by the DAL in the statement itself; the
-//! role a request may set is an enum, and nobody can set their own.
+//! member, leave. Admin rights, the owner's protection and "at least one
+//! admin" are checked by the DAL in the statement itself; the role a request
+//! may set is an enum, and nobody can set their own.
+//!
+//! Every membership or role change expires `member:<user>` for the user whose
+//! access changed: every per-viewer fragment (project list, project rows,
+//! comment threads) reads its viewer's `member:` tag, so a removed member's
+//! cached copy of the team's projects is never served again.
 
 use base64::Engine;
 use portcullis::api::hash_token;
@@ -14,6 +20,7 @@ pub const INVITE: &str = "teams.invite";
 pub const ACCEPT: &str = "teams.accept_invite";
 pub const SET_ROLE: &str = "teams.set_role";
 pub const REMOVE: &str = "teams.remove_member";
+pub const LEAVE: &str = "teams.leave";
 
 /// Invites are valid for 7 days.
 pub const INVITE_TTL_SECS: i64 = 7 * 86_400;
@@ -25,7 +32,8 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
                 .authenticated()
                 .limit(per_user(10).per_minute())
                 .quota("invites", per_user(20).per_day())
-                .mutates(&["update_tag:team"])
+                // The invite list is on the team page, which is not cached.
+                .mutates(&["none"])
                 .not_idempotent()
                 .handler(invite),
         )
@@ -33,14 +41,14 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
             action(ACCEPT)
                 .authenticated()
                 .limit(per_user(10).per_minute())
-                .mutates(&["update_tag:team", "redirect"])
+                .mutates(&["update_tag:member", "redirect"])
                 .idempotent()
                 .handler(accept),
         )
         .add(
             action(SET_ROLE)
                 .authenticated()
-                .mutates(&["update_tag:team"])
+                .mutates(&["update_tag:member", "session"])
                 .idempotent()
                 .allow_audit(
                     "privileged-field",
@@ -51,9 +59,16 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
         .add(
             action(REMOVE)
                 .recent(RECENT)
-                .mutates(&["update_tag:team"])
+                .mutates(&["update_tag:member"])
                 .idempotent()
                 .handler(remove),
+        )
+        .add(
+            action(LEAVE)
+                .recent(RECENT)
+                .mutates(&["update_tag:member", "redirect"])
+                .idempotent()
+                .handler(leave),
         );
 }
 
@@ -100,6 +115,13 @@ pub struct SetRole {
     pub member_id: i64,
     #[garde(skip)]
     pub role: Role,
+}
+
+#[derive(Deserialize, garde::Validate)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Leave {
+    #[garde(range(min = 1))]
+    pub team_id: i64,
 }
 
 #[derive(Deserialize, garde::Validate)]
@@ -156,6 +178,7 @@ async fn accept(cx: Cx<AppState>, viewer: Viewer, input: Valid<Accept>) -> Outco
         .teams()
         .accept(&viewer, &hash_token(&input.token))
         .await?;
+    cx.update_tag(format!("member:{}", viewer.id()));
     cx.redirect(&format!("/teams/{team_id}"))?;
     Ok(Joined { team_id })
 }
@@ -166,6 +189,7 @@ async fn set_role(cx: Cx<AppState>, viewer: Viewer, input: Valid<SetRole>) -> Ou
         .teams()
         .set_role(&viewer, input.team_id, input.member_id, input.role.as_str())
         .await?;
+    cx.update_tag(format!("member:{}", input.member_id));
     Ok(())
 }
 
@@ -175,5 +199,13 @@ async fn remove(cx: Cx<AppState>, viewer: Viewer, input: Valid<Remove>) -> Outco
         .teams()
         .remove_member(&viewer, input.team_id, input.member_id)
         .await?;
+    cx.update_tag(format!("member:{}", input.member_id));
+    Ok(())
+}
+
+async fn leave(cx: Cx<AppState>, viewer: Viewer, input: Valid<Leave>) -> Outcome<()> {
+    cx.state().dal.teams().leave(&viewer, input.team_id).await?;
+    cx.update_tag(format!("member:{}", viewer.id()));
+    cx.redirect("/projects")?;
     Ok(())
 }

@@ -1,10 +1,27 @@
 //! Teams, memberships and invites. Only a team's admins may invite, change
 //! roles or remove members, and that check is part of each statement's WHERE
 //! clause, not a separate read that could race.
+//!
+//! Two rules hold in every path that changes a membership (set role, remove,
+//! leave), again inside the statement itself:
+//!
+//! * the team's **owner** is always an admin and always a member: nobody
+//!   (not another admin, not the owner) can demote or remove them;
+//! * every team keeps **at least one admin**: an admin can be demoted,
+//!   removed or leave only while another admin remains (with the owner
+//!   protected this always holds; the check keeps it true by itself).
+//!
+//! Invites are bound to the invited address: only a signed-in user whose
+//! email is the invite's can accept it.
+//!
+//! A role change also replaces the member's security stamp, so their open
+//! sessions end and they sign in again under the new role; the caller
+//! expires the `member:<id>` tag, which every per-viewer fragment of that
+//! member reads.
 
 use portcullis::ActionError;
 
-use super::{Dal, DalResult, Viewer, not_found, now, touched_one};
+use super::{Dal, DalResult, Viewer, not_found, now};
 
 #[derive(sqlx::FromRow, Clone)]
 pub struct TeamRow {
@@ -29,7 +46,23 @@ pub struct InviteRow {
     pub email: String,
     pub expires_at: i64,
     pub accepted_at: Option<i64>,
+    /// 0 pending, 1 accepted by the invited address, 2 used by another
+    /// account (only invites accepted before invites were bound to their
+    /// address can be in this state).
+    pub state: i64,
 }
+
+impl InviteRow {
+    pub const PENDING: i64 = 0;
+    pub const ACCEPTED: i64 = 1;
+    pub const USED_BY_OTHER: i64 = 2;
+}
+
+/// The owner's membership is untouchable, and an admin may go only while
+/// another admin stays. `$2` is the team, `$3` the member being changed.
+const PROTECTED: &str = "user_id <> (SELECT owner_id FROM teams WHERE id = $2) \
+     AND (role <> 'admin' OR EXISTS (SELECT 1 FROM memberships o WHERE o.team_id = $2 \
+     AND o.role = 'admin' AND o.user_id <> $3))";
 
 pub struct Teams<'a>(pub(super) &'a Dal);
 
@@ -100,8 +133,11 @@ impl Teams<'_> {
     /// Pending and past invites of a team the viewer administers.
     pub async fn invites(&self, viewer: &Viewer, team_id: i64) -> DalResult<Vec<InviteRow>> {
         Ok(sqlx::query_as(&format!(
-            "SELECT id, email, expires_at, accepted_at FROM invites WHERE team_id = $2 AND {IS_ADMIN} \
-             ORDER BY id DESC LIMIT 20"
+            "SELECT i.id, i.email, i.expires_at, i.accepted_at, \
+             CAST(CASE WHEN i.accepted_at IS NULL THEN 0 \
+                  WHEN u.email IS NULL OR u.email = i.email THEN 1 ELSE 2 END AS BIGINT) AS state \
+             FROM invites i LEFT JOIN users u ON u.id = i.accepted_by \
+             WHERE i.team_id = $2 AND {IS_ADMIN} ORDER BY i.id DESC LIMIT 20"
         ))
         .bind(viewer.id())
         .bind(team_id)
@@ -109,21 +145,37 @@ impl Teams<'_> {
         .await?)
     }
 
-    /// Accepts an invite by token hash: single use, unexpired; the viewer
-    /// joins as `member`. Unknown, used and expired tokens all look the same.
+    /// Accepts an invite by token hash: single use, unexpired, and only by
+    /// the invited address (the viewer's email must be the invite's); the
+    /// viewer joins as `member`. Unknown, used and expired tokens all look
+    /// the same; a live invite for another address says so (without
+    /// naming it), since whoever holds the link already knows it exists.
     pub async fn accept(&self, viewer: &Viewer, token_hash: &str) -> DalResult<i64> {
         let mut tx = self.0.pool.begin().await?;
+        let t = now();
         let claimed: Option<(i64,)> = sqlx::query_as(
             "UPDATE invites SET accepted_at = $3, accepted_by = $1 \
-             WHERE token_hash = $2 AND accepted_at IS NULL AND expires_at > $3 RETURNING team_id",
+             WHERE token_hash = $2 AND accepted_at IS NULL AND expires_at > $3 \
+             AND email = (SELECT email FROM users WHERE id = $1) RETURNING team_id",
         )
         .bind(viewer.id())
         .bind(token_hash)
-        .bind(now())
+        .bind(t)
         .fetch_optional(&mut *tx)
         .await?;
         let Some((team_id,)) = claimed else {
-            return Err(ActionError::form("This invite is invalid or has expired."));
+            let live: Option<(i64,)> = sqlx::query_as(
+                "SELECT id FROM invites WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2",
+            )
+            .bind(token_hash)
+            .bind(t)
+            .fetch_optional(&mut *tx)
+            .await?;
+            return Err(ActionError::form(if live.is_some() {
+                "This invite was sent to another email address. Sign in with that account to accept it."
+            } else {
+                "This invite is invalid or has expired."
+            }));
         };
         sqlx::query(
             "INSERT INTO memberships (team_id, user_id, role) VALUES ($1, $2, 'member') \
@@ -150,20 +202,33 @@ impl Teams<'_> {
         if user_id == viewer.id() {
             return Err(ActionError::form("You cannot change your own role."));
         }
+        let mut tx = self.0.pool.begin().await?;
         let done = sqlx::query(&format!(
-            "UPDATE memberships SET role = $4 WHERE team_id = $2 AND user_id = $3 AND {IS_ADMIN}"
+            "UPDATE memberships SET role = $4 WHERE team_id = $2 AND user_id = $3 AND {IS_ADMIN} \
+             AND role <> $4 AND {PROTECTED}"
         ))
         .bind(viewer.id())
         .bind(team_id)
         .bind(user_id)
         .bind(role)
-        .execute(&self.0.pool)
+        .execute(&mut *tx)
         .await?;
-        touched_one(done)?;
+        if done.rows_affected() == 0 {
+            drop(tx);
+            return Err(self.why_not(viewer, team_id, user_id, Some(role)).await);
+        }
+        // The member's sessions end: they sign in again under the new role.
+        sqlx::query("UPDATE users SET security_stamp = $2 WHERE id = $1")
+            .bind(user_id)
+            .bind(portcullis::Stamp::random().as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Removes another member. Admin only; the owner cannot be removed.
+    /// Removes another member. Admin only; never the owner, never the last
+    /// admin.
     pub async fn remove_member(
         &self,
         viewer: &Viewer,
@@ -171,19 +236,74 @@ impl Teams<'_> {
         user_id: i64,
     ) -> DalResult<()> {
         if user_id == viewer.id() {
-            return Err(ActionError::form("You cannot remove yourself."));
+            return Err(ActionError::form(
+                "You cannot remove yourself; leave the team instead.",
+            ));
         }
         let done = sqlx::query(&format!(
-            "DELETE FROM memberships WHERE team_id = $2 AND user_id = $3 AND {IS_ADMIN} \
-             AND user_id <> (SELECT owner_id FROM teams WHERE id = $2)"
+            "DELETE FROM memberships WHERE team_id = $2 AND user_id = $3 AND {IS_ADMIN} AND {PROTECTED}"
         ))
         .bind(viewer.id())
         .bind(team_id)
         .bind(user_id)
         .execute(&self.0.pool)
         .await?;
-        touched_one(done)?;
+        if done.rows_affected() == 0 {
+            return Err(self.why_not(viewer, team_id, user_id, None).await);
+        }
         Ok(())
+    }
+
+    /// The viewer leaves a team. Never the owner, never the last admin.
+    pub async fn leave(&self, viewer: &Viewer, team_id: i64) -> DalResult<()> {
+        let done = sqlx::query(&format!(
+            "DELETE FROM memberships WHERE team_id = $2 AND user_id = $1 AND {PROTECTED}"
+        ))
+        .bind(viewer.id())
+        .bind(team_id)
+        .bind(viewer.id())
+        .execute(&self.0.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            // Not a member at all: 404, as for any team that is not yours.
+            self.get(viewer, team_id).await?;
+            return Err(ActionError::form(
+                "The owner cannot leave their team, and a team cannot lose its last admin.",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Why a role change or removal by `viewer` touched nothing: an admin
+    /// aiming at the owner or the last admin gets a clear refusal; anyone
+    /// else (not an admin, no such member, no such team) the usual 404.
+    async fn why_not(
+        &self,
+        viewer: &Viewer,
+        team_id: i64,
+        user_id: i64,
+        role: Option<&str>,
+    ) -> ActionError {
+        let facts: Result<Option<(i64, String)>, sqlx::Error> = sqlx::query_as(&format!(
+            "SELECT t.owner_id, m.role FROM teams t JOIN memberships m ON m.team_id = t.id \
+             WHERE t.id = $2 AND m.user_id = $3 AND {IS_ADMIN}"
+        ))
+        .bind(viewer.id())
+        .bind(team_id)
+        .bind(user_id)
+        .fetch_optional(&self.0.pool)
+        .await;
+        match facts {
+            Err(e) => e.into(),
+            Ok(None) => ActionError::NotFound,
+            Ok(Some((owner, _))) if owner == user_id => {
+                ActionError::form("The team's owner is always an admin and cannot be removed.")
+            }
+            Ok(Some((_, current))) if role == Some(current.as_str()) => {
+                ActionError::form("The member already has this role.")
+            }
+            Ok(Some(_)) => ActionError::form("A team must keep at least one admin."),
+        }
     }
 
     /// Sets a team's plan. Called only from the signed billing webhook, never

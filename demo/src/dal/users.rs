@@ -3,7 +3,7 @@
 
 use portcullis::{ActionError, Secret};
 
-use super::{Dal, DalResult, Viewer, not_found, now};
+use super::{Dal, DalResult, Viewer, not_found, now, touched_one};
 
 /// A user row. Not a DTO, and its secrets are `Secret`s: if one were ever put
 /// into a response it would refuse to serialize and fail the response closed.
@@ -50,32 +50,68 @@ pub fn taint_api_key(key: &str) {
 
 pub struct Users<'a>(pub(super) &'a Dal);
 
+/// What an account deletion took with it (see [`Users::delete`]).
+pub struct Deleted {
+    pub teams: Vec<i64>,
+    pub projects: Vec<i64>,
+    pub commented_projects: Vec<i64>,
+}
+
+/// The framework's view of accounts: the current security stamp of a user,
+/// `None` once the account is deleted. Installed with
+/// `Portcullis::accounts`; see `portcullis::session`.
+pub struct Accounts(pub Dal);
+
+impl portcullis::AccountDirectory for Accounts {
+    fn security_stamp(
+        &self,
+        user: i64,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<Option<portcullis::Stamp>, ActionError>> + Send,
+        >,
+    > {
+        let dal = self.0.clone();
+        Box::pin(async move {
+            Ok(dal
+                .users()
+                .security_stamp(user)
+                .await?
+                .map(portcullis::Stamp::new))
+        })
+    }
+}
+
 impl Users<'_> {
-    /// Creates a user and their personal team (they are its admin), atomically.
+    /// Creates a user and their personal team (they are its admin),
+    /// atomically. `None` when the address is already registered: the caller
+    /// must answer exactly as for a new account (no enumeration), so this is
+    /// not an error. Ids are never reused (SQLite `AUTOINCREMENT`, Postgres
+    /// identity), so a new account never inherits a deleted one's sessions.
     pub async fn sign_up(
         &self,
         email: &str,
         display_name: &str,
         password_hash: &str,
-    ) -> DalResult<i64> {
+    ) -> DalResult<Option<i64>> {
         let mut tx = self.0.pool.begin().await?;
-        let taken: Option<(i64,)> = sqlx::query_as("SELECT id FROM users WHERE email = $1")
-            .bind(email)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if taken.is_some() {
-            return Err(ActionError::field("email", "is already registered"));
-        }
         let t = now();
-        let (user_id,): (i64,) = sqlx::query_as(
-            "INSERT INTO users (email, display_name, password_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        // One statement decides: a concurrent sign-up of the same address
+        // inserts nothing here instead of failing on the UNIQUE constraint.
+        let created: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO users (email, display_name, password_hash, created_at, security_stamp) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (email) DO NOTHING RETURNING id",
         )
         .bind(email)
         .bind(display_name)
         .bind(password_hash)
         .bind(t)
-        .fetch_one(&mut *tx)
+        .bind(portcullis::Stamp::random().as_str())
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some((user_id,)) = created else {
+            return Ok(None);
+        };
         let (team_id,): (i64,) = sqlx::query_as(
             "INSERT INTO teams (name, owner_id, created_at) VALUES ($1, $2, $3) RETURNING id",
         )
@@ -90,9 +126,31 @@ impl Users<'_> {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(user_id)
+        Ok(Some(user_id))
     }
 
+    /// The user's current security stamp, `None` if the user is gone. The
+    /// framework calls this (through [`Accounts`]) on every request of a
+    /// signed-in viewer: one primary-key lookup.
+    pub async fn security_stamp(&self, user_id: i64) -> DalResult<Option<String>> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT security_stamp FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.0.pool)
+                .await?;
+        Ok(row.map(|(s,)| s))
+    }
+
+    /// Ends every session of the viewer (a fresh stamp). The caller keeps its
+    /// own session with `cx.auth().login(..)` afterwards, if it wants to.
+    pub async fn sign_out_everywhere(&self, viewer: &Viewer) -> DalResult<()> {
+        let done = sqlx::query("UPDATE users SET security_stamp = $2 WHERE id = $1")
+            .bind(viewer.id())
+            .bind(portcullis::Stamp::random().as_str())
+            .execute(&self.0.pool)
+            .await?;
+        touched_one(done)
+    }
     /// The row for a sign-in attempt (no viewer yet).
     pub async fn by_email(&self, email: &str) -> DalResult<Option<UserRow>> {
         let row: Option<RawUser> = sqlx::query_as(
@@ -136,27 +194,77 @@ impl Users<'_> {
         Ok(())
     }
 
-    pub async fn set_password_hash(&self, viewer: &Viewer, hash: &str) -> DalResult<()> {
-        sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+    /// Sets a new password hash and a fresh security stamp in one statement
+    /// (every existing session ends), and with `revoke_tokens` revokes every
+    /// live API token of the viewer in the same transaction.
+    pub async fn set_password_hash(
+        &self,
+        viewer: &Viewer,
+        hash: &str,
+        revoke_tokens: bool,
+    ) -> DalResult<()> {
+        let mut tx = self.0.pool.begin().await?;
+        let done =
+            sqlx::query("UPDATE users SET password_hash = $2, security_stamp = $3 WHERE id = $1")
+                .bind(viewer.id())
+                .bind(hash)
+                .bind(portcullis::Stamp::random().as_str())
+                .execute(&mut *tx)
+                .await?;
+        touched_one(done)?;
+        if revoke_tokens {
+            sqlx::query(
+                "UPDATE api_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+            )
             .bind(viewer.id())
-            .bind(hash)
-            .execute(&self.0.pool)
+            .bind(now())
+            .execute(&mut *tx)
             .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Deletes the viewer's account; teams they own go with it (cascade).
-    pub async fn delete(&self, viewer: &Viewer) -> DalResult<()> {
+    /// Deletes the viewer's account: the teams they own (and those teams'
+    /// projects, memberships, invites) go with it, and so do their
+    /// memberships, comments and API tokens (ON DELETE CASCADE). Their
+    /// sessions end because the framework finds no stamp for the id, and the
+    /// id is never handed out again.
+    ///
+    /// Returns what other viewers may have cached, for the caller to expire:
+    /// the teams that disappeared (their project lists and rows) and the
+    /// projects whose comment threads lose the user's comments.
+    pub async fn delete(&self, viewer: &Viewer) -> DalResult<Deleted> {
         let mut tx = self.0.pool.begin().await?;
+        let owned_teams: Vec<(i64,)> = sqlx::query_as("SELECT id FROM teams WHERE owner_id = $1")
+            .bind(viewer.id())
+            .fetch_all(&mut *tx)
+            .await?;
+        let projects: Vec<(i64,)> = sqlx::query_as(
+            "SELECT id FROM projects WHERE team_id IN (SELECT id FROM teams WHERE owner_id = $1)",
+        )
+        .bind(viewer.id())
+        .fetch_all(&mut *tx)
+        .await?;
+        let commented: Vec<(i64,)> =
+            sqlx::query_as("SELECT DISTINCT project_id FROM comments WHERE author_id = $1")
+                .bind(viewer.id())
+                .fetch_all(&mut *tx)
+                .await?;
         sqlx::query("DELETE FROM teams WHERE owner_id = $1")
             .bind(viewer.id())
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM users WHERE id = $1")
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(viewer.id())
             .execute(&mut *tx)
             .await?;
+        touched_one(done)?;
         tx.commit().await?;
-        Ok(())
+        Ok(Deleted {
+            teams: owned_teams.into_iter().map(|(t,)| t).collect(),
+            projects: projects.into_iter().map(|(p,)| p).collect(),
+            commented_projects: commented.into_iter().map(|(p,)| p).collect(),
+        })
     }
 }

@@ -7,10 +7,18 @@
 //! | `team-projects:<t>`  | the list of a member of team t  | create, delete, archive, restore |
 //! | `project:<id>`       | that project's row              | rename, archive, restore |
 //! | `comments:<id>`      | that project's comment thread   | post, edit, delete comment |
+//! | `member:<u>`         | every fragment rendered for viewer u | accept invite, set role, remove member, leave (for the user whose access changed) |
+//! | `user:<u>`           | threads showing u's comments    | profile update (display name) |
 //!
-//! All three are per-viewer (rows carry viewer-specific forms), and all
-//! writes use `update_tag`, so another member sees a new comment on their
-//! next load, not after a stale-while-revalidate window.
+//! Account deletion expires `team-projects:`, `project:` and `comments:` for
+//! what the deleted account took with it.
+//!
+//! All are per-viewer (rows carry viewer-specific forms), and all writes
+//! use `update_tag`, so another member sees a new comment on their next
+//! load, not after a stale-while-revalidate window. Why `member:`: what a
+//! viewer may see depends on their memberships, and the cache is keyed by
+//! viewer; without it a removed member would be served their cached copy of
+//! the team's projects until the entry's TTL.
 
 use maud::html;
 use portcullis::{ActionError, Fragments, RenderCx, Viewer, field, fragment};
@@ -34,6 +42,7 @@ async fn project_list(
     _: String,
 ) -> Result<maud::Markup, ActionError> {
     let dal = &rcx.state().dal;
+    rcx.tag(format!("member:{}", viewer.id()));
     for team in dal.teams().mine(&viewer).await? {
         rcx.tag(format!("team-projects:{}", team.id));
     }
@@ -52,6 +61,7 @@ async fn project_row(
     param: String,
 ) -> Result<maud::Markup, ActionError> {
     let pid = id(&param)?;
+    rcx.tag(format!("member:{}", viewer.id()));
     rcx.tag(format!("project:{pid}"));
     let p = rcx.state().dal.projects().get(&viewer, pid).await?;
     Ok(html! {
@@ -76,8 +86,13 @@ async fn comment_thread(
     param: String,
 ) -> Result<maud::Markup, ActionError> {
     let pid = id(&param)?;
+    rcx.tag(format!("member:{}", viewer.id()));
     rcx.tag(format!("comments:{pid}"));
     let list = rcx.state().dal.comments().list(&viewer, pid).await?;
+    let authors: std::collections::BTreeSet<i64> = list.iter().map(|c| c.author_id).collect();
+    for a in authors {
+        rcx.tag(format!("user:{a}"));
+    }
     let back = format!("/projects/{pid}");
     Ok(html! {
         div.card #comments {

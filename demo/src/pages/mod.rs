@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::actions::{account, auth, comments, contact, projects, teams, tokens};
+use crate::dal::teams::InviteRow;
 use layout::{CSS, Nav};
 
 type PageResult = Result<Markup, Response>;
@@ -97,6 +98,8 @@ async fn home(State(state): State<AppState>, page: Page) -> Response {
 struct ReturnQuery {
     #[serde(rename = "return")]
     return_to: Option<String>,
+    /// Set by sign-up's redirect, new address or not (no enumeration).
+    signed_up: Option<String>,
 }
 
 fn return_or(q: &ReturnQuery, default: &str) -> String {
@@ -114,6 +117,9 @@ async fn login(
 ) -> PageResult {
     let body = html! {
         h1 { "Sign in" }
+        @if q.signed_up.is_some() {
+            p.notice role="status" { "If this address was not registered yet, your account is ready: sign in with the password you chose." }
+        }
         (page.form(auth::SIGN_IN).class("card").return_to(&return_or(&q, "/projects")).body(html! {
             (field("email").label("Email").kind("email").autocomplete("username").required())
             (field("password").label("Password").kind("password").autocomplete("current-password").required())
@@ -320,6 +326,12 @@ async fn team_page(State(state): State<AppState>, page: Page, Path(id): Path<i64
                 }
             }
         }
+        h2 { "Leave" }
+        (page.form(teams::LEAVE).class("card").body(html! {
+            input type="hidden" name="teamId" value=(team.id);
+            p.muted { "The owner cannot leave, and a team always keeps at least one admin." }
+            button.danger type="submit" { "Leave this team" }
+        }))
         @if admin {
             h2 { "Invite someone" }
             (page.form(teams::INVITE).class("card").body(html! {
@@ -332,7 +344,11 @@ async fn team_page(State(state): State<AppState>, page: Page, Path(id): Path<i64
                 div.card {
                     ul.list {
                         @for i in &invites {
-                            li { span { (i.email) } span.badge { @if i.accepted_at.is_some() { "accepted" } @else { "pending" } } }
+                            li { span { (i.email) } span.badge {
+                                @if i.state == InviteRow::ACCEPTED { "accepted" }
+                                @else if i.state == InviteRow::USED_BY_OTHER { "used by another account" }
+                                @else { "pending" }
+                            } }
                         }
                     }
                 }
@@ -420,7 +436,19 @@ async fn settings(State(state): State<AppState>, page: Page) -> PageResult {
         (page.form(account::CHANGE_PASSWORD).class("card").body(html! {
             (field("currentPassword").label("Current password").kind("password").autocomplete("current-password").required())
             (field("newPassword").label("New password (10+ characters)").kind("password").autocomplete("new-password").required())
+            div.field {
+                label {
+                    input type="checkbox" name="revokeTokens" value="true";
+                    " Also revoke all my API tokens"
+                }
+            }
+            p.muted { "Changing the password signs you out everywhere else." }
             (submit("Change password"))
+        }))
+        h2 { "Sessions" }
+        (page.form(account::SIGN_OUT_EVERYWHERE).class("card").body(html! {
+            p.muted { "Ends every other session of your account (other browsers and devices). API tokens are not affected: revoke them above." }
+            button.secondary type="submit" { "Sign out everywhere else" }
         }))
         h2 { "Delete account" }
         (page.form(account::DELETE).class("card").return_to("/").body(html! {

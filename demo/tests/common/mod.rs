@@ -61,7 +61,9 @@ pub async fn start() -> Demo {
 
 pub const PASSWORD: &str = "a long enough password";
 
-/// Signs up a fresh user on a fresh client; returns the client and user id.
+/// Signs up a fresh user on a fresh client and signs that client in (sign-up
+/// itself signs nobody in: see `demo/src/actions/auth.rs`); returns the
+/// client and user id.
 pub async fn user(demo: &Demo, name: &str) -> (TestClient, i64) {
     let c = demo.client.new_session();
     let email = format!("{}@example.com", name.to_lowercase());
@@ -76,12 +78,36 @@ pub async fn user(demo: &Demo, name: &str) -> (TestClient, i64) {
         )
         .await;
     assert_eq!(r.status, 200, "sign up {name}: {}", r.text());
+    sign_in(&c, &email, PASSWORD).await;
     let (id,): (i64,) = sqlx::query_as("SELECT id FROM users WHERE email = $1")
         .bind(&email)
         .fetch_one(&demo.db.pool)
         .await
         .unwrap();
     (c, id)
+}
+
+/// Signs `c` in; panics unless it worked.
+pub async fn sign_in(c: &TestClient, email: &str, password: &str) {
+    let r = c
+        .call("auth.sign_in", &[("email", email), ("password", password)])
+        .await;
+    assert_eq!(r.status, 200, "sign in {email}: {}", r.text());
+}
+
+/// The user's current security stamp (`None`: no such user).
+pub async fn stamp(demo: &Demo, user: i64) -> Option<portcullis::Stamp> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT security_stamp FROM users WHERE id = $1")
+        .bind(user)
+        .fetch_optional(&demo.db.pool)
+        .await
+        .unwrap();
+    row.map(|(s,)| portcullis::Stamp::new(s))
+}
+
+/// Whether `c`'s session is signed in (the settings page renders).
+pub async fn signed_in(c: &TestClient) -> bool {
+    c.get("/settings").await.status == 200
 }
 
 pub async fn team_of(demo: &Demo, user: i64) -> i64 {
@@ -108,10 +134,13 @@ pub async fn project(c: &TestClient, team: i64, name: &str) -> i64 {
 /// A client whose session last confirmed the password `ago` ago.
 pub async fn session_reauthed_ago(demo: &Demo, user: i64, ago: Duration) -> TestClient {
     let ttl = Duration::from_secs(86_400);
+    let st = stamp(demo, user).await;
     let id = match &demo.sessions {
-        Sessions::Sqlite(s) => portcullis::session::issue_with(s, user, vec![], ttl, ago).await,
-        Sessions::Postgres(s) => portcullis::session::issue_with(s, user, vec![], ttl, ago).await,
-        Sessions::Redis(s) => portcullis::session::issue_with(s, user, vec![], ttl, ago).await,
+        Sessions::Sqlite(s) => portcullis::session::issue_with(s, user, vec![], st, ttl, ago).await,
+        Sessions::Postgres(s) => {
+            portcullis::session::issue_with(s, user, vec![], st, ttl, ago).await
+        }
+        Sessions::Redis(s) => portcullis::session::issue_with(s, user, vec![], st, ttl, ago).await,
     }
     .unwrap();
     let c = demo.client.new_session();
@@ -122,7 +151,8 @@ pub async fn session_reauthed_ago(demo: &Demo, user: i64, ago: Duration) -> Test
 /// Every row of every table, as text: equal snapshots mean nothing changed.
 pub async fn snapshot(demo: &Demo) -> String {
     let queries = [
-        "SELECT id || '|' || email || '|' || display_name || '|' || password_hash || '|' || COALESCE(api_key, '-') FROM users ORDER BY id",
+        "SELECT id || '|' || email || '|' || display_name || '|' || password_hash || '|' || COALESCE(api_key, '-') || '|' || security_stamp FROM users ORDER BY id",
+        "SELECT id || '|' || user_id || '|' || token_hash || '|' || COALESCE(revoked_at, -1) FROM api_tokens ORDER BY id",
         "SELECT id || '|' || name || '|' || owner_id || '|' || plan FROM teams ORDER BY id",
         "SELECT team_id || '|' || user_id || '|' || role FROM memberships ORDER BY team_id, user_id",
         "SELECT id || '|' || team_id || '|' || email || '|' || COALESCE(accepted_at, -1) || '|' || COALESCE(accepted_by, -1) FROM invites ORDER BY id",
