@@ -871,15 +871,16 @@ async fn proof_of_work_is_solved_before_sending(b: &Browser) {
 /// A browser session for user `id` on `site` (as `Site::user` makes).
 async fn session_for(site: &Site, id: i64) -> String {
     let ttl = Duration::from_secs(86_400);
+    let st = common::stamp(&site.demo, id).await;
     match &site.demo.sessions {
         demo::Sessions::Sqlite(s) => {
-            portcullis::session::issue_with(s, id, vec![], ttl, Duration::ZERO).await
+            portcullis::session::issue_with(s, id, vec![], st.clone(), ttl, Duration::ZERO).await
         }
         demo::Sessions::Postgres(s) => {
-            portcullis::session::issue_with(s, id, vec![], ttl, Duration::ZERO).await
+            portcullis::session::issue_with(s, id, vec![], st.clone(), ttl, Duration::ZERO).await
         }
         demo::Sessions::Redis(s) => {
-            portcullis::session::issue_with(s, id, vec![], ttl, Duration::ZERO).await
+            portcullis::session::issue_with(s, id, vec![], st.clone(), ttl, Duration::ZERO).await
         }
     }
     .unwrap()
