@@ -23,6 +23,16 @@ pub const SECRET: EnvSecret = EnvSecret {
 };
 
 pub fn webhook() -> Webhook {
+    // An operator-configured secret: registered with the taint scanner, so
+    // no response can carry it. A low-entropy one is refused there (and
+    // logged), and production refuses it anyway (`portcullis::deploy`).
+    if let Some(secret) = std::env::var(SECRET.var)
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        && let Err(e) = portcullis::unique_value(secret.trim(), "billing webhook secret")
+    {
+        tracing::warn!(error = %e, "billing webhook secret not registered for taint scanning");
+    }
     Webhook::from_env(SECRET, Scheme::Timestamped, HEADER)
 }
 

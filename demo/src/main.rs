@@ -143,6 +143,14 @@ async fn serve(config: Config, url: &str) -> Result<(), Box<dyn std::error::Erro
             }
         });
     }
-    portcullis::serve(listener, app.router()).await?;
+    // Header-read and idle timeouts, connection caps (PORTCULLIS_* overrides).
+    let limits = portcullis::server::ServeConfig::from_env(app.shared().config())?;
+    portcullis::server::serve_with(
+        listener,
+        app.router(),
+        limits,
+        portcullis::server::shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }

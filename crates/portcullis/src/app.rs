@@ -129,6 +129,11 @@ impl Shared {
         &self.limiter
     }
 
+    /// The idempotency store (for its usage figures in flood tests).
+    pub fn idempotency(&self) -> &crate::idempotency::Store {
+        &self.idempotency
+    }
+
     /// A fresh proof-of-work challenge for `name`, if that action has a
     /// `BotCheck::ProofOfWork` (at its difficulty, valid for 30 minutes).
     pub fn pow_challenge(&self, name: &str) -> Option<String> {
@@ -237,6 +242,7 @@ pub struct Portcullis<S> {
     webhooks: Vec<(String, crate::webhook::Webhook, crate::webhook::Handler<S>)>,
     api: Option<(Router, crate::api::ApiConfig, Vec<String>)>,
     audit: Option<Arc<dyn AuditSink>>,
+    idempotency: crate::idempotency::StoreConfig,
     accounts: Option<Arc<dyn crate::session::AccountDirectory>>,
     headers: crate::headers::SecurityHeaders,
 }
@@ -253,6 +259,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             webhooks: Vec::new(),
             api: None,
             audit: None,
+            idempotency: crate::idempotency::StoreConfig::default(),
             accounts: None,
             headers: crate::headers::SecurityHeaders::default(),
         }
@@ -263,6 +270,13 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     /// [`crate::headers::SecurityHeaders::route`].
     pub fn security_headers(mut self, headers: crate::headers::SecurityHeaders) -> Self {
         self.headers = headers;
+        self
+    }
+
+    /// Bounds of the in-memory idempotency store (default 64 MiB; see
+    /// [`crate::idempotency`]).
+    pub fn idempotency_store(mut self, config: crate::idempotency::StoreConfig) -> Self {
+        self.idempotency = config;
         self
     }
 
@@ -415,7 +429,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         let idempotency = match &self.config.redis_url {
             Some(url) => crate::idempotency::Store::redis(&url.0, &self.config.redis_prefix)
                 .map_err(|e| BuildError::Limiter(LimiterError::Backend(e)))?,
-            None => crate::idempotency::Store::memory(),
+            None => crate::idempotency::Store::memory_with(&self.idempotency),
         };
         let mut cross_origin_routes: Vec<crate::routes::CrossOriginRoute> = self
             .webhooks
@@ -491,7 +505,8 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             .pages
             .layer(axum::middleware::from_fn(crate::routes::guard))
             .layer(axum::middleware::map_response(crate::taint::scan_response))
-            .layer(axum::middleware::from_fn(crate::flash::scope));
+            .layer(axum::middleware::from_fn(crate::flash::scope))
+            .layer(axum::middleware::from_fn(crate::anon::layer));
         let mut hooks = Router::new();
         for (path, hook, handler) in self.webhooks {
             let shared = shared.clone();
@@ -521,8 +536,12 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 }),
             );
         }
-        let router = Router::new()
+        // Pages mint the browser's anonymous scope; actions read it (`anon`).
+        let actions = Router::new()
             .route(&format!("{ACTION_PREFIX}{{id}}"), endpoint)
+            .layer(axum::middleware::from_fn(crate::anon::read));
+        let router = Router::new()
+            .merge(actions)
             .merge(crate::client::router())
             .merge(pages)
             .merge(hooks)

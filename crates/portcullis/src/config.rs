@@ -7,6 +7,8 @@
 //! | `PORTCULLIS_SECRET_PREVIOUS`   | the previous master secret during a rotation              |
 //! | `PORTCULLIS_ALLOWED_ORIGINS`   | comma list of extra origins (`https://*.example.com`)     |
 //! | `PORTCULLIS_TRUSTED_PROXIES`   | comma list of CIDRs whose forwarding headers are believed  |
+//! | `PORTCULLIS_CLIENT_IP_HEADER`  | the one header those proxies write: `x-forwarded-for` (default), `forwarded`, `x-real-ip`, `none` |
+//! | `PORTCULLIS_PROXY_HOPS`        | client = n-th address from the right of that header (default: right-most not in the CIDRs) |
 //! | `PORTCULLIS_STRICT_ORIGIN`     | `1`: refuse unsafe requests with neither Sec-Fetch-Site nor Origin |
 //! | `PORTCULLIS_ID_ROTATION_DAYS`  | action id epoch length (default 14)                        |
 //! | `PORTCULLIS_SECURE_COOKIES`    | `1`/`0`; default: on in production                        |
@@ -186,7 +188,7 @@ impl Config {
         config.mode = mode;
         config.keys = KeyRing::new(&secret, previous.as_ref());
         config.origin = OriginPolicy::new(origins.split(','), strict)?;
-        config.proxies = TrustedProxies::parse(proxies.split(','))?;
+        config.proxies = proxy_source(&get, TrustedProxies::parse(proxies.split(','))?)?;
         config.secure_cookies =
             flag(&get, "PORTCULLIS_SECURE_COOKIES")?.unwrap_or(mode == Mode::Production);
         if let Some(days) = get("PORTCULLIS_ID_ROTATION_DAYS") {
@@ -261,6 +263,34 @@ fn flag(
             value: other.into(),
         }),
     }
+}
+
+/// Which header the trusted proxies write and how many hops to walk
+/// (`PORTCULLIS_CLIENT_IP_HEADER`, `PORTCULLIS_PROXY_HOPS`; see
+/// [`crate::proxy`]).
+fn proxy_source(
+    get: &impl Fn(&str) -> Option<String>,
+    proxies: TrustedProxies,
+) -> Result<TrustedProxies, ConfigError> {
+    let mut proxies = proxies;
+    if let Some(text) = get("PORTCULLIS_CLIENT_IP_HEADER").filter(|t| !t.trim().is_empty()) {
+        let header =
+            crate::proxy::ClientIpHeader::parse(&text).ok_or_else(|| ConfigError::BadValue {
+                var: "PORTCULLIS_CLIENT_IP_HEADER",
+                expected: "`x-forwarded-for`, `forwarded`, `x-real-ip` or `none`",
+                value: text.clone(),
+            })?;
+        proxies = proxies.with_header(header);
+    }
+    if let Some(text) = get("PORTCULLIS_PROXY_HOPS").filter(|t| !t.trim().is_empty()) {
+        let hops: usize = text.trim().parse().map_err(|_| ConfigError::BadValue {
+            var: "PORTCULLIS_PROXY_HOPS",
+            expected: "a whole number of proxies (0: walk the trusted CIDRs)",
+            value: text.clone(),
+        })?;
+        proxies = proxies.with_hops(hops);
+    }
+    Ok(proxies)
 }
 
 /// Loads or creates the development secret under `data_dir`.

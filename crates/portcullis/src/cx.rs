@@ -12,7 +12,7 @@ use crate::error::ActionError;
 use crate::ratelimit::QuotaState;
 use crate::respond::safe_return_path;
 use crate::seal::{SealFor, Sealer};
-use crate::session::{self, Auth};
+use crate::session::Auth;
 
 /// Effects requested by a handler, applied to this one response.
 #[derive(Debug, Default)]
@@ -51,6 +51,9 @@ pub struct Cx<S> {
     quotas: Vec<(&'static str, QuotaState)>,
     /// The record this call changed, for the audit log ([`Cx::audit_record`]).
     audit_record: Arc<Mutex<Option<String>>>,
+    /// Who wrote it: the anonymous-scope layer (from a signed cookie); one
+    /// per request, dropped with it.
+    anon: Option<crate::anon::AnonScope>,
 }
 
 impl<S> Cx<S> {
@@ -72,7 +75,15 @@ impl<S> Cx<S> {
             secure_cookies: false,
             quotas: Vec::new(),
             audit_record: Arc::default(),
+            anon: None,
         }
+    }
+
+    /// The caller's browser scope ([`crate::anon`]), for seals minted while
+    /// there is no session.
+    pub(crate) fn with_anon(mut self, anon: Option<crate::anon::AnonScope>) -> Self {
+        self.anon = anon;
+        self
     }
 
     /// Names the record this call changed (e.g. `project:42`) for the
@@ -101,7 +112,7 @@ impl<S> Cx<S> {
         SealFor::new(
             self.sealer.clone(),
             action,
-            session::seal_binding(self.auth.session()),
+            crate::anon::seal_binding(self.auth.session(), self.anon.as_ref()),
         )
     }
 

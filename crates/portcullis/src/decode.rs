@@ -277,7 +277,10 @@ pub async fn decode<T: DeserializeOwned>(
                 screen.push(k, v)?;
             }
             let body = screen.finish(Some(body))?;
-            let input = from_form(&body, opening)?;
+            let opening = opening
+                .clone()
+                .with_fields(std::mem::take(&mut screen.sealed));
+            let input = from_form(&body, &opening)?;
             Ok((input, screen.reserved))
         }
         BodyKind::Multipart { boundary } => {
@@ -307,7 +310,10 @@ pub async fn decode<T: DeserializeOwned>(
                 screen.push(Cow::Owned(name), Cow::Owned(value))?;
             }
             let body = screen.finish(None)?;
-            let input = from_form(&body, opening)?;
+            let opening = opening
+                .clone()
+                .with_fields(std::mem::take(&mut screen.sealed));
+            let input = from_form(&body, &opening)?;
             Ok((input, screen.reserved))
         }
         BodyKind::Json => {
@@ -323,6 +329,7 @@ pub async fn decode<T: DeserializeOwned>(
                 return Err(too_many_fields(limits));
             }
             let has_reserved = keys.0.iter().any(|k| Reserved::is_reserved(k));
+            let has_sealed = keys.0.iter().any(|k| shape.sealed.iter().any(|s| s == k));
             let unknown: Vec<String> = keys
                 .0
                 .into_iter()
@@ -332,6 +339,26 @@ pub async fn decode<T: DeserializeOwned>(
                 return Err(unknown_fields(unknown));
             }
             let mut reserved = Reserved::default();
+            // Only an action with sealed fields that the body carries pays
+            // for reading their values (their field binding).
+            let mut sealed = Vec::new();
+            if has_sealed {
+                let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
+                    .map_err(|_| {
+                        Rejection::with_message(
+                            ErrorCode::MalformedBody,
+                            "The body is not valid JSON.",
+                        )
+                    })?;
+                for (k, v) in map {
+                    if let (true, serde_json::Value::String(text)) =
+                        (shape.sealed.iter().any(|s| *s == k), v)
+                    {
+                        sealed.push((k, text));
+                    }
+                }
+            }
+            let opening = &opening.clone().with_fields(sealed);
             // Only a body that carries reserved keys pays for a second pass.
             let body = if has_reserved {
                 let mut map: serde_json::Map<String, serde_json::Value> =
@@ -383,6 +410,9 @@ struct Screen<'s> {
     unknown: Vec<String>,
     /// Declared pairs, kept only when there is no original body to re-parse.
     pending: Option<Vec<(String, String)>>,
+    /// (field, sealed text) of the input's sealed fields, for their field
+    /// binding ([`Opening::with_fields`]).
+    sealed: Vec<(String, String)>,
     reencode: bool,
 }
 
@@ -397,6 +427,7 @@ impl<'s> Screen<'s> {
             reserved: Reserved::default(),
             unknown: Vec::new(),
             pending: from_parts.then(Vec::new),
+            sealed: Vec::new(),
             reencode: from_parts,
         }
     }
@@ -416,6 +447,10 @@ impl<'s> Screen<'s> {
                 self.unknown.push(k.into_owned());
             }
             return Ok(());
+        }
+        if self.shape.sealed.iter().any(|s| *s == k) {
+            self.sealed
+                .push((k.clone().into_owned(), v.clone().into_owned()));
         }
         if let Some(pending) = &mut self.pending {
             pending.push((k.into_owned(), v.into_owned()));

@@ -57,6 +57,11 @@ pub enum ErrorCode {
     DatabaseUnavailable,
     /// 409: a request with this idempotency key is still running.
     RequestInProgress,
+    /// 422: this idempotency key was used before with a different body.
+    IdempotencyKeyReused,
+    /// 409: the request with this idempotency key was applied, but its
+    /// result was too large to keep for replay.
+    IdempotencyResultUnavailable,
     /// 401: a webhook or token credential did not verify.
     InvalidSignature,
     /// 500: anything else; the detail is only in the server log under the digest.
@@ -73,7 +78,8 @@ impl ErrorCode {
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MalformedBody | MalformedActionId | InvalidBoundArgument => StatusCode::BAD_REQUEST,
-            StaleAction | RequestInProgress => StatusCode::CONFLICT,
+            StaleAction | RequestInProgress | IdempotencyResultUnavailable => StatusCode::CONFLICT,
+            IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Unauthenticated | ReauthenticationRequired | InvalidSignature => {
                 StatusCode::UNAUTHORIZED
@@ -109,6 +115,8 @@ impl ErrorCode {
             LimiterUnavailable => "limiter_unavailable",
             DatabaseUnavailable => "database_unavailable",
             RequestInProgress => "request_in_progress",
+            IdempotencyKeyReused => "idempotency_key_reused",
+            IdempotencyResultUnavailable => "idempotency_result_unavailable",
             InvalidSignature => "invalid_signature",
             Internal => "internal",
         }
@@ -141,6 +149,12 @@ impl ErrorCode {
                 "The database is unavailable; nothing was changed. Try again shortly."
             }
             RequestInProgress => "This request is already being processed.",
+            IdempotencyKeyReused => {
+                "This idempotency key was already used for a different request. Use a new key."
+            }
+            IdempotencyResultUnavailable => {
+                "This request was already applied; its result cannot be replayed."
+            }
             InvalidSignature => "The request's signature did not verify.",
             Internal => "Something went wrong on our side.",
         }

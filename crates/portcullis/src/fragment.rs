@@ -47,8 +47,101 @@ const MARKER_OPEN: &str = "<!--pc-fragment:";
 const MARKER_CLOSE: &str = "-->";
 /// How deep fragments may nest.
 const MAX_DEPTH: usize = 8;
-/// At most this many fragment keys are read from one request header.
+/// At most this many distinct fragment keys are read from one request's
+/// `Portcullis-Fragments` header (the rest are ignored).
 pub const MAX_REQUESTED: usize = 256;
+/// At most this many bytes of the `Portcullis-Fragments` header are read
+/// (keys that end past it are ignored).
+pub const MAX_REQUESTED_BYTES: usize = 16 * 1024;
+/// The re-rendered fragments of one action response stop at this many bytes
+/// of HTML; fragments past it are left out (the client keeps its copy, and a
+/// reload shows the fresh one).
+pub const MAX_AFFECTED_BYTES: usize = 1024 * 1024;
+/// At most this many fragment keys are remembered per page path (for
+/// `revalidate_path`).
+pub const MAX_KEYS_PER_PATH: usize = 4096;
+
+/// The fragment keys a client says its page shows, from the
+/// `Portcullis-Fragments` header: de-duplicated, well-formed keys only, at
+/// most [`MAX_REQUESTED`] of them from the first [`MAX_REQUESTED_BYTES`]
+/// bytes. The header is client input: without these caps one 2 KB header
+/// naming one fragment a thousand times made a 0.7 MB response.
+pub fn requested_keys(header: &str) -> Vec<&str> {
+    let mut end = header.len().min(MAX_REQUESTED_BYTES);
+    // Cut at a separator so a key is never read half.
+    if end < header.len() {
+        end = header[..end]
+            .rfind(|c: char| c.is_ascii_whitespace())
+            .unwrap_or(0);
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for key in header[..end].split_ascii_whitespace() {
+        if out.len() >= MAX_REQUESTED {
+            break;
+        }
+        if valid_key(key) && seen.insert(key) {
+            out.push(key);
+        }
+    }
+    out
+}
+
+/// The form of a page path under which its fragment keys are remembered and
+/// `revalidate_path` looks them up: no query, no empty or `.` segments, no
+/// trailing slash, and leading zeros stripped from all-digit segments
+/// (`/projects/0042` and `/projects/42` are one page to the app's id parser,
+/// and must not be two entries a client can multiply at will). Merging two
+/// paths an app tells apart only makes a `revalidate_path` of either mark
+/// both stale (a soft revalidation), never the reverse.
+pub fn canonical_path(path: &str) -> String {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let mut out = String::with_capacity(path.len().min(1024));
+    for segment in path.split('/') {
+        // `%34%32` is `42` to axum's `Path` extractor, so it is here too.
+        let segment = percent_decode(segment);
+        let segment = segment.as_ref();
+        if segment.is_empty() || segment == "." {
+            continue;
+        }
+        out.push('/');
+        if segment.bytes().all(|b| b.is_ascii_digit()) {
+            let trimmed = segment.trim_start_matches('0');
+            out.push_str(if trimmed.is_empty() { "0" } else { trimmed });
+        } else {
+            out.push_str(segment);
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// `%XX` escapes decoded (invalid ones kept as sent); `/` produced by a
+/// decoded `%2F` stays inside its segment.
+fn percent_decode(segment: &str) -> std::borrow::Cow<'_, str> {
+    if !segment.contains('%') {
+        return std::borrow::Cow::Borrowed(segment);
+    }
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
 
 /// What a render function gets: the app state, child slots, read-only forms
 /// and a way to declare the tags of the data it reads. No effects.
@@ -270,7 +363,12 @@ struct Entry {
     tags: Vec<(String, u64)>,
     refreshing: AtomicBool,
     path_stale: AtomicBool,
+    /// [`Engine::path_generation`] when rendered: an older entry is soft-stale.
+    path_generation: u64,
 }
+
+/// The fragment keys rendered into one page path.
+type PathKeys = Arc<std::sync::RwLock<HashSet<Key>>>;
 
 #[derive(Clone, Copy, Default)]
 struct TagState {
@@ -294,6 +392,9 @@ pub struct CacheConfig {
     pub max_bytes: u64,
     /// Time to live of an entry (default 10 minutes).
     pub ttl: Duration,
+    /// Upper bound of the page-path map behind `revalidate_path` (path bytes
+    /// plus about 64 bytes per remembered fragment key; default 8 MiB).
+    pub max_path_bytes: u64,
 }
 
 impl CacheConfig {
@@ -311,6 +412,7 @@ impl Default for CacheConfig {
         CacheConfig {
             max_bytes: 32 * 1024 * 1024,
             ttl: Duration::from_secs(600),
+            max_path_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -323,10 +425,25 @@ pub struct Engine {
     /// `false` when [`CacheConfig::max_bytes`] is 0: nothing is stored.
     caching: bool,
     tags: DashMap<String, TagState>,
-    /// Per page path, the fragment keys rendered into it (a set: a page is
-    /// rendered again and again, and a linear `contains` over thousands of
-    /// keys under the shard lock was most of a cached page's CPU).
-    paths: DashMap<String, HashSet<Key>>,
+    /// Per page path ([`canonical_path`]), the fragment keys rendered into it,
+    /// for `revalidate_path` (a set: a page is rendered again and again, and
+    /// a linear `contains` over thousands of keys was most of a cached
+    /// page's CPU).
+    ///
+    /// Written by every page render, so its keys are client-chosen (any
+    /// path that renders a fragment). Bounded by weight
+    /// ([`CacheConfig::max_path_bytes`]) and [`MAX_KEYS_PER_PATH`]; moka
+    /// evicts the least useful paths. Removed by eviction and the cache TTL.
+    /// A flood of distinct paths only evicts other paths' entries; since an
+    /// evicted path's `revalidate_path` could no longer find its fragments,
+    /// a `revalidate_path` of an unknown path after any eviction marks every
+    /// cached fragment soft-stale instead ([`Engine::path_generation`]), so
+    /// a flood costs background re-renders, never a stale page.
+    paths: moka::sync::Cache<Arc<str>, PathKeys>,
+    /// Set when the path map evicted a path because it was full.
+    paths_evicted: Arc<AtomicBool>,
+    /// Bumped by a `revalidate_path` that could not find its page.
+    path_generation: AtomicU64,
     renders: AtomicU64,
     background: AtomicU64,
     bus: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
@@ -360,13 +477,31 @@ impl Engine {
             })
             .time_to_live(config.ttl)
             .build();
+        let paths_evicted = Arc::new(AtomicBool::new(false));
+        let evicted = paths_evicted.clone();
+        let paths = moka::sync::Cache::builder()
+            .max_capacity(config.max_path_bytes)
+            .weigher(|path: &Arc<str>, keys: &PathKeys| {
+                let keys = keys.read().unwrap_or_else(|e| e.into_inner());
+                let bytes: usize = keys.iter().map(|k| 64 + k.param.len()).sum();
+                (64 + path.len() + bytes).min(u32::MAX as usize) as u32
+            })
+            .time_to_live(config.ttl)
+            .eviction_listener(move |_, _, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    evicted.store(true, Ordering::Release);
+                }
+            })
+            .build();
         Ok(Engine {
             defs,
             by_name,
             cache,
             caching: config.max_bytes > 0,
             tags: DashMap::new(),
-            paths: DashMap::new(),
+            paths,
+            paths_evicted,
+            path_generation: AtomicU64::new(0),
             renders: AtomicU64::new(0),
             background: AtomicU64::new(0),
             bus: Mutex::new(None),
@@ -418,14 +553,54 @@ impl Engine {
     }
 
     /// Marks every fragment rendered as part of page `path` stale (soft).
+    /// The path is compared in its [`canonical_path`] form. If the page is
+    /// not known and the path map has ever evicted (so it may have been
+    /// forgotten), every cached fragment is marked soft-stale instead.
     pub fn revalidate_path(&self, path: &str) {
-        if let Some(keys) = self.paths.get(path) {
-            for key in keys.iter() {
-                if let Some(e) = self.cache.get(key) {
-                    e.path_stale.store(true, Ordering::Release);
+        let path = canonical_path(path);
+        match self.paths.get(path.as_str()) {
+            Some(keys) => {
+                let keys = keys.read().unwrap_or_else(|e| e.into_inner());
+                for key in keys.iter() {
+                    if let Some(e) = self.cache.get(key) {
+                        e.path_stale.store(true, Ordering::Release);
+                    }
                 }
             }
+            None if self.paths_evicted.load(Ordering::Acquire) => {
+                self.path_generation.fetch_add(1, Ordering::AcqRel);
+            }
+            None => {}
         }
+    }
+
+    /// Page paths remembered for `revalidate_path`, and their weight in
+    /// bytes (after pending maintenance).
+    pub fn path_map_usage(&self) -> (u64, u64) {
+        self.paths.run_pending_tasks();
+        (self.paths.entry_count(), self.paths.weighted_size())
+    }
+
+    /// Records that fragment `k` was rendered into page `path` (canonical).
+    fn remember_path(&self, path: &str, k: &Key) {
+        if let Some(keys) = self.paths.get(path) {
+            let guard = keys.read().unwrap_or_else(|e| e.into_inner());
+            if guard.contains(k) || guard.len() >= MAX_KEYS_PER_PATH {
+                return;
+            }
+            drop(guard);
+            keys.write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(k.clone());
+            // Re-inserting re-weighs the entry (moka weighs on insert).
+            self.paths.insert(Arc::from(path), keys);
+            return;
+        }
+        let keys: PathKeys = Arc::default();
+        keys.write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(k.clone());
+        self.paths.insert(Arc::from(path), keys);
     }
 
     fn bump(&self, tag: &str, hard: bool) {
@@ -437,7 +612,8 @@ impl Engine {
     }
 
     fn freshness(&self, e: &Entry) -> Freshness {
-        let mut soft = e.path_stale.load(Ordering::Acquire);
+        let mut soft = e.path_stale.load(Ordering::Acquire)
+            || e.path_generation < self.path_generation.load(Ordering::Acquire);
         for (tag, seen) in &e.tags {
             let now = self.version(tag);
             if now.version != *seen {
@@ -505,6 +681,7 @@ impl Engine {
                 tags,
                 refreshing: AtomicBool::new(false),
                 path_stale: AtomicBool::new(false),
+                path_generation: self.path_generation.load(Ordering::Acquire),
             }),
         );
         Ok(html)
@@ -556,7 +733,8 @@ impl Engine {
         page_path: Option<&str>,
     ) -> Result<String, ActionError> {
         let mut out = String::with_capacity(1024);
-        self.expand_into(shared, key, viewer, page_path, 0, &mut out)
+        let page_path = page_path.map(canonical_path);
+        self.expand_into(shared, key, viewer, page_path.as_deref(), 0, &mut out)
             .await?;
         Ok(out)
     }
@@ -578,15 +756,10 @@ impl Engine {
             }
             let template = self.template(shared, key, viewer).await?;
             if let Some(path) = page_path
+                && self.caching
                 && let Some((k, _)) = self.key(key, viewer)
             {
-                let known = self.paths.get(path).is_some_and(|keys| keys.contains(&k));
-                if !known {
-                    let mut keys = self.paths.entry(path.to_owned()).or_default();
-                    if keys.len() < 10_000 {
-                        keys.insert(k);
-                    }
-                }
+                self.remember_path(path, &k);
             }
             out.push_str("<div data-fragment=\"");
             out.push_str(key);
@@ -623,8 +796,10 @@ impl Engine {
         viewer: Option<&Viewer>,
     ) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut seen = HashSet::new();
         for key in requested.iter().take(MAX_REQUESTED) {
-            if !valid_key(key) {
+            if !valid_key(key) || !seen.insert(*key) {
                 continue;
             }
             let Some((k, def)) = self.key(key, viewer) else {
@@ -641,7 +816,13 @@ impl Engine {
                 };
             if hit {
                 match self.render_key(shared, key, viewer, None).await {
-                    Ok(html) => out.push(((*key).to_owned(), html)),
+                    Ok(html) if bytes + html.len() > MAX_AFFECTED_BYTES => {
+                        tracing::debug!(fragment = key, "fragment left out: response cap reached");
+                    }
+                    Ok(html) => {
+                        bytes += html.len();
+                        out.push(((*key).to_owned(), html))
+                    }
                     Err(e) => {
                         tracing::debug!(fragment = key, error = ?e, "fragment not re-rendered")
                     }

@@ -3,24 +3,51 @@
 //! The client runtime sends `Idempotency-Key: <uuid>` with every submission
 //! (reused on a network retry); a no-JS form carries the same in the hidden
 //! field `_idem`. The key is scoped by action and caller (viewer id, else
-//! session, else address), so one caller can never replay or block another's
+//! session, else the browser's anonymous scope cookie — see
+//! [`crate::anon`]), so one caller can never replay or block another's
 //! request. The first request with a key runs; its successful response is
-//! stored for 24 h and every later request with the same key gets that
-//! response back without running the handler — on this instance or, with
-//! Redis, on any other. A duplicate that arrives while the first is still
-//! running gets 409 `request_in_progress`. A failed first attempt is
-//! forgotten, so its retry runs.
+//! stored for 24 h and every later request with the same key *and the same
+//! body* gets that response back without running the handler — on this
+//! instance or, with Redis, on any other. A duplicate that arrives while the
+//! first is still running gets 409 `request_in_progress`. A failed first
+//! attempt is forgotten, so its retry runs.
+//!
+//! # The request fingerprint
+//! Every claim remembers a SHA-256 of the request body (multipart boundary
+//! removed, since a browser draws a new one per submission). A key replayed
+//! with a *different* body is refused with 422 `idempotency_key_reused`
+//! (Stripe's semantics): answering it with the first result would tell the
+//! client its second, different request succeeded when it never ran.
+//!
+//! # Bounds (the keys are client-chosen)
+//! * A stored response body is at most [`MAX_STORED_BODY`] bytes. A larger
+//!   result is not kept: only its SHA-256 is, and a replay is refused with
+//!   409 `idempotency_result_unavailable` ("already applied; result too
+//!   large to replay") — the mutation still applies once.
+//! * In memory: a `moka` cache weighed in bytes (key + body + 256 bytes per
+//!   entry), [`StoreConfig::max_bytes`] in total (default 64 MiB, so at most
+//!   ~260 k entries), entries expire after [`KEEP`]. When full, moka's
+//!   TinyLFU policy decides which entries go: a flood of one-off keys evicts
+//!   (or is refused admission against) other callers' stored results, whose
+//!   retries would then run again — the bound is chosen so that the rate
+//!   limits in front of every action make that take far longer than a retry
+//!   window.
+//! * On Redis: one key per claim with a TTL ([`CLAIM`] while running,
+//!   [`KEEP`] once done) and the same per-entry cap; the total is bounded
+//!   by entries × ([`MAX_STORED_BODY`] + overhead) and by the server's
+//!   `maxmemory` policy.
 //!
 //! Checked after stage 6 (the key may be in the body) and before the handler.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::Response;
-use dashmap::DashMap;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::{ErrorCode, Rejection};
 
@@ -33,26 +60,89 @@ pub const KEEP: Duration = Duration::from_secs(24 * 3600);
 /// How long a running request holds its key (a crashed instance's claim
 /// lapses after this).
 pub const CLAIM: Duration = Duration::from_secs(60);
+/// The largest response body that is stored for replay; larger results are
+/// remembered by hash only.
+pub const MAX_STORED_BODY: usize = 64 * 1024;
+/// Fixed weight charged per entry on top of its key and body.
+const ENTRY_OVERHEAD: usize = 256;
+
+/// Bounds of the in-memory store.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Upper bound of the in-memory store in bytes (default 64 MiB).
+    pub max_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// SHA-256 of a request body, as [`fingerprint`] computes it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    fn hex(&self) -> String {
+        crate::hex(&self.0)
+    }
+}
+
+/// The fingerprint of a request body. For multipart bodies every occurrence
+/// of the boundary is left out, so the same fields sent twice by a browser
+/// (which draws a new boundary per submission) match.
+pub fn fingerprint(body: &[u8], multipart_boundary: Option<&str>) -> Fingerprint {
+    let mut hasher = Sha256::new();
+    match multipart_boundary
+        .map(str::as_bytes)
+        .filter(|b| !b.is_empty())
+    {
+        None => hasher.update(body),
+        Some(boundary) => {
+            let mut rest = body;
+            while let Some(i) = find(rest, boundary) {
+                hasher.update(&rest[..i]);
+                rest = &rest[i + boundary.len()..];
+            }
+            hasher.update(rest);
+        }
+    }
+    Fingerprint(hasher.finalize().into())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
 
 /// A stored response.
 #[derive(Clone, Serialize, Deserialize)]
 struct Stored {
+    /// Hex SHA-256 of the request body that produced it.
+    #[serde(default)]
+    request: String,
     status: u16,
     content_type: Option<String>,
     location: Option<String>,
-    body: String,
+    /// `None` when the body was over [`MAX_STORED_BODY`].
+    body: Option<String>,
+    /// Hex SHA-256 of the response body when it was not stored.
+    #[serde(default)]
+    body_sha256: Option<String>,
 }
 
 enum Slot {
-    Running(Instant),
-    Done(Stored, Instant),
+    Running { at: Instant, request: Fingerprint },
+    Done(Stored),
 }
 
 /// Where keys live: memory (one instance) or Redis (all instances).
 pub struct Store(Backend);
 
 enum Backend {
-    Memory(DashMap<String, Slot>),
+    Memory(moka::sync::Cache<Arc<str>, Arc<Slot>>),
     Redis {
         client: redis::Client,
         conn: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
@@ -77,9 +167,58 @@ pub fn valid(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+fn in_progress() -> Rejection {
+    Rejection::new(ErrorCode::RequestInProgress)
+}
+
+fn reused() -> Rejection {
+    Rejection::new(ErrorCode::IdempotencyKeyReused)
+}
+
+/// What a finished slot answers to a request with fingerprint `request`.
+fn answer(stored: &Stored, request: &Fingerprint) -> Result<Begin, Rejection> {
+    // Entries written before fingerprints existed carry none: replay them.
+    if !stored.request.is_empty() && stored.request != request.hex() {
+        return Err(reused());
+    }
+    match &stored.body {
+        Some(_) => Ok(Begin::Replay(rebuild(stored))),
+        None => Err(Rejection::with_message(
+            ErrorCode::IdempotencyResultUnavailable,
+            format!(
+                "This request was already applied. Its result was too large to keep for replay (sha256 {}).",
+                stored.body_sha256.as_deref().unwrap_or("?")
+            ),
+        )),
+    }
+}
+
+fn weigh(key: &str, slot: &Slot) -> u32 {
+    let body = match slot {
+        Slot::Running { .. } => 0,
+        Slot::Done(s) => {
+            s.body.as_ref().map_or(0, String::len)
+                + s.content_type.as_ref().map_or(0, String::len)
+                + s.location.as_ref().map_or(0, String::len)
+        }
+    };
+    (key.len() + body + ENTRY_OVERHEAD).min(u32::MAX as usize) as u32
+}
+
 impl Store {
+    /// An in-memory store with the default bounds.
     pub fn memory() -> Self {
-        Store(Backend::Memory(DashMap::new()))
+        Self::memory_with(&StoreConfig::default())
+    }
+
+    /// An in-memory store bounded by `config`.
+    pub fn memory_with(config: &StoreConfig) -> Self {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(|k: &Arc<str>, v: &Arc<Slot>| weigh(k, v))
+            .time_to_live(KEEP)
+            .build();
+        Store(Backend::Memory(cache))
     }
 
     pub fn redis(url: &str, prefix: &str) -> Result<Self, String> {
@@ -88,6 +227,18 @@ impl Store {
             conn: tokio::sync::OnceCell::new(),
             prefix: format!("{prefix}idem:"),
         }))
+    }
+
+    /// Entries and weighted bytes held in memory (after pending maintenance);
+    /// `None` for the Redis backend.
+    pub fn memory_usage(&self) -> Option<(u64, u64)> {
+        match &self.0 {
+            Backend::Memory(cache) => {
+                cache.run_pending_tasks();
+                Some((cache.entry_count(), cache.weighted_size()))
+            }
+            Backend::Redis { .. } => None,
+        }
     }
 
     async fn redis_conn(
@@ -105,34 +256,44 @@ impl Store {
         .map_err(|e| Rejection::internal(&format_args!("idempotency store: {e}")))
     }
 
-    /// Claims `key` or reports what happened to it.
-    pub async fn begin(&self, key: &str) -> Result<Begin, Rejection> {
-        let in_progress = || Rejection::new(ErrorCode::RequestInProgress);
+    /// Claims `key` for a request whose body has fingerprint `request`, or
+    /// reports what happened to it: replay, 409 in progress, 422 reused with
+    /// another body, 409 result not kept.
+    pub async fn begin(&self, key: &str, request: Fingerprint) -> Result<Begin, Rejection> {
         match &self.0 {
-            Backend::Memory(map) => {
+            Backend::Memory(cache) => {
                 let now = Instant::now();
-                if map.len() > 100_000 {
-                    map.retain(|_, s| match s {
-                        Slot::Running(t) => now.duration_since(*t) < CLAIM,
-                        Slot::Done(_, t) => now.duration_since(*t) < KEEP,
-                    });
-                }
-                let mut entry = map.entry(key.to_owned()).or_insert(Slot::Running(now));
-                match &*entry {
-                    Slot::Running(t) if *t == now => Ok(Begin::Run),
-                    Slot::Running(t) if now.duration_since(*t) >= CLAIM => {
-                        *entry = Slot::Running(now);
-                        Ok(Begin::Run)
+                let mut decision: Option<Result<Begin, Rejection>> = None;
+                let running =
+                    || moka::ops::compute::Op::Put(Arc::new(Slot::Running { at: now, request }));
+                cache.entry(Arc::from(key)).and_compute_with(|current| {
+                    match current.map(|e| e.into_value()) {
+                        None => {
+                            decision = Some(Ok(Begin::Run));
+                            running()
+                        }
+                        Some(slot) => match &*slot {
+                            // A crashed or stuck attempt's claim lapses.
+                            Slot::Running { at, .. } if now.duration_since(*at) >= CLAIM => {
+                                decision = Some(Ok(Begin::Run));
+                                running()
+                            }
+                            Slot::Running { request: r, .. } => {
+                                decision = Some(Err(if *r == request {
+                                    in_progress()
+                                } else {
+                                    reused()
+                                }));
+                                moka::ops::compute::Op::Nop
+                            }
+                            Slot::Done(stored) => {
+                                decision = Some(answer(stored, &request));
+                                moka::ops::compute::Op::Nop
+                            }
+                        },
                     }
-                    Slot::Running(_) => Err(in_progress()),
-                    Slot::Done(s, t) if now.duration_since(*t) < KEEP => {
-                        Ok(Begin::Replay(rebuild(s)))
-                    }
-                    Slot::Done(..) => {
-                        *entry = Slot::Running(now);
-                        Ok(Begin::Run)
-                    }
-                }
+                });
+                decision.unwrap_or_else(|| Err(in_progress()))
             }
             Backend::Redis {
                 client,
@@ -141,9 +302,10 @@ impl Store {
             } => {
                 let mut c = Self::redis_conn(client, conn).await?;
                 let k = format!("{prefix}{key}");
+                let running = format!("running:{}", request.hex());
                 let claimed: Option<String> = redis::cmd("SET")
                     .arg(&k)
-                    .arg("running")
+                    .arg(&running)
                     .arg("NX")
                     .arg("PX")
                     .arg(CLAIM.as_millis() as u64)
@@ -159,9 +321,12 @@ impl Store {
                     .await
                     .map_err(|e| Rejection::internal(&format_args!("idempotency store: {e}")))?;
                 match value.as_deref() {
+                    Some(v) if v == running => Err(in_progress()),
+                    // A claim written before fingerprints existed.
                     Some("running") => Err(in_progress()),
+                    Some(v) if v.starts_with("running:") => Err(reused()),
                     Some(json) => match serde_json::from_str::<Stored>(json) {
-                        Ok(s) => Ok(Begin::Replay(rebuild(&s))),
+                        Ok(s) => answer(&s, &request),
                         Err(_) => Err(in_progress()),
                     },
                     // Expired between SET and GET: treat as in progress; the retry will run.
@@ -171,8 +336,10 @@ impl Store {
         }
     }
 
-    /// Stores a successful response for `key` and hands it back.
-    pub async fn complete(&self, key: &str, response: Response) -> Response {
+    /// Stores a successful response for `key` (claimed by a request with
+    /// fingerprint `request`) and hands it back. A body over
+    /// [`MAX_STORED_BODY`] is remembered by hash only.
+    pub async fn complete(&self, key: &str, request: Fingerprint, response: Response) -> Response {
         let (parts, body) = response.into_parts();
         let bytes = match body.collect().await {
             Ok(c) => c.to_bytes(),
@@ -181,15 +348,22 @@ impl Store {
                 return Response::from_parts(parts, Body::empty());
             }
         };
+        let (body, body_sha256) = if bytes.len() <= MAX_STORED_BODY {
+            (Some(String::from_utf8_lossy(&bytes).into_owned()), None)
+        } else {
+            (None, Some(crate::hex(&Sha256::digest(&bytes))))
+        };
         let stored = Stored {
+            request: request.hex(),
             status: parts.status.as_u16(),
             content_type: header_text(&parts.headers, header::CONTENT_TYPE),
             location: header_text(&parts.headers, header::LOCATION),
-            body: String::from_utf8_lossy(&bytes).into_owned(),
+            body,
+            body_sha256,
         };
         match &self.0 {
-            Backend::Memory(map) => {
-                map.insert(key.to_owned(), Slot::Done(stored, Instant::now()));
+            Backend::Memory(cache) => {
+                cache.insert(Arc::from(key), Arc::new(Slot::Done(stored)));
             }
             Backend::Redis {
                 client,
@@ -219,8 +393,8 @@ impl Store {
     /// Forgets `key` after a failed attempt, so a retry runs.
     pub async fn abandon(&self, key: &str) {
         match &self.0 {
-            Backend::Memory(map) => {
-                map.remove(key);
+            Backend::Memory(cache) => {
+                cache.invalidate(key);
             }
             Backend::Redis {
                 client,
@@ -246,7 +420,7 @@ fn header_text(headers: &http::HeaderMap, name: header::HeaderName) -> Option<St
 }
 
 fn rebuild(s: &Stored) -> Response {
-    let mut r = Response::new(Body::from(s.body.clone()));
+    let mut r = Response::new(Body::from(s.body.clone().unwrap_or_default()));
     *r.status_mut() = StatusCode::from_u16(s.status).unwrap_or(StatusCode::OK);
     for (name, value) in [
         (header::CONTENT_TYPE, &s.content_type),
@@ -259,4 +433,19 @@ fn rebuild(s: &Stored) -> Response {
     r.headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multipart_fingerprints_ignore_the_boundary() {
+        let a = b"--AAA\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n--AAA--\r\n";
+        let b = b"--BBBB\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n--BBBB--\r\n";
+        let c = b"--BBBB\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n2\r\n--BBBB--\r\n";
+        assert_eq!(fingerprint(a, Some("AAA")), fingerprint(b, Some("BBBB")));
+        assert_ne!(fingerprint(b, Some("BBBB")), fingerprint(c, Some("BBBB")));
+        assert_ne!(fingerprint(b"name=a", None), fingerprint(b"name=b", None));
+    }
 }

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod action;
+pub mod anon;
 pub mod api;
 pub mod app;
 pub mod botcheck;

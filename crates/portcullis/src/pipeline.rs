@@ -98,13 +98,13 @@ pub(crate) async fn run<S: Clone + Send + Sync + 'static>(
     let (mut response, code) = match outcome {
         Ok(response) => {
             let response = match &claimed {
-                Some(key) => idem.complete(key, response).await,
+                Some((key, request)) => idem.complete(key, *request, response).await,
                 None => response,
             };
             (response, "ok")
         }
         Err(rejection) => {
-            if let Some(key) = &claimed {
+            if let Some((key, _)) = &claimed {
                 idem.abandon(key).await;
             }
             span.in_scope(|| {
@@ -155,7 +155,7 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     request: Request,
     extra_headers: &mut Vec<(HeaderName, HeaderValue)>,
     return_to: &mut Option<String>,
-    claimed: &mut Option<String>,
+    claimed: &mut Option<(String, crate::idempotency::Fingerprint)>,
     flash: &mut Option<crate::flash::Source>,
     observed: &mut Observed,
     request_id: &str,
@@ -209,6 +209,7 @@ async fn stages<S: Clone + Send + Sync + 'static>(
         viewer_loaded = true;
     }
     let session_id = session.id().map(|id| id.to_string());
+    let anon = parts.extensions.get::<crate::anon::AnonScope>().cloned();
     let key_request = KeyRequest {
         ip: client_ip,
         session: session_id.as_deref(),
@@ -248,23 +249,22 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     let cap = meta.body_limit.unwrap_or(config.limits.body_bytes);
     limits::check_declared_length(&parts.headers, cap)?;
     let bytes = limits::read_body(body, cap, config.limits.body_timeout).await?;
+    // After the policy: the session id is final for this request.
+    let binding = crate::anon::seal_binding(&session, anon.as_ref());
     if client == ClientKind::Html {
         // Kept (a refcount, not a copy) for the no-JS flash should stage 6 refuse.
         *flash = Some(crate::flash::Source::new(
             meta.name,
-            session::seal_binding(&session),
+            binding.clone(),
             parts.uri.query(),
             &kind,
             &bytes,
         ));
     }
     // Seals open only for this action, in this session, before their expiry.
-    let opening = Opening::new(
-        shared.sealer.clone(),
-        meta.name,
-        session::seal_binding(&session),
-        seal::unix_now(),
-    );
+    let opening = Opening::new(shared.sealer.clone(), meta.name, binding, seal::unix_now());
+    // Kept (a refcount) for the idempotency fingerprint, should a key come.
+    let body_for_fingerprint = bytes.clone();
     let (input, reserved) = action
         .exec
         .decode(&kind, bytes, shape, &config.limits, &opening)
@@ -299,17 +299,24 @@ async fn stages<S: Clone + Send + Sync + 'static>(
                 "Idempotency-Key must be 1-128 letters, digits, '-' or '_'.",
             ));
         }
-        let caller = match &viewer {
-            Some(v) => format!("u{}", v.id()),
-            None => match session.id() {
-                Some(id) => format!("s{id}"),
-                None => format!("ip{client_ip}"),
-            },
+        // Whose key it is: the viewer, else the session, else the browser
+        // (anonymous-scope cookie, `crate::anon`); only a client that keeps
+        // no cookies at all is scoped by its address.
+        let caller = match (&viewer, session.id(), &anon) {
+            (Some(v), _, _) => format!("u{}", v.id()),
+            (None, Some(id), _) => format!("s{id}"),
+            (None, None, Some(scope)) => format!("a{}", scope.id()),
+            (None, None, _) => format!("ip{client_ip}"),
         };
         let scoped = format!("{}:{caller}:{key}", meta.name);
-        match shared.idempotency.begin(&scoped).await? {
+        let boundary = match &kind {
+            BodyKind::Multipart { boundary } => Some(boundary.as_str()),
+            _ => None,
+        };
+        let request = crate::idempotency::fingerprint(&body_for_fingerprint, boundary);
+        match shared.idempotency.begin(&scoped, request).await? {
             crate::idempotency::Begin::Replay(response) => return Ok(response),
-            crate::idempotency::Begin::Run => *claimed = Some(scoped),
+            crate::idempotency::Begin::Run => *claimed = Some((scoped, request)),
         }
     }
     // 6e. Limits keyed on the submitted input (e.g. per account).
@@ -339,6 +346,7 @@ async fn stages<S: Clone + Send + Sync + 'static>(
         shared.sealer.clone(),
     )
     .with_quotas(quotas)
+    .with_anon(anon)
     .with_secure_cookies(config.secure_cookies);
     let audit_record = cx.audit_slot();
     let viewer_id = viewer.as_ref().map(|v| v.id());
@@ -392,7 +400,7 @@ async fn stages<S: Clone + Send + Sync + 'static>(
                 .headers
                 .get(FRAGMENTS_HEADER)
                 .and_then(|v| v.to_str().ok())
-                .map(|v| v.split_ascii_whitespace().collect())
+                .map(crate::fragment::requested_keys)
                 .unwrap_or_default();
             engine
                 .affected(

@@ -918,6 +918,42 @@ fn headers(limit: &Limit, d: &gcra::Decision) -> Vec<(HeaderName, HeaderValue)> 
 // In memory
 
 const SHARDS: usize = 32;
+/// Most entries one shard of one map keeps (so about a million keys per
+/// map). The keys are client-chosen (addresses, sessions, submitted emails).
+pub const MAX_PER_SHARD: usize = 32_768;
+
+/// Keeps a shard under [`MAX_PER_SHARD`]: first drops entries that no
+/// longer matter (`live` false: their window has passed, equivalent to
+/// absent), then, if a flood of live keys remains, the entries with the
+/// least `debt` down to 7/8 of the cap. For GCRA the debt is the TAT: the
+/// lowest TATs are the keys closest to a full budget, so forgetting them
+/// gives back at most a sliver of budget — a flood of fresh keys cannot
+/// reset the key it targets (which carries the most debt). Runs at most
+/// once per cap/8 inserts, so the cost is amortised (the old sweep ran on
+/// every insert once 100 k live keys were held).
+fn shed<V>(map: &mut HashMap<u64, V>, live: impl Fn(&V) -> bool, debt: impl Fn(&V) -> u64) {
+    if map.len() <= MAX_PER_SHARD {
+        return;
+    }
+    let target = MAX_PER_SHARD / 8 * 7;
+    map.retain(|_, v| live(v));
+    if map.len() <= target {
+        return;
+    }
+    let mut debts: Vec<u64> = map.values().map(&debt).collect();
+    let cut = map.len() - target;
+    let (_, threshold, _) = debts.select_nth_unstable(cut - 1);
+    let threshold = *threshold;
+    let mut over = cut;
+    map.retain(|_, v| {
+        if over > 0 && debt(v) <= threshold {
+            over -= 1;
+            false
+        } else {
+            true
+        }
+    });
+}
 
 /// The in-memory backend: sharded maps of key hash → state. No global lock:
 /// a check locks only the shards of its own keys, in index order.
@@ -997,10 +1033,8 @@ impl MemoryLimiter {
             for (d, h) in decisions.iter().zip(&hashes) {
                 let map = shard_of(&mut guards, *h, SHARDS);
                 map.insert(*h, d.new_tat);
-                // Bound memory: entries whose TAT has passed are equivalent to absent.
-                if map.len() > 100_000 {
-                    map.retain(|_, t| *t > now);
-                }
+                // Entries whose TAT has passed are equivalent to absent.
+                shed(map, |t| *t > now, |t| *t);
             }
         }
         decisions
@@ -1032,9 +1066,7 @@ impl MemoryLimiter {
                 d.used += 1;
                 let map = shard_of(&mut guards, *h, SHARDS);
                 map.insert(*h, (index, d.used));
-                if map.len() > 100_000 {
-                    map.retain(|_, (w, _)| *w >= index);
-                }
+                shed(map, |(w, _)| *w >= index, |(_, n)| *n);
             }
         }
         out
@@ -1060,6 +1092,9 @@ impl MemoryLimiter {
             return false;
         }
         map.insert(h, expires_at);
+        // Spent tokens are never shed while live (that would allow a
+        // replay); their number is bounded by the challenge lifetime times
+        // the rate at which valid proofs of work can be produced.
         if map.len() > 100_000 {
             map.retain(|_, exp| *exp > now);
         }
@@ -1379,6 +1414,41 @@ impl RedisLimiter {
 #[cfg(test)]
 mod tests {
     use super::gcra::check;
+
+    /// A flood of distinct client-chosen keys (say, emails on a login form
+    /// limited per account) within one window: the in-memory limiter stays
+    /// under its cap, and the key the flood targets keeps its debt.
+    #[test]
+    fn rate_limit_key_flood_stays_bounded() {
+        use super::*;
+        let limiter = MemoryLimiter::default();
+        let quota = Quota {
+            count: 5,
+            period: Duration::from_secs(3600),
+        };
+        let bucket = |key: String| Bucket { key, quota };
+        let now = 1_000_000_000_000u64;
+        // The victim's account is locked out: 5 attempts used.
+        let victim = bucket("login:acct:victim@example.com".into());
+        for _ in 0..5 {
+            assert!(limiter.check(std::slice::from_ref(&victim), now)[0].allowed);
+        }
+        assert!(!limiter.check(std::slice::from_ref(&victim), now)[0].allowed);
+        let n = SHARDS * MAX_PER_SHARD * 2;
+        for i in 0..n {
+            limiter.check(&[bucket(format!("login:acct:{i}@example.com"))], now + 1);
+        }
+        let held: usize = limiter.tats.iter().map(|s| lock(s).len()).sum();
+        eprintln!(
+            "{n} distinct keys → {held} held (cap {})",
+            SHARDS * MAX_PER_SHARD
+        );
+        assert!(held <= SHARDS * MAX_PER_SHARD);
+        assert!(
+            !limiter.check(std::slice::from_ref(&victim), now + 2)[0].allowed,
+            "the flood did not reset the victim's limit"
+        );
+    }
 
     fn addr(ip: std::net::IpAddr) -> String {
         let mut out = String::new();

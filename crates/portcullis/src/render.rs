@@ -93,7 +93,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
             f.mark_personalized();
         }
         // After load_viewer: the id is now that of a live record, or none.
-        let binding = session::seal_binding(&session);
+        let binding =
+            crate::anon::seal_binding(&session, parts.extensions.get::<crate::anon::AnonScope>());
         // A no-JS submission that failed validation left a flash for this page.
         crate::flash::consume(&shared, &parts.headers, &binding, &path).await;
         Ok(Page {
@@ -303,7 +304,8 @@ impl Form {
         value: impl serde::Serialize,
         ttl: Duration,
     ) -> Self {
-        let sealed = seal::seal(&value, &self.seal, ttl).unwrap_or_else(|e| {
+        let target = self.seal.clone().field(name);
+        let sealed = seal::seal(&value, &target, ttl).unwrap_or_else(|e| {
             tracing::error!(action = self.seal.action(), field = name, error = %e, "could not seal a bound argument");
             String::new()
         });

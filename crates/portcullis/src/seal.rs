@@ -9,8 +9,12 @@
 //!
 //! * the **action** it was made for (a seal for `projects.rename` does not
 //!   open in `projects.delete`),
-//! * the **session** it was made in (the session id, or the literal
-//!   `anonymous` binding for a visitor without a session record), and
+//! * the **field** it was made for (the top-level wire name, e.g.
+//!   `projectId`: two sealed fields of one action cannot be swapped),
+//! * the **session** it was made in (the session id; for a visitor without
+//!   a session, the browser's anonymous scope cookie, [`crate::anon`]; the
+//!   literal `anonymous` binding only for a client that keeps no cookies),
+//!   and
 //! * an **expiry** (default [`DEFAULT_TTL`]).
 //!
 //! Input types declare such a field as [`Sealed<T>`]. Its `Deserialize`
@@ -32,12 +36,21 @@
 //! the key as with GCM. Sealed values are small and many, and this removes a
 //! whole class of operational failure.
 //!
-//! # Wire format (v1)
-//! `base64url_nopad( 0x01 ‖ key_id[4] ‖ expiry_unix_secs[8, BE] ‖ nonce[12] ‖ ciphertext ‖ tag[16] )`,
+//! # Wire format (v2)
+//! `base64url_nopad( 0x02 ‖ key_id[4] ‖ expiry_unix_secs[8, BE] ‖ nonce[12] ‖ ciphertext ‖ tag[16] )`,
 //! plaintext = `serde_json` of the value, associated data =
-//! `"portcullis/seal/v1" ‖ len16(action) ‖ action ‖ len16(binding) ‖ binding ‖ expiry[8] ‖ key_id[4]`.
+//! `"portcullis/seal/v2" ‖ len16(action) ‖ action ‖ len16(field) ‖ field ‖ len16(binding) ‖ binding ‖ expiry[8] ‖ key_id[4]`.
 //! Length prefixes (rather than separators) make the encoding injective
-//! whatever bytes an action name contains. The key id selects the sealing
+//! whatever bytes an action name contains. v1 (no field in the AAD) is
+//! refused since the upgrade that added the field: a page rendered before
+//! it answers `invalid_bound_argument` once and is reloaded (seals live an
+//! hour by default, so nothing longer-lived is lost).
+//!
+//! The field is the top-level input field the sealed text arrives in, found
+//! by the decoder before typed deserialization ([`Opening::with_fields`]).
+//! A `Sealed<T>` nested below the top level, or minted without a field
+//! ([`SealFor`] without [`SealFor::field`]), is bound to the empty field
+//! name and opens only where no top-level field carries it. The key id selects the sealing
 //! subkey among [`KeyRing::verifying`], so seals made before a rotation keep
 //! opening while `PORTCULLIS_SECRET_PREVIOUS` holds the old secret
 //! (see `docs/rotation.md`); new seals always use the current key.
@@ -45,9 +58,8 @@
 //! # What a seal does not do
 //! * It is not single-use: within its lifetime it can be submitted again in
 //!   the same session. Handlers still re-check ownership and state.
-//! * It binds the action, not the field: two `Sealed<i64>` fields of one
-//!   action could be swapped by the client. When that matters, seal one
-//!   struct holding both values.
+//! * The same sealed text in two fields (or a seal for field A sent in
+//!   field B) is refused: field binding is by the name it arrives under.
 //! * Seals minted before sign-in do not survive it: signing in cycles the
 //!   session id (anti-fixation), and the binding follows the id. The page is
 //!   re-rendered after sign-in anyway, so this costs nothing and is safer.
@@ -78,8 +90,8 @@ pub const MAX_SEALED_LEN: usize = 8 * 1024;
 /// Prefix of the serde error message a sealed field raises when it fails to open.
 pub(crate) const FAILURE_MARKER: &str = "portcullis:invalid_bound_argument";
 
-const VERSION: u8 = 1;
-const AAD_LABEL: &[u8] = b"portcullis/seal/v1";
+const VERSION: u8 = 2;
+const AAD_LABEL: &[u8] = b"portcullis/seal/v2";
 const KEY_ID_LEN: usize = 4;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
@@ -103,8 +115,11 @@ pub fn unix_now() -> u64 {
 /// Whose seal it is: the session it was made in.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Binding {
-    /// A visitor without a session record (public actions only, in practice).
+    /// A client without a session record and without the anonymous-scope
+    /// cookie (it keeps no cookies): shared by every such client.
     Anonymous,
+    /// A browser without a session, by its anonymous scope ([`crate::anon`]).
+    Browser(Arc<str>),
     /// The id of a live session.
     Session(Arc<str>),
 }
@@ -118,6 +133,7 @@ impl Binding {
     fn as_bytes_parts(&self) -> (&'static [u8], &[u8]) {
         match self {
             Binding::Anonymous => (b"anonymous", b""),
+            Binding::Browser(id) => (b"browser:", id.as_bytes()),
             Binding::Session(id) => (b"session:", id.as_bytes()),
         }
     }
@@ -128,6 +144,7 @@ impl fmt::Debug for Binding {
         // A session id is a bearer credential: never print it.
         match self {
             Binding::Anonymous => f.write_str("Anonymous"),
+            Binding::Browser(_) => f.write_str("Browser(<redacted>)"),
             Binding::Session(_) => f.write_str("Session(<redacted>)"),
         }
     }
@@ -207,14 +224,23 @@ impl fmt::Debug for Sealer {
     }
 }
 
-fn aad(action: &str, binding: &Binding, expires: u64, key_id: &[u8; KEY_ID_LEN]) -> Vec<u8> {
+fn aad(
+    action: &str,
+    field: &str,
+    binding: &Binding,
+    expires: u64,
+    key_id: &[u8; KEY_ID_LEN],
+) -> Vec<u8> {
     let (kind, id) = binding.as_bytes_parts();
-    let mut out =
-        Vec::with_capacity(AAD_LABEL.len() + 4 + action.len() + kind.len() + id.len() + 12);
+    let mut out = Vec::with_capacity(
+        AAD_LABEL.len() + 6 + action.len() + field.len() + kind.len() + id.len() + 12,
+    );
     out.extend_from_slice(AAD_LABEL);
     let len16 = |n: usize| u16::try_from(n).unwrap_or(u16::MAX).to_be_bytes();
     out.extend_from_slice(&len16(action.len()));
     out.extend_from_slice(action.as_bytes());
+    out.extend_from_slice(&len16(field.len()));
+    out.extend_from_slice(field.as_bytes());
     out.extend_from_slice(&len16(kind.len() + id.len()));
     out.extend_from_slice(kind);
     out.extend_from_slice(id);
@@ -249,11 +275,25 @@ impl Sealer {
     }
 
     /// Seals `value` for `action` in `binding`, valid until `expires`
-    /// (Unix seconds). Always uses the current key.
+    /// (Unix seconds), bound to no field (see [`Sealer::seal_field_at`]).
+    /// Always uses the current key.
     pub fn seal_at<T: Serialize + ?Sized>(
         &self,
         value: &T,
         action: &str,
+        binding: &Binding,
+        expires: u64,
+    ) -> Result<String, SealError> {
+        self.seal_field_at(value, action, "", binding, expires)
+    }
+
+    /// Seals `value` for top-level input field `field` of `action` in
+    /// `binding`, valid until `expires` (Unix seconds).
+    pub fn seal_field_at<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        action: &str,
+        field: &str,
         binding: &Binding,
         expires: u64,
     ) -> Result<String, SealError> {
@@ -267,7 +307,7 @@ impl Sealer {
         let key = &self.current;
         let nonce_bytes: [u8; NONCE_LEN] = rand::random();
         let nonce = Nonce::from(nonce_bytes);
-        let aad = aad(action, binding, expires, &key.id);
+        let aad = aad(action, field, binding, expires, &key.id);
         let ciphertext = key
             .cipher
             .encrypt(
@@ -296,6 +336,19 @@ impl Sealer {
         binding: &Binding,
         now: u64,
     ) -> Result<T, OpenError> {
+        self.open_field_at(text, action, "", binding, now)
+    }
+
+    /// Opens a seal made by [`Sealer::seal_field_at`] for the same action,
+    /// field and binding, if it has not expired at `now` (Unix seconds).
+    pub fn open_field_at<T: DeserializeOwned>(
+        &self,
+        text: &str,
+        action: &str,
+        field: &str,
+        binding: &Binding,
+        now: u64,
+    ) -> Result<T, OpenError> {
         if text.len() > MAX_SEALED_LEN {
             return Err(OpenError::TooLong);
         }
@@ -321,7 +374,7 @@ impl Sealer {
         }
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&header[HEADER_LEN - NONCE_LEN..]);
-        let aad = aad(action, binding, expires, &key.id);
+        let aad = aad(action, field, binding, expires, &key.id);
         let plaintext = key
             .cipher
             .decrypt(
@@ -343,6 +396,7 @@ pub struct SealFor {
     sealer: Arc<Sealer>,
     action: &'static str,
     binding: Binding,
+    field: Option<String>,
 }
 
 impl SealFor {
@@ -351,7 +405,16 @@ impl SealFor {
             sealer,
             action,
             binding,
+            field: None,
         }
+    }
+
+    /// Binds the seal to the top-level input field it will be sent in (its
+    /// wire name, e.g. `projectId`). A seal sent in a top-level field opens
+    /// only if it was made for that field.
+    pub fn field(mut self, name: &str) -> Self {
+        self.field = Some(name.to_owned());
+        self
     }
 
     /// The action the seal will open in.
@@ -369,9 +432,13 @@ pub fn seal<T: Serialize + ?Sized>(
     ttl: Duration,
 ) -> Result<String, SealError> {
     let expires = unix_now().saturating_add(ttl.as_secs());
-    for_action
-        .sealer
-        .seal_at(value, for_action.action, &for_action.binding, expires)
+    for_action.sealer.seal_field_at(
+        value,
+        for_action.action,
+        for_action.field.as_deref().unwrap_or(""),
+        &for_action.binding,
+        expires,
+    )
 }
 
 /// What a `Sealed<T>` field needs to open itself: set by the decoder for the
@@ -382,6 +449,8 @@ pub struct Opening {
     action: &'static str,
     binding: Binding,
     now: u64,
+    /// (top-level field, sealed text) pairs of this request's sealed fields.
+    fields: Arc<Vec<(String, String)>>,
 }
 
 thread_local! {
@@ -395,7 +464,16 @@ impl Opening {
             action,
             binding,
             now,
+            fields: Arc::default(),
         }
+    }
+
+    /// The request's top-level sealed fields as (wire name, sealed text),
+    /// collected by the decoder before typed deserialization: a sealed text
+    /// opens only under the field name it arrived in.
+    pub fn with_fields(mut self, fields: Vec<(String, String)>) -> Self {
+        self.fields = Arc::new(fields);
+        self
     }
 
     /// Makes this context visible to `Sealed<T>` fields on this thread until
@@ -410,8 +488,19 @@ impl Opening {
     }
 
     fn open<T: DeserializeOwned>(&self, text: &str) -> Result<T, OpenError> {
+        let mut names = self
+            .fields
+            .iter()
+            .filter(|(_, t)| t == text)
+            .map(|(f, _)| f.as_str());
+        let field = names.next().unwrap_or("");
+        // The same sealed text under two field names: it was made for at
+        // most one of them, and we cannot tell which one is being read.
+        if names.any(|other| other != field) {
+            return Err(OpenError::Unauthentic);
+        }
         self.sealer
-            .open_at(text, self.action, &self.binding, self.now)
+            .open_field_at(text, self.action, field, &self.binding, self.now)
     }
 }
 
@@ -609,8 +698,12 @@ mod tests {
         );
         // Length prefixes: ("ab", "c…") and ("a", "bc…") are different AADs.
         assert_ne!(
-            aad("ab", &session("c"), 0, &[0; 4]),
-            aad("a", &session("bc"), 0, &[0; 4])
+            aad("ab", "", &session("c"), 0, &[0; 4]),
+            aad("a", "", &session("bc"), 0, &[0; 4])
+        );
+        assert_ne!(
+            aad("a", "xy", &session("c"), 0, &[0; 4]),
+            aad("a", "x", &session("yc"), 0, &[0; 4])
         );
     }
 

@@ -1,32 +1,370 @@
-//! Serving an app: peer addresses for every request, graceful shutdown.
+//! Serving an app: peer addresses for every request, connection limits,
+//! timeouts and graceful shutdown.
 //!
 //! The pipeline needs the TCP peer (trusted proxies, per-ip limits), so apps
-//! are served through [`serve`], which wires axum's `ConnectInfo`. On SIGTERM
-//! or Ctrl-C it stops accepting and lets in-flight requests finish.
+//! are served through [`serve`], which puts axum's `ConnectInfo` on every
+//! request. On SIGTERM or Ctrl-C it stops accepting and lets in-flight
+//! requests finish.
+//!
+//! # Connection-level abuse
+//! `axum::serve` has no header-read timeout, no idle timeout and no
+//! connection cap: thousands of half-sent headers stay open indefinitely.
+//! So the accept loop is our own, over hyper's HTTP/1 connection builder
+//! (hyper-util's Tokio I/O and timer), with [`ServeConfig`]:
+//!
+//! * **header-read timeout** (default 10 s): a request's headers must
+//!   arrive within it, counted from when the connection is ready for them
+//!   (hyper's `header_read_timeout`); a slow-headers client is cut off.
+//! * **keep-alive idle timeout** (default 5 s, as Node's): a connection
+//!   with no request in flight for this long is closed. (hyper's header
+//!   timer also starts as soon as a kept-alive connection waits for its next
+//!   request, so an idle connection never outlives the header timeout.)
+//! * **max connections** (default 10,000): past it the loop stops accepting
+//!   until one closes (the kernel's backlog holds the rest).
+//! * **max connections per IP** (default 256): the next connection from an
+//!   address that holds this many is closed at once, so one address cannot
+//!   take every slot. Peers inside the trusted-proxy CIDRs are exempt (all
+//!   traffic of a reverse proxy comes from its address); `0` turns the cap
+//!   off.
+//!
+//! State: the per-IP counts (a map with one entry per address that has a
+//! live connection, so at most max-connections entries; an entry goes when
+//! its last connection closes) and a semaphore. Written only by the accept
+//! loop; one abusive address can hold at most its per-IP share.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::extract::ConnectInfo;
+use dashmap::DashMap;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
 
-/// Serves `router` until SIGTERM or Ctrl-C, then drains in-flight requests.
-pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()> {
-    serve_until(listener, router, shutdown_signal()).await
+use crate::proxy::TrustedProxies;
+
+/// Connection limits and timeouts of [`serve_with`].
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Time allowed for a request's headers (default 10 s).
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed
+    /// (default 5 s).
+    pub keep_alive_idle: Duration,
+    /// Most connections open at once (default 10,000).
+    pub max_connections: usize,
+    /// Most connections open at once from one address (default 256; `0`:
+    /// no per-address cap).
+    pub max_connections_per_ip: usize,
+    /// Peers exempt from the per-address cap (your reverse proxies).
+    pub exempt: TrustedProxies,
 }
 
-/// Serves `router` until `signal` completes.
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_idle: Duration::from_secs(5),
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            exempt: TrustedProxies::none(),
+        }
+    }
+}
+
+/// Why a serve setting from the environment was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{var}: expected a whole number, got `{value}`")]
+pub struct ServeConfigError {
+    pub var: &'static str,
+    pub value: String,
+}
+
+impl ServeConfig {
+    /// The defaults, overridden by `PORTCULLIS_HEADER_READ_TIMEOUT_MS`,
+    /// `PORTCULLIS_KEEP_ALIVE_IDLE_MS`, `PORTCULLIS_MAX_CONNECTIONS` and
+    /// `PORTCULLIS_MAX_CONNECTIONS_PER_IP`; `exempt` is the app's trusted
+    /// proxies.
+    pub fn from_env(config: &crate::Config) -> Result<Self, ServeConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok(), config)
+    }
+
+    /// [`ServeConfig::from_env`] over any lookup function (for tests).
+    pub fn from_lookup(
+        get: impl Fn(&str) -> Option<String>,
+        config: &crate::Config,
+    ) -> Result<Self, ServeConfigError> {
+        let number = |var: &'static str| -> Result<Option<u64>, ServeConfigError> {
+            match get(var)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+            {
+                None => Ok(None),
+                Some(v) => v
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| ServeConfigError { var, value: v }),
+            }
+        };
+        let mut out = ServeConfig {
+            exempt: config.proxies.clone(),
+            ..ServeConfig::default()
+        };
+        if let Some(ms) = number("PORTCULLIS_HEADER_READ_TIMEOUT_MS")? {
+            out.header_read_timeout = Duration::from_millis(ms.max(1));
+        }
+        if let Some(ms) = number("PORTCULLIS_KEEP_ALIVE_IDLE_MS")? {
+            out.keep_alive_idle = Duration::from_millis(ms.max(1));
+        }
+        if let Some(n) = number("PORTCULLIS_MAX_CONNECTIONS")? {
+            out.max_connections = (n as usize).max(1);
+        }
+        if let Some(n) = number("PORTCULLIS_MAX_CONNECTIONS_PER_IP")? {
+            out.max_connections_per_ip = n as usize;
+        }
+        Ok(out)
+    }
+}
+
+/// Serves `router` until SIGTERM or Ctrl-C, then drains in-flight requests,
+/// with the default [`ServeConfig`].
+pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()> {
+    serve_with(listener, router, ServeConfig::default(), shutdown_signal()).await
+}
+
+/// Serves `router` until `signal` completes, with the default [`ServeConfig`].
 pub async fn serve_until(
     listener: TcpListener,
     router: Router,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal)
-    .await
+    serve_with(listener, router, ServeConfig::default(), signal).await
+}
+
+/// Per-address connection counts (see the module docs).
+struct PerIp {
+    counts: DashMap<IpAddr, usize>,
+    max: usize,
+}
+
+impl PerIp {
+    /// Takes a slot for `ip`, or `None` if it holds `max` already.
+    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let mut n = self.counts.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            per_ip: self.clone(),
+            ip,
+        })
+    }
+}
+
+struct IpSlot {
+    per_ip: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        self.per_ip.counts.remove_if_mut(&self.ip, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+}
+
+/// Requests in flight on one connection and when the last one ended.
+struct Activity {
+    in_flight: AtomicUsize,
+    idle_since: Mutex<Instant>,
+}
+
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it has
+/// been sent (or dropped).
+struct Counted {
+    body: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Serves `router` with `config` until `signal` completes, then stops
+/// accepting and waits for open connections to finish their requests.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    config: ServeConfig,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let max = config.max_connections.max(1);
+    let slots = Arc::new(Semaphore::new(max));
+    let per_ip = Arc::new(PerIp {
+        counts: DashMap::new(),
+        max: config.max_connections_per_ip,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut signal = std::pin::pin!(signal);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut signal => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut signal => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, as
+                    // axum::serve does, rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let ip = peer.ip();
+        let ip_slot = if config.max_connections_per_ip == 0 || config.exempt.contains(ip) {
+            None
+        } else {
+            match per_ip.acquire(ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::debug!(%ip, "connection refused: per-address cap reached");
+                    drop(stream);
+                    continue;
+                }
+            }
+        };
+        let router = router.clone();
+        let config = config.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ip_slot = ip_slot;
+            let activity = Arc::new(Activity {
+                in_flight: AtomicUsize::new(0),
+                idle_since: Mutex::new(Instant::now()),
+            });
+            let counting = activity.clone();
+            let service = hyper::service::service_fn(
+                move |mut request: http::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    let in_flight = InFlight::start(&counting);
+                    let router = router.clone();
+                    async move {
+                        let response = router
+                            .oneshot(request.map(axum::body::Body::new))
+                            .await
+                            .unwrap_or_else(|never| match never {});
+                        Ok::<_, std::convert::Infallible>(response.map(|body| {
+                            axum::body::Body::new(Counted {
+                                body,
+                                _in_flight: in_flight,
+                            })
+                        }))
+                    }
+                },
+            );
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(config.header_read_timeout);
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            let mut closing = false;
+            loop {
+                let idle_check = async {
+                    if closing {
+                        std::future::pending::<()>().await;
+                    }
+                    loop {
+                        let since = *activity
+                            .idle_since
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner());
+                        let deadline = since + config.keep_alive_idle;
+                        if activity.in_flight.load(Ordering::Acquire) == 0
+                            && Instant::now() >= deadline
+                        {
+                            return;
+                        }
+                        let wait = deadline
+                            .saturating_duration_since(Instant::now())
+                            .max(Duration::from_millis(10));
+                        tokio::time::sleep(wait).await;
+                    }
+                };
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = stop.changed(), if !closing => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    _ = idle_check => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        });
+    }
+    // Stop accepting; let every open connection finish what it is doing.
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let _all = slots.acquire_many(max as u32).await;
+    Ok(())
 }
 
 /// Completes on SIGTERM (unix) or Ctrl-C.

@@ -265,18 +265,6 @@ pub fn cookie_name(config: &crate::Config) -> &'static str {
     }
 }
 
-/// What sealed values made or opened in this request are bound to: the
-/// session id, or `anonymous` when there is no session record. Call it after
-/// the session was loaded (any read, e.g. [`load_viewer`]): before that,
-/// `Session::id` is whatever the cookie claimed, even for a record that does
-/// not exist.
-pub(crate) fn seal_binding(session: &Session) -> crate::seal::Binding {
-    match session.id() {
-        Some(id) => crate::seal::Binding::session(id),
-        None => crate::seal::Binding::Anonymous,
-    }
-}
-
 /// Signs viewers in and out. Handed to handlers through [`crate::Cx::auth`];
 /// verifying the password is the app's job, recording the result is ours.
 #[derive(Clone)]

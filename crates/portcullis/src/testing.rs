@@ -45,13 +45,20 @@ pub struct TestClient {
 impl TestClient {
     /// Starts `app` on `127.0.0.1:0` and returns a client for it.
     pub async fn start(app: &App) -> Self {
+        Self::start_with(app, crate::server::ServeConfig::default()).await
+    }
+
+    /// [`TestClient::start`] with connection limits and timeouts of your
+    /// choosing.
+    pub async fn start_with(app: &App, serve: crate::server::ServeConfig) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind an ephemeral port");
         let addr = listener.local_addr().expect("local addr");
         let router = app.router();
         let task = tokio::spawn(async move {
-            let _ = crate::server::serve_until(listener, router, std::future::pending()).await;
+            let _ =
+                crate::server::serve_with(listener, router, serve, std::future::pending()).await;
         });
         let jar = Arc::new(Jar::default());
         TestClient {
@@ -116,6 +123,29 @@ impl TestClient {
         self.jar
             .cookies(&url)
             .and_then(|v| v.to_str().ok().map(str::to_owned))
+    }
+
+    /// The seal binding this client's requests get: its session, else its
+    /// browser's anonymous scope ([`crate::anon`]), else the shared
+    /// anonymous binding.
+    pub fn seal_binding(&self) -> crate::seal::Binding {
+        let cookies = self.cookies().unwrap_or_default();
+        let session = crate::session::cookie_name(self.shared.config());
+        if let Some(id) = cookies
+            .split("; ")
+            .find_map(|c| c.strip_prefix(session)?.strip_prefix('='))
+        {
+            return crate::seal::Binding::session(id);
+        }
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = cookies.parse() {
+            headers.insert(http::header::COOKIE, v);
+        }
+        let config = self.shared.config();
+        match crate::anon::from_headers(&config.keys, config.secure_cookies, &headers) {
+            Some(scope) => crate::seal::Binding::Browser(std::sync::Arc::from(scope.id())),
+            None => crate::seal::Binding::Anonymous,
+        }
     }
 
     /// Replaces this client's cookies with `cookie` (`name=value`).

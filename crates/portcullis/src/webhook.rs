@@ -322,7 +322,8 @@ async fn receive_inner<S: Clone>(
         "webhook:{path}:{}",
         event_id.unwrap_or_else(|| hex(&signature))
     );
-    match shared.idempotency.begin(&key).await? {
+    let fingerprint = crate::idempotency::fingerprint(&body, None);
+    match shared.idempotency.begin(&key, fingerprint).await? {
         Begin::Replay(r) => return Ok(r),
         Begin::Run => {}
     }
@@ -330,7 +331,7 @@ async fn receive_inner<S: Clone>(
     match outcome {
         Ok(()) => {
             let ok = respond::json_response(StatusCode::OK, br#"{"ok":true}"#.to_vec());
-            Ok(shared.idempotency.complete(&key, ok).await)
+            Ok(shared.idempotency.complete(&key, fingerprint, ok).await)
         }
         Err(e) => {
             shared.idempotency.abandon(&key).await;

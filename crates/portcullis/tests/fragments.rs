@@ -346,6 +346,7 @@ async fn cache_memory_stays_within_its_bound_under_100k_distinct_keys() {
         CacheConfig {
             max_bytes: bound,
             ttl: Duration::from_secs(600),
+            ..CacheConfig::default()
         },
     );
     let c = TestClient::start(&app).await;

@@ -111,3 +111,27 @@ async fn harness_catches_an_allowlist_that_trusts_the_attacker() {
         );
     }
 }
+
+/// Issue #16: the classes every app has — client-named fragment lists,
+/// idempotency keys reused with another body, slow headers — are attacked
+/// too, so adopters get them without writing the tests.
+#[tokio::test]
+async fn harness_attacks_fragment_lists_reused_idempotency_keys_and_slow_headers() {
+    let app = app(config(), Router::new());
+    let report = harness(&app)
+        .idempotency_sample("notes.add", &[("text", "first")], &[("text", "second")])
+        .run()
+        .await;
+    println!("{report}");
+    report.assert_clean();
+    let passed = |target: &str, attack: &str| {
+        report
+            .checks
+            .iter()
+            .any(|c| c.target == target && c.attack == attack && c.verdict == Verdict::Pass)
+    };
+    assert!(passed("(server)", "slow_headers"), "{report}");
+    assert!(passed("notes.add", "idempotency_key_reused"), "{report}");
+    assert!(passed("notes.add", "fragment_list_flood"), "{report}");
+    assert!(passed("notes.public", "fragment_list_flood"), "{report}");
+}

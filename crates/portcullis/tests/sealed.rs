@@ -209,14 +209,18 @@ async fn expired_sealed_value_is_refused() {
     let fx = start().await;
     let sealer = fx.client.shared().sealer().clone();
     let now = seal::unix_now();
-    // Anonymous client, so the binding is known; only the expiry differs.
+    // Anonymous client with its browser scope (from a first page), so the
+    // binding is known; only the expiry differs.
+    fx.client.get("/seal?action=sealed.pick&value=1").await;
+    let binding = fx.client.seal_binding();
+    assert!(matches!(binding, Binding::Browser(_)), "{binding:?}");
     let expired = sealer
-        .seal_at(&7i64, "sealed.pick", &Binding::Anonymous, now - 1)
+        .seal_field_at(&7i64, "sealed.pick", "projectId", &binding, now - 1)
         .unwrap();
     assert_bad_seal(&pick(&fx.client, "sealed.pick", &expired).await);
     assert_eq!(fx.state.runs(), 0);
     let fresh = sealer
-        .seal_at(&7i64, "sealed.pick", &Binding::Anonymous, now + 60)
+        .seal_field_at(&7i64, "sealed.pick", "projectId", &binding, now + 60)
         .unwrap();
     assert_eq!(pick(&fx.client, "sealed.pick", &fresh).await.status, 200);
     // A page form with a zero lifetime expires as the next second starts.

@@ -26,9 +26,6 @@ struct RawUser {
 
 impl From<RawUser> for UserRow {
     fn from(r: RawUser) -> Self {
-        if let Some(key) = &r.api_key {
-            taint_api_key(key);
-        }
         UserRow {
             id: r.id,
             email: r.email,
@@ -39,14 +36,11 @@ impl From<RawUser> for UserRow {
     }
 }
 
-/// A stored third-party key is registered with the taint scanner whenever it
-/// is written or read, so no response can ever carry it, even by accident
-/// (say, an error message that echoes a form).
-pub fn taint_api_key(key: &str) {
-    if let Err(e) = portcullis::unique_value(key, "third-party api key") {
-        tracing::debug!(error = %e, "api key not registered for taint scanning");
-    }
-}
+// A stored third-party key is a value the *user* chose, so it is not
+// registered with the process-wide taint scanner: a user could save a string
+// every page contains and make every response fail for everyone. It is a
+// `Secret<String>` from the row on (refuses to serialize), never shown again
+// after saving, and the DTO only says whether one is configured.
 
 pub struct Users<'a>(pub(super) &'a Dal);
 
@@ -183,9 +177,6 @@ impl Users<'_> {
     }
 
     pub async fn set_api_key(&self, viewer: &Viewer, key: Option<&str>) -> DalResult<()> {
-        if let Some(key) = key {
-            taint_api_key(key);
-        }
         sqlx::query("UPDATE users SET api_key = $2 WHERE id = $1")
             .bind(viewer.id())
             .bind(key)

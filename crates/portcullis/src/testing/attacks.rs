@@ -20,6 +20,9 @@
 //! | `sealed_replay`     | a seal minted for another action, in this session           | 400 `invalid_bound_argument`      |
 //! | `stale_id`          | the action's id of two epochs ago                           | 409 `stale_action`                |
 //! | `malformed_id`      | once per app: `/_action/!!`                                 | 400 `malformed_action_id`         |
+//! | `fragment_list_flood` | a 64 KB `Portcullis-Fragments` header naming one key thousands of times, and thousands of distinct keys (with `isAdmin=true`, or the action's `idempotency_sample` input) | no 5xx, response under the re-render cap |
+//! | `idempotency_key_reused` | per action given [`Harness::idempotency_sample`]: one key, two different valid bodies | 2xx, then 422 `idempotency_key_reused` |
+//! | `slow_headers`      | once per app: half a request's headers, then silence         | connection closed within the header timeout |
 //!
 //! Raw routes the app serves outside the pipeline (webhooks, legacy form
 //! endpoints) are invisible to the manifest; list them with
@@ -53,7 +56,7 @@ use futures::future::BoxFuture;
 
 use crate::app::{ACTION_PREFIX, App, ManifestEntry};
 use crate::policy::Policy;
-use crate::seal::{Binding, unix_now};
+use crate::seal::unix_now;
 use crate::testing::{TestClient, TestResponse};
 
 /// The foreign origin the attacks come from.
@@ -66,7 +69,20 @@ pub struct Harness {
     app: App,
     sign_in: Option<SignIn>,
     raw_routes: Vec<(String, bool)>,
+    samples: Vec<IdempotencySample>,
 }
+
+/// Two valid, different inputs for one action (see
+/// [`Harness::idempotency_sample`]).
+struct IdempotencySample {
+    action: String,
+    first: Vec<(String, String)>,
+    second: Vec<(String, String)>,
+}
+
+/// The header-read timeout the harness serves the app with for the
+/// `slow_headers` attack (the default is 10 s; the mechanism is the same).
+pub const HARNESS_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What one attack found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,7 +206,31 @@ impl Harness {
             app: app.clone(),
             sign_in: None,
             raw_routes: Vec::new(),
+            samples: Vec::new(),
         }
+    }
+
+    /// Two valid, different inputs for action `name`: the harness sends the
+    /// first with an `Idempotency-Key`, then the second with the same key,
+    /// and expects 422 `idempotency_key_reused` (not the first result).
+    pub fn idempotency_sample(
+        mut self,
+        name: &str,
+        first: &[(&str, &str)],
+        second: &[(&str, &str)],
+    ) -> Self {
+        let own = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        self.samples.push(IdempotencySample {
+            action: name.to_owned(),
+            first: own(first),
+            second: own(second),
+        });
+        self
     }
 
     /// How to turn a fresh client into a signed-in one (with whatever role
@@ -214,7 +254,14 @@ impl Harness {
 
     /// Starts the app on an ephemeral port and runs every attack.
     pub async fn run(self) -> Report {
-        let anonymous = TestClient::start(&self.app).await;
+        let anonymous = TestClient::start_with(
+            &self.app,
+            crate::server::ServeConfig {
+                header_read_timeout: HARNESS_HEADER_TIMEOUT,
+                ..crate::server::ServeConfig::default()
+            },
+        )
+        .await;
         let signed_in = match &self.sign_in {
             Some(f) => {
                 let c = anonymous.new_session();
@@ -311,7 +358,7 @@ impl Harness {
                 entry.meta.sealed_fields.first(),
                 names.iter().find(|n| **n != name),
             ) {
-                let binding = session_binding(&client, &shared);
+                let binding = client.seal_binding();
                 let forged = shared
                     .sealer()
                     .seal_at(&"1", other, &binding, unix_now() + 600)
@@ -341,6 +388,70 @@ impl Harness {
             )
             .await;
             run.check("stale_id", &r, expect(409, "stale_action"), false);
+
+            // Client-named fragment lists: duplicated and oversized. Sent
+            // with a body the action refuses (no side effects), or with the
+            // action's sample input when one was given (the success path,
+            // where fragments are re-rendered).
+            let sample = self.samples.iter().find(|s| s.action == name);
+            let body = match sample {
+                Some(s) => form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(&s.first)
+                    .finish(),
+                None => "isAdmin=true".to_owned(),
+            };
+            let one = "x:1 ".repeat(16 * 1024);
+            let many: String = (0..8_000).map(|i| format!("x:{i} ")).collect();
+            for list in [one, many] {
+                let r = client
+                    .post(&path)
+                    .header("sec-fetch-site", "same-origin")
+                    .header("origin", client.origin())
+                    .header("accept", "application/json")
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("portcullis-fragments", list)
+                    .body(body.clone());
+                let r =
+                    TestResponse::read(r.send().await.expect("request reached the test server"))
+                        .await;
+                run.check_bounded("fragment_list_flood", &r, MAX_FLOOD_RESPONSE);
+            }
+
+            if let Some(sample) = sample {
+                let key = format!("harness-{}", rand::random::<u64>());
+                let send = |pairs: &[(String, String)]| {
+                    let body = form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(pairs)
+                        .finish();
+                    client
+                        .post(&path)
+                        .header("sec-fetch-site", "same-origin")
+                        .header("origin", client.origin())
+                        .header("accept", "application/json")
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .header("idempotency-key", key.clone())
+                        .body(body)
+                };
+                let first =
+                    TestResponse::read(send(&sample.first).send().await.expect("reached")).await;
+                if first.status.is_success() {
+                    let second =
+                        TestResponse::read(send(&sample.second).send().await.expect("reached"))
+                            .await;
+                    run.check(
+                        "idempotency_key_reused",
+                        &second,
+                        expect(422, "idempotency_key_reused"),
+                        true,
+                    );
+                } else {
+                    run.inconclusive(
+                        "idempotency_key_reused",
+                        &first,
+                        "the first sample input was not accepted",
+                    );
+                }
+            }
         }
 
         let r = same_origin(
@@ -360,6 +471,23 @@ impl Harness {
             &r,
             expect(400, "malformed_action_id"),
             false,
+        );
+
+        let slow = slow_headers(anonymous.addr()).await;
+        Runner {
+            report: &mut report,
+            target: "(server)",
+            gated: false,
+        }
+        .push(
+            "slow_headers",
+            format!("closed within {:?}", HARNESS_HEADER_TIMEOUT * 3),
+            0,
+            None,
+            match slow {
+                Ok(()) => Verdict::Pass,
+                Err(why) => Verdict::Fail(why),
+            },
         );
 
         for (path, gated) in &self.raw_routes {
@@ -403,17 +531,36 @@ fn forbidden_cross_origin() -> Expect {
     expect(403, "cross_origin_request")
 }
 
-/// The seal binding of `client`'s session (its session cookie), or anonymous.
-fn session_binding(client: &TestClient, shared: &crate::app::Shared) -> Binding {
-    let name = crate::session::cookie_name(shared.config());
-    client
-        .cookies()
-        .and_then(|all| {
-            all.split("; ")
-                .find_map(|c| c.strip_prefix(name)?.strip_prefix('=').map(str::to_owned))
-        })
-        .map(Binding::session)
-        .unwrap_or(Binding::Anonymous)
+/// The largest response a fragment-list flood may produce: the re-render
+/// cap plus room for the envelope.
+const MAX_FLOOD_RESPONSE: usize = crate::fragment::MAX_AFFECTED_BYTES + 64 * 1024;
+
+/// Sends half a request's headers and waits: the server must close the
+/// connection within three header timeouts.
+async fn slow_headers(addr: std::net::SocketAddr) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .write_all(b"POST /_action/x HTTP/1.1\r\nHost: harness\r\nX-Slow: ")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = [0u8; 1024];
+    let started = std::time::Instant::now();
+    loop {
+        match tokio::time::timeout(HARNESS_HEADER_TIMEOUT * 3, stream.read(&mut buf)).await {
+            Err(_) => {
+                return Err(format!(
+                    "the connection was still open after {:?}",
+                    started.elapsed()
+                ));
+            }
+            // Closed (an error page before closing is fine too).
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(()),
+            Ok(Ok(_)) => continue,
+        }
+    }
 }
 
 async fn hostile(client: &TestClient, path: &str, fetch_metadata: bool) -> TestResponse {
@@ -490,6 +637,53 @@ impl Runner<'_> {
             code,
             verdict,
         });
+    }
+
+    fn push(
+        &mut self,
+        attack: &'static str,
+        expected: String,
+        status: u16,
+        code: Option<String>,
+        verdict: Verdict,
+    ) {
+        self.report.checks.push(Check {
+            target: self.target.to_owned(),
+            attack,
+            expected,
+            status,
+            code,
+            verdict,
+        });
+    }
+
+    fn inconclusive(&mut self, attack: &'static str, r: &TestResponse, why: &str) {
+        self.push(
+            attack,
+            "a first accepted call".into(),
+            r.status.as_u16(),
+            r.error_code(),
+            Verdict::Inconclusive(why.into()),
+        );
+    }
+
+    /// Any non-5xx answer whose body stays under `max` bytes.
+    fn check_bounded(&mut self, attack: &'static str, r: &TestResponse, max: usize) {
+        let status = r.status.as_u16();
+        let verdict = if status >= 500 {
+            Verdict::Fail("the server failed".into())
+        } else if r.body.len() > max {
+            Verdict::Fail(format!("a {}-byte response", r.body.len()))
+        } else {
+            Verdict::Pass
+        };
+        self.push(
+            attack,
+            format!("no 5xx, at most {max} bytes"),
+            status,
+            r.error_code(),
+            verdict,
+        );
     }
 
     /// For raw routes: only the status can be expected.

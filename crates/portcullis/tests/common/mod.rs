@@ -279,7 +279,7 @@ pub fn register_sealed(actions: &mut portcullis::Actions<State>) {
                 .limit(per_ip(1000).per_minute())
                 .handler(
                     |cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
-                        let target = cx.seal_for("sealed.pick");
+                        let target = cx.seal_for("sealed.pick").field("projectId");
                         let sealed = seal::seal(&77i64, &target, seal::DEFAULT_TTL)
                             .map_err(|e| ActionError::internal(e.to_string()))?;
                         Ok(Minted { sealed })
