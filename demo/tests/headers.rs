@@ -213,13 +213,13 @@ async fn demo_action_error_and_asset_responses_carry_the_headers() {
     let r = anon.get("/api/projects").await;
     assert_eq!(r.status, 401, "API without a token");
     uncacheable.push(("API refusal", r));
-    // A 500 page: the database goes away under a signed-in page render.
+    // The database goes away under a signed-in page render: a 503 (the
+    // framework's 500 pages are covered in crates/portcullis/tests/headers.rs).
     demo.db.pool.close().await;
     let r = alice.get("/projects").await;
-    assert_eq!(r.status, 500, "{}", r.text());
-    assert!(r.text().contains("<html"));
-    assert_no_inline_code("error page 500", &r.text());
-    uncacheable.push(("error page 500", r));
+    assert!(r.status.is_server_error(), "{}", r.text());
+    assert_no_inline_code("error page 5xx", &r.text());
+    uncacheable.push(("error 5xx (database down)", r));
     for (kind, r) in &uncacheable {
         assert_secure_headers(kind, r);
         assert_uncacheable(kind, r);
@@ -232,11 +232,16 @@ async fn demo_action_error_and_asset_responses_carry_the_headers() {
         let r = anon.get(path).await;
         assert_eq!(r.status, 200, "{path}");
         assert_secure_headers(path, &r);
-        assert!(
-            r.header("cache-control")
-                .is_some_and(|c| c.starts_with("public")),
-            "{path}: assets keep their own caching"
-        );
+        if r.header("set-cookie").is_some() {
+            // A response that sets a cookie (the anonymous scope) is never cached.
+            assert_uncacheable(path, &r);
+        } else {
+            assert!(
+                r.header("cache-control")
+                    .is_some_and(|c| c.starts_with("public")),
+                "{path}: assets keep their own caching"
+            );
+        }
     }
 }
 
