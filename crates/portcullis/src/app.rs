@@ -74,6 +74,14 @@ pub struct Shared {
     pub(crate) cross_origin_routes: Vec<crate::routes::CrossOriginRoute>,
     /// Idempotency keys (memory, or Redis when configured).
     pub(crate) idempotency: crate::idempotency::Store,
+    /// Webhook deliveries already applied, in memory mode: a store of its
+    /// own, because the shared idempotency store evicts under a flood of
+    /// client-chosen keys, and an evicted delivery could be replayed inside
+    /// its signature window. Written only after a valid signature (so only
+    /// by whoever holds a webhook secret); bounded like the idempotency store
+    /// (bytes, 24 h TTL); entries expire. `None` = use `idempotency` (Redis:
+    /// its entries are removed by TTL only, never by other callers' keys).
+    pub(crate) webhook_seen: Option<crate::idempotency::Store>,
     /// Fragments, render cache and tag versions.
     pub(crate) fragments: Arc<crate::fragment::Engine>,
     pub(crate) challenges: Challenges,
@@ -431,6 +439,8 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 .map_err(|e| BuildError::Limiter(LimiterError::Backend(e)))?,
             None => crate::idempotency::Store::memory_with(&self.idempotency),
         };
+        let webhook_seen = (self.config.redis_url.is_none() && !self.webhooks.is_empty())
+            .then(|| crate::idempotency::Store::memory_with(&self.idempotency));
         let mut cross_origin_routes: Vec<crate::routes::CrossOriginRoute> = self
             .webhooks
             .iter()
@@ -472,6 +482,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             api: api_config,
             cross_origin_routes,
             idempotency,
+            webhook_seen,
             fragments: engine,
             config: self.config,
             ids,
