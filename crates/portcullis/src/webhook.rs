@@ -323,7 +323,10 @@ async fn receive_inner<S: Clone>(
         event_id.unwrap_or_else(|| hex(&signature))
     );
     let fingerprint = crate::idempotency::fingerprint(&body, None);
-    match shared.idempotency.begin(&key, fingerprint).await? {
+    // In memory mode, a store of its own that client-chosen idempotency keys
+    // cannot evict (see `Shared::webhook_seen`).
+    let seen = shared.webhook_seen.as_ref().unwrap_or(&shared.idempotency);
+    match seen.begin(&key, fingerprint).await? {
         Begin::Replay(r) => return Ok(r),
         Begin::Run => {}
     }
@@ -331,10 +334,10 @@ async fn receive_inner<S: Clone>(
     match outcome {
         Ok(()) => {
             let ok = respond::json_response(StatusCode::OK, br#"{"ok":true}"#.to_vec());
-            Ok(shared.idempotency.complete(&key, fingerprint, ok).await)
+            Ok(seen.complete(&key, fingerprint, ok).await)
         }
         Err(e) => {
-            shared.idempotency.abandon(&key).await;
+            seen.abandon(&key).await;
             Err(e.into_rejection())
         }
     }
