@@ -49,6 +49,13 @@ pub enum BuildError {
         "production mode needs `Portcullis::accounts(..)`: without an account directory a deleted user's or a changed password's sessions stay valid (install `portcullis::session::NoAccounts` if the app signs nobody in)"
     )]
     NoAccountDirectory,
+    #[error(transparent)]
+    Headers(#[from] crate::headers::HeadersError),
+    #[error("webhook {path}: {finding}")]
+    WebhookSecret {
+        path: String,
+        finding: crate::deploy::Finding,
+    },
     #[error("action `{action}`: {source}")]
     InputShape {
         action: &'static str,
@@ -92,6 +99,8 @@ pub struct Shared {
     pub(crate) audit: Option<Arc<dyn AuditSink>>,
     /// Current security stamps ([`crate::session`]), if the app installed one.
     pub(crate) accounts: Option<Arc<dyn crate::session::AccountDirectory>>,
+    /// The security-header policy ([`crate::headers`]).
+    pub(crate) headers: Arc<crate::headers::Compiled>,
 }
 
 impl Shared {
@@ -169,6 +178,11 @@ impl Shared {
         self.ids.epoch()
     }
 
+    /// The security-header policy in force (manifest, report counters).
+    pub fn security_headers(&self) -> &crate::headers::Compiled {
+        &self.headers
+    }
+
     /// The action metrics (Prometheus text via [`Metrics::encode`]).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -189,6 +203,7 @@ impl Shared {
                 })
                 .collect(),
             cross_origin_routes: self.cross_origin_routes.clone(),
+            security_headers: self.headers.manifest(),
         }
     }
 }
@@ -201,6 +216,9 @@ pub struct Manifest {
     /// Routes that accept cross-origin requests, and why that is safe.
     #[serde(rename = "crossOriginRoutes")]
     pub cross_origin_routes: Vec<crate::routes::CrossOriginRoute>,
+    /// The response-header policy and its per-route overrides.
+    #[serde(rename = "securityHeaders")]
+    pub security_headers: crate::headers::HeadersManifest,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -234,6 +252,7 @@ pub struct Portcullis<S> {
     audit: Option<Arc<dyn AuditSink>>,
     idempotency: crate::idempotency::StoreConfig,
     accounts: Option<Arc<dyn crate::session::AccountDirectory>>,
+    headers: crate::headers::SecurityHeaders,
 }
 
 impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
@@ -250,7 +269,16 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             audit: None,
             idempotency: crate::idempotency::StoreConfig::default(),
             accounts: None,
+            headers: crate::headers::SecurityHeaders::default(),
         }
+    }
+
+    /// The response-header policy (default: the strict one in
+    /// [`crate::headers`]); per-route overrides with
+    /// [`crate::headers::SecurityHeaders::route`].
+    pub fn security_headers(mut self, headers: crate::headers::SecurityHeaders) -> Self {
+        self.headers = headers;
+        self
     }
 
     /// Bounds of the in-memory idempotency store (default 64 MiB; see
@@ -347,6 +375,15 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 "no account directory (`Portcullis::accounts`): sessions survive password changes and account deletion; production refuses to start like this"
             );
         }
+        if self.config.mode == crate::Mode::Production {
+            // Production refuses development secrets ([`crate::deploy`]).
+            for (path, hook, _) in &self.webhooks {
+                if let Some(finding) = hook.production_finding() {
+                    let path = path.clone();
+                    return Err(BuildError::WebhookSecret { path, finding });
+                }
+            }
+        }
         let mut by_name = HashMap::new();
         let mut actions = Vec::with_capacity(self.actions.list.len());
         for (index, mut action) in self.actions.list.into_iter().enumerate() {
@@ -404,7 +441,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         };
         let webhook_seen = (self.config.redis_url.is_none() && !self.webhooks.is_empty())
             .then(|| crate::idempotency::Store::memory_with(&self.idempotency));
-        let cross_origin_routes: Vec<crate::routes::CrossOriginRoute> = self
+        let mut cross_origin_routes: Vec<crate::routes::CrossOriginRoute> = self
             .webhooks
             .iter()
             .map(|(path, hook, _)| crate::routes::CrossOriginRoute {
@@ -416,8 +453,14 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 },
             })
             .collect();
+        let headers =
+            Arc::new(self.headers.compile(
+                self.config.mode == crate::Mode::Production && self.config.secure_cookies,
+            )?);
+        if headers.manifest().report_path.is_some() {
+            cross_origin_routes.push(crate::headers::report_route());
+        }
         let flash_sealer = crate::flash::sealer(&self.config.keys);
-        let mut cross_origin_routes = cross_origin_routes;
         let (api_router, api_config) = match self.api {
             Some((router, config, origins)) => {
                 cross_origin_routes.push(crate::routes::CrossOriginRoute {
@@ -453,6 +496,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             metrics: Metrics::default(),
             audit: self.audit,
             accounts: self.accounts,
+            headers: headers.clone(),
         });
         let inner = Arc::new(Inner {
             shared: shared.clone(),
@@ -513,8 +557,16 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             .merge(pages)
             .merge(hooks)
             .merge(api_router)
+            .merge(crate::headers::report_router(
+                headers.clone(),
+                shared.config.limits.body_timeout,
+            ))
             .layer(axum::Extension(shared.clone()))
-            .layer(sessions);
+            .layer(sessions)
+            .layer(axum::middleware::from_fn_with_state(
+                headers,
+                crate::headers::layer,
+            ));
         Ok(App { router, shared })
     }
 }
