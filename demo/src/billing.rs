@@ -5,6 +5,7 @@
 //! protection by event id.
 
 use portcullis::ActionError;
+use portcullis::deploy::EnvSecret;
 use portcullis::webhook::{Event, Scheme, Webhook};
 use serde::Deserialize;
 
@@ -12,18 +13,27 @@ use crate::AppState;
 
 pub const PATH: &str = "/webhooks/billing";
 pub const HEADER: &str = "billing-signature";
-/// Development default; set `BILLING_WEBHOOK_SECRET` in production.
+/// Development default, public by being here: production refuses it (the
+/// app does not start, `demo check --deploy` lists it).
 pub const DEV_SECRET: &str = "dev-billing-webhook-secret";
+/// `BILLING_WEBHOOK_SECRET`: the HMAC secret the payment provider signs with.
+pub const SECRET: EnvSecret = EnvSecret {
+    var: "BILLING_WEBHOOK_SECRET",
+    dev_default: DEV_SECRET,
+};
 
 pub fn webhook() -> Webhook {
-    let secret = std::env::var("BILLING_WEBHOOK_SECRET").unwrap_or_else(|_| DEV_SECRET.to_owned());
     // An operator-configured secret: registered with the taint scanner, so
     // no response can carry it. A low-entropy one is refused there (and
-    // logged); the webhook still verifies with it.
-    if let Err(e) = portcullis::unique_value(&secret, "billing webhook secret") {
+    // logged), and production refuses it anyway (`portcullis::deploy`).
+    if let Some(secret) = std::env::var(SECRET.var)
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        && let Err(e) = portcullis::unique_value(secret.trim(), "billing webhook secret")
+    {
         tracing::warn!(error = %e, "billing webhook secret not registered for taint scanning");
     }
-    Webhook::new(secret.into_bytes(), Scheme::Timestamped, HEADER)
+    Webhook::from_env(SECRET, Scheme::Timestamped, HEADER)
 }
 
 #[derive(Deserialize)]

@@ -5,6 +5,8 @@
 //!                         GET /metrics on PORTCULLIS_ADMIN_ADDR if set (e.g. 127.0.0.1:9090)
 //! demo manifest --json    print every action (name, id, policy, limits, fields)
 //! demo seed [--bench]     fill the database with a sample world / the bench workload
+//! demo check --deploy     list every development setting production would refuse;
+//!                         exit 1 if there is one, 0 for a correct production setup
 //! ```
 #![forbid(unsafe_code)]
 
@@ -34,6 +36,10 @@ async fn main() -> ExitCode {
                 }),
         )
         .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args == ["check", "--deploy"] {
+        return check_deploy();
+    }
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -41,6 +47,20 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `demo check --deploy`: like Django's, one line per finding.
+fn check_deploy() -> ExitCode {
+    let findings = demo::deploy_check(&|k| std::env::var(k).ok(), &data_dir());
+    if findings.is_empty() {
+        println!("deploy check: no findings; this environment is configured for production");
+        return ExitCode::SUCCESS;
+    }
+    println!("deploy check: {} finding(s):", findings.len());
+    for f in &findings {
+        println!("  - {f}");
+    }
+    ExitCode::FAILURE
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -91,7 +111,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         other => Err(format!(
-            "unknown arguments {other:?}; usage: demo [serve | manifest [--json] | seed [--bench]]"
+            "unknown arguments {other:?}; usage: demo [serve | manifest [--json] | seed [--bench] | check --deploy]"
         )
         .into()),
     }

@@ -115,7 +115,7 @@ async fn flash_goes_to_the_form_that_was_posted_and_never_carries_secrets() {
         .header("accept", "text/html")
         .header("origin", anon.origin())
         .header("content-type", "application/x-www-form-urlencoded")
-        .body("email=alice%40example.com&password=wrong-password-here")
+        .body("email=alice%40example.com&password=wrong-password-here&_hp=")
         .send()
         .await
         .unwrap();

@@ -10,6 +10,31 @@ pub struct Manifest {
     #[serde(default)]
     pub epoch: u64,
     pub actions: Vec<Entry>,
+    /// The response-header policy; absent in manifests of apps built before
+    /// the framework set security headers (nothing to audit then).
+    #[serde(default, rename = "securityHeaders")]
+    pub security_headers: Option<SecurityHeaders>,
+}
+
+/// The `securityHeaders` section: the app-wide policy and per-route overrides.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SecurityHeaders {
+    pub default: HeaderPolicy,
+    #[serde(default)]
+    pub routes: Vec<HeaderPolicy>,
+}
+
+/// One policy; `weakens` lists how it is weaker than the framework default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderPolicy {
+    pub path: String,
+    #[serde(default)]
+    pub content_security_policy: String,
+    #[serde(default)]
+    pub weakens: Vec<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 impl Manifest {

@@ -36,6 +36,7 @@ pub const DESTRUCTIVE_WITHOUT_RECENT: &str = "destructive-without-recent";
 pub const IDEMPOTENCY_UNDECLARED: &str = "idempotency-undeclared";
 pub const INVALID_ALLOW: &str = "invalid-allow";
 pub const FAIL_OPEN: &str = "fail-open";
+pub const WEAKENED_HEADERS: &str = "weakened-headers";
 
 /// Every rule, in report order.
 pub const RULES: &[Rule] = &[
@@ -88,6 +89,11 @@ pub const RULES: &[Rule] = &[
         id: FAIL_OPEN,
         title: "Action runs without its limits while the limiter is down",
         help: "`.fail_open()` serves the action unlimited (no rate limits, quotas or spent-challenge checks) whenever Redis is unreachable or slow, so an attacker who can overload Redis switches its limits off. Remove it (the default is 503 `limiter_unavailable`), or allow with the reason this action must stay available.",
+    },
+    Rule {
+        id: WEAKENED_HEADERS,
+        title: "Security headers weaker than the default",
+        help: "The Content-Security-Policy is relaxed (framing by another origin, report-only, extra script or form-action sources, unsafe keywords or wildcards). Keep the default, or narrow the relaxation to one route with `SecurityHeaders::route(path, RouteHeaders::new()..)` and say why with `.because(reason)`.",
     },
     Rule {
         id: INVALID_ALLOW,
@@ -323,12 +329,68 @@ pub fn audit(manifest: &crate::Manifest) -> Vec<Finding> {
             });
         }
     }
+    findings.extend(header_findings(manifest));
     findings
+}
+
+/// One finding per policy that weakens the default: the app-wide one (no
+/// reason can silence it) and each route override (reviewed when it carries
+/// a reason, like `.allow_audit`).
+fn header_findings(manifest: &crate::Manifest) -> Vec<Finding> {
+    let Some(headers) = &manifest.security_headers else {
+        return Vec::new();
+    };
+    std::iter::once(&headers.default)
+        .chain(&headers.routes)
+        .filter(|p| !p.weakens.is_empty())
+        .map(|p| Finding {
+            rule: WEAKENED_HEADERS,
+            action: if p.path == "*" {
+                "headers (app-wide)".to_owned()
+            } else {
+                format!("headers {}", p.path)
+            },
+            message: format!("weakens the default policy: {}", p.weakens.join(", ")),
+            allowed: p
+                .reason
+                .as_ref()
+                .filter(|r| !r.trim().is_empty() && p.path != "*")
+                .cloned(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weakened_header_policies_are_findings_unless_a_route_says_why() {
+        let manifest = crate::Manifest::parse(
+            r#"{"actions": [], "securityHeaders": {
+                "default": {"path": "*", "weakens": ["report-only (nothing is blocked)"]},
+                "routes": [
+                    {"path": "/embed/{id}", "weakens": ["frame-ancestors https://p.example"], "reason": "partner widget"},
+                    {"path": "/legacy", "weakens": ["script-src 'unsafe-inline'"]},
+                    {"path": "/fine", "weakens": []}
+                ]}}"#,
+        )
+        .unwrap();
+        let found = audit(&manifest);
+        let summary: Vec<(&str, bool)> = found
+            .iter()
+            .map(|f| (f.action.as_str(), f.allowed.is_some()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("headers (app-wide)", false),
+                ("headers /embed/{id}", true),
+                ("headers /legacy", false)
+            ]
+        );
+        assert!(found.iter().all(|f| f.rule == WEAKENED_HEADERS));
+    }
 
     #[test]
     fn words_split_names() {

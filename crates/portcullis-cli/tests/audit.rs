@@ -37,6 +37,7 @@ fn finds_each_planted_violation_and_nothing_else() {
         ("v.not_idempotent", "idempotency-undeclared"),
         ("v.fail_open", "fail-open"),
         ("v.bad_allow", "invalid-allow"),
+        ("headers /legacy", "weakened-headers"),
     ]
     .into_iter()
     .map(|(a, r)| (a.to_owned(), r))
@@ -82,13 +83,13 @@ fn exit_code_and_formats() {
     assert_eq!(run(&args(&[]), &mut out, &mut err), 1);
     let table = String::from_utf8(out).unwrap();
     assert!(table.contains("v.privileged"), "{table}");
-    assert!(table.contains("11 finding(s), 1 allowed"), "{table}");
+    assert!(table.contains("12 finding(s), 2 allowed"), "{table}");
 
     let (mut out, mut err) = (Vec::new(), Vec::new());
     assert_eq!(run(&args(&["--json"]), &mut out, &mut err), 1);
     let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(json["open"], 11);
-    assert_eq!(json["allowed"], 1);
+    assert_eq!(json["allowed"], 2);
 
     // A clean manifest exits 0.
     let clean = r#"{"actions":[{"name":"a.rename","policy":{"kind":"authenticated"},

@@ -52,6 +52,13 @@ pub enum BuildError {
         "production mode needs `Portcullis::accounts(..)`: without an account directory a deleted user's or a changed password's sessions stay valid (install `portcullis::session::NoAccounts` if the app signs nobody in)"
     )]
     NoAccountDirectory,
+    #[error(transparent)]
+    Headers(#[from] crate::headers::HeadersError),
+    #[error("webhook {path}: {finding}")]
+    WebhookSecret {
+        path: String,
+        finding: crate::deploy::Finding,
+    },
     #[error("action `{action}`: {source}")]
     InputShape {
         action: &'static str,
@@ -70,6 +77,14 @@ pub struct Shared {
     pub(crate) cross_origin_routes: Vec<crate::routes::CrossOriginRoute>,
     /// Idempotency keys (memory, or Redis when configured).
     pub(crate) idempotency: crate::idempotency::Store,
+    /// Webhook deliveries already applied, in memory mode: a store of its
+    /// own, because the shared idempotency store evicts under a flood of
+    /// client-chosen keys, and an evicted delivery could be replayed inside
+    /// its signature window. Written only after a valid signature (so only
+    /// by whoever holds a webhook secret); bounded like the idempotency store
+    /// (bytes, 24 h TTL); entries expire. `None` = use `idempotency` (Redis:
+    /// its entries are removed by TTL only, never by other callers' keys).
+    pub(crate) webhook_seen: Option<crate::idempotency::Store>,
     /// Fragments, render cache and tag versions.
     pub(crate) fragments: Arc<crate::fragment::Engine>,
     pub(crate) challenges: Challenges,
@@ -87,6 +102,8 @@ pub struct Shared {
     pub(crate) audit: Option<Arc<dyn AuditSink>>,
     /// Current security stamps ([`crate::session`]), if the app installed one.
     pub(crate) accounts: Option<Arc<dyn crate::session::AccountDirectory>>,
+    /// The security-header policy ([`crate::headers`]).
+    pub(crate) headers: Arc<crate::headers::Compiled>,
 }
 
 impl Shared {
@@ -164,6 +181,11 @@ impl Shared {
         self.ids.epoch()
     }
 
+    /// The security-header policy in force (manifest, report counters).
+    pub fn security_headers(&self) -> &crate::headers::Compiled {
+        &self.headers
+    }
+
     /// The action metrics (Prometheus text via [`Metrics::encode`]).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -184,6 +206,7 @@ impl Shared {
                 })
                 .collect(),
             cross_origin_routes: self.cross_origin_routes.clone(),
+            security_headers: self.headers.manifest(),
         }
     }
 }
@@ -196,6 +219,9 @@ pub struct Manifest {
     /// Routes that accept cross-origin requests, and why that is safe.
     #[serde(rename = "crossOriginRoutes")]
     pub cross_origin_routes: Vec<crate::routes::CrossOriginRoute>,
+    /// The response-header policy and its per-route overrides.
+    #[serde(rename = "securityHeaders")]
+    pub security_headers: crate::headers::HeadersManifest,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -231,6 +257,7 @@ pub struct Portcullis<S> {
     redis: Option<crate::store::Redis>,
     idempotency: crate::idempotency::StoreConfig,
     accounts: Option<Arc<dyn crate::session::AccountDirectory>>,
+    headers: crate::headers::SecurityHeaders,
 }
 
 impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
@@ -248,6 +275,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             redis: None,
             idempotency: crate::idempotency::StoreConfig::default(),
             accounts: None,
+            headers: crate::headers::SecurityHeaders::default(),
         }
     }
 
@@ -257,6 +285,14 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     /// Without it, `build` makes one from `REDIS_URL` if set.
     pub fn redis(mut self, redis: crate::store::Redis) -> Self {
         self.redis = Some(redis);
+        self
+    }
+
+    /// The response-header policy (default: the strict one in
+    /// [`crate::headers`]); per-route overrides with
+    /// [`crate::headers::SecurityHeaders::route`].
+    pub fn security_headers(mut self, headers: crate::headers::SecurityHeaders) -> Self {
+        self.headers = headers;
         self
     }
 
@@ -354,6 +390,15 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 "no account directory (`Portcullis::accounts`): sessions survive password changes and account deletion; production refuses to start like this"
             );
         }
+        if self.config.mode == crate::Mode::Production {
+            // Production refuses development secrets ([`crate::deploy`]).
+            for (path, hook, _) in &self.webhooks {
+                if let Some(finding) = hook.production_finding() {
+                    let path = path.clone();
+                    return Err(BuildError::WebhookSecret { path, finding });
+                }
+            }
+        }
         let mut by_name = HashMap::new();
         let mut actions = Vec::with_capacity(self.actions.list.len());
         for (index, mut action) in self.actions.list.into_iter().enumerate() {
@@ -413,7 +458,9 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             Some(r) => crate::idempotency::Store::on_redis(r.clone()),
             None => crate::idempotency::Store::memory_with(&self.idempotency),
         };
-        let cross_origin_routes: Vec<crate::routes::CrossOriginRoute> = self
+        let webhook_seen = (self.config.redis_url.is_none() && !self.webhooks.is_empty())
+            .then(|| crate::idempotency::Store::memory_with(&self.idempotency));
+        let mut cross_origin_routes: Vec<crate::routes::CrossOriginRoute> = self
             .webhooks
             .iter()
             .map(|(path, hook, _)| crate::routes::CrossOriginRoute {
@@ -425,8 +472,14 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 },
             })
             .collect();
+        let headers =
+            Arc::new(self.headers.compile(
+                self.config.mode == crate::Mode::Production && self.config.secure_cookies,
+            )?);
+        if headers.manifest().report_path.is_some() {
+            cross_origin_routes.push(crate::headers::report_route());
+        }
         let flash_sealer = crate::flash::sealer(&self.config.keys);
-        let mut cross_origin_routes = cross_origin_routes;
         let (api_router, api_config) = match self.api {
             Some((router, config, origins)) => {
                 cross_origin_routes.push(crate::routes::CrossOriginRoute {
@@ -449,6 +502,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             api: api_config,
             cross_origin_routes,
             idempotency,
+            webhook_seen,
             fragments: engine,
             config: self.config,
             ids,
@@ -469,6 +523,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                     after: session_deadline,
                 }) as Arc<dyn crate::session::AccountDirectory>
             }),
+            headers: headers.clone(),
         });
         let inner = Arc::new(Inner {
             shared: shared.clone(),
@@ -537,13 +592,19 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             .merge(pages)
             .merge(hooks)
             .merge(api_router)
+            .merge(crate::headers::report_router(
+                headers.clone(),
+                shared.config.limits.body_timeout,
+            ))
             .layer(axum::Extension(shared.clone()))
             .layer(sessions)
-            // Outside the session layer: a session save that fails after the
-            // handler becomes 503 `session_store_unavailable`, not a bare 500.
             .layer(axum::middleware::from_fn(move |req, next| {
                 crate::store::session_guard(login.clone(), reauth.clone(), req, next)
-            }));
+            }))
+            .layer(axum::middleware::from_fn_with_state(
+                headers,
+                crate::headers::layer,
+            ));
         Ok(App { router, shared })
     }
 }

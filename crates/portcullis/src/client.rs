@@ -1,4 +1,7 @@
-//! Serving the client runtime, `client/portcullis.js`.
+//! Serving the client runtime, `client/portcullis.js`, and the framework's
+//! stylesheet, `client/portcullis.css` (the honeypot's off-screen class and
+//! the error pages' styles: files, so the CSP needs no inline styles; see
+//! [`crate::headers`]).
 //!
 //! Why a content-hashed URL: the script changes with the framework, and a
 //! browser holding last week's copy would speak last week's envelope. With
@@ -34,6 +37,22 @@ static FILE_NAME: LazyLock<String> = LazyLock::new(|| {
 
 static SCRIPT_PATH: LazyLock<String> = LazyLock::new(|| format!("{ASSET_PREFIX}{}", *FILE_NAME));
 
+/// The stylesheet's source, as shipped.
+pub const STYLE: &str = include_str!("../../../client/portcullis.css");
+
+static STYLE_NAME: LazyLock<String> = LazyLock::new(|| {
+    let digest = Sha256::digest(STYLE.as_bytes());
+    format!("portcullis.{}.css", crate::hex(&digest[..8]))
+});
+
+static STYLE_PATH: LazyLock<String> = LazyLock::new(|| format!("{ASSET_PREFIX}{}", *STYLE_NAME));
+
+/// The stylesheet's URL path, with its content hash:
+/// `link rel="stylesheet" href=(portcullis::client::style_path())`.
+pub fn style_path() -> &'static str {
+    STYLE_PATH.as_str()
+}
+
 /// The script's URL path, with its content hash:
 /// `<script type="module" src=(portcullis::client::script_path())>`.
 pub fn script_path() -> &'static str {
@@ -46,16 +65,20 @@ pub(crate) fn router() -> Router {
 }
 
 async fn serve(Path(file): Path<String>) -> Response {
-    if file != *FILE_NAME {
+    let (content_type, body) = if file == *FILE_NAME {
+        ("text/javascript; charset=utf-8", SCRIPT)
+    } else if file == *STYLE_NAME {
+        ("text/css; charset=utf-8", STYLE)
+    } else {
         return StatusCode::NOT_FOUND.into_response();
-    }
+    };
     (
         [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
-        SCRIPT,
+        body,
     )
         .into_response()
 }

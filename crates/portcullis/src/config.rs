@@ -110,6 +110,9 @@ pub enum ConfigError {
         expected: &'static str,
         value: String,
     },
+    /// Production with development settings ([`crate::deploy`]).
+    #[error("{0}")]
+    Deploy(crate::deploy::Findings),
     #[error("dev secret file {path}: {source}")]
     DevSecret {
         path: PathBuf,
@@ -162,6 +165,9 @@ impl Config {
                 });
             }
         };
+        if mode == Mode::Production {
+            refuse_development_defaults(&get, data_dir)?;
+        }
         let secret_var = |var: &'static str| -> Result<Option<MasterSecret>, ConfigError> {
             match get(var).filter(|s| !s.trim().is_empty()) {
                 None => Ok(None),
@@ -261,6 +267,20 @@ fn deadlines(
         }
     }
     Ok(d)
+}
+
+/// Production mode does not start with a development setting; every one
+/// found is in the error ([`crate::deploy::framework_findings`]).
+fn refuse_development_defaults(
+    get: &impl Fn(&str) -> Option<String>,
+    data_dir: &Path,
+) -> Result<(), ConfigError> {
+    let findings = crate::deploy::framework_findings(get, data_dir);
+    if findings.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Deploy(crate::deploy::Findings(findings)))
+    }
 }
 
 fn flag(
@@ -377,7 +397,10 @@ mod tests {
     fn production_refuses_to_start_without_a_secret() {
         let err =
             Config::from_lookup(lookup(&[("PORTCULLIS_ENV", "production")]), &tmp()).unwrap_err();
-        assert!(matches!(err, ConfigError::MissingSecret));
+        assert!(matches!(err, ConfigError::Deploy(_)), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("PORTCULLIS_SECRET: is not set"), "{text}");
+        assert!(text.contains("openssl rand -base64 32"), "{text}");
     }
 
     #[test]

@@ -400,6 +400,99 @@ struct TagState {
     hard: u64,
 }
 
+/// The most tag versions an engine remembers (default of
+/// [`TagVersions::new`]); see [`TagVersions`].
+pub const MAX_TAGS: usize = 100_000;
+
+/// Tag versions: the current version of every tag that was bumped.
+///
+/// * **Who writes it:** `update_tag`/`revalidate_tag` from successful actions
+///   (tags named by app code, typically after a scoped database write, so a
+///   client picks them only indirectly, e.g. by creating records) and the
+///   Redis tag bus (other instances' bumps).
+/// * **What bounds it:** at most `max` tags ([`MAX_TAGS`] by default). Every
+///   version comes from one engine-wide sequence, so versions are unique and
+///   only grow.
+/// * **What removes it:** when a bump would exceed the bound, the least
+///   recently bumped tenth is forgotten — after the `floor` was raised to the
+///   highest version among them. A forgotten (or never bumped) tag reads as
+///   `floor`, hard. So a fragment cached before a forgotten bump sees a newer
+///   hard version and re-renders: forgetting costs re-renders, never a stale
+///   page.
+/// * **When one user abuses it:** a user who makes many records (many
+///   distinct tags) can push the map to its bound; the others then pay one
+///   re-render of their cached fragments per eviction round, not stale data.
+struct TagVersions {
+    map: DashMap<String, TagState>,
+    /// The engine-wide version sequence.
+    sequence: AtomicU64,
+    /// What a tag not in `map` reads as (raised before anything is removed).
+    floor: AtomicU64,
+    max: usize,
+    /// One eviction round at a time.
+    evicting: Mutex<()>,
+}
+
+impl TagVersions {
+    fn new(max: usize) -> Self {
+        TagVersions {
+            map: DashMap::new(),
+            sequence: AtomicU64::new(0),
+            floor: AtomicU64::new(0),
+            max: max.max(10),
+            evicting: Mutex::new(()),
+        }
+    }
+
+    fn get(&self, tag: &str) -> TagState {
+        match self.map.get(tag) {
+            Some(t) => *t,
+            None => {
+                let floor = self.floor.load(Ordering::Acquire);
+                TagState {
+                    version: floor,
+                    hard: floor,
+                }
+            }
+        }
+    }
+
+    fn bump(&self, tag: &str, hard: bool) {
+        if self.map.len() >= self.max && !self.map.contains_key(tag) {
+            self.evict_oldest();
+        }
+        let version = self.sequence.fetch_add(1, Ordering::AcqRel) + 1;
+        let floor = self.floor.load(Ordering::Acquire);
+        let mut t = self.map.entry(tag.to_owned()).or_insert(TagState {
+            version: floor,
+            hard: floor,
+        });
+        t.version = version;
+        if hard {
+            t.hard = version;
+        }
+    }
+
+    /// Forgets the least recently bumped tenth of the tags, raising the
+    /// floor to their highest version first.
+    fn evict_oldest(&self) {
+        let _round = self.evicting.lock().unwrap_or_else(|e| e.into_inner());
+        if self.map.len() < self.max {
+            return;
+        }
+        let mut versions: Vec<u64> = self.map.iter().map(|t| t.version).collect();
+        let cut = versions.len() / 10;
+        let (_, threshold, _) = versions.select_nth_unstable(cut);
+        let threshold = *threshold;
+        self.floor.fetch_max(threshold, Ordering::AcqRel);
+        self.map.retain(|_, t| t.version > threshold);
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
 enum Freshness {
     Fresh,
     Soft,
@@ -418,6 +511,10 @@ pub struct CacheConfig {
     /// Upper bound of the page-path map behind `revalidate_path` (path bytes
     /// plus about 64 bytes per remembered fragment key; default 8 MiB).
     pub max_path_bytes: u64,
+    /// Upper bound of remembered tag versions (default [`MAX_TAGS`]); past
+    /// it the least recently bumped are forgotten, which re-renders, never
+    /// serves stale (see `TagVersions`).
+    pub max_tags: usize,
 }
 
 impl CacheConfig {
@@ -436,6 +533,7 @@ impl Default for CacheConfig {
             max_bytes: 32 * 1024 * 1024,
             ttl: Duration::from_secs(600),
             max_path_bytes: 8 * 1024 * 1024,
+            max_tags: MAX_TAGS,
         }
     }
 }
@@ -447,7 +545,7 @@ pub struct Engine {
     cache: moka::sync::Cache<Key, Arc<Entry>>,
     /// `false` when [`CacheConfig::max_bytes`] is 0: nothing is stored.
     caching: bool,
-    tags: DashMap<String, TagState>,
+    tags: TagVersions,
     /// Per page path ([`canonical_path`]), the fragment keys rendered into it,
     /// for `revalidate_path` (a set: a page is rendered again and again, and
     /// a linear `contains` over thousands of keys was most of a cached
@@ -523,7 +621,7 @@ impl Engine {
             by_name,
             cache,
             caching: config.max_bytes > 0,
-            tags: DashMap::new(),
+            tags: TagVersions::new(config.max_tags),
             paths,
             paths_evicted,
             path_generation: AtomicU64::new(0),
@@ -561,7 +659,13 @@ impl Engine {
     }
 
     fn version(&self, tag: &str) -> TagState {
-        self.tags.get(tag).map(|t| *t).unwrap_or_default()
+        self.tags.get(tag)
+    }
+
+    /// How many tag versions are remembered (bounded by
+    /// [`CacheConfig::max_tags`]).
+    pub fn tag_count(&self) -> usize {
+        self.tags.len()
     }
 
     /// Expires `tag` now, on this instance and (if configured) all others.
@@ -629,11 +733,7 @@ impl Engine {
     }
 
     fn bump(&self, tag: &str, hard: bool) {
-        let mut t = self.tags.entry(tag.to_owned()).or_default();
-        t.version += 1;
-        if hard {
-            t.hard = t.version;
-        }
+        self.tags.bump(tag, hard);
     }
 
     fn freshness(&self, e: &Entry) -> Freshness {

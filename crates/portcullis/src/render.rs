@@ -43,6 +43,8 @@ use crate::viewer::Viewer;
 /// Read-only render context for a page request.
 pub struct Page {
     shared: Arc<Shared>,
+    /// This response's CSP nonce and caching facts ([`crate::headers`]).
+    facts: Option<Arc<crate::headers::ResponseFacts>>,
     viewer: Option<Viewer>,
     path: String,
     /// The session seals minted on this page are bound to.
@@ -82,6 +84,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_else(|| "/".into());
+        let facts = parts
+            .extensions
+            .get::<Arc<crate::headers::ResponseFacts>>()
+            .cloned();
+        if let (Some(f), Some(_)) = (&facts, &viewer) {
+            // Rendered for a signed-in viewer: `Cache-Control: no-store`.
+            f.mark_personalized();
+        }
         // After load_viewer: the id is now that of a live record, or none.
         let binding =
             crate::anon::seal_binding(&session, parts.extensions.get::<crate::anon::AnonScope>());
@@ -89,6 +99,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
         crate::flash::consume(&shared, &parts.headers, &binding, &path).await;
         Ok(Page {
             shared,
+            facts,
             viewer,
             path,
             binding,
@@ -125,6 +136,20 @@ impl Page {
     /// `script type="module" src=(page.script_src()) {}` in the layout.
     pub fn script_src(&self) -> &'static str {
         crate::client::script_path()
+    }
+
+    /// The framework stylesheet's URL (honeypot class, error pages):
+    /// `link rel="stylesheet" href=(page.style_href());` in the layout.
+    pub fn style_href(&self) -> &'static str {
+        crate::client::style_path()
+    }
+
+    /// This response's Content-Security-Policy nonce (fresh per response):
+    /// `script nonce=(page.csp_nonce()) { … }` is the only way an inline
+    /// script (or `<style>`) runs under the framework's policy
+    /// ([`crate::headers`]). Empty outside a portcullis app.
+    pub fn csp_nonce(&self) -> &str {
+        self.facts.as_deref().map_or("", |f| f.nonce())
     }
 
     /// Starts a form for the action registered as `name`.
@@ -401,9 +426,11 @@ impl Form {
                     input type="hidden" name=(crate::idempotency::FIELD) value=(key);
                 }
                 @if self.honeypot {
-                    // Off-screen rather than `display:none` (which some bots skip);
-                    // hidden from assistive technology and the tab order.
-                    div aria-hidden="true" style="position:absolute;left:-10000px;top:auto;width:1px;height:1px;overflow:hidden" {
+                    // Off-screen rather than `display:none` (which some bots skip),
+                    // by the `pc-honeypot` class of the framework's stylesheet
+                    // (no `style=`: the CSP allows no inline styles); hidden
+                    // from assistive technology and the tab order.
+                    div.pc-honeypot aria-hidden="true" {
                         label { "Leave this field empty"
                             input type="text" name=(crate::botcheck::HONEYPOT_FIELD) value=""
                                 tabindex="-1" autocomplete="off";

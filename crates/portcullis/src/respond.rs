@@ -258,9 +258,10 @@ pub fn error_page(rejection: &Rejection, login_path: &str, back: Option<&str>) -
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) }
-                style { (maud::PreEscaped(ERROR_CSS)) }
+                // A file, not an inline <style>: the CSP allows no inline styles.
+                link rel="stylesheet" href=(crate::client::style_path());
             }
-            body {
+            body.pc-error-page {
                 main role="main" {
                     h1 { (title) }
                     p role="alert" { (rejection.message) }
@@ -286,10 +287,6 @@ pub fn error_page(rejection: &Rejection, login_path: &str, back: Option<&str>) -
         }
     }
 }
-
-const ERROR_CSS: &str = "body{font:16px/1.5 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}\
-main{max-width:32rem;margin:10vh auto;padding:2rem;background:#fff;border-radius:12px;box-shadow:0 1px 3px #0002}\
-h1{margin-top:0;font-size:1.4rem}.digest{color:#667;font-size:.85rem}a{color:#2456d6}";
 
 #[cfg(test)]
 mod tests {

@@ -53,6 +53,9 @@ pub enum Scheme {
 #[derive(Clone)]
 pub struct Webhook {
     secret: Secret<Vec<u8>>,
+    /// Where the secret came from, so production can refuse a development
+    /// fallback ([`crate::deploy`]).
+    source: SecretSource,
     scheme: Scheme,
     header: &'static str,
     tolerance: Duration,
@@ -60,15 +63,86 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// `header` carries the signature, e.g. `"x-billing-signature"`.
+    /// `header` carries the signature, e.g. `"x-billing-signature"`. Prefer
+    /// [`Webhook::from_env`], which production can check.
     pub fn new(secret: impl Into<Vec<u8>>, scheme: Scheme, header: &'static str) -> Self {
         Webhook {
             secret: Secret::new(secret.into()),
+            source: SecretSource::Code,
             scheme,
             header,
             tolerance: Duration::from_secs(300),
             max_body: 64 * 1024,
         }
+    }
+
+    /// The secret from environment variable `secret.var`; when it is unset,
+    /// `secret.dev_default` (and a log line saying so). In production
+    /// [`crate::Portcullis::build`] refuses the result unless the variable
+    /// holds a real secret: set, ≥ 32 bytes, not the development default,
+    /// not a placeholder ([`crate::deploy::secret_problem`]).
+    pub fn from_env(
+        secret: crate::deploy::EnvSecret,
+        scheme: Scheme,
+        header: &'static str,
+    ) -> Self {
+        Self::from_lookup(|k| std::env::var(k).ok(), secret, scheme, header)
+    }
+
+    /// [`Webhook::from_env`] over any lookup function (tests, tooling).
+    pub fn from_lookup(
+        get: impl Fn(&str) -> Option<String>,
+        secret: crate::deploy::EnvSecret,
+        scheme: Scheme,
+        header: &'static str,
+    ) -> Self {
+        let value = get(secret.var).filter(|v| !v.trim().is_empty());
+        let (bytes, used_default) = match value {
+            Some(v) => (v.trim().as_bytes().to_vec(), false),
+            None => {
+                tracing::info!(
+                    "{} is not set: the webhook uses its development secret (refused in production)",
+                    secret.var
+                );
+                (secret.dev_default.as_bytes().to_vec(), true)
+            }
+        };
+        let mut hook = Webhook::new(bytes, scheme, header);
+        hook.source = SecretSource::Env {
+            secret,
+            used_default,
+        };
+        hook
+    }
+
+    /// Why production must refuse this webhook's secret, if it must.
+    pub fn production_finding(&self) -> Option<crate::deploy::Finding> {
+        let value = String::from_utf8_lossy(self.secret.expose()).into_owned();
+        let (var, problem) = match self.source {
+            SecretSource::Env {
+                secret,
+                used_default: true,
+            } => (
+                secret.var,
+                crate::deploy::secret_problem(None, Some(secret.dev_default)),
+            ),
+            SecretSource::Env { secret, .. } => (
+                secret.var,
+                crate::deploy::secret_problem(Some(&value), Some(secret.dev_default)),
+            ),
+            SecretSource::Code => (
+                "(webhook secret given in code)",
+                crate::deploy::secret_problem(Some(&value), None),
+            ),
+        };
+        problem.map(|problem| crate::deploy::Finding {
+            var: var.to_owned(),
+            problem,
+            fix: format!(
+                "set it to the secret your provider gave you, or {}",
+                crate::deploy::GENERATE
+            ),
+        })
     }
 
     pub fn tolerance(mut self, tolerance: Duration) -> Self {
@@ -151,6 +225,19 @@ impl Webhook {
             }
         }
     }
+}
+
+/// Where a webhook's secret came from.
+#[derive(Clone, Copy, Debug)]
+enum SecretSource {
+    /// [`Webhook::new`]: whatever the app passed.
+    Code,
+    /// [`Webhook::from_env`]: the variable, and whether it was unset (so the
+    /// development default is in use).
+    Env {
+        secret: crate::deploy::EnvSecret,
+        used_default: bool,
+    },
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
@@ -236,7 +323,10 @@ async fn receive_inner<S: Clone>(
         event_id.unwrap_or_else(|| hex(&signature))
     );
     let fingerprint = crate::idempotency::fingerprint(&body, None);
-    match shared.idempotency.begin(&key, fingerprint).await? {
+    // In memory mode, a store of its own that client-chosen idempotency keys
+    // cannot evict (see `Shared::webhook_seen`).
+    let seen = shared.webhook_seen.as_ref().unwrap_or(&shared.idempotency);
+    match seen.begin(&key, fingerprint).await? {
         Begin::Replay(r) => return Ok(r),
         Begin::Run => {}
     }
@@ -244,10 +334,10 @@ async fn receive_inner<S: Clone>(
     match outcome {
         Ok(()) => {
             let ok = respond::json_response(StatusCode::OK, br#"{"ok":true}"#.to_vec());
-            Ok(shared.idempotency.complete(&key, fingerprint, ok).await)
+            Ok(seen.complete(&key, fingerprint, ok).await)
         }
         Err(e) => {
-            shared.idempotency.abandon(&key).await;
+            seen.abandon(&key).await;
             Err(e.into_rejection())
         }
     }

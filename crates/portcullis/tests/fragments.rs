@@ -410,3 +410,38 @@ async fn invalidation_on_one_instance_is_visible_on_another_through_redis() {
     eprintln!("invalidation on A visible on B after {seen:?}");
     assert!(seen < Duration::from_millis(100), "{seen:?}");
 }
+
+/// Tag versions are bounded: past `max_tags` the least recently bumped are
+/// forgotten. A flood of distinct tags (e.g. one user creating many records)
+/// must neither grow the map without bound nor make a forgotten bump look
+/// fresh: a fragment cached before its tag was bumped must not come back
+/// after that bump was evicted.
+#[tokio::test]
+async fn tag_flood_stays_bounded_and_never_resurrects_a_stale_fragment() {
+    let state = State::default();
+    let app = build(
+        config(),
+        state.clone(),
+        CacheConfig {
+            max_tags: 1_000,
+            ..CacheConfig::default()
+        },
+    );
+    let c = TestClient::start(&app).await;
+    let engine = c.shared().fragments().clone();
+    assert!(c.get("/").await.text().contains("value=0"));
+    // The data changes and its tag is bumped; the cached copy is now stale.
+    state.value.store(1, Ordering::SeqCst);
+    engine.update_tag("counter");
+    // Then a flood of distinct tags pushes "counter" out of the map.
+    for i in 0..5_000 {
+        engine.update_tag(&format!("flood:{i}"));
+    }
+    assert!(
+        engine.tag_count() <= 1_000,
+        "tag map: {} > 1000",
+        engine.tag_count()
+    );
+    let page = c.get("/").await.text();
+    assert!(page.contains("value=1"), "stale fragment served: {page}");
+}

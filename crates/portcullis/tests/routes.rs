@@ -22,6 +22,10 @@ fn hook() -> Webhook {
 }
 
 async fn start() -> (TestClient, State) {
+    start_with(portcullis::idempotency::StoreConfig::default()).await
+}
+
+async fn start_with(store: portcullis::idempotency::StoreConfig) -> (TestClient, State) {
     let state = State::default();
     let s2 = state.clone();
     let counter = state.plain.clone();
@@ -71,6 +75,7 @@ async fn start() -> (TestClient, State) {
             Ok(())
         },
     )
+    .idempotency_store(store)
     .build(tower_sessions::MemoryStore::default())
     .unwrap();
     let _ = s2;
@@ -185,6 +190,38 @@ async fn webhook_attacks_are_rejected_and_change_nothing() {
     let fail = r#"{"id":"evt_fail"}"#;
     let r = deliver(&c, fail, &hook().sign(fail.as_bytes(), now())).await;
     assert_eq!(r.status, 500);
+}
+
+/// The shared idempotency store evicts under a flood of client-chosen keys
+/// (that bounds it). A webhook's seen-event record must not be evictable by
+/// that flood: a captured delivery replayed inside its signature window would
+/// be applied twice.
+#[tokio::test]
+async fn idempotency_key_flood_cannot_evict_a_webhook_delivery_for_replay() {
+    let (c, state) = start_with(portcullis::idempotency::StoreConfig {
+        max_bytes: 64 * 1024,
+    })
+    .await;
+    let body = r#"{"id":"evt_flood","type":"plan.changed"}"#;
+    let signature = hook().sign(body.as_bytes(), now());
+    assert_eq!(deliver(&c, body, &signature).await.status, 200);
+    // Anyone can fill the idempotency store with keys of their own choosing.
+    let store = c.shared().idempotency();
+    for i in 0..2_000 {
+        let key = format!("flood-{i}");
+        let fp = portcullis::idempotency::fingerprint(key.as_bytes(), None);
+        if let Ok(portcullis::idempotency::Begin::Run) = store.begin(&key, fp).await {
+            let response = axum::response::IntoResponse::into_response("x".repeat(4096));
+            store.complete(&key, fp, response).await;
+        }
+    }
+    let (_, bytes) = store.memory_usage().unwrap();
+    assert!(bytes <= 64 * 1024, "the flood is bounded: {bytes} B");
+    // The captured delivery, replayed inside its window, is not applied again.
+    let again = deliver(&c, body, &signature).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(*state.applied.lock().unwrap(), vec!["evt_flood".to_owned()]);
 }
 
 #[tokio::test]

@@ -18,6 +18,8 @@ pub fn page(title: &str, nav: Nav<'_>, body: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Portcullis demo" }
                 link rel="stylesheet" href="/assets/app.css";
+                // The framework's own styles (the honeypot's off-screen class).
+                link rel="stylesheet" href=(portcullis::client::style_path());
                 // The client runtime: progressive enhancement of every action
                 // form; each form still works without it.
                 script type="module" src=(portcullis::client::script_path()) {}

@@ -424,12 +424,7 @@ async fn settings(State(state): State<AppState>, page: Page) -> PageResult {
         (page.form(account::CHANGE_PASSWORD).class("card").body(html! {
             (field("currentPassword").label("Current password").kind("password").autocomplete("current-password").required())
             (field("newPassword").label("New password (10+ characters)").kind("password").autocomplete("new-password").required())
-            div.field {
-                label {
-                    input type="checkbox" name="revokeTokens" value="true";
-                    " Also revoke all my API tokens"
-                }
-            }
+            (field("revokeTokens").label("Also revoke all my API tokens").kind("checkbox").value("true").id("f-revoke-tokens"))
             p.muted { "Changing the password signs you out everywhere else." }
             (submit("Change password"))
         }))

@@ -441,7 +441,7 @@ impl Write for LogWriter {
     }
 }
 
-fn init_log_capture() {
+pub fn init_log_capture() {
     static INIT: OnceLock<()> = OnceLock::new();
     INIT.get_or_init(|| {
         let _ = tracing_subscriber::fmt()
