@@ -88,7 +88,7 @@ fn exit_code_and_formats() {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     assert_eq!(run(&args(&["--json"]), &mut out, &mut err), 1);
     let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(json["open"], 11);
+    assert_eq!(json["open"], 12);
     assert_eq!(json["allowed"], 2);
 
     // A clean manifest exits 0.
