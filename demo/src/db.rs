@@ -15,6 +15,39 @@ pub enum Dialect {
     Postgres,
 }
 
+/// The database's deadlines. A request never waits longer than `acquire`
+/// for a connection (an unreachable or saturated database answers 503
+/// `database_unavailable` at once, nothing applied); on Postgres a statement
+/// never runs longer than `statement` (the server cancels it). A database
+/// that *hangs* mid-query (the network stalls) is bounded by the framework's
+/// handler deadline (`PORTCULLIS_HANDLER_TIMEOUT_MS`, 503 `deadline_exceeded`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `DEMO_DB_ACQUIRE_TIMEOUT_MS`, default 1000 (Postgres; SQLite waits
+    /// at least 3 s: an embedded file has no outage to detect).
+    pub acquire: Duration,
+    /// `DEMO_DB_STATEMENT_TIMEOUT_MS`, default 5000 (Postgres only).
+    pub statement: Duration,
+}
+
+impl Timeouts {
+    pub fn from_env() -> Self {
+        let ms = |var: &str, default: u64| {
+            Duration::from_millis(
+                std::env::var(var)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .filter(|n| *n > 0)
+                    .unwrap_or(default),
+            )
+        };
+        Timeouts {
+            acquire: ms("DEMO_DB_ACQUIRE_TIMEOUT_MS", 1000),
+            statement: ms("DEMO_DB_STATEMENT_TIMEOUT_MS", 5000),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Db {
     pub pool: AnyPool,
@@ -32,7 +65,14 @@ impl Db {
             Dialect::Sqlite
         };
         let options: AnyConnectOptions = url.parse()?;
-        let mut pool = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(3));
+        let timeouts = Timeouts::from_env();
+        let acquire = match dialect {
+            // An embedded file cannot be "down"; a short wait would only turn
+            // load into spurious 503s.
+            Dialect::Sqlite => timeouts.acquire.max(Duration::from_secs(3)),
+            Dialect::Postgres => timeouts.acquire,
+        };
+        let mut pool = AnyPoolOptions::new().acquire_timeout(acquire);
         pool = match dialect {
             // One writer at a time is SQLite's model; WAL lets readers run beside it.
             Dialect::Sqlite => pool.max_connections(8).after_connect(|conn, _| {
@@ -45,7 +85,18 @@ impl Db {
                     Ok(())
                 })
             }),
-            Dialect::Postgres => pool.max_connections(16),
+            // The server cancels (and rolls back) a statement that runs past
+            // the statement timeout: error 57014, 503 `database_unavailable`.
+            Dialect::Postgres => {
+                let statement_ms = timeouts.statement.as_millis() as u64;
+                pool.max_connections(16).after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        conn.execute(&*format!("SET statement_timeout = {statement_ms}"))
+                            .await?;
+                        Ok(())
+                    })
+                })
+            }
         };
         let pool = pool.connect_with(options).await?;
         let db = Db {

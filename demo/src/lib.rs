@@ -14,11 +14,8 @@ pub mod seed;
 
 use std::str::FromStr;
 
+use portcullis::store::RedisSessionStore;
 use portcullis::{App, Config, Portcullis};
-use tower_sessions_redis_store::RedisStore;
-use tower_sessions_redis_store::fred::prelude::{
-    ClientLike, Config as RedisConfig, Pool as RedisPool,
-};
 use tower_sessions_sqlx_store::{PostgresStore, SqliteStore};
 
 use dal::Dal;
@@ -59,26 +56,22 @@ pub enum Sessions {
     Sqlite(SqliteStore),
     Postgres(PostgresStore),
     /// Multi-instance mode: a session made on one instance is valid on all,
-    /// and signing out on one signs out everywhere.
-    Redis(RedisStore<RedisPool>),
+    /// and signing out on one signs out everywhere. The framework's own
+    /// store on the app's one Redis connection (same deadlines, reconnection
+    /// and outage handling as limits, idempotency and the tag bus).
+    Redis(RedisSessionStore),
 }
 
 impl Sessions {
-    /// Redis when `redis_url` is given, else the database's own store.
-    pub async fn choose(db: &Db, redis_url: Option<&str>) -> Result<Self, StartError> {
-        match redis_url {
-            Some(url) => Self::redis(url).await,
+    /// Redis when the configuration has `REDIS_URL`, else the database's
+    /// own store.
+    pub async fn choose(db: &Db, config: &Config) -> Result<Self, StartError> {
+        match portcullis::store::Redis::from_config(config)
+            .map_err(|e| StartError::Sessions(e.to_string()))?
+        {
+            Some(redis) => Ok(Sessions::Redis(redis.sessions())),
             None => Self::for_db(db).await,
         }
-    }
-
-    pub async fn redis(url: &str) -> Result<Self, StartError> {
-        let err =
-            |e: tower_sessions_redis_store::fred::error::Error| StartError::Sessions(e.to_string());
-        let config = RedisConfig::from_url(url).map_err(err)?;
-        let pool = RedisPool::new(config, None, None, None, 4).map_err(err)?;
-        pool.init().await.map_err(err)?;
-        Ok(Sessions::Redis(RedisStore::new(pool)))
     }
 
     pub async fn for_db(db: &Db) -> Result<Self, StartError> {
@@ -107,14 +100,17 @@ impl Sessions {
 
 /// Builds the demo app on an open database.
 pub async fn build(config: Config, db: &Db) -> Result<App, StartError> {
-    let redis = config.redis_url.as_ref().map(|u| u.0.clone());
-    let sessions = Sessions::choose(db, redis.as_deref()).await?;
+    let sessions = Sessions::choose(db, &config).await?;
     build_with(config, db, sessions)
 }
 
 /// Database connection failures become 503 `database_unavailable` (nothing
-/// was applied; the client may retry) instead of a generic 500.
-fn classify(e: &(dyn std::error::Error + 'static)) -> Option<portcullis::ErrorCode> {
+/// was applied; the client may retry) instead of a generic 500: no
+/// connection within the pool's acquire deadline, a broken connection, and
+/// on Postgres the connection-exception class (`08…`), a statement cancelled
+/// by `statement_timeout` (`57014`, rolled back by the server), an operator
+/// or crash shutdown (`57P0…`) and too many connections (`53300`).
+pub fn classify(e: &(dyn std::error::Error + 'static)) -> Option<portcullis::ErrorCode> {
     let e = e.downcast_ref::<sqlx::Error>()?;
     match e {
         sqlx::Error::PoolTimedOut
@@ -122,8 +118,9 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> Option<portcullis::ErrorCo
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_) => Some(portcullis::ErrorCode::DatabaseUnavailable),
         sqlx::Error::Database(d)
-            if d.code()
-                .is_some_and(|c| c.starts_with("08") || c == "57P01") =>
+            if d.code().is_some_and(|c| {
+                c.starts_with("08") || c.starts_with("57P") || c == "57014" || c == "53300"
+            }) =>
         {
             Some(portcullis::ErrorCode::DatabaseUnavailable)
         }
@@ -183,6 +180,6 @@ pub fn build_with(config: Config, db: &Db, sessions: Sessions) -> Result<App, St
     Ok(match sessions {
         Sessions::Sqlite(s) => app.build(s)?,
         Sessions::Postgres(s) => app.build(s)?,
-        Sessions::Redis(s) => app.build(s)?,
+        Sessions::Redis(s) => app.redis(s.connection().clone()).build(s)?,
     })
 }

@@ -27,7 +27,13 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,tower_sessions=warn".into()),
+                // tower-sessions-core logs every failed store call as an
+                // error event; the framework already logs a store outage
+                // (once down, a summary a minute, once up), so those
+                // per-request duplicates are off.
+                .unwrap_or_else(|_| {
+                    "info,sqlx=warn,tower_sessions=warn,tower_sessions_core=off".into()
+                }),
         )
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -96,8 +102,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         ["seed", "--bench"] => {
             let db = Db::connect(&url).await?;
-            let redis = config.redis_url.as_ref().map(|u| u.0.clone());
-            let sessions = demo::Sessions::choose(&db, redis.as_deref()).await?;
+            let sessions = demo::Sessions::choose(&db, &config).await?;
             let name = portcullis::session::cookie_name(&config);
             println!("# cookie\tuser\tproject_id");
             for s in demo::seed::bench(&db, &sessions, name).await? {

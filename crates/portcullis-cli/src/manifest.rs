@@ -81,6 +81,9 @@ pub struct Entry {
     pub idempotency_declared: bool,
     #[serde(default)]
     pub allow_audit: Vec<Allow>,
+    /// Declared `.fail_open()`: runs unlimited while the limiter is down.
+    #[serde(default)]
+    pub fail_open: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -35,6 +35,7 @@ pub const PRIVILEGED_FIELD: &str = "privileged-field";
 pub const DESTRUCTIVE_WITHOUT_RECENT: &str = "destructive-without-recent";
 pub const IDEMPOTENCY_UNDECLARED: &str = "idempotency-undeclared";
 pub const INVALID_ALLOW: &str = "invalid-allow";
+pub const FAIL_OPEN: &str = "fail-open";
 pub const WEAKENED_HEADERS: &str = "weakened-headers";
 
 /// Every rule, in report order.
@@ -83,6 +84,11 @@ pub const RULES: &[Rule] = &[
         id: IDEMPOTENCY_UNDECLARED,
         title: "Mutation does not declare idempotency",
         help: "Say `.idempotent()` (safe to repeat; may run in parallel) or `.not_idempotent()` (queued by the client).",
+    },
+    Rule {
+        id: FAIL_OPEN,
+        title: "Action runs without its limits while the limiter is down",
+        help: "`.fail_open()` serves the action unlimited (no rate limits, quotas or spent-challenge checks) whenever Redis is unreachable or slow, so an attacker who can overload Redis switches its limits off. Remove it (the default is 503 `limiter_unavailable`), or allow with the reason this action must stay available.",
     },
     Rule {
         id: WEAKENED_HEADERS,
@@ -264,6 +270,13 @@ fn check(e: &Entry) -> Vec<(&'static str, String)> {
                 format!("public action without {}", missing.join(" and ")),
             ));
         }
+    }
+    if e.fail_open {
+        out.push((
+            FAIL_OPEN,
+            "declared .fail_open(): runs without its limits, quotas and spent-challenge checks while Redis is down"
+                .to_string(),
+        ));
     }
     let destructive: Vec<String> = words(&e.name)
         .into_iter()

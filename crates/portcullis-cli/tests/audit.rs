@@ -35,6 +35,7 @@ fn finds_each_planted_violation_and_nothing_else() {
         ("v.privileged", "privileged-field"),
         ("v.delete_thing", "destructive-without-recent"),
         ("v.not_idempotent", "idempotency-undeclared"),
+        ("v.fail_open", "fail-open"),
         ("v.bad_allow", "invalid-allow"),
         ("headers /legacy", "weakened-headers"),
     ]
@@ -82,7 +83,7 @@ fn exit_code_and_formats() {
     assert_eq!(run(&args(&[]), &mut out, &mut err), 1);
     let table = String::from_utf8(out).unwrap();
     assert!(table.contains("v.privileged"), "{table}");
-    assert!(table.contains("11 finding(s), 2 allowed"), "{table}");
+    assert!(table.contains("12 finding(s), 2 allowed"), "{table}");
 
     let (mut out, mut err) = (Vec::new(), Vec::new());
     assert_eq!(run(&args(&["--json"]), &mut out, &mut err), 1);

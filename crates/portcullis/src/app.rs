@@ -26,6 +26,9 @@ use crate::observe::{AuditSink, Metrics};
 use crate::ratelimit::{Limiter, LimiterError};
 use crate::seal::Sealer;
 
+/// How often an app with Redis pings it when idle (see [`crate::store`]).
+pub const WATCHDOG_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The path prefix of the action endpoint.
 pub const ACTION_PREFIX: &str = "/_action/";
 
@@ -250,6 +253,8 @@ pub struct Portcullis<S> {
     webhooks: Vec<(String, crate::webhook::Webhook, crate::webhook::Handler<S>)>,
     api: Option<(Router, crate::api::ApiConfig, Vec<String>)>,
     audit: Option<Arc<dyn AuditSink>>,
+    /// The shared Redis connection, if the app made one (for its sessions).
+    redis: Option<crate::store::Redis>,
     idempotency: crate::idempotency::StoreConfig,
     accounts: Option<Arc<dyn crate::session::AccountDirectory>>,
     headers: crate::headers::SecurityHeaders,
@@ -267,10 +272,20 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             webhooks: Vec::new(),
             api: None,
             audit: None,
+            redis: None,
             idempotency: crate::idempotency::StoreConfig::default(),
             accounts: None,
             headers: crate::headers::SecurityHeaders::default(),
         }
+    }
+
+    /// Uses `redis` as the app's one Redis connection (limits, quotas, spent
+    /// challenges, idempotency, tag bus), e.g. the one behind a
+    /// [`crate::store::RedisSessionStore`], so sessions share it too.
+    /// Without it, `build` makes one from `REDIS_URL` if set.
+    pub fn redis(mut self, redis: crate::store::Redis) -> Self {
+        self.redis = Some(redis);
+        self
     }
 
     /// The response-header policy (default: the strict one in
@@ -411,13 +426,19 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             self.config.keys.clone(),
             self.config.id_rotation,
         );
-        let sessions = session_layer(store, &self.config);
-        let limiter = match &self.config.redis_url {
-            Some(url) => Limiter::redis(
-                &url.0,
-                &self.config.redis_prefix,
-                self.config.limiter_timeout,
-            )?,
+        // Every session-store call, whatever the store, runs under a deadline.
+        let sessions = session_layer(
+            crate::store::Deadline::new(store, self.config.deadlines.session),
+            &self.config,
+        );
+        // One Redis connection for everything that uses Redis.
+        let redis = match self.redis {
+            Some(r) => Some(r),
+            None => crate::store::Redis::from_config(&self.config)
+                .map_err(|e| BuildError::Limiter(LimiterError::Backend(e.to_string())))?,
+        };
+        let limiter = match &redis {
+            Some(r) => Limiter::on_redis(r.clone(), self.config.limiter_timeout),
             None => Limiter::memory(),
         };
         let challenges = Challenges::new(self.config.keys.clone());
@@ -425,18 +446,16 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         let engine = crate::fragment::Engine::new(self.fragments, &self.state, &self.cache)
             .map(Arc::new)
             .map_err(BuildError::DuplicateFragment)?;
-        if let Some(url) = &self.config.redis_url {
+        if let Some(r) = &redis {
             if tokio::runtime::Handle::try_current().is_ok() {
-                engine
-                    .connect_bus(&url.0, format!("{}tags", self.config.redis_prefix))
-                    .map_err(|e| BuildError::Limiter(LimiterError::Backend(e)))?;
+                engine.connect_bus(r, format!("{}tags", r.prefix()));
+                r.watch(WATCHDOG_EVERY);
             } else {
                 tracing::warn!("no tokio runtime at build time: tag invalidations stay local");
             }
         }
-        let idempotency = match &self.config.redis_url {
-            Some(url) => crate::idempotency::Store::redis(&url.0, &self.config.redis_prefix)
-                .map_err(|e| BuildError::Limiter(LimiterError::Backend(e)))?,
+        let idempotency = match &redis {
+            Some(r) => crate::idempotency::Store::on_redis(r.clone()),
             None => crate::idempotency::Store::memory_with(&self.idempotency),
         };
         let webhook_seen = (self.config.redis_url.is_none() && !self.webhooks.is_empty())
@@ -478,6 +497,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             }
             None => (Router::new(), None),
         };
+        let session_deadline = self.config.deadlines.session;
         let shared = Arc::new(Shared {
             api: api_config,
             cross_origin_routes,
@@ -495,7 +515,14 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             body_ceiling,
             metrics: Metrics::default(),
             audit: self.audit,
-            accounts: self.accounts,
+            // Every security-stamp lookup (a database call per signed-in
+            // request) runs under the session deadline.
+            accounts: self.accounts.map(|inner| {
+                Arc::new(crate::store::DirectoryDeadline {
+                    inner,
+                    after: session_deadline,
+                }) as Arc<dyn crate::session::AccountDirectory>
+            }),
             headers: headers.clone(),
         });
         let inner = Arc::new(Inner {
@@ -512,8 +539,12 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         // (stage 8); pages are scanned by this layer.
         // The flash scope gives `Page` a place to hand back the no-JS flash
         // it consumed, and deletes that cookie on the response.
+        let page_deadline = shared.config.deadlines.handler;
         let pages = self
             .pages
+            .layer(axum::middleware::from_fn(move |req, next| {
+                crate::store::page_deadline(page_deadline, req, next)
+            }))
             .layer(axum::middleware::from_fn(crate::routes::guard))
             .layer(axum::middleware::map_response(crate::taint::scan_response))
             .layer(axum::middleware::from_fn(crate::flash::scope))
@@ -547,6 +578,10 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 }),
             );
         }
+        let (login, reauth): (Arc<str>, Arc<str>) = (
+            shared.config.login_path.as_str().into(),
+            shared.config.reauth_path.as_str().into(),
+        );
         // Pages mint the browser's anonymous scope; actions read it (`anon`).
         let actions = Router::new()
             .route(&format!("{ACTION_PREFIX}{{id}}"), endpoint)
@@ -563,6 +598,9 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             ))
             .layer(axum::Extension(shared.clone()))
             .layer(sessions)
+            .layer(axum::middleware::from_fn(move |req, next| {
+                crate::store::session_guard(login.clone(), reauth.clone(), req, next)
+            }))
             .layer(axum::middleware::from_fn_with_state(
                 headers,
                 crate::headers::layer,

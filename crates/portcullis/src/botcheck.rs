@@ -345,11 +345,14 @@ pub(crate) async fn run(
                     Ok(true) => {}
                     Ok(false) => return Err(failed(&PowError::Replayed)),
                     Err(e) if fail_open => {
-                        tracing::warn!(error = %e, "spent-challenge store unavailable; fail-open");
+                        tracing::debug!(error = %e, "spent-challenge store unavailable; fail-open");
                     }
                     Err(e) => {
-                        let r = Rejection::new(ErrorCode::LimiterUnavailable);
-                        tracing::warn!(digest = %r.digest, error = %e, "spent-challenge store unavailable");
+                        let r = Rejection::new(ErrorCode::LimiterUnavailable).header(
+                            http::header::RETRY_AFTER,
+                            http::HeaderValue::from_static("1"),
+                        );
+                        tracing::debug!(digest = %r.digest, error = %e, "spent-challenge store unavailable");
                         return Err(r);
                     }
                 }

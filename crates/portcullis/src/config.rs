@@ -15,6 +15,9 @@
 //! | `REDIS_URL`                    | Redis for rate limits, quotas and spent challenges (else in memory) |
 //! | `PORTCULLIS_REDIS_PREFIX`      | key prefix in Redis (default `portcullis:`)               |
 //! | `PORTCULLIS_LIMITER_TIMEOUT_MS`| limiter backend timeout (default 50); slower = 503 / fail-open |
+//! | `PORTCULLIS_REDIS_TIMEOUT_MS`  | deadline of one Redis command: sessions on Redis, idempotency, tag bus (default 50) |
+//! | `PORTCULLIS_SESSION_TIMEOUT_MS`| deadline of one session-store operation, any store (default 500) |
+//! | `PORTCULLIS_HANDLER_TIMEOUT_MS`| deadline of a whole action handler or page (default 10000) |
 //!
 //! Without `REDIS_URL` limits are kept in this process only — right for one
 //! instance, wrong behind a load balancer — and the start-up notes say so.
@@ -66,6 +69,8 @@ pub struct Config {
     /// How long a limiter check may take before the action fails closed
     /// (503) or, if it opted in, open (default 50 ms).
     pub limiter_timeout: Duration,
+    /// Deadlines of external calls (see [`crate::store`]).
+    pub deadlines: crate::store::Deadlines,
 }
 
 /// A Redis URL whose `Debug` hides any password.
@@ -133,6 +138,7 @@ impl Config {
             redis_url: None,
             redis_prefix: "portcullis:".into(),
             limiter_timeout: Duration::from_millis(50),
+            deadlines: crate::store::Deadlines::default(),
         }
     }
 
@@ -231,8 +237,36 @@ impl Config {
                     })?;
             config.limiter_timeout = Duration::from_millis(n);
         }
+        config.deadlines = deadlines(&get)?;
         Ok((config, notes))
     }
+}
+
+/// The `PORTCULLIS_*_TIMEOUT_MS` deadlines of external calls.
+fn deadlines(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<crate::store::Deadlines, ConfigError> {
+    let mut d = crate::store::Deadlines::default();
+    for (var, slot) in [
+        ("PORTCULLIS_REDIS_TIMEOUT_MS", &mut d.redis),
+        ("PORTCULLIS_SESSION_TIMEOUT_MS", &mut d.session),
+        ("PORTCULLIS_HANDLER_TIMEOUT_MS", &mut d.handler),
+    ] {
+        if let Some(ms) = get(var) {
+            let n: u64 =
+                ms.trim()
+                    .parse()
+                    .ok()
+                    .filter(|m| *m > 0)
+                    .ok_or_else(|| ConfigError::BadValue {
+                        var,
+                        expected: "a whole number of milliseconds > 0",
+                        value: ms.clone(),
+                    })?;
+            *slot = Duration::from_millis(n);
+        }
+    }
+    Ok(d)
 }
 
 /// Production mode does not start with a development setting; every one
@@ -444,6 +478,42 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("REDIS_URL"), "{err}");
+    }
+
+    #[test]
+    fn external_call_deadlines_have_safe_defaults_and_refuse_zero() {
+        let secret = MasterSecret::generate().to_base64();
+        let (c, _) =
+            Config::from_lookup(lookup(&[("PORTCULLIS_SECRET", &secret)]), &tmp()).unwrap();
+        assert_eq!(c.deadlines, crate::store::Deadlines::default());
+        assert!(c.deadlines.redis <= Duration::from_millis(100));
+        let (c, _) = Config::from_lookup(
+            lookup(&[
+                ("PORTCULLIS_SECRET", &secret),
+                ("PORTCULLIS_REDIS_TIMEOUT_MS", "20"),
+                ("PORTCULLIS_SESSION_TIMEOUT_MS", "80"),
+                ("PORTCULLIS_HANDLER_TIMEOUT_MS", "1500"),
+            ]),
+            &tmp(),
+        )
+        .unwrap();
+        assert_eq!(c.deadlines.redis, Duration::from_millis(20));
+        assert_eq!(c.deadlines.session, Duration::from_millis(80));
+        assert_eq!(c.deadlines.handler, Duration::from_millis(1500));
+        for var in [
+            "PORTCULLIS_REDIS_TIMEOUT_MS",
+            "PORTCULLIS_SESSION_TIMEOUT_MS",
+            "PORTCULLIS_HANDLER_TIMEOUT_MS",
+        ] {
+            for bad in ["0", "soon", "-5"] {
+                let err = Config::from_lookup(
+                    lookup(&[("PORTCULLIS_SECRET", &secret), (var, bad)]),
+                    &tmp(),
+                )
+                .unwrap_err();
+                assert!(err.to_string().contains(var), "{err}");
+            }
+        }
     }
 
     #[test]

@@ -55,6 +55,14 @@ pub enum ErrorCode {
     LimiterUnavailable,
     /// 503: the database is unreachable; nothing was applied, retry later.
     DatabaseUnavailable,
+    /// 503: the session store is unreachable or missed its deadline; the
+    /// request was not run (or its session write did not persist).
+    SessionStoreUnavailable,
+    /// 503: the idempotency store is unreachable; the handler did not run.
+    IdempotencyUnavailable,
+    /// 503: the handler or page did not finish within its deadline (a
+    /// dependency the framework cannot see, e.g. the app's database, hung).
+    DeadlineExceeded,
     /// 409: a request with this idempotency key is still running.
     RequestInProgress,
     /// 422: this idempotency key was used before with a different body.
@@ -87,7 +95,11 @@ impl ErrorCode {
             InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            LimiterUnavailable | DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            LimiterUnavailable
+            | DatabaseUnavailable
+            | SessionStoreUnavailable
+            | IdempotencyUnavailable
+            | DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -114,6 +126,9 @@ impl ErrorCode {
             MethodNotAllowed => "method_not_allowed",
             LimiterUnavailable => "limiter_unavailable",
             DatabaseUnavailable => "database_unavailable",
+            SessionStoreUnavailable => "session_store_unavailable",
+            IdempotencyUnavailable => "idempotency_unavailable",
+            DeadlineExceeded => "deadline_exceeded",
             RequestInProgress => "request_in_progress",
             IdempotencyKeyReused => "idempotency_key_reused",
             IdempotencyResultUnavailable => "idempotency_result_unavailable",
@@ -147,6 +162,15 @@ impl ErrorCode {
             LimiterUnavailable => "The service is busy. Try again shortly.",
             DatabaseUnavailable => {
                 "The database is unavailable; nothing was changed. Try again shortly."
+            }
+            SessionStoreUnavailable => {
+                "Sessions are temporarily unavailable; nothing was changed. Try again shortly."
+            }
+            IdempotencyUnavailable => {
+                "The service is temporarily unavailable; nothing was changed. Try again shortly."
+            }
+            DeadlineExceeded => {
+                "The server did not finish in time. Reload to see whether the change was saved before trying again."
             }
             RequestInProgress => "This request is already being processed.",
             IdempotencyKeyReused => {
@@ -345,6 +369,16 @@ impl ActionError {
                 form_errors,
             } => Rejection::invalid(field_errors, form_errors),
             ActionError::Internal(e) => match classify(e.as_ref()) {
+                Some(code) if code.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                    // A dependency outage: logged once down / a minute / up.
+                    let r = Rejection::new(code).header(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from_static("1"),
+                    );
+                    crate::store::app_dependencies()
+                        .failed(&format_args!("{code}: {e}"), Some(r.digest));
+                    r
+                }
                 Some(code) => {
                     let r = Rejection::new(code);
                     tracing::error!(digest = %r.digest, code = %code, detail = %e, "action failed");

@@ -24,6 +24,14 @@
 //! * **Many instances.** With Redis configured, every bump is published on a
 //!   channel; other instances apply it. If the subscription drops, the
 //!   instance clears its cache (it may have missed bumps) and resubscribes.
+//!   The bus *degrades* rather than fails: while Redis is down a bump is
+//!   applied locally only (publishing runs under the Redis deadline, from a
+//!   bounded queue, never on the request path), so other instances may serve
+//!   a stale fragment until its TTL ([`CacheConfig::ttl`]) or until Redis is
+//!   back — then every instance clears its render cache, because bumps may
+//!   have been lost meanwhile. The subscriber reconnects with exponential
+//!   backoff and jitter (250 ms doubling to 30 s); the outage is logged once
+//!   down, once a minute while it lasts, once up ([`crate::store::Outage`]).
 //!
 //! Render code gets a [`RenderCx`], which has no effect methods: there is no
 //! way to call `update_tag`, set a cookie or redirect from a render function
@@ -47,6 +55,21 @@ const MARKER_OPEN: &str = "<!--pc-fragment:";
 const MARKER_CLOSE: &str = "-->";
 /// How deep fragments may nest.
 const MAX_DEPTH: usize = 8;
+/// Bumps queued for publishing on the tag bus, at most.
+pub const BUS_QUEUE: usize = 1024;
+/// Tag-bus subscriber reconnection: first delay and cap.
+const BUS_BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BUS_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Sleeps a random time in `[delay/2, delay]` ("equal jitter", so instances
+/// that lost Redis together do not reconnect in lock-step) and returns the
+/// next delay (doubled, capped).
+async fn backoff(delay: &mut Duration) -> Duration {
+    let jittered = delay.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+    tokio::time::sleep(jittered).await;
+    (*delay * 2).min(BUS_BACKOFF_MAX)
+}
+
 /// At most this many distinct fragment keys are read from one request's
 /// `Portcullis-Fragments` header (the rest are ignored).
 pub const MAX_REQUESTED: usize = 256;
@@ -544,7 +567,9 @@ pub struct Engine {
     path_generation: AtomicU64,
     renders: AtomicU64,
     background: AtomicU64,
-    bus: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
+    /// Bumps waiting to be published: at most [`BUS_QUEUE`]; when full
+    /// (Redis slow or down), further bumps stay local.
+    bus: Mutex<Option<tokio::sync::mpsc::Sender<String>>>,
     instance: u64,
 }
 
@@ -934,7 +959,8 @@ impl Engine {
 
     fn publish(&self, hard: bool, tag: &str) {
         if let Some(tx) = self.bus.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            let _ = tx.send(format!(
+            // Full queue: Redis is slow or down; the bump stays local.
+            let _ = tx.try_send(format!(
                 "{} {} {tag}",
                 self.instance,
                 if hard { 'h' } else { 's' }
@@ -953,75 +979,99 @@ impl Engine {
         self.bump(tag, kind == "h");
     }
 
-    /// Connects the engine to Redis pub/sub on `channel` (multi-instance mode).
-    pub(crate) fn connect_bus(self: &Arc<Self>, url: &str, channel: String) -> Result<(), String> {
-        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    /// Connects the engine to Redis pub/sub on `channel` (multi-instance
+    /// mode): publishes on the app's shared connection, subscribes on a
+    /// dedicated one (a subscribed connection can do nothing else).
+    pub(crate) fn connect_bus(self: &Arc<Self>, redis: &crate::store::Redis, channel: String) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(BUS_QUEUE);
         *self.bus.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-        // Publisher.
-        let pub_client = client.clone();
+        // Publisher: one bump at a time under the Redis deadline; a failure
+        // leaves the bump local (the connection logs the outage).
+        let publisher = redis.clone();
         let pub_channel = channel.clone();
         tokio::spawn(async move {
-            let mut conn = None;
             while let Some(msg) = rx.recv().await {
-                for _ in 0..2 {
-                    if conn.is_none() {
-                        conn = redis::aio::ConnectionManager::new(pub_client.clone())
-                            .await
-                            .ok();
-                    }
-                    let Some(c) = conn.as_mut() else { break };
-                    let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                        .arg(&pub_channel)
-                        .arg(&msg)
-                        .query_async(c)
-                        .await;
-                    match sent {
-                        Ok(_) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "tag invalidation publish failed");
-                            conn = None;
-                        }
-                    }
-                }
+                let _ = publisher
+                    .query::<i64>("tag bus", redis::cmd("PUBLISH").arg(&pub_channel).arg(&msg))
+                    .await;
             }
         });
-        // Subscriber: on any loss, clear the local cache and resubscribe.
+        // When Redis comes back after an outage, bumps published meanwhile
+        // by other instances may have been lost: start from an empty cache.
         let engine = Arc::downgrade(self);
+        let watched = redis.clone();
+        tokio::spawn(async move {
+            loop {
+                watched.outage().recovered().await;
+                let Some(e) = engine.upgrade() else { return };
+                e.clear();
+                tracing::info!(
+                    "redis back: local render cache cleared (bumps may have been missed)"
+                );
+            }
+        });
+        // Subscriber: on any loss, clear the local cache and resubscribe,
+        // with exponential backoff and jitter between attempts.
+        let engine = Arc::downgrade(self);
+        let client = redis.client().clone();
         tokio::spawn(async move {
             use futures::StreamExt;
+            let outage = crate::store::Outage::new("tag bus subscription");
             let mut first = true;
+            let mut delay = BUS_BACKOFF_MIN;
             loop {
                 let Some(live) = engine.upgrade() else { return };
                 drop(live);
-                match client.get_async_pubsub().await {
-                    Ok(mut pubsub) => {
-                        if pubsub.subscribe(&channel).await.is_ok() {
-                            if !first && let Some(e) = engine.upgrade() {
-                                // Bumps may have been missed while disconnected.
-                                e.clear();
-                                tracing::info!("tag bus resubscribed; local render cache cleared");
-                            }
-                            first = false;
-                            let mut stream = pubsub.into_on_message();
-                            while let Some(msg) = stream.next().await {
-                                let Some(e) = engine.upgrade() else { return };
-                                if let Ok(payload) = msg.get_payload::<String>() {
-                                    e.apply_remote(&payload);
-                                }
-                            }
-                        }
-                        if let Some(e) = engine.upgrade() {
-                            e.clear();
-                        }
-                        tracing::warn!("tag bus subscription lost; cache cleared, resubscribing");
+                let connected = tokio::time::timeout(
+                    crate::store::redis::CONNECT_TIMEOUT,
+                    client.get_async_pubsub(),
+                )
+                .await;
+                let mut pubsub = match connected {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(e)) => {
+                        outage.failed(&e, None);
+                        delay = backoff(&mut delay).await;
+                        continue;
                     }
-                    Err(e) => tracing::warn!(error = %e, "tag bus unreachable; retrying"),
+                    Err(_) => {
+                        outage.failed(&"connecting took longer than 1 s", None);
+                        delay = backoff(&mut delay).await;
+                        continue;
+                    }
+                };
+                let subscribed = tokio::time::timeout(
+                    crate::store::redis::CONNECT_TIMEOUT,
+                    pubsub.subscribe(&channel),
+                )
+                .await;
+                if !matches!(subscribed, Ok(Ok(()))) {
+                    outage.failed(&"SUBSCRIBE failed or timed out", None);
+                    delay = backoff(&mut delay).await;
+                    continue;
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                outage.ok();
+                if !first && let Some(e) = engine.upgrade() {
+                    // Bumps may have been missed while disconnected.
+                    e.clear();
+                    tracing::debug!("tag bus resubscribed; local render cache cleared");
+                }
+                first = false;
+                delay = BUS_BACKOFF_MIN;
+                let mut stream = pubsub.into_on_message();
+                while let Some(msg) = stream.next().await {
+                    let Some(e) = engine.upgrade() else { return };
+                    if let Ok(payload) = msg.get_payload::<String>() {
+                        e.apply_remote(&payload);
+                    }
+                }
+                if let Some(e) = engine.upgrade() {
+                    e.clear();
+                }
+                outage.failed(&"subscription lost; local render cache cleared", None);
+                delay = backoff(&mut delay).await;
             }
         });
-        Ok(())
     }
 
     /// Name of fragment `key` (for logs and the manifest).

@@ -38,6 +38,14 @@
 //!   `maxmemory` policy.
 //!
 //! Checked after stage 6 (the key may be in the body) and before the handler.
+//!
+//! With Redis, keys live on the app's shared connection
+//! ([`crate::store::Redis`]) under its deadline. An outage fails closed:
+//! when the claim cannot be made the handler does not run and the client
+//! gets `503 idempotency_unavailable` (a claim that reaches Redis late is
+//! released again). When storing the finished response fails, the success
+//! is still sent (the change was applied and the client gets its answer);
+//! the claim then lapses after [`CLAIM`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -144,8 +152,7 @@ pub struct Store(Backend);
 enum Backend {
     Memory(moka::sync::Cache<Arc<str>, Arc<Slot>>),
     Redis {
-        client: redis::Client,
-        conn: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+        redis: crate::store::Redis,
         prefix: String,
     },
 }
@@ -221,12 +228,10 @@ impl Store {
         Store(Backend::Memory(cache))
     }
 
-    pub fn redis(url: &str, prefix: &str) -> Result<Self, String> {
-        Ok(Store(Backend::Redis {
-            client: redis::Client::open(url).map_err(|e| e.to_string())?,
-            conn: tokio::sync::OnceCell::new(),
-            prefix: format!("{prefix}idem:"),
-        }))
+    /// Keys in Redis, on the app's shared connection (`{prefix}idem:…`).
+    pub fn on_redis(redis: crate::store::Redis) -> Self {
+        let prefix = format!("{}idem:", redis.prefix());
+        Store(Backend::Redis { redis, prefix })
     }
 
     /// Entries and weighted bytes held in memory (after pending maintenance);
@@ -239,21 +244,6 @@ impl Store {
             }
             Backend::Redis { .. } => None,
         }
-    }
-
-    async fn redis_conn(
-        client: &redis::Client,
-        conn: &tokio::sync::OnceCell<redis::aio::ConnectionManager>,
-    ) -> Result<redis::aio::ConnectionManager, Rejection> {
-        conn.get_or_try_init(|| async {
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_millis(500)))
-                .set_response_timeout(Some(Duration::from_millis(500)));
-            redis::aio::ConnectionManager::new_with_config(client.clone(), config).await
-        })
-        .await
-        .cloned()
-        .map_err(|e| Rejection::internal(&format_args!("idempotency store: {e}")))
     }
 
     /// Claims `key` for a request whose body has fingerprint `request`, or
@@ -295,31 +285,50 @@ impl Store {
                 });
                 decision.unwrap_or_else(|| Err(in_progress()))
             }
-            Backend::Redis {
-                client,
-                conn,
-                prefix,
-            } => {
-                let mut c = Self::redis_conn(client, conn).await?;
+            Backend::Redis { redis, prefix } => {
                 let k = format!("{prefix}{key}");
                 let running = format!("running:{}", request.hex());
-                let claimed: Option<String> = redis::cmd("SET")
-                    .arg(&k)
-                    .arg(&running)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(CLAIM.as_millis() as u64)
-                    .query_async(&mut c)
+                let claimed: Option<String> = match redis
+                    .query(
+                        "idempotency store",
+                        redis::cmd("SET")
+                            .arg(&k)
+                            .arg(&running)
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(CLAIM.as_millis() as u64),
+                    )
                     .await
-                    .map_err(|e| Rejection::internal(&format_args!("idempotency store: {e}")))?;
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // The claim may still reach Redis after the deadline
+                        // (a stalled server); release it behind it on the same
+                        // connection (only if it is still this claim), so the
+                        // client's retry is not refused for CLAIM.
+                        let (redis, k) = (redis.clone(), k.clone());
+                        tokio::spawn(async move {
+                            let _ = redis
+                                .query::<i64>(
+                                    "idempotency store",
+                                    redis::cmd("EVAL")
+                                        .arg(RELEASE_LUA)
+                                        .arg(1)
+                                        .arg(&k)
+                                        .arg(&running),
+                                )
+                                .await;
+                        });
+                        return Err(unavailable(&e));
+                    }
+                };
                 if claimed.is_some() {
                     return Ok(Begin::Run);
                 }
-                let value: Option<String> = redis::cmd("GET")
-                    .arg(&k)
-                    .query_async(&mut c)
+                let value: Option<String> = redis
+                    .query("idempotency store", redis::cmd("GET").arg(&k))
                     .await
-                    .map_err(|e| Rejection::internal(&format_args!("idempotency store: {e}")))?;
+                    .map_err(|e| unavailable(&e))?;
                 match value.as_deref() {
                     Some(v) if v == running => Err(in_progress()),
                     // A claim written before fingerprints existed.
@@ -365,24 +374,20 @@ impl Store {
             Backend::Memory(cache) => {
                 cache.insert(Arc::from(key), Arc::new(Slot::Done(stored)));
             }
-            Backend::Redis {
-                client,
-                conn,
-                prefix,
-            } => {
-                if let (Ok(mut c), Ok(json)) = (
-                    Self::redis_conn(client, conn).await,
-                    serde_json::to_string(&stored),
-                ) {
-                    let r: redis::RedisResult<()> = redis::cmd("SET")
-                        .arg(format!("{prefix}{key}"))
-                        .arg(json)
-                        .arg("PX")
-                        .arg(KEEP.as_millis() as u64)
-                        .query_async(&mut c)
+            Backend::Redis { redis, prefix } => {
+                if let Ok(json) = serde_json::to_string(&stored) {
+                    let r: Result<(), _> = redis
+                        .query(
+                            "idempotency store",
+                            redis::cmd("SET")
+                                .arg(format!("{prefix}{key}"))
+                                .arg(json)
+                                .arg("PX")
+                                .arg(KEEP.as_millis() as u64),
+                        )
                         .await;
                     if let Err(e) = r {
-                        tracing::warn!(error = %e, "idempotency result not stored");
+                        tracing::debug!(error = %e, "idempotency result not stored");
                     }
                 }
             }
@@ -396,20 +401,28 @@ impl Store {
             Backend::Memory(cache) => {
                 cache.invalidate(key);
             }
-            Backend::Redis {
-                client,
-                conn,
-                prefix,
-            } => {
-                if let Ok(mut c) = Self::redis_conn(client, conn).await {
-                    let _: redis::RedisResult<()> = redis::cmd("DEL")
-                        .arg(format!("{prefix}{key}"))
-                        .query_async(&mut c)
-                        .await;
-                }
+            Backend::Redis { redis, prefix } => {
+                let _ = redis
+                    .query::<i64>(
+                        "idempotency store",
+                        redis::cmd("DEL").arg(format!("{prefix}{key}")),
+                    )
+                    .await;
             }
         }
     }
+}
+
+/// Deletes KEYS[1] only if it still holds ARGV[1] (this request's claim),
+/// so releasing a late claim never removes another request's.
+const RELEASE_LUA: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// The store is down or slow: 503, the handler did not run.
+fn unavailable(e: &crate::store::StoreError) -> Rejection {
+    let r = Rejection::new(ErrorCode::IdempotencyUnavailable)
+        .header(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    tracing::debug!(digest = %r.digest, error = %e, "idempotency store unavailable; 503");
+    r
 }
 
 fn header_text(headers: &http::HeaderMap, name: header::HeaderName) -> Option<String> {

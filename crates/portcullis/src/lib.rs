@@ -31,6 +31,7 @@ pub mod routes;
 pub mod seal;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod taint;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -12,7 +12,7 @@
 //! | 4 | limit    | [`crate::ratelimit`]      | 429 `rate_limited`, 503 `limiter_unavailable` |
 //! | 5 | policy   | [`crate::policy`]         | 401 / 403                                 |
 //! | 6 | decode   | [`crate::limits`], [`crate::decode`], [`crate::validate`], [`crate::seal`], then [`crate::botcheck`], input limits and quotas ([`crate::ratelimit`]) | 413, 408, 400, 422; 400 `invalid_bound_argument`; 403 `bot_check_failed`, 429, 503 |
-//! | 7 | handler  | the app                   | 404 / 422 / 500 (panics caught)           |
+//! | 7 | handler  | the app                   | 404 / 422 / 500 (panics caught); 503 `deadline_exceeded` past the handler deadline; 503 `session_store_unavailable` when its session write does not persist |
 //! | 8 | respond  | [`crate::respond`], [`crate::taint`] | 500 `internal` when a value refuses to serialize ([`crate::Secret`]) or the body holds a registered unique value |
 //! | 9 | effects  | [`crate::cx`]             | –                                         |
 //!
@@ -335,8 +335,11 @@ async fn stages<S: Clone + Send + Sync + 'static>(
         .await?;
     let charged = !quotas.is_empty();
 
-    // 7. Handler: app code, with panics caught.
+    // 7. Handler: app code, with panics caught, under the handler deadline
+    // (the bound on dependencies the framework cannot see, e.g. the app's
+    // database: a hung one answers 503 instead of hanging the request).
     let effects = Arc::new(Mutex::new(Effects::default()));
+    let session_after = session.clone();
     let cx = Cx::new(
         inner.state.clone(),
         Auth::new(session, shared.accounts.clone()),
@@ -351,15 +354,29 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     let audit_record = cx.audit_slot();
     let viewer_id = viewer.as_ref().map(|v| v.id());
     let viewer_for_fragments = viewer.clone();
-    let outcome = std::panic::AssertUnwindSafe(action.exec.call(cx, viewer, input))
-        .catch_unwind()
-        .await;
+    let handler_deadline = config.deadlines.handler;
+    let Ok(outcome) = tokio::time::timeout(
+        handler_deadline,
+        std::panic::AssertUnwindSafe(action.exec.call(cx, viewer, input)).catch_unwind(),
+    )
+    .await
+    else {
+        if charged {
+            shared.limiter.refund(&meta.quotas, quota_keys).await;
+        }
+        let r = crate::store::deadline_exceeded();
+        tracing::warn!(digest = %r.digest, after_ms = handler_deadline.as_millis() as u64, "handler did not finish within its deadline; 503");
+        return Err(r);
+    };
     if charged && !matches!(outcome, Ok(Ok(_))) {
         // A quota counts calls that succeeded.
         shared.limiter.refund(&meta.quotas, quota_keys).await;
     }
     let result = match outcome {
-        Ok(Ok(result)) => result,
+        Ok(Ok(result)) => {
+            crate::store::app_dependencies().ok();
+            result
+        }
         Ok(Err(error)) => return Err(error.into_rejection()),
         Err(panic) => {
             let detail = panic
@@ -391,6 +408,10 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     for path in &effects.paths {
         engine.revalidate_path(path);
     }
+    // The session write (sign-in, step-up, session data) must persist before
+    // success is reported or stored for replay: a store that is down makes
+    // this 503 `session_store_unavailable`, and tower-sessions sets no cookie.
+    crate::store::persist_session(&session_after).await?;
     // Read-your-own-writes: the fragments the caller's page shows that read
     // an updated tag come back in this response (JSON clients only; a no-JS
     // browser is redirected and re-renders the page anyway).
@@ -431,14 +452,24 @@ async fn stages<S: Clone + Send + Sync + 'static>(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        sink.record(AuditEvent {
-            action: meta.name,
-            viewer: viewer_id,
-            record,
-            request_id: request_id.to_owned(),
-            at: std::time::SystemTime::now(),
-        })
+        let recorded = tokio::time::timeout(
+            handler_deadline,
+            sink.record(AuditEvent {
+                action: meta.name,
+                viewer: viewer_id,
+                record,
+                request_id: request_id.to_owned(),
+                at: std::time::SystemTime::now(),
+            }),
+        )
         .await;
+        if recorded.is_err() {
+            tracing::error!(
+                action = meta.name,
+                request_id,
+                "audit sink did not finish within the handler deadline"
+            );
+        }
     }
     for cookie in effects.cookies {
         if let Ok(v) = HeaderValue::from_str(&cookie) {

@@ -64,8 +64,10 @@
 //! # Failure
 //! When the backend is unreachable or slower than `limiter_timeout` (50 ms by
 //! default) the action fails closed with 503 `limiter_unavailable`, unless it
-//! opted into `.fail_open()`. Nothing is cached across a failure, so service
-//! resumes by itself when Redis is back.
+//! opted into `.fail_open()` (`portcullis audit` lists those). Nothing is
+//! cached across a failure, so service resumes by itself when Redis is back.
+//! The Redis backend runs on the app's one shared connection
+//! ([`crate::store::Redis`]), which owns reconnection and the outage log.
 //!
 //! # Quotas
 //! Long-window counters ("20 invites per user per day") use a fixed window
@@ -535,12 +537,18 @@ impl Limiter {
         Limiter::Memory(MemoryLimiter::default())
     }
 
-    /// A Redis backend. Connects lazily (a Redis that is down at start-up
-    /// only makes limited actions answer 503 until it is up).
+    /// A Redis backend with a connection of its own. Connects lazily (a
+    /// Redis that is down at start-up only makes limited actions answer 503
+    /// until it is up).
     pub fn redis(url: &str, prefix: &str, timeout: Duration) -> Result<Self, LimiterError> {
         Ok(Limiter::Redis(Box::new(RedisLimiter::new(
             url, prefix, timeout,
         )?)))
+    }
+
+    /// A Redis backend on the app's shared connection.
+    pub fn on_redis(redis: crate::store::Redis, timeout: Duration) -> Self {
+        Limiter::Redis(Box::new(RedisLimiter::on(redis, timeout)))
     }
 
     pub fn describe(&self) -> &'static str {
@@ -722,11 +730,12 @@ fn human(d: Duration) -> String {
 
 fn unavailable(e: LimiterError, fail_open: bool) -> Result<(), Rejection> {
     if fail_open {
-        tracing::warn!(error = %e, "limiter unavailable; action is fail-open, allowing");
+        tracing::debug!(error = %e, "limiter unavailable; action is fail-open, allowing");
         return Ok(());
     }
     let r = Rejection::new(ErrorCode::LimiterUnavailable);
-    tracing::warn!(digest = %r.digest, error = %e, "limiter unavailable; failing closed");
+    // The outage itself is logged once (down/summary/up) by the connection.
+    tracing::debug!(digest = %r.digest, error = %e, "limiter unavailable; failing closed");
     Err(r.header(http::header::RETRY_AFTER, HeaderValue::from_static("1")))
 }
 
@@ -1218,12 +1227,11 @@ end
 return { done }
 "#;
 
-/// The Redis backend: one multiplexed, self-reconnecting connection
-/// (`ConnectionManager`), created on first use.
+/// The Redis backend, on the app's shared connection ([`crate::store::Redis`]:
+/// one multiplexed, self-reconnecting `ConnectionManager` with backoff and
+/// jitter). Every call runs under the limiter's own deadline.
 pub struct RedisLimiter {
-    client: redis::Client,
-    conn: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
-    prefix: String,
+    redis: crate::store::Redis,
     timeout: Duration,
     gcra: Script,
     quota: Script,
@@ -1245,35 +1253,30 @@ impl Script {
 }
 
 impl RedisLimiter {
+    /// A limiter with a connection of its own (tests, tools). An app uses
+    /// [`RedisLimiter::on`] with its shared connection.
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, LimiterError> {
-        let client = redis::Client::open(url).map_err(|e| LimiterError::Backend(e.to_string()))?;
-        Ok(RedisLimiter {
-            client,
-            conn: tokio::sync::OnceCell::new(),
-            prefix: prefix.to_owned(),
+        let redis = crate::store::Redis::new(url, prefix, timeout)
+            .map_err(|e| LimiterError::Backend(e.to_string()))?;
+        Ok(Self::on(redis, timeout))
+    }
+
+    /// A limiter on a shared connection (keys under its prefix).
+    pub fn on(redis: crate::store::Redis, timeout: Duration) -> Self {
+        RedisLimiter {
+            redis,
             timeout,
             gcra: Script::new(GCRA_LUA),
             quota: Script::new(QUOTA_LUA),
             refund: Script::new(REFUND_LUA),
-        })
+        }
     }
 
-    async fn connection(&self) -> Result<redis::aio::ConnectionManager, LimiterError> {
-        let timeout = self.timeout;
-        let manager = self
-            .conn
-            .get_or_try_init(|| async {
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(timeout.max(Duration::from_millis(200))))
-                    .set_response_timeout(Some(timeout))
-                    .set_number_of_retries(2)
-                    .set_min_delay(Duration::from_millis(10))
-                    .set_max_delay(Duration::from_millis(200));
-                redis::aio::ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-                    .map_err(|e| LimiterError::Backend(e.to_string()))
-            })
-            .await?;
-        Ok(manager.clone())
+    fn error(e: crate::store::StoreError) -> LimiterError {
+        match e {
+            crate::store::StoreError::Timeout { after, .. } => LimiterError::Timeout(after),
+            other => LimiterError::Backend(other.to_string()),
+        }
     }
 
     /// EVALSHA, and EVAL once on NOSCRIPT (which also caches it), under the timeout.
@@ -1283,38 +1286,37 @@ impl RedisLimiter {
         keys: &[String],
         args: &[String],
     ) -> Result<Vec<i64>, LimiterError> {
-        let mut conn = self.connection().await?;
-        let call = async {
-            let build = |verb: &str, body: &str| {
-                let mut cmd = redis::cmd(verb);
-                cmd.arg(body).arg(keys.len());
-                for k in keys {
-                    cmd.arg(format!("{}{k}", self.prefix));
-                }
-                for a in args {
-                    cmd.arg(a);
-                }
-                cmd
-            };
-            match build("EVALSHA", &script.sha)
-                .query_async::<Vec<i64>>(&mut conn)
-                .await
-            {
-                Err(e)
-                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    build("EVAL", script.src)
-                        .query_async::<Vec<i64>>(&mut conn)
-                        .await
-                }
-                other => other,
+        let prefix = self.redis.prefix();
+        let build = |verb: &str, body: &str| {
+            let mut cmd = redis::cmd(verb);
+            cmd.arg(body).arg(keys.len());
+            for k in keys {
+                cmd.arg(format!("{prefix}{k}"));
             }
+            for a in args {
+                cmd.arg(a);
+            }
+            cmd
         };
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(LimiterError::Backend(e.to_string())),
-            Err(_) => Err(LimiterError::Timeout(self.timeout)),
-        }
+        self.redis
+            .run("limiter", self.timeout, |mut conn| async move {
+                match build("EVALSHA", &script.sha)
+                    .query_async::<Vec<i64>>(&mut conn)
+                    .await
+                {
+                    Err(e)
+                        if e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        build("EVAL", script.src)
+                            .query_async::<Vec<i64>>(&mut conn)
+                            .await
+                    }
+                    other => other,
+                }
+            })
+            .await
+            .map_err(Self::error)
     }
 
     fn args(
@@ -1395,19 +1397,20 @@ impl RedisLimiter {
     }
 
     async fn spend_once(&self, key: &str, expires_at_us: u64) -> Result<bool, LimiterError> {
-        let mut conn = self.connection().await?;
         let mut cmd = redis::cmd("SET");
-        cmd.arg(format!("{}spent:{key}", self.prefix))
+        cmd.arg(format!("{}spent:{key}", self.redis.prefix()))
             .arg(1)
             .arg("NX")
             .arg("PXAT")
             .arg(expires_at_us.div_ceil(1000).max(1));
-        match tokio::time::timeout(self.timeout, cmd.query_async::<Option<String>>(&mut conn)).await
-        {
-            Ok(Ok(set)) => Ok(set.is_some()),
-            Ok(Err(e)) => Err(LimiterError::Backend(e.to_string())),
-            Err(_) => Err(LimiterError::Timeout(self.timeout)),
-        }
+        let cmd = &cmd;
+        self.redis
+            .run("limiter", self.timeout, |mut conn| async move {
+                cmd.query_async::<Option<String>>(&mut conn).await
+            })
+            .await
+            .map(|set| set.is_some())
+            .map_err(Self::error)
     }
 }
 

@@ -199,6 +199,18 @@ impl Page {
         }
     }
 
+    /// The error page for a failed data call: what an action would answer
+    /// (the app's classifier applies, e.g. a database outage is 503
+    /// `database_unavailable`; anything else is 500 with a logged digest).
+    pub fn failed(&self, error: impl Into<crate::ActionError>) -> Response {
+        respond::failure(
+            ClientKind::Html,
+            &error.into().into_rejection(),
+            &self.shared.config,
+            Some(&self.path),
+        )
+    }
+
     /// An error page for `code` as a response (e.g. 404 from a page handler).
     pub fn error(&self, code: ErrorCode) -> Response {
         respond::failure(

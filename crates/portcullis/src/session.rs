@@ -152,8 +152,11 @@ fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
 }
 
+/// A store that is down or missed its deadline is `503
+/// session_store_unavailable`; a record that does not decode is a 500
+/// ([`crate::store::session_rejection`]).
 fn store_error(e: tower_sessions::session::Error) -> Rejection {
-    Rejection::internal(&format_args!("session store: {e}"))
+    crate::store::session_rejection(e)
 }
 
 /// Reads the viewer from a session, enforcing the absolute timeout and, when

@@ -51,14 +51,7 @@ async fn css() -> Response {
 /// Wraps a page body in the layout, with the viewer's name in the nav.
 async fn shell(state: &AppState, page: &Page, title: &str, body: Markup) -> PageResult {
     let me = match page.viewer() {
-        Some(v) => Some(
-            state
-                .dal
-                .users()
-                .me(v)
-                .await
-                .map_err(|_| page.error(ErrorCode::Internal))?,
-        ),
+        Some(v) => Some(state.dal.users().me(v).await.map_err(|e| page.failed(e))?),
         None => None,
     };
     let sign_out = me.as_ref().map(|_| {
@@ -163,7 +156,7 @@ async fn reauth(
 async fn project_list(State(state): State<AppState>, page: Page) -> PageResult {
     let v = viewer(&page)?;
     let dal = &state.dal;
-    let err = |_| page.error(ErrorCode::Internal);
+    let err = |e| page.failed(e);
     let teams = dal.teams().mine(&v).await.map_err(err)?;
     let body = html! {
         h1 { "Projects" }
@@ -194,14 +187,14 @@ async fn project_page(
     let project = match dal.projects().get(&v, id).await {
         Ok(p) => p,
         Err(portcullis::ActionError::NotFound) => return Err(page.error(ErrorCode::NotFound)),
-        Err(_) => return Err(page.error(ErrorCode::Internal)),
+        Err(e) => return Err(page.failed(e)),
     };
     let archived = project.archived_at.is_some();
     let me_name = dal
         .users()
         .me(&v)
         .await
-        .map_err(|_| page.error(ErrorCode::Internal))?
+        .map_err(|e| page.failed(e))?
         .display_name;
     let body = html! {
         p.muted { a href="/projects" { "← Projects" } " · " a href={"/teams/" (project.team_id)} { (project.team_name) } }
@@ -260,14 +253,14 @@ async fn transfer_page(
     let project = match state.dal.projects().get(&v, id).await {
         Ok(p) => p,
         Err(portcullis::ActionError::NotFound) => return Err(page.error(ErrorCode::NotFound)),
-        Err(_) => return Err(page.error(ErrorCode::Internal)),
+        Err(e) => return Err(page.failed(e)),
     };
     let teams = state
         .dal
         .teams()
         .mine(&v)
         .await
-        .map_err(|_| page.error(ErrorCode::Internal))?;
+        .map_err(|e| page.failed(e))?;
     let body = html! {
         p.muted { a href={"/projects/" (project.id)} { "← " (project.name) } }
         h1 { "Move “" (project.name) "” to another team" }
@@ -291,9 +284,9 @@ async fn team_page(State(state): State<AppState>, page: Page, Path(id): Path<i64
     let team = match dal.teams().get(&v, id).await {
         Ok(t) => t,
         Err(portcullis::ActionError::NotFound) => return Err(page.error(ErrorCode::NotFound)),
-        Err(_) => return Err(page.error(ErrorCode::Internal)),
+        Err(e) => return Err(page.failed(e)),
     };
-    let err = |_| page.error(ErrorCode::Internal);
+    let err = |e| page.failed(e);
     let members = dal.teams().members(&v, id).await.map_err(err)?;
     let admin = team.role == "admin";
     let invites = if admin {
@@ -381,13 +374,8 @@ async fn settings(State(state): State<AppState>, page: Page) -> PageResult {
         .tokens()
         .mine(&v)
         .await
-        .map_err(|_| page.error(ErrorCode::Internal))?;
-    let me = state
-        .dal
-        .users()
-        .me(&v)
-        .await
-        .map_err(|_| page.error(ErrorCode::Internal))?;
+        .map_err(|e| page.failed(e))?;
+    let me = state.dal.users().me(&v).await.map_err(|e| page.failed(e))?;
     let body = html! {
         h1 { "Settings" }
         h2 { "Profile" }
