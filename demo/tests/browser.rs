@@ -10,6 +10,16 @@
 //! that can delay them (pending state) or fail the next one (rollback); that
 //! layer lives here, not in the demo. Screenshots of key states go to
 //! `screenshots/` at the workspace root.
+//!
+//! Every page is served with the framework's Content-Security-Policy
+//! enforced. After every flow the browser's console log is read (chromedriver
+//! `goog:loggingPrefs`) and any CSP violation fails the test; with
+//! JavaScript, a `securitypolicyviolation` listener (installed through
+//! WebDriver, which the CSP does not govern — an inline script could not be)
+//! is read too. `csp_on_every_page` visits every demo page; `nonce_*` shows
+//! that an inline script runs only with the response's nonce (and that both
+//! detectors see the one without); `framing_*` frames a demo page from
+//! another origin and shows it does not render.
 
 mod common;
 
@@ -125,6 +135,11 @@ async fn browser(driver: &Driver, mode: Mode) -> Browser {
     caps.insert(
         "goog:chromeOptions".into(),
         serde_json::json!({ "binary": CHROMIUM, "args": args }),
+    );
+    // The console log, where Chromium reports every CSP violation.
+    caps.insert(
+        "goog:loggingPrefs".into(),
+        serde_json::json!({ "browser": "ALL" }),
     );
     let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
@@ -269,7 +284,88 @@ impl Site {
     }
 }
 
+/// chromedriver's `POST /session/{id}/se/log {"type":"browser"}`: the
+/// console log entries since the last read.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!("session/{}/se/log", session_id.unwrap_or("")))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        (
+            axum::http::Method::POST,
+            Some(r#"{"type":"browser"}"#.to_owned()),
+        )
+    }
+}
+
+/// Installs a `securitypolicyviolation` listener in the current document.
+const LISTEN_CSP: &str = "window.__pcCsp = window.__pcCsp || []; \
+    if (!window.__pcCspOn) { window.__pcCspOn = true; \
+    document.addEventListener('securitypolicyviolation', \
+    (e) => window.__pcCsp.push(e.violatedDirective + ' ' + e.blockedURI)); }";
+
 impl Browser {
+    /// CSP violations in the console log since the last call (reading
+    /// clears the log).
+    async fn csp_console_errors(&self) -> Vec<String> {
+        let entries = self
+            .client
+            .issue_cmd(BrowserLog)
+            .await
+            .expect("chromedriver returns the browser log");
+        entries
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["message"].as_str())
+            .filter(|m| m.contains("Content Security Policy") || m.contains("Refused to"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// With JavaScript: starts listening for `securitypolicyviolation` in
+    /// the current page.
+    async fn listen_csp(&self) {
+        if self.mode == Mode::Js {
+            self.client.execute(LISTEN_CSP, vec![]).await.unwrap();
+        }
+    }
+
+    /// Violations the listener saw in the current page.
+    async fn csp_events(&self) -> Vec<String> {
+        if self.mode != Mode::Js {
+            return Vec::new();
+        }
+        let v = self
+            .client
+            .execute("return window.__pcCsp || [];", vec![])
+            .await
+            .unwrap();
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.as_str().map(str::to_owned))
+            .collect()
+    }
+
+    async fn assert_no_csp_violations(&self, during: &str) {
+        let console = self.csp_console_errors().await;
+        let events = self.csp_events().await;
+        assert!(
+            console.is_empty() && events.is_empty(),
+            "[{:?}] CSP violations during {during}: console {console:#?}, events {events:#?}",
+            self.mode
+        );
+    }
+
     async fn goto(&self, site: &Site, path: &str) {
         self.client.goto(&site.url(path)).await.unwrap();
     }
@@ -772,6 +868,230 @@ async fn proof_of_work_is_solved_before_sending(b: &Browser) {
     task.abort();
 }
 
+/// A browser session for user `id` on `site` (as `Site::user` makes).
+async fn session_for(site: &Site, id: i64) -> String {
+    let ttl = Duration::from_secs(86_400);
+    let st = common::stamp(&site.demo, id).await;
+    match &site.demo.sessions {
+        demo::Sessions::Sqlite(s) => {
+            portcullis::session::issue_with(s, id, vec![], st.clone(), ttl, Duration::ZERO).await
+        }
+        demo::Sessions::Postgres(s) => {
+            portcullis::session::issue_with(s, id, vec![], st.clone(), ttl, Duration::ZERO).await
+        }
+        demo::Sessions::Redis(s) => {
+            portcullis::session::issue_with(s, id, vec![], st.clone(), ttl, Duration::ZERO).await
+        }
+    }
+    .unwrap()
+}
+
+/// Every demo page, anonymous and signed in (plus an error page), loaded
+/// with the CSP enforced: no violation in the console or, with JavaScript,
+/// seen by a `securitypolicyviolation` listener while the page runs.
+async fn csp_on_every_page(b: &Browser, site: &Site) {
+    let visit = |path: String| async move {
+        b.goto(site, &path).await;
+        b.wait_for("body").await;
+        if !b.client.source().await.unwrap().contains("pc-error-page") {
+            b.ready().await; // error pages carry no runtime
+        }
+        b.listen_csp().await;
+        // Let the runtime settle (notices, focus) with the listener on.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        b.assert_no_csp_violations(&path).await;
+    };
+    for path in ["/", "/login", "/signup", "/contact"] {
+        visit(path.to_owned()).await;
+    }
+    let (client, id) = common::user(&site.demo, &format!("Csp{}", b.mode.tag())).await;
+    let team = common::team_of(&site.demo, id).await;
+    let project = common::project(&client, team, "Policy").await;
+    let r = client
+        .call(
+            "teams.invite",
+            &[("teamId", &team.to_string()), ("email", "csp@example.com")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let link = r.json()["result"]["link"].as_str().unwrap().to_owned();
+    let invite = link[link.find("/invites/").unwrap()..].to_owned();
+    let session = session_for(site, id).await;
+    b.sign_in_as(site, &session).await;
+    for path in [
+        "/projects".to_owned(),
+        format!("/projects/{project}"),
+        format!("/projects/{project}/transfer"),
+        format!("/teams/{team}"),
+        "/settings".to_owned(),
+        "/contact".to_owned(),
+        "/reauth".to_owned(),
+        invite,
+        "/projects/987654".to_owned(), // the framework's 404 page
+    ] {
+        visit(path).await;
+    }
+}
+
+async fn nonce_page(page: portcullis::Page) -> maud::Markup {
+    maud::html! {
+        (maud::DOCTYPE)
+        html { head { title { "nonce" } }
+            body {
+                p #here { "page" }
+                script nonce=(page.csp_nonce()) {
+                    (maud::PreEscaped("document.body.dataset.nonced = 1;"))
+                }
+                // What an injection would look like: no nonce.
+                script { (maud::PreEscaped("document.body.dataset.injected = 1;")) }
+            }
+        }
+    }
+}
+
+/// The page's own inline script (with the response's nonce) runs; one
+/// without it does not, and both detectors report it — so the clean runs
+/// above are not clean because the detectors are blind.
+async fn nonce_lets_only_the_pages_own_inline_script_run(b: &Browser, site: &Site) {
+    async fn serve<St: tower_sessions::SessionStore + Clone>(
+        store: St,
+    ) -> (String, tokio::task::JoinHandle<()>) {
+        let app = portcullis::Portcullis::new(common::config(), ())
+            .pages(Router::new().route("/", axum::routing::get(nonce_page)))
+            .build(store)
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let router = app.router();
+        let task = tokio::spawn(async move {
+            let _ = portcullis::serve_until(listener, router, std::future::pending()).await;
+        });
+        (base, task)
+    }
+    let (base, task) = match site.demo.sessions.clone() {
+        demo::Sessions::Sqlite(s) => serve(s).await,
+        demo::Sessions::Postgres(s) => serve(s).await,
+        demo::Sessions::Redis(s) => serve(s).await,
+    };
+    b.client.goto(&format!("{base}/")).await.unwrap();
+    b.wait_for("#here").await;
+    if b.mode == Mode::NoJs {
+        // No script runs at all; the log may or may not mention the inline one.
+        let _ = b.csp_console_errors().await;
+        task.abort();
+        return;
+    }
+    let console = b.csp_console_errors().await;
+    assert!(
+        console.iter().any(|m| m.contains("script-src")),
+        "[{:?}] the un-nonced inline script is reported: {console:#?}",
+        b.mode
+    );
+    assert_eq!(console.len(), 1, "only that one: {console:#?}");
+    b.wait_for("body[data-nonced]").await;
+    assert!(
+        b.client
+            .find(Locator::Css("body[data-injected]"))
+            .await
+            .is_err(),
+        "an inline script without the nonce ran"
+    );
+    // The listener sees a violation too (a script inserted later,
+    // without the nonce, as an injected one would be).
+    b.listen_csp().await;
+    b.client
+        .execute(
+            "const s = document.createElement('script'); \
+                 s.textContent = 'document.body.dataset.late = 1'; document.body.append(s);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let events = b.csp_events().await;
+    assert!(
+        events.iter().any(|e| e.starts_with("script-src")),
+        "{events:?}"
+    );
+    assert!(
+        b.client
+            .find(Locator::Css("body[data-late]"))
+            .await
+            .is_err()
+    );
+    let _ = b.csp_console_errors().await; // consumed: expected above
+    // Leave for a page with no policy of ours and no listener state.
+    b.client.goto("about:blank").await.unwrap();
+    let _ = b.csp_console_errors().await;
+    task.abort();
+}
+
+/// Clickjacking: a page on another origin frames the demo's sign-in page
+/// (and, as a control, a page of its own). The control renders; the demo
+/// page does not, and the browser says `frame-ancestors` refused it.
+async fn framing_by_another_origin_does_not_render(b: &Browser, site: &Site) {
+    let target = site.url("/login");
+    let outer = Router::new()
+        .route(
+            "/",
+            axum::routing::get(move || {
+                let target = target.clone();
+                async move {
+                    axum::response::Html(format!(
+                        "<!doctype html><title>evil</title>\
+                         <iframe id=victim src=\"{target}\"></iframe>\
+                         <iframe id=own src=\"/own\"></iframe>"
+                    ))
+                }
+            }),
+        )
+        .route(
+            "/own",
+            axum::routing::get(|| async { axum::response::Html("<p id=own-ok>rendered</p>") }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, outer).await;
+    });
+    b.client.goto(&base).await.unwrap();
+    b.wait_for("#own").await;
+    // The control frame (index 1) renders.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        b.client.enter_parent_frame().await.unwrap();
+        b.client.enter_frame(Some(1)).await.unwrap();
+        if b.client.find(Locator::Css("#own-ok")).await.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the control frame never rendered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.client.enter_parent_frame().await.unwrap();
+    // Give the victim frame the same time to load, then look inside.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.client.enter_frame(Some(0)).await.unwrap();
+    let inside = b.client.find(Locator::Css("input[name=email]")).await;
+    let html = b.client.source().await.unwrap_or_default();
+    b.client.enter_parent_frame().await.unwrap();
+    assert!(
+        inside.is_err() && !html.contains("Sign in"),
+        "[{:?}] the framed demo page rendered:\n{html}",
+        b.mode
+    );
+    let console = b.csp_console_errors().await;
+    assert!(
+        console.iter().any(|m| m.contains("frame-ancestors")),
+        "[{:?}] no frame-ancestors refusal in the log: {console:#?}",
+        b.mode
+    );
+    b.shot("framed-refused").await;
+    task.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_flows_with_and_without_javascript() {
     let started = Instant::now();
@@ -783,6 +1103,7 @@ async fn browser_flows_with_and_without_javascript() {
                 let t = Instant::now();
                 let site = Site::start().await;
                 $f(&b, &site).await;
+                b.assert_no_csp_violations(stringify!($f)).await;
                 b.client.delete_all_cookies().await.unwrap();
                 eprintln!("{:>5} {:<32} {:?}", mode.tag(), stringify!($f), t.elapsed());
             }};
@@ -793,6 +1114,9 @@ async fn browser_flows_with_and_without_javascript() {
         flow!(stale_ids_reload_once);
         flow!(contact_rate_limited);
         flow!(destructive_action_reauth);
+        flow!(csp_on_every_page);
+        flow!(nonce_lets_only_the_pages_own_inline_script_run);
+        flow!(framing_by_another_origin_does_not_render);
         if mode == Mode::Js {
             let t = Instant::now();
             proof_of_work_is_solved_before_sending(&b).await;
