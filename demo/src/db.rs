@@ -23,7 +23,7 @@ pub enum Dialect {
 /// handler deadline (`PORTCULLIS_HANDLER_TIMEOUT_MS`, 503 `deadline_exceeded`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
-    /// `DEMO_DB_ACQUIRE_TIMEOUT_MS`, default 1000 (Postgres; SQLite waits
+    /// `DEMO_DB_ACQUIRE_TIMEOUT_MS`, default 2000 (Postgres; SQLite waits
     /// at least 3 s: an embedded file has no outage to detect).
     pub acquire: Duration,
     /// `DEMO_DB_STATEMENT_TIMEOUT_MS`, default 5000 (Postgres only).
@@ -42,7 +42,7 @@ impl Timeouts {
             )
         };
         Timeouts {
-            acquire: ms("DEMO_DB_ACQUIRE_TIMEOUT_MS", 1000),
+            acquire: ms("DEMO_DB_ACQUIRE_TIMEOUT_MS", 2000),
             statement: ms("DEMO_DB_STATEMENT_TIMEOUT_MS", 5000),
         }
     }
