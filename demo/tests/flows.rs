@@ -167,7 +167,20 @@ async fn honeypot_filled_contact_form_is_refused_and_nothing_stored() {
 #[tokio::test]
 async fn sign_in_guesses_meet_the_address_limit_then_the_account_ceiling() {
     let demo = start().await;
-    let _ = user(&demo, "Alice").await;
+    // Sign up without signing in: the account's budget starts untouched.
+    let r = demo
+        .client
+        .new_session()
+        .call(
+            "auth.sign_up",
+            &[
+                ("email", "alice@example.com"),
+                ("displayName", "Alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
     let wrong = [
         ("email", "alice@example.com"),
         ("password", "wrong password"),
@@ -178,8 +191,14 @@ async fn sign_in_guesses_meet_the_address_limit_then_the_account_ceiling() {
             .new_session()
             .from_address(std::net::IpAddr::from([127, 0, 1, n]))
     };
-    // Ten addresses, ten wrong guesses each: each address then meets its
-    // own limit, even with the right password.
+    // Which limit refused: the `RateLimit` header names the policy at 0.
+    let exhausted = |r: &portcullis::testing::TestResponse, policy: &str| {
+        r.header("ratelimit")
+            .is_some_and(|h| h.contains(&format!("\"{policy}\";r=0")))
+    };
+    // Ten addresses, ten wrong guesses each (100, the account ceiling's
+    // burst): each address then meets its own limit, even with the right
+    // password.
     for n in 1..=10 {
         let guesser = from(n);
         for _ in 0..10 {
@@ -188,13 +207,28 @@ async fn sign_in_guesses_meet_the_address_limit_then_the_account_ceiling() {
         }
         let r = guesser.call("auth.sign_in", &right).await;
         common::assert_refused(&r, 429, "rate_limited");
+        assert!(exhausted(&r, "account+address"), "{:?}", r.header("ratelimit"));
     }
-    // A hundred guesses at one account: the ceiling holds for everyone now,
-    // which is what it takes ten addresses at once to cause.
-    let r = from(11).call("auth.sign_in", &right).await;
+    // The ceiling refills one guess every 9 s, so on a slow run a guess or
+    // two may still pass; within three more it holds, for every address.
+    let mut held = false;
+    for n in 11..=13 {
+        let r = from(n).call("auth.sign_in", &wrong).await;
+        if r.status == 429 {
+            assert!(exhausted(&r, "account"), "{:?}", r.header("ratelimit"));
+            held = true;
+            break;
+        }
+        assert_eq!(r.status, 422, "{}", r.text());
+    }
+    assert!(held, "the account ceiling never refused");
+    // Now even the right password from a fresh address is refused: that is
+    // what it takes ten addresses at once to cause.
+    let r = from(14).call("auth.sign_in", &right).await;
     common::assert_refused(&r, 429, "rate_limited");
+    assert!(exhausted(&r, "account"), "{:?}", r.header("ratelimit"));
     // Another account is unaffected.
-    let r = from(11)
+    let r = from(14)
         .call(
             "auth.sign_in",
             &[("email", "bob@example.com"), ("password", "wrong password")],
