@@ -207,7 +207,11 @@ async fn sign_in_guesses_meet_the_address_limit_then_the_account_ceiling() {
         }
         let r = guesser.call("auth.sign_in", &right).await;
         common::assert_refused(&r, 429, "rate_limited");
-        assert!(exhausted(&r, "account+address"), "{:?}", r.header("ratelimit"));
+        assert!(
+            exhausted(&r, "account+address"),
+            "{:?}",
+            r.header("ratelimit")
+        );
     }
     // The ceiling refills one guess every 9 s, so on a slow run a guess or
     // two may still pass; within three more it holds, for every address.
