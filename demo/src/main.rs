@@ -24,7 +24,10 @@ fn data_dir() -> PathBuf {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Logs go to stderr: stdout is for command output (`manifest --json`
+    // is piped into `portcullis audit`).
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 // tower-sessions-core logs every failed store call as an

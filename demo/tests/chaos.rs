@@ -269,9 +269,9 @@ impl Instance {
                 "warn,tower_sessions_core=off,portcullis::store=info,portcullis::fragment=info",
             )
             .env("NO_COLOR", "1")
-            // The demo logs to stdout (tracing's default writer).
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::null());
+            // The demo logs to stderr (stdout is for command output).
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in env {
             cmd.env(k, v);
         }
