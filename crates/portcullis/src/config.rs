@@ -224,18 +224,8 @@ impl Config {
         if let Some(prefix) = get("PORTCULLIS_REDIS_PREFIX").filter(|p| !p.trim().is_empty()) {
             config.redis_prefix = prefix.trim().to_owned();
         }
-        if let Some(ms) = get("PORTCULLIS_LIMITER_TIMEOUT_MS") {
-            let n: u64 =
-                ms.trim()
-                    .parse()
-                    .ok()
-                    .filter(|m| *m > 0)
-                    .ok_or_else(|| ConfigError::BadValue {
-                        var: "PORTCULLIS_LIMITER_TIMEOUT_MS",
-                        expected: "a whole number of milliseconds > 0",
-                        value: ms.clone(),
-                    })?;
-            config.limiter_timeout = Duration::from_millis(n);
+        if let Some(timeout) = millis(&get, "PORTCULLIS_LIMITER_TIMEOUT_MS")? {
+            config.limiter_timeout = timeout;
         }
         config.deadlines = deadlines(&get)?;
         Ok((config, notes))
@@ -252,21 +242,32 @@ fn deadlines(
         ("PORTCULLIS_SESSION_TIMEOUT_MS", &mut d.session),
         ("PORTCULLIS_HANDLER_TIMEOUT_MS", &mut d.handler),
     ] {
-        if let Some(ms) = get(var) {
-            let n: u64 =
-                ms.trim()
-                    .parse()
-                    .ok()
-                    .filter(|m| *m > 0)
-                    .ok_or_else(|| ConfigError::BadValue {
-                        var,
-                        expected: "a whole number of milliseconds > 0",
-                        value: ms.clone(),
-                    })?;
-            *slot = Duration::from_millis(n);
+        if let Some(timeout) = millis(get, var)? {
+            *slot = timeout;
         }
     }
     Ok(d)
+}
+
+/// A `*_MS` variable: a whole number of milliseconds > 0, if set.
+fn millis(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+) -> Result<Option<Duration>, ConfigError> {
+    let Some(ms) = get(var) else {
+        return Ok(None);
+    };
+    let n: u64 =
+        ms.trim()
+            .parse()
+            .ok()
+            .filter(|m| *m > 0)
+            .ok_or_else(|| ConfigError::BadValue {
+                var,
+                expected: "a whole number of milliseconds > 0",
+                value: ms.clone(),
+            })?;
+    Ok(Some(Duration::from_millis(n)))
 }
 
 /// Production mode does not start with a development setting; every one
