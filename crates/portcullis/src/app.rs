@@ -458,7 +458,9 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             Some(r) => crate::idempotency::Store::on_redis(r.clone()),
             None => crate::idempotency::Store::memory_with(&self.idempotency),
         };
-        let webhook_seen = (self.config.redis_url.is_none() && !self.webhooks.is_empty())
+        // Only when the idempotency store is in memory (no Redis, whether it
+        // came from `REDIS_URL` or `Portcullis::redis`).
+        let webhook_seen = (redis.is_none() && !self.webhooks.is_empty())
             .then(|| crate::idempotency::Store::memory_with(&self.idempotency));
         let mut cross_origin_routes: Vec<crate::routes::CrossOriginRoute> = self
             .webhooks

@@ -355,23 +355,20 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     let viewer_id = viewer.as_ref().map(|v| v.id());
     let viewer_for_fragments = viewer.clone();
     let handler_deadline = config.deadlines.handler;
-    let Ok(outcome) = tokio::time::timeout(
+    let outcome = tokio::time::timeout(
         handler_deadline,
         std::panic::AssertUnwindSafe(action.exec.call(cx, viewer, input)).catch_unwind(),
     )
-    .await
-    else {
-        if charged {
-            shared.limiter.refund(&meta.quotas, quota_keys).await;
-        }
+    .await;
+    if charged && !matches!(outcome, Ok(Ok(Ok(_)))) {
+        // A quota counts calls that succeeded (in time).
+        shared.limiter.refund(&meta.quotas, quota_keys).await;
+    }
+    let Ok(outcome) = outcome else {
         let r = crate::store::deadline_exceeded();
         tracing::warn!(digest = %r.digest, after_ms = handler_deadline.as_millis() as u64, "handler did not finish within its deadline; 503");
         return Err(r);
     };
-    if charged && !matches!(outcome, Ok(Ok(_))) {
-        // A quota counts calls that succeeded.
-        shared.limiter.refund(&meta.quotas, quota_keys).await;
-    }
     let result = match outcome {
         Ok(Ok(result)) => {
             crate::store::app_dependencies().ok();
