@@ -31,6 +31,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use portcullis::wire;
 use rand::{Rng, SeedableRng};
 use sqlx::Row;
 
@@ -129,7 +130,7 @@ impl Config {
     }
 
     fn action(&self, name: &str) -> String {
-        format!("{}/_action/{}", self.base, self.ids[name])
+        format!("{}{}{}", self.base, wire::ACTION_PREFIX, self.ids[name])
     }
 }
 
@@ -273,7 +274,7 @@ async fn worker(cfg: Arc<Config>, w: usize, deadline: Instant) -> Log {
                         ("email", format!("{}@bench.local", session.user)),
                         ("password", demo::seed::SAMPLE_PASSWORD.to_owned()),
                         // The form's empty honeypot (a missing one is refused).
-                        ("_hp", String::new()),
+                        (wire::field::HONEYPOT, String::new()),
                     ],
                 ))
                 .await
@@ -286,7 +287,7 @@ async fn worker(cfg: Arc<Config>, w: usize, deadline: Instant) -> Log {
                         ("name", format!("Soak {w}")),
                         ("email", format!("soak{w}@example.com")),
                         ("message", message.clone()),
-                        ("_hp", String::new()),
+                        (wire::field::HONEYPOT, String::new()),
                     ],
                 ))
                 .await;

@@ -9,6 +9,7 @@ use common::{
     PASSWORD, accept_invite, assert_refused, project, session_reauthed_ago, snapshot, start,
     team_of, user,
 };
+use portcullis::wire;
 
 #[tokio::test]
 async fn idor_on_every_action_that_takes_an_id_is_a_plain_404() {
@@ -402,8 +403,9 @@ async fn destructive_actions_need_a_recent_reauthentication_in_this_session() {
     assert_eq!(snapshot(&demo).await, before);
     // A browser without JS is sent to the password step, with a way back.
     let path = format!(
-        "{}?_return=%2Fprojects%2F{p}",
-        stale.action_path("projects.delete")
+        "{}?{}=%2Fprojects%2F{p}",
+        stale.action_path("projects.delete"),
+        wire::field::RETURN
     );
     let r = stale
         .post(&path)

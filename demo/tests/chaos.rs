@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use demo::db::Db;
+use portcullis::wire;
 use reqwest::cookie::Jar;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -416,7 +417,7 @@ async fn sign_up(c: &reqwest::Client, base: &str, ids: &Ids, name: &str) {
             ("email", &email),
             ("displayName", name),
             ("password", PASSWORD),
-            ("_hp", ""),
+            (wire::field::HONEYPOT, ""),
         ],
     )
     .await;
@@ -432,7 +433,11 @@ async fn sign_in(c: &reqwest::Client, base: &str, ids: &Ids, name: &str) -> Answ
         c,
         base,
         &ids.path("auth.sign_in"),
-        &[("email", &email), ("password", PASSWORD), ("_hp", "")],
+        &[
+            ("email", &email),
+            ("password", PASSWORD),
+            (wire::field::HONEYPOT, ""),
+        ],
     )
     .await
 }
@@ -512,7 +517,7 @@ impl World<'_> {
                 ("name", "Visitor"),
                 ("email", "visitor@example.com"),
                 ("message", "Hello there, a message."),
-                ("_hp", ""),
+                (wire::field::HONEYPOT, ""),
             ],
         )
         .await

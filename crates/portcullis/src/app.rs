@@ -29,9 +29,6 @@ use crate::seal::Sealer;
 /// How often an app with Redis pings it when idle (see [`crate::store`]).
 pub const WATCHDOG_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The path prefix of the action endpoint.
-pub const ACTION_PREFIX: &str = "/_action/";
-
 /// Why an app refused to start.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -117,7 +114,7 @@ impl Shared {
     /// The action endpoint path for `name`.
     pub fn action_path(&self, name: &str) -> Option<String> {
         self.action_id(name)
-            .map(|id| format!("{ACTION_PREFIX}{id}"))
+            .map(|id| format!("{}{id}", crate::wire::ACTION_PREFIX))
     }
 
     /// The fragment engine (render cache, tags).
@@ -586,7 +583,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         );
         // Pages mint the browser's anonymous scope; actions read it (`anon`).
         let actions = Router::new()
-            .route(&format!("{ACTION_PREFIX}{{id}}"), endpoint)
+            .route(&format!("{}{{id}}", crate::wire::ACTION_PREFIX), endpoint)
             .layer(axum::middleware::from_fn(crate::anon::read));
         let router = Router::new()
             .merge(actions)

@@ -59,10 +59,6 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{ErrorCode, Rejection};
 
-/// The request header.
-pub const HEADER: &str = "idempotency-key";
-/// The no-JS form field.
-pub const FIELD: &str = "_idem";
 /// How long a completed response is kept.
 pub const KEEP: Duration = Duration::from_secs(24 * 3600);
 /// How long a running request holds its key (a crashed instance's claim
@@ -443,8 +439,10 @@ fn rebuild(s: &Stored) -> Response {
             r.headers_mut().insert(name, v);
         }
     }
-    r.headers_mut()
-        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    r.headers_mut().insert(
+        crate::wire::header::IDEMPOTENT_REPLAYED,
+        HeaderValue::from_static("true"),
+    );
     r
 }
 

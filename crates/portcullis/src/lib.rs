@@ -38,6 +38,7 @@ pub mod testing;
 pub mod validate;
 pub mod viewer;
 pub mod webhook;
+pub mod wire;
 
 pub use action::{Action, ActionBuilder, Actions, action};
 pub use app::{App, BuildError, Manifest, Portcullis};

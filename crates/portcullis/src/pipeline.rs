@@ -44,7 +44,6 @@ use tracing::Instrument;
 
 use crate::app::Inner;
 use crate::cx::{Cx, Effects};
-use crate::decode::RETURN_FIELD;
 use crate::error::Rejection;
 use crate::limits::{self, BodyKind};
 use crate::observe::{self, AuditEvent, Observed};
@@ -52,10 +51,7 @@ use crate::ratelimit::{self, KeyRequest};
 use crate::respond::{self, ClientKind, Success};
 use crate::seal::{self, Opening};
 use crate::session::{self, Auth};
-
-/// Request header in which the client runtime lists the fragment keys its
-/// page shows (space separated).
-pub const FRAGMENTS_HEADER: &str = "portcullis-fragments";
+use crate::wire;
 
 /// Runs one action request through every stage, inside an `action` span,
 /// and reports the outcome to the metrics ([`crate::observe`]).
@@ -134,7 +130,9 @@ pub(crate) async fn run<S: Clone + Send + Sync + 'static>(
         response.headers_mut().append(name, value);
     }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", value);
+        response
+            .headers_mut()
+            .insert(wire::header::REQUEST_ID, value);
     }
     let took = started.elapsed();
     let action = observed.action.unwrap_or(observe::UNRESOLVED);
@@ -169,7 +167,7 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     // before the body is read can link back (it is validated when used).
     if let Some(query) = parts.uri.query() {
         *return_to = form_urlencoded::parse(query.as_bytes())
-            .find(|(k, _)| k == RETURN_FIELD)
+            .find(|(k, _)| k == wire::field::RETURN)
             .map(|(_, v)| v.into_owned());
     }
 
@@ -288,7 +286,7 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     // still running is 409. Scoped by action and caller.
     let idem_key = parts
         .headers
-        .get(crate::idempotency::HEADER)
+        .get(wire::header::IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| reserved.idempotency_key.clone());
@@ -416,7 +414,7 @@ async fn stages<S: Clone + Send + Sync + 'static>(
         if client == ClientKind::Json && (effects.refresh || !effects.updated.is_empty()) {
             let requested: Vec<&str> = parts
                 .headers
-                .get(FRAGMENTS_HEADER)
+                .get(wire::header::FRAGMENTS)
                 .and_then(|v| v.to_str().ok())
                 .map(crate::fragment::requested_keys)
                 .unwrap_or_default();

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{login, start};
 use portcullis::testing::TestResponse;
+use portcullis::wire;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn assert_refused(r: &TestResponse, status: u16, code: &str) {
@@ -152,7 +153,7 @@ async fn id_from_two_epochs_ago_is_stale_previous_epoch_still_works() {
     let epoch = shared.epoch();
     let post = |id: String| {
         fx.client
-            .post(&format!("/_action/{id}"))
+            .post(&format!("{}{id}", wire::ACTION_PREFIX))
             .header("content-type", "application/x-www-form-urlencoded")
             .body("text=hello")
             .send()
@@ -188,7 +189,7 @@ async fn malformed_ids_are_400_and_names_never_resolve() {
     ] {
         let r = fx
             .client
-            .post(&format!("/_action/{id}"))
+            .post(&format!("{}{id}", wire::ACTION_PREFIX))
             .header("content-type", "application/x-www-form-urlencoded")
             .body("text=hello")
             .send()
@@ -492,7 +493,11 @@ async fn unauthenticated_call_of_an_authenticated_action_is_401() {
     let r = fx.client.call("notes.add", &[("text", "hello")]).await;
     assert_refused(&r, 401, "unauthenticated");
     // A browser without JS gets an HTML sign-in page with the same status.
-    let path = format!("{}?_return=%2Fnotes", fx.client.action_path("notes.add"));
+    let path = format!(
+        "{}?{}=%2Fnotes",
+        fx.client.action_path("notes.add"),
+        wire::field::RETURN
+    );
     let r = fx
         .client
         .post(&path)
@@ -533,7 +538,7 @@ fn session_cookie(client: &portcullis::testing::TestClient) -> Option<String> {
     client
         .cookies()?
         .split("; ")
-        .find(|c| c.starts_with("portcullis="))
+        .find(|c| c.starts_with(&format!("{}=", wire::cookie::SESSION)))
         .map(str::to_owned)
 }
 
@@ -541,14 +546,14 @@ fn session_cookie(client: &portcullis::testing::TestClient) -> Option<String> {
 async fn session_fixation_planted_id_never_becomes_authenticated() {
     let fx = start().await;
     let victim = fx.client.new_session();
-    let planted = "portcullis=attackerchosenid123456789";
-    victim.set_cookie(planted);
+    let planted = format!("{}=attackerchosenid123456789", wire::cookie::SESSION);
+    victim.set_cookie(&planted);
     login(&victim, 7, false).await;
     let after = session_cookie(&victim).expect("a session cookie");
     assert_ne!(after, planted);
     // The attacker, holding the planted id, is not signed in.
     let attacker = fx.client.new_session();
-    attacker.set_cookie(planted);
+    attacker.set_cookie(&planted);
     assert_refused(
         &attacker.call("notes.add", &[("text", "pwned")]).await,
         401,
@@ -644,7 +649,7 @@ async fn no_js_success_is_303_to_a_same_origin_path_only() {
         .client
         .submit(
             "notes.public",
-            &[("text", "hello"), ("_return", "/notes?x=1")],
+            &[("text", "hello"), (wire::field::RETURN, "/notes?x=1")],
         )
         .await;
     assert_eq!(r.status, 303);
@@ -652,7 +657,10 @@ async fn no_js_success_is_303_to_a_same_origin_path_only() {
     for evil in ["https://evil.example/", "//evil.example", "/\\evil.example"] {
         let r = fx
             .client
-            .submit("notes.public", &[("text", "hello"), ("_return", evil)])
+            .submit(
+                "notes.public",
+                &[("text", "hello"), (wire::field::RETURN, evil)],
+            )
             .await;
         assert_eq!(r.status, 303);
         assert_eq!(r.header("location"), Some("/"), "{evil}");

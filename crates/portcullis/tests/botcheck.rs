@@ -18,6 +18,7 @@ use portcullis::botcheck::{self, BotCheck, Challenges, HttpVerifier};
 use portcullis::prelude::*;
 use portcullis::render::Page;
 use portcullis::testing::{TestClient, TestResponse};
+use portcullis::wire;
 use portcullis::{Config, Portcullis};
 use serde::Deserialize;
 
@@ -134,7 +135,10 @@ async fn filled_honeypot_is_refused_in_every_encoding() {
         .client
         .call(
             "contact.honeypot",
-            &[("text", "buy pills"), ("_hp", "http://spam.example")],
+            &[
+                ("text", "buy pills"),
+                (wire::field::HONEYPOT, "http://spam.example"),
+            ],
         )
         .await;
     assert_refused(&r, 403, "bot_check_failed");
@@ -142,7 +146,7 @@ async fn filled_honeypot_is_refused_in_every_encoding() {
         .client
         .call_json(
             "contact.honeypot",
-            &serde_json::json!({"text": "buy pills", "_hp": "x"}),
+            &serde_json::json!({"text": "buy pills", (wire::field::HONEYPOT): "x"}),
         )
         .await;
     assert_refused(&r, 403, "bot_check_failed");
@@ -151,7 +155,10 @@ async fn filled_honeypot_is_refused_in_every_encoding() {
     // when the test gives none); no-JS submit gets its 303.
     assert_eq!(
         fx.client
-            .call("contact.honeypot", &[("text", "hello"), ("_hp", "")])
+            .call(
+                "contact.honeypot",
+                &[("text", "hello"), (wire::field::HONEYPOT, "")]
+            )
             .await
             .status,
         200
@@ -167,7 +174,11 @@ async fn filled_honeypot_is_refused_in_every_encoding() {
         .client
         .submit(
             "contact.honeypot",
-            &[("text", "hi"), ("_hp", ""), ("_return", "/thanks")],
+            &[
+                ("text", "hi"),
+                (wire::field::HONEYPOT, ""),
+                (wire::field::RETURN, "/thanks"),
+            ],
         )
         .await;
     assert_eq!(
@@ -223,7 +234,7 @@ async fn missing_honeypot_field_is_refused() {
         &fx,
         "contact.honeypot",
         &same_origin,
-        &[("text", "hello"), ("_hp", "")],
+        &[("text", "hello"), (wire::field::HONEYPOT, "")],
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -244,7 +255,7 @@ async fn pow_round_trip(fx: &Fx) {
     let r = post_with(
         fx,
         "contact.pow",
-        &[(botcheck::POW_HEADER, &solution)],
+        &[(wire::header::POW, &solution)],
         &[("text", "one")],
     )
     .await;
@@ -254,7 +265,7 @@ async fn pow_round_trip(fx: &Fx) {
     let r = post_with(
         fx,
         "contact.pow",
-        &[(botcheck::POW_HEADER, &solution)],
+        &[(wire::header::POW, &solution)],
         &[("text", "two")],
     )
     .await;
@@ -263,7 +274,7 @@ async fn pow_round_trip(fx: &Fx) {
         fx,
         "contact.pow",
         &[],
-        &[("text", "two"), ("_pow", &solution)],
+        &[("text", "two"), (wire::field::POW, &solution)],
     )
     .await;
     assert_refused(&r, 403, "bot_check_failed");
@@ -275,7 +286,7 @@ async fn pow_round_trip(fx: &Fx) {
             fx,
             "contact.pow",
             &[],
-            &[("text", "three"), ("_pow", &fresh)]
+            &[("text", "three"), (wire::field::POW, &fresh)]
         )
         .await
         .status,
@@ -300,7 +311,7 @@ async fn pow_replay_is_refused_across_two_instances_sharing_redis() {
     let a = start(config.clone(), None).await;
     let b = start(config, None).await;
     let solution = botcheck::solve(&a.client.shared().pow_challenge("contact.pow").unwrap());
-    let h = [(botcheck::POW_HEADER, solution.as_str())];
+    let h = [(wire::header::POW, solution.as_str())];
     assert_eq!(
         post_with(&a, "contact.pow", &h, &[("text", "a")])
             .await
@@ -362,7 +373,7 @@ async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_a
         let r = post_with(
             &fx,
             "contact.pow",
-            &[(botcheck::POW_HEADER, value)],
+            &[(wire::header::POW, value)],
             &[("text", "x")],
         )
         .await;
@@ -375,8 +386,8 @@ async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_a
     let r = post_with(
         &fx,
         "contact.pow",
-        &[(botcheck::POW_HEADER, &solution)],
-        &[("text", "x"), ("_hp", "bot")],
+        &[(wire::header::POW, &solution)],
+        &[("text", "x"), (wire::field::HONEYPOT, "bot")],
     )
     .await;
     assert_refused(&r, 403, "bot_check_failed");
@@ -385,7 +396,7 @@ async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_a
     let r = post_with(
         &fx,
         "contact.pow",
-        &[(botcheck::POW_HEADER, &solution)],
+        &[(wire::header::POW, &solution)],
         &[("text", "ok")],
     )
     .await;
@@ -406,13 +417,16 @@ async fn page_form_carries_honeypot_and_a_solvable_challenge() {
     let page = fx.client.get("/contact").await;
     assert_eq!(page.status, 200);
     let html = page.text();
-    assert!(html.contains("name=\"_hp\""), "{html}");
     assert!(
-        html.contains(&format!("data-pow-bits=\"{BITS}\"")),
+        html.contains(&format!("name=\"{}\"", wire::field::HONEYPOT)),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("{}=\"{BITS}\"", wire::attr::POW_BITS)),
         "{html}"
     );
     let challenge = html
-        .split("data-pow=\"")
+        .split(&format!("{}=\"", wire::attr::POW))
         .nth(1)
         .and_then(|rest| rest.split('"').next())
         .expect("data-pow attribute")
@@ -422,7 +436,11 @@ async fn page_form_carries_honeypot_and_a_solvable_challenge() {
         &fx,
         "contact.pow",
         &[],
-        &[("text", "from page"), ("_hp", ""), ("_pow", &solution)],
+        &[
+            ("text", "from page"),
+            (wire::field::HONEYPOT, ""),
+            (wire::field::POW, &solution),
+        ],
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -470,7 +488,7 @@ async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
     let r = post_with(
         &fx,
         "contact.verified",
-        &[(botcheck::BOT_TOKEN_HEADER, "human-token")],
+        &[(wire::header::BOT_TOKEN, "human-token")],
         &[("text", "a")],
     )
     .await;
@@ -479,7 +497,7 @@ async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
         &fx,
         "contact.verified",
         &[],
-        &[("text", "b"), ("_bot", "human-token")],
+        &[("text", "b"), (wire::field::BOT_TOKEN, "human-token")],
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -492,7 +510,7 @@ async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
     let r = post_with(
         &fx,
         "contact.verified",
-        &[(botcheck::BOT_TOKEN_HEADER, "robot-token")],
+        &[(wire::header::BOT_TOKEN, "robot-token")],
         &[("text", "c")],
     )
     .await;
@@ -512,7 +530,7 @@ async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
     let r = post_with(
         &fx,
         "contact.verified",
-        &[(botcheck::BOT_TOKEN_HEADER, "human-token")],
+        &[(wire::header::BOT_TOKEN, "human-token")],
         &[("text", "e")],
     )
     .await;
