@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use crate::action::ActionMeta;
 use crate::app::{Manifest, ManifestEntry};
-use crate::wire::ACTION_PREFIX;
 use crate::botcheck::{BotCheck, CHALLENGE_TTL, Challenges};
 use crate::config::Config;
 use crate::ids::Ids;
 use crate::observe::{AuditSink, Metrics};
 use crate::ratelimit::Limiter;
 use crate::seal::Sealer;
+use crate::wire::ACTION_PREFIX;
 
 /// Framework state shared by the pipeline and page extractors.
 pub struct Shared {
