@@ -158,9 +158,3 @@ where
 pub(crate) fn request_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
-
-/// What the pipeline learned about a call, for the report at its end.
-#[derive(Default)]
-pub(crate) struct Observed {
-    pub action: Option<&'static str>,
-}
