@@ -3,13 +3,15 @@
 
 mod common;
 
+use demo::actions::{account, auth, comments, projects, teams};
+use portcullis::AnyActionRef;
+use portcullis::wire;
 use std::time::Duration;
 
 use common::{
     PASSWORD, accept_invite, assert_refused, project, session_reauthed_ago, snapshot, start,
     team_of, user,
 };
-use portcullis::wire;
 
 #[tokio::test]
 async fn idor_on_every_action_that_takes_an_id_is_a_plain_404() {
@@ -20,7 +22,7 @@ async fn idor_on_every_action_that_takes_an_id_is_a_plain_404() {
     let p = project(&alice, team, "Secret plans").await;
     let r = alice
         .call(
-            "comments.post",
+            comments::POST,
             &[("projectId", &p.to_string()), ("body", "hi")],
         )
         .await;
@@ -32,39 +34,42 @@ async fn idor_on_every_action_that_takes_an_id_is_a_plain_404() {
     let team = team.to_string();
     let other = other_id.to_string();
     let alice_s = alice_id.to_string();
-    let attacks: Vec<(&str, Vec<(&str, &str)>)> = vec![
+    let attacks: Vec<(AnyActionRef, Vec<(&str, &str)>)> = vec![
         (
-            "projects.rename",
+            projects::RENAME.into(),
             vec![("projectId", &p), ("name", "pwned")],
         ),
-        ("projects.archive", vec![("projectId", &p)]),
-        ("projects.restore", vec![("projectId", &p)]),
-        ("projects.delete", vec![("projectId", &p)]),
+        (projects::ARCHIVE.into(), vec![("projectId", &p)]),
+        (projects::RESTORE.into(), vec![("projectId", &p)]),
+        (projects::DELETE.into(), vec![("projectId", &p)]),
         (
-            "projects.create",
+            projects::CREATE.into(),
             vec![("teamId", &team), ("name", "planted")],
         ),
-        ("comments.post", vec![("projectId", &p), ("body", "spam")]),
         (
-            "comments.edit",
+            comments::POST.into(),
+            vec![("projectId", &p), ("body", "spam")],
+        ),
+        (
+            comments::EDIT.into(),
             vec![("commentId", &comment), ("body", "edited")],
         ),
-        ("comments.delete", vec![("commentId", &comment)]),
+        (comments::DELETE.into(), vec![("commentId", &comment)]),
         (
-            "teams.invite",
+            teams::INVITE.into(),
             vec![("teamId", &team), ("email", "m@evil.example")],
         ),
         (
-            "teams.set_role",
+            teams::SET_ROLE.into(),
             vec![("teamId", &team), ("memberId", &other), ("role", "admin")],
         ),
         (
-            "teams.remove_member",
+            teams::REMOVE.into(),
             vec![("teamId", &team), ("memberId", &alice_s)],
         ),
     ];
     for (action, form) in &attacks {
-        let r = mallory.call(action, form).await;
+        let r = mallory.call(*action, form).await;
         assert_refused(&r, 404, "not_found");
         // Same answer as for an id that does not exist at all.
         let missing: Vec<(&str, &str)> = form
@@ -77,7 +82,7 @@ async fn idor_on_every_action_that_takes_an_id_is_a_plain_404() {
                 }
             })
             .collect();
-        let r2 = mallory.call(action, &missing).await;
+        let r2 = mallory.call(*action, &missing).await;
         assert_eq!(r2.status, 404, "{action} on a missing id: {}", r2.text());
         assert_eq!(r.json()["error"]["message"], r2.json()["error"]["message"]);
     }
@@ -105,13 +110,19 @@ async fn mass_assignment_of_each_forbidden_field_is_refused() {
         "userId",
         "authorId",
     ];
-    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+    let cases: Vec<(AnyActionRef, Vec<(&str, &str)>)> = vec![
         (
-            "projects.rename",
+            projects::RENAME.into(),
             vec![("projectId", &p), ("name", "New name")],
         ),
-        ("account.update_profile", vec![("displayName", "Alice 2")]),
-        ("comments.post", vec![("projectId", &p), ("body", "hello")]),
+        (
+            account::UPDATE_PROFILE.into(),
+            vec![("displayName", "Alice 2")],
+        ),
+        (
+            comments::POST.into(),
+            vec![("projectId", &p), ("body", "hello")],
+        ),
     ];
     for (action, base) in &cases {
         for field in forbidden {
@@ -120,7 +131,7 @@ async fn mass_assignment_of_each_forbidden_field_is_refused() {
             }
             let mut form = base.clone();
             form.push((field, "1"));
-            let r = alice.call(action, &form).await;
+            let r = alice.call(*action, &form).await;
             assert_refused(&r, 422, "invalid_input");
             assert!(
                 r.json()["fieldErrors"][field].is_array(),
@@ -133,7 +144,7 @@ async fn mass_assignment_of_each_forbidden_field_is_refused() {
     let anon = demo.client.new_session();
     let r = anon
         .call(
-            "auth.sign_up",
+            auth::SIGN_UP,
             &[
                 ("email", "x@example.com"),
                 ("displayName", "X"),
@@ -155,7 +166,7 @@ async fn invite_tokens_are_single_use_expire_and_cannot_be_guessed() {
     let team = team_of(&demo, alice_id).await.to_string();
     let r = alice
         .call(
-            "teams.invite",
+            teams::INVITE,
             &[("teamId", &team), ("email", "bob@example.com")],
         )
         .await;
@@ -174,15 +185,13 @@ async fn invite_tokens_are_single_use_expire_and_cannot_be_guessed() {
     let r = accept_invite(&carol, &guess).await;
     assert_refused(&r, 422, "invalid_input");
     // A token posted without the page's seal does not even reach the lookup.
-    let r = carol
-        .call("teams.accept_invite", &[("token", &token)])
-        .await;
+    let r = carol.call(teams::ACCEPT, &[("token", &token)]).await;
     assert_refused(&r, 400, "invalid_bound_argument");
     assert_eq!(snapshot(&demo).await, before);
     // A sealed token is bound to the session it was sealed for.
     let sealed_for_carol = common::hidden_field(&carol, &link, "token").await;
     let r = bob
-        .call("teams.accept_invite", &[("token", &sealed_for_carol)])
+        .call(teams::ACCEPT, &[("token", &sealed_for_carol)])
         .await;
     assert_refused(&r, 400, "invalid_bound_argument");
     assert_eq!(snapshot(&demo).await, before);
@@ -203,7 +212,7 @@ async fn invite_tokens_are_single_use_expire_and_cannot_be_guessed() {
     // Expiry.
     let r = alice
         .call(
-            "teams.invite",
+            teams::INVITE,
             &[("teamId", &team), ("email", "carol@example.com")],
         )
         .await;
@@ -233,7 +242,7 @@ async fn a_member_cannot_escalate_their_role() {
     let team = team_of(&demo, alice_id).await.to_string();
     for (c, email) in [(&bob, "bob@example.com"), (&carol, "carol@example.com")] {
         let r = alice
-            .call("teams.invite", &[("teamId", &team), ("email", email)])
+            .call(teams::INVITE, &[("teamId", &team), ("email", email)])
             .await;
         let link = r.json()["result"]["link"].as_str().unwrap().to_owned();
         assert_eq!(accept_invite(c, &link).await.status, 200);
@@ -242,7 +251,7 @@ async fn a_member_cannot_escalate_their_role() {
     // On himself: refused outright.
     let r = bob
         .call(
-            "teams.set_role",
+            teams::SET_ROLE,
             &[
                 ("teamId", &team),
                 ("memberId", &bob_id.to_string()),
@@ -254,7 +263,7 @@ async fn a_member_cannot_escalate_their_role() {
     // On a peer: he is not an admin, so the row is "not found".
     let r = bob
         .call(
-            "teams.set_role",
+            teams::SET_ROLE,
             &[
                 ("teamId", &team),
                 ("memberId", &carol_id.to_string()),
@@ -266,7 +275,7 @@ async fn a_member_cannot_escalate_their_role() {
     // Demoting the admin: same.
     let r = bob
         .call(
-            "teams.set_role",
+            teams::SET_ROLE,
             &[
                 ("teamId", &team),
                 ("memberId", &alice_id.to_string()),
@@ -278,7 +287,7 @@ async fn a_member_cannot_escalate_their_role() {
     // A role outside the enum is a validation error.
     let r = alice
         .call(
-            "teams.set_role",
+            teams::SET_ROLE,
             &[
                 ("teamId", &team),
                 ("memberId", &bob_id.to_string()),
@@ -291,7 +300,7 @@ async fn a_member_cannot_escalate_their_role() {
     // The admin can promote.
     let r = alice
         .call(
-            "teams.set_role",
+            teams::SET_ROLE,
             &[
                 ("teamId", &team),
                 ("memberId", &bob_id.to_string()),
@@ -310,7 +319,7 @@ async fn deleting_or_editing_another_users_comment_is_404_even_in_the_same_team(
     let team = team_of(&demo, alice_id).await.to_string();
     let r = alice
         .call(
-            "teams.invite",
+            teams::INVITE,
             &[("teamId", &team), ("email", "bob@example.com")],
         )
         .await;
@@ -321,20 +330,20 @@ async fn deleting_or_editing_another_users_comment_is_404_even_in_the_same_team(
         .to_string();
     let r = alice
         .call(
-            "comments.post",
+            comments::POST,
             &[("projectId", &p), ("body", "alice's words")],
         )
         .await;
     let c = r.json()["result"]["id"].as_i64().unwrap().to_string();
     let before = snapshot(&demo).await;
     assert_refused(
-        &bob.call("comments.delete", &[("commentId", &c)]).await,
+        &bob.call(comments::DELETE, &[("commentId", &c)]).await,
         404,
         "not_found",
     );
     assert_refused(
         &bob.call(
-            "comments.edit",
+            comments::EDIT,
             &[("commentId", &c), ("body", "bob's words")],
         )
         .await,
@@ -344,11 +353,11 @@ async fn deleting_or_editing_another_users_comment_is_404_even_in_the_same_team(
     assert_eq!(snapshot(&demo).await, before);
     // Bob can comment (same team) and delete his own.
     let r = bob
-        .call("comments.post", &[("projectId", &p), ("body", "bob here")])
+        .call(comments::POST, &[("projectId", &p), ("body", "bob here")])
         .await;
     let mine = r.json()["result"]["id"].as_i64().unwrap().to_string();
     assert_eq!(
-        bob.call("comments.delete", &[("commentId", &mine)])
+        bob.call(comments::DELETE, &[("commentId", &mine)])
             .await
             .status,
         200
@@ -362,18 +371,18 @@ async fn destructive_actions_need_a_recent_reauthentication_in_this_session() {
     let team = team_of(&demo, alice_id).await;
     let p = project(&alice, team, "Doomed").await.to_string();
     let before = snapshot(&demo).await;
-    let destructive: Vec<(&str, Vec<(&str, &str)>)> = vec![
-        ("projects.delete", vec![("projectId", &p)]),
-        ("account.delete", vec![("password", PASSWORD)]),
+    let destructive: Vec<(AnyActionRef, Vec<(&str, &str)>)> = vec![
+        (projects::DELETE.into(), vec![("projectId", &p)]),
+        (account::DELETE.into(), vec![("password", PASSWORD)]),
         (
-            "account.change_password",
+            account::CHANGE_PASSWORD.into(),
             vec![
                 ("currentPassword", PASSWORD),
                 ("newPassword", "another long password"),
             ],
         ),
         (
-            "teams.remove_member",
+            teams::REMOVE.into(),
             vec![("teamId", "1"), ("memberId", "2")],
         ),
     ];
@@ -384,19 +393,17 @@ async fn destructive_actions_need_a_recent_reauthentication_in_this_session() {
     ] {
         let stale = session_reauthed_ago(&demo, alice_id, ago).await;
         for (action, form) in &destructive {
-            let r = stale.call(action, form).await;
+            let r = stale.call(*action, form).await;
             assert_refused(&r, 401, "reauthentication_required");
         }
     }
     // A re-authentication in *another* session does not count here.
     let stale = session_reauthed_ago(&demo, alice_id, Duration::from_secs(3600)).await;
     let other = session_reauthed_ago(&demo, alice_id, Duration::from_secs(3600)).await;
-    let r = other
-        .call("auth.reauthenticate", &[("password", PASSWORD)])
-        .await;
+    let r = other.call(auth::REAUTH, &[("password", PASSWORD)]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_refused(
-        &stale.call("projects.delete", &[("projectId", &p)]).await,
+        &stale.call(projects::DELETE, &[("projectId", &p)]).await,
         401,
         "reauthentication_required",
     );
@@ -404,7 +411,7 @@ async fn destructive_actions_need_a_recent_reauthentication_in_this_session() {
     // A browser without JS is sent to the password step, with a way back.
     let path = format!(
         "{}?{}=%2Fprojects%2F{p}",
-        stale.action_path("projects.delete"),
+        stale.path(projects::DELETE),
         wire::field::RETURN
     );
     let r = stale
@@ -425,25 +432,25 @@ async fn destructive_actions_need_a_recent_reauthentication_in_this_session() {
     );
     // Wrong password at the step-up: refused, still not recent.
     let r = stale
-        .call("auth.reauthenticate", &[("password", "wrong password!")])
+        .call(auth::REAUTH, &[("password", "wrong password!")])
         .await;
     assert_refused(&r, 422, "invalid_input");
     assert_refused(
-        &stale.call("projects.delete", &[("projectId", &p)]).await,
+        &stale.call(projects::DELETE, &[("projectId", &p)]).await,
         401,
         "reauthentication_required",
     );
     // After re-authenticating in this session it works.
     assert_eq!(
         stale
-            .call("auth.reauthenticate", &[("password", PASSWORD)])
+            .call(auth::REAUTH, &[("password", PASSWORD)])
             .await
             .status,
         200
     );
     assert_eq!(
         stale
-            .call("projects.delete", &[("projectId", &p)])
+            .call(projects::DELETE, &[("projectId", &p)])
             .await
             .status,
         200
@@ -458,7 +465,7 @@ async fn password_change_needs_the_current_password() {
     let before = snapshot(&demo).await;
     let r = alice
         .call(
-            "account.change_password",
+            account::CHANGE_PASSWORD,
             &[("newPassword", "another long password")],
         )
         .await;
@@ -466,7 +473,7 @@ async fn password_change_needs_the_current_password() {
     assert_eq!(r.json()["fieldErrors"]["currentPassword"][0], "is required");
     let r = alice
         .call(
-            "account.change_password",
+            account::CHANGE_PASSWORD,
             &[
                 ("currentPassword", "not my password"),
                 ("newPassword", "another long password"),
@@ -478,7 +485,7 @@ async fn password_change_needs_the_current_password() {
     assert_eq!(snapshot(&demo).await, before);
     let r = alice
         .call(
-            "account.change_password",
+            account::CHANGE_PASSWORD,
             &[
                 ("currentPassword", PASSWORD),
                 ("newPassword", "another long password"),
@@ -496,7 +503,7 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
     let anon = demo.client.new_session();
     let wrong = anon
         .call(
-            "auth.sign_in",
+            auth::SIGN_IN,
             &[
                 ("email", "alice@example.com"),
                 ("password", "wrong password"),
@@ -505,7 +512,7 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
         .await;
     let unknown = anon
         .call(
-            "auth.sign_in",
+            auth::SIGN_IN,
             &[
                 ("email", "nobody@example.com"),
                 ("password", "wrong password"),
@@ -523,7 +530,7 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
     // Neither signed anyone in.
     assert_refused(
         &anon
-            .call("projects.create", &[("teamId", "1"), ("name", "x1")])
+            .call(projects::CREATE, &[("teamId", "1"), ("name", "x1")])
             .await,
         401,
         "unauthenticated",
@@ -537,7 +544,7 @@ async fn html_and_script_in_every_text_field_is_rendered_inert() {
     let anon = demo.client.new_session();
     let r = anon
         .call(
-            "auth.sign_up",
+            auth::SIGN_UP,
             &[
                 ("email", "eve@example.com"),
                 ("displayName", evil),
@@ -555,7 +562,7 @@ async fn html_and_script_in_every_text_field_is_rendered_inert() {
     let p = project(&anon, team, evil).await;
     let r = anon
         .call(
-            "comments.post",
+            comments::POST,
             &[("projectId", &p.to_string()), ("body", evil)],
         )
         .await;
@@ -589,7 +596,7 @@ async fn responses_never_carry_hashes_tokens_or_other_users_emails() {
         .unwrap();
     let r = alice
         .call(
-            "account.set_api_key",
+            account::SET_API_KEY,
             &[("apiKey", "sk_live_supersecretvalue")],
         )
         .await;
@@ -599,7 +606,7 @@ async fn responses_never_carry_hashes_tokens_or_other_users_emails() {
     );
     let r = alice
         .call(
-            "comments.post",
+            comments::POST,
             &[("projectId", &p.to_string()), ("body", "x")],
         )
         .await;
@@ -631,7 +638,7 @@ async fn transfer_uses_a_sealed_project_id_that_cannot_be_moved() {
     // Alice joins Bob's team, so she may move her project there.
     let r = bob
         .call(
-            "teams.invite",
+            teams::INVITE,
             &[
                 ("teamId", &bob_team.to_string()),
                 ("email", "alice@example.com"),
@@ -648,7 +655,7 @@ async fn transfer_uses_a_sealed_project_id_that_cannot_be_moved() {
     // An unsealed (edited) id is refused before the handler.
     let r = alice
         .call(
-            "projects.transfer",
+            projects::TRANSFER,
             &[
                 ("projectId", &other.to_string()),
                 ("toTeam", &bob_team.to_string()),
@@ -657,14 +664,12 @@ async fn transfer_uses_a_sealed_project_id_that_cannot_be_moved() {
         .await;
     assert_refused(&r, 400, "invalid_bound_argument");
     // The sealed value replayed into another action that takes a sealed field.
-    let r = alice
-        .call("teams.accept_invite", &[("token", &sealed)])
-        .await;
+    let r = alice.call(teams::ACCEPT, &[("token", &sealed)]).await;
     assert_refused(&r, 400, "invalid_bound_argument");
     // The same sealed value in Bob's session.
     let r = bob
         .call(
-            "projects.transfer",
+            projects::TRANSFER,
             &[("projectId", &sealed), ("toTeam", &bob_team.to_string())],
         )
         .await;
@@ -675,7 +680,7 @@ async fn transfer_uses_a_sealed_project_id_that_cannot_be_moved() {
     let before_carol = snapshot(&demo).await;
     let r = alice
         .call(
-            "projects.transfer",
+            projects::TRANSFER,
             &[("projectId", &sealed), ("toTeam", &carol_team.to_string())],
         )
         .await;
@@ -685,7 +690,7 @@ async fn transfer_uses_a_sealed_project_id_that_cannot_be_moved() {
     // The real thing.
     let r = alice
         .call(
-            "projects.transfer",
+            projects::TRANSFER,
             &[("projectId", &sealed), ("toTeam", &bob_team.to_string())],
         )
         .await;

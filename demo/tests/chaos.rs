@@ -14,6 +14,7 @@
 //! both recover. Measured times and log volume are printed (run with
 //! `--nocapture`).
 
+use demo::actions::{auth, contact, projects};
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -22,9 +23,9 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use demo::db::Db;
-use portcullis::wire;
 use reqwest::cookie::Jar;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use portcullis::wire;
 
 const SECRET: &str = "Y2hhb3MtdGVzdC1zZWNyZXQtdGhpcnR5LXR3by1ieXRlcyE=";
 const PASSWORD: &str = "a long enough password";
@@ -325,8 +326,8 @@ impl Ids {
         let app = demo::build_with(config, &db, sessions).unwrap();
         Ids(app.shared().clone())
     }
-    fn path(&self, name: &str) -> String {
-        self.0.action_path(name).unwrap()
+    fn path<In, Out>(&self, action: portcullis::ActionRef<In, Out>) -> String {
+        self.0.action_path(action.name()).unwrap()
     }
 }
 
@@ -412,7 +413,7 @@ async fn sign_up(c: &reqwest::Client, base: &str, ids: &Ids, name: &str) {
     let a = act(
         c,
         base,
-        &ids.path("auth.sign_up"),
+        &ids.path(auth::SIGN_UP),
         &[
             ("email", &email),
             ("displayName", name),
@@ -432,12 +433,8 @@ async fn sign_in(c: &reqwest::Client, base: &str, ids: &Ids, name: &str) -> Answ
     act(
         c,
         base,
-        &ids.path("auth.sign_in"),
-        &[
-            ("email", &email),
-            ("password", PASSWORD),
-            (wire::field::HONEYPOT, ""),
-        ],
+        &ids.path(auth::SIGN_IN),
+        &[("email", &email), ("password", PASSWORD), (wire::field::HONEYPOT, "")],
     )
     .await
 }
@@ -498,7 +495,7 @@ impl World<'_> {
         let a = act(
             &self.signed,
             base,
-            &self.ids.path("projects.create"),
+            &self.ids.path(projects::CREATE),
             &[("teamId", &self.team), ("name", &name)],
         )
         .await;
@@ -512,7 +509,7 @@ impl World<'_> {
         act(
             &browser(),
             base,
-            &self.ids.path("contact.send"),
+            &self.ids.path(contact::SEND),
             &[
                 ("name", "Visitor"),
                 ("email", "visitor@example.com"),

@@ -6,12 +6,18 @@
 mod common;
 
 use common::{project, start, team_of, user};
+use demo::actions::projects;
 use portcullis::testing::{TestClient, TestResponse};
 use portcullis::wire;
 
-async fn no_js_post(c: &TestClient, name: &str, query: &str, body: &str) -> TestResponse {
+async fn no_js_post<In, Out>(
+    c: &TestClient,
+    action: portcullis::ActionRef<In, Out>,
+    query: &str,
+    body: &str,
+) -> TestResponse {
     let r = c
-        .post(&format!("{}?{query}", c.action_path(name)))
+        .post(&format!("{}?{query}", c.path(action)))
         .header("accept", "text/html,application/xhtml+xml")
         .header("origin", c.origin())
         .header("content-type", "application/x-www-form-urlencoded")
@@ -57,7 +63,7 @@ async fn no_js_validation_failure_comes_back_as_a_single_use_flash() {
     let back = page.replace('/', "%2F");
     let r = no_js_post(
         &c,
-        "projects.rename",
+        projects::RENAME,
         &format!("{}={back}", wire::field::RETURN),
         &format!("projectId={p}&name=x"),
     )
@@ -73,11 +79,15 @@ async fn no_js_validation_failure_comes_back_as_a_single_use_flash() {
     assert!(!cookie.contains("length is lower"), "sealed, not readable");
 
     let html = c.get(&page).await;
-    let cleared = html.headers.get_all("set-cookie").iter().any(|v| {
-        v.to_str()
-            .unwrap()
-            .starts_with(&format!("{}=;", wire::cookie::FLASH))
-    });
+    let cleared = html
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .any(|v| {
+            v.to_str()
+                .unwrap()
+                .starts_with(&format!("{}=;", wire::cookie::FLASH))
+        });
     assert!(cleared, "the page that shows the flash deletes it");
     let html = html.text();
     assert!(html.contains("aria-invalid=\"true\""), "{html}");
@@ -150,7 +160,7 @@ async fn json_clients_still_get_422_and_unsafe_return_paths_get_the_error_page()
     let p = project(&c, team, "Apollo").await;
     let r = c
         .call(
-            "projects.rename",
+            projects::RENAME,
             &[("projectId", &p.to_string()), ("name", "x")],
         )
         .await;
@@ -158,7 +168,7 @@ async fn json_clients_still_get_422_and_unsafe_return_paths_get_the_error_page()
     assert!(r.json()["fieldErrors"]["name"].is_array());
     let r = no_js_post(
         &c,
-        "projects.rename",
+        projects::RENAME,
         &format!("{}=https%3A%2F%2Fevil.example%2F", wire::field::RETURN),
         &format!("projectId={p}&name=x"),
     )
@@ -196,7 +206,7 @@ async fn rendered_forms_are_accessible() {
                 "role=\"alert\" aria-live=\"assertive\" {}",
                 wire::attr::FORM_ERRORS
             ))
-            .count(),
+                .count(),
             forms,
             "{path}: each form has a form-error region"
         );
@@ -224,7 +234,10 @@ async fn rendered_forms_are_accessible() {
                     let described = attr("aria-describedby")
                         .unwrap_or_else(|| panic!("{path}: #{id} has no aria-describedby"));
                     assert!(
-                        html.contains(&format!("id=\"{described}\" {}=", wire::attr::ERROR_FOR)),
+                        html.contains(&format!(
+                            "id=\"{described}\" {}=",
+                            wire::attr::ERROR_FOR
+                        )),
                         "{path}: #{id}'s error slot is missing"
                     );
                     let slot = html.split(&format!("id=\"{described}\"")).nth(1).unwrap();

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{project, start, team_of, user};
+use demo::actions::{account, projects};
 use portcullis::wire;
 
 /// Mallory saves, as her "third-party API key", a high-entropy string that
@@ -32,7 +33,7 @@ async fn one_users_api_key_cannot_make_every_page_fail() {
         wire::attr::PORTCULLIS,
     ] {
         let r = mallory
-            .call("account.set_api_key", &[("apiKey", poison)])
+            .call(account::SET_API_KEY, &[("apiKey", poison)])
             .await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
@@ -56,7 +57,7 @@ async fn one_users_api_key_cannot_make_every_page_fail() {
     assert_eq!(r.status, 200, "{}", r.text());
     let r = alice
         .call(
-            "projects.rename",
+            projects::RENAME,
             &[("projectId", &p.to_string()), ("name", "Still fine")],
         )
         .await;

@@ -18,8 +18,8 @@ use portcullis::botcheck::{self, BotCheck, Challenges, HttpVerifier};
 use portcullis::prelude::*;
 use portcullis::render::Page;
 use portcullis::testing::{TestClient, TestResponse};
-use portcullis::wire;
 use portcullis::{Config, Portcullis};
+use portcullis::wire;
 use serde::Deserialize;
 
 fn assert_refused(r: &TestResponse, status: u16, code: &str) {
@@ -35,6 +35,13 @@ pub struct Message {
 
 const BITS: u8 = 10;
 
+/// The fixture's actions: the same handler behind each kind of bot check.
+type Contact = ActionRef<Message, ()>;
+const HONEYPOT: Contact = ActionRef::new("contact.honeypot");
+const POW: Contact = ActionRef::new("contact.pow");
+const OTHER_POW: Contact = ActionRef::new("other.pow");
+const VERIFIED: Contact = ActionRef::new("contact.verified");
+
 fn register(verifier_url: Option<String>) -> impl FnOnce(&mut portcullis::Actions<State>) {
     move |actions| {
         let save = |cx: Cx<State>, _: MaybeViewer, input: Valid<Message>| async move {
@@ -44,21 +51,21 @@ fn register(verifier_url: Option<String>) -> impl FnOnce(&mut portcullis::Action
         };
         actions
             .add(
-                action("contact.honeypot")
+                action(HONEYPOT)
                     .public()
                     .limit(per_ip(1000).per_minute())
                     .bot_check(BotCheck::Honeypot)
                     .handler(save),
             )
             .add(
-                action("contact.pow")
+                action(POW)
                     .public()
                     .limit(per_ip(1000).per_minute())
                     .bot_check(BotCheck::ProofOfWork { bits: BITS })
                     .handler(save),
             )
             .add(
-                action("other.pow")
+                action(OTHER_POW)
                     .public()
                     .limit(per_ip(1000).per_minute())
                     .bot_check(BotCheck::ProofOfWork { bits: BITS })
@@ -66,7 +73,7 @@ fn register(verifier_url: Option<String>) -> impl FnOnce(&mut portcullis::Action
             );
         if let Some(url) = verifier_url {
             actions.add(
-                action("contact.verified")
+                action(VERIFIED)
                     .public()
                     .limit(per_ip(1000).per_minute())
                     .bot_check(BotCheck::verifier(HttpVerifier::new("fake", url, "s3cret")))
@@ -87,7 +94,7 @@ async fn start(config: Config, verifier_url: Option<String>) -> Fx {
         "/contact",
         get(|page: Page| async move {
             Html(
-                page.form("contact.pow")
+                page.form(POW)
                     .body(maud::html! { input name="text"; })
                     .into_string(),
             )
@@ -106,7 +113,7 @@ async fn start(config: Config, verifier_url: Option<String>) -> Fx {
 
 async fn post_with(
     fx: &Fx,
-    name: &str,
+    action: Contact,
     headers: &[(&str, &str)],
     form: &[(&str, &str)],
 ) -> TestResponse {
@@ -115,7 +122,7 @@ async fn post_with(
         .finish();
     let mut req = fx
         .client
-        .post(&fx.client.action_path(name))
+        .post(&fx.client.path(action))
         .header("content-type", "application/x-www-form-urlencoded")
         .header("accept", "application/json")
         .body(body);
@@ -134,18 +141,15 @@ async fn filled_honeypot_is_refused_in_every_encoding() {
     let r = fx
         .client
         .call(
-            "contact.honeypot",
-            &[
-                ("text", "buy pills"),
-                (wire::field::HONEYPOT, "http://spam.example"),
-            ],
+            HONEYPOT,
+            &[("text", "buy pills"), (wire::field::HONEYPOT, "http://spam.example")],
         )
         .await;
     assert_refused(&r, 403, "bot_check_failed");
     let r = fx
         .client
         .call_json(
-            "contact.honeypot",
+            HONEYPOT,
             &serde_json::json!({"text": "buy pills", (wire::field::HONEYPOT): "x"}),
         )
         .await;
@@ -155,30 +159,20 @@ async fn filled_honeypot_is_refused_in_every_encoding() {
     // when the test gives none); no-JS submit gets its 303.
     assert_eq!(
         fx.client
-            .call(
-                "contact.honeypot",
-                &[("text", "hello"), (wire::field::HONEYPOT, "")]
-            )
+            .call(HONEYPOT, &[("text", "hello"), (wire::field::HONEYPOT, "")])
             .await
             .status,
         200
     );
     assert_eq!(
-        fx.client
-            .call("contact.honeypot", &[("text", "hello")])
-            .await
-            .status,
+        fx.client.call(HONEYPOT, &[("text", "hello")]).await.status,
         200
     );
     let r = fx
         .client
         .submit(
-            "contact.honeypot",
-            &[
-                ("text", "hi"),
-                (wire::field::HONEYPOT, ""),
-                (wire::field::RETURN, "/thanks"),
-            ],
+            HONEYPOT,
+            &[("text", "hi"), (wire::field::HONEYPOT, ""), (wire::field::RETURN, "/thanks")],
         )
         .await;
     assert_eq!(
@@ -194,18 +188,12 @@ async fn missing_honeypot_field_is_refused() {
     let fx = start(common::config(), None).await;
     let same_origin = [("sec-fetch-site", "same-origin")];
     // A script posting only the fields it cares about: urlencoded …
-    let r = post_with(
-        &fx,
-        "contact.honeypot",
-        &same_origin,
-        &[("text", "buy pills")],
-    )
-    .await;
+    let r = post_with(&fx, HONEYPOT, &same_origin, &[("text", "buy pills")]).await;
     assert_refused(&r, 403, "bot_check_failed");
     // … JSON …
     let r = fx
         .client
-        .post(&fx.client.action_path("contact.honeypot"))
+        .post(&fx.client.path(HONEYPOT))
         .header("sec-fetch-site", "same-origin")
         .header("accept", "application/json")
         .json(&serde_json::json!({"text": "buy pills"}))
@@ -217,7 +205,7 @@ async fn missing_honeypot_field_is_refused() {
     let body = "--B\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nbuy pills\r\n--B--\r\n";
     let r = fx
         .client
-        .post(&fx.client.action_path("contact.honeypot"))
+        .post(&fx.client.path(HONEYPOT))
         .header("sec-fetch-site", "same-origin")
         .header("accept", "application/json")
         .header("content-type", "multipart/form-data; boundary=B")
@@ -232,7 +220,7 @@ async fn missing_honeypot_field_is_refused() {
     // The same request with the form's empty field is served.
     let r = post_with(
         &fx,
-        "contact.honeypot",
+        HONEYPOT,
         &same_origin,
         &[("text", "hello"), (wire::field::HONEYPOT, "")],
     )
@@ -248,13 +236,13 @@ async fn pow_round_trip(fx: &Fx) {
     let challenge = fx
         .client
         .shared()
-        .pow_challenge("contact.pow")
+        .pow_challenge(POW.name())
         .expect("a challenge");
     assert_eq!(botcheck::challenge_bits(&challenge), BITS);
     let solution = botcheck::solve(&challenge);
     let r = post_with(
         fx,
-        "contact.pow",
+        POW,
         &[(wire::header::POW, &solution)],
         &[("text", "one")],
     )
@@ -264,32 +252,21 @@ async fn pow_round_trip(fx: &Fx) {
     // Replay, by header and by field: spent.
     let r = post_with(
         fx,
-        "contact.pow",
+        POW,
         &[(wire::header::POW, &solution)],
         &[("text", "two")],
     )
     .await;
     assert_refused(&r, 403, "bot_check_failed");
-    let r = post_with(
-        fx,
-        "contact.pow",
-        &[],
-        &[("text", "two"), (wire::field::POW, &solution)],
-    )
-    .await;
+    let r = post_with(fx, POW, &[], &[("text", "two"), (wire::field::POW, &solution)]).await;
     assert_refused(&r, 403, "bot_check_failed");
     assert_eq!(fx.state.runs(), 1);
     // A second challenge solved via the form field works once.
-    let fresh = botcheck::solve(&fx.client.shared().pow_challenge("contact.pow").unwrap());
+    let fresh = botcheck::solve(&fx.client.shared().pow_challenge(POW.name()).unwrap());
     assert_eq!(
-        post_with(
-            fx,
-            "contact.pow",
-            &[],
-            &[("text", "three"), (wire::field::POW, &fresh)]
-        )
-        .await
-        .status,
+        post_with(fx, POW, &[], &[("text", "three"), (wire::field::POW, &fresh)])
+            .await
+            .status,
         200
     );
     assert_eq!(fx.state.notes(), vec!["one", "three"]);
@@ -310,16 +287,11 @@ async fn pow_replay_is_refused_across_two_instances_sharing_redis() {
     let config = redis_config("pow-two");
     let a = start(config.clone(), None).await;
     let b = start(config, None).await;
-    let solution = botcheck::solve(&a.client.shared().pow_challenge("contact.pow").unwrap());
+    let solution = botcheck::solve(&a.client.shared().pow_challenge(POW.name()).unwrap());
     let h = [(wire::header::POW, solution.as_str())];
-    assert_eq!(
-        post_with(&a, "contact.pow", &h, &[("text", "a")])
-            .await
-            .status,
-        200
-    );
+    assert_eq!(post_with(&a, POW, &h, &[("text", "a")]).await.status, 200);
     assert_refused(
-        &post_with(&b, "contact.pow", &h, &[("text", "b")]).await,
+        &post_with(&b, POW, &h, &[("text", "b")]).await,
         403,
         "bot_check_failed",
     );
@@ -329,7 +301,7 @@ async fn pow_replay_is_refused_across_two_instances_sharing_redis() {
 #[tokio::test]
 async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_are_refused() {
     let fx = start(common::config(), None).await;
-    let challenge = fx.client.shared().pow_challenge("contact.pow").unwrap();
+    let challenge = fx.client.shared().pow_challenge(POW.name()).unwrap();
     let solution = botcheck::solve(&challenge);
     let (token, counter) = solution.rsplit_once(':').unwrap();
 
@@ -343,7 +315,7 @@ async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_a
     raw[16] = 0;
     let easier = format!("{}:0", URL_SAFE_NO_PAD.encode(&raw));
     // A challenge for another action, solved.
-    let elsewhere = botcheck::solve(&fx.client.shared().pow_challenge("other.pow").unwrap());
+    let elsewhere = botcheck::solve(&fx.client.shared().pow_challenge(OTHER_POW.name()).unwrap());
     // A counter that does not solve it.
     let n: u64 = counter.parse().unwrap();
     let bad = (n + 1..)
@@ -352,13 +324,13 @@ async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_a
     let wrong_counter = format!("{token}:{bad}");
     // Expired: minted with the app's own key, solved, but past its expiry.
     let challenges = Challenges::new(common::config().keys);
-    let expired = botcheck::solve(&challenges.mint_at("contact.pow", BITS, now_secs() - 1));
+    let expired = botcheck::solve(&challenges.mint_at(POW.name(), BITS, now_secs() - 1));
     // Signed by another secret.
     let foreign = Challenges::new(portcullis::keys::KeyRing::new(
         &portcullis::MasterSecret::from_bytes(vec![1; 32]).unwrap(),
         None,
     ));
-    let foreign = botcheck::solve(&foreign.mint("contact.pow", BITS, botcheck::CHALLENGE_TTL));
+    let foreign = botcheck::solve(&foreign.mint(POW.name(), BITS, botcheck::CHALLENGE_TTL));
 
     for (what, value) in [
         ("wrong nonce", forged_nonce.as_str()),
@@ -370,22 +342,16 @@ async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_a
         ("garbage", "not-a-challenge:1"),
         ("empty", ""),
     ] {
-        let r = post_with(
-            &fx,
-            "contact.pow",
-            &[(wire::header::POW, value)],
-            &[("text", "x")],
-        )
-        .await;
+        let r = post_with(&fx, POW, &[(wire::header::POW, value)], &[("text", "x")]).await;
         assert_refused(&r, 403, "bot_check_failed");
         assert_eq!(fx.state.runs(), 0, "{what}");
     }
-    let r = post_with(&fx, "contact.pow", &[], &[("text", "x")]).await;
+    let r = post_with(&fx, POW, &[], &[("text", "x")]).await;
     assert_refused(&r, 403, "bot_check_failed");
     // Honeypot is checked for PoW actions too.
     let r = post_with(
         &fx,
-        "contact.pow",
+        POW,
         &[(wire::header::POW, &solution)],
         &[("text", "x"), (wire::field::HONEYPOT, "bot")],
     )
@@ -395,7 +361,7 @@ async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_a
     // The genuine solution was not spent by the failed attempts.
     let r = post_with(
         &fx,
-        "contact.pow",
+        POW,
         &[(wire::header::POW, &solution)],
         &[("text", "ok")],
     )
@@ -417,10 +383,7 @@ async fn page_form_carries_honeypot_and_a_solvable_challenge() {
     let page = fx.client.get("/contact").await;
     assert_eq!(page.status, 200);
     let html = page.text();
-    assert!(
-        html.contains(&format!("name=\"{}\"", wire::field::HONEYPOT)),
-        "{html}"
-    );
+    assert!(html.contains(&format!("name=\"{}\"", wire::field::HONEYPOT)), "{html}");
     assert!(
         html.contains(&format!("{}=\"{BITS}\"", wire::attr::POW_BITS)),
         "{html}"
@@ -434,13 +397,9 @@ async fn page_form_carries_honeypot_and_a_solvable_challenge() {
     let solution = botcheck::solve(&challenge);
     let r = post_with(
         &fx,
-        "contact.pow",
+        POW,
         &[],
-        &[
-            ("text", "from page"),
-            (wire::field::HONEYPOT, ""),
-            (wire::field::POW, &solution),
-        ],
+        &[("text", "from page"), (wire::field::HONEYPOT, ""), (wire::field::POW, &solution)],
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -487,7 +446,7 @@ async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
 
     let r = post_with(
         &fx,
-        "contact.verified",
+        VERIFIED,
         &[(wire::header::BOT_TOKEN, "human-token")],
         &[("text", "a")],
     )
@@ -495,7 +454,7 @@ async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
     assert_eq!(r.status, 200, "{}", r.text());
     let r = post_with(
         &fx,
-        "contact.verified",
+        VERIFIED,
         &[],
         &[("text", "b"), (wire::field::BOT_TOKEN, "human-token")],
     )
@@ -509,13 +468,13 @@ async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
     }
     let r = post_with(
         &fx,
-        "contact.verified",
+        VERIFIED,
         &[(wire::header::BOT_TOKEN, "robot-token")],
         &[("text", "c")],
     )
     .await;
     assert_refused(&r, 403, "bot_check_failed");
-    let r = post_with(&fx, "contact.verified", &[], &[("text", "d")]).await;
+    let r = post_with(&fx, VERIFIED, &[], &[("text", "d")]).await;
     assert_refused(&r, 403, "bot_check_failed");
     assert_eq!(
         seen.lock().unwrap().len(),
@@ -529,7 +488,7 @@ async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
     let _ = server.await;
     let r = post_with(
         &fx,
-        "contact.verified",
+        VERIFIED,
         &[(wire::header::BOT_TOKEN, "human-token")],
         &[("text", "e")],
     )
@@ -546,7 +505,7 @@ async fn manifest_lists_bot_checks_and_limits() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|a| a["name"] == "contact.pow")
+        .find(|a| a["name"] == POW.name())
         .unwrap()
         .clone();
     assert_eq!(
