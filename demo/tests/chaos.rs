@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use demo::db::Db;
+use portcullis::wire;
 use reqwest::cookie::Jar;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use portcullis::wire;
 
 const SECRET: &str = "Y2hhb3MtdGVzdC1zZWNyZXQtdGhpcnR5LXR3by1ieXRlcyE=";
 const PASSWORD: &str = "a long enough password";
@@ -434,7 +434,11 @@ async fn sign_in(c: &reqwest::Client, base: &str, ids: &Ids, name: &str) -> Answ
         c,
         base,
         &ids.path(auth::SIGN_IN),
-        &[("email", &email), ("password", PASSWORD), (wire::field::HONEYPOT, "")],
+        &[
+            ("email", &email),
+            ("password", PASSWORD),
+            (wire::field::HONEYPOT, ""),
+        ],
     )
     .await
 }

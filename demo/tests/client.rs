@@ -79,15 +79,11 @@ async fn no_js_validation_failure_comes_back_as_a_single_use_flash() {
     assert!(!cookie.contains("length is lower"), "sealed, not readable");
 
     let html = c.get(&page).await;
-    let cleared = html
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .any(|v| {
-            v.to_str()
-                .unwrap()
-                .starts_with(&format!("{}=;", wire::cookie::FLASH))
-        });
+    let cleared = html.headers.get_all("set-cookie").iter().any(|v| {
+        v.to_str()
+            .unwrap()
+            .starts_with(&format!("{}=;", wire::cookie::FLASH))
+    });
     assert!(cleared, "the page that shows the flash deletes it");
     let html = html.text();
     assert!(html.contains("aria-invalid=\"true\""), "{html}");
@@ -206,7 +202,7 @@ async fn rendered_forms_are_accessible() {
                 "role=\"alert\" aria-live=\"assertive\" {}",
                 wire::attr::FORM_ERRORS
             ))
-                .count(),
+            .count(),
             forms,
             "{path}: each form has a form-error region"
         );
@@ -234,10 +230,7 @@ async fn rendered_forms_are_accessible() {
                     let described = attr("aria-describedby")
                         .unwrap_or_else(|| panic!("{path}: #{id} has no aria-describedby"));
                     assert!(
-                        html.contains(&format!(
-                            "id=\"{described}\" {}=",
-                            wire::attr::ERROR_FOR
-                        )),
+                        html.contains(&format!("id=\"{described}\" {}=", wire::attr::ERROR_FOR)),
                         "{path}: #{id}'s error slot is missing"
                     );
                     let slot = html.split(&format!("id=\"{described}\"")).nth(1).unwrap();

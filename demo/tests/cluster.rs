@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use demo::db::Db;
-use reqwest::cookie::Jar;
 use portcullis::wire;
+use reqwest::cookie::Jar;
 
 const SECRET: &str = "Y2x1c3Rlci10ZXN0LXNlY3JldC0zMi1ieXRlcy1sb25nIQ==";
 
@@ -190,7 +190,11 @@ async fn sign_in(c: &reqwest::Client, base: &str, ids: &Ids, email: &str) {
         c,
         base,
         &ids.path(auth::SIGN_IN),
-        &[("email", email), ("password", PASSWORD), (wire::field::HONEYPOT, "")],
+        &[
+            ("email", email),
+            ("password", PASSWORD),
+            (wire::field::HONEYPOT, ""),
+        ],
         None,
     )
     .await;

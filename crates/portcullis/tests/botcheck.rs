@@ -18,8 +18,8 @@ use portcullis::botcheck::{self, BotCheck, Challenges, HttpVerifier};
 use portcullis::prelude::*;
 use portcullis::render::Page;
 use portcullis::testing::{TestClient, TestResponse};
-use portcullis::{Config, Portcullis};
 use portcullis::wire;
+use portcullis::{Config, Portcullis};
 use serde::Deserialize;
 
 fn assert_refused(r: &TestResponse, status: u16, code: &str) {
@@ -142,7 +142,10 @@ async fn filled_honeypot_is_refused_in_every_encoding() {
         .client
         .call(
             HONEYPOT,
-            &[("text", "buy pills"), (wire::field::HONEYPOT, "http://spam.example")],
+            &[
+                ("text", "buy pills"),
+                (wire::field::HONEYPOT, "http://spam.example"),
+            ],
         )
         .await;
     assert_refused(&r, 403, "bot_check_failed");
@@ -172,7 +175,11 @@ async fn filled_honeypot_is_refused_in_every_encoding() {
         .client
         .submit(
             HONEYPOT,
-            &[("text", "hi"), (wire::field::HONEYPOT, ""), (wire::field::RETURN, "/thanks")],
+            &[
+                ("text", "hi"),
+                (wire::field::HONEYPOT, ""),
+                (wire::field::RETURN, "/thanks"),
+            ],
         )
         .await;
     assert_eq!(
@@ -258,15 +265,26 @@ async fn pow_round_trip(fx: &Fx) {
     )
     .await;
     assert_refused(&r, 403, "bot_check_failed");
-    let r = post_with(fx, POW, &[], &[("text", "two"), (wire::field::POW, &solution)]).await;
+    let r = post_with(
+        fx,
+        POW,
+        &[],
+        &[("text", "two"), (wire::field::POW, &solution)],
+    )
+    .await;
     assert_refused(&r, 403, "bot_check_failed");
     assert_eq!(fx.state.runs(), 1);
     // A second challenge solved via the form field works once.
     let fresh = botcheck::solve(&fx.client.shared().pow_challenge(POW.name()).unwrap());
     assert_eq!(
-        post_with(fx, POW, &[], &[("text", "three"), (wire::field::POW, &fresh)])
-            .await
-            .status,
+        post_with(
+            fx,
+            POW,
+            &[],
+            &[("text", "three"), (wire::field::POW, &fresh)]
+        )
+        .await
+        .status,
         200
     );
     assert_eq!(fx.state.notes(), vec!["one", "three"]);
@@ -383,7 +401,10 @@ async fn page_form_carries_honeypot_and_a_solvable_challenge() {
     let page = fx.client.get("/contact").await;
     assert_eq!(page.status, 200);
     let html = page.text();
-    assert!(html.contains(&format!("name=\"{}\"", wire::field::HONEYPOT)), "{html}");
+    assert!(
+        html.contains(&format!("name=\"{}\"", wire::field::HONEYPOT)),
+        "{html}"
+    );
     assert!(
         html.contains(&format!("{}=\"{BITS}\"", wire::attr::POW_BITS)),
         "{html}"
@@ -399,7 +420,11 @@ async fn page_form_carries_honeypot_and_a_solvable_challenge() {
         &fx,
         POW,
         &[],
-        &[("text", "from page"), (wire::field::HONEYPOT, ""), (wire::field::POW, &solution)],
+        &[
+            ("text", "from page"),
+            (wire::field::HONEYPOT, ""),
+            (wire::field::POW, &solution),
+        ],
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());

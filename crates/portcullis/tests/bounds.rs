@@ -16,8 +16,8 @@ use portcullis::idempotency::StoreConfig;
 use portcullis::prelude::*;
 use portcullis::server::ServeConfig;
 use portcullis::testing::{TestClient, TestResponse};
-use portcullis::{CacheConfig, Config, MasterSecret, Page, Portcullis, RenderCx, fragment};
 use portcullis::wire;
+use portcullis::{CacheConfig, Config, MasterSecret, Page, Portcullis, RenderCx, fragment};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -409,7 +409,10 @@ async fn idempotency_key_reused_with_another_body_is_refused_on(config: Config) 
     // The same request again: the stored result, nothing runs.
     let again = call_with(&c, NOTE_ADD, "text=pay%2010", &key).await;
     assert_eq!(again.status, 200);
-    assert_eq!(again.header(wire::header::IDEMPOTENT_REPLAYED), Some("true"));
+    assert_eq!(
+        again.header(wire::header::IDEMPOTENT_REPLAYED),
+        Some("true")
+    );
     assert_eq!(again.json()["result"], first.json()["result"]);
     // Another body under the same key: refused, not answered with the first.
     let other = call_with(&c, NOTE_ADD, "text=pay%201000", &key).await;
@@ -507,9 +510,14 @@ async fn idempotency_store_flood_stays_bounded() {
             let body = body.clone();
             async move {
                 let key = format!("flood-{i}");
-                call_with(&c, BLOB_MAKE, &body, &[(wire::header::IDEMPOTENCY_KEY, &key)])
-                    .await
-                    .status
+                call_with(
+                    &c,
+                    BLOB_MAKE,
+                    &body,
+                    &[(wire::header::IDEMPOTENCY_KEY, &key)],
+                )
+                .await
+                .status
             }
         });
         for status in futures::future::join_all(futures).await {
@@ -539,7 +547,13 @@ async fn idempotency_store_flood_on_redis_caps_each_entry() {
     let n = 200;
     for i in 0..n {
         let key = format!("rflood-{i}");
-        let r = call_with(&c, BLOB_MAKE, &body, &[(wire::header::IDEMPOTENCY_KEY, &key)]).await;
+        let r = call_with(
+            &c,
+            BLOB_MAKE,
+            &body,
+            &[(wire::header::IDEMPOTENCY_KEY, &key)],
+        )
+        .await;
         assert_eq!(r.status, 200);
     }
     assert_eq!(state.runs(), n);
@@ -580,7 +594,12 @@ async fn two_browsers_behind_one_nat_do_not_share_idempotent_results() {
     // Both browsers load a page first (as they would), getting their scope.
     for browser in [&a, &b] {
         assert_eq!(browser.get("/").await.status, 200);
-        assert!(browser.cookies().unwrap_or_default().contains(&format!("{}=", wire::cookie::ANON)));
+        assert!(
+            browser
+                .cookies()
+                .unwrap_or_default()
+                .contains(&format!("{}=", wire::cookie::ANON))
+        );
     }
     let key = [(wire::header::IDEMPOTENCY_KEY, "same-key")];
     let first = call_with(&a, NOTE_ADD, "text=mine", &key).await;
@@ -593,7 +612,10 @@ async fn two_browsers_behind_one_nat_do_not_share_idempotent_results() {
     assert_eq!(state.runs(), 2);
     // Each browser's own retry is still replayed.
     let retry = call_with(&b, NOTE_ADD, "text=mine", &key).await;
-    assert_eq!(retry.header(wire::header::IDEMPOTENT_REPLAYED), Some("true"));
+    assert_eq!(
+        retry.header(wire::header::IDEMPOTENT_REPLAYED),
+        Some("true")
+    );
     assert_eq!(state.runs(), 2);
     // A forged scope cookie is no scope: it replays nobody's result, and
     // the next page replaces it.
