@@ -350,10 +350,13 @@ impl<S: tower_sessions::SessionStore + Clone> tower_sessions::SessionStore for D
 /// lookup (one per signed-in request, usually a database query): a miss is
 /// `503 session_store_unavailable` (the identity could not be checked; the
 /// request is neither trusted nor signed out). Errors of the directory
-/// itself pass through (the app's classifier maps them).
+/// itself come back already mapped by the app's classifier (so every
+/// caller — the pipeline, `Page`, the token API, `Auth::login` — answers
+/// a database outage the same way).
 pub(crate) struct DirectoryDeadline {
     pub(crate) inner: std::sync::Arc<dyn crate::session::AccountDirectory>,
     pub(crate) after: Duration,
+    pub(crate) classifier: crate::error::Classifier,
 }
 
 impl crate::session::AccountDirectory for DirectoryDeadline {
@@ -365,9 +368,12 @@ impl crate::session::AccountDirectory for DirectoryDeadline {
         Result<Option<crate::session::Stamp>, crate::error::ActionError>,
     > {
         let (call, after) = (self.inner.security_stamp(user), self.after);
+        let classifier = self.classifier;
         Box::pin(async move {
             match tokio::time::timeout(after, call).await {
-                Ok(r) => r,
+                Ok(r) => {
+                    r.map_err(|e| crate::error::ActionError::Rejected(e.classified(classifier)))
+                }
                 Err(_) => {
                     let r = session_unavailable();
                     tracing::debug!(digest = %r.digest, ?after, "account directory missed its deadline; 503");
@@ -470,9 +476,10 @@ pub(crate) async fn page_deadline(after: Duration, request: Request, next: Next)
 
 /// The outage log of the app's own dependencies (its database, …), as seen
 /// through errors the app's classifier maps to a 503
-/// ([`crate::error::set_error_classifier`]): one line when the first such
+/// ([`crate::Portcullis::error_classifier`]): one line when the first such
 /// error happens, a summary a minute, one line when an action succeeds
-/// again. Process-wide, like the classifier.
+/// again. Process-wide (one log for every app in the process; the
+/// classifier is per app).
 pub fn app_dependencies() -> &'static Outage {
     static OUTAGE: std::sync::OnceLock<Outage> = std::sync::OnceLock::new();
     OUTAGE.get_or_init(|| Outage::new("app dependency"))
