@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::decode::InputShape;
 use crate::ids::Ids;
 use crate::observe::{AuditSink, Metrics};
-use crate::ratelimit::{Limiter, LimiterError};
+use crate::ratelimit::Limiter;
 use crate::seal::Sealer;
 
 /// How often an app with Redis pings it when idle (see [`crate::store`]).
@@ -47,7 +47,7 @@ pub enum BuildError {
         got: &'static str,
     },
     #[error("rate limiter: {0}")]
-    Limiter(#[from] LimiterError),
+    Limiter(#[source] crate::store::StoreError),
     #[error(
         "production mode needs `Portcullis::accounts(..)`: without an account directory a deleted user's or a changed password's sessions stay valid (install `portcullis::session::NoAccounts` if the app signs nobody in)"
     )]
@@ -434,11 +434,13 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         // One Redis connection for everything that uses Redis.
         let redis = match self.redis {
             Some(r) => Some(r),
-            None => crate::store::Redis::from_config(&self.config)
-                .map_err(|e| BuildError::Limiter(LimiterError::Backend(e.to_string())))?,
+            None => crate::store::Redis::from_config(&self.config).map_err(BuildError::Limiter)?,
         };
         let limiter = match &redis {
-            Some(r) => Limiter::on_redis(r.clone(), self.config.limiter_timeout),
+            Some(r) => Limiter::new(Arc::new(crate::store::RedisCounters::on(
+                r.clone(),
+                self.config.limiter_timeout,
+            ))),
             None => Limiter::memory(),
         };
         let challenges = Challenges::new(self.config.keys.clone());

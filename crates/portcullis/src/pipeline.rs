@@ -280,7 +280,7 @@ async fn stages<S: Clone + Send + Sync + 'static>(
         &parts.headers,
         client_ip,
         &shared.challenges,
-        &shared.limiter,
+        shared.limiter.store(),
         meta.fail_open,
     )
     .await?;

@@ -220,10 +220,14 @@ fn import_graph(src: &Path) -> Graph {
                 .rev()
                 .find(|(s, _)| *s <= at)
                 .map_or(0, |(_, n)| *n);
-            graph.entry(from.clone()).or_default().entry(to).or_insert(Edge {
-                file: file.strip_prefix(src).unwrap_or(file).to_path_buf(),
-                line,
-            });
+            graph
+                .entry(from.clone())
+                .or_default()
+                .entry(to)
+                .or_insert(Edge {
+                    file: file.strip_prefix(src).unwrap_or(file).to_path_buf(),
+                    line,
+                });
         }
     }
     graph
@@ -330,7 +334,11 @@ fn checker_finds_a_planted_cycle_and_ignores_tests_and_comments() {
     let dir = std::env::temp_dir().join(format!("layering-{}", std::process::id()));
     let src = dir.join("src");
     std::fs::create_dir_all(src.join("b")).unwrap();
-    std::fs::write(src.join("lib.rs"), "pub mod a;\npub mod b;\npub use a::Thing;\n").unwrap();
+    std::fs::write(
+        src.join("lib.rs"),
+        "pub mod a;\npub mod b;\npub use a::Thing;\n",
+    )
+    .unwrap();
     std::fs::write(
         src.join("a.rs"),
         "use crate::{b::x, c};\n// crate::d in a comment\n",

@@ -44,7 +44,13 @@
 //! calls failed, the last error), and one line on the way up; each failed
 //! request's own digest line is at `debug` ([`Outage`]).
 
+#[cfg(feature = "testing")]
+pub mod conformance;
+pub mod counter;
+pub mod gcra;
+pub mod memory;
 pub mod redis;
+pub mod window;
 
 use std::cell::Cell;
 use std::fmt;
@@ -61,7 +67,9 @@ use tower_sessions::session_store;
 
 use crate::error::{Digest, ErrorCode, Rejection};
 
-pub use self::redis::{Redis, RedisSessionStore};
+pub use self::counter::{Bucket, CounterStore, Decision, Quota, QuotaDecision, StoreFuture};
+pub use self::memory::MemoryCounters;
+pub use self::redis::{Redis, RedisCounters, RedisSessionStore};
 
 /// How long each kind of external call may take. Configured with
 /// `PORTCULLIS_REDIS_TIMEOUT_MS`, `PORTCULLIS_SESSION_TIMEOUT_MS` and

@@ -34,6 +34,10 @@ use tower_sessions::session_store;
 
 use super::{Outage, StoreError};
 
+mod counters;
+
+pub use self::counters::RedisCounters;
+
 /// How long connecting (TCP + handshake) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Reconnection backoff: first delay, and the cap.
