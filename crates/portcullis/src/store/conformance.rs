@@ -2,10 +2,18 @@
 //! `testing`).
 //!
 //! The framework's own backends (memory, Redis) run these in
-//! `crates/portcullis/tests/`; a backend written elsewhere runs the same
-//! functions in its own tests (see `crates/store-conformance-example`). Each
-//! check panics with the store's [`CounterStore::describe`] and the step that
-//! failed.
+//! `crates/portcullis/tests/` (`ratelimit.rs`, `stores.rs`); a backend
+//! written elsewhere runs the same functions in its own tests (see
+//! `crates/store-conformance-example`). Each check panics with the store's
+//! `describe()` and the step that failed.
+//!
+//! * [`CounterStore`]: [`counter_store`] (all of the below but the flood),
+//!   [`gcra_table`], [`gcra_matches_reference`], [`all_or_nothing`],
+//!   [`quota_windows`], [`spend_once`], [`namespaces_are_disjoint`], and the
+//!   abuse check [`counter_flood`];
+//! * [`IdempotencyStore`]: [`idempotency_store`] and the abuse check
+//!   [`idempotency_flood`];
+//! * [`TagBus`]: [`tag_bus`], given two handles on one bus.
 //!
 //! Every check uses fixed key names, so give each run an **empty** store (a
 //! fresh instance, or a Redis prefix no other run uses). Clocks are explicit
@@ -14,8 +22,10 @@
 
 use std::time::Duration;
 
+use super::bus::{TagBus, TagStream};
 use super::counter::{Bucket, CounterStore, Quota};
 use super::gcra;
+use super::idempotency::{Claim, Fingerprint, IdempotencyStore, Record};
 
 const S: u64 = 1_000_000;
 
@@ -335,4 +345,205 @@ pub async fn counter_flood(store: &dyn CounterStore, keys: usize) {
         !store.spend_once("pow:victim", live).await.expect("spend"),
         "{name}: a flood of {keys} tokens un-spent a live one (replay)"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Idempotency stores
+
+fn print(n: u8) -> Fingerprint {
+    Fingerprint([n; 32])
+}
+
+fn record(request: Fingerprint, body: &str) -> Record {
+    Record {
+        request: request.hex(),
+        status: 200,
+        content_type: Some("application/json".into()),
+        location: None,
+        body: Some(body.to_owned()),
+        body_sha256: None,
+    }
+}
+
+/// Every idempotency-store check except the flood
+/// ([`idempotency_flood`]). A claim's lapse after [`super::idempotency::CLAIM`]
+/// (60 s) is not exercised here.
+pub async fn idempotency_store(store: &dyn IdempotencyStore) {
+    let name = store.describe();
+    let (a, b) = (print(1), print(2));
+
+    // A fresh key is claimed; while it runs, the same body is "in
+    // progress" and another body is told apart.
+    assert_eq!(
+        store.begin("k1", a).await.expect("begin"),
+        Claim::Claimed,
+        "{name}"
+    );
+    assert_eq!(
+        store.begin("k1", a).await.expect("begin"),
+        Claim::Running { same_request: true },
+        "{name}: a duplicate in flight"
+    );
+    assert_eq!(
+        store.begin("k1", b).await.expect("begin"),
+        Claim::Running {
+            same_request: false
+        },
+        "{name}: the key reused with another body while running"
+    );
+    // Another key is independent.
+    assert_eq!(
+        store.begin("k2", b).await.expect("begin"),
+        Claim::Claimed,
+        "{name}"
+    );
+
+    // Completed: the record comes back as stored, to any body (the caller
+    // compares fingerprints).
+    let done = record(a, r#"{"ok":true,"result":1}"#);
+    store.complete("k1", done.clone()).await.expect("complete");
+    for fp in [a, b] {
+        assert_eq!(
+            store.begin("k1", fp).await.expect("begin"),
+            Claim::Done(done.clone()),
+            "{name}: a finished key hands back its record"
+        );
+    }
+
+    // A record kept by hash only, and a legacy one without a fingerprint,
+    // round-trip unchanged.
+    let hashed = Record {
+        body: None,
+        body_sha256: Some("ab".repeat(32)),
+        location: Some("/projects/1".into()),
+        status: 303,
+        ..record(b, "")
+    };
+    store
+        .complete("k2", hashed.clone())
+        .await
+        .expect("complete");
+    assert_eq!(
+        store.begin("k2", b).await.expect("begin"),
+        Claim::Done(hashed),
+        "{name}"
+    );
+    let legacy = Record {
+        request: String::new(),
+        ..record(a, "legacy")
+    };
+    assert_eq!(
+        store.begin("k3", a).await.expect("begin"),
+        Claim::Claimed,
+        "{name}"
+    );
+    store
+        .complete("k3", legacy.clone())
+        .await
+        .expect("complete");
+    assert_eq!(
+        store.begin("k3", b).await.expect("begin"),
+        Claim::Done(legacy),
+        "{name}"
+    );
+
+    // Abandoned (the attempt failed): the retry runs.
+    assert_eq!(
+        store.begin("k4", a).await.expect("begin"),
+        Claim::Claimed,
+        "{name}"
+    );
+    store.abandon("k4").await.expect("abandon");
+    assert_eq!(
+        store.begin("k4", a).await.expect("begin"),
+        Claim::Claimed,
+        "{name}: an abandoned key was not freed"
+    );
+    // Abandoning a key nobody holds is not an error.
+    store.abandon("never-claimed").await.expect("abandon");
+
+    // Concurrent claims of one key: exactly one wins.
+    let claims = futures::future::join_all((0..16).map(|_| store.begin("race", a))).await;
+    let won = claims
+        .iter()
+        .filter(|c| matches!(c, Ok(Claim::Claimed)))
+        .count();
+    assert_eq!(won, 1, "{name}: {claims:?}");
+    assert!(
+        claims.iter().all(|c| matches!(
+            c,
+            Ok(Claim::Claimed | Claim::Running { same_request: true })
+        )),
+        "{name}: {claims:?}"
+    );
+}
+
+/// Abuse: `keys` one-off claims completed with `body_bytes`-byte records
+/// (a client flooding fresh `Idempotency-Key`s). A store that holds data in
+/// this process ([`IdempotencyStore::memory_usage`]) stays within
+/// `max_bytes`; every store keeps answering (eviction of other callers'
+/// records is allowed, and documented per store).
+pub async fn idempotency_flood(
+    store: &dyn IdempotencyStore,
+    keys: usize,
+    body_bytes: usize,
+    max_bytes: u64,
+) {
+    let name = store.describe();
+    let body = "x".repeat(body_bytes);
+    for i in 0..keys {
+        let key = format!("flood:{i}");
+        assert_eq!(
+            store.begin(&key, print(9)).await.expect("begin"),
+            Claim::Claimed,
+            "{name}: fresh key {i}"
+        );
+        store
+            .complete(&key, record(print(9), &body))
+            .await
+            .expect("complete");
+    }
+    if let Some((entries, bytes)) = store.memory_usage() {
+        assert!(
+            bytes <= max_bytes,
+            "{name}: {entries} entries weigh {bytes} bytes, over the bound {max_bytes}"
+        );
+    }
+    assert_eq!(
+        store.begin("after-flood", print(1)).await.expect("begin"),
+        Claim::Claimed,
+        "{name}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Tag buses
+
+async fn next(stream: &mut TagStream, name: &str) -> String {
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(2), stream.next())
+        .await
+        .unwrap_or_else(|_| panic!("{name}: no message within 2 s"))
+        .unwrap_or_else(|| panic!("{name}: the subscription ended"))
+}
+
+/// Two handles on one bus (two instances of an app): a message published on
+/// either reaches every subscription, the publisher's own included, in
+/// publication order; a subscription sees only what was published after it
+/// began.
+pub async fn tag_bus(a: &dyn TagBus, b: &dyn TagBus) {
+    let name = a.describe();
+    a.publish("before anyone listened").await.expect("publish");
+    let mut on_a = a.subscribe().await.expect("subscribe");
+    let mut on_b = b.subscribe().await.expect("subscribe");
+    for i in 0..3 {
+        a.publish(&format!("1 h tag:{i}")).await.expect("publish");
+    }
+    b.publish("2 s other tag").await.expect("publish");
+    for stream in [&mut on_a, &mut on_b] {
+        for i in 0..3 {
+            assert_eq!(next(stream, name).await, format!("1 h tag:{i}"), "{name}");
+        }
+        assert_eq!(next(stream, name).await, "2 s other tag", "{name}");
+    }
 }

@@ -1,14 +1,18 @@
 //! The in-memory stores: one instance, no dependency.
 //!
-//! [`MemoryCounters`]: limits, quotas, spent tokens. Each type's doc says who
-//! writes it, what bounds it, what removes it and what one abuser can do to
-//! other users.
+//! [`MemoryCounters`] (limits, quotas, spent tokens), [`MemoryIdempotency`]
+//! (claimed and finished idempotency keys) and [`MemoryTagBus`] (tag bumps
+//! between engines in one process). Each type's doc says who writes it, what
+//! bounds it, what removes it and what one abuser can do to other users.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
+use super::bus::{TagBus, TagStream};
 use super::counter::{Bucket, CounterStore, Decision, QuotaDecision, StoreFuture};
+use super::idempotency::{CLAIM, Claim, Fingerprint, IdempotencyStore, KEEP, Record};
 use super::{gcra, window};
 
 const SHARDS: usize = 32;
@@ -270,6 +274,203 @@ impl CounterStore for MemoryCounters {
 
     fn describe(&self) -> &'static str {
         "in-memory limiter"
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Idempotency keys
+
+/// Fixed weight charged per idempotency entry on top of its key and body.
+pub const ENTRY_OVERHEAD: usize = 256;
+
+/// Bounds of an in-memory idempotency store.
+#[derive(Clone, Debug)]
+pub struct IdempotencyConfig {
+    /// Upper bound of the store in bytes (default 64 MiB).
+    pub max_bytes: u64,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        IdempotencyConfig {
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+enum Slot {
+    Running { at: Instant, request: Fingerprint },
+    Done(Record),
+}
+
+fn weigh(key: &str, slot: &Slot) -> u32 {
+    let body = match slot {
+        Slot::Running { .. } => 0,
+        Slot::Done(r) => r.held_bytes(),
+    };
+    (key.len() + body + ENTRY_OVERHEAD).min(u32::MAX as usize) as u32
+}
+
+/// The in-memory [`IdempotencyStore`]: a `moka` cache weighed in bytes.
+///
+/// * **Who writes it:** the pipeline, for every action request that carries
+///   an `Idempotency-Key` (or `_idem`) — scoped by action and caller, the
+///   key part client-chosen — and, as the webhook seen-store, the webhook
+///   receiver after a valid signature.
+/// * **What bounds it:** [`IdempotencyConfig::max_bytes`] in total (default 64
+///   MiB); each entry weighs its key + body + [`ENTRY_OVERHEAD`] (256 bytes),
+///   so at most ~260 k entries; bodies over
+///   [`crate::idempotency::MAX_STORED_BODY`] are kept as a hash only.
+/// * **What removes it:** the TTL ([`KEEP`], 24 h), a failed attempt
+///   (`abandon`), and moka's eviction when full.
+/// * **One abuser:** a flood of one-off keys evicts (or is refused admission
+///   against, by moka's TinyLFU policy) other callers' stored results, whose
+///   retries would then run again; the bound is chosen so that the rate
+///   limits in front of every action make that take far longer than a retry
+///   window. That is why webhook deliveries get a store of their own in
+///   memory mode ([`super::Stores`]): an evicted delivery could be replayed
+///   inside its signature window.
+pub struct MemoryIdempotency {
+    cache: moka::sync::Cache<Arc<str>, Arc<Slot>>,
+}
+
+impl Default for MemoryIdempotency {
+    fn default() -> Self {
+        Self::new(&IdempotencyConfig::default())
+    }
+}
+
+impl MemoryIdempotency {
+    /// A store bounded by `config`.
+    pub fn new(config: &IdempotencyConfig) -> Self {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(|k: &Arc<str>, v: &Arc<Slot>| weigh(k, v))
+            .time_to_live(KEEP)
+            .build();
+        MemoryIdempotency { cache }
+    }
+
+    fn begin_now(&self, key: &str, request: Fingerprint) -> Claim {
+        let now = Instant::now();
+        let mut found: Option<Claim> = None;
+        let running = || moka::ops::compute::Op::Put(Arc::new(Slot::Running { at: now, request }));
+        self.cache
+            .entry(Arc::from(key))
+            .and_compute_with(|current| match current.map(|e| e.into_value()) {
+                None => {
+                    found = Some(Claim::Claimed);
+                    running()
+                }
+                Some(slot) => match &*slot {
+                    // A crashed or stuck attempt's claim lapses.
+                    Slot::Running { at, .. } if now.duration_since(*at) >= CLAIM => {
+                        found = Some(Claim::Claimed);
+                        running()
+                    }
+                    Slot::Running { request: r, .. } => {
+                        found = Some(Claim::Running {
+                            same_request: *r == request,
+                        });
+                        moka::ops::compute::Op::Nop
+                    }
+                    Slot::Done(record) => {
+                        found = Some(Claim::Done(record.clone()));
+                        moka::ops::compute::Op::Nop
+                    }
+                },
+            });
+        found.unwrap_or(Claim::Running { same_request: true })
+    }
+}
+
+impl IdempotencyStore for MemoryIdempotency {
+    fn begin<'a>(&'a self, key: &'a str, request: Fingerprint) -> StoreFuture<'a, Claim> {
+        let claim = self.begin_now(key, request);
+        Box::pin(std::future::ready(Ok(claim)))
+    }
+
+    fn complete<'a>(&'a self, key: &'a str, record: Record) -> StoreFuture<'a, ()> {
+        self.cache
+            .insert(Arc::from(key), Arc::new(Slot::Done(record)));
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn abandon<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+        self.cache.invalidate(key);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn memory_usage(&self) -> Option<(u64, u64)> {
+        self.cache.run_pending_tasks();
+        Some((self.cache.entry_count(), self.cache.weighted_size()))
+    }
+
+    fn describe(&self) -> &'static str {
+        "in-memory idempotency store"
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tag bus
+
+/// Messages a subscription may fall behind by before it is ended (and the
+/// engine clears its cache and resubscribes).
+pub const BUS_BACKLOG: usize = 1024;
+
+/// An in-process [`TagBus`]: a broadcast channel. Hand clones of one bus to
+/// several apps in one process (tests of multi-instance invalidation); a
+/// single instance needs no bus.
+///
+/// State: one `tokio::sync::broadcast` ring of [`BUS_BACKLOG`] messages.
+/// * **Who writes it:** the fragment engines it connects (one message per
+///   tag bump, i.e. per `update_tag` / `revalidate_tag` of an action).
+/// * **What bounds it:** the ring; a subscription that falls more than
+///   [`BUS_BACKLOG`] messages behind is ended (its engine clears its render
+///   cache), never grows a queue.
+/// * **What removes it:** newer messages overwrite the oldest.
+/// * **One abuser:** a user who makes many bumps (many actions) can make a
+///   slow engine miss messages; the engine then clears its cache, which
+///   costs re-renders, never a stale page.
+#[derive(Clone)]
+pub struct MemoryTagBus {
+    tx: tokio::sync::broadcast::Sender<String>,
+}
+
+impl Default for MemoryTagBus {
+    fn default() -> Self {
+        MemoryTagBus {
+            tx: tokio::sync::broadcast::channel(BUS_BACKLOG).0,
+        }
+    }
+}
+
+impl MemoryTagBus {
+    /// A bus with no subscriber yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl TagBus for MemoryTagBus {
+    fn publish<'a>(&'a self, message: &'a str) -> StoreFuture<'a, ()> {
+        // No subscriber is not an error: nobody needed the message.
+        let _ = self.tx.send(message.to_owned());
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn subscribe(&self) -> StoreFuture<'_, TagStream> {
+        let rx = self.tx.subscribe();
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            // Lagged: messages were lost; end the stream so the engine
+            // clears its cache and resubscribes.
+            rx.recv().await.ok().map(|m| (m, rx))
+        });
+        Box::pin(std::future::ready(Ok(Box::pin(stream) as TagStream)))
+    }
+
+    fn describe(&self) -> &'static str {
+        "in-memory tag bus"
     }
 }
 

@@ -44,12 +44,15 @@
 //! calls failed, the last error), and one line on the way up; each failed
 //! request's own digest line is at `debug` ([`Outage`]).
 
+pub mod bus;
 #[cfg(feature = "testing")]
 pub mod conformance;
 pub mod counter;
 pub mod gcra;
+pub mod idempotency;
 pub mod memory;
 pub mod redis;
+mod stores;
 pub mod window;
 
 use std::cell::Cell;
@@ -67,9 +70,12 @@ use tower_sessions::session_store;
 
 use crate::error::{Digest, ErrorCode, Rejection};
 
+pub use self::bus::{TagBus, TagStream};
 pub use self::counter::{Bucket, CounterStore, Decision, Quota, QuotaDecision, StoreFuture};
-pub use self::memory::MemoryCounters;
-pub use self::redis::{Redis, RedisCounters, RedisSessionStore};
+pub use self::idempotency::{Claim, Fingerprint, IdempotencyStore};
+pub use self::memory::{IdempotencyConfig, MemoryCounters, MemoryIdempotency, MemoryTagBus};
+pub use self::redis::{Redis, RedisCounters, RedisIdempotency, RedisSessionStore, RedisTagBus};
+pub use self::stores::Stores;
 
 /// How long each kind of external call may take. Configured with
 /// `PORTCULLIS_REDIS_TIMEOUT_MS`, `PORTCULLIS_SESSION_TIMEOUT_MS` and

@@ -34,9 +34,13 @@ use tower_sessions::session_store;
 
 use super::{Outage, StoreError};
 
+mod bus;
 mod counters;
+mod idempotency;
 
+pub use self::bus::RedisTagBus;
 pub use self::counters::RedisCounters;
+pub use self::idempotency::RedisIdempotency;
 
 /// How long connecting (TCP + handshake) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
