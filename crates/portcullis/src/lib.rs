@@ -28,6 +28,7 @@ pub mod ratelimit;
 pub mod render;
 pub mod respond;
 pub mod routes;
+mod runtime;
 pub mod seal;
 pub mod server;
 pub mod session;
