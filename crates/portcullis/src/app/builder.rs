@@ -360,7 +360,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             // Every security-stamp lookup (a database call per signed-in
             // request) runs under the session deadline.
             accounts: self.accounts.map(|inner| {
-                Arc::new(crate::store::DirectoryDeadline {
+                Arc::new(crate::session::DirectoryDeadline {
                     inner,
                     after: session_deadline,
                 }) as Arc<dyn crate::session::AccountDirectory>
@@ -385,7 +385,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         let pages = self
             .pages
             .layer(axum::middleware::from_fn(move |req, next| {
-                crate::store::page_deadline(page_deadline, req, next)
+                crate::routes::page_deadline(page_deadline, req, next)
             }))
             .layer(axum::middleware::from_fn(crate::routes::guard))
             .layer(axum::middleware::map_response(crate::taint::scan_response))
@@ -441,7 +441,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             .layer(axum::Extension(shared.clone()))
             .layer(sessions)
             .layer(axum::middleware::from_fn(move |req, next| {
-                crate::store::session_guard(login.clone(), reauth.clone(), req, next)
+                crate::session::session_guard(login.clone(), reauth.clone(), req, next)
             }))
             .layer(axum::middleware::from_fn_with_state(
                 headers,
