@@ -200,6 +200,11 @@ struct OutageState {
     last_error: String,
 }
 
+/// The log target of every outage line: `portcullis::store`, where these
+/// lines were logged before the log moved here, so log filters
+/// (`RUST_LOG=portcullis::store=info`) keep selecting them.
+const OUTAGE_TARGET: &str = "portcullis::store";
+
 /// How often an ongoing outage is summarised in the log.
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
@@ -256,13 +261,13 @@ impl Outage {
                 s.failed_since_summary = 0;
                 self.down.store(true, Ordering::Relaxed);
                 let digest = digest.map(|d| d.to_string()).unwrap_or_default();
-                tracing::warn!(dependency = self.name, %digest, error = %s.last_error, "{} unavailable", self.name);
+                tracing::warn!(target: OUTAGE_TARGET, dependency = self.name, %digest, error = %s.last_error, "{} unavailable", self.name);
             }
             Some(since) => {
                 if s.last_summary
                     .is_none_or(|t| now.duration_since(t) >= self.summary_every)
                 {
-                    tracing::warn!(
+                    tracing::warn!(target: OUTAGE_TARGET,
                         dependency = self.name,
                         down_for_s = since.elapsed().as_secs(),
                         failed_calls = s.failed_since_summary,
@@ -276,7 +281,7 @@ impl Outage {
             }
         }
         if let Some(d) = digest {
-            tracing::debug!(dependency = self.name, digest = %d, error = %s.last_error, "call failed");
+            tracing::debug!(target: OUTAGE_TARGET, dependency = self.name, digest = %d, error = %s.last_error, "call failed");
         }
     }
 
@@ -288,7 +293,7 @@ impl Outage {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(since) = s.since.take() {
             self.down.store(false, Ordering::Relaxed);
-            tracing::info!(
+            tracing::info!(target: OUTAGE_TARGET,
                 dependency = self.name,
                 down_for_ms = since.elapsed().as_millis() as u64,
                 failed_calls = s.failed,
