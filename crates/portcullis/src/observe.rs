@@ -168,12 +168,6 @@ pub(crate) fn request_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-/// What the pipeline learned about a call, for the report at its end.
-#[derive(Default)]
-pub(crate) struct Observed {
-    pub action: Option<&'static str>,
-}
-
 // ---------------------------------------------------------------------------
 // Outage logging
 

@@ -1,0 +1,88 @@
+//! Stages 6a–b: the body is read only now, under the action's own cap and
+//! a whole-body deadline ([`crate::limits`]), decoded into the handler's
+//! input type with sealed fields opened ([`crate::decode`],
+//! [`crate::seal`]), and validated ([`crate::validate`]). Seals open only
+//! for the action stage 3 resolved, in the session stage 5 saw, before
+//! their expiry.
+
+use axum::body::Body;
+use bytes::Bytes;
+
+use crate::action::AnyInput;
+use crate::decode::Reserved;
+use crate::error::Rejection;
+use crate::limits::{self, BodyKind};
+use crate::respond::ClientKind;
+use crate::seal::{self, Opening};
+use crate::viewer::Viewer;
+
+use super::attempt::Attempt;
+use super::limit::Caller;
+use super::policy::Authorized;
+use super::resolve::Resolved;
+
+/// What stages 6a–b pass on: the validated input (a `Valid<I>` of the
+/// action's input type), the reserved fields, and the body bytes (a
+/// refcount, not a copy) for the idempotency fingerprint.
+pub(super) struct Decoded {
+    pub kind: BodyKind,
+    pub caller: Caller,
+    pub viewer: Option<Viewer>,
+    pub quota_keys: Vec<String>,
+    pub input: AnyInput,
+    pub reserved: Reserved,
+    pub body: Bytes,
+}
+
+pub(super) async fn decode<S>(
+    resolved: &Resolved<'_, S>,
+    body: Body,
+    authorized: Authorized,
+    attempt: &mut Attempt,
+) -> Result<Decoded, Rejection> {
+    let Authorized {
+        kind,
+        caller,
+        viewer,
+        quota_keys,
+    } = authorized;
+    let shared = resolved.shared();
+    let config = &shared.config;
+    let (head, meta) = (resolved.head, resolved.meta);
+    let cap = meta.body_limit.unwrap_or(config.limits.body_bytes);
+    limits::check_declared_length(&head.headers, cap)?;
+    let bytes = limits::read_body(body, cap, config.limits.body_timeout).await?;
+    // After the policy: the session id is final for this request.
+    let binding = crate::anon::seal_binding(&caller.session, caller.anon.as_ref());
+    if attempt.client == ClientKind::Html {
+        // Kept (a refcount, not a copy) for the no-JS flash should stage 6 refuse.
+        attempt.flash = Some(crate::flash::Source::new(
+            meta.name,
+            binding.clone(),
+            head.uri.query(),
+            &kind,
+            &bytes,
+        ));
+    }
+    // Seals open only for this action, in this session, before their expiry.
+    let opening = Opening::new(shared.sealer.clone(), meta.name, binding, seal::unix_now());
+    // Kept (a refcount) for the idempotency fingerprint, should a key come.
+    let body_for_fingerprint = bytes.clone();
+    let (input, reserved) = resolved
+        .action
+        .exec
+        .decode(&kind, bytes, resolved.shape, &config.limits, &opening)
+        .await?;
+    if reserved.return_to.is_some() {
+        attempt.return_to = reserved.return_to.clone();
+    }
+    Ok(Decoded {
+        kind,
+        caller,
+        viewer,
+        quota_keys,
+        input,
+        reserved,
+        body: body_for_fingerprint,
+    })
+}
