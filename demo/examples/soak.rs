@@ -31,6 +31,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use demo::actions::{auth, comments, contact, projects};
+use portcullis::AnyActionRef;
 use rand::{Rng, SeedableRng};
 use sqlx::Row;
 
@@ -128,8 +130,8 @@ impl Config {
         })
     }
 
-    fn action(&self, name: &str) -> String {
-        format!("{}/_action/{}", self.base, self.ids[name])
+    fn action(&self, action: AnyActionRef) -> String {
+        format!("{}/_action/{}", self.base, self.ids[action.name()])
     }
 }
 
@@ -207,18 +209,18 @@ async fn worker(cfg: Arc<Config>, w: usize, deadline: Instant) -> Log {
         .filter(|j| j % 10 == share)
         .map(|j| session.first_project + 10 * j)
         .collect();
-    let post = |name: &str, form: &[(&str, String)]| {
+    let post = |action: AnyActionRef, form: &[(&str, String)]| {
         client
-            .post(cfg.action(name))
+            .post(cfg.action(action))
             .header("origin", &cfg.origin)
             .header("sec-fetch-site", "same-origin")
             .header("accept", "application/json")
             .form(form)
     };
     // An action on one of the worker's projects, as its signed-in user.
-    let signed_in = |name: &str, project: i64, (field, text): (&str, &str)| {
+    let signed_in = |action: AnyActionRef, project: i64, (field, text): (&str, &str)| {
         post(
-            name,
+            action,
             &[("projectId", project.to_string()), (field, text.to_owned())],
         )
         .header("cookie", &session.cookie)
@@ -256,19 +258,19 @@ async fn worker(cfg: Arc<Config>, w: usize, deadline: Instant) -> Log {
             }
             Op::Rename => {
                 let name = format!("soak w{w} #{seq}");
-                let a = send(signed_in("projects.rename", project, ("name", &name))).await;
+                let a = send(signed_in(projects::RENAME.into(), project, ("name", &name))).await;
                 log.renames.entry(project).or_default().push((name, a.ack));
                 a
             }
             Op::Comment => {
                 let body = format!("soak comment w{w} #{seq}");
-                let a = send(signed_in("comments.post", project, ("body", &body))).await;
+                let a = send(signed_in(comments::POST.into(), project, ("body", &body))).await;
                 log.comments.push((body, a.ack));
                 a
             }
             Op::Login => {
                 send(post(
-                    "auth.sign_in",
+                    auth::SIGN_IN.into(),
                     &[
                         ("email", format!("{}@bench.local", session.user)),
                         ("password", demo::seed::SAMPLE_PASSWORD.to_owned()),
@@ -281,7 +283,7 @@ async fn worker(cfg: Arc<Config>, w: usize, deadline: Instant) -> Log {
             Op::Contact => {
                 let message = format!("soak contact message w{w} #{seq}");
                 let a = send(post(
-                    "contact.send",
+                    contact::SEND.into(),
                     &[
                         ("name", format!("Soak {w}")),
                         ("email", format!("soak{w}@example.com")),

@@ -5,12 +5,13 @@
 mod common;
 
 use common::{assert_refused, project, snapshot, start, team_of, user};
+use demo::actions::tokens;
 use portcullis::testing::{TestClient, TestResponse};
 
 async fn token(c: &TestClient, scope: &str) -> (i64, String) {
     let r = c
         .call(
-            "tokens.create",
+            tokens::CREATE,
             &[("name", "script"), ("scope", scope), ("days", "30")],
         )
         .await;
@@ -144,7 +145,7 @@ async fn tokens_read_write_revoke_expire_and_idor() {
     // Revoked: refused, and nothing changes.
     assert_eq!(
         alice
-            .call("tokens.revoke", &[("tokenId", &write_id.to_string())])
+            .call(tokens::REVOKE, &[("tokenId", &write_id.to_string())])
             .await
             .status,
         200
@@ -164,7 +165,7 @@ async fn tokens_read_write_revoke_expire_and_idor() {
     let (read_id, _) = token(&alice, "read").await;
     let before = snapshot(&demo).await;
     let r = mallory
-        .call("tokens.revoke", &[("tokenId", &read_id.to_string())])
+        .call(tokens::REVOKE, &[("tokenId", &read_id.to_string())])
         .await;
     assert_refused(&r, 404, "not_found");
     // Expired.

@@ -3,6 +3,8 @@
 
 mod common;
 
+use demo::actions::{account, auth, comments, projects, teams};
+use portcullis::AnyActionRef;
 use std::time::Duration;
 
 use common::{
@@ -19,7 +21,7 @@ async fn idor_on_every_action_that_takes_an_id_is_a_plain_404() {
     let p = project(&alice, team, "Secret plans").await;
     let r = alice
         .call(
-            "comments.post",
+            comments::POST,
             &[("projectId", &p.to_string()), ("body", "hi")],
         )
         .await;
@@ -31,39 +33,42 @@ async fn idor_on_every_action_that_takes_an_id_is_a_plain_404() {
     let team = team.to_string();
     let other = other_id.to_string();
     let alice_s = alice_id.to_string();
-    let attacks: Vec<(&str, Vec<(&str, &str)>)> = vec![
+    let attacks: Vec<(AnyActionRef, Vec<(&str, &str)>)> = vec![
         (
-            "projects.rename",
+            projects::RENAME.into(),
             vec![("projectId", &p), ("name", "pwned")],
         ),
-        ("projects.archive", vec![("projectId", &p)]),
-        ("projects.restore", vec![("projectId", &p)]),
-        ("projects.delete", vec![("projectId", &p)]),
+        (projects::ARCHIVE.into(), vec![("projectId", &p)]),
+        (projects::RESTORE.into(), vec![("projectId", &p)]),
+        (projects::DELETE.into(), vec![("projectId", &p)]),
         (
-            "projects.create",
+            projects::CREATE.into(),
             vec![("teamId", &team), ("name", "planted")],
         ),
-        ("comments.post", vec![("projectId", &p), ("body", "spam")]),
         (
-            "comments.edit",
+            comments::POST.into(),
+            vec![("projectId", &p), ("body", "spam")],
+        ),
+        (
+            comments::EDIT.into(),
             vec![("commentId", &comment), ("body", "edited")],
         ),
-        ("comments.delete", vec![("commentId", &comment)]),
+        (comments::DELETE.into(), vec![("commentId", &comment)]),
         (
-            "teams.invite",
+            teams::INVITE.into(),
             vec![("teamId", &team), ("email", "m@evil.example")],
         ),
         (
-            "teams.set_role",
+            teams::SET_ROLE.into(),
             vec![("teamId", &team), ("memberId", &other), ("role", "admin")],
         ),
         (
-            "teams.remove_member",
+            teams::REMOVE.into(),
             vec![("teamId", &team), ("memberId", &alice_s)],
         ),
     ];
     for (action, form) in &attacks {
-        let r = mallory.call(action, form).await;
+        let r = mallory.call(*action, form).await;
         assert_refused(&r, 404, "not_found");
         // Same answer as for an id that does not exist at all.
         let missing: Vec<(&str, &str)> = form
@@ -76,7 +81,7 @@ async fn idor_on_every_action_that_takes_an_id_is_a_plain_404() {
                 }
             })
             .collect();
-        let r2 = mallory.call(action, &missing).await;
+        let r2 = mallory.call(*action, &missing).await;
         assert_eq!(r2.status, 404, "{action} on a missing id: {}", r2.text());
         assert_eq!(r.json()["error"]["message"], r2.json()["error"]["message"]);
     }
@@ -104,13 +109,19 @@ async fn mass_assignment_of_each_forbidden_field_is_refused() {
         "userId",
         "authorId",
     ];
-    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+    let cases: Vec<(AnyActionRef, Vec<(&str, &str)>)> = vec![
         (
-            "projects.rename",
+            projects::RENAME.into(),
             vec![("projectId", &p), ("name", "New name")],
         ),
-        ("account.update_profile", vec![("displayName", "Alice 2")]),
-        ("comments.post", vec![("projectId", &p), ("body", "hello")]),
+        (
+            account::UPDATE_PROFILE.into(),
+            vec![("displayName", "Alice 2")],
+        ),
+        (
+            comments::POST.into(),
+            vec![("projectId", &p), ("body", "hello")],
+        ),
     ];
     for (action, base) in &cases {
         for field in forbidden {
@@ -119,7 +130,7 @@ async fn mass_assignment_of_each_forbidden_field_is_refused() {
             }
             let mut form = base.clone();
             form.push((field, "1"));
-            let r = alice.call(action, &form).await;
+            let r = alice.call(*action, &form).await;
             assert_refused(&r, 422, "invalid_input");
             assert!(
                 r.json()["fieldErrors"][field].is_array(),
@@ -132,7 +143,7 @@ async fn mass_assignment_of_each_forbidden_field_is_refused() {
     let anon = demo.client.new_session();
     let r = anon
         .call(
-            "auth.sign_up",
+            auth::SIGN_UP,
             &[
                 ("email", "x@example.com"),
                 ("displayName", "X"),
@@ -154,7 +165,7 @@ async fn invite_tokens_are_single_use_expire_and_cannot_be_guessed() {
     let team = team_of(&demo, alice_id).await.to_string();
     let r = alice
         .call(
-            "teams.invite",
+            teams::INVITE,
             &[("teamId", &team), ("email", "bob@example.com")],
         )
         .await;
@@ -173,15 +184,13 @@ async fn invite_tokens_are_single_use_expire_and_cannot_be_guessed() {
     let r = accept_invite(&carol, &guess).await;
     assert_refused(&r, 422, "invalid_input");
     // A token posted without the page's seal does not even reach the lookup.
-    let r = carol
-        .call("teams.accept_invite", &[("token", &token)])
-        .await;
+    let r = carol.call(teams::ACCEPT, &[("token", &token)]).await;
     assert_refused(&r, 400, "invalid_bound_argument");
     assert_eq!(snapshot(&demo).await, before);
     // A sealed token is bound to the session it was sealed for.
     let sealed_for_carol = common::hidden_field(&carol, &link, "token").await;
     let r = bob
-        .call("teams.accept_invite", &[("token", &sealed_for_carol)])
+        .call(teams::ACCEPT, &[("token", &sealed_for_carol)])
         .await;
     assert_refused(&r, 400, "invalid_bound_argument");
     assert_eq!(snapshot(&demo).await, before);
@@ -202,7 +211,7 @@ async fn invite_tokens_are_single_use_expire_and_cannot_be_guessed() {
     // Expiry.
     let r = alice
         .call(
-            "teams.invite",
+            teams::INVITE,
             &[("teamId", &team), ("email", "carol@example.com")],
         )
         .await;
@@ -232,7 +241,7 @@ async fn a_member_cannot_escalate_their_role() {
     let team = team_of(&demo, alice_id).await.to_string();
     for (c, email) in [(&bob, "bob@example.com"), (&carol, "carol@example.com")] {
         let r = alice
-            .call("teams.invite", &[("teamId", &team), ("email", email)])
+            .call(teams::INVITE, &[("teamId", &team), ("email", email)])
             .await;
         let link = r.json()["result"]["link"].as_str().unwrap().to_owned();
         assert_eq!(accept_invite(c, &link).await.status, 200);
@@ -241,7 +250,7 @@ async fn a_member_cannot_escalate_their_role() {
     // On himself: refused outright.
     let r = bob
         .call(
-            "teams.set_role",
+            teams::SET_ROLE,
             &[
                 ("teamId", &team),
                 ("memberId", &bob_id.to_string()),
@@ -253,7 +262,7 @@ async fn a_member_cannot_escalate_their_role() {
     // On a peer: he is not an admin, so the row is "not found".
     let r = bob
         .call(
-            "teams.set_role",
+            teams::SET_ROLE,
             &[
                 ("teamId", &team),
                 ("memberId", &carol_id.to_string()),
@@ -265,7 +274,7 @@ async fn a_member_cannot_escalate_their_role() {
     // Demoting the admin: same.
     let r = bob
         .call(
-            "teams.set_role",
+            teams::SET_ROLE,
             &[
                 ("teamId", &team),
                 ("memberId", &alice_id.to_string()),
@@ -277,7 +286,7 @@ async fn a_member_cannot_escalate_their_role() {
     // A role outside the enum is a validation error.
     let r = alice
         .call(
-            "teams.set_role",
+            teams::SET_ROLE,
             &[
                 ("teamId", &team),
                 ("memberId", &bob_id.to_string()),
@@ -290,7 +299,7 @@ async fn a_member_cannot_escalate_their_role() {
     // The admin can promote.
     let r = alice
         .call(
-            "teams.set_role",
+            teams::SET_ROLE,
             &[
                 ("teamId", &team),
                 ("memberId", &bob_id.to_string()),
@@ -309,7 +318,7 @@ async fn deleting_or_editing_another_users_comment_is_404_even_in_the_same_team(
     let team = team_of(&demo, alice_id).await.to_string();
     let r = alice
         .call(
-            "teams.invite",
+            teams::INVITE,
             &[("teamId", &team), ("email", "bob@example.com")],
         )
         .await;
@@ -320,20 +329,20 @@ async fn deleting_or_editing_another_users_comment_is_404_even_in_the_same_team(
         .to_string();
     let r = alice
         .call(
-            "comments.post",
+            comments::POST,
             &[("projectId", &p), ("body", "alice's words")],
         )
         .await;
     let c = r.json()["result"]["id"].as_i64().unwrap().to_string();
     let before = snapshot(&demo).await;
     assert_refused(
-        &bob.call("comments.delete", &[("commentId", &c)]).await,
+        &bob.call(comments::DELETE, &[("commentId", &c)]).await,
         404,
         "not_found",
     );
     assert_refused(
         &bob.call(
-            "comments.edit",
+            comments::EDIT,
             &[("commentId", &c), ("body", "bob's words")],
         )
         .await,
@@ -343,11 +352,11 @@ async fn deleting_or_editing_another_users_comment_is_404_even_in_the_same_team(
     assert_eq!(snapshot(&demo).await, before);
     // Bob can comment (same team) and delete his own.
     let r = bob
-        .call("comments.post", &[("projectId", &p), ("body", "bob here")])
+        .call(comments::POST, &[("projectId", &p), ("body", "bob here")])
         .await;
     let mine = r.json()["result"]["id"].as_i64().unwrap().to_string();
     assert_eq!(
-        bob.call("comments.delete", &[("commentId", &mine)])
+        bob.call(comments::DELETE, &[("commentId", &mine)])
             .await
             .status,
         200
@@ -361,18 +370,18 @@ async fn destructive_actions_need_a_recent_reauthentication_in_this_session() {
     let team = team_of(&demo, alice_id).await;
     let p = project(&alice, team, "Doomed").await.to_string();
     let before = snapshot(&demo).await;
-    let destructive: Vec<(&str, Vec<(&str, &str)>)> = vec![
-        ("projects.delete", vec![("projectId", &p)]),
-        ("account.delete", vec![("password", PASSWORD)]),
+    let destructive: Vec<(AnyActionRef, Vec<(&str, &str)>)> = vec![
+        (projects::DELETE.into(), vec![("projectId", &p)]),
+        (account::DELETE.into(), vec![("password", PASSWORD)]),
         (
-            "account.change_password",
+            account::CHANGE_PASSWORD.into(),
             vec![
                 ("currentPassword", PASSWORD),
                 ("newPassword", "another long password"),
             ],
         ),
         (
-            "teams.remove_member",
+            teams::REMOVE.into(),
             vec![("teamId", "1"), ("memberId", "2")],
         ),
     ];
@@ -383,28 +392,23 @@ async fn destructive_actions_need_a_recent_reauthentication_in_this_session() {
     ] {
         let stale = session_reauthed_ago(&demo, alice_id, ago).await;
         for (action, form) in &destructive {
-            let r = stale.call(action, form).await;
+            let r = stale.call(*action, form).await;
             assert_refused(&r, 401, "reauthentication_required");
         }
     }
     // A re-authentication in *another* session does not count here.
     let stale = session_reauthed_ago(&demo, alice_id, Duration::from_secs(3600)).await;
     let other = session_reauthed_ago(&demo, alice_id, Duration::from_secs(3600)).await;
-    let r = other
-        .call("auth.reauthenticate", &[("password", PASSWORD)])
-        .await;
+    let r = other.call(auth::REAUTH, &[("password", PASSWORD)]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_refused(
-        &stale.call("projects.delete", &[("projectId", &p)]).await,
+        &stale.call(projects::DELETE, &[("projectId", &p)]).await,
         401,
         "reauthentication_required",
     );
     assert_eq!(snapshot(&demo).await, before);
     // A browser without JS is sent to the password step, with a way back.
-    let path = format!(
-        "{}?_return=%2Fprojects%2F{p}",
-        stale.action_path("projects.delete")
-    );
+    let path = format!("{}?_return=%2Fprojects%2F{p}", stale.path(projects::DELETE));
     let r = stale
         .post(&path)
         .header("accept", "text/html")
@@ -423,25 +427,25 @@ async fn destructive_actions_need_a_recent_reauthentication_in_this_session() {
     );
     // Wrong password at the step-up: refused, still not recent.
     let r = stale
-        .call("auth.reauthenticate", &[("password", "wrong password!")])
+        .call(auth::REAUTH, &[("password", "wrong password!")])
         .await;
     assert_refused(&r, 422, "invalid_input");
     assert_refused(
-        &stale.call("projects.delete", &[("projectId", &p)]).await,
+        &stale.call(projects::DELETE, &[("projectId", &p)]).await,
         401,
         "reauthentication_required",
     );
     // After re-authenticating in this session it works.
     assert_eq!(
         stale
-            .call("auth.reauthenticate", &[("password", PASSWORD)])
+            .call(auth::REAUTH, &[("password", PASSWORD)])
             .await
             .status,
         200
     );
     assert_eq!(
         stale
-            .call("projects.delete", &[("projectId", &p)])
+            .call(projects::DELETE, &[("projectId", &p)])
             .await
             .status,
         200
@@ -456,7 +460,7 @@ async fn password_change_needs_the_current_password() {
     let before = snapshot(&demo).await;
     let r = alice
         .call(
-            "account.change_password",
+            account::CHANGE_PASSWORD,
             &[("newPassword", "another long password")],
         )
         .await;
@@ -464,7 +468,7 @@ async fn password_change_needs_the_current_password() {
     assert_eq!(r.json()["fieldErrors"]["currentPassword"][0], "is required");
     let r = alice
         .call(
-            "account.change_password",
+            account::CHANGE_PASSWORD,
             &[
                 ("currentPassword", "not my password"),
                 ("newPassword", "another long password"),
@@ -476,7 +480,7 @@ async fn password_change_needs_the_current_password() {
     assert_eq!(snapshot(&demo).await, before);
     let r = alice
         .call(
-            "account.change_password",
+            account::CHANGE_PASSWORD,
             &[
                 ("currentPassword", PASSWORD),
                 ("newPassword", "another long password"),
@@ -494,7 +498,7 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
     let anon = demo.client.new_session();
     let wrong = anon
         .call(
-            "auth.sign_in",
+            auth::SIGN_IN,
             &[
                 ("email", "alice@example.com"),
                 ("password", "wrong password"),
@@ -503,7 +507,7 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
         .await;
     let unknown = anon
         .call(
-            "auth.sign_in",
+            auth::SIGN_IN,
             &[
                 ("email", "nobody@example.com"),
                 ("password", "wrong password"),
@@ -521,7 +525,7 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
     // Neither signed anyone in.
     assert_refused(
         &anon
-            .call("projects.create", &[("teamId", "1"), ("name", "x1")])
+            .call(projects::CREATE, &[("teamId", "1"), ("name", "x1")])
             .await,
         401,
         "unauthenticated",
@@ -535,7 +539,7 @@ async fn html_and_script_in_every_text_field_is_rendered_inert() {
     let anon = demo.client.new_session();
     let r = anon
         .call(
-            "auth.sign_up",
+            auth::SIGN_UP,
             &[
                 ("email", "eve@example.com"),
                 ("displayName", evil),
@@ -553,7 +557,7 @@ async fn html_and_script_in_every_text_field_is_rendered_inert() {
     let p = project(&anon, team, evil).await;
     let r = anon
         .call(
-            "comments.post",
+            comments::POST,
             &[("projectId", &p.to_string()), ("body", evil)],
         )
         .await;
@@ -587,7 +591,7 @@ async fn responses_never_carry_hashes_tokens_or_other_users_emails() {
         .unwrap();
     let r = alice
         .call(
-            "account.set_api_key",
+            account::SET_API_KEY,
             &[("apiKey", "sk_live_supersecretvalue")],
         )
         .await;
@@ -597,7 +601,7 @@ async fn responses_never_carry_hashes_tokens_or_other_users_emails() {
     );
     let r = alice
         .call(
-            "comments.post",
+            comments::POST,
             &[("projectId", &p.to_string()), ("body", "x")],
         )
         .await;
@@ -629,7 +633,7 @@ async fn transfer_uses_a_sealed_project_id_that_cannot_be_moved() {
     // Alice joins Bob's team, so she may move her project there.
     let r = bob
         .call(
-            "teams.invite",
+            teams::INVITE,
             &[
                 ("teamId", &bob_team.to_string()),
                 ("email", "alice@example.com"),
@@ -646,7 +650,7 @@ async fn transfer_uses_a_sealed_project_id_that_cannot_be_moved() {
     // An unsealed (edited) id is refused before the handler.
     let r = alice
         .call(
-            "projects.transfer",
+            projects::TRANSFER,
             &[
                 ("projectId", &other.to_string()),
                 ("toTeam", &bob_team.to_string()),
@@ -655,14 +659,12 @@ async fn transfer_uses_a_sealed_project_id_that_cannot_be_moved() {
         .await;
     assert_refused(&r, 400, "invalid_bound_argument");
     // The sealed value replayed into another action that takes a sealed field.
-    let r = alice
-        .call("teams.accept_invite", &[("token", &sealed)])
-        .await;
+    let r = alice.call(teams::ACCEPT, &[("token", &sealed)]).await;
     assert_refused(&r, 400, "invalid_bound_argument");
     // The same sealed value in Bob's session.
     let r = bob
         .call(
-            "projects.transfer",
+            projects::TRANSFER,
             &[("projectId", &sealed), ("toTeam", &bob_team.to_string())],
         )
         .await;
@@ -673,7 +675,7 @@ async fn transfer_uses_a_sealed_project_id_that_cannot_be_moved() {
     let before_carol = snapshot(&demo).await;
     let r = alice
         .call(
-            "projects.transfer",
+            projects::TRANSFER,
             &[("projectId", &sealed), ("toTeam", &carol_team.to_string())],
         )
         .await;
@@ -683,7 +685,7 @@ async fn transfer_uses_a_sealed_project_id_that_cannot_be_moved() {
     // The real thing.
     let r = alice
         .call(
-            "projects.transfer",
+            projects::TRANSFER,
             &[("projectId", &sealed), ("toTeam", &bob_team.to_string())],
         )
         .await;

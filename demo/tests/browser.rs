@@ -23,6 +23,7 @@
 
 mod common;
 
+use demo::actions::teams;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -799,6 +800,8 @@ struct PowInput {
     msg: String,
 }
 
+const TEST_POW: portcullis::ActionRef<PowInput, ()> = portcullis::ActionRef::new("test.pow");
+
 async fn pow_handler(
     cx: portcullis::Cx<()>,
     _: portcullis::MaybeViewer,
@@ -817,7 +820,7 @@ async fn pow_page(
         html { head { script type="module" src=(page.script_src()) {} }
             body { main {
                 @if q.is_some() { p #done { "done" } }
-                (page.form("test.pow").body(maud::html! {
+                (page.form(TEST_POW).body(maud::html! {
                     (portcullis::field("msg").label("Message"))
                     (portcullis::submit("Send"))
                 }))
@@ -835,7 +838,7 @@ async fn proof_of_work_is_solved_before_sending(b: &Browser) {
         let app = portcullis::Portcullis::new(common::config(), ())
             .actions(|a| {
                 a.add(
-                    portcullis::action("test.pow")
+                    portcullis::action(TEST_POW)
                         .public()
                         .limit(portcullis::per_ip(10).per_minute())
                         .bot_check(portcullis::BotCheck::ProofOfWork { bits: 10 })
@@ -909,7 +912,7 @@ async fn csp_on_every_page(b: &Browser, site: &Site) {
     let project = common::project(&client, team, "Policy").await;
     let r = client
         .call(
-            "teams.invite",
+            teams::INVITE,
             &[("teamId", &team.to_string()), ("email", "csp@example.com")],
         )
         .await;

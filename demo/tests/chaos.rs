@@ -14,6 +14,7 @@
 //! both recover. Measured times and log volume are printed (run with
 //! `--nocapture`).
 
+use demo::actions::{auth, contact, projects};
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -324,8 +325,8 @@ impl Ids {
         let app = demo::build_with(config, &db, sessions).unwrap();
         Ids(app.shared().clone())
     }
-    fn path(&self, name: &str) -> String {
-        self.0.action_path(name).unwrap()
+    fn path<In, Out>(&self, action: portcullis::ActionRef<In, Out>) -> String {
+        self.0.action_path(action.name()).unwrap()
     }
 }
 
@@ -411,7 +412,7 @@ async fn sign_up(c: &reqwest::Client, base: &str, ids: &Ids, name: &str) {
     let a = act(
         c,
         base,
-        &ids.path("auth.sign_up"),
+        &ids.path(auth::SIGN_UP),
         &[
             ("email", &email),
             ("displayName", name),
@@ -431,7 +432,7 @@ async fn sign_in(c: &reqwest::Client, base: &str, ids: &Ids, name: &str) -> Answ
     act(
         c,
         base,
-        &ids.path("auth.sign_in"),
+        &ids.path(auth::SIGN_IN),
         &[("email", &email), ("password", PASSWORD), ("_hp", "")],
     )
     .await
@@ -493,7 +494,7 @@ impl World<'_> {
         let a = act(
             &self.signed,
             base,
-            &self.ids.path("projects.create"),
+            &self.ids.path(projects::CREATE),
             &[("teamId", &self.team), ("name", &name)],
         )
         .await;
@@ -507,7 +508,7 @@ impl World<'_> {
         act(
             &browser(),
             base,
-            &self.ids.path("contact.send"),
+            &self.ids.path(contact::SEND),
             &[
                 ("name", "Visitor"),
                 ("email", "visitor@example.com"),

@@ -6,11 +6,17 @@
 mod common;
 
 use common::{project, start, team_of, user};
+use demo::actions::projects;
 use portcullis::testing::{TestClient, TestResponse};
 
-async fn no_js_post(c: &TestClient, name: &str, query: &str, body: &str) -> TestResponse {
+async fn no_js_post<In, Out>(
+    c: &TestClient,
+    action: portcullis::ActionRef<In, Out>,
+    query: &str,
+    body: &str,
+) -> TestResponse {
     let r = c
-        .post(&format!("{}?{query}", c.action_path(name)))
+        .post(&format!("{}?{query}", c.path(action)))
         .header("accept", "text/html,application/xhtml+xml")
         .header("origin", c.origin())
         .header("content-type", "application/x-www-form-urlencoded")
@@ -53,7 +59,7 @@ async fn no_js_validation_failure_comes_back_as_a_single_use_flash() {
     let back = page.replace('/', "%2F");
     let r = no_js_post(
         &c,
-        "projects.rename",
+        projects::RENAME,
         &format!("_return={back}"),
         &format!("projectId={p}&name=x"),
     )
@@ -137,7 +143,7 @@ async fn json_clients_still_get_422_and_unsafe_return_paths_get_the_error_page()
     let p = project(&c, team, "Apollo").await;
     let r = c
         .call(
-            "projects.rename",
+            projects::RENAME,
             &[("projectId", &p.to_string()), ("name", "x")],
         )
         .await;
@@ -145,7 +151,7 @@ async fn json_clients_still_get_422_and_unsafe_return_paths_get_the_error_page()
     assert!(r.json()["fieldErrors"]["name"].is_array());
     let r = no_js_post(
         &c,
-        "projects.rename",
+        projects::RENAME,
         "_return=https%3A%2F%2Fevil.example%2F",
         &format!("projectId={p}&name=x"),
     )

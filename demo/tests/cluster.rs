@@ -1,6 +1,7 @@
 //! Issue #9: two real demo processes on one Postgres and one Redis behave
 //! as one. Each test starts its own pair (fresh database, own Redis prefix).
 
+use demo::actions::{account, auth, contact, projects};
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -108,8 +109,8 @@ impl Ids {
         let app = demo::build_with(config, &db, sessions).unwrap();
         Ids(app.shared().clone())
     }
-    fn path(&self, name: &str) -> String {
-        self.0.action_path(name).unwrap()
+    fn path<In, Out>(&self, action: portcullis::ActionRef<In, Out>) -> String {
+        self.0.action_path(action.name()).unwrap()
     }
 }
 
@@ -169,7 +170,7 @@ async fn sign_up(c: &reqwest::Client, base: &str, ids: &Ids, name: &str) {
     let (s, v, _) = call(
         c,
         base,
-        &ids.path("auth.sign_up"),
+        &ids.path(auth::SIGN_UP),
         &[
             ("email", &email),
             ("displayName", name),
@@ -187,7 +188,7 @@ async fn sign_in(c: &reqwest::Client, base: &str, ids: &Ids, email: &str) {
     let (s, v, _) = call(
         c,
         base,
-        &ids.path("auth.sign_in"),
+        &ids.path(auth::SIGN_IN),
         &[("email", email), ("password", PASSWORD), ("_hp", "")],
         None,
     )
@@ -238,13 +239,13 @@ async fn log_in_on_a_act_on_b_and_log_out_on_a_ends_the_session_on_b() {
     let (s, v, _) = call(
         &c,
         &p.b.base,
-        &p.ids.path("projects.create"),
+        &p.ids.path(projects::CREATE),
         &[("teamId", &team), ("name", "On B")],
         None,
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    let (s, _, _) = call(&c, &p.a.base, &p.ids.path("auth.sign_out"), &[], None).await;
+    let (s, _, _) = call(&c, &p.a.base, &p.ids.path(auth::SIGN_OUT), &[], None).await;
     assert_eq!(s, 200);
     // Sign in again on A and keep a copy of the session cookie; sign out on
     // A; replaying the copy on B must fail (the record is gone from Redis).
@@ -256,7 +257,7 @@ async fn log_in_on_a_act_on_b_and_log_out_on_a_ends_the_session_on_b() {
     let (s, v, _) = call(
         &c,
         &p.a.base,
-        &p.ids.path("auth.sign_in"),
+        &p.ids.path(auth::SIGN_IN),
         &[
             ("email", "alice@example.com"),
             ("password", PASSWORD),
@@ -271,11 +272,11 @@ async fn log_in_on_a_act_on_b_and_log_out_on_a_ends_the_session_on_b() {
         use reqwest::cookie::CookieStore;
         jar.cookies(&url).unwrap().to_str().unwrap().to_owned()
     };
-    let (s, _, _) = call(&c, &p.a.base, &p.ids.path("auth.sign_out"), &[], None).await;
+    let (s, _, _) = call(&c, &p.a.base, &p.ids.path(auth::SIGN_OUT), &[], None).await;
     assert_eq!(s, 200);
     let replay = reqwest::Client::new();
     let r = replay
-        .post(format!("{}{}", p.b.base, p.ids.path("projects.create")))
+        .post(format!("{}{}", p.b.base, p.ids.path(projects::CREATE)))
         .header("origin", &p.b.base)
         .header("accept", "application/json")
         .header("cookie", &copied)
@@ -295,7 +296,7 @@ async fn idempotent_retry_on_the_other_instance_applies_once() {
     sign_up(&c, &p.a.base, &p.ids, "alice").await;
     let team = team_id(&p.db, "alice").await.to_string();
     let form = [("teamId", team.as_str()), ("name", "Exactly once")];
-    let path = p.ids.path("projects.create");
+    let path = p.ids.path(projects::CREATE);
     let (s1, v1, _) = call(&c, &p.a.base, &path, &form, Some("key-123")).await;
     assert_eq!(s1, 200, "{v1}");
     // A network retry lands on the other instance.
@@ -335,7 +336,7 @@ async fn tag_invalidation_on_a_is_visible_on_b() {
     let (_, v, _) = call(
         &c,
         &p.a.base,
-        &p.ids.path("projects.create"),
+        &p.ids.path(projects::CREATE),
         &[("teamId", &team), ("name", "Before")],
         None,
     )
@@ -354,7 +355,7 @@ async fn tag_invalidation_on_a_is_visible_on_b() {
     let (s, _, _) = call(
         &c,
         &p.a.base,
-        &p.ids.path("projects.rename"),
+        &p.ids.path(projects::RENAME),
         &[("projectId", &id), ("name", "After")],
         None,
     )
@@ -378,7 +379,7 @@ async fn tag_invalidation_on_a_is_visible_on_b() {
 #[tokio::test]
 async fn rate_limit_is_exact_across_both_instances() {
     let p = pair().await;
-    let path = p.ids.path("contact.send");
+    let path = p.ids.path(contact::SEND);
     let mut tasks = Vec::new();
     for i in 0..64 {
         let base = if i % 2 == 0 {
@@ -429,7 +430,7 @@ async fn sigterm_during_load_lets_in_flight_requests_finish() {
     let c = browser();
     sign_up(&c, &p.a.base, &p.ids, "alice").await;
     let team = team_id(&p.db, "alice").await.to_string();
-    let path = p.ids.path("projects.create");
+    let path = p.ids.path(projects::CREATE);
     let mut tasks = Vec::new();
     for i in 0..40 {
         let (c, base, path, team) = (c.clone(), p.a.base.clone(), path.clone(), team.clone());
@@ -476,7 +477,7 @@ async fn kill_dash_nine_mid_load_every_acknowledged_write_is_stored_exactly_once
     let c = browser();
     sign_up(&c, &p.a.base, &p.ids, "alice").await;
     let team = team_id(&p.db, "alice").await.to_string();
-    let path = p.ids.path("projects.create");
+    let path = p.ids.path(projects::CREATE);
     let mut tasks = Vec::new();
     for i in 0..60 {
         let (c, base, path, team) = (c.clone(), p.a.base.clone(), path.clone(), team.clone());
@@ -585,7 +586,7 @@ async fn database_unreachable_is_a_clear_503_then_recovers_without_restart() {
     let (s, v, _) = call(
         &c,
         &a.base,
-        &ids.path("projects.create"),
+        &ids.path(projects::CREATE),
         &[("teamId", &team), ("name", "While down")],
         None,
     )
@@ -598,7 +599,7 @@ async fn database_unreachable_is_a_clear_503_then_recovers_without_restart() {
         let (s, v, _) = call(
             &c,
             &a.base,
-            &ids.path("projects.create"),
+            &ids.path(projects::CREATE),
             &[("teamId", &team), ("name", "After")],
             None,
         )
@@ -641,7 +642,7 @@ async fn password_change_on_one_instance_ends_sessions_on_the_other() {
     let (s, v, _) = call(
         &on_a,
         &p.a.base,
-        &p.ids.path("account.change_password"),
+        &p.ids.path(account::CHANGE_PASSWORD),
         &[
             ("currentPassword", PASSWORD),
             ("newPassword", "a brand new password"),
@@ -659,7 +660,7 @@ async fn password_change_on_one_instance_ends_sessions_on_the_other() {
         let (s, v, _) = call(
             &on_b,
             base,
-            &p.ids.path("projects.create"),
+            &p.ids.path(projects::CREATE),
             &[("teamId", &team), ("name", "Stale")],
             None,
         )
@@ -689,7 +690,7 @@ async fn deleted_account_sessions_on_redis_never_become_the_next_signup() {
     let (s, v, _) = call(
         &on_a,
         &p.a.base,
-        &p.ids.path("account.delete"),
+        &p.ids.path(account::DELETE),
         &[("password", PASSWORD)],
         None,
     )
@@ -706,7 +707,7 @@ async fn deleted_account_sessions_on_redis_never_become_the_next_signup() {
         let (s, v, _) = call(
             &on_b,
             base,
-            &p.ids.path("projects.create"),
+            &p.ids.path(projects::CREATE),
             &[("teamId", &eve_team), ("name", "Planted")],
             None,
         )

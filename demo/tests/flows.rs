@@ -4,6 +4,7 @@
 mod common;
 
 use common::{PASSWORD, project, snapshot, start, team_of, user};
+use demo::actions::{auth, comments, contact, projects, teams};
 
 #[tokio::test]
 async fn sign_up_sign_in_act_sign_out() {
@@ -13,7 +14,7 @@ async fn sign_up_sign_in_act_sign_out() {
     let p = project(&c, team, "Apollo").await;
     let r = c
         .call(
-            "projects.rename",
+            projects::RENAME,
             &[("projectId", &p.to_string()), ("name", "Artemis")],
         )
         .await;
@@ -22,14 +23,11 @@ async fn sign_up_sign_in_act_sign_out() {
         serde_json::json!({"ok": true, "result": {"id": p, "name": "Artemis", "archived": false}, "revalidated": true})
     );
     assert!(c.get("/projects").await.text().contains("Artemis"));
-    let r = c.call("auth.sign_out", &[]).await;
+    let r = c.call(auth::SIGN_OUT, &[]).await;
     assert_eq!(r.json()["redirect"], "/");
     assert_eq!(c.get("/projects").await.status, 303);
     // Sign back in: redirect to the return path.
-    let path = format!(
-        "{}?_return=%2Fprojects%2F{p}",
-        c.action_path("auth.sign_in")
-    );
+    let path = format!("{}?_return=%2Fprojects%2F{p}", c.path(auth::SIGN_IN));
     let r = c
         .post(&path)
         .header("accept", "application/json")
@@ -53,7 +51,7 @@ async fn no_js_form_post_redirects_back() {
     let (c, id) = user(&demo, "Alice").await;
     let team = team_of(&demo, id).await;
     let p = project(&c, team, "Apollo").await;
-    let path = format!("{}?_return=%2Fprojects", c.action_path("projects.rename"));
+    let path = format!("{}?_return=%2Fprojects", c.path(projects::RENAME));
     let r = c
         .post(&path)
         .header("accept", "text/html")
@@ -77,12 +75,12 @@ async fn public_contact_form_works_anonymously_and_is_rate_limited() {
         ("message", "Hello there, a question."),
     ];
     for _ in 0..5 {
-        let r = anon.call("contact.send", &form).await;
+        let r = anon.call(contact::SEND, &form).await;
         assert_eq!(r.status, 200, "{}", r.text());
         assert!(r.header("ratelimit-policy").is_some());
     }
     let before = snapshot(&demo).await;
-    let r = anon.call("contact.send", &form).await;
+    let r = anon.call(contact::SEND, &form).await;
     common::assert_refused(&r, 429, "rate_limited");
     assert!(r.header("retry-after").is_some());
     assert_eq!(snapshot(&demo).await, before);
@@ -107,13 +105,17 @@ async fn pages_require_sign_in_and_keep_the_return_path() {
 async fn forms_render_current_ids_and_accessible_fields() {
     let demo = start().await;
     let html = demo.client.get("/login").await.text();
-    let id = demo.client.shared().action_id("auth.sign_in").unwrap();
+    let id = demo
+        .client
+        .shared()
+        .action_id(auth::SIGN_IN.name())
+        .unwrap();
     assert!(
         html.contains(&format!("action=\"/_action/{id}?_return=")),
         "{html}"
     );
     assert!(
-        !html.contains("auth.sign_in"),
+        !html.contains(auth::SIGN_IN.name()),
         "action names never reach the page"
     );
     // Every input has a label and an error slot it is described by.
@@ -148,7 +150,7 @@ async fn honeypot_filled_contact_form_is_refused_and_nothing_stored() {
     let before = snapshot(&demo).await;
     let r = anon
         .call(
-            "contact.send",
+            contact::SEND,
             &[
                 ("name", "Bot"),
                 ("email", "bot@example.com"),
@@ -172,7 +174,7 @@ async fn sign_in_guesses_meet_the_address_limit_then_the_account_ceiling() {
         .client
         .new_session()
         .call(
-            "auth.sign_up",
+            auth::SIGN_UP,
             &[
                 ("email", "alice@example.com"),
                 ("displayName", "Alice"),
@@ -202,10 +204,10 @@ async fn sign_in_guesses_meet_the_address_limit_then_the_account_ceiling() {
     for n in 1..=10 {
         let guesser = from(n);
         for _ in 0..10 {
-            let r = guesser.call("auth.sign_in", &wrong).await;
+            let r = guesser.call(auth::SIGN_IN, &wrong).await;
             assert_eq!(r.status, 422, "{}", r.text());
         }
-        let r = guesser.call("auth.sign_in", &right).await;
+        let r = guesser.call(auth::SIGN_IN, &right).await;
         common::assert_refused(&r, 429, "rate_limited");
         assert!(
             exhausted(&r, "account+address"),
@@ -217,7 +219,7 @@ async fn sign_in_guesses_meet_the_address_limit_then_the_account_ceiling() {
     // two may still pass; within three more it holds, for every address.
     let mut held = false;
     for n in 11..=13 {
-        let r = from(n).call("auth.sign_in", &wrong).await;
+        let r = from(n).call(auth::SIGN_IN, &wrong).await;
         if r.status == 429 {
             assert!(exhausted(&r, "account"), "{:?}", r.header("ratelimit"));
             held = true;
@@ -228,13 +230,13 @@ async fn sign_in_guesses_meet_the_address_limit_then_the_account_ceiling() {
     assert!(held, "the account ceiling never refused");
     // Now even the right password from a fresh address is refused: that is
     // what it takes ten addresses at once to cause.
-    let r = from(14).call("auth.sign_in", &right).await;
+    let r = from(14).call(auth::SIGN_IN, &right).await;
     common::assert_refused(&r, 429, "rate_limited");
     assert!(exhausted(&r, "account"), "{:?}", r.header("ratelimit"));
     // Another account is unaffected.
     let r = from(14)
         .call(
-            "auth.sign_in",
+            auth::SIGN_IN,
             &[("email", "bob@example.com"), ("password", "wrong password")],
         )
         .await;
@@ -248,7 +250,7 @@ async fn invite_quota_is_shown_to_the_handler() {
     let team = team_of(&demo, id).await.to_string();
     let r = alice
         .call(
-            "teams.invite",
+            teams::INVITE,
             &[("teamId", &team), ("email", "x@example.com")],
         )
         .await;
@@ -273,7 +275,7 @@ async fn bench_seed_creates_the_workload_and_its_sessions_work() {
     c.set_cookie(&s.cookie);
     let r = c
         .call(
-            "projects.rename",
+            projects::RENAME,
             &[
                 ("projectId", &s.project_id.to_string()),
                 ("name", "Renamed"),
@@ -284,10 +286,7 @@ async fn bench_seed_creates_the_workload_and_its_sessions_work() {
     // And cannot touch u1's project.
     let other = sessions[0].project_id.to_string();
     let r = c
-        .call(
-            "projects.rename",
-            &[("projectId", &other), ("name", "Nope")],
-        )
+        .call(projects::RENAME, &[("projectId", &other), ("name", "Nope")])
         .await;
     common::assert_refused(&r, 404, "not_found");
 }
@@ -311,7 +310,7 @@ async fn rename_returns_the_fresh_row_fragment_in_under_a_kilobyte() {
     }
     let target = ids[2];
     let r = c
-        .post(&c.action_path("projects.rename"))
+        .post(&c.path(projects::RENAME))
         .header("sec-fetch-site", "same-origin")
         .header("accept", "application/json")
         .header("content-type", "application/x-www-form-urlencoded")
@@ -344,7 +343,7 @@ async fn a_comment_by_one_member_appears_for_another_on_their_next_load() {
     let team = team_of(&demo, alice_id).await;
     let r = alice
         .call(
-            "teams.invite",
+            teams::INVITE,
             &[("teamId", &team.to_string()), ("email", "bob@example.com")],
         )
         .await;
@@ -355,7 +354,7 @@ async fn a_comment_by_one_member_appears_for_another_on_their_next_load() {
     assert!(bob.get(&page).await.text().contains("No comments yet"));
     let r = alice
         .call(
-            "comments.post",
+            comments::POST,
             &[("projectId", &p.to_string()), ("body", "Hello Bob")],
         )
         .await;
@@ -370,7 +369,7 @@ async fn no_js_double_submit_of_one_rendered_form_applies_once() {
     let team = team_of(&demo, id).await;
     let key = common::hidden_field(&c, "/projects", "_idem").await;
     let submit = || {
-        c.post(&c.action_path("projects.create"))
+        c.post(&c.path(projects::CREATE))
             .header("accept", "text/html")
             .header("content-type", "application/x-www-form-urlencoded")
             .body(format!("teamId={team}&name=Once&_idem={key}"))
@@ -430,7 +429,7 @@ async fn deleted_project_and_comment_vanish_from_cached_fragments() {
     let p = project(&c, team, "Doomed project").await;
     let r = c
         .call(
-            "comments.post",
+            comments::POST,
             &[("projectId", &p.to_string()), ("body", "Doomed comment")],
         )
         .await;
@@ -442,7 +441,7 @@ async fn deleted_project_and_comment_vanish_from_cached_fragments() {
             .contains("Doomed comment")
     );
     assert_eq!(
-        c.call("comments.delete", &[("commentId", &comment)])
+        c.call(comments::DELETE, &[("commentId", &comment)])
             .await
             .status,
         200
@@ -455,7 +454,7 @@ async fn deleted_project_and_comment_vanish_from_cached_fragments() {
     );
     assert!(c.get("/projects").await.text().contains("Doomed project"));
     assert_eq!(
-        c.call("projects.delete", &[("projectId", &p.to_string())])
+        c.call(projects::DELETE, &[("projectId", &p.to_string())])
             .await
             .status,
         200

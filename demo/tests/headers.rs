@@ -4,6 +4,7 @@
 
 mod common;
 
+use demo::actions::{contact, projects, teams};
 use std::process::{Command, Output};
 
 use portcullis::testing::{TestClient, TestResponse};
@@ -92,7 +93,7 @@ async fn all_pages(demo: &common::Demo) -> Vec<(String, TestClient, String)> {
     let project = common::project(&alice, team, "Roadmap").await;
     let r = alice
         .call(
-            "teams.invite",
+            teams::INVITE,
             &[("teamId", &team.to_string()), ("email", "bob@example.com")],
         )
         .await;
@@ -156,7 +157,7 @@ async fn demo_action_error_and_asset_responses_carry_the_headers() {
 
     let r = alice
         .call(
-            "projects.create",
+            projects::CREATE,
             &[("teamId", &team.to_string()), ("name", "Docs")],
         )
         .await;
@@ -164,7 +165,7 @@ async fn demo_action_error_and_asset_responses_carry_the_headers() {
     uncacheable.push(("action JSON", r));
     let r = alice
         .submit(
-            "projects.create",
+            projects::CREATE,
             &[("teamId", &team.to_string()), ("name", "Docs 2")],
         )
         .await;
@@ -172,7 +173,7 @@ async fn demo_action_error_and_asset_responses_carry_the_headers() {
     uncacheable.push(("action 303 (no-JS)", r));
     let r = anon
         .submit(
-            "projects.create",
+            projects::CREATE,
             &[("teamId", &team.to_string()), ("name", "Nope")],
         )
         .await;
@@ -180,7 +181,7 @@ async fn demo_action_error_and_asset_responses_carry_the_headers() {
     assert!(r.text().contains("<html"));
     uncacheable.push(("error page 401", r));
     let r = TestResponse::read(
-        anon.post(&anon.action_path("contact.send"))
+        anon.post(&anon.path(contact::SEND))
             .header("sec-fetch-site", "cross-site")
             .header("origin", "https://evil.example")
             .header("accept", "text/html")

@@ -10,6 +10,8 @@ use common::{
     Demo, PASSWORD, accept_invite, assert_refused, project, sign_in, signed_in, snapshot, start,
     team_of, user,
 };
+use demo::actions::{account, auth, comments, contact, projects, teams, tokens};
+use portcullis::AnyActionRef;
 use portcullis::testing::{TestClient, TestResponse};
 
 /// A second signed-in session of an existing user.
@@ -27,7 +29,7 @@ async fn another_session(demo: &Demo, name: &str) -> TestClient {
 async fn new_token(c: &TestClient) -> String {
     let r = c
         .call(
-            "tokens.create",
+            tokens::CREATE,
             &[("name", "script"), ("scope", "write"), ("days", "30")],
         )
         .await;
@@ -49,7 +51,7 @@ async fn api(demo: &Demo, token: &str) -> TestResponse {
 async fn join(owner: &TestClient, member: &TestClient, name: &str, team: i64) {
     let r = owner
         .call(
-            "teams.invite",
+            teams::INVITE,
             &[
                 ("teamId", &team.to_string()),
                 ("email", &format!("{}@example.com", name.to_lowercase())),
@@ -64,7 +66,7 @@ async fn join(owner: &TestClient, member: &TestClient, name: &str, team: i64) {
 
 async fn set_role(c: &TestClient, team: i64, member: i64, role: &str) -> TestResponse {
     c.call(
-        "teams.set_role",
+        teams::SET_ROLE,
         &[
             ("teamId", &team.to_string()),
             ("memberId", &member.to_string()),
@@ -98,9 +100,7 @@ async fn deleted_account_sessions_never_become_the_next_signup() {
     let team = team_of(&demo, alice_id).await;
     project(&alice, team, "Alice's diary").await;
     // Alice deletes her account from one browser.
-    let r = alice
-        .call("account.delete", &[("password", PASSWORD)])
-        .await;
+    let r = alice.call(account::DELETE, &[("password", PASSWORD)]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     // The next person signs up. Alice had the largest id: a database that
     // reuses ids would hand it to them, and her other session with it.
@@ -116,14 +116,14 @@ async fn deleted_account_sessions_never_become_the_next_signup() {
     assert!(!page.text().contains("Eve's plans"));
     let r = other_session
         .call(
-            "projects.create",
+            projects::CREATE,
             &[("teamId", &eve_team.to_string()), ("name", "Planted")],
         )
         .await;
     assert_refused(&r, 401, "unauthenticated");
     let r = other_session
         .call(
-            "tokens.create",
+            tokens::CREATE,
             &[("name", "x"), ("scope", "write"), ("days", "30")],
         )
         .await;
@@ -147,7 +147,7 @@ async fn password_change_ends_every_other_session_and_token() {
     // First change, keeping tokens: other sessions end, the token lives.
     let r = alice
         .call(
-            "account.change_password",
+            account::CHANGE_PASSWORD,
             &[
                 ("currentPassword", PASSWORD),
                 ("newPassword", "a brand new password"),
@@ -160,7 +160,7 @@ async fn password_change_ends_every_other_session_and_token() {
     for stale in [&laptop, &phone] {
         assert!(!signed_in(stale).await);
         let r = stale
-            .call("projects.create", &[("teamId", &team), ("name", "Stale")])
+            .call(projects::CREATE, &[("teamId", &team), ("name", "Stale")])
             .await;
         assert_refused(&r, 401, "unauthenticated");
     }
@@ -169,7 +169,7 @@ async fn password_change_ends_every_other_session_and_token() {
     // Second change, with the checkbox: the token ends too.
     let r = alice
         .call(
-            "account.change_password",
+            account::CHANGE_PASSWORD,
             &[
                 ("currentPassword", "a brand new password"),
                 ("newPassword", "the third password"),
@@ -186,7 +186,7 @@ async fn password_change_ends_every_other_session_and_token() {
     for old in [PASSWORD, "a brand new password"] {
         let r = anon
             .call(
-                "auth.sign_in",
+                auth::SIGN_IN,
                 &[("email", "alice@example.com"), ("password", old)],
             )
             .await;
@@ -203,16 +203,16 @@ async fn sign_out_everywhere_ends_other_sessions() {
     let phone = another_session(&demo, "Alice").await;
     let token = new_token(&alice).await;
     let team = team_of(&demo, alice_id).await.to_string();
-    let r = alice.call("account.sign_out_everywhere", &[]).await;
+    let r = alice.call(account::SIGN_OUT_EVERYWHERE, &[]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let before = snapshot(&demo).await;
     for stale in [&laptop, &phone] {
         assert!(!signed_in(stale).await);
         let r = stale
-            .call("projects.create", &[("teamId", &team), ("name", "Stale")])
+            .call(projects::CREATE, &[("teamId", &team), ("name", "Stale")])
             .await;
         assert_refused(&r, 401, "unauthenticated");
-        let r = stale.call("account.sign_out_everywhere", &[]).await;
+        let r = stale.call(account::SIGN_OUT_EVERYWHERE, &[]).await;
         assert_refused(&r, 401, "unauthenticated");
     }
     assert_eq!(snapshot(&demo).await, before);
@@ -240,7 +240,7 @@ async fn role_change_takes_effect_on_existing_sessions() {
     let bob_phone = another_session(&demo, "Bob").await;
     let invite = |c: TestClient| async move {
         c.call(
-            "teams.invite",
+            teams::INVITE,
             &[("teamId", &team.to_string()), ("email", "x@example.com")],
         )
         .await
@@ -287,7 +287,7 @@ async fn admin_cannot_demote_or_remove_the_owner() {
     assert!(r.text().contains("owner"), "{}", r.text());
     let r = bob
         .call(
-            "teams.remove_member",
+            teams::REMOVE,
             &[
                 ("teamId", &team.to_string()),
                 ("memberId", &alice_id.to_string()),
@@ -319,7 +319,7 @@ async fn last_admin_cannot_leave_team_without_admin() {
     join(&alice, &bob, "Bob", team).await;
     let before = snapshot(&demo).await;
     // The owner, the only admin, cannot leave.
-    let r = alice.call("teams.leave", &[("teamId", &team_s)]).await;
+    let r = alice.call(teams::LEAVE, &[("teamId", &team_s)]).await;
     assert_refused(&r, 422, "invalid_input");
     assert_eq!(snapshot(&demo).await, before);
     // A team whose owner lost admin rights (data from before the rule) and
@@ -338,7 +338,7 @@ async fn last_admin_cannot_leave_team_without_admin() {
         .unwrap();
     let bob = another_session(&demo, "Bob").await;
     let before = snapshot(&demo).await;
-    let r = bob.call("teams.leave", &[("teamId", &team_s)]).await;
+    let r = bob.call(teams::LEAVE, &[("teamId", &team_s)]).await;
     assert_refused(&r, 422, "invalid_input");
     assert_eq!(snapshot(&demo).await, before);
     let admins: (i64,) =
@@ -351,7 +351,7 @@ async fn last_admin_cannot_leave_team_without_admin() {
     // A plain member may leave (Bob, admin now, invites Carol).
     let (carol, _) = user(&demo, "Carol").await;
     join(&bob, &carol, "Carol", team).await;
-    let r = carol.call("teams.leave", &[("teamId", &team_s)]).await;
+    let r = carol.call(teams::LEAVE, &[("teamId", &team_s)]).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
@@ -364,7 +364,7 @@ async fn invite_link_cannot_be_used_by_another_account() {
     let team = team_of(&demo, alice_id).await;
     let r = alice
         .call(
-            "teams.invite",
+            teams::INVITE,
             &[("teamId", &team.to_string()), ("email", "bob@example.com")],
         )
         .await;
@@ -408,7 +408,7 @@ async fn removed_member_sees_no_cached_project_list() {
     let p = project(&alice, team, "Zeppelin").await;
     let r = alice
         .call(
-            "comments.post",
+            comments::POST,
             &[("projectId", &p.to_string()), ("body", "Top secret route")],
         )
         .await;
@@ -426,7 +426,7 @@ async fn removed_member_sees_no_cached_project_list() {
     let renders = demo.app.shared().fragments().renders();
     let r = alice
         .call(
-            "teams.remove_member",
+            teams::REMOVE,
             &[
                 ("teamId", &team.to_string()),
                 ("memberId", &bob_id.to_string()),
@@ -462,7 +462,7 @@ async fn guessing_from_one_address_does_not_lock_out_the_owner_elsewhere() {
     for i in 0..10 {
         let r = attacker
             .call(
-                "auth.sign_in",
+                auth::SIGN_IN,
                 &[
                     ("email", "alice@example.com"),
                     ("password", &format!("guess number {i}")),
@@ -475,7 +475,7 @@ async fn guessing_from_one_address_does_not_lock_out_the_owner_elsewhere() {
     // right password …
     let r = attacker
         .call(
-            "auth.sign_in",
+            auth::SIGN_IN,
             &[("email", "ALICE@example.com"), ("password", PASSWORD)],
         )
         .await;
@@ -498,16 +498,16 @@ async fn missing_honeypot_field_is_refused() {
     let before = snapshot(&demo).await;
     for (action, body) in [
         (
-            "auth.sign_up",
+            AnyActionRef::from(auth::SIGN_UP),
             "email=bot%40example.com&displayName=Bot&password=a+long+enough+password",
         ),
         (
-            "contact.send",
+            contact::SEND.into(),
             "name=Bot&email=bot%40example.com&message=Buy+cheap+pills+now",
         ),
     ] {
         let r = anon
-            .post(&anon.action_path(action))
+            .post(&anon.path(action))
             .header("sec-fetch-site", "same-origin")
             .header("accept", "application/json")
             .header("content-type", "application/x-www-form-urlencoded")
@@ -531,7 +531,7 @@ async fn signup_does_not_reveal_registered_emails() {
         async move {
             let r = c
                 .call(
-                    "auth.sign_up",
+                    auth::SIGN_UP,
                     &[
                         ("email", email),
                         ("displayName", "Mallory"),
@@ -558,7 +558,7 @@ async fn signup_does_not_reveal_registered_emails() {
         let c = demo.client.new_session();
         async move {
             c.submit(
-                "auth.sign_up",
+                auth::SIGN_UP,
                 &[
                     ("email", email),
                     ("displayName", "Mallory"),
@@ -580,7 +580,7 @@ async fn signup_does_not_reveal_registered_emails() {
     let c = demo.client.new_session();
     let r = c
         .call(
-            "auth.sign_in",
+            auth::SIGN_IN,
             &[
                 ("email", "alice@example.com"),
                 ("password", "mallory's own password"),

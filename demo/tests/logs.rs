@@ -4,6 +4,7 @@
 
 mod common;
 
+use demo::actions::{account, auth, tokens};
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 
@@ -48,12 +49,12 @@ async fn no_span_or_log_line_holds_a_password_or_token() {
     let wrong = "wrong-password-guess-42";
 
     let r = alice
-        .call("account.set_api_key", &[("apiKey", api_key)])
+        .call(account::SET_API_KEY, &[("apiKey", api_key)])
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let r = alice
         .call(
-            "account.change_password",
+            account::CHANGE_PASSWORD,
             &[("currentPassword", PASSWORD), ("newPassword", new_password)],
         )
         .await;
@@ -61,14 +62,14 @@ async fn no_span_or_log_line_holds_a_password_or_token() {
     let anon = demo.client.new_session();
     let r = anon
         .call(
-            "auth.sign_in",
+            auth::SIGN_IN,
             &[("email", "alice@example.com"), ("password", wrong)],
         )
         .await;
     assert!(r.status.is_client_error(), "{}", r.text());
     let r = anon
         .call(
-            "auth.sign_in",
+            auth::SIGN_IN,
             &[("email", "alice@example.com"), ("password", new_password)],
         )
         .await;
@@ -76,7 +77,7 @@ async fn no_span_or_log_line_holds_a_password_or_token() {
     // A personal access token, created and then used against the API.
     let r = alice
         .call(
-            "tokens.create",
+            tokens::CREATE,
             &[("name", "ci"), ("scope", "write"), ("days", "7")],
         )
         .await;

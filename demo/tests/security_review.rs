@@ -4,6 +4,7 @@
 
 mod common;
 
+use demo::actions::{auth, projects};
 use std::collections::BTreeMap;
 
 use common::{PASSWORD, project, start, team_of, user};
@@ -18,7 +19,7 @@ async fn attack_harness_passes_on_every_demo_action() {
             let email = format!("harness{}@example.com", rand::random::<u32>());
             let r = client
                 .call(
-                    "auth.sign_up",
+                    auth::SIGN_UP,
                     &[
                         ("email", email.as_str()),
                         ("displayName", "Harness"),
@@ -30,7 +31,7 @@ async fn attack_harness_passes_on_every_demo_action() {
             // Sign-up signs nobody in (no enumeration): sign in.
             let r = client
                 .call(
-                    "auth.sign_in",
+                    auth::SIGN_IN,
                     &[("email", email.as_str()), ("password", PASSWORD)],
                 )
                 .await;
@@ -82,7 +83,7 @@ async fn successful_mutations_are_written_to_the_audit_log() {
     let id = project(&alice, team, "Roadmap").await;
     let r = alice
         .call(
-            "projects.rename",
+            projects::RENAME,
             &[("projectId", &id.to_string()), ("name", "Roadmap 2")],
         )
         .await;
@@ -91,14 +92,14 @@ async fn successful_mutations_are_written_to_the_audit_log() {
     // Refused and failed calls are not audited.
     let r = alice
         .call(
-            "projects.rename",
+            projects::RENAME,
             &[("projectId", &id.to_string()), ("name", "x")],
         )
         .await;
     assert_eq!(r.status, 422);
     let r = alice
         .call(
-            "projects.rename",
+            projects::RENAME,
             &[("projectId", "999999"), ("name", "Nope nope")],
         )
         .await;
@@ -149,7 +150,7 @@ async fn metrics_count_the_requests_sent() {
     for i in 0..5 {
         let r = alice
             .call(
-                "projects.rename",
+                projects::RENAME,
                 &[
                     ("projectId", &id.to_string()),
                     ("name", &format!("Name {i}")),
@@ -161,7 +162,7 @@ async fn metrics_count_the_requests_sent() {
     for _ in 0..3 {
         let r = alice
             .call(
-                "projects.rename",
+                projects::RENAME,
                 &[("projectId", &id.to_string()), ("name", "x")],
             )
             .await;
@@ -171,7 +172,7 @@ async fn metrics_count_the_requests_sent() {
     for _ in 0..2 {
         let r = anon
             .call(
-                "projects.rename",
+                projects::RENAME,
                 &[("projectId", "1"), ("name", "Nope nope")],
             )
             .await;

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{project, start, team_of, user};
+use demo::actions::{account, projects};
 
 /// Mallory saves, as her "third-party API key", a high-entropy string that
 /// every page contains (the client runtime's content-hashed URL). Before,
@@ -31,7 +32,7 @@ async fn one_users_api_key_cannot_make_every_page_fail() {
         "data-portcullis",
     ] {
         let r = mallory
-            .call("account.set_api_key", &[("apiKey", poison)])
+            .call(account::SET_API_KEY, &[("apiKey", poison)])
             .await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
@@ -55,7 +56,7 @@ async fn one_users_api_key_cannot_make_every_page_fail() {
     assert_eq!(r.status, 200, "{}", r.text());
     let r = alice
         .call(
-            "projects.rename",
+            projects::RENAME,
             &[("projectId", &p.to_string()), ("name", "Still fine")],
         )
         .await;

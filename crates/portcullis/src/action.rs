@@ -1,13 +1,19 @@
 //! Action registration: a typestate builder in which the secure path is the
-//! only one that compiles.
+//! only one that compiles, started from a typed handle.
 //!
 //! ```text
-//! action(name) ─┬─ .public() ──── .limit(l) ─┬─ .handler(f)   f: (Cx, MaybeViewer, Valid<I>) -> Outcome<O>
-//!               ├─ .authenticated() ─────────┤
-//!               ├─ .role("admin") ───────────┼─ .handler(f)   f: (Cx, Viewer, Valid<I>) -> Outcome<O>
-//!               └─ .recent(15 min) ──────────┘
+//! action(RENAME) ─┬─ .public() ──── .limit(l) ─┬─ .handler(f)   f: (Cx, MaybeViewer, Valid<In>) -> Outcome<Out>
+//!                 ├─ .authenticated() ─────────┤
+//!                 ├─ .role("admin") ───────────┼─ .handler(f)   f: (Cx, Viewer, Valid<In>) -> Outcome<Out>
+//!                 └─ .recent(15 min) ──────────┘
 //! ```
 //!
+//! * An action is named by an [`ActionRef<In, Out>`]: a `const` that carries
+//!   its name and its input and output types
+//!   (`pub const RENAME: ActionRef<Rename, ProjectDto> = ActionRef::new("projects.rename");`).
+//!   Registration, forms, seals and tests all take the handle, so a misspelt
+//!   name is a compile error ("cannot find value"), and a handler whose input
+//!   or output type is not the handle's does not compile.
 //! * `handler` does not exist on a builder without a policy, so an action
 //!   without a policy does not compile; the policy methods do not exist once
 //!   one is chosen, so an action cannot have two.
@@ -21,11 +27,16 @@
 //!   (serve instead of 503 when the limiter backend is down).
 //! * An input limit must read the action's own input type; a mismatch is
 //!   refused when the app is built.
-//! * `I` must be `Deserialize + garde::Validate` and the handler receives
-//!   `Valid<I>`; `O` must implement [`Dto`].
+//! * `In` must be `Deserialize + garde::Validate` and the handler receives
+//!   `Valid<In>`; `Out` must implement [`Dto`].
 //! * Names must be unique; a duplicate is refused when the app is built.
+//!
+//! Every option the builder collects is one field of `ActionSpec`; the
+//! typestate is only a marker beside it, so a state change is one line
+//! (`ActionBuilder::to`) and a new option is one field and one method.
 
 use std::any::Any;
+use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -47,6 +58,85 @@ use crate::seal::Opening;
 use crate::validate::{self, Valid};
 use crate::viewer::{MaybeViewer, Viewer};
 
+/// A typed handle on one action: its internal name (never on the wire)
+/// and the types its handler takes and returns.
+///
+/// Declare one `const` per action next to its handler and use it
+/// everywhere the action is named — [`action`], [`crate::Page::form`],
+/// [`crate::Page::seal_for`], [`crate::RenderCx::form`], [`Cx::seal_for`],
+/// `TestClient::call` — so the compiler checks the name (a misspelt const
+/// is "cannot find value") and the handler's types (registering a handler
+/// of other types under the handle does not compile).
+///
+/// ```
+/// # use portcullis::prelude::*;
+/// # #[derive(serde::Deserialize, garde::Validate)] pub struct Rename { #[garde(skip)] name: String }
+/// # #[derive(serde::Serialize, Dto)] pub struct ProjectDto { name: String }
+/// pub const RENAME: ActionRef<Rename, ProjectDto> = ActionRef::new("projects.rename");
+/// ```
+pub struct ActionRef<In, Out> {
+    name: &'static str,
+    _types: PhantomData<fn(In) -> Out>,
+}
+
+impl<In, Out> ActionRef<In, Out> {
+    /// The handle of the action registered as `name`.
+    pub const fn new(name: &'static str) -> Self {
+        ActionRef {
+            name,
+            _types: PhantomData,
+        }
+    }
+
+    /// The action's internal name (manifest, logs, metrics).
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+// Manual impls: a handle is a name, whatever its types implement.
+impl<In, Out> Clone for ActionRef<In, Out> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<In, Out> Copy for ActionRef<In, Out> {}
+
+impl<In, Out> fmt::Debug for ActionRef<In, Out> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ActionRef({})", self.name)
+    }
+}
+
+/// An [`ActionRef`] with its types forgotten, for a table of different
+/// actions (a test looping over every mutation, say). Made only from an
+/// `ActionRef` (`RENAME.into()`), so its name was still checked by the
+/// compiler; `TestClient` accepts either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AnyActionRef {
+    name: &'static str,
+}
+
+impl AnyActionRef {
+    /// The action's internal name.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl<In, Out> From<ActionRef<In, Out>> for AnyActionRef {
+    fn from(action: ActionRef<In, Out>) -> Self {
+        AnyActionRef { name: action.name }
+    }
+}
+
+impl fmt::Display for AnyActionRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
 /// Builder states. Only [`state::Public`] and [`state::Gated`] can take a handler.
 pub mod state {
     /// No policy chosen yet.
@@ -59,66 +149,83 @@ pub mod state {
     pub struct Gated;
 }
 
-/// Starts an action. The name is internal: it never appears on the wire.
-pub fn action(name: &'static str) -> ActionBuilder<state::NoPolicy> {
+/// Starts the action `handle` names; its handler must take `Valid<In>` and
+/// return `Outcome<Out>`.
+pub fn action<In, Out>(handle: ActionRef<In, Out>) -> ActionBuilder<state::NoPolicy, In, Out> {
     ActionBuilder {
-        name,
-        policy: Policy::Public,
-        limits: Vec::new(),
-        input_limits: Vec::new(),
-        quotas: Vec::new(),
-        bot_checks: Vec::new(),
-        fail_open: false,
-        body_limit: None,
-        idempotent: false,
-        declared: Declared::default(),
+        spec: ActionSpec::new(handle.name),
         _state: PhantomData,
+        _types: PhantomData,
     }
 }
 
-/// See the module docs for the states.
-#[must_use = "an action does nothing until `.handler(..)` is called and it is added"]
-pub struct ActionBuilder<P> {
+/// Everything the builder methods set, one field per option; the pipeline
+/// and the manifest read it as [`ActionMeta`] once a handler is attached.
+///
+/// Fields marked "declared" change nothing the pipeline enforces: they make
+/// the author's intent data that a reviewer or `portcullis audit` checks
+/// (whether the action changes state, its effects, whether repeating it is
+/// safe, the reviewed exceptions to audit rules).
+#[derive(Clone, Debug)]
+pub(crate) struct ActionSpec {
     name: &'static str,
     policy: Policy,
+    /// Stage 4 limits (keys from the request).
     limits: Vec<Limit>,
+    /// Stage 6e limits (keys from the decoded input).
     input_limits: Vec<Limit>,
     quotas: Vec<NamedQuota>,
     bot_checks: Vec<BotCheck>,
     fail_open: bool,
     body_limit: Option<usize>,
+    /// The client runtime may run it in parallel.
     idempotent: bool,
-    declared: Declared,
-    _state: PhantomData<P>,
-}
-
-/// What an action declares about itself for review (`portcullis audit`):
-/// whether it changes state, which effects it has, whether repeating it is
-/// safe, and which audit rules it is a reviewed exception to. None of this
-/// changes what the pipeline enforces; it makes the author's intent data
-/// that a reviewer (or CI) can check.
-#[derive(Clone, Debug, Default)]
-struct Declared {
+    /// Declared: `mutates` / `read_only`.
     kind: Option<ActionKind>,
+    /// Declared effects.
     effects: Vec<&'static str>,
+    /// Declared: `idempotent` / `not_idempotent` / `read_only` was said.
     idempotency: Option<bool>,
-    allow: Vec<AuditAllow>,
+    /// Declared: reviewed exceptions to audit rules.
+    allow_audit: Vec<AuditAllow>,
 }
 
-impl<P> ActionBuilder<P> {
-    fn to<Q>(self, policy: Policy) -> ActionBuilder<Q> {
+impl ActionSpec {
+    fn new(name: &'static str) -> Self {
+        ActionSpec {
+            name,
+            policy: Policy::Public,
+            limits: Vec::new(),
+            input_limits: Vec::new(),
+            quotas: Vec::new(),
+            bot_checks: Vec::new(),
+            fail_open: false,
+            body_limit: None,
+            idempotent: false,
+            kind: None,
+            effects: Vec::new(),
+            idempotency: None,
+            allow_audit: Vec::new(),
+        }
+    }
+}
+
+/// See the module docs for the states. `In` and `Out` are the handle's
+/// types, which the handler must take and return.
+#[must_use = "an action does nothing until `.handler(..)` is called and it is added"]
+pub struct ActionBuilder<P, In, Out> {
+    spec: ActionSpec,
+    _state: PhantomData<P>,
+    _types: PhantomData<fn(In) -> Out>,
+}
+
+impl<P, In, Out> ActionBuilder<P, In, Out> {
+    /// The same options in state `Q`.
+    fn to<Q>(self) -> ActionBuilder<Q, In, Out> {
         ActionBuilder {
-            name: self.name,
-            policy,
-            limits: self.limits,
-            input_limits: self.input_limits,
-            quotas: self.quotas,
-            bot_checks: self.bot_checks,
-            fail_open: self.fail_open,
-            body_limit: self.body_limit,
-            idempotent: self.idempotent,
-            declared: self.declared,
+            spec: self.spec,
             _state: PhantomData,
+            _types: PhantomData,
         }
     }
 
@@ -128,7 +235,7 @@ impl<P> ActionBuilder<P> {
         // The pipeline hands input limits the decoded input as `Valid<I>`;
         // the downcast lives here, where both types are known, so
         // `ratelimit` need not know about validation.
-        self.input_limits.push(limit.erase(valid_input::<I>));
+        self.spec.input_limits.push(limit.erase(valid_input::<I>));
         self
     }
 
@@ -137,28 +244,28 @@ impl<P> ActionBuilder<P> {
     /// handler fails); the handler reads what is left with
     /// `cx.quota("invites")`. Exhausted → 429 until the window ends.
     pub fn quota(mut self, name: &'static str, limit: Limit) -> Self {
-        self.quotas.push(NamedQuota { name, limit });
+        self.spec.quotas.push(NamedQuota { name, limit });
         self
     }
 
     /// When the limiter backend (Redis) is unreachable or slow, serve the
     /// request unlimited instead of refusing it with 503.
     pub fn fail_open(mut self) -> Self {
-        self.fail_open = true;
+        self.spec.fail_open = true;
         self
     }
 
     /// Overrides the body size cap (default from [`Limits::body_bytes`]).
     pub fn body_limit(mut self, bytes: usize) -> Self {
-        self.body_limit = Some(bytes);
+        self.spec.body_limit = Some(bytes);
         self
     }
 
     /// Declares the action idempotent / read-only: the client runtime may run
     /// it in parallel instead of queueing it.
     pub fn idempotent(mut self) -> Self {
-        self.idempotent = true;
-        self.declared.idempotency = Some(true);
+        self.spec.idempotent = true;
+        self.spec.idempotency = Some(true);
         self
     }
 
@@ -166,8 +273,8 @@ impl<P> ActionBuilder<P> {
     /// sending a mail): the client runtime queues it. `portcullis audit`
     /// wants every mutation to say one or the other.
     pub fn not_idempotent(mut self) -> Self {
-        self.idempotent = false;
-        self.declared.idempotency = Some(false);
+        self.spec.idempotent = false;
+        self.spec.idempotency = Some(false);
         self
     }
 
@@ -183,17 +290,17 @@ impl<P> ActionBuilder<P> {
     /// the `portcullis_declared_tag_not_updated` metric, so a declaration
     /// cannot silently drift from what the handler does.
     pub fn mutates(mut self, effects: &[&'static str]) -> Self {
-        self.declared.kind = Some(ActionKind::Mutates);
-        self.declared.effects.extend_from_slice(effects);
+        self.spec.kind = Some(ActionKind::Mutates);
+        self.spec.effects.extend_from_slice(effects);
         self
     }
 
     /// Declares that the action changes nothing (a search, a preview); a
     /// read-only action is idempotent by definition.
     pub fn read_only(mut self) -> Self {
-        self.declared.kind = Some(ActionKind::ReadOnly);
-        self.declared.idempotency = Some(true);
-        self.idempotent = true;
+        self.spec.kind = Some(ActionKind::ReadOnly);
+        self.spec.idempotency = Some(true);
+        self.spec.idempotent = true;
         self
     }
 
@@ -201,81 +308,85 @@ impl<P> ActionBuilder<P> {
     /// with the reason, kept next to the action in code. The audit reports
     /// an allow without a reason as a finding of its own.
     pub fn allow_audit(mut self, rule: &'static str, reason: &'static str) -> Self {
-        self.declared.allow.push(AuditAllow { rule, reason });
+        self.spec.allow_audit.push(AuditAllow { rule, reason });
         self
     }
 }
 
-impl ActionBuilder<state::NoPolicy> {
+impl<In, Out> ActionBuilder<state::NoPolicy, In, Out> {
     /// Anyone may call it. A rate limit must follow.
-    pub fn public(self) -> ActionBuilder<state::PublicUnlimited> {
-        self.to(Policy::Public)
+    pub fn public(mut self) -> ActionBuilder<state::PublicUnlimited, In, Out> {
+        self.spec.policy = Policy::Public;
+        self.to()
     }
     /// Any signed-in viewer.
-    pub fn authenticated(self) -> ActionBuilder<state::Gated> {
-        self.to(Policy::Authenticated)
+    pub fn authenticated(mut self) -> ActionBuilder<state::Gated, In, Out> {
+        self.spec.policy = Policy::Authenticated;
+        self.to()
     }
     /// A signed-in viewer with `role`.
-    pub fn role(self, role: &'static str) -> ActionBuilder<state::Gated> {
-        self.to(Policy::Role { role })
+    pub fn role(mut self, role: &'static str) -> ActionBuilder<state::Gated, In, Out> {
+        self.spec.policy = Policy::Role { role };
+        self.to()
     }
     /// A signed-in viewer who re-entered their password within `within`.
-    pub fn recent(self, within: Duration) -> ActionBuilder<state::Gated> {
-        self.to(Policy::Recent { within })
+    pub fn recent(mut self, within: Duration) -> ActionBuilder<state::Gated, In, Out> {
+        self.spec.policy = Policy::Recent { within };
+        self.to()
     }
 }
 
-impl ActionBuilder<state::PublicUnlimited> {
+impl<In, Out> ActionBuilder<state::PublicUnlimited, In, Out> {
     /// The rate limit every public action owes.
-    pub fn limit(mut self, limit: Limit) -> ActionBuilder<state::Public> {
-        self.limits.push(limit);
-        self.to(Policy::Public)
+    pub fn limit(mut self, limit: Limit) -> ActionBuilder<state::Public, In, Out> {
+        self.spec.limits.push(limit);
+        self.to()
     }
 }
 
-impl ActionBuilder<state::Public> {
+impl<In, Out> ActionBuilder<state::Public, In, Out> {
     /// Another limit (all must allow).
     pub fn limit(mut self, limit: Limit) -> Self {
-        self.limits.push(limit);
+        self.spec.limits.push(limit);
         self
     }
 
     /// A bot check (all given must pass); see [`crate::botcheck`].
     pub fn bot_check(mut self, check: BotCheck) -> Self {
-        self.bot_checks.push(check);
+        self.spec.bot_checks.push(check);
         self
     }
 
-    /// Attaches the handler: `async fn(Cx<S>, MaybeViewer, Valid<I>) -> Outcome<O>`.
-    pub fn handler<S, I, O, F, Fut>(self, f: F) -> Action<S>
+    /// Attaches the handler: `async fn(Cx<S>, MaybeViewer, Valid<In>) -> Outcome<Out>`.
+    pub fn handler<S, F, Fut>(self, f: F) -> Action<S>
     where
         S: Clone + Send + Sync + 'static,
-        I: DeserializeOwned + garde::Validate + Send + 'static,
-        I::Context: Default,
-        O: Dto,
-        F: Fn(Cx<S>, MaybeViewer, Valid<I>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Outcome<O>> + Send + 'static,
+        In: DeserializeOwned + garde::Validate + Send + 'static,
+        In::Context: Default,
+        Out: Dto,
+        F: Fn(Cx<S>, MaybeViewer, Valid<In>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome<Out>> + Send + 'static,
     {
         self.finish(move |cx, viewer: Option<Viewer>, input| f(cx, MaybeViewer(viewer), input))
     }
 }
 
-impl ActionBuilder<state::Gated> {
+impl<In, Out> ActionBuilder<state::Gated, In, Out> {
     /// A rate limit (optional for gated actions).
     pub fn limit(mut self, limit: Limit) -> Self {
-        self.limits.push(limit);
+        self.spec.limits.push(limit);
         self
     }
 
-    /// Attaches the handler: `async fn(Cx<S>, Viewer, Valid<I>) -> Outcome<O>`.
-    pub fn handler<S, I, O, F, Fut>(self, f: F) -> Action<S>
+    /// Attaches the handler: `async fn(Cx<S>, Viewer, Valid<In>) -> Outcome<Out>`.
+    pub fn handler<S, F, Fut>(self, f: F) -> Action<S>
     where
         S: Clone + Send + Sync + 'static,
-        I: DeserializeOwned + garde::Validate + Send + 'static,
-        I::Context: Default,
-        O: Dto,
-        F: Fn(Cx<S>, Viewer, Valid<I>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Outcome<O>> + Send + 'static,
+        In: DeserializeOwned + garde::Validate + Send + 'static,
+        In::Context: Default,
+        Out: Dto,
+        F: Fn(Cx<S>, Viewer, Valid<In>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome<Out>> + Send + 'static,
     {
         self.finish(move |cx, viewer: Option<Viewer>, input| {
             // The policy stage ran before us and refuses anonymous callers for
@@ -292,19 +403,22 @@ fn valid_input<I: 'static>(input: &(dyn std::any::Any + Send)) -> Option<&I> {
     input.downcast_ref::<Valid<I>>().map(|valid| &**valid)
 }
 
-impl<P> ActionBuilder<P> {
-    fn finish<S, I, O, F, Fut>(self, f: F) -> Action<S>
+impl<P, In, Out> ActionBuilder<P, In, Out>
+where
+    In: DeserializeOwned + garde::Validate + Send + 'static,
+    In::Context: Default,
+    Out: Dto,
+{
+    fn finish<S, F, Fut>(self, f: F) -> Action<S>
     where
         S: Clone + Send + Sync + 'static,
-        I: DeserializeOwned + garde::Validate + Send + 'static,
-        I::Context: Default,
-        O: Dto,
-        F: Fn(Cx<S>, Option<Viewer>, Valid<I>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Outcome<O>> + Send + 'static,
+        F: Fn(Cx<S>, Option<Viewer>, Valid<In>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome<Out>> + Send + 'static,
     {
-        let shape = InputShape::of::<I>();
-        let want = std::any::TypeId::of::<I>();
-        let input_limit_mismatch = self
+        let spec = self.spec;
+        let shape = InputShape::of::<In>();
+        let want = std::any::TypeId::of::<In>();
+        let input_limit_mismatch = spec
             .input_limits
             .iter()
             .filter_map(|l| l.input_type())
@@ -313,29 +427,29 @@ impl<P> ActionBuilder<P> {
         Action {
             input_limit_mismatch,
             meta: ActionMeta {
-                name: self.name,
-                policy: self.policy,
-                limits: self.limits,
-                input_limits: self.input_limits,
-                quotas: self.quotas,
-                bot_checks: self.bot_checks,
-                fail_open: self.fail_open,
-                body_limit: self.body_limit,
-                idempotent: self.idempotent,
-                input_type: std::any::type_name::<I>(),
+                name: spec.name,
+                policy: spec.policy,
+                limits: spec.limits,
+                input_limits: spec.input_limits,
+                quotas: spec.quotas,
+                bot_checks: spec.bot_checks,
+                fail_open: spec.fail_open,
+                body_limit: spec.body_limit,
+                idempotent: spec.idempotent,
+                input_type: std::any::type_name::<In>(),
                 input_fields: shape.as_ref().map(|s| s.fields).unwrap_or(&[]),
                 sealed_fields: shape.as_ref().map(|s| s.sealed.clone()).unwrap_or_default(),
                 input_validated: true,
-                output_type: std::any::type_name::<O>(),
-                kind: self.declared.kind,
-                effects: self.declared.effects,
-                idempotency_declared: self.declared.idempotency.is_some(),
-                allow_audit: self.declared.allow,
+                output_type: std::any::type_name::<Out>(),
+                kind: spec.kind,
+                effects: spec.effects,
+                idempotency_declared: spec.idempotency.is_some(),
+                allow_audit: spec.allow_audit,
             },
             shape,
             exec: Box::new(Typed {
                 f,
-                _types: PhantomData::<fn(I) -> O>,
+                _types: PhantomData::<fn(In) -> Out>,
             }),
         }
     }

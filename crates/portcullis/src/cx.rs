@@ -108,10 +108,10 @@ impl<S> Cx<S> {
     /// next step of a wizard. A handler that signs in or out changes the
     /// session id only when the response is sent, so seals it mints after
     /// that will not open; mint them on the page that follows instead.
-    pub fn seal_for(&self, action: &'static str) -> SealFor {
+    pub fn seal_for<In, Out>(&self, action: crate::ActionRef<In, Out>) -> SealFor {
         SealFor::new(
             self.sealer.clone(),
-            action,
+            action.name(),
             crate::anon::seal_binding(self.auth.session(), self.anon.as_ref()),
         )
     }

@@ -193,14 +193,14 @@ impl<S> RenderCx<S> {
             .push((tag, v));
     }
 
-    /// A form for action `name`. Cached fragments are shared by all sessions
+    /// A form for `action`. Cached fragments are shared by all sessions
     /// of a viewer, so values bound with `bind_sealed` here are bound to no
     /// session and will not open; bind sealed values in the page instead.
     /// The no-JS return path defaults to `/`; set it with `return_to`.
-    pub fn form(&self, name: &'static str) -> crate::render::Form {
+    pub fn form<In, Out>(&self, action: crate::ActionRef<In, Out>) -> crate::render::Form {
         crate::render::Form::for_action(
             &self.shared,
-            name,
+            action.name(),
             "/".to_owned(),
             crate::seal::Binding::Anonymous,
         )

@@ -40,7 +40,7 @@ pub mod validate;
 pub mod viewer;
 pub mod webhook;
 
-pub use action::{Action, ActionBuilder, Actions, action};
+pub use action::{Action, ActionBuilder, ActionRef, Actions, AnyActionRef, action};
 pub use app::{App, BuildError, Manifest, Portcullis};
 pub use botcheck::{BotCheck, BotVerifier};
 pub use config::{Config, ConfigError, Mode};
@@ -66,8 +66,8 @@ pub use viewer::{MaybeViewer, UserId, Viewer};
 /// Re-exports for app code and derive output.
 pub mod prelude {
     pub use crate::{
-        ActionError, BotCheck, Cx, Dto, MaybeViewer, Outcome, Sealed, Secret, Valid, Viewer,
-        action, global, per_input, per_ip, per_key, per_session, per_user,
+        ActionError, ActionRef, BotCheck, Cx, Dto, MaybeViewer, Outcome, Sealed, Secret, Valid,
+        Viewer, action, global, per_input, per_ip, per_key, per_session, per_user,
     };
 }
 

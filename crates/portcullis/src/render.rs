@@ -152,31 +152,37 @@ impl Page {
         self.facts.as_deref().map_or("", |f| f.nonce())
     }
 
-    /// Starts a form for the action registered as `name`.
-    pub fn form(&self, name: &'static str) -> Form {
-        let mut form =
-            Form::for_action(&self.shared, name, self.path.clone(), self.binding.clone());
+    /// Starts a form for `action` (its handle: the name is checked by the
+    /// compiler).
+    pub fn form<In, Out>(&self, action: crate::ActionRef<In, Out>) -> Form {
+        let mut form = Form::for_action(
+            &self.shared,
+            action.name(),
+            self.path.clone(),
+            self.binding.clone(),
+        );
         let key: [u8; 16] = rand::random();
         form.idempotency_key = Some(crate::hex(&key));
         form
     }
 
-    /// A target for [`crate::seal::seal`]: values that only action `name`
-    /// will accept, in this viewer's session. For a form, prefer
+    /// A target for [`crate::seal::seal`]: values that only `action` will
+    /// accept, in this viewer's session. For a form, prefer
     /// [`Form::bind_sealed`].
-    pub fn seal_for(&self, name: &'static str) -> SealFor {
+    pub fn seal_for<In, Out>(&self, action: crate::ActionRef<In, Out>) -> SealFor {
+        let name = action.name();
         if !self.shared.by_name.contains_key(name) {
             tracing::error!(action = name, "sealing for an unregistered action");
         }
         SealFor::new(self.shared.sealer.clone(), name, self.binding.clone())
     }
 
-    /// A fresh proof-of-work challenge for action `name` (if it has a
+    /// A fresh proof-of-work challenge for `action` (if it has a
     /// `BotCheck::ProofOfWork`), for pages that call the action from script
     /// rather than through [`Page::form`]. The client sends the solution in
     /// the `X-Portcullis-Pow` header (see [`crate::botcheck`]).
-    pub fn pow_challenge(&self, name: &str) -> Option<String> {
-        self.shared.pow_challenge(name)
+    pub fn pow_challenge<In, Out>(&self, action: crate::ActionRef<In, Out>) -> Option<String> {
+        self.shared.pow_challenge(action.name())
     }
 
     /// Fragment `key` (`name` or `name:param`) for this viewer, from the

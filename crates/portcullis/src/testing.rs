@@ -1,8 +1,10 @@
 //! `TestClient`: drive a real server on an ephemeral port over real HTTP.
 //!
 //! Like axum's own test helper, but aimed at actions: [`TestClient::call`]
-//! resolves an action's *current* opaque id by name and posts to it the way
-//! the client runtime would (same-origin headers, `Accept: application/json`);
+//! resolves an action's *current* opaque id from its handle
+//! ([`crate::ActionRef`] or [`crate::AnyActionRef`], so a misspelt name
+//! does not compile) and posts to
+//! it the way the client runtime would (same-origin headers, `Accept: application/json`);
 //! [`TestClient::submit`] posts the way a browser without JavaScript would.
 //! Like the form `Page` renders, both send an empty honeypot field (`_hp`)
 //! for an action with `BotCheck::Honeypot` when the test does not give one.
@@ -20,6 +22,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use reqwest::cookie::{CookieStore, Jar};
 
+use crate::action::AnyActionRef;
 use crate::app::{App, Shared};
 
 struct Server(tokio::task::JoinHandle<()>);
@@ -110,7 +113,16 @@ impl TestClient {
         &self.shared
     }
 
-    /// The current endpoint path of action `name`; panics on an unknown name.
+    /// The current endpoint path of `action`; panics if the app did not
+    /// register it.
+    pub fn path(&self, action: impl Into<AnyActionRef>) -> String {
+        self.action_path(action.into().name())
+    }
+
+    /// The current endpoint path of the action named `name`; panics on an
+    /// unknown name. **Unchecked**: the name is a plain string the compiler
+    /// cannot check, for tests that probe names on purpose (or iterate the
+    /// manifest); everywhere else use [`TestClient::path`] with a handle.
     pub fn action_path(&self, name: &str) -> String {
         self.shared
             .action_path(name)
@@ -192,8 +204,13 @@ impl TestClient {
         body.finish()
     }
 
-    /// Calls action `name` like the client runtime: urlencoded body.
-    pub async fn call(&self, name: &str, form: &[(&str, &str)]) -> TestResponse {
+    /// Calls `action` like the client runtime: urlencoded body.
+    pub async fn call(
+        &self,
+        action: impl Into<AnyActionRef>,
+        form: &[(&str, &str)],
+    ) -> TestResponse {
+        let name = action.into().name();
         let body = self.form_body(name, form);
         let req = self
             .same_origin(self.post(&self.action_path(name)))
@@ -203,8 +220,13 @@ impl TestClient {
         send(req).await
     }
 
-    /// Calls action `name` like the client runtime: JSON body.
-    pub async fn call_json(&self, name: &str, json: &serde_json::Value) -> TestResponse {
+    /// Calls `action` like the client runtime: JSON body.
+    pub async fn call_json(
+        &self,
+        action: impl Into<AnyActionRef>,
+        json: &serde_json::Value,
+    ) -> TestResponse {
+        let name = action.into().name();
         let mut json = json.clone();
         if let Some(object) = json.as_object_mut()
             && self.needs_honeypot(name, object.contains_key(crate::botcheck::HONEYPOT_FIELD))
@@ -218,9 +240,14 @@ impl TestClient {
         send(req).await
     }
 
-    /// Submits action `name` like a browser without JavaScript (no redirect
+    /// Submits `action` like a browser without JavaScript (no redirect
     /// following, so the 303 is visible).
-    pub async fn submit(&self, name: &str, form: &[(&str, &str)]) -> TestResponse {
+    pub async fn submit(
+        &self,
+        action: impl Into<AnyActionRef>,
+        form: &[(&str, &str)],
+    ) -> TestResponse {
+        let name = action.into().name();
         let body = self.form_body(name, form);
         let req = self
             .same_origin(self.post(&self.action_path(name)))

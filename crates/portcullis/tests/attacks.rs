@@ -22,7 +22,7 @@ fn assert_refused(r: &TestResponse, status: u16, code: &str) {
 async fn post_note(fx: &common::Fixture, headers: &[(&str, String)]) -> TestResponse {
     let mut req = fx
         .client
-        .post(&fx.client.action_path("notes.public"))
+        .post(&fx.client.path(common::NOTES_PUBLIC))
         .header("content-type", "application/x-www-form-urlencoded")
         .header("accept", "application/json")
         .body("text=hello");
@@ -99,7 +99,7 @@ async fn cross_origin_post_every_sec_fetch_site_and_origin_combination() {
 #[tokio::test]
 async fn get_head_and_options_never_run_actions() {
     let fx = start().await;
-    let path = fx.client.action_path("notes.public");
+    let path = fx.client.path(common::NOTES_PUBLIC);
     let r = fx.client.get(&format!("{path}?text=hello")).await;
     assert_eq!(r.status, 405);
     assert!(r.header("allow").is_some_and(|a| a.contains("POST")));
@@ -131,7 +131,10 @@ async fn id_from_a_different_secret_is_stale() {
         .actions(common::register)
         .build(tower_sessions::MemoryStore::default())
         .unwrap();
-    let foreign = theirs.shared().action_path("notes.public").unwrap();
+    let foreign = theirs
+        .shared()
+        .action_path(common::NOTES_PUBLIC.name())
+        .unwrap();
     let r = fx
         .client
         .post(&foreign)
@@ -158,7 +161,7 @@ async fn id_from_two_epochs_ago_is_stale_previous_epoch_still_works() {
             .send()
     };
     let old = TestResponse::read(
-        post(shared.action_id_in_epoch("notes.public", epoch - 2))
+        post(shared.action_id_in_epoch(common::NOTES_PUBLIC.name(), epoch - 2))
             .await
             .unwrap(),
     )
@@ -166,7 +169,7 @@ async fn id_from_two_epochs_ago_is_stale_previous_epoch_still_works() {
     assert_refused(&old, 409, "stale_action");
     assert_eq!(fx.state.runs(), 0);
     let prev = TestResponse::read(
-        post(shared.action_id_in_epoch("notes.public", epoch - 1))
+        post(shared.action_id_in_epoch(common::NOTES_PUBLIC.name(), epoch - 1))
             .await
             .unwrap(),
     )
@@ -203,7 +206,11 @@ async fn malformed_ids_are_400_and_names_never_resolve() {
     assert_eq!(fx.state.runs(), 0);
     // The manifest's ids reveal nothing: not the name, not an index.
     let manifest = serde_json::to_string(&fx.client.shared().manifest()).unwrap();
-    let id = fx.client.shared().action_id("notes.public").unwrap();
+    let id = fx
+        .client
+        .shared()
+        .action_id(common::NOTES_PUBLIC.name())
+        .unwrap();
     assert!(!id.contains("notes") && id.len() == 22, "{id} / {manifest}");
 }
 
@@ -215,7 +222,7 @@ async fn oversize_body_is_413_declared_or_chunked() {
     // Declared length.
     let r = fx
         .client
-        .post(&fx.client.action_path("notes.add"))
+        .post(&fx.client.path(common::NOTES_ADD))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(big.clone())
         .send()
@@ -231,7 +238,7 @@ async fn oversize_body_is_413_declared_or_chunked() {
     );
     let r = fx
         .client
-        .post(&fx.client.action_path("notes.add"))
+        .post(&fx.client.path(common::NOTES_ADD))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(reqwest::Body::wrap_stream(stream))
         .send()
@@ -243,7 +250,7 @@ async fn oversize_body_is_413_declared_or_chunked() {
     let two_mib = format!("text={}", "a".repeat(2 * 1024 * 1024));
     let r = fx
         .client
-        .post(&fx.client.action_path("notes.big"))
+        .post(&fx.client.path(common::NOTES_BIG))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(two_mib)
         .send()
@@ -258,7 +265,7 @@ async fn oversize_body_is_413_declared_or_chunked() {
 #[tokio::test]
 async fn body_trickled_slower_than_the_timeout_is_408() {
     let fx = start().await;
-    let path = fx.client.action_path("notes.public");
+    let path = fx.client.path(common::NOTES_PUBLIC);
     let mut tcp = tokio::net::TcpStream::connect(fx.client.addr())
         .await
         .unwrap();
@@ -303,7 +310,7 @@ async fn hundred_thousand_urlencoded_fields_are_refused() {
     assert!(body.len() < 1024 * 1024 + 200_000);
     let r = fx
         .client
-        .post(&fx.client.action_path("notes.public"))
+        .post(&fx.client.path(common::NOTES_PUBLIC))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body)
         .send()
@@ -321,7 +328,7 @@ async fn hundred_thousand_short_fields_under_the_byte_cap_are_still_refused() {
     let body = "a&".repeat(100_000);
     let r = fx
         .client
-        .post(&fx.client.action_path("notes.public"))
+        .post(&fx.client.path(common::NOTES_PUBLIC))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body)
         .send()
@@ -341,7 +348,7 @@ async fn hundred_thousand_short_fields_under_the_byte_cap_are_still_refused() {
 #[tokio::test]
 async fn malformed_multipart_boundary_is_400() {
     let fx = start().await;
-    let path = fx.client.action_path("notes.public");
+    let path = fx.client.path(common::NOTES_PUBLIC);
     let body =
         "--RIGHT\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nhello\r\n--RIGHT--\r\n";
     for ct in ["multipart/form-data; boundary=WRONG", "multipart/form-data"] {
@@ -389,7 +396,7 @@ async fn json_nested_ten_thousand_deep_is_400() {
     let deep = format!("{{\"text\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
     let r = fx
         .client
-        .post(&fx.client.action_path("notes.public"))
+        .post(&fx.client.path(common::NOTES_PUBLIC))
         .header("content-type", "application/json")
         .body(deep)
         .send()
@@ -407,7 +414,7 @@ async fn unsupported_content_types_are_415() {
     for ct in ["text/plain", "application/xml", "text/html"] {
         let r = fx
             .client
-            .post(&fx.client.action_path("notes.public"))
+            .post(&fx.client.path(common::NOTES_PUBLIC))
             .header("content-type", ct)
             .body("text=hello")
             .send()
@@ -425,7 +432,7 @@ async fn mass_assignment_of_privileged_fields_is_422_naming_the_field() {
     for field in ["isAdmin", "ownerId", "role", "plan", "published", "userId"] {
         let r = fx
             .client
-            .call("notes.add", &[("text", "hello"), (field, "1")])
+            .call(common::NOTES_ADD, &[("text", "hello"), (field, "1")])
             .await;
         assert_refused(&r, 422, "invalid_input");
         assert!(
@@ -436,7 +443,7 @@ async fn mass_assignment_of_privileged_fields_is_422_naming_the_field() {
         let r = fx
             .client
             .call_json(
-                "notes.add",
+                common::NOTES_ADD,
                 &serde_json::json!({"text": "hello", field: true}),
             )
             .await;
@@ -451,13 +458,13 @@ async fn mass_assignment_of_privileged_fields_is_422_naming_the_field() {
 async fn validation_failure_never_reaches_the_handler() {
     let fx = start().await;
     login(&fx.client, 5, false).await;
-    let r = fx.client.call("notes.add", &[("text", "x")]).await;
+    let r = fx.client.call(common::NOTES_ADD, &[("text", "x")]).await;
     assert_refused(&r, 422, "invalid_input");
     assert!(r.json()["fieldErrors"]["text"][0].is_string());
-    let r = fx.client.call("notes.add", &[]).await;
+    let r = fx.client.call(common::NOTES_ADD, &[]).await;
     assert_eq!(r.json()["fieldErrors"]["text"][0], "is required");
     assert_eq!(fx.state.runs(), 0);
-    let ok = fx.client.call("notes.add", &[("text", "fine")]).await;
+    let ok = fx.client.call(common::NOTES_ADD, &[("text", "fine")]).await;
     assert_eq!(
         ok.json(),
         serde_json::json!({"ok": true, "result": {"count": 1}})
@@ -467,7 +474,7 @@ async fn validation_failure_never_reaches_the_handler() {
 #[tokio::test]
 async fn handler_panic_is_500_with_digest_detail_only_in_the_log() {
     let fx = start().await;
-    let r = fx.client.call("boom", &[]).await;
+    let r = fx.client.call(common::BOOM, &[]).await;
     assert_refused(&r, 500, "internal");
     let body = r.text();
     assert!(
@@ -482,17 +489,20 @@ async fn handler_panic_is_500_with_digest_detail_only_in_the_log() {
         .unwrap_or_else(|| panic!("digest {digest} not in log:\n{log}"));
     assert!(line.contains("kaboom"), "{line}");
     // Still serving.
-    let r = fx.client.call("whoami", &[]).await;
+    let r = fx.client.call(common::WHOAMI, &[]).await;
     assert_eq!(r.status, 200);
 }
 
 #[tokio::test]
 async fn unauthenticated_call_of_an_authenticated_action_is_401() {
     let fx = start().await;
-    let r = fx.client.call("notes.add", &[("text", "hello")]).await;
+    let r = fx
+        .client
+        .call(common::NOTES_ADD, &[("text", "hello")])
+        .await;
     assert_refused(&r, 401, "unauthenticated");
     // A browser without JS gets an HTML sign-in page with the same status.
-    let path = format!("{}?_return=%2Fnotes", fx.client.action_path("notes.add"));
+    let path = format!("{}?_return=%2Fnotes", fx.client.path(common::NOTES_ADD));
     let r = fx
         .client
         .post(&path)
@@ -513,16 +523,19 @@ async fn unauthenticated_call_of_an_authenticated_action_is_401() {
 async fn role_and_recent_policies() {
     let fx = start().await;
     login(&fx.client, 3, false).await;
-    let r = fx.client.call("admin.purge", &[]).await;
+    let r = fx.client.call(common::ADMIN_PURGE, &[]).await;
     assert_refused(&r, 403, "forbidden");
     let admin = fx.client.new_session();
     login(&admin, 4, true).await;
-    assert_eq!(admin.call("admin.purge", &[]).await.status, 200);
+    assert_eq!(admin.call(common::ADMIN_PURGE, &[]).await.status, 200);
     // Just logged in counts as a fresh re-authentication.
-    assert_eq!(fx.client.call("account.delete", &[]).await.status, 200);
+    assert_eq!(
+        fx.client.call(common::ACCOUNT_DELETE, &[]).await.status,
+        200
+    );
     let anon = fx.client.new_session();
     assert_refused(
-        &anon.call("account.delete", &[]).await,
+        &anon.call(common::ACCOUNT_DELETE, &[]).await,
         401,
         "unauthenticated",
     );
@@ -550,7 +563,7 @@ async fn session_fixation_planted_id_never_becomes_authenticated() {
     let attacker = fx.client.new_session();
     attacker.set_cookie(planted);
     assert_refused(
-        &attacker.call("notes.add", &[("text", "pwned")]).await,
+        &attacker.call(common::NOTES_ADD, &[("text", "pwned")]).await,
         401,
         "unauthenticated",
     );
@@ -569,17 +582,22 @@ async fn session_id_is_cycled_at_login_and_old_id_is_dead() {
     let replay = fx.client.new_session();
     replay.set_cookie(&first);
     assert_refused(
-        &replay.call("notes.add", &[("text", "old id")]).await,
+        &replay.call(common::NOTES_ADD, &[("text", "old id")]).await,
         401,
         "unauthenticated",
     );
     // Log-out kills the session server-side: replaying the cookie fails.
-    assert_eq!(c.call("notes.add", &[("text", "mine")]).await.status, 200);
-    assert_eq!(c.call("auth.logout", &[]).await.status, 200);
+    assert_eq!(
+        c.call(common::NOTES_ADD, &[("text", "mine")]).await.status,
+        200
+    );
+    assert_eq!(c.call(common::LOGOUT, &[]).await.status, 200);
     let replay = fx.client.new_session();
     replay.set_cookie(&second);
     assert_refused(
-        &replay.call("notes.add", &[("text", "after logout")]).await,
+        &replay
+            .call(common::NOTES_ADD, &[("text", "after logout")])
+            .await,
         401,
         "unauthenticated",
     );
@@ -589,7 +607,7 @@ async fn session_id_is_cycled_at_login_and_old_id_is_dead() {
 #[tokio::test]
 async fn session_cookie_flags() {
     let fx = start().await;
-    let r = fx.client.call("auth.login", &[("userId", "1")]).await;
+    let r = fx.client.call(common::LOGIN, &[("userId", "1")]).await;
     let cookie = r.header("set-cookie").unwrap().to_ascii_lowercase();
     assert!(cookie.contains("httponly"), "{cookie}");
     assert!(cookie.contains("samesite=lax"), "{cookie}");
@@ -599,9 +617,9 @@ async fn session_cookie_flags() {
 #[tokio::test]
 async fn identity_never_comes_from_the_payload() {
     let fx = start().await;
-    let r = fx.client.call("whoami", &[("userId", "1")]).await;
+    let r = fx.client.call(common::WHOAMI, &[("userId", "1")]).await;
     assert_refused(&r, 422, "invalid_input");
-    let r = fx.client.call("whoami", &[]).await;
+    let r = fx.client.call(common::WHOAMI, &[]).await;
     assert_eq!(r.json()["result"]["user_id"], serde_json::Value::Null);
 }
 
@@ -611,7 +629,7 @@ async fn rate_limited_request_is_refused_before_the_body_is_read() {
     for _ in 0..2 {
         assert_eq!(
             fx.client
-                .call("notes.limited", &[("text", "ok")])
+                .call(common::NOTES_LIMITED, &[("text", "ok")])
                 .await
                 .status,
             200
@@ -622,7 +640,7 @@ async fn rate_limited_request_is_refused_before_the_body_is_read() {
         futures::stream::iter((0..32).map(|_| Ok::<_, std::io::Error>(vec![b'a'; 64 * 1024])));
     let r = fx
         .client
-        .post(&fx.client.action_path("notes.limited"))
+        .post(&fx.client.path(common::NOTES_LIMITED))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(reqwest::Body::wrap_stream(stream))
         .send()
@@ -643,7 +661,7 @@ async fn no_js_success_is_303_to_a_same_origin_path_only() {
     let r = fx
         .client
         .submit(
-            "notes.public",
+            common::NOTES_PUBLIC,
             &[("text", "hello"), ("_return", "/notes?x=1")],
         )
         .await;
@@ -652,7 +670,10 @@ async fn no_js_success_is_303_to_a_same_origin_path_only() {
     for evil in ["https://evil.example/", "//evil.example", "/\\evil.example"] {
         let r = fx
             .client
-            .submit("notes.public", &[("text", "hello"), ("_return", evil)])
+            .submit(
+                common::NOTES_PUBLIC,
+                &[("text", "hello"), ("_return", evil)],
+            )
             .await;
         assert_eq!(r.status, 303);
         assert_eq!(r.header("location"), Some("/"), "{evil}");
@@ -660,7 +681,7 @@ async fn no_js_success_is_303_to_a_same_origin_path_only() {
     // Referer is never used.
     let r = fx
         .client
-        .post(&fx.client.action_path("notes.public"))
+        .post(&fx.client.path(common::NOTES_PUBLIC))
         .header("accept", "text/html")
         .header("referer", "https://evil.example/")
         .header("content-type", "application/x-www-form-urlencoded")
@@ -676,7 +697,10 @@ async fn duplicate_action_names_fail_at_start_up() {
     let err = portcullis::Portcullis::new(common::config(), common::State::default())
         .actions(common::register)
         .actions(|a| {
-            a.add(portcullis::action("notes.add").authenticated().handler(
+            // Another handle (other types) under a name the fixture already uses.
+            const AGAIN: portcullis::ActionRef<common::Nothing, ()> =
+                portcullis::ActionRef::new("notes.add");
+            a.add(portcullis::action(AGAIN).authenticated().handler(
                 |_: portcullis::Cx<common::State>,
                  _: portcullis::Viewer,
                  _: portcullis::Valid<common::Nothing>| async { Ok(()) },

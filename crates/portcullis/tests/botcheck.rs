@@ -34,6 +34,13 @@ pub struct Message {
 
 const BITS: u8 = 10;
 
+/// The fixture's actions: the same handler behind each kind of bot check.
+type Contact = ActionRef<Message, ()>;
+const HONEYPOT: Contact = ActionRef::new("contact.honeypot");
+const POW: Contact = ActionRef::new("contact.pow");
+const OTHER_POW: Contact = ActionRef::new("other.pow");
+const VERIFIED: Contact = ActionRef::new("contact.verified");
+
 fn register(verifier_url: Option<String>) -> impl FnOnce(&mut portcullis::Actions<State>) {
     move |actions| {
         let save = |cx: Cx<State>, _: MaybeViewer, input: Valid<Message>| async move {
@@ -43,21 +50,21 @@ fn register(verifier_url: Option<String>) -> impl FnOnce(&mut portcullis::Action
         };
         actions
             .add(
-                action("contact.honeypot")
+                action(HONEYPOT)
                     .public()
                     .limit(per_ip(1000).per_minute())
                     .bot_check(BotCheck::Honeypot)
                     .handler(save),
             )
             .add(
-                action("contact.pow")
+                action(POW)
                     .public()
                     .limit(per_ip(1000).per_minute())
                     .bot_check(BotCheck::ProofOfWork { bits: BITS })
                     .handler(save),
             )
             .add(
-                action("other.pow")
+                action(OTHER_POW)
                     .public()
                     .limit(per_ip(1000).per_minute())
                     .bot_check(BotCheck::ProofOfWork { bits: BITS })
@@ -65,7 +72,7 @@ fn register(verifier_url: Option<String>) -> impl FnOnce(&mut portcullis::Action
             );
         if let Some(url) = verifier_url {
             actions.add(
-                action("contact.verified")
+                action(VERIFIED)
                     .public()
                     .limit(per_ip(1000).per_minute())
                     .bot_check(BotCheck::verifier(HttpVerifier::new("fake", url, "s3cret")))
@@ -86,7 +93,7 @@ async fn start(config: Config, verifier_url: Option<String>) -> Fx {
         "/contact",
         get(|page: Page| async move {
             Html(
-                page.form("contact.pow")
+                page.form(POW)
                     .body(maud::html! { input name="text"; })
                     .into_string(),
             )
@@ -105,7 +112,7 @@ async fn start(config: Config, verifier_url: Option<String>) -> Fx {
 
 async fn post_with(
     fx: &Fx,
-    name: &str,
+    action: Contact,
     headers: &[(&str, &str)],
     form: &[(&str, &str)],
 ) -> TestResponse {
@@ -114,7 +121,7 @@ async fn post_with(
         .finish();
     let mut req = fx
         .client
-        .post(&fx.client.action_path(name))
+        .post(&fx.client.path(action))
         .header("content-type", "application/x-www-form-urlencoded")
         .header("accept", "application/json")
         .body(body);
@@ -133,7 +140,7 @@ async fn filled_honeypot_is_refused_in_every_encoding() {
     let r = fx
         .client
         .call(
-            "contact.honeypot",
+            HONEYPOT,
             &[("text", "buy pills"), ("_hp", "http://spam.example")],
         )
         .await;
@@ -141,7 +148,7 @@ async fn filled_honeypot_is_refused_in_every_encoding() {
     let r = fx
         .client
         .call_json(
-            "contact.honeypot",
+            HONEYPOT,
             &serde_json::json!({"text": "buy pills", "_hp": "x"}),
         )
         .await;
@@ -151,22 +158,19 @@ async fn filled_honeypot_is_refused_in_every_encoding() {
     // when the test gives none); no-JS submit gets its 303.
     assert_eq!(
         fx.client
-            .call("contact.honeypot", &[("text", "hello"), ("_hp", "")])
+            .call(HONEYPOT, &[("text", "hello"), ("_hp", "")])
             .await
             .status,
         200
     );
     assert_eq!(
-        fx.client
-            .call("contact.honeypot", &[("text", "hello")])
-            .await
-            .status,
+        fx.client.call(HONEYPOT, &[("text", "hello")]).await.status,
         200
     );
     let r = fx
         .client
         .submit(
-            "contact.honeypot",
+            HONEYPOT,
             &[("text", "hi"), ("_hp", ""), ("_return", "/thanks")],
         )
         .await;
@@ -183,18 +187,12 @@ async fn missing_honeypot_field_is_refused() {
     let fx = start(common::config(), None).await;
     let same_origin = [("sec-fetch-site", "same-origin")];
     // A script posting only the fields it cares about: urlencoded …
-    let r = post_with(
-        &fx,
-        "contact.honeypot",
-        &same_origin,
-        &[("text", "buy pills")],
-    )
-    .await;
+    let r = post_with(&fx, HONEYPOT, &same_origin, &[("text", "buy pills")]).await;
     assert_refused(&r, 403, "bot_check_failed");
     // … JSON …
     let r = fx
         .client
-        .post(&fx.client.action_path("contact.honeypot"))
+        .post(&fx.client.path(HONEYPOT))
         .header("sec-fetch-site", "same-origin")
         .header("accept", "application/json")
         .json(&serde_json::json!({"text": "buy pills"}))
@@ -206,7 +204,7 @@ async fn missing_honeypot_field_is_refused() {
     let body = "--B\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nbuy pills\r\n--B--\r\n";
     let r = fx
         .client
-        .post(&fx.client.action_path("contact.honeypot"))
+        .post(&fx.client.path(HONEYPOT))
         .header("sec-fetch-site", "same-origin")
         .header("accept", "application/json")
         .header("content-type", "multipart/form-data; boundary=B")
@@ -221,7 +219,7 @@ async fn missing_honeypot_field_is_refused() {
     // The same request with the form's empty field is served.
     let r = post_with(
         &fx,
-        "contact.honeypot",
+        HONEYPOT,
         &same_origin,
         &[("text", "hello"), ("_hp", "")],
     )
@@ -237,13 +235,13 @@ async fn pow_round_trip(fx: &Fx) {
     let challenge = fx
         .client
         .shared()
-        .pow_challenge("contact.pow")
+        .pow_challenge(POW.name())
         .expect("a challenge");
     assert_eq!(botcheck::challenge_bits(&challenge), BITS);
     let solution = botcheck::solve(&challenge);
     let r = post_with(
         fx,
-        "contact.pow",
+        POW,
         &[(botcheck::POW_HEADER, &solution)],
         &[("text", "one")],
     )
@@ -253,32 +251,21 @@ async fn pow_round_trip(fx: &Fx) {
     // Replay, by header and by field: spent.
     let r = post_with(
         fx,
-        "contact.pow",
+        POW,
         &[(botcheck::POW_HEADER, &solution)],
         &[("text", "two")],
     )
     .await;
     assert_refused(&r, 403, "bot_check_failed");
-    let r = post_with(
-        fx,
-        "contact.pow",
-        &[],
-        &[("text", "two"), ("_pow", &solution)],
-    )
-    .await;
+    let r = post_with(fx, POW, &[], &[("text", "two"), ("_pow", &solution)]).await;
     assert_refused(&r, 403, "bot_check_failed");
     assert_eq!(fx.state.runs(), 1);
     // A second challenge solved via the form field works once.
-    let fresh = botcheck::solve(&fx.client.shared().pow_challenge("contact.pow").unwrap());
+    let fresh = botcheck::solve(&fx.client.shared().pow_challenge(POW.name()).unwrap());
     assert_eq!(
-        post_with(
-            fx,
-            "contact.pow",
-            &[],
-            &[("text", "three"), ("_pow", &fresh)]
-        )
-        .await
-        .status,
+        post_with(fx, POW, &[], &[("text", "three"), ("_pow", &fresh)])
+            .await
+            .status,
         200
     );
     assert_eq!(fx.state.notes(), vec!["one", "three"]);
@@ -299,16 +286,11 @@ async fn pow_replay_is_refused_across_two_instances_sharing_redis() {
     let config = redis_config("pow-two");
     let a = start(config.clone(), None).await;
     let b = start(config, None).await;
-    let solution = botcheck::solve(&a.client.shared().pow_challenge("contact.pow").unwrap());
+    let solution = botcheck::solve(&a.client.shared().pow_challenge(POW.name()).unwrap());
     let h = [(botcheck::POW_HEADER, solution.as_str())];
-    assert_eq!(
-        post_with(&a, "contact.pow", &h, &[("text", "a")])
-            .await
-            .status,
-        200
-    );
+    assert_eq!(post_with(&a, POW, &h, &[("text", "a")]).await.status, 200);
     assert_refused(
-        &post_with(&b, "contact.pow", &h, &[("text", "b")]).await,
+        &post_with(&b, POW, &h, &[("text", "b")]).await,
         403,
         "bot_check_failed",
     );
@@ -318,7 +300,7 @@ async fn pow_replay_is_refused_across_two_instances_sharing_redis() {
 #[tokio::test]
 async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_are_refused() {
     let fx = start(common::config(), None).await;
-    let challenge = fx.client.shared().pow_challenge("contact.pow").unwrap();
+    let challenge = fx.client.shared().pow_challenge(POW.name()).unwrap();
     let solution = botcheck::solve(&challenge);
     let (token, counter) = solution.rsplit_once(':').unwrap();
 
@@ -332,7 +314,7 @@ async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_a
     raw[16] = 0;
     let easier = format!("{}:0", URL_SAFE_NO_PAD.encode(&raw));
     // A challenge for another action, solved.
-    let elsewhere = botcheck::solve(&fx.client.shared().pow_challenge("other.pow").unwrap());
+    let elsewhere = botcheck::solve(&fx.client.shared().pow_challenge(OTHER_POW.name()).unwrap());
     // A counter that does not solve it.
     let n: u64 = counter.parse().unwrap();
     let bad = (n + 1..)
@@ -341,13 +323,13 @@ async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_a
     let wrong_counter = format!("{token}:{bad}");
     // Expired: minted with the app's own key, solved, but past its expiry.
     let challenges = Challenges::new(common::config().keys);
-    let expired = botcheck::solve(&challenges.mint_at("contact.pow", BITS, now_secs() - 1));
+    let expired = botcheck::solve(&challenges.mint_at(POW.name(), BITS, now_secs() - 1));
     // Signed by another secret.
     let foreign = Challenges::new(portcullis::keys::KeyRing::new(
         &portcullis::MasterSecret::from_bytes(vec![1; 32]).unwrap(),
         None,
     ));
-    let foreign = botcheck::solve(&foreign.mint("contact.pow", BITS, botcheck::CHALLENGE_TTL));
+    let foreign = botcheck::solve(&foreign.mint(POW.name(), BITS, botcheck::CHALLENGE_TTL));
 
     for (what, value) in [
         ("wrong nonce", forged_nonce.as_str()),
@@ -359,22 +341,16 @@ async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_a
         ("garbage", "not-a-challenge:1"),
         ("empty", ""),
     ] {
-        let r = post_with(
-            &fx,
-            "contact.pow",
-            &[(botcheck::POW_HEADER, value)],
-            &[("text", "x")],
-        )
-        .await;
+        let r = post_with(&fx, POW, &[(botcheck::POW_HEADER, value)], &[("text", "x")]).await;
         assert_refused(&r, 403, "bot_check_failed");
         assert_eq!(fx.state.runs(), 0, "{what}");
     }
-    let r = post_with(&fx, "contact.pow", &[], &[("text", "x")]).await;
+    let r = post_with(&fx, POW, &[], &[("text", "x")]).await;
     assert_refused(&r, 403, "bot_check_failed");
     // Honeypot is checked for PoW actions too.
     let r = post_with(
         &fx,
-        "contact.pow",
+        POW,
         &[(botcheck::POW_HEADER, &solution)],
         &[("text", "x"), ("_hp", "bot")],
     )
@@ -384,7 +360,7 @@ async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_a
     // The genuine solution was not spent by the failed attempts.
     let r = post_with(
         &fx,
-        "contact.pow",
+        POW,
         &[(botcheck::POW_HEADER, &solution)],
         &[("text", "ok")],
     )
@@ -420,7 +396,7 @@ async fn page_form_carries_honeypot_and_a_solvable_challenge() {
     let solution = botcheck::solve(&challenge);
     let r = post_with(
         &fx,
-        "contact.pow",
+        POW,
         &[],
         &[("text", "from page"), ("_hp", ""), ("_pow", &solution)],
     )
@@ -469,7 +445,7 @@ async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
 
     let r = post_with(
         &fx,
-        "contact.verified",
+        VERIFIED,
         &[(botcheck::BOT_TOKEN_HEADER, "human-token")],
         &[("text", "a")],
     )
@@ -477,7 +453,7 @@ async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
     assert_eq!(r.status, 200, "{}", r.text());
     let r = post_with(
         &fx,
-        "contact.verified",
+        VERIFIED,
         &[],
         &[("text", "b"), ("_bot", "human-token")],
     )
@@ -491,13 +467,13 @@ async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
     }
     let r = post_with(
         &fx,
-        "contact.verified",
+        VERIFIED,
         &[(botcheck::BOT_TOKEN_HEADER, "robot-token")],
         &[("text", "c")],
     )
     .await;
     assert_refused(&r, 403, "bot_check_failed");
-    let r = post_with(&fx, "contact.verified", &[], &[("text", "d")]).await;
+    let r = post_with(&fx, VERIFIED, &[], &[("text", "d")]).await;
     assert_refused(&r, 403, "bot_check_failed");
     assert_eq!(
         seen.lock().unwrap().len(),
@@ -511,7 +487,7 @@ async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
     let _ = server.await;
     let r = post_with(
         &fx,
-        "contact.verified",
+        VERIFIED,
         &[(botcheck::BOT_TOKEN_HEADER, "human-token")],
         &[("text", "e")],
     )
@@ -528,7 +504,7 @@ async fn manifest_lists_bot_checks_and_limits() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|a| a["name"] == "contact.pow")
+        .find(|a| a["name"] == POW.name())
         .unwrap()
         .clone();
     assert_eq!(

@@ -96,6 +96,12 @@ fn redis_config(test: &str) -> Config {
     c
 }
 
+const NOTE_ADD: ActionRef<Note, Noted> = ActionRef::new("note.add");
+const BLOB_MAKE: ActionRef<Size, Blob> = ActionRef::new("blob.make");
+const PAIR_PICK: ActionRef<Pair, Pairs> = ActionRef::new("pair.pick");
+const PATHS_REVALIDATE: ActionRef<Target, ()> = ActionRef::new("paths.revalidate");
+const NOOP: ActionRef<Nothing, ()> = ActionRef::new("noop");
+
 fn build(config: Config, state: State, cache: CacheConfig, idem: StoreConfig) -> portcullis::App {
     let pages = Router::new()
         .route(
@@ -109,14 +115,14 @@ fn build(config: Config, state: State, cache: CacheConfig, idem: StoreConfig) ->
         .route(
             "/pair",
             get(|page: Page| async move {
-                html! { (page.form("pair.pick").bind_sealed("a", 1).bind_sealed("b", 2).body(html! {})) }
+                html! { (page.form(PAIR_PICK).bind_sealed("a", 1).bind_sealed("b", 2).body(html! {})) }
             }),
         )
         .route("/", get(|| async { "home" }));
     Portcullis::new(config, state.clone())
         .actions(|a| {
             a.add(
-                action("note.add")
+                action(NOTE_ADD)
                     .public()
                     .limit(per_ip(1_000_000).per_minute())
                     .mutates(&["update_tag:rows"])
@@ -133,7 +139,7 @@ fn build(config: Config, state: State, cache: CacheConfig, idem: StoreConfig) ->
                     ),
             )
             .add(
-                action("blob.make")
+                action(BLOB_MAKE)
                     .public()
                     .limit(per_ip(1_000_000).per_minute())
                     .mutates(&["none"])
@@ -148,7 +154,7 @@ fn build(config: Config, state: State, cache: CacheConfig, idem: StoreConfig) ->
                     ),
             )
             .add(
-                action("pair.pick")
+                action(PAIR_PICK)
                     .public()
                     .limit(per_ip(1_000_000).per_minute())
                     .mutates(&["none"])
@@ -164,7 +170,7 @@ fn build(config: Config, state: State, cache: CacheConfig, idem: StoreConfig) ->
                     ),
             )
             .add(
-                action("paths.revalidate")
+                action(PATHS_REVALIDATE)
                     .public()
                     .limit(per_ip(1_000_000).per_minute())
                     .mutates(&["revalidate_path"])
@@ -177,7 +183,7 @@ fn build(config: Config, state: State, cache: CacheConfig, idem: StoreConfig) ->
                     ),
             )
             .add(
-                action("noop")
+                action(NOOP)
                     .public()
                     .limit(per_ip(1_000_000).per_minute())
                     .mutates(&["none"])
@@ -229,14 +235,14 @@ fn form(pairs: &[(&str, &str)]) -> String {
 }
 
 /// A JSON-client call with extra headers.
-async fn call_with(
+async fn call_with<In, Out>(
     c: &TestClient,
-    name: &str,
+    action: ActionRef<In, Out>,
     body: &str,
     headers: &[(&str, &str)],
 ) -> TestResponse {
     let mut req = c
-        .post(&c.action_path(name))
+        .post(&c.path(action))
         .header("sec-fetch-site", "same-origin")
         .header("origin", c.origin())
         .header("accept", "application/json")
@@ -261,7 +267,7 @@ async fn fragment_header_flood_is_capped() {
     let (c, state) = start().await;
     // One key, named a thousand times in a ~6 KB header: one fragment back.
     let dup = "row:1 ".repeat(1000);
-    let r = call_with(&c, "note.add", "text=a", &[("portcullis-fragments", &dup)]).await;
+    let r = call_with(&c, NOTE_ADD, "text=a", &[("portcullis-fragments", &dup)]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let fragments = r.json()["fragments"]
         .as_object()
@@ -273,7 +279,7 @@ async fn fragment_header_flood_is_capped() {
     // Thousands of distinct keys in a 60 KB header: at most MAX_REQUESTED
     // fragments, under the byte cap.
     let many: String = (0..8_000).map(|i| format!("row:{i} ")).collect();
-    let r = call_with(&c, "note.add", "text=b", &[("portcullis-fragments", &many)]).await;
+    let r = call_with(&c, NOTE_ADD, "text=b", &[("portcullis-fragments", &many)]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let fragments = r.json()["fragments"]
         .as_object()
@@ -341,7 +347,7 @@ async fn padded_path_ids_do_not_grow_the_path_map() {
     assert_eq!(paths, 1, "300 spellings of one page are one entry");
     // revalidate_path("/p/42") finds what "/p/0000042" rendered.
     let before = engine.background_renders();
-    let r = c.call("paths.revalidate", &[("to", "/p/42")]).await;
+    let r = c.call(PATHS_REVALIDATE, &[("to", "/p/42")]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(c.get("/p/0000042").await.status, 200);
     assert_eq!(engine.background_renders(), before + 1, "marked stale");
@@ -384,7 +390,7 @@ async fn distinct_path_flood_stays_within_the_path_map_bound() {
     // A page the map forgot is still revalidated (everything goes soft).
     let first = "/p/1";
     let before = engine.background_renders();
-    let r = c.call("paths.revalidate", &[("to", first)]).await;
+    let r = c.call(PATHS_REVALIDATE, &[("to", first)]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(c.get(first).await.status, 200);
     assert!(engine.background_renders() > before, "stale after eviction");
@@ -396,16 +402,16 @@ async fn distinct_path_flood_stays_within_the_path_map_bound() {
 async fn idempotency_key_reused_with_another_body_is_refused_on(config: Config) {
     let (c, state) = start_with(config, StoreConfig::default()).await;
     let key = [("idempotency-key", "reuse-1")];
-    let first = call_with(&c, "note.add", "text=pay%2010", &key).await;
+    let first = call_with(&c, NOTE_ADD, "text=pay%2010", &key).await;
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(state.runs(), 1);
     // The same request again: the stored result, nothing runs.
-    let again = call_with(&c, "note.add", "text=pay%2010", &key).await;
+    let again = call_with(&c, NOTE_ADD, "text=pay%2010", &key).await;
     assert_eq!(again.status, 200);
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(again.json()["result"], first.json()["result"]);
     // Another body under the same key: refused, not answered with the first.
-    let other = call_with(&c, "note.add", "text=pay%201000", &key).await;
+    let other = call_with(&c, NOTE_ADD, "text=pay%201000", &key).await;
     assert_refused(&other, 422, "idempotency_key_reused");
     assert!(!other.text().contains("pay 10"), "{}", other.text());
     assert_eq!(state.runs(), 1, "nothing ran for the reused key");
@@ -420,7 +426,7 @@ async fn idempotency_key_reused_with_another_body_is_refused_on(config: Config) 
         let body = mp(boundary, text);
         async move {
             let req = c
-                .post(&c.action_path("note.add"))
+                .post(&c.path(NOTE_ADD))
                 .header("sec-fetch-site", "same-origin")
                 .header("origin", c.origin())
                 .header("accept", "application/json")
@@ -464,9 +470,9 @@ async fn large_results_are_not_stored_on(config: Config) {
     let key = [("idempotency-key", "big-1")];
     let size = (portcullis::idempotency::MAX_STORED_BODY * 2).to_string();
     let body = form(&[("bytes", &size)]);
-    let first = call_with(&c, "blob.make", &body, &key).await;
+    let first = call_with(&c, BLOB_MAKE, &body, &key).await;
     assert_eq!(first.status, 200);
-    let replay = call_with(&c, "blob.make", &body, &key).await;
+    let replay = call_with(&c, BLOB_MAKE, &body, &key).await;
     assert_eq!(replay.status.as_u16(), 409, "{} bytes", replay.body.len());
     assert_refused(&replay, 409, "idempotency_result_unavailable");
     assert!(replay.body.len() < 2048, "the large result is not replayed");
@@ -500,7 +506,7 @@ async fn idempotency_store_flood_stays_bounded() {
             let body = body.clone();
             async move {
                 let key = format!("flood-{i}");
-                call_with(&c, "blob.make", &body, &[("idempotency-key", &key)])
+                call_with(&c, BLOB_MAKE, &body, &[("idempotency-key", &key)])
                     .await
                     .status
             }
@@ -532,7 +538,7 @@ async fn idempotency_store_flood_on_redis_caps_each_entry() {
     let n = 200;
     for i in 0..n {
         let key = format!("rflood-{i}");
-        let r = call_with(&c, "blob.make", &body, &[("idempotency-key", &key)]).await;
+        let r = call_with(&c, BLOB_MAKE, &body, &[("idempotency-key", &key)]).await;
         assert_eq!(r.status, 200);
     }
     assert_eq!(state.runs(), n);
@@ -576,23 +582,23 @@ async fn two_browsers_behind_one_nat_do_not_share_idempotent_results() {
         assert!(browser.cookies().unwrap_or_default().contains("pc_anon="));
     }
     let key = [("idempotency-key", "same-key")];
-    let first = call_with(&a, "note.add", "text=mine", &key).await;
+    let first = call_with(&a, NOTE_ADD, "text=mine", &key).await;
     assert_eq!(first.status, 200);
     // Same address, same key, same body: B's request runs for B.
-    let second = call_with(&b, "note.add", "text=mine", &key).await;
+    let second = call_with(&b, NOTE_ADD, "text=mine", &key).await;
     assert_eq!(second.status, 200);
     assert_eq!(second.header("idempotent-replayed"), None);
     assert_eq!(second.json()["result"]["n"], 2);
     assert_eq!(state.runs(), 2);
     // Each browser's own retry is still replayed.
-    let retry = call_with(&b, "note.add", "text=mine", &key).await;
+    let retry = call_with(&b, NOTE_ADD, "text=mine", &key).await;
     assert_eq!(retry.header("idempotent-replayed"), Some("true"));
     assert_eq!(state.runs(), 2);
     // A forged scope cookie is no scope: it replays nobody's result, and
     // the next page replaces it.
     let forger = a.new_session();
     forger.set_cookie("pc_anon=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
-    let r = call_with(&forger, "note.add", "text=mine", &key).await;
+    let r = call_with(&forger, NOTE_ADD, "text=mine", &key).await;
     assert_eq!(r.header("idempotent-replayed"), None);
     assert_eq!(state.runs(), 3);
     let page = forger.get("/").await;
@@ -616,18 +622,18 @@ async fn swapped_sealed_fields_are_refused() {
         rest[v..v + rest[v..].find('"').unwrap()].to_owned()
     };
     let (a, b) = (value("a"), value("b"));
-    let ok = c.call("pair.pick", &[("a", &a), ("b", &b)]).await;
+    let ok = c.call(PAIR_PICK, &[("a", &a), ("b", &b)]).await;
     assert_eq!(ok.status, 200, "{}", ok.text());
     assert_eq!(ok.json()["result"], serde_json::json!({"a": 1, "b": 2}));
     for swapped in [
         vec![("a", b.as_str()), ("b", a.as_str())],
         vec![("a", a.as_str()), ("b", a.as_str())],
     ] {
-        let r = c.call("pair.pick", &swapped).await;
+        let r = c.call(PAIR_PICK, &swapped).await;
         assert_refused(&r, 400, "invalid_bound_argument");
         let r = c
             .call_json(
-                "pair.pick",
+                PAIR_PICK,
                 &serde_json::json!({"a": swapped[0].1, "b": swapped[1].1}),
             )
             .await;
@@ -637,7 +643,7 @@ async fn swapped_sealed_fields_are_refused() {
     // Another browser (same address, no session either) cannot use them.
     let other = c.new_session();
     assert_eq!(other.get("/").await.status, 200);
-    let r = other.call("pair.pick", &[("a", &a), ("b", &b)]).await;
+    let r = other.call(PAIR_PICK, &[("a", &a), ("b", &b)]).await;
     assert_refused(&r, 400, "invalid_bound_argument");
     assert_eq!(state.runs(), 1);
 }

@@ -15,6 +15,11 @@ use serde::Deserialize;
 #[derive(Deserialize, garde::Validate)]
 struct Nothing {}
 
+const DRIFTED: ActionRef<Nothing, ()> = ActionRef::new("drifted");
+const KEPT: ActionRef<Nothing, ()> = ActionRef::new("kept");
+const LOOKALIKE: ActionRef<Nothing, ()> = ActionRef::new("lookalike");
+const FAILED: ActionRef<Nothing, ()> = ActionRef::new("failed");
+
 static LOG: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
 
 struct LogWriter;
@@ -58,14 +63,14 @@ async fn declared_tag_not_bumped_is_caught() {
     )
     .actions(|a| {
         a.add(
-            action("drifted")
+            action(DRIFTED)
                 .public()
                 .limit(per_ip(100).per_minute())
                 .mutates(&["update_tag:things"])
                 .handler(|_: Cx<()>, _: MaybeViewer, _: Valid<Nothing>| async move { Ok(()) }),
         )
         .add(
-            action("kept")
+            action(KEPT)
                 .public()
                 .limit(per_ip(100).per_minute())
                 .mutates(&["update_tag:things"])
@@ -76,7 +81,7 @@ async fn declared_tag_not_bumped_is_caught() {
         )
         .add(
             // `things-archive:1` is another family, not `things`.
-            action("lookalike")
+            action(LOOKALIKE)
                 .public()
                 .limit(per_ip(100).per_minute())
                 .mutates(&["update_tag:things"])
@@ -86,7 +91,7 @@ async fn declared_tag_not_bumped_is_caught() {
                 }),
         )
         .add(
-            action("failed")
+            action(FAILED)
                 .public()
                 .limit(per_ip(100).per_minute())
                 .mutates(&["update_tag:things"])
@@ -98,8 +103,8 @@ async fn declared_tag_not_bumped_is_caught() {
     .build(tower_sessions::MemoryStore::default())
     .unwrap();
     let client = TestClient::start(&app).await;
-    for name in ["drifted", "drifted", "kept", "lookalike", "failed"] {
-        client.call(name, &[]).await;
+    for action in [DRIFTED, DRIFTED, KEPT, LOOKALIKE, FAILED] {
+        client.call(action, &[]).await;
     }
     let metrics = app.shared().metrics().encode();
     assert_eq!(

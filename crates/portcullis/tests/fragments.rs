@@ -52,6 +52,13 @@ fn config() -> Config {
     Config::new(MasterSecret::from_bytes(vec![3; 32]).unwrap())
 }
 
+const LOGIN: ActionRef<Login, Done> = ActionRef::new("login");
+const COUNTER_BUMP: ActionRef<Nothing, Done> = ActionRef::new("counter.bump");
+const COUNTER_SET_NOW: ActionRef<Nothing, Done> = ActionRef::new("counter.set_now");
+const NOTE_SAVE: ActionRef<Note, Done> = ActionRef::new("note.save");
+const GO: ActionRef<Target, Done> = ActionRef::new("go");
+const REFRESH: ActionRef<Nothing, Done> = ActionRef::new("refresh");
+
 fn build(config: Config, state: State, cache: CacheConfig) -> portcullis::App {
     build_on(config, state, cache, None)
 }
@@ -70,7 +77,7 @@ fn build_on(
     };
     app.actions(|a| {
         a.add(
-            action("login")
+            action(LOGIN)
                 .public()
                 .limit(per_ip(10_000).per_minute())
                 .handler(
@@ -81,7 +88,7 @@ fn build_on(
                 ),
         )
         .add(
-            action("counter.bump")
+            action(COUNTER_BUMP)
                 .public()
                 .limit(per_ip(10_000).per_minute())
                 .handler(
@@ -93,7 +100,7 @@ fn build_on(
                 ),
         )
         .add(
-            action("counter.set_now")
+            action(COUNTER_SET_NOW)
                 .public()
                 .limit(per_ip(10_000).per_minute())
                 .handler(
@@ -104,7 +111,7 @@ fn build_on(
                     },
                 ),
         )
-        .add(action("note.save").authenticated().handler(
+        .add(action(NOTE_SAVE).authenticated().handler(
             |cx: Cx<State>, v: Viewer, i: Valid<Note>| async move {
                 cx.state()
                     .notes
@@ -116,7 +123,7 @@ fn build_on(
             },
         ))
         .add(
-            action("go")
+            action(GO)
                 .public()
                 .limit(per_ip(10_000).per_minute())
                 .handler(
@@ -128,7 +135,7 @@ fn build_on(
                 ),
         )
         .add(
-            action("refresh")
+            action(REFRESH)
                 .public()
                 .limit(per_ip(10_000).per_minute())
                 .handler(
@@ -207,13 +214,13 @@ async fn start() -> (TestClient, State) {
 }
 
 async fn login(c: &TestClient, id: i64) {
-    let r = c.call("login", &[("userId", &id.to_string())]).await;
+    let r = c.call(LOGIN, &[("userId", &id.to_string())]).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
-async fn call_with_fragments(
+async fn call_with_fragments<In, Out>(
     c: &TestClient,
-    name: &str,
+    action: ActionRef<In, Out>,
     form: &[(&str, &str)],
     keys: &str,
 ) -> TestResponse {
@@ -223,7 +230,7 @@ async fn call_with_fragments(
         .collect::<Vec<_>>()
         .join("&");
     let r = c
-        .post(&c.action_path(name))
+        .post(&c.path(action))
         .header("sec-fetch-site", "same-origin")
         .header("accept", "application/json")
         .header("content-type", "application/x-www-form-urlencoded")
@@ -240,7 +247,7 @@ async fn read_your_own_writes_the_response_carries_the_fresh_fragment() {
     let (c, _) = start().await;
     login(&c, 7).await;
     assert!(c.get("/").await.text().contains("note=</p>"));
-    let r = call_with_fragments(&c, "note.save", &[("text", "hello")], "counter note").await;
+    let r = call_with_fragments(&c, NOTE_SAVE, &[("text", "hello")], "counter note").await;
     let v = r.json();
     assert_eq!(v["revalidated"], true);
     let frag = v["fragments"]["note"].as_str().unwrap();
@@ -261,7 +268,7 @@ async fn stale_while_revalidate_one_stale_read_then_fresh_one_background_render(
     let engine = c.shared().fragments().clone();
     assert!(c.get("/").await.text().contains("value=0"));
     let renders = engine.renders();
-    assert_eq!(c.call("counter.bump", &[]).await.status, 200);
+    assert_eq!(c.call(COUNTER_BUMP, &[]).await.status, 200);
     assert_eq!(state.value.load(Ordering::SeqCst), 1);
     // The first read after revalidate_tag is the stale copy.
     assert!(
@@ -282,7 +289,7 @@ async fn stale_while_revalidate_one_stale_read_then_fresh_one_background_render(
     assert_eq!(engine.renders(), renders + 1);
     assert!(c.get("/").await.text().contains("value=1"));
     // update_tag, by contrast, is fresh on the very next read.
-    assert_eq!(c.call("counter.set_now", &[]).await.status, 200);
+    assert_eq!(c.call(COUNTER_SET_NOW, &[]).await.status, 200);
     assert!(c.get("/").await.text().contains("value=2"));
 }
 
@@ -326,17 +333,17 @@ async fn redirect_to_another_origin_is_refused() {
         "/\\evil.example",
         "javascript:alert(1)",
     ] {
-        let r = c.call("go", &[("to", evil)]).await;
+        let r = c.call(GO, &[("to", evil)]).await;
         assert_eq!(r.status, 500, "{evil}: {}", r.text());
         assert_eq!(r.error_code().as_deref(), Some("internal"));
         assert!(
             r.header("set-cookie").is_none(),
             "no effect of a failed action is applied"
         );
-        let r = c.submit("go", &[("to", evil)]).await;
+        let r = c.submit(GO, &[("to", evil)]).await;
         assert_ne!(r.status, 303, "{evil}");
     }
-    let r = c.call("go", &[("to", "/projects")]).await;
+    let r = c.call(GO, &[("to", "/projects")]).await;
     assert_eq!(r.json()["redirect"], "/projects");
     let cookie = r.header("set-cookie").unwrap();
     assert!(
@@ -345,7 +352,7 @@ async fn redirect_to_another_origin_is_refused() {
             && cookie.contains("SameSite=Lax"),
         "{cookie}"
     );
-    let r = c.submit("go", &[("to", "/projects")]).await;
+    let r = c.submit(GO, &[("to", "/projects")]).await;
     assert_eq!(r.status, 303);
     assert_eq!(r.header("location"), Some("/projects"));
     assert!(
@@ -358,7 +365,7 @@ async fn redirect_to_another_origin_is_refused() {
 async fn refresh_re_renders_every_fragment_the_page_shows() {
     let (c, _) = start().await;
     login(&c, 3).await;
-    let r = call_with_fragments(&c, "refresh", &[], "counter note bogus:1 <script>").await;
+    let r = call_with_fragments(&c, REFRESH, &[], "counter note bogus:1 <script>").await;
     let v = r.json();
     assert!(v["fragments"]["counter"].is_string(), "{v}");
     assert!(v["fragments"]["note"].is_string(), "{v}");
@@ -378,7 +385,7 @@ async fn composed_fragments_cache_children_separately() {
     let before = engine.renders();
     c.get("/composed").await;
     assert_eq!(engine.renders(), before, "fully cached");
-    let r = call_with_fragments(&c, "note.save", &[("text", "x1")], "page note counter").await;
+    let r = call_with_fragments(&c, NOTE_SAVE, &[("text", "x1")], "page note counter").await;
     let v = r.json();
     // The child changed, the parent's template did not: only the child is sent.
     assert!(v["fragments"]["note"].as_str().unwrap().contains("note=x1"));
@@ -447,7 +454,7 @@ async fn invalidation_on_one_instance_is_visible_on_another_through_redis() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(b.get("/").await.text().contains("value=0"));
     let started = Instant::now();
-    assert_eq!(a.call("counter.set_now", &[]).await.status, 200);
+    assert_eq!(a.call(COUNTER_SET_NOW, &[]).await.status, 200);
     let mut seen = None;
     while started.elapsed() < Duration::from_secs(2) {
         if b.get("/").await.text().contains("value=1") {
@@ -480,7 +487,7 @@ async fn invalidation_travels_over_an_injected_tag_bus() {
     let b = TestClient::start(&mk()).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(b.get("/").await.text().contains("value=0"));
-    assert_eq!(a.call("counter.set_now", &[]).await.status, 200);
+    assert_eq!(a.call(COUNTER_SET_NOW, &[]).await.status, 200);
     let started = Instant::now();
     while !b.get("/").await.text().contains("value=1") {
         assert!(

@@ -119,7 +119,11 @@ async fn harness_catches_an_allowlist_that_trusts_the_attacker() {
 async fn harness_attacks_fragment_lists_reused_idempotency_keys_and_slow_headers() {
     let app = app(config(), Router::new());
     let report = harness(&app)
-        .idempotency_sample("notes.add", &[("text", "first")], &[("text", "second")])
+        .idempotency_sample(
+            common::NOTES_ADD,
+            &[("text", "first")],
+            &[("text", "second")],
+        )
         .run()
         .await;
     println!("{report}");
@@ -131,7 +135,16 @@ async fn harness_attacks_fragment_lists_reused_idempotency_keys_and_slow_headers
             .any(|c| c.target == target && c.attack == attack && c.verdict == Verdict::Pass)
     };
     assert!(passed("(server)", "slow_headers"), "{report}");
-    assert!(passed("notes.add", "idempotency_key_reused"), "{report}");
-    assert!(passed("notes.add", "fragment_list_flood"), "{report}");
-    assert!(passed("notes.public", "fragment_list_flood"), "{report}");
+    assert!(
+        passed(common::NOTES_ADD.name(), "idempotency_key_reused"),
+        "{report}"
+    );
+    assert!(
+        passed(common::NOTES_ADD.name(), "fragment_list_flood"),
+        "{report}"
+    );
+    assert!(
+        passed(common::NOTES_PUBLIC.name(), "fragment_list_flood"),
+        "{report}"
+    );
 }

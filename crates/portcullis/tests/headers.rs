@@ -127,7 +127,7 @@ async fn every_kind(client: &TestClient) -> Vec<(&'static str, bool, TestRespons
     let r = anon.get("/cached").await;
     assert_eq!(r.status, 200);
     out.push(("anonymous page the app made cacheable", false, r));
-    let r = anon.submit("notes.add", &[("text", "hello")]).await;
+    let r = anon.submit(common::NOTES_ADD, &[("text", "hello")]).await;
     assert_eq!(r.status, 401, "{}", r.text());
     assert!(r.text().contains("<html"), "an HTML 401 page");
     out.push(("error page 401", true, r));
@@ -136,7 +136,7 @@ async fn every_kind(client: &TestClient) -> Vec<(&'static str, bool, TestRespons
     out.push(("error page 403", true, r));
     // A cross-origin no-JS post: refused by the origin check with a page.
     let r = TestResponse::read(
-        anon.post(&anon.action_path("notes.public"))
+        anon.post(&anon.path(common::NOTES_PUBLIC))
             .header("sec-fetch-site", "cross-site")
             .header("origin", "https://evil.example")
             .header("accept", "text/html")
@@ -158,7 +158,7 @@ async fn every_kind(client: &TestClient) -> Vec<(&'static str, bool, TestRespons
     let r = anon.get("/broken").await;
     assert_eq!(r.status, 500);
     out.push(("error page 500", true, r));
-    let r = anon.submit("boom", &[]).await;
+    let r = anon.submit(common::BOOM, &[]).await;
     assert_eq!(r.status, 500);
     assert!(r.text().contains("<html"), "an HTML 500 page");
     out.push(("error page 500 (handler panic)", true, r));
@@ -176,16 +176,16 @@ async fn every_kind(client: &TestClient) -> Vec<(&'static str, bool, TestRespons
     let r = client.get("/cached").await;
     assert_eq!(r.status, 200);
     out.push(("signed-in page the app marked cacheable", true, r));
-    let r = client.call("notes.add", &[("text", "hello")]).await;
+    let r = client.call(common::NOTES_ADD, &[("text", "hello")]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     out.push(("action JSON", true, r));
-    let r = client.submit("notes.add", &[("text", "hello")]).await;
+    let r = client.submit(common::NOTES_ADD, &[("text", "hello")]).await;
     assert_eq!(r.status, 303, "{}", r.text());
     out.push(("action 303 (no-JS)", true, r));
-    let r = client.call("notes.add", &[("text", "x")]).await;
+    let r = client.call(common::NOTES_ADD, &[("text", "x")]).await;
     assert_eq!(r.status, 422);
     out.push(("action JSON 422", true, r));
-    let r = client.call("boom", &[]).await;
+    let r = client.call(common::BOOM, &[]).await;
     assert_eq!(r.status, 500);
     out.push(("action JSON 500", true, r));
     out

@@ -92,11 +92,12 @@ async fn start() -> Fx {
 }
 
 async fn login(c: &TestClient, user: i64) -> TestResponse {
-    c.call("auth.login", &[("userId", &user.to_string())]).await
+    c.call(common::LOGIN, &[("userId", &user.to_string())])
+        .await
 }
 
 async fn who(c: &TestClient) -> serde_json::Value {
-    c.call("whoami", &[]).await.json()["result"]["user_id"].clone()
+    c.call(common::WHOAMI, &[]).await.json()["result"]["user_id"].clone()
 }
 
 #[tokio::test]
@@ -111,7 +112,7 @@ async fn changed_stamp_makes_every_existing_session_anonymous() {
     // Password changed elsewhere: the stamp moves on.
     fx.directory.set(1, "b");
     let r = c2
-        .call("notes.add", &[("text", "as the old session")])
+        .call(common::NOTES_ADD, &[("text", "as the old session")])
         .await;
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(r.error_code().as_deref(), Some("unauthenticated"));
@@ -134,7 +135,7 @@ async fn deleted_user_session_is_anonymous_never_the_next_owner_of_the_id() {
     assert_eq!(login(&c, 1).await.status, 200);
     let cookie = c.cookies().unwrap();
     fx.directory.remove(1);
-    let r = c.call("notes.add", &[("text", "ghost")]).await;
+    let r = c.call(common::NOTES_ADD, &[("text", "ghost")]).await;
     assert_eq!(r.status, 401, "{}", r.text());
     // A store that reuses ids hands 1 to a new user, with their own stamp:
     // a copy of the victim's cookie is still nobody.
@@ -143,7 +144,7 @@ async fn deleted_user_session_is_anonymous_never_the_next_owner_of_the_id() {
     replay.set_cookie(&cookie);
     assert_eq!(who(&replay).await, serde_json::Value::Null);
     assert_eq!(replay.get("/me").await.text(), "None");
-    let r = replay.call("notes.add", &[("text", "ghost")]).await;
+    let r = replay.call(common::NOTES_ADD, &[("text", "ghost")]).await;
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(fx.state.runs(), 0);
     assert!(fx.state.notes().is_empty());

@@ -46,10 +46,16 @@ struct Who {
     user_id: i64,
 }
 
+const LOGIN: ActionRef<Login, Done> = ActionRef::new("auth.login");
+const SESSION_NOTE: ActionRef<Note, Done> = ActionRef::new("session.note");
+const NOTHING: ActionRef<Nothing, Done> = ActionRef::new("nothing");
+const LOGOUT: ActionRef<Nothing, Done> = ActionRef::new("auth.logout");
+const WHOAMI: ActionRef<Nothing, Who> = ActionRef::new("whoami");
+
 fn register(actions: &mut portcullis::Actions<State>) {
     actions
         .add(
-            action("auth.login")
+            action(LOGIN)
                 .public()
                 .limit(per_ip(10_000).per_minute())
                 .handler(
@@ -63,7 +69,7 @@ fn register(actions: &mut portcullis::Actions<State>) {
         .add(
             // Writes app data into the session, without cycling its id: the
             // write happens when the session is saved after the handler.
-            action("session.note")
+            action(SESSION_NOTE)
                 .public()
                 .limit(per_ip(10_000).per_minute())
                 .handler(
@@ -75,7 +81,7 @@ fn register(actions: &mut portcullis::Actions<State>) {
                 ),
         )
         .add(
-            action("nothing")
+            action(NOTHING)
                 .public()
                 .limit(per_ip(10_000).per_minute())
                 .handler(
@@ -84,13 +90,13 @@ fn register(actions: &mut portcullis::Actions<State>) {
                     },
                 ),
         )
-        .add(action("auth.logout").authenticated().handler(
+        .add(action(LOGOUT).authenticated().handler(
             |cx: Cx<State>, _: Viewer, _: Valid<Nothing>| async move {
                 cx.auth().logout().await?;
                 Ok(Done { ok: true })
             },
         ))
-        .add(action("whoami").authenticated().handler(
+        .add(action(WHOAMI).authenticated().handler(
             |_: Cx<State>, v: Viewer, _: Valid<Nothing>| async move { Ok(Who { user_id: v.id() }) },
         ));
 }
@@ -209,12 +215,12 @@ async fn a_sign_in_whose_session_write_does_not_persist_is_a_503_without_a_cooki
         portcullis::store::Redis::new(&server.url(), &prefix, Duration::from_millis(50)).unwrap();
     let (client, state) = app_on(&redis).await;
     // Warm the connection.
-    assert_eq!(client.call("nothing", &[]).await.status, 200);
+    assert_eq!(client.call(NOTHING, &[]).await.status, 200);
 
     server.admin(&["CLIENT", "PAUSE", "4000", "WRITE"]).await;
     let c = client.new_session();
     let started = Instant::now();
-    let r = c.call("auth.login", &[("userId", "7")]).await;
+    let r = c.call(LOGIN, &[("userId", "7")]).await;
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.error_code().as_deref(), Some("session_store_unavailable"));
     assert!(r.header("retry-after").is_some());
@@ -223,7 +229,7 @@ async fn a_sign_in_whose_session_write_does_not_persist_is_a_503_without_a_cooki
         "no cookie for a sign-in that did not persist"
     );
     let r = c
-        .post(&c.action_path("session.note"))
+        .post(&c.path(SESSION_NOTE))
         .header("origin", c.origin())
         .header("sec-fetch-site", "same-origin")
         .header("accept", "application/json")
@@ -250,7 +256,7 @@ async fn a_sign_in_whose_session_write_does_not_persist_is_a_503_without_a_cooki
     server.admin(&["CLIENT", "UNPAUSE"]).await;
     let runs = state.runs.load(Ordering::SeqCst);
     let r = c
-        .post(&c.action_path("session.note"))
+        .post(&c.path(SESSION_NOTE))
         .header("origin", c.origin())
         .header("sec-fetch-site", "same-origin")
         .header("accept", "application/json")
@@ -263,9 +269,9 @@ async fn a_sign_in_whose_session_write_does_not_persist_is_a_503_without_a_cooki
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.header("idempotent-replayed").is_none(), "the retry ran");
     assert_eq!(state.runs.load(Ordering::SeqCst), runs + 1);
-    let r = c.call("auth.login", &[("userId", "7")]).await;
+    let r = c.call(LOGIN, &[("userId", "7")]).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = c.call("whoami", &[]).await;
+    let r = c.call(WHOAMI, &[]).await;
     assert_eq!(r.json()["result"]["user_id"], 7, "{}", r.text());
     assert_eq!(session_keys(&server.url(), &prefix).await.len(), 1);
 }
@@ -283,7 +289,7 @@ async fn anonymous_floods_write_no_session_records_and_a_garbage_record_signs_no
     for _ in 0..200 {
         let c = client.new_session();
         assert_eq!(c.get("/me").await.text(), "anonymous");
-        assert_eq!(c.call("nothing", &[]).await.status, 200);
+        assert_eq!(c.call(NOTHING, &[]).await.status, 200);
     }
     assert!(
         session_keys(&url, &prefix).await.is_empty(),
@@ -291,7 +297,7 @@ async fn anonymous_floods_write_no_session_records_and_a_garbage_record_signs_no
     );
 
     let c = client.new_session();
-    assert_eq!(c.call("auth.login", &[("userId", "42")]).await.status, 200);
+    assert_eq!(c.call(LOGIN, &[("userId", "42")]).await.status, 200);
     let keys = session_keys(&url, &prefix).await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     let rc = redis::Client::open(url.as_str()).unwrap();
@@ -314,13 +320,13 @@ async fn anonymous_floods_write_no_session_records_and_a_garbage_record_signs_no
         .query_async(&mut conn)
         .await
         .unwrap();
-    let r = c.call("whoami", &[]).await;
+    let r = c.call(WHOAMI, &[]).await;
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(c.get("/me").await.text(), "anonymous");
 
     let c = client.new_session();
-    assert_eq!(c.call("auth.login", &[("userId", "43")]).await.status, 200);
-    assert_eq!(c.call("auth.logout", &[]).await.status, 200);
+    assert_eq!(c.call(LOGIN, &[("userId", "43")]).await.status, 200);
+    assert_eq!(c.call(LOGOUT, &[]).await.status, 200);
     let left = session_keys(&url, &prefix).await;
     assert!(left.len() <= 1, "sign-out removed its record: {left:?}");
     let _: () = redis::cmd("DEL")

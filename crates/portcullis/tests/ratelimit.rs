@@ -56,13 +56,23 @@ fn account_limit() -> InputLimit<SignIn> {
     per_input("account", 3, |i: &SignIn| Some(i.email.to_lowercase())).per_minute()
 }
 
+const RL_TEN: ActionRef<Empty, ()> = ActionRef::new("rl.ten");
+const RL_TWO: ActionRef<Text, ()> = ActionRef::new("rl.two");
+const RL_OPEN: ActionRef<Empty, ()> = ActionRef::new("rl.open");
+const SIGN_IN: ActionRef<SignIn, ()> = ActionRef::new("auth.sign_in");
+const CONTACT_SEND: ActionRef<Text, ()> = ActionRef::new("contact.send");
+const API_PING: ActionRef<Empty, ()> = ActionRef::new("api.ping");
+const INVITES_SEND: ActionRef<Empty, Left> = ActionRef::new("invites.send");
+const INVITES_MAYBE: ActionRef<Attempt, Left> = ActionRef::new("invites.maybe");
+const AUTH_AS: ActionRef<Empty, ()> = ActionRef::new("auth.as");
+
 /// The actions the limiter tests drive, shaped like the demo's needs: login
 /// per ip and per account, contact per ip and global, invites under a daily
 /// quota per user.
 fn register(actions: &mut portcullis::Actions<State>) {
     actions
         .add(
-            action("rl.ten")
+            action(RL_TEN)
                 .public()
                 .limit(per_ip(10).per_hour())
                 .handler(
@@ -72,17 +82,14 @@ fn register(actions: &mut portcullis::Actions<State>) {
                     },
                 ),
         )
+        .add(action(RL_TWO).public().limit(per_ip(2).per_hour()).handler(
+            |cx: Cx<State>, _: MaybeViewer, _: Valid<Text>| async move {
+                ran(&cx);
+                Ok(())
+            },
+        ))
         .add(
-            action("rl.two")
-                .public()
-                .limit(per_ip(2).per_hour())
-                .handler(|cx: Cx<State>, _: MaybeViewer, _: Valid<Text>| async move {
-                    ran(&cx);
-                    Ok(())
-                }),
-        )
-        .add(
-            action("rl.open")
+            action(RL_OPEN)
                 .public()
                 .limit(per_ip(100).per_hour())
                 .fail_open()
@@ -94,7 +101,7 @@ fn register(actions: &mut portcullis::Actions<State>) {
                 ),
         )
         .add(
-            action("auth.sign_in")
+            action(SIGN_IN)
                 .public()
                 .limit(per_ip(100).per_minute())
                 .limit_input(account_limit())
@@ -107,7 +114,7 @@ fn register(actions: &mut portcullis::Actions<State>) {
                 ),
         )
         .add(
-            action("contact.send")
+            action(CONTACT_SEND)
                 .public()
                 .limit(per_ip(5).per_hour())
                 .limit(global(3).per_hour())
@@ -117,7 +124,7 @@ fn register(actions: &mut portcullis::Actions<State>) {
                 }),
         )
         .add(
-            action("api.ping")
+            action(API_PING)
                 .public()
                 .limit(
                     per_key("api_key", 2, |r| r.header("x-api-key").map(str::to_owned)).per_hour(),
@@ -130,7 +137,7 @@ fn register(actions: &mut portcullis::Actions<State>) {
                 ),
         )
         .add(
-            action("invites.send")
+            action(INVITES_SEND)
                 .authenticated()
                 .quota("invites", per_user(3).per_day())
                 .handler(|cx: Cx<State>, _: Viewer, _: Valid<Empty>| async move {
@@ -141,7 +148,7 @@ fn register(actions: &mut portcullis::Actions<State>) {
                 }),
         )
         .add(
-            action("invites.maybe")
+            action(INVITES_MAYBE)
                 .authenticated()
                 .quota("invites", per_user(2).per_day())
                 .handler(
@@ -157,7 +164,7 @@ fn register(actions: &mut portcullis::Actions<State>) {
                 ),
         )
         .add(
-            action("auth.as")
+            action(AUTH_AS)
                 .public()
                 .limit(per_ip(1000).per_minute())
                 .handler(
@@ -284,7 +291,7 @@ async fn redis_keys_expire_at_their_tat() {
 async fn burst(clients: &[TestClient], n: usize) -> (usize, usize) {
     let calls = (0..n).map(|i| {
         let c = clients[i % clients.len()].clone();
-        async move { c.call("rl.ten", &[]).await }
+        async move { c.call(RL_TEN, &[]).await }
     });
     let results = futures::future::join_all(calls).await;
     let ok = results.iter().filter(|r| r.status == 200).count();
@@ -320,7 +327,7 @@ async fn sixty_four_concurrent_requests_across_two_instances_sharing_redis() {
     assert_eq!(a.state.runs() + b.state.runs(), 10);
     // Whichever instance served them, both now see the budget spent.
     for fx in [&a, &b] {
-        assert_refused(&fx.client.call("rl.ten", &[]).await, 429, "rate_limited");
+        assert_refused(&fx.client.call(RL_TEN, &[]).await, 429, "rate_limited");
     }
     assert_eq!(a.state.runs() + b.state.runs(), 10);
     eprintln!(
@@ -336,7 +343,7 @@ async fn sixty_four_concurrent_requests_across_two_instances_sharing_redis() {
 #[tokio::test]
 async fn spoofed_forwarding_headers_from_an_untrusted_peer_do_not_change_the_key() {
     let fx = start(redis_config("xff")).await;
-    let path = fx.client.action_path("rl.two");
+    let path = fx.client.path(RL_TWO);
     let send = |headers: Vec<(&'static str, String)>| {
         let mut req = fx
             .client
@@ -373,7 +380,7 @@ async fn spoofed_forwarding_headers_from_an_untrusted_peer_do_not_change_the_key
     let mut config = redis_config("xff-trusted");
     config.proxies = portcullis::proxy::TrustedProxies::parse(["127.0.0.1"]).unwrap();
     let trusted = start(config).await;
-    let path = trusted.client.action_path("rl.two");
+    let path = trusted.client.path(RL_TWO);
     for client_ip in ["198.51.100.1", "198.51.100.1", "198.51.100.2"] {
         let r = trusted
             .client
@@ -392,7 +399,7 @@ async fn spoofed_forwarding_headers_from_an_untrusted_peer_do_not_change_the_key
 #[tokio::test]
 async fn custom_key_function_keys_on_a_header() {
     let fx = start(redis_config("custom")).await;
-    let path = fx.client.action_path("api.ping");
+    let path = fx.client.path(API_PING);
     let ping = |key: &'static str| {
         let req = fx
             .client
@@ -418,12 +425,12 @@ async fn custom_key_function_keys_on_a_header() {
 async fn every_limited_response_carries_ratelimit_headers_on_both_backends() {
     for config in [memory(), redis_config("headers")] {
         let fx = start(config).await;
-        let r = fx.client.call("rl.two", &[("text", "a")]).await;
+        let r = fx.client.call(RL_TWO, &[("text", "a")]).await;
         assert_eq!(r.status, 200);
         assert_eq!(r.header("ratelimit-policy"), Some("\"ip\";q=2;w=3600"));
         assert_eq!(r.header("ratelimit"), Some("\"ip\";r=1;t=1800"));
-        fx.client.call("rl.two", &[("text", "a")]).await;
-        let r = fx.client.call("rl.two", &[("text", "a")]).await;
+        fx.client.call(RL_TWO, &[("text", "a")]).await;
+        let r = fx.client.call(RL_TWO, &[("text", "a")]).await;
         assert_refused(&r, 429, "rate_limited");
         let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
         assert!((1790..=1800).contains(&retry), "{retry}");
@@ -436,10 +443,10 @@ async fn every_limited_response_carries_ratelimit_headers_on_both_backends() {
 async fn per_ip_and_global_limits_both_apply_and_the_tightest_is_reported() {
     let fx = start(redis_config("contact")).await;
     for i in 0..3 {
-        let r = fx.client.call("contact.send", &[("text", "hello")]).await;
+        let r = fx.client.call(CONTACT_SEND, &[("text", "hello")]).await;
         assert_eq!(r.status, 200, "{i}: {}", r.text());
     }
-    let r = fx.client.call("contact.send", &[("text", "hello")]).await;
+    let r = fx.client.call(CONTACT_SEND, &[("text", "hello")]).await;
     assert_refused(&r, 429, "rate_limited");
     assert_eq!(r.header("ratelimit-policy"), Some("\"global\";q=3;w=3600"));
     assert_eq!(fx.state.runs(), 3);
@@ -449,17 +456,14 @@ async fn per_ip_and_global_limits_both_apply_and_the_tightest_is_reported() {
 async fn rate_limited_request_is_refused_before_the_body_is_read_on_redis() {
     let fx = start(redis_config("body")).await;
     for _ in 0..2 {
-        assert_eq!(
-            fx.client.call("rl.two", &[("text", "ok")]).await.status,
-            200
-        );
+        assert_eq!(fx.client.call(RL_TWO, &[("text", "ok")]).await.status, 200);
     }
     // 2 MiB chunked, no Content-Length: 429, not 413 — the body was never read.
     let stream =
         futures::stream::iter((0..32).map(|_| Ok::<_, std::io::Error>(vec![b'a'; 64 * 1024])));
     let r = fx
         .client
-        .post(&fx.client.action_path("rl.two"))
+        .post(&fx.client.path(RL_TWO))
         .header("content-type", "application/x-www-form-urlencoded")
         .header("accept", "application/json")
         .body(reqwest::Body::wrap_stream(stream))
@@ -486,7 +490,7 @@ async fn login_is_limited_per_submitted_account_on_both_backends() {
         let sign_in = |email: &'static str| {
             let c = fx.client.clone();
             async move {
-                c.call("auth.sign_in", &[("email", email), ("password", "pw")])
+                c.call(SIGN_IN, &[("email", email), ("password", "pw")])
                     .await
             }
         };
@@ -503,10 +507,7 @@ async fn login_is_limited_per_submitted_account_on_both_backends() {
         // Invalid input is refused by validation first and charges nothing.
         let r = fx
             .client
-            .call(
-                "auth.sign_in",
-                &[("email", "not-an-email"), ("password", "pw")],
-            )
+            .call(SIGN_IN, &[("email", "not-an-email"), ("password", "pw")])
             .await;
         assert_refused(&r, 422, "invalid_input");
         assert_eq!(fx.state.runs(), 4);
@@ -528,7 +529,7 @@ async fn input_limit_on_the_wrong_input_type_is_refused_at_start_up() {
     let err = Portcullis::new(memory(), State::default())
         .actions(|a| {
             a.add(
-                action("wrong")
+                action(ActionRef::<Text, ()>::new("wrong"))
                     .public()
                     .limit(per_ip(1).per_minute())
                     .limit_input(account_limit())
@@ -545,12 +546,12 @@ async fn input_limit_on_the_wrong_input_type_is_refused_at_start_up() {
 async fn quota_remaining_is_readable_by_the_handler_and_exhausts_on_both_backends() {
     for config in [memory(), redis_config("quota")] {
         let fx = start(config).await;
-        assert_eq!(fx.client.call("auth.as", &[]).await.status, 200);
+        assert_eq!(fx.client.call(AUTH_AS, &[]).await.status, 200);
         for left in [2, 1, 0] {
-            let r = fx.client.call("invites.send", &[]).await;
+            let r = fx.client.call(INVITES_SEND, &[]).await;
             assert_eq!(r.json()["result"]["remaining"], left, "{}", r.text());
         }
-        let r = fx.client.call("invites.send", &[]).await;
+        let r = fx.client.call(INVITES_SEND, &[]).await;
         assert_refused(&r, 429, "rate_limited");
         let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
         assert!((1..=86_400).contains(&retry), "{retry}");
@@ -558,8 +559,8 @@ async fn quota_remaining_is_readable_by_the_handler_and_exhausts_on_both_backend
         // Another user has their own quota.
         let other = fx.client.new_session();
         fx.state.runs.fetch_add(1, Ordering::SeqCst);
-        assert_eq!(other.call("auth.as", &[]).await.status, 200);
-        let r = other.call("invites.send", &[]).await;
+        assert_eq!(other.call(AUTH_AS, &[]).await.status, 200);
+        let r = other.call(INVITES_SEND, &[]).await;
         assert_eq!(r.json()["result"]["remaining"], 2, "{}", r.text());
     }
 }
@@ -568,16 +569,16 @@ async fn quota_remaining_is_readable_by_the_handler_and_exhausts_on_both_backend
 async fn a_failed_handler_gives_its_quota_unit_back_on_both_backends() {
     for config in [memory(), redis_config("refund")] {
         let fx = start(config).await;
-        assert_eq!(fx.client.call("auth.as", &[]).await.status, 200);
+        assert_eq!(fx.client.call(AUTH_AS, &[]).await.status, 200);
         for _ in 0..3 {
-            let r = fx.client.call("invites.maybe", &[("fail", "true")]).await;
+            let r = fx.client.call(INVITES_MAYBE, &[("fail", "true")]).await;
             assert_refused(&r, 422, "invalid_input");
         }
         for left in [1, 0] {
-            let r = fx.client.call("invites.maybe", &[("fail", "false")]).await;
+            let r = fx.client.call(INVITES_MAYBE, &[("fail", "false")]).await;
             assert_eq!(r.json()["result"]["remaining"], left, "{}", r.text());
         }
-        let r = fx.client.call("invites.maybe", &[("fail", "false")]).await;
+        let r = fx.client.call(INVITES_MAYBE, &[("fail", "false")]).await;
         assert_refused(&r, 429, "rate_limited");
         assert_eq!(
             fx.state.runs(),
@@ -590,10 +591,10 @@ async fn a_failed_handler_gives_its_quota_unit_back_on_both_backends() {
 // ---------------------------------------------------------------------------
 // Backend failure
 
-async fn eventually_ok(fx: &Fx, name: &str, within: Duration) -> Duration {
+async fn eventually_ok(fx: &Fx, action: ActionRef<Empty, ()>, within: Duration) -> Duration {
     let started = Instant::now();
     loop {
-        let r = fx.client.call(name, &[]).await;
+        let r = fx.client.call(action, &[]).await;
         if r.status == 200 {
             return started.elapsed();
         }
@@ -607,13 +608,13 @@ async fn eventually_ok(fx: &Fx, name: &str, within: Duration) -> Duration {
 async fn redis_down_fails_closed_fail_open_serves_and_recovery_is_automatic() {
     let mut redis = common::RedisProcess::start();
     let fx = start(redis_config_at(&redis.url(), "outage")).await;
-    assert_eq!(fx.client.call("rl.ten", &[]).await.status, 200);
+    assert_eq!(fx.client.call(RL_TEN, &[]).await.status, 200);
     assert_eq!(fx.state.runs(), 1);
 
     redis.stop();
     for _ in 0..3 {
         let started = Instant::now();
-        let r = fx.client.call("rl.ten", &[]).await;
+        let r = fx.client.call(RL_TEN, &[]).await;
         assert_refused(&r, 503, "limiter_unavailable");
         assert_eq!(r.header("retry-after"), Some("1"));
         assert!(
@@ -628,11 +629,11 @@ async fn redis_down_fails_closed_fail_open_serves_and_recovery_is_automatic() {
         "no handler ran while the limiter was down"
     );
     // The opted-in action keeps serving; other routes still answer.
-    assert_eq!(fx.client.call("rl.open", &[]).await.status, 200);
+    assert_eq!(fx.client.call(RL_OPEN, &[]).await.status, 200);
     assert_eq!(fx.state.runs(), 2);
 
     redis.restart();
-    let took = eventually_ok(&fx, "rl.ten", Duration::from_secs(10)).await;
+    let took = eventually_ok(&fx, RL_TEN, Duration::from_secs(10)).await;
     eprintln!("recovered {took:?} after redis came back");
     assert_eq!(fx.state.runs(), 3);
 }
@@ -641,16 +642,16 @@ async fn redis_down_fails_closed_fail_open_serves_and_recovery_is_automatic() {
 async fn slow_redis_fails_closed_within_the_timeout() {
     let redis = common::RedisProcess::start();
     let fx = start(redis_config_at(&redis.url(), "slow")).await;
-    assert_eq!(fx.client.call("rl.ten", &[]).await.status, 200);
+    assert_eq!(fx.client.call(RL_TEN, &[]).await.status, 200);
     redis.signal("STOP");
     let started = Instant::now();
-    let r = fx.client.call("rl.ten", &[]).await;
+    let r = fx.client.call(RL_TEN, &[]).await;
     let took = started.elapsed();
     redis.signal("CONT");
     assert_refused(&r, 503, "limiter_unavailable");
     assert!(took < Duration::from_millis(500), "{took:?}");
     assert_eq!(fx.state.runs(), 1);
-    eventually_ok(&fx, "rl.ten", Duration::from_secs(10)).await;
+    eventually_ok(&fx, RL_TEN, Duration::from_secs(10)).await;
 }
 
 #[tokio::test]
@@ -659,13 +660,13 @@ async fn redis_down_at_start_up_only_refuses_until_it_is_up() {
     redis.stop();
     let fx = start(redis_config_at(&redis.url(), "late")).await;
     assert_refused(
-        &fx.client.call("rl.ten", &[]).await,
+        &fx.client.call(RL_TEN, &[]).await,
         503,
         "limiter_unavailable",
     );
     assert_eq!(fx.state.runs(), 0);
     redis.restart();
-    eventually_ok(&fx, "rl.ten", Duration::from_secs(10)).await;
+    eventually_ok(&fx, RL_TEN, Duration::from_secs(10)).await;
     assert_eq!(fx.state.runs(), 1);
 }
 
@@ -703,7 +704,7 @@ async fn all_limits_of_an_action_cost_one_round_trip_and_noscript_falls_back_to_
     let fx = start(redis_config_at(&url, "roundtrip")).await;
     assert_eq!(
         fx.client
-            .call("contact.send", &[("text", "warm")])
+            .call(CONTACT_SEND, &[("text", "warm")])
             .await
             .status,
         200
@@ -712,10 +713,7 @@ async fn all_limits_of_an_action_cost_one_round_trip_and_noscript_falls_back_to_
     // contact.send has two limits (per ip and global): one EVALSHA per call.
     for _ in 0..2 {
         assert_eq!(
-            fx.client
-                .call("contact.send", &[("text", "hi")])
-                .await
-                .status,
+            fx.client.call(CONTACT_SEND, &[("text", "hi")]).await.status,
             200
         );
     }
@@ -730,7 +728,7 @@ async fn all_limits_of_an_action_cost_one_round_trip_and_noscript_falls_back_to_
     );
     // After SCRIPT FLUSH (or a restart) the script is re-sent once with EVAL.
     redis_cmd(&url, &["SCRIPT", "FLUSH"]).await;
-    let r = fx.client.call("contact.send", &[("text", "again")]).await;
+    let r = fx.client.call(CONTACT_SEND, &[("text", "again")]).await;
     assert_refused(&r, 429, "rate_limited"); // the global budget of 3 is spent
     let calls = command_calls(&url).await;
     assert_eq!(calls.get("eval"), Some(&1), "{calls:?}");

@@ -47,15 +47,18 @@ fn form_action(html: &str) -> String {
 }
 
 /// Renders the fixture page for `action` and returns the sealed `projectId`.
-async fn sealed_from_page(client: &TestClient, action: &str, value: i64) -> String {
+async fn sealed_from_page(client: &TestClient, action: PickAction, value: i64) -> String {
     let page = client
-        .get(&format!("/seal?action={action}&value={value}"))
+        .get(&format!("/seal?action={}&value={value}", action.name()))
         .await;
     assert_eq!(page.status, 200, "{}", page.text());
     hidden_value(&page.text(), "projectId")
 }
 
-async fn pick(client: &TestClient, action: &str, sealed: &str) -> TestResponse {
+/// The fixture's actions that take a sealed `projectId`.
+type PickAction = portcullis::ActionRef<common::Pick, common::Picked>;
+
+async fn pick(client: &TestClient, action: PickAction, sealed: &str) -> TestResponse {
     client.call(action, &[("projectId", sealed)]).await
 }
 
@@ -75,7 +78,7 @@ async fn sealed_value_from_a_page_form_opens_in_its_action() {
     // Post where the form says, the way a browser without JS would.
     let action = form_action(&html);
     assert!(
-        action.starts_with(&fx.client.action_path("sealed.pick")),
+        action.starts_with(&fx.client.path(common::SEALED_PICK)),
         "{action}"
     );
     let body = format!("projectId={sealed}");
@@ -95,7 +98,10 @@ async fn sealed_value_from_a_page_form_opens_in_its_action() {
     // And by the client runtime, JSON body.
     let r = fx
         .client
-        .call_json("sealed.pick", &serde_json::json!({ "projectId": sealed }))
+        .call_json(
+            common::SEALED_PICK,
+            &serde_json::json!({ "projectId": sealed }),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["result"]["projectId"], 41);
@@ -105,28 +111,43 @@ async fn sealed_value_from_a_page_form_opens_in_its_action() {
 #[tokio::test]
 async fn tampered_ciphertext_every_byte_position_is_refused() {
     let fx = start().await;
-    let sealed = sealed_from_page(&fx.client, "sealed.pick", 7).await;
+    let sealed = sealed_from_page(&fx.client, common::SEALED_PICK, 7).await;
     let raw = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
     for i in 0..raw.len() {
         let mut bad = raw.clone();
         bad[i] ^= 0x01;
-        let r = pick(&fx.client, "sealed.pick", &URL_SAFE_NO_PAD.encode(&bad)).await;
+        let r = pick(
+            &fx.client,
+            common::SEALED_PICK,
+            &URL_SAFE_NO_PAD.encode(&bad),
+        )
+        .await;
         assert_bad_seal(&r);
     }
     // Changing the value itself (the plaintext is not there to change) and
     // forging a longer expiry (the header is authenticated) are both refused.
     let mut later = raw.clone();
     later[5..13].copy_from_slice(&u64::MAX.to_be_bytes());
-    assert_bad_seal(&pick(&fx.client, "sealed.pick", &URL_SAFE_NO_PAD.encode(&later)).await);
+    assert_bad_seal(
+        &pick(
+            &fx.client,
+            common::SEALED_PICK,
+            &URL_SAFE_NO_PAD.encode(&later),
+        )
+        .await,
+    );
     assert_eq!(fx.state.runs(), 0, "the handler never ran");
     // The untouched seal still opens: the refusals were the tampering.
-    assert_eq!(pick(&fx.client, "sealed.pick", &sealed).await.status, 200);
+    assert_eq!(
+        pick(&fx.client, common::SEALED_PICK, &sealed).await.status,
+        200
+    );
 }
 
 #[tokio::test]
 async fn truncated_garbled_and_non_string_seals_are_refused() {
     let fx = start().await;
-    let sealed = sealed_from_page(&fx.client, "sealed.pick", 7).await;
+    let sealed = sealed_from_page(&fx.client, common::SEALED_PICK, 7).await;
     let mut cases: Vec<String> = [0, 1, 10, sealed.len() / 2, sealed.len() - 1]
         .iter()
         .map(|&n| sealed[..n].to_owned())
@@ -140,7 +161,7 @@ async fn truncated_garbled_and_non_string_seals_are_refused() {
         "A".repeat(20_000),
     ]);
     for bad in &cases {
-        let r = pick(&fx.client, "sealed.pick", bad).await;
+        let r = pick(&fx.client, common::SEALED_PICK, bad).await;
         assert_bad_seal(&r);
     }
     // JSON: a number, an object, null where the seal should be.
@@ -151,12 +172,15 @@ async fn truncated_garbled_and_non_string_seals_are_refused() {
     ] {
         let r = fx
             .client
-            .call_json("sealed.pick", &serde_json::json!({ "projectId": v }))
+            .call_json(common::SEALED_PICK, &serde_json::json!({ "projectId": v }))
             .await;
         assert_bad_seal(&r);
     }
     // A plain id where a seal is expected, no-JS client: an HTML 400 page.
-    let r = fx.client.submit("sealed.pick", &[("projectId", "7")]).await;
+    let r = fx
+        .client
+        .submit(common::SEALED_PICK, &[("projectId", "7")])
+        .await;
     assert_eq!(r.status, 400);
     assert!(r.text().contains("expired or was altered"), "{}", r.text());
     assert_eq!(fx.state.runs(), 0);
@@ -165,13 +189,16 @@ async fn truncated_garbled_and_non_string_seals_are_refused() {
 #[tokio::test]
 async fn sealed_value_replayed_to_another_action_is_refused() {
     let fx = start().await;
-    let sealed = sealed_from_page(&fx.client, "sealed.pick", 7).await;
-    let r = pick(&fx.client, "sealed.other", &sealed).await;
+    let sealed = sealed_from_page(&fx.client, common::SEALED_PICK, 7).await;
+    let r = pick(&fx.client, common::SEALED_OTHER, &sealed).await;
     assert_bad_seal(&r);
     assert_eq!(fx.state.runs(), 0);
     // Same input type, same session, same time: only the action differs.
-    let theirs = sealed_from_page(&fx.client, "sealed.other", 7).await;
-    assert_eq!(pick(&fx.client, "sealed.other", &theirs).await.status, 200);
+    let theirs = sealed_from_page(&fx.client, common::SEALED_OTHER, 7).await;
+    assert_eq!(
+        pick(&fx.client, common::SEALED_OTHER, &theirs).await.status,
+        200
+    );
 }
 
 #[tokio::test]
@@ -182,25 +209,25 @@ async fn sealed_value_replayed_in_another_session_is_refused() {
     login(&alice, 1, false).await;
     login(&bob, 2, false).await;
     let runs = fx.state.runs();
-    let alices = sealed_from_page(&alice, "sealed.mine", 7).await;
+    let alices = sealed_from_page(&alice, common::SEALED_MINE, 7).await;
     // Bob replays Alice's seal: refused.
-    assert_bad_seal(&pick(&bob, "sealed.mine", &alices).await);
+    assert_bad_seal(&pick(&bob, common::SEALED_MINE, &alices).await);
     // An anonymous page's seal is refused in a signed-in session, and a
     // signed-in page's seal in an anonymous one (public action).
     let anon = fx.client.new_session();
-    let anons = sealed_from_page(&anon, "sealed.pick", 7).await;
-    assert_bad_seal(&pick(&bob, "sealed.pick", &anons).await);
-    let bobs_public = sealed_from_page(&bob, "sealed.pick", 7).await;
-    assert_bad_seal(&pick(&anon, "sealed.pick", &bobs_public).await);
+    let anons = sealed_from_page(&anon, common::SEALED_PICK, 7).await;
+    assert_bad_seal(&pick(&bob, common::SEALED_PICK, &anons).await);
+    let bobs_public = sealed_from_page(&bob, common::SEALED_PICK, 7).await;
+    assert_bad_seal(&pick(&anon, common::SEALED_PICK, &bobs_public).await);
     assert_eq!(fx.state.runs(), runs, "no handler ran");
     // Alice's own seal works, in her session only...
-    assert_eq!(pick(&alice, "sealed.mine", &alices).await.status, 200);
+    assert_eq!(pick(&alice, common::SEALED_MINE, &alices).await.status, 200);
     // ...until the session is replaced: sign out and in again (new id).
-    let r = alice.call("auth.logout", &[]).await;
+    let r = alice.call(common::LOGOUT, &[]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     login(&alice, 1, false).await;
     let runs = fx.state.runs();
-    assert_bad_seal(&pick(&alice, "sealed.mine", &alices).await);
+    assert_bad_seal(&pick(&alice, common::SEALED_MINE, &alices).await);
     assert_eq!(fx.state.runs(), runs);
 }
 
@@ -215,14 +242,29 @@ async fn expired_sealed_value_is_refused() {
     let binding = fx.client.seal_binding();
     assert!(matches!(binding, Binding::Browser(_)), "{binding:?}");
     let expired = sealer
-        .seal_field_at(&7i64, "sealed.pick", "projectId", &binding, now - 1)
+        .seal_field_at(
+            &7i64,
+            common::SEALED_PICK.name(),
+            "projectId",
+            &binding,
+            now - 1,
+        )
         .unwrap();
-    assert_bad_seal(&pick(&fx.client, "sealed.pick", &expired).await);
+    assert_bad_seal(&pick(&fx.client, common::SEALED_PICK, &expired).await);
     assert_eq!(fx.state.runs(), 0);
     let fresh = sealer
-        .seal_field_at(&7i64, "sealed.pick", "projectId", &binding, now + 60)
+        .seal_field_at(
+            &7i64,
+            common::SEALED_PICK.name(),
+            "projectId",
+            &binding,
+            now + 60,
+        )
         .unwrap();
-    assert_eq!(pick(&fx.client, "sealed.pick", &fresh).await.status, 200);
+    assert_eq!(
+        pick(&fx.client, common::SEALED_PICK, &fresh).await.status,
+        200
+    );
     // A page form with a zero lifetime expires as the next second starts.
     let page = fx
         .client
@@ -230,7 +272,7 @@ async fn expired_sealed_value_is_refused() {
         .await;
     let short = hidden_value(&page.text(), "projectId");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    assert_bad_seal(&pick(&fx.client, "sealed.pick", &short).await);
+    assert_bad_seal(&pick(&fx.client, common::SEALED_PICK, &short).await);
     assert_eq!(fx.state.runs(), 1);
 }
 
@@ -251,13 +293,13 @@ async fn key_rotation_previous_key_accepted_rotated_out_refused() {
     };
     let (during_client, after_client) = (join(&during), join(&after));
 
-    let old = sealed_from_page(&before.client, "sealed.mine", 7).await;
+    let old = sealed_from_page(&before.client, common::SEALED_MINE, 7).await;
     // During the rotation the old seal still opens (same session, new key).
-    let r = pick(&during_client, "sealed.mine", &old).await;
+    let r = pick(&during_client, common::SEALED_MINE, &old).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(during.state.runs(), 1);
     // New seals use the current key: B's id, and A alone cannot open them.
-    let new = sealed_from_page(&during_client, "sealed.mine", 8).await;
+    let new = sealed_from_page(&during_client, common::SEALED_MINE, 8).await;
     let key_id = |s: &str| URL_SAFE_NO_PAD.decode(s).unwrap()[1..5].to_vec();
     assert_eq!(
         key_id(&new),
@@ -265,29 +307,32 @@ async fn key_rotation_previous_key_accepted_rotated_out_refused() {
     );
     assert_ne!(key_id(&new), key_id(&old));
     let runs = before.state.runs();
-    assert_bad_seal(&pick(&before.client, "sealed.mine", &new).await);
+    assert_bad_seal(&pick(&before.client, common::SEALED_MINE, &new).await);
     assert_eq!(before.state.runs(), runs);
     // After A is rotated out: A's seal is refused, B's still opens.
-    assert_bad_seal(&pick(&after_client, "sealed.mine", &old).await);
+    assert_bad_seal(&pick(&after_client, common::SEALED_MINE, &old).await);
     assert_eq!(after.state.runs(), 0);
-    assert_eq!(pick(&after_client, "sealed.mine", &new).await.status, 200);
+    assert_eq!(
+        pick(&after_client, common::SEALED_MINE, &new).await.status,
+        200
+    );
 }
 
 #[tokio::test]
 async fn action_can_seal_for_the_pages_script() {
     let fx = start().await;
-    let r = fx.client.call("sealed.mint", &[]).await;
+    let r = fx.client.call(common::SEALED_MINT, &[]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let sealed = r.json()["result"]["sealed"].as_str().unwrap().to_owned();
-    let r = pick(&fx.client, "sealed.pick", &sealed).await;
+    let r = pick(&fx.client, common::SEALED_PICK, &sealed).await;
     assert_eq!(r.json()["result"]["projectId"], 77);
-    assert_bad_seal(&pick(&fx.client, "sealed.other", &sealed).await);
+    assert_bad_seal(&pick(&fx.client, common::SEALED_OTHER, &sealed).await);
 }
 
 #[tokio::test]
 async fn handler_returning_a_secret_is_500_and_nothing_is_sent() {
     let fx = start().await;
-    let r = fx.client.call("taint.secret", &[]).await;
+    let r = fx.client.call(common::TAINT_SECRET, &[]).await;
     assert_refused(&r, 500, "internal");
     let body = r.text();
     for leaked in [SECRET_TOKEN, "payments", "live"] {
@@ -309,7 +354,7 @@ async fn handler_returning_a_secret_is_500_and_nothing_is_sent() {
     assert!(line.contains("refused to serialize"), "{line}");
     assert!(!log.contains(SECRET_TOKEN));
     // No-JS caller: the same 500, as a page.
-    let r = fx.client.submit("taint.secret", &[]).await;
+    let r = fx.client.submit(common::TAINT_SECRET, &[]).await;
     assert_eq!(r.status, 500);
     assert!(!r.text().contains(SECRET_TOKEN));
 }
@@ -359,7 +404,7 @@ async fn unique_value_inside_an_html_page_is_blocked() {
 #[tokio::test]
 async fn unique_value_in_an_action_result_is_blocked() {
     let fx = start().await;
-    let r = fx.client.call("taint.unique", &[]).await;
+    let r = fx.client.call(common::TAINT_UNIQUE, &[]).await;
     assert_blocked(&r);
     assert_eq!(r.error_code().as_deref(), Some("internal"));
     assert_eq!(
@@ -372,10 +417,10 @@ async fn unique_value_in_an_action_result_is_blocked() {
 #[tokio::test]
 async fn unique_value_in_an_error_message_is_blocked_json_and_html() {
     let fx = start().await;
-    let r = fx.client.call("taint.form_error", &[]).await;
+    let r = fx.client.call(common::TAINT_FORM_ERROR, &[]).await;
     assert_blocked(&r);
     assert_eq!(r.error_code().as_deref(), Some("internal"));
-    let r = fx.client.submit("taint.form_error", &[]).await;
+    let r = fx.client.submit(common::TAINT_FORM_ERROR, &[]).await;
     assert_blocked(&r);
     assert!(r.text().contains("<html"), "still a page: {}", r.text());
 }
@@ -384,9 +429,9 @@ async fn unique_value_in_an_error_message_is_blocked_json_and_html() {
 async fn debug_and_log_output_contain_no_key_bytes() {
     let fx = start().await;
     // Exercise sealing and opening so that anything logged is logged.
-    let sealed = sealed_from_page(&fx.client, "sealed.pick", 7).await;
-    pick(&fx.client, "sealed.pick", &sealed).await;
-    pick(&fx.client, "sealed.pick", "garbage").await;
+    let sealed = sealed_from_page(&fx.client, common::SEALED_PICK, 7).await;
+    pick(&fx.client, common::SEALED_PICK, &sealed).await;
+    pick(&fx.client, common::SEALED_PICK, "garbage").await;
     let config = common::config();
     let shared = fx.client.shared();
     let printed = format!(

@@ -19,11 +19,13 @@ use serde::{Deserialize, Serialize};
 use super::RECENT;
 use crate::{AppState, passwords};
 
-pub const UPDATE_PROFILE: &str = "account.update_profile";
-pub const CHANGE_PASSWORD: &str = "account.change_password";
-pub const SET_API_KEY: &str = "account.set_api_key";
-pub const DELETE: &str = "account.delete";
-pub const SIGN_OUT_EVERYWHERE: &str = "account.sign_out_everywhere";
+pub const UPDATE_PROFILE: ActionRef<Profile, ProfileDto> = ActionRef::new("account.update_profile");
+pub const CHANGE_PASSWORD: ActionRef<ChangePassword, ()> =
+    ActionRef::new("account.change_password");
+pub const SET_API_KEY: ActionRef<ApiKey, ApiKeyState> = ActionRef::new("account.set_api_key");
+pub const DELETE: ActionRef<DeleteAccount, ()> = ActionRef::new("account.delete");
+pub const SIGN_OUT_EVERYWHERE: ActionRef<super::NoInput, ()> =
+    ActionRef::new("account.sign_out_everywhere");
 
 pub fn register(actions: &mut portcullis::Actions<AppState>) {
     actions

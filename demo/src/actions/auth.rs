@@ -29,10 +29,10 @@ use serde::{Deserialize, Serialize};
 use super::NoInput;
 use crate::{AppState, passwords};
 
-pub const SIGN_UP: &str = "auth.sign_up";
-pub const SIGN_IN: &str = "auth.sign_in";
-pub const SIGN_OUT: &str = "auth.sign_out";
-pub const REAUTH: &str = "auth.reauthenticate";
+pub const SIGN_UP: ActionRef<SignUp, SignedUp> = ActionRef::new("auth.sign_up");
+pub const SIGN_IN: ActionRef<SignIn, SignedIn> = ActionRef::new("auth.sign_in");
+pub const SIGN_OUT: ActionRef<NoInput, ()> = ActionRef::new("auth.sign_out");
+pub const REAUTH: ActionRef<Password, ()> = ActionRef::new("auth.reauthenticate");
 
 /// The window of the sign-in input limits.
 const SIGN_IN_WINDOW: Duration = Duration::from_secs(15 * 60);

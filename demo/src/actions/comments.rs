@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::dal::comments::CommentRow;
 
-pub const POST: &str = "comments.post";
-pub const EDIT: &str = "comments.edit";
-pub const DELETE: &str = "comments.delete";
+pub const POST: ActionRef<Post, CommentDto> = ActionRef::new("comments.post");
+pub const EDIT: ActionRef<Edit, CommentDto> = ActionRef::new("comments.edit");
+pub const DELETE: ActionRef<CommentId, ()> = ActionRef::new("comments.delete");
 
 pub fn register(actions: &mut portcullis::Actions<AppState>) {
     actions

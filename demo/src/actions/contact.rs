@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 
-pub const SEND: &str = "contact.send";
+pub const SEND: ActionRef<Message, Received> = ActionRef::new("contact.send");
 
 pub fn register(actions: &mut portcullis::Actions<AppState>) {
     actions.add(

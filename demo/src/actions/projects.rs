@@ -9,12 +9,12 @@ use super::RECENT;
 use crate::AppState;
 use crate::dal::projects::ProjectRow;
 
-pub const CREATE: &str = "projects.create";
-pub const RENAME: &str = "projects.rename";
-pub const ARCHIVE: &str = "projects.archive";
-pub const RESTORE: &str = "projects.restore";
-pub const DELETE: &str = "projects.delete";
-pub const TRANSFER: &str = "projects.transfer";
+pub const CREATE: ActionRef<Create, ProjectDto> = ActionRef::new("projects.create");
+pub const RENAME: ActionRef<Rename, ProjectDto> = ActionRef::new("projects.rename");
+pub const ARCHIVE: ActionRef<ProjectId, ProjectDto> = ActionRef::new("projects.archive");
+pub const RESTORE: ActionRef<ProjectId, ProjectDto> = ActionRef::new("projects.restore");
+pub const DELETE: ActionRef<ProjectId, ()> = ActionRef::new("projects.delete");
+pub const TRANSFER: ActionRef<Transfer, ProjectDto> = ActionRef::new("projects.transfer");
 
 pub fn register(actions: &mut portcullis::Actions<AppState>) {
     actions

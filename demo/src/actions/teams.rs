@@ -16,11 +16,11 @@ use serde::{Deserialize, Serialize};
 use super::RECENT;
 use crate::AppState;
 
-pub const INVITE: &str = "teams.invite";
-pub const ACCEPT: &str = "teams.accept_invite";
-pub const SET_ROLE: &str = "teams.set_role";
-pub const REMOVE: &str = "teams.remove_member";
-pub const LEAVE: &str = "teams.leave";
+pub const INVITE: ActionRef<Invite, InviteCreated> = ActionRef::new("teams.invite");
+pub const ACCEPT: ActionRef<Accept, Joined> = ActionRef::new("teams.accept_invite");
+pub const SET_ROLE: ActionRef<SetRole, ()> = ActionRef::new("teams.set_role");
+pub const REMOVE: ActionRef<Remove, ()> = ActionRef::new("teams.remove_member");
+pub const LEAVE: ActionRef<Leave, ()> = ActionRef::new("teams.leave");
 
 /// Invites are valid for 7 days.
 pub const INVITE_TTL_SECS: i64 = 7 * 86_400;

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 
-pub const CREATE: &str = "tokens.create";
-pub const REVOKE: &str = "tokens.revoke";
+pub const CREATE: ActionRef<Create, Created> = ActionRef::new("tokens.create");
+pub const REVOKE: ActionRef<Revoke, ()> = ActionRef::new("tokens.revoke");
 
 pub fn register(actions: &mut portcullis::Actions<AppState>) {
     actions

@@ -3,6 +3,7 @@
 //! refused attack can be shown to have changed nothing.
 #![allow(dead_code)]
 
+use demo::actions::{auth, projects, teams};
 use std::time::Duration;
 
 use demo::Sessions;
@@ -69,7 +70,7 @@ pub async fn user(demo: &Demo, name: &str) -> (TestClient, i64) {
     let email = format!("{}@example.com", name.to_lowercase());
     let r = c
         .call(
-            "auth.sign_up",
+            auth::SIGN_UP,
             &[
                 ("email", &email),
                 ("displayName", name),
@@ -90,7 +91,7 @@ pub async fn user(demo: &Demo, name: &str) -> (TestClient, i64) {
 /// Signs `c` in; panics unless it worked.
 pub async fn sign_in(c: &TestClient, email: &str, password: &str) {
     let r = c
-        .call("auth.sign_in", &[("email", email), ("password", password)])
+        .call(auth::SIGN_IN, &[("email", email), ("password", password)])
         .await;
     assert_eq!(r.status, 200, "sign in {email}: {}", r.text());
 }
@@ -123,7 +124,7 @@ pub async fn team_of(demo: &Demo, user: i64) -> i64 {
 pub async fn project(c: &TestClient, team: i64, name: &str) -> i64 {
     let r = c
         .call(
-            "projects.create",
+            projects::CREATE,
             &[("teamId", &team.to_string()), ("name", name)],
         )
         .await;
@@ -192,5 +193,5 @@ pub async fn hidden_field(c: &TestClient, path: &str, name: &str) -> String {
 /// page (which seals the token into its form), then submit that form.
 pub async fn accept_invite(c: &TestClient, link: &str) -> TestResponse {
     let sealed = hidden_field(c, link, "token").await;
-    c.call("teams.accept_invite", &[("token", &sealed)]).await
+    c.call(teams::ACCEPT, &[("token", &sealed)]).await
 }

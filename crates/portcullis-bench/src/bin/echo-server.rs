@@ -16,6 +16,9 @@ use portcullis::{Config, MasterSecret, Portcullis};
 use portcullis_bench::{Echo, EchoDto};
 use tokio::net::TcpListener;
 
+/// The benchmarked action.
+const ECHO: ActionRef<Echo, EchoDto> = ActionRef::new("bench.echo");
+
 async fn bare(Form(input): Form<Echo>) -> Json<EchoDto> {
     Json(EchoDto {
         project_id: input.project_id,
@@ -49,7 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let app = Portcullis::new(Config::new(MasterSecret::generate()), ())
                 .actions(|a| {
                     a.add(
-                        action("bench.echo")
+                        action(ECHO)
                             .public()
                             // Generous: the limiter stage runs on every request
                             // but never refuses during a benchmark.
@@ -58,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     );
                 })
                 .build(tower_sessions::MemoryStore::default())?;
-            let id = app.shared().action_id("bench.echo").ok_or("no id")?;
+            let id = app.shared().action_id(ECHO.name()).ok_or("no id")?;
             println!("LISTENING {}", listener.local_addr()?);
             println!("ACTION_ID {id}");
             portcullis::serve(listener, app.router()).await?;

@@ -84,20 +84,20 @@
 //! ```text
 //! // Login: per address (stage 4, before the body) and per submitted
 //! // account (stage 6, keyed on the validated input, hashed).
-//! action("auth.login")
+//! action(LOGIN)
 //!     .public()
 //!     .limit(per_ip(20).per_minute())
 //!     .limit_input(per_input("account", 5, |i: &Login| Some(i.email.to_lowercase())).per_minute())
 //!     .handler(login);
 //! // Contact form: per address and one global budget, plus a bot check.
-//! action("contact.send")
+//! action(CONTACT)
 //!     .public()
 //!     .limit(per_ip(5).per_hour())
 //!     .limit(global(200).per_hour())
 //!     .bot_check(BotCheck::Honeypot)
 //!     .handler(send);
 //! // Invites: 20 per user per day; the handler reads `cx.quota("invites")`.
-//! action("invites.send")
+//! action(INVITE)
 //!     .authenticated()
 //!     .quota("invites", per_user(20).per_day())
 //!     .handler(invite);

@@ -40,7 +40,8 @@
 //! use portcullis::testing::attacks::Harness;
 //! let report = Harness::new(&app)
 //!     .sign_in(|client| async move {
-//!         client.call("auth.sign_in", &[("email", "a@example.com"), ("password", "…")]).await;
+//!         # const SIGN_IN: portcullis::ActionRef<(), ()> = portcullis::ActionRef::new("auth.sign_in");
+//!         client.call(SIGN_IN, &[("email", "a@example.com"), ("password", "…")]).await;
 //!     })
 //!     .run()
 //!     .await;
@@ -210,12 +211,12 @@ impl Harness {
         }
     }
 
-    /// Two valid, different inputs for action `name`: the harness sends the
+    /// Two valid, different inputs for `action`: the harness sends the
     /// first with an `Idempotency-Key`, then the second with the same key,
     /// and expects 422 `idempotency_key_reused` (not the first result).
-    pub fn idempotency_sample(
+    pub fn idempotency_sample<In, Out>(
         mut self,
-        name: &str,
+        action: crate::ActionRef<In, Out>,
         first: &[(&str, &str)],
         second: &[(&str, &str)],
     ) -> Self {
@@ -226,7 +227,7 @@ impl Harness {
                 .collect()
         };
         self.samples.push(IdempotencySample {
-            action: name.to_owned(),
+            action: action.name().to_owned(),
             first: own(first),
             second: own(second),
         });

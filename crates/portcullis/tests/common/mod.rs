@@ -98,6 +98,25 @@ pub struct Minted {
     pub sealed: String,
 }
 
+/// The fixture's actions, by handle (see [`register`], [`register_sealed`]).
+pub const LOGIN: ActionRef<Login, Who> = ActionRef::new("auth.login");
+pub const LOGOUT: ActionRef<Nothing, ()> = ActionRef::new("auth.logout");
+pub const NOTES_ADD: ActionRef<Note, Saved> = ActionRef::new("notes.add");
+pub const NOTES_PUBLIC: ActionRef<Note, Saved> = ActionRef::new("notes.public");
+pub const NOTES_LIMITED: ActionRef<Note, Saved> = ActionRef::new("notes.limited");
+pub const NOTES_BIG: ActionRef<Note, Saved> = ActionRef::new("notes.big");
+pub const ADMIN_PURGE: ActionRef<Nothing, ()> = ActionRef::new("admin.purge");
+pub const ACCOUNT_DELETE: ActionRef<Nothing, ()> = ActionRef::new("account.delete");
+pub const WHOAMI: ActionRef<Nothing, Who> = ActionRef::new("whoami");
+pub const BOOM: ActionRef<Nothing, ()> = ActionRef::new("boom");
+pub const SEALED_PICK: ActionRef<Pick, Picked> = ActionRef::new("sealed.pick");
+pub const SEALED_OTHER: ActionRef<Pick, Picked> = ActionRef::new("sealed.other");
+pub const SEALED_MINE: ActionRef<Pick, Picked> = ActionRef::new("sealed.mine");
+pub const SEALED_MINT: ActionRef<Nothing, Minted> = ActionRef::new("sealed.mint");
+pub const TAINT_SECRET: ActionRef<Nothing, Leaky> = ActionRef::new("taint.secret");
+pub const TAINT_UNIQUE: ActionRef<Nothing, Echo> = ActionRef::new("taint.unique");
+pub const TAINT_FORM_ERROR: ActionRef<Nothing, ()> = ActionRef::new("taint.form_error");
+
 /// Returned inside a `Secret` by `taint.secret`; must never be sent.
 pub const SECRET_TOKEN: &str = "tok_secret_wrapped_5d1c0a";
 /// Registered with `portcullis::unique_value` at fixture start.
@@ -122,7 +141,7 @@ fn save(state: &State, text: &str) -> usize {
 pub fn register(actions: &mut portcullis::Actions<State>) {
     actions
         .add(
-            action("auth.login")
+            action(LOGIN)
                 .public()
                 .limit(per_ip(1000).per_minute())
                 .handler(
@@ -139,13 +158,13 @@ pub fn register(actions: &mut portcullis::Actions<State>) {
                     },
                 ),
         )
-        .add(action("auth.logout").authenticated().handler(
+        .add(action(LOGOUT).authenticated().handler(
             |cx: Cx<State>, _: Viewer, _: Valid<Nothing>| async move {
                 cx.auth().logout().await?;
                 Ok(())
             },
         ))
-        .add(action("notes.add").authenticated().handler(
+        .add(action(NOTES_ADD).authenticated().handler(
             |cx: Cx<State>, _: Viewer, input: Valid<Note>| async move {
                 Ok(Saved {
                     count: save(cx.state(), &input.text),
@@ -153,7 +172,7 @@ pub fn register(actions: &mut portcullis::Actions<State>) {
             },
         ))
         .add(
-            action("notes.public")
+            action(NOTES_PUBLIC)
                 .public()
                 .limit(per_ip(1000).per_minute())
                 .handler(
@@ -165,7 +184,7 @@ pub fn register(actions: &mut portcullis::Actions<State>) {
                 ),
         )
         .add(
-            action("notes.limited")
+            action(NOTES_LIMITED)
                 .public()
                 .limit(per_ip(2).per_minute())
                 .handler(
@@ -177,7 +196,7 @@ pub fn register(actions: &mut portcullis::Actions<State>) {
                 ),
         )
         .add(
-            action("notes.big")
+            action(NOTES_BIG)
                 .authenticated()
                 .body_limit(4 * 1024 * 1024)
                 .handler(|cx: Cx<State>, _: Viewer, input: Valid<Note>| async move {
@@ -186,7 +205,7 @@ pub fn register(actions: &mut portcullis::Actions<State>) {
                     })
                 }),
         )
-        .add(action("admin.purge").role("admin").handler(
+        .add(action(ADMIN_PURGE).role("admin").handler(
             |cx: Cx<State>, _: Viewer, _: Valid<Nothing>| async move {
                 cx.state().runs.fetch_add(1, Ordering::SeqCst);
                 cx.state().notes.lock().unwrap().clear();
@@ -194,7 +213,7 @@ pub fn register(actions: &mut portcullis::Actions<State>) {
             },
         ))
         .add(
-            action("account.delete")
+            action(ACCOUNT_DELETE)
                 .recent(Duration::from_secs(900))
                 .handler(|cx: Cx<State>, _: Viewer, _: Valid<Nothing>| async move {
                     cx.state().runs.fetch_add(1, Ordering::SeqCst);
@@ -202,7 +221,7 @@ pub fn register(actions: &mut portcullis::Actions<State>) {
                 }),
         )
         .add(
-            action("whoami")
+            action(WHOAMI)
                 .public()
                 .limit(per_ip(1000).per_minute())
                 .handler(
@@ -214,7 +233,7 @@ pub fn register(actions: &mut portcullis::Actions<State>) {
                 ),
         )
         .add(
-            action("boom")
+            action(BOOM)
                 .public()
                 .limit(per_ip(1000).per_minute())
                 .handler(
@@ -246,7 +265,7 @@ fn pick(state: &State, input: &Pick) -> Picked {
 pub fn register_sealed(actions: &mut portcullis::Actions<State>) {
     actions
         .add(
-            action("sealed.pick")
+            action(SEALED_PICK)
                 .public()
                 .limit(per_ip(1000).per_minute())
                 .handler(
@@ -256,7 +275,7 @@ pub fn register_sealed(actions: &mut portcullis::Actions<State>) {
                 ),
         )
         .add(
-            action("sealed.other")
+            action(SEALED_OTHER)
                 .public()
                 .limit(per_ip(1000).per_minute())
                 .handler(
@@ -266,7 +285,7 @@ pub fn register_sealed(actions: &mut portcullis::Actions<State>) {
                 ),
         )
         .add(
-            action("sealed.mine").authenticated().handler(
+            action(SEALED_MINE).authenticated().handler(
                 |cx: Cx<State>, _: Viewer, input: Valid<Pick>| async move {
                     Ok(pick(cx.state(), &input))
                 },
@@ -274,12 +293,12 @@ pub fn register_sealed(actions: &mut portcullis::Actions<State>) {
         )
         .add(
             // Seals a value for the page's script (the next wizard step).
-            action("sealed.mint")
+            action(SEALED_MINT)
                 .public()
                 .limit(per_ip(1000).per_minute())
                 .handler(
                     |cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
-                        let target = cx.seal_for("sealed.pick").field("projectId");
+                        let target = cx.seal_for(SEALED_PICK).field("projectId");
                         let sealed = seal::seal(&77i64, &target, seal::DEFAULT_TTL)
                             .map_err(|e| ActionError::internal(e.to_string()))?;
                         Ok(Minted { sealed })
@@ -287,7 +306,7 @@ pub fn register_sealed(actions: &mut portcullis::Actions<State>) {
                 ),
         )
         .add(
-            action("taint.secret")
+            action(TAINT_SECRET)
                 .public()
                 .limit(per_ip(1000).per_minute())
                 .handler(
@@ -304,7 +323,7 @@ pub fn register_sealed(actions: &mut portcullis::Actions<State>) {
                 ),
         )
         .add(
-            action("taint.unique")
+            action(TAINT_UNIQUE)
                 .public()
                 .limit(per_ip(1000).per_minute())
                 .handler(
@@ -319,7 +338,7 @@ pub fn register_sealed(actions: &mut portcullis::Actions<State>) {
                 ),
         )
         .add(
-            action("taint.form_error")
+            action(TAINT_FORM_ERROR)
                 .public()
                 .limit(per_ip(1000).per_minute())
                 .handler(
@@ -341,15 +360,15 @@ pub struct SealQuery {
 /// `GET /seal?action=…&value=…[&ttl=secs]`: a form for `action` carrying
 /// `value` sealed as `projectId`.
 async fn seal_page(page: Page, Query(q): Query<SealQuery>) -> Response {
-    let name: &'static str = match q.action.as_str() {
-        "sealed.pick" => "sealed.pick",
-        "sealed.other" => "sealed.other",
-        "sealed.mine" => "sealed.mine",
+    let action = match q.action.as_str() {
+        "sealed.pick" => SEALED_PICK,
+        "sealed.other" => SEALED_OTHER,
+        "sealed.mine" => SEALED_MINE,
         _ => return page.error(portcullis::ErrorCode::NotFound),
     };
     let ttl = Duration::from_secs(q.ttl.unwrap_or(3600));
     let form = page
-        .form(name)
+        .form(action)
         .bind_sealed_for("projectId", q.value, ttl)
         .body(maud::html! { (portcullis::submit("Open")) });
     Html(form.into_string()).into_response()
@@ -416,7 +435,7 @@ pub async fn login(client: &TestClient, user_id: i64, admin: bool) {
     if admin {
         form.push(("admin", "true"));
     }
-    let r = client.call("auth.login", &form).await;
+    let r = client.call(LOGIN, &form).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
