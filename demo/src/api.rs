@@ -40,7 +40,7 @@ async fn list(State(state): State<AppState>, bearer: Bearer) -> Response {
                 .collect::<Vec<_>>(),
         )
         .into_response(),
-        Err(e) => error(e.into_rejection()),
+        Err(e) => bearer.failed(e),
     }
 }
 
@@ -83,6 +83,6 @@ async fn rename(
             })
             .into_response()
         }
-        Err(e) => error(e.into_rejection()),
+        Err(e) => bearer.failed(e),
     }
 }

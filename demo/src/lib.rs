@@ -138,7 +138,6 @@ fn render_cache() -> portcullis::CacheConfig {
 }
 
 pub fn build_with(config: Config, db: &Db, sessions: Sessions) -> Result<App, StartError> {
-    portcullis::error::set_error_classifier(classify);
     let cors_origins: Vec<String> = std::env::var("PORTCULLIS_API_CORS_ORIGINS")
         .unwrap_or_default()
         .split(',')
@@ -151,6 +150,8 @@ pub fn build_with(config: Config, db: &Db, sessions: Sessions) -> Result<App, St
     let dal = state.dal.clone();
     let app = Portcullis::new(config, state.clone())
         .actions(actions::register)
+        // Database connection failures answer 503 `database_unavailable`.
+        .error_classifier(classify)
         .fragments(pages::fragments::register)
         .render_cache(render_cache())
         .webhook(billing::PATH, billing::webhook(), billing::receive)

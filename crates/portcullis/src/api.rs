@@ -34,7 +34,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::app::Shared;
-use crate::error::{ActionError, ErrorCode, Rejection};
+use crate::error::{ActionError, Classifier, ErrorCode, Rejection};
 use crate::ratelimit::{KeyRequest, Limit};
 use crate::viewer::{UserId, Viewer};
 
@@ -88,6 +88,8 @@ pub(crate) struct ApiConfig {
 pub struct Bearer {
     viewer: Viewer,
     scope: Scope,
+    /// The app's error classifier, for [`Bearer::failed`].
+    classifier: Classifier,
 }
 
 impl Bearer {
@@ -97,6 +99,13 @@ impl Bearer {
 
     pub fn scope(&self) -> Scope {
         self.scope
+    }
+
+    /// The JSON error for a failed data call: what an action would answer
+    /// (the app's classifier applies, e.g. a database outage is 503
+    /// `database_unavailable`; anything else is 500 with a logged digest).
+    pub fn failed(&self, error: impl Into<ActionError>) -> Response {
+        self::error(error.into().classified(self.classifier))
     }
 
     /// 403 `forbidden` for a read-only token.
@@ -157,7 +166,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
             .store
             .lookup(hash_token(token))
             .await
-            .map_err(|e| error(e.into_rejection()))?;
+            .map_err(|e| error(e.classified(shared.classifier)))?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -212,6 +221,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
         Ok(Bearer {
             viewer,
             scope: grant.scope,
+            classifier: shared.classifier,
         })
     }
 }

@@ -360,7 +360,20 @@ impl ActionError {
         ActionError::Internal(message.into().into())
     }
 
+    /// The refusal this error answers with, *without* any app's classifier
+    /// (an `Internal` error is 500 `internal`). The framework applies the
+    /// app's classifier ([`crate::Portcullis::error_classifier`]) wherever it
+    /// turns an app's error into a response — actions, webhooks,
+    /// [`crate::Page::failed`], [`crate::api::Bearer::failed`], the account
+    /// directory and the token store — so app code answering with an error
+    /// should go through one of those.
     pub fn into_rejection(self) -> Rejection {
+        self.classified(Classifier::NONE)
+    }
+
+    /// The refusal this error answers with, an `Internal` error mapped by
+    /// `classifier` (the app's).
+    pub(crate) fn classified(self, classifier: Classifier) -> Rejection {
         match self {
             ActionError::NotFound => Rejection::new(ErrorCode::NotFound),
             ActionError::Forbidden => Rejection::new(ErrorCode::Forbidden),
@@ -368,7 +381,7 @@ impl ActionError {
                 field_errors,
                 form_errors,
             } => Rejection::invalid(field_errors, form_errors),
-            ActionError::Internal(e) => match classify(e.as_ref()) {
+            ActionError::Internal(e) => match classifier.classify(e.as_ref()) {
                 Some(code) if code.status() == StatusCode::SERVICE_UNAVAILABLE => {
                     // A dependency outage: logged once down / a minute / up.
                     let r = Rejection::new(code).header(
@@ -398,19 +411,32 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for ActionError {
 }
 
 /// Maps an app error to a public code other than `internal` (e.g. a pool
-/// time-out to `database_unavailable`). Set once per process by the app.
+/// time-out to `database_unavailable`). One per app, installed with
+/// [`crate::Portcullis::error_classifier`]; the demo turns sqlx connection
+/// errors into 503 `database_unavailable` with it.
 pub type ErrorClassifier = fn(&(dyn std::error::Error + 'static)) -> Option<ErrorCode>;
 
-static CLASSIFIER: std::sync::OnceLock<ErrorClassifier> = std::sync::OnceLock::new();
+/// The classifier one app installed, if any.
+///
+/// Per app, not per process: two apps in one process (tests, an admin app
+/// beside the public one) each answer with their own mapping. Written only
+/// by the app's builder ([`crate::Portcullis::error_classifier`]); a plain
+/// function pointer, so nothing to bound; it lives as long as the app. A
+/// caller cannot influence it: it only reads the app's own errors.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Classifier(Option<ErrorClassifier>);
 
-/// Installs the process-wide error classifier (first call wins). The demo
-/// uses it to turn sqlx connection errors into 503 `database_unavailable`.
-pub fn set_error_classifier(f: ErrorClassifier) {
-    let _ = CLASSIFIER.set(f);
-}
+impl Classifier {
+    /// No classifier: every `Internal` error is 500 `internal`.
+    pub(crate) const NONE: Classifier = Classifier(None);
 
-fn classify(e: &(dyn std::error::Error + 'static)) -> Option<ErrorCode> {
-    CLASSIFIER.get().and_then(|f| f(e))
+    pub(crate) fn new(f: Option<ErrorClassifier>) -> Self {
+        Classifier(f)
+    }
+
+    fn classify(self, e: &(dyn std::error::Error + 'static)) -> Option<ErrorCode> {
+        self.0.and_then(|f| f(e))
+    }
 }
 
 impl From<Rejection> for ActionError {

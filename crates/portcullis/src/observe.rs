@@ -313,9 +313,10 @@ impl fmt::Debug for Outage {
 
 /// The outage log of the app's own dependencies (its database, …), as seen
 /// through errors the app's classifier maps to a 503
-/// ([`crate::error::set_error_classifier`]): one line when the first such
+/// ([`crate::Portcullis::error_classifier`]): one line when the first such
 /// error happens, a summary a minute, one line when an action succeeds
-/// again. Process-wide, like the classifier.
+/// again. Process-wide (one log for every app in the process; the
+/// classifier is per app).
 pub fn app_dependencies() -> &'static Outage {
     static OUTAGE: std::sync::OnceLock<Outage> = std::sync::OnceLock::new();
     OUTAGE.get_or_init(|| Outage::new("app dependency"))

@@ -211,7 +211,7 @@ impl Page {
     pub fn failed(&self, error: impl Into<crate::ActionError>) -> Response {
         respond::failure(
             ClientKind::Html,
-            &error.into().into_rejection(),
+            &error.into().classified(self.shared.classifier),
             &self.shared.config,
             Some(&self.path),
         )

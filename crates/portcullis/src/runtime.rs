@@ -51,6 +51,10 @@ pub struct Shared {
     pub(crate) accounts: Option<Arc<dyn crate::session::AccountDirectory>>,
     /// The security-header policy ([`crate::headers`]).
     pub(crate) headers: Arc<crate::headers::Compiled>,
+    /// The app's error classifier ([`crate::Portcullis::error_classifier`]):
+    /// set once by the builder, a function pointer, read by every place
+    /// that turns one of this app's errors into a response.
+    pub(crate) classifier: crate::error::Classifier,
 }
 
 impl Shared {

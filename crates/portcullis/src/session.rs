@@ -384,10 +384,13 @@ fn reserved(key: &str) -> Result<(), Rejection> {
 /// lookup (one per signed-in request, usually a database query): a miss is
 /// `503 session_store_unavailable` (the identity could not be checked; the
 /// request is neither trusted nor signed out). Errors of the directory
-/// itself pass through (the app's classifier maps them).
+/// itself come back already mapped by the app's classifier (so every
+/// caller — the pipeline, `Page`, the token API, `Auth::login` — answers
+/// a database outage the same way).
 pub(crate) struct DirectoryDeadline {
     pub(crate) inner: std::sync::Arc<dyn crate::session::AccountDirectory>,
     pub(crate) after: Duration,
+    pub(crate) classifier: crate::error::Classifier,
 }
 
 impl crate::session::AccountDirectory for DirectoryDeadline {
@@ -399,9 +402,12 @@ impl crate::session::AccountDirectory for DirectoryDeadline {
         Result<Option<crate::session::Stamp>, crate::error::ActionError>,
     > {
         let (call, after) = (self.inner.security_stamp(user), self.after);
+        let classifier = self.classifier;
         Box::pin(async move {
             match tokio::time::timeout(after, call).await {
-                Ok(r) => r,
+                Ok(r) => {
+                    r.map_err(|e| crate::error::ActionError::Rejected(e.classified(classifier)))
+                }
                 Err(_) => {
                     let r = crate::store::session_unavailable();
                     tracing::debug!(digest = %r.digest, ?after, "account directory missed its deadline; 503");

@@ -24,9 +24,11 @@
 //! caught; the type-level net is the primary one.
 //!
 //! # Registry
-//! Process-wide, so it is a structure every principal's responses share —
-//! and therefore one nobody but the server may fill with values of their
-//! choosing. Before, the demo registered users' own "API keys": one user
+//! One per app: the process-wide default, or the app's own
+//! ([`crate::Portcullis::taint_registry`]: two apps in one process then scan
+//! against different sets). Either way every principal of the app shares
+//! it — and therefore nobody but the server may fill it with values of
+//! their choosing. Before, the demo registered users' own "API keys": one user
 //! saving a string every page contains made every page 500 for everyone,
 //! registrations evicted other users' entries, and each rebuilt the whole
 //! automaton under a lock. Now:
@@ -303,7 +305,9 @@ impl Inner {
 }
 
 /// A bounded set of unique values and the automata that find them. The
-/// framework uses one process-wide instance through the free functions.
+/// free functions ([`unique_value`], [`mint`], …) use one process-wide
+/// default instance, which every app scans against unless it installed its
+/// own with [`crate::Portcullis::taint_registry`].
 pub struct Registry {
     max_entries: usize,
     inner: Arc<Inner>,
@@ -311,14 +315,40 @@ pub struct Registry {
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry::new(MAX_ENTRIES));
 
+tokio::task_local! {
+    /// The registry of the app serving this request, when it installed its
+    /// own ([`scoped`]); [`scan`] falls back to the default otherwise. Set by
+    /// the app's outermost layer for the request's lifetime, read-only
+    /// inside it, gone with the request.
+    static APP_REGISTRY: Arc<Registry>;
+}
+
+/// The app's outermost layer when it has a registry of its own: every
+/// response made while serving the request (actions, pages, refusals) is
+/// scanned against `registry`.
+pub(crate) async fn scoped(
+    registry: Arc<Registry>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    APP_REGISTRY.scope(registry, next.run(request)).await
+}
+
+/// Whether the registry that [`scan`] would use holds nothing.
+fn nothing_to_scan() -> bool {
+    APP_REGISTRY
+        .try_with(|r| r.is_empty())
+        .unwrap_or_else(|_| REGISTRY.is_empty())
+}
+
 fn value_slot(value: &[u8]) -> Arc<str> {
     use sha2::Digest;
     Arc::from(crate::hex(&sha2::Sha256::digest(value)))
 }
 
 /// Registers an operator-configured secret (an upstream API key from the
-/// environment, say) in the process-wide registry: any response containing
-/// it fails closed. `reason` (e.g. `"stripe api key"`) is what the log line
+/// environment, say) in the process-wide default registry: any response
+/// containing it fails closed. `reason` (e.g. `"stripe api key"`) is what the log line
 /// says on a hit. Never pass a value a user chose (see the module docs).
 pub fn unique_value(
     value: impl AsRef<[u8]>,
@@ -364,11 +394,14 @@ pub fn registered() -> usize {
     REGISTRY.len()
 }
 
-/// Scans a response body against the process-wide registry. On a hit: logs
-/// the reason (never the value) under a digest and returns the 500 to send
-/// instead.
+/// Scans a response body against the registry of the app serving the
+/// current request ([`crate::Portcullis::taint_registry`]), else the
+/// process-wide default. On a hit: logs the reason (never the value) under
+/// a digest and returns the 500 to send instead.
 pub fn scan(body: &[u8]) -> Result<(), Rejection> {
-    REGISTRY.scan(body)
+    APP_REGISTRY
+        .try_with(|r| r.scan(body))
+        .unwrap_or_else(|_| REGISTRY.scan(body))
 }
 
 fn compile(state: &State, ids: &[u64]) -> Option<Automaton> {
@@ -734,7 +767,7 @@ fn scanned_type(response: &Response) -> bool {
 /// types pass untouched.
 pub async fn scan_response(response: Response) -> Response {
     use http_body_util::BodyExt;
-    if REGISTRY.is_empty() || !scanned_type(&response) {
+    if nothing_to_scan() || !scanned_type(&response) {
         return response;
     }
     let client = match response.headers().get(header::CONTENT_TYPE) {

@@ -338,7 +338,7 @@ async fn receive_inner<S: Clone>(
         }
         Err(e) => {
             seen.abandon(&key).await;
-            Err(e.into_rejection())
+            Err(e.classified(shared.classifier))
         }
     }
 }

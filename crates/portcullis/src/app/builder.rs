@@ -91,6 +91,8 @@ pub struct Portcullis<S> {
     idempotency: crate::idempotency::StoreConfig,
     accounts: Option<Arc<dyn crate::session::AccountDirectory>>,
     headers: crate::headers::SecurityHeaders,
+    classifier: Option<crate::error::ErrorClassifier>,
+    taint: Option<Arc<crate::taint::Registry>>,
 }
 
 impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
@@ -110,6 +112,8 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             idempotency: crate::idempotency::StoreConfig::default(),
             accounts: None,
             headers: crate::headers::SecurityHeaders::default(),
+            classifier: None,
+            taint: None,
         }
     }
 
@@ -154,6 +158,26 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     /// Required in production.
     pub fn accounts(mut self, directory: impl crate::session::AccountDirectory) -> Self {
         self.accounts = Some(Arc::new(directory));
+        self
+    }
+
+    /// Maps this app's errors to public codes other than `internal` (e.g. a
+    /// database pool time-out to 503 `database_unavailable`), wherever the
+    /// framework turns an app error into a response: actions, webhooks,
+    /// [`crate::Page::failed`], [`crate::api::Bearer::failed`], the account
+    /// directory and the token store. Per app: another app in the same
+    /// process keeps its own (or none).
+    pub fn error_classifier(mut self, classifier: crate::error::ErrorClassifier) -> Self {
+        self.classifier = Some(classifier);
+        self
+    }
+
+    /// Scans this app's responses against `registry` instead of the
+    /// process-wide default one (which the free functions
+    /// [`crate::taint::unique_value`], [`crate::taint::mint`], … fill).
+    /// Keep a clone of the `Arc` to register values into it.
+    pub fn taint_registry(mut self, registry: Arc<crate::taint::Registry>) -> Self {
+        self.taint = Some(registry);
         self
     }
 
@@ -340,6 +364,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             None => (Router::new(), None),
         };
         let session_deadline = self.config.deadlines.session;
+        let classifier = crate::error::Classifier::new(self.classifier);
         let shared = Arc::new(Shared {
             api: api_config,
             cross_origin_routes,
@@ -363,8 +388,10 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 Arc::new(crate::session::DirectoryDeadline {
                     inner,
                     after: session_deadline,
+                    classifier,
                 }) as Arc<dyn crate::session::AccountDirectory>
             }),
+            classifier,
             headers: headers.clone(),
         });
         let inner = Arc::new(Inner {
@@ -447,6 +474,14 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 headers,
                 crate::headers::layer,
             ));
+        // Outermost: every response of this app, refusals made by the layers
+        // above included, is scanned against the app's own registry.
+        let router = match self.taint {
+            Some(registry) => router.layer(axum::middleware::from_fn(move |req, next| {
+                crate::taint::scoped(registry.clone(), req, next)
+            })),
+            None => router,
+        };
         Ok(App { router, shared })
     }
 }

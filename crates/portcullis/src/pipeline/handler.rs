@@ -85,7 +85,7 @@ pub(super) async fn call<S: Clone + Send + Sync + 'static>(
             crate::store::app_dependencies().ok();
             result
         }
-        Ok(Err(error)) => return Err(error.into_rejection()),
+        Ok(Err(error)) => return Err(error.classified(shared.classifier)),
         Err(panic) => {
             let detail = panic
                 .downcast_ref::<&str>()
