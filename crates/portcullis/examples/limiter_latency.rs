@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use portcullis::ratelimit::{Bucket, Limiter, Quota};
+use portcullis::store::{Bucket, CounterStore, MemoryCounters, Quota, RedisCounters};
 
 fn buckets(n: usize, run: u64) -> Vec<Bucket> {
     (0..n)
@@ -36,11 +36,11 @@ fn report(label: &str, mut samples: Vec<Duration>) {
     );
 }
 
-async fn sample(limiter: &Limiter, b: &[Bucket], n: usize) -> Vec<Duration> {
+async fn sample(limiter: &dyn CounterStore, b: &[Bucket], n: usize) -> Vec<Duration> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let d = limiter.check_buckets(b, None).await.expect("check");
+        let d = limiter.check(b, None).await.expect("check");
         std::hint::black_box(d);
         out.push(t.elapsed());
     }
@@ -50,14 +50,14 @@ async fn sample(limiter: &Limiter, b: &[Bucket], n: usize) -> Vec<Duration> {
 #[tokio::main]
 async fn main() {
     let run = std::process::id() as u64;
-    let memory = Limiter::memory();
+    let memory = MemoryCounters::new();
     for n in [1, 2] {
         let b = buckets(n, run);
         sample(&memory, &b, 10_000).await;
         let total = 1_000_000;
         let t = Instant::now();
         for _ in 0..total {
-            std::hint::black_box(memory.check_buckets(&b, None).await.unwrap());
+            std::hint::black_box(memory.check(&b, None).await.unwrap());
         }
         println!(
             "memory, {n} limit(s): {:.0} ns/check over {total} checks",
@@ -66,7 +66,7 @@ async fn main() {
     }
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("portcullis-bench:{run}:");
-    let redis = Limiter::redis(&url, &prefix, Duration::from_secs(1)).expect("redis url");
+    let redis = RedisCounters::new(&url, &prefix, Duration::from_secs(1)).expect("redis url");
     for n in [1, 2] {
         let b = buckets(n, run);
         sample(&redis, &b, 1_000).await; // warm-up, script cached
@@ -82,7 +82,7 @@ async fn main() {
     let tasks: Vec<_> = (0..64)
         .map(|_| {
             let (r, b) = (redis.clone(), b.clone());
-            tokio::spawn(async move { sample(&r, &b, 500).await })
+            tokio::spawn(async move { sample(&*r, &b, 500).await })
         })
         .collect();
     let mut all = Vec::new();

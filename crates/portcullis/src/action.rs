@@ -231,8 +231,11 @@ impl<P, In, Out> ActionBuilder<P, In, Out> {
 
     /// A limit keyed on the decoded input (`per_input(..)`), checked in stage
     /// 6 after validation. `I` must be the handler's input type.
-    pub fn limit_input<I>(mut self, limit: InputLimit<I>) -> Self {
-        self.spec.input_limits.push(limit.limit);
+    pub fn limit_input<I: 'static>(mut self, limit: InputLimit<I>) -> Self {
+        // The pipeline hands input limits the decoded input as `Valid<I>`;
+        // the downcast lives here, where both types are known, so
+        // `ratelimit` need not know about validation.
+        self.spec.input_limits.push(limit.erase(valid_input::<I>));
         self
     }
 
@@ -392,6 +395,12 @@ impl<In, Out> ActionBuilder<state::Gated, In, Out> {
             f(cx, viewer, input)
         })
     }
+}
+
+/// The `I` inside the pipeline's type-erased input (a `Valid<I>`), for an
+/// input limit's key function.
+fn valid_input<I: 'static>(input: &(dyn std::any::Any + Send)) -> Option<&I> {
+    input.downcast_ref::<Valid<I>>().map(|valid| &**valid)
 }
 
 impl<P, In, Out> ActionBuilder<P, In, Out>

@@ -19,7 +19,7 @@
 //!   the MAC is HMAC-SHA256 under the `Challenges` subkey over the action name
 //!   and the rest, so it cannot be forged, re-targeted to another action,
 //!   made easier or extended. Verifying costs one HMAC and one SHA-256. A
-//!   solved challenge is spent in the limiter backend (memory or Redis) until
+//!   solved challenge is spent in the counter store (memory or Redis) until
 //!   it expires, so it is single use across instances. PoW needs the client
 //!   runtime: forms that must work without JavaScript use the honeypot.
 //! * [`BotCheck::Verifier`]: a [`BotVerifier`] (Turnstile, hCaptcha, … — see
@@ -48,7 +48,7 @@ use sha2::{Digest as _, Sha256};
 use crate::decode::Reserved;
 use crate::error::{ErrorCode, Rejection};
 use crate::keys::{KeyRing, Purpose};
-use crate::ratelimit::Limiter;
+use crate::store::CounterStore;
 use crate::wire;
 
 /// How long a minted challenge stays valid.
@@ -300,7 +300,7 @@ pub(crate) async fn run(
     headers: &HeaderMap,
     client_ip: IpAddr,
     challenges: &Challenges,
-    limiter: &Limiter,
+    spent: &dyn CounterStore,
     fail_open: bool,
 ) -> Result<(), Rejection> {
     if checks.is_empty() {
@@ -328,10 +328,7 @@ pub(crate) async fn run(
                     .verify(action, solution, *bits)
                     .map_err(|e| failed(&e))?;
                 let key = format!("pow:{}", solved.nonce);
-                match limiter
-                    .spend_once(&key, solved.expires_at * 1_000_000)
-                    .await
-                {
+                match spent.spend_once(&key, solved.expires_at * 1_000_000).await {
                     Ok(true) => {}
                     Ok(false) => return Err(failed(&PowError::Replayed)),
                     Err(e) if fail_open => {

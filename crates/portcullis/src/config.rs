@@ -70,7 +70,35 @@ pub struct Config {
     /// (503) or, if it opted in, open (default 50 ms).
     pub limiter_timeout: Duration,
     /// Deadlines of external calls (see [`crate::store`]).
-    pub deadlines: crate::store::Deadlines,
+    pub deadlines: Deadlines,
+}
+
+/// How long each kind of external call may take. Configured with
+/// `PORTCULLIS_REDIS_TIMEOUT_MS`, `PORTCULLIS_SESSION_TIMEOUT_MS` and
+/// `PORTCULLIS_HANDLER_TIMEOUT_MS` (see this module).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadlines {
+    /// One Redis command (idempotency claim/complete, tag-bus publish,
+    /// session commands on Redis). Default 50 ms: a healthy Redis answers
+    /// in well under a millisecond.
+    pub redis: Duration,
+    /// One session-store operation (load, create, save, delete), whatever
+    /// the store. Default 500 ms: generous for a SQL store under write
+    /// contention, short enough that a hung store answers 503 at once.
+    pub session: Duration,
+    /// A whole handler (or page) run: the bound on dependencies the
+    /// framework cannot see, such as the app's database. Default 10 s.
+    pub handler: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            redis: Duration::from_millis(50),
+            session: Duration::from_millis(500),
+            handler: Duration::from_secs(10),
+        }
+    }
 }
 
 /// A Redis URL whose `Debug` hides any password.
@@ -138,7 +166,7 @@ impl Config {
             redis_url: None,
             redis_prefix: "portcullis:".into(),
             limiter_timeout: Duration::from_millis(50),
-            deadlines: crate::store::Deadlines::default(),
+            deadlines: Deadlines::default(),
         }
     }
 
@@ -233,10 +261,8 @@ impl Config {
 }
 
 /// The `PORTCULLIS_*_TIMEOUT_MS` deadlines of external calls.
-fn deadlines(
-    get: &impl Fn(&str) -> Option<String>,
-) -> Result<crate::store::Deadlines, ConfigError> {
-    let mut d = crate::store::Deadlines::default();
+fn deadlines(get: &impl Fn(&str) -> Option<String>) -> Result<Deadlines, ConfigError> {
+    let mut d = Deadlines::default();
     for (var, slot) in [
         ("PORTCULLIS_REDIS_TIMEOUT_MS", &mut d.redis),
         ("PORTCULLIS_SESSION_TIMEOUT_MS", &mut d.session),
@@ -486,7 +512,7 @@ mod tests {
         let secret = MasterSecret::generate().to_base64();
         let (c, _) =
             Config::from_lookup(lookup(&[("PORTCULLIS_SECRET", &secret)]), &tmp()).unwrap();
-        assert_eq!(c.deadlines, crate::store::Deadlines::default());
+        assert_eq!(c.deadlines, Deadlines::default());
         assert!(c.deadlines.redis <= Duration::from_millis(100));
         let (c, _) = Config::from_lookup(
             lookup(&[

@@ -373,8 +373,8 @@ impl ActionError {
                         http::header::RETRY_AFTER,
                         http::HeaderValue::from_static("1"),
                     );
-                    crate::store::app_dependencies()
-                        .failed(&format_args!("{code}: {e}"), Some(r.digest));
+                    crate::observe::app_dependencies()
+                        .failed(&format_args!("{code}: {e}"), Some(&r.digest));
                     r
                 }
                 Some(code) => {

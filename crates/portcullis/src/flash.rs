@@ -20,7 +20,7 @@
 //!
 //! Why single use: the page that consumes it deletes the cookie in the same
 //! response (the [`scope`] layer around page handlers does it), and its
-//! random nonce is spent in the limiter backend (memory or Redis, like a
+//! random nonce is spent in the counter store (memory or Redis, like a
 //! proof-of-work challenge), so a copy of the cookie replayed later renders
 //! nothing.
 //!
@@ -337,6 +337,7 @@ pub(crate) async fn consume(shared: &Shared, headers: &HeaderMap, binding: &Bind
     let expires_us = (seal::unix_now() + FLASH_TTL.as_secs() + 1) * 1_000_000;
     match shared
         .limiter
+        .store()
         .spend_once(&flash.spend_key(), expires_us)
         .await
     {
@@ -420,7 +421,7 @@ pub(crate) fn field_state(name: &str) -> Option<FieldState> {
 mod tests {
     use super::*;
     use crate::keys::MasterSecret;
-    use crate::ratelimit::Limiter;
+    use crate::store::{CounterStore, MemoryCounters};
 
     fn ring(byte: u8) -> KeyRing {
         KeyRing::new(&MasterSecret::from_bytes(vec![byte; 32]).unwrap(), None)
@@ -534,7 +535,7 @@ mod tests {
 
     #[tokio::test]
     async fn single_use_replay_is_refused() {
-        let limiter = Limiter::memory();
+        let limiter = MemoryCounters::new();
         let f = sample();
         let exp = (seal::unix_now() + 61) * 1_000_000;
         assert!(limiter.spend_once(&f.spend_key(), exp).await.unwrap());

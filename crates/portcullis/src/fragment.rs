@@ -21,8 +21,9 @@
 //!   `revalidate_tag` bumps it *soft*: the next reader gets the stale copy
 //!   while exactly one background render refreshes it (stale-while-revalidate).
 //! * **Bounded.** Entries live in a `moka` cache weighed in bytes, with a TTL.
-//! * **Many instances.** With Redis configured, every bump is published on a
-//!   channel; other instances apply it. If the subscription drops, the
+//! * **Many instances.** With a tag bus ([`crate::store::TagBus`]; Redis
+//!   pub/sub when Redis is configured), every bump is published on it;
+//!   other instances apply it. If the subscription drops, the
 //!   instance clears its cache (it may have missed bumps) and resubscribes.
 //!   The bus *degrades* rather than fails: while Redis is down a bump is
 //!   applied locally only (publishing runs under the Redis deadline, from a
@@ -49,6 +50,7 @@ use maud::{Markup, PreEscaped};
 
 use crate::app::Shared;
 use crate::error::ActionError;
+use crate::store::TagBus;
 use crate::viewer::Viewer;
 
 const MARKER_OPEN: &str = "<!--pc-fragment:";
@@ -981,41 +983,39 @@ impl Engine {
         self.bump(tag, kind == "h");
     }
 
-    /// Connects the engine to Redis pub/sub on `channel` (multi-instance
-    /// mode): publishes on the app's shared connection, subscribes on a
-    /// dedicated one (a subscribed connection can do nothing else).
-    pub(crate) fn connect_bus(self: &Arc<Self>, redis: &crate::store::Redis, channel: String) {
+    /// Connects the engine to a tag bus (multi-instance mode): publishes
+    /// every local bump from a bounded queue, applies other instances'
+    /// bumps, and clears the render cache whenever bumps may have been lost
+    /// (a subscription ended, or the bus recovered from an outage).
+    pub(crate) fn connect_bus(self: &Arc<Self>, bus: Arc<dyn TagBus>) {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(BUS_QUEUE);
         *self.bus.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-        // Publisher: one bump at a time under the Redis deadline; a failure
-        // leaves the bump local (the connection logs the outage).
-        let publisher = redis.clone();
-        let pub_channel = channel.clone();
+        // Publisher: one bump at a time under the bus's deadline; a failure
+        // leaves the bump local (the transport logs the outage).
+        let publisher = bus.clone();
         tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
-                let _ = publisher
-                    .query::<i64>("tag bus", redis::cmd("PUBLISH").arg(&pub_channel).arg(&msg))
-                    .await;
+                let _ = publisher.publish(&msg).await;
             }
         });
-        // When Redis comes back after an outage, bumps published meanwhile
+        // When the bus comes back after an outage, bumps published meanwhile
         // by other instances may have been lost: start from an empty cache.
         let engine = Arc::downgrade(self);
-        let watched = redis.clone();
+        let watched = bus.clone();
         tokio::spawn(async move {
             loop {
-                watched.outage().recovered().await;
+                watched.recovered().await;
                 let Some(e) = engine.upgrade() else { return };
                 e.clear();
                 tracing::info!(
-                    "redis back: local render cache cleared (bumps may have been missed)"
+                    bus = watched.describe(),
+                    "tag bus back: local render cache cleared (bumps may have been missed)"
                 );
             }
         });
         // Subscriber: on any loss, clear the local cache and resubscribe,
         // with exponential backoff and jitter between attempts.
         let engine = Arc::downgrade(self);
-        let client = redis.client().clone();
         tokio::spawn(async move {
             use futures::StreamExt;
             let outage = crate::store::Outage::new("tag bus subscription");
@@ -1024,34 +1024,14 @@ impl Engine {
             loop {
                 let Some(live) = engine.upgrade() else { return };
                 drop(live);
-                let connected = tokio::time::timeout(
-                    crate::store::redis::CONNECT_TIMEOUT,
-                    client.get_async_pubsub(),
-                )
-                .await;
-                let mut pubsub = match connected {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(e)) => {
+                let mut stream = match bus.subscribe().await {
+                    Ok(s) => s,
+                    Err(e) => {
                         outage.failed(&e, None);
                         delay = backoff(&mut delay).await;
                         continue;
                     }
-                    Err(_) => {
-                        outage.failed(&"connecting took longer than 1 s", None);
-                        delay = backoff(&mut delay).await;
-                        continue;
-                    }
                 };
-                let subscribed = tokio::time::timeout(
-                    crate::store::redis::CONNECT_TIMEOUT,
-                    pubsub.subscribe(&channel),
-                )
-                .await;
-                if !matches!(subscribed, Ok(Ok(()))) {
-                    outage.failed(&"SUBSCRIBE failed or timed out", None);
-                    delay = backoff(&mut delay).await;
-                    continue;
-                }
                 outage.ok();
                 if !first && let Some(e) = engine.upgrade() {
                     // Bumps may have been missed while disconnected.
@@ -1060,12 +1040,9 @@ impl Engine {
                 }
                 first = false;
                 delay = BUS_BACKOFF_MIN;
-                let mut stream = pubsub.into_on_message();
-                while let Some(msg) = stream.next().await {
+                while let Some(payload) = stream.next().await {
                     let Some(e) = engine.upgrade() else { return };
-                    if let Ok(payload) = msg.get_payload::<String>() {
-                        e.apply_remote(&payload);
-                    }
+                    e.apply_remote(&payload);
                 }
                 if let Some(e) = engine.upgrade() {
                     e.clear();

@@ -675,7 +675,7 @@ fn apply(c: &Compiled, v: &Variant, nonce: &str, personal: bool, h: &mut HeaderM
 }
 
 /// The violation log's state: one GCRA bucket (the limiter's own decision
-/// function, [`crate::ratelimit::gcra`]) and two counters.
+/// function, [`crate::store::gcra`]) and two counters.
 ///
 /// * Who writes it: anyone who can send a POST to [`CSP_REPORT_PATH`] — it must
 ///   accept unauthenticated, cross-site requests, because that is how
@@ -725,7 +725,7 @@ impl ReportLog {
         let period = Duration::from_secs(60).as_micros() as u64;
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
-            let d = crate::ratelimit::gcra::check(tat, now, self.budget, period);
+            let d = crate::store::gcra::check(tat, now, self.budget, period);
             if !d.allowed {
                 return false;
             }

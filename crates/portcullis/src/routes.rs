@@ -59,3 +59,23 @@ pub(crate) async fn guard(request: Request, next: Next) -> Response {
     }
     next.run(request).await
 }
+
+/// Runs a page (any route the app added with `pages`) under `after`: a page
+/// waiting on a hung dependency answers `503 deadline_exceeded` (an HTML
+/// page for browsers) instead of hanging. Pages only read, so abandoning
+/// one half-way changes nothing.
+pub(crate) async fn page_deadline(
+    after: std::time::Duration,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let client = crate::respond::ClientKind::from_headers(request.headers());
+    match tokio::time::timeout(after, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let r = crate::store::deadline_exceeded();
+            tracing::warn!(digest = %r.digest, after_ms = after.as_millis() as u64, "page did not finish within its deadline; 503");
+            crate::respond::failure_with_paths(client, &r, "/", "/", None)
+        }
+    }
+}

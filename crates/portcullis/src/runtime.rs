@@ -25,14 +25,14 @@ pub struct Shared {
     pub(crate) cross_origin_routes: Vec<crate::routes::CrossOriginRoute>,
     /// Idempotency keys (memory, or Redis when configured).
     pub(crate) idempotency: crate::idempotency::Store,
-    /// Webhook deliveries already applied, in memory mode: a store of its
-    /// own, because the shared idempotency store evicts under a flood of
-    /// client-chosen keys, and an evicted delivery could be replayed inside
-    /// its signature window. Written only after a valid signature (so only
-    /// by whoever holds a webhook secret); bounded like the idempotency store
-    /// (bytes, 24 h TTL); entries expire. `None` = use `idempotency` (Redis:
-    /// its entries are removed by TTL only, never by other callers' keys).
-    pub(crate) webhook_seen: Option<crate::idempotency::Store>,
+    /// Webhook deliveries already applied: a store that client-chosen
+    /// idempotency keys cannot evict from, because an evicted delivery could
+    /// be replayed inside its signature window. Written only after a valid
+    /// signature (so only by whoever holds a webhook secret). In memory a
+    /// store of its own, bounded like the idempotency store (bytes, 24 h
+    /// TTL); on Redis the idempotency store itself (its entries are removed
+    /// by TTL only, never by other callers' keys). See [`crate::store::Stores`].
+    pub(crate) webhook_seen: crate::idempotency::Store,
     /// Fragments, render cache and tag versions.
     pub(crate) fragments: Arc<crate::fragment::Engine>,
     pub(crate) challenges: Challenges,
@@ -87,7 +87,8 @@ impl Shared {
         &self.sealer
     }
 
-    /// The limiter backend (in memory, or Redis when `REDIS_URL` is set).
+    /// The limiter (counting in memory, in Redis when `REDIS_URL` is set, or
+    /// in the store given with `Portcullis::stores`).
     pub fn limiter(&self) -> &Limiter {
         &self.limiter
     }

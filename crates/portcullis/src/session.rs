@@ -374,3 +374,66 @@ fn reserved(key: &str) -> Result<(), Rejection> {
     }
     Ok(())
 }
+
+/// The app's [`crate::session::AccountDirectory`] with a deadline on each
+/// lookup (one per signed-in request, usually a database query): a miss is
+/// `503 session_store_unavailable` (the identity could not be checked; the
+/// request is neither trusted nor signed out). Errors of the directory
+/// itself come back already mapped by the app's classifier (so every
+/// caller — the pipeline, `Page`, the token API, `Auth::login` — answers
+/// a database outage the same way).
+pub(crate) struct DirectoryDeadline {
+    pub(crate) inner: std::sync::Arc<dyn crate::session::AccountDirectory>,
+    pub(crate) after: Duration,
+    pub(crate) classifier: crate::error::Classifier,
+}
+
+impl crate::session::AccountDirectory for DirectoryDeadline {
+    fn security_stamp(
+        &self,
+        user: crate::viewer::UserId,
+    ) -> futures::future::BoxFuture<
+        'static,
+        Result<Option<crate::session::Stamp>, crate::error::ActionError>,
+    > {
+        let (call, after) = (self.inner.security_stamp(user), self.after);
+        let classifier = self.classifier;
+        Box::pin(async move {
+            match tokio::time::timeout(after, call).await {
+                Ok(r) => {
+                    r.map_err(|e| crate::error::ActionError::Rejected(e.classified(classifier)))
+                }
+                Err(_) => {
+                    let r = crate::store::session_unavailable();
+                    tracing::debug!(digest = %r.digest, ?after, "account directory missed its deadline; 503");
+                    Err(crate::error::ActionError::Rejected(r))
+                }
+            }
+        })
+    }
+}
+
+/// Outside the session layer: gives each request a fault flag and turns the
+/// bare, empty `500` that tower-sessions sends when saving the session after
+/// the handler fails into `503 session_store_unavailable` (JSON or an HTML
+/// page, by `Accept`), with `Retry-After` and a digest. tower-sessions does
+/// not set the session cookie in that case, so a sign-in whose session did
+/// not persist is never reported as a success.
+pub(crate) async fn session_guard(
+    login_path: std::sync::Arc<str>,
+    reauth_path: std::sync::Arc<str>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let client = crate::respond::ClientKind::from_headers(request.headers());
+    let (response, faulted) = crate::store::watch_session_faults(next.run(request)).await;
+    if faulted
+        && response.status() == http::StatusCode::INTERNAL_SERVER_ERROR
+        && !response.headers().contains_key(http::header::CONTENT_TYPE)
+    {
+        let r = crate::store::session_unavailable();
+        tracing::debug!(digest = %r.digest, "session not saved after the handler; 503");
+        return crate::respond::failure_with_paths(client, &r, &login_path, &reauth_path, None);
+    }
+    response
+}

@@ -323,9 +323,9 @@ async fn receive_inner<S: Clone>(
         event_id.unwrap_or_else(|| hex(&signature))
     );
     let fingerprint = crate::idempotency::fingerprint(&body, None);
-    // In memory mode, a store of its own that client-chosen idempotency keys
-    // cannot evict (see `Shared::webhook_seen`).
-    let seen = shared.webhook_seen.as_ref().unwrap_or(&shared.idempotency);
+    // A store that client-chosen idempotency keys cannot evict from (see
+    // `store::Stores`).
+    let seen = &shared.webhook_seen;
     match seen.begin(&key, fingerprint).await? {
         Begin::Replay(r) => return Ok(r),
         Begin::Run => {}

@@ -61,101 +61,151 @@ const GO: ActionRef<Target, Done> = ActionRef::new("go");
 const REFRESH: ActionRef<Nothing, Done> = ActionRef::new("refresh");
 
 fn build(config: Config, state: State, cache: CacheConfig) -> portcullis::App {
-    Portcullis::new(config, state.clone())
-        .actions(|a| {
-            a.add(
-                action(LOGIN)
-                    .public()
-                    .limit(per_ip(10_000).per_minute())
-                    .handler(|cx: Cx<State>, _: MaybeViewer, i: Valid<Login>| async move {
+    build_on(config, state, cache, None)
+}
+
+/// [`build`] on the given stores (default: from the config).
+fn build_on(
+    config: Config,
+    state: State,
+    cache: CacheConfig,
+    stores: Option<portcullis::store::Stores>,
+) -> portcullis::App {
+    let app = Portcullis::new(config, state.clone());
+    let app = match stores {
+        Some(stores) => app.stores(stores),
+        None => app,
+    };
+    app.actions(|a| {
+        a.add(
+            action(LOGIN)
+                .public()
+                .limit(per_ip(10_000).per_minute())
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, i: Valid<Login>| async move {
                         cx.auth().login(i.user_id, vec![]).await?;
                         Ok(Done { done: true })
-                    }),
-            )
-            .add(
-                action(COUNTER_BUMP)
-                    .public()
-                    .limit(per_ip(10_000).per_minute())
-                    .handler(|cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
+                    },
+                ),
+        )
+        .add(
+            action(COUNTER_BUMP)
+                .public()
+                .limit(per_ip(10_000).per_minute())
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
                         cx.state().value.fetch_add(1, Ordering::SeqCst);
                         cx.revalidate_tag("counter");
                         Ok(Done { done: true })
-                    }),
-            )
-            .add(
-                action(COUNTER_SET_NOW)
-                    .public()
-                    .limit(per_ip(10_000).per_minute())
-                    .handler(|cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
+                    },
+                ),
+        )
+        .add(
+            action(COUNTER_SET_NOW)
+                .public()
+                .limit(per_ip(10_000).per_minute())
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
                         cx.state().value.fetch_add(1, Ordering::SeqCst);
                         cx.update_tag("counter");
                         Ok(Done { done: true })
-                    }),
-            )
-            .add(
-                action(NOTE_SAVE)
-                    .authenticated()
-                    .handler(|cx: Cx<State>, v: Viewer, i: Valid<Note>| async move {
-                        cx.state().notes.lock().unwrap().insert(v.id(), i.into_inner().text);
-                        cx.update_tag(format!("note:{}", v.id()));
-                        Ok(Done { done: true })
-                    }),
-            )
-            .add(
-                action(GO)
-                    .public()
-                    .limit(per_ip(10_000).per_minute())
-                    .handler(|cx: Cx<State>, _: MaybeViewer, i: Valid<Target>| async move {
+                    },
+                ),
+        )
+        .add(action(NOTE_SAVE).authenticated().handler(
+            |cx: Cx<State>, v: Viewer, i: Valid<Note>| async move {
+                cx.state()
+                    .notes
+                    .lock()
+                    .unwrap()
+                    .insert(v.id(), i.into_inner().text);
+                cx.update_tag(format!("note:{}", v.id()));
+                Ok(Done { done: true })
+            },
+        ))
+        .add(
+            action(GO)
+                .public()
+                .limit(per_ip(10_000).per_minute())
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, i: Valid<Target>| async move {
                         cx.redirect(&i.to)?;
                         cx.set_cookie("theme", "dark", Some(Duration::from_secs(3600)))?;
                         Ok(Done { done: true })
-                    }),
-            )
-            .add(
-                action(REFRESH)
-                    .public()
-                    .limit(per_ip(10_000).per_minute())
-                    .handler(|cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
+                    },
+                ),
+        )
+        .add(
+            action(REFRESH)
+                .public()
+                .limit(per_ip(10_000).per_minute())
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
                         cx.refresh();
                         Ok(Done { done: true })
-                    }),
-            );
-        })
-        .fragments(|f| {
-            f.add(fragment("counter").shared(|rcx: RenderCx<State>, _: String| async move {
+                    },
+                ),
+        );
+    })
+    .fragments(|f| {
+        f.add(
+            fragment("counter").shared(|rcx: RenderCx<State>, _: String| async move {
                 rcx.tag("counter");
                 let v = rcx.state().value.load(Ordering::SeqCst);
                 Ok(html! { span.counter { "value=" (v) } })
-            }))
-            .add(fragment("note").per_viewer(|rcx: RenderCx<State>, v: Viewer, _: String| async move {
+            }),
+        )
+        .add(
+            fragment("note").per_viewer(|rcx: RenderCx<State>, v: Viewer, _: String| async move {
                 rcx.tag(format!("note:{}", v.id()));
-                let text = rcx.state().notes.lock().unwrap().get(&v.id()).cloned().unwrap_or_default();
+                let text = rcx
+                    .state()
+                    .notes
+                    .lock()
+                    .unwrap()
+                    .get(&v.id())
+                    .cloned()
+                    .unwrap_or_default();
                 Ok(html! { p.note { "user=" (v.id()) " note=" (text) } })
-            }))
-            .add(fragment("page").per_viewer(|rcx: RenderCx<State>, _: Viewer, _: String| async move {
+            }),
+        )
+        .add(
+            fragment("page").per_viewer(|rcx: RenderCx<State>, _: Viewer, _: String| async move {
                 Ok(html! { (rcx.slot("note")) (rcx.slot("counter")) })
-            }))
-            .add(fragment("many").shared(|_: RenderCx<State>, p: String| async move {
+            }),
+        )
+        .add(
+            fragment("many").shared(|_: RenderCx<State>, p: String| async move {
                 Ok(html! { p { (p) (" ".repeat(200)) } })
-            }));
-        })
-        .render_cache(cache)
-        .pages(Router::new().route(
-            "/",
-            get(|page: Page| async move {
-                html! { (page.fragment("counter").await) (page.fragment("note").await) }
             }),
-        ).route(
-            "/composed",
-            get(|page: Page| async move { html! { (page.fragment("page").await) } }),
-        ).route(
-            "/many/{n}",
-            get(|page: Page, axum::extract::Path(n): axum::extract::Path<String>| async move {
-                html! { (page.fragment(&format!("many:{n}")).await) }
-            }),
-        ))
-        .build(tower_sessions::MemoryStore::default())
-        .unwrap()
+        );
+    })
+    .render_cache(cache)
+    .pages(
+        Router::new()
+            .route(
+                "/",
+                get(|page: Page| async move {
+                    html! { (page.fragment("counter").await) (page.fragment("note").await) }
+                }),
+            )
+            .route(
+                "/composed",
+                get(|page: Page| async move {
+                    html! { (page.fragment("page").await) }
+                }),
+            )
+            .route(
+                "/many/{n}",
+                get(
+                    |page: Page, axum::extract::Path(n): axum::extract::Path<String>| async move {
+                        html! { (page.fragment(&format!("many:{n}")).await) }
+                    },
+                ),
+            ),
+    )
+    .build(tower_sessions::MemoryStore::default())
+    .unwrap()
 }
 
 async fn start() -> (TestClient, State) {
@@ -423,6 +473,36 @@ async fn invalidation_on_one_instance_is_visible_on_another_through_redis() {
     let seen = seen.expect("instance B never saw the invalidation");
     eprintln!("invalidation on A visible on B after {seen:?}");
     assert!(seen < Duration::from_millis(100), "{seen:?}");
+}
+
+/// The same with stores injected on the builder: two apps in one process
+/// sharing an in-memory tag bus (a transport the app chose, not Redis).
+#[tokio::test]
+async fn invalidation_travels_over_an_injected_tag_bus() {
+    let bus: Arc<dyn portcullis::store::TagBus> = Arc::new(portcullis::store::MemoryTagBus::new());
+    let state = State::default();
+    let mk = || {
+        let stores = portcullis::store::Stores::memory().with_bus(Some(bus.clone()));
+        build_on(
+            config(),
+            state.clone(),
+            CacheConfig::default(),
+            Some(stores),
+        )
+    };
+    let a = TestClient::start(&mk()).await;
+    let b = TestClient::start(&mk()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(b.get("/").await.text().contains("value=0"));
+    assert_eq!(a.call(COUNTER_SET_NOW, &[]).await.status, 200);
+    let started = Instant::now();
+    while !b.get("/").await.text().contains("value=1") {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "instance B never saw the invalidation"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// Tag versions are bounded: past `max_tags` the least recently bumped are

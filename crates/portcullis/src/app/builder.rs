@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::decode::InputShape;
 use crate::ids::Ids;
 use crate::observe::{AuditSink, Metrics};
-use crate::ratelimit::{Limiter, LimiterError};
+use crate::ratelimit::Limiter;
 use crate::seal::Sealer;
 
 use super::App;
@@ -40,8 +40,11 @@ pub enum BuildError {
         action: &'static str,
         got: &'static str,
     },
-    #[error("rate limiter: {0}")]
-    Limiter(#[from] LimiterError),
+    /// The Redis connection the default stores share could not be made
+    /// (`REDIS_URL` does not parse). Stores handed to
+    /// [`Portcullis::stores`] were made by the app, which saw their errors.
+    #[error("redis: {0}")]
+    Redis(#[source] crate::store::StoreError),
     #[error(
         "production mode needs `Portcullis::accounts(..)`: without an account directory a deleted user's or a changed password's sessions stay valid (install `portcullis::session::NoAccounts` if the app signs nobody in)"
     )]
@@ -80,6 +83,8 @@ pub struct Portcullis<S> {
     audit: Option<Arc<dyn AuditSink>>,
     /// The shared Redis connection, if the app made one (for its sessions).
     redis: Option<crate::store::Redis>,
+    /// The stores, if the app chose them ([`Portcullis::stores`]).
+    stores: Option<crate::store::Stores>,
     idempotency: crate::idempotency::StoreConfig,
     accounts: Option<Arc<dyn crate::session::AccountDirectory>>,
     headers: crate::headers::SecurityHeaders,
@@ -100,6 +105,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             api: None,
             audit: None,
             redis: None,
+            stores: None,
             idempotency: crate::idempotency::StoreConfig::default(),
             accounts: None,
             headers: crate::headers::SecurityHeaders::default(),
@@ -117,6 +123,17 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         self
     }
 
+    /// The stores limits, idempotency keys, webhook deliveries and tag bumps
+    /// live in ([`crate::store::Stores`]: memory, Redis, or the app's own
+    /// backends). Without it, `build` uses [`Portcullis::redis`]'s connection
+    /// if given, else [`crate::store::Stores::from_config`] (Redis when
+    /// `REDIS_URL` is set, else memory bounded by
+    /// [`Portcullis::idempotency_store`]).
+    pub fn stores(mut self, stores: crate::store::Stores) -> Self {
+        self.stores = Some(stores);
+        self
+    }
+
     /// The response-header policy (default: the strict one in
     /// [`crate::headers`]); per-route overrides with
     /// [`crate::headers::SecurityHeaders::route`].
@@ -126,7 +143,8 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     }
 
     /// Bounds of the in-memory idempotency store (default 64 MiB; see
-    /// [`crate::idempotency`]).
+    /// [`crate::idempotency`]) when `build` chooses the stores (ignored with
+    /// [`Portcullis::stores`]).
     pub fn idempotency_store(mut self, config: crate::idempotency::StoreConfig) -> Self {
         self.idempotency = config;
         self
@@ -281,36 +299,30 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             &self.config,
         );
         // One Redis connection for everything that uses Redis.
-        let redis = match self.redis {
-            Some(r) => Some(r),
-            None => crate::store::Redis::from_config(&self.config)
-                .map_err(|e| BuildError::Limiter(LimiterError::Backend(e.to_string())))?,
+        let stores = match (self.stores, self.redis) {
+            (Some(stores), _) => stores,
+            (None, Some(r)) => crate::store::Stores::redis(r, self.config.limiter_timeout),
+            (None, None) => crate::store::Stores::from_config(&self.config, &self.idempotency)
+                .map_err(BuildError::Redis)?,
         };
-        let limiter = match &redis {
-            Some(r) => Limiter::on_redis(r.clone(), self.config.limiter_timeout),
-            None => Limiter::memory(),
-        };
+        let limiter = Limiter::new(stores.counters().clone());
         let challenges = Challenges::new(self.config.keys.clone());
         let sealer = Arc::new(Sealer::new(&self.config.keys));
         let engine = crate::fragment::Engine::new(self.fragments, &self.state, &self.cache)
             .map(Arc::new)
             .map_err(BuildError::DuplicateFragment)?;
-        if let Some(r) = &redis {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                engine.connect_bus(r, format!("{}tags", r.prefix()));
-                r.watch(WATCHDOG_EVERY);
-            } else {
-                tracing::warn!("no tokio runtime at build time: tag invalidations stay local");
+        if tokio::runtime::Handle::try_current().is_ok() {
+            if let Some(bus) = stores.bus() {
+                engine.connect_bus(bus.clone());
             }
+            if let Some(r) = stores.redis_connection() {
+                r.watch(WATCHDOG_EVERY);
+            }
+        } else if stores.bus().is_some() {
+            tracing::warn!("no tokio runtime at build time: tag invalidations stay local");
         }
-        let idempotency = match &redis {
-            Some(r) => crate::idempotency::Store::on_redis(r.clone()),
-            None => crate::idempotency::Store::memory_with(&self.idempotency),
-        };
-        // Only when the idempotency store is in memory (no Redis, whether it
-        // came from `REDIS_URL` or `Portcullis::redis`).
-        let webhook_seen = (redis.is_none() && !self.webhooks.is_empty())
-            .then(|| crate::idempotency::Store::memory_with(&self.idempotency));
+        let idempotency = crate::idempotency::Store::new(stores.idempotency().clone());
+        let webhook_seen = crate::idempotency::Store::new(stores.webhook_seen().clone());
         let mut cross_origin_routes: Vec<crate::routes::CrossOriginRoute> = self
             .webhooks
             .iter()
@@ -370,7 +382,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             // Every security-stamp lookup (a database call per signed-in
             // request) runs under the session deadline.
             accounts: self.accounts.map(|inner| {
-                Arc::new(crate::store::DirectoryDeadline {
+                Arc::new(crate::session::DirectoryDeadline {
                     inner,
                     after: session_deadline,
                     classifier,
@@ -397,7 +409,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         let pages = self
             .pages
             .layer(axum::middleware::from_fn(move |req, next| {
-                crate::store::page_deadline(page_deadline, req, next)
+                crate::routes::page_deadline(page_deadline, req, next)
             }))
             .layer(axum::middleware::from_fn(crate::routes::guard))
             .layer(axum::middleware::map_response(crate::taint::scan_response))
@@ -453,7 +465,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             .layer(axum::Extension(shared.clone()))
             .layer(sessions)
             .layer(axum::middleware::from_fn(move |req, next| {
-                crate::store::session_guard(login.clone(), reauth.clone(), req, next)
+                crate::session::session_guard(login.clone(), reauth.clone(), req, next)
             }))
             .layer(axum::middleware::from_fn_with_state(
                 headers,

@@ -89,7 +89,7 @@ pub(super) async fn guard<S>(
         &head.headers,
         caller.ip,
         &shared.challenges,
-        &shared.limiter,
+        shared.limiter.store(),
         meta.fail_open,
     )
     .await?;

@@ -1,12 +1,15 @@
-//! The framework's one Redis client, and the session store on it.
+//! The framework's one Redis client, and every store on it.
 //!
 //! [`Redis`] is built once per app from the configuration
 //! (`REDIS_URL`, `PORTCULLIS_REDIS_PREFIX`, `PORTCULLIS_REDIS_TIMEOUT_MS`) and
-//! shared by the limiter, the idempotency store, the tag bus and the session
+//! shared by the counter store ([`RedisCounters`]), the idempotency store
+//! ([`RedisIdempotency`]), the tag bus ([`RedisTagBus`]) and the session
 //! store ([`RedisSessionStore`]): one multiplexed `ConnectionManager`, one
-//! set of timeouts, one reconnection policy, one outage log. Before this,
-//! each of those had its own client (and the demo's sessions a second Redis
-//! library whose pool hung forever once Redis restarted).
+//! set of timeouts, one reconnection policy, one outage log. (The tag bus's
+//! subscription is the one other connection: a subscribed RESP2 connection
+//! can do nothing else.) Before this, each of those had its own client (and
+//! the demo's sessions a second Redis library whose pool hung forever once
+//! Redis restarted).
 //!
 //! Connection handling (`redis::aio::ConnectionManagerConfig`):
 //! * connecting (TCP + handshake) times out after 1 s, so a stopped server
@@ -33,6 +36,14 @@ use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store;
 
 use super::{Outage, StoreError};
+
+mod bus;
+mod counters;
+mod idempotency;
+
+pub use self::bus::RedisTagBus;
+pub use self::counters::RedisCounters;
+pub use self::idempotency::RedisIdempotency;
 
 /// How long connecting (TCP + handshake) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
