@@ -16,12 +16,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
-use portcullis::decode::{self, InputShape};
+use portcullis::input::{self, InputShape, Opening};
 use portcullis::keys::{KeyRing, MasterSecret};
 use portcullis::limits::{self, BodyKind, Limits};
 use portcullis::origin::OriginPolicy;
 use portcullis::proxy::TrustedProxies;
-use portcullis::seal::{Binding, Opening, Sealer};
+use portcullis::seal::{Binding, Sealer};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -50,7 +50,7 @@ fn caps() -> [(&'static str, Limits); 2] {
 }
 
 fn run(kind: &BodyKind, body: &Bytes, shape: &InputShape, limits: &Limits, opening: &Opening) {
-    let r = futures::executor::block_on(decode::decode::<Input>(
+    let r = futures::executor::block_on(input::decode::<Input>(
         kind,
         body.clone(),
         shape,
@@ -114,7 +114,7 @@ fn json(c: &mut Criterion) {
         let body = Bytes::from(format!("{{\"tags\":[{}[]]}}", "[],".repeat(n)));
         g.throughput(Throughput::Bytes(body.len() as u64));
         g.bench_with_input(BenchmarkId::new("depth_check_scan", n), &body, |b, body| {
-            b.iter(|| black_box(decode::check_json_depth(body, limits.max_depth)))
+            b.iter(|| black_box(input::check_json_depth(body, limits.max_depth)))
         });
         g.bench_with_input(BenchmarkId::new("wide_decode", n), &body, |b, body| {
             b.iter(|| run(&BodyKind::Json, body, &shape, &limits, &opening))

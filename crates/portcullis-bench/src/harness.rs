@@ -13,15 +13,15 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use portcullis::Sealed;
-use portcullis::decode::{self, InputShape};
 use portcullis::error::Rejection;
 use portcullis::flash::{self, Flash};
 use portcullis::ids::ActionId;
+use portcullis::input::{self, InputShape, Opening};
 use portcullis::keys::{KeyRing, MasterSecret};
 use portcullis::limits::{BodyKind, Limits};
 use portcullis::origin::{OriginPattern, OriginPolicy};
 use portcullis::proxy::TrustedProxies;
-use portcullis::seal::{Binding, MAX_SEALED_LEN, Opening, SealError, Sealer};
+use portcullis::seal::{Binding, MAX_SEALED_LEN, SealError, Sealer};
 use serde::Deserialize;
 
 /// The boundary the multipart target's inputs use (see the seed corpus).
@@ -72,7 +72,7 @@ fn run_decode(kind: BodyKind, data: &[u8]) {
     let opening = Opening::new(sealer().clone(), SEAL_ACTION, Binding::Anonymous, SEAL_NOW);
     let limits = fuzz_limits();
     let body = Bytes::copy_from_slice(data);
-    let result = futures::executor::block_on(decode::decode::<FuzzInput>(
+    let result = futures::executor::block_on(input::decode::<FuzzInput>(
         &kind,
         body,
         shape(),
@@ -104,10 +104,10 @@ pub fn decode_multipart(data: &[u8]) {
 /// `fuzz_targets/decode_json.rs`: the depth pre-check and the full decode.
 pub fn decode_json(data: &[u8]) {
     let limits = fuzz_limits();
-    if decode::check_json_depth(data, limits.max_depth).is_ok() {
+    if input::check_json_depth(data, limits.max_depth).is_ok() {
         // Passing the pre-check must mean serde_json's own recursion guard
         // (128) is never what stops the parse.
-        assert!(decode::check_json_depth(data, 128).is_ok());
+        assert!(input::check_json_depth(data, 128).is_ok());
     }
     run_decode(BodyKind::Json, data);
 }

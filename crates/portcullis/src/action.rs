@@ -48,14 +48,12 @@ use serde::de::DeserializeOwned;
 
 use crate::botcheck::BotCheck;
 use crate::cx::Cx;
-use crate::decode::{self, InputShape, Reserved, ShapeError};
 use crate::error::{ActionError, Outcome, Rejection};
+use crate::input::{self, InputShape, Opening, Reserved, ShapeError, Valid};
 use crate::limits::{BodyKind, Limits};
 use crate::policy::Policy;
 use crate::ratelimit::{InputLimit, Limit, NamedQuota};
 use crate::respond::{self, Dto};
-use crate::seal::Opening;
-use crate::validate::{self, Valid};
 use crate::viewer::{MaybeViewer, Viewer};
 
 /// A typed handle on one action: its internal name (never on the wire)
@@ -603,8 +601,9 @@ where
         opening: &'a Opening,
     ) -> BoxFuture<'a, Result<(AnyInput, Reserved), Rejection>> {
         Box::pin(async move {
-            let (input, reserved) = decode::decode::<I>(kind, body, shape, limits, opening).await?;
-            let valid = validate::validate(input, shape)?;
+            let (decoded, reserved) =
+                input::decode::<I>(kind, body, shape, limits, opening).await?;
+            let valid = input::validate(decoded, shape)?;
             Ok((Box::new(valid) as AnyInput, reserved))
         })
     }

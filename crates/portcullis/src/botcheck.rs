@@ -41,15 +41,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
-use http::HeaderMap;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::decode::Reserved;
 use crate::error::{ErrorCode, Rejection};
 use crate::keys::{KeyRing, Purpose};
 use crate::store::CounterStore;
-use crate::wire;
 
 /// How long a minted challenge stays valid.
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(30 * 60);
@@ -291,13 +288,26 @@ fn failed(reason: &dyn fmt::Display) -> Rejection {
     r
 }
 
+/// What a request offers the bot checks. The pipeline assembles it from
+/// the reserved fields the decoder split off and the request headers (a
+/// header, the client runtime's way, wins over the field); this module
+/// needs neither the decoder's types nor the header map.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BotEvidence<'a> {
+    /// The honeypot field (`_hp`): `Some` when the form sent it, even empty.
+    pub honeypot: Option<&'a str>,
+    /// A proof-of-work solution, `challenge:counter`
+    /// (`X-Portcullis-Pow` or `_pow`).
+    pub pow: Option<&'a str>,
+    /// A bot-verifier token (`X-Portcullis-Bot` or `_bot`).
+    pub token: Option<&'a str>,
+}
+
 /// Runs an action's bot checks.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     checks: &[BotCheck],
     action: &str,
-    reserved: &Reserved,
-    headers: &HeaderMap,
+    evidence: BotEvidence<'_>,
     client_ip: IpAddr,
     challenges: &Challenges,
     spent: &dyn CounterStore,
@@ -306,24 +316,17 @@ pub(crate) async fn run(
     if checks.is_empty() {
         return Ok(());
     }
-    if reserved
-        .honeypot
-        .as_deref()
-        .is_some_and(|v| !v.trim().is_empty())
-    {
+    if evidence.honeypot.is_some_and(|v| !v.trim().is_empty()) {
         return Err(failed(&"honeypot field filled"));
     }
-    if reserved.honeypot.is_none() && checks.contains(&BotCheck::Honeypot) {
+    if evidence.honeypot.is_none() && checks.contains(&BotCheck::Honeypot) {
         return Err(failed(&"honeypot field missing"));
     }
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     for check in checks {
         match check {
             BotCheck::Honeypot => {}
             BotCheck::ProofOfWork { bits } => {
-                let solution = header(wire::header::POW)
-                    .or(reserved.pow.as_deref())
-                    .ok_or_else(|| failed(&PowError::Missing))?;
+                let solution = evidence.pow.ok_or_else(|| failed(&PowError::Missing))?;
                 let solved = challenges
                     .verify(action, solution, *bits)
                     .map_err(|e| failed(&e))?;
@@ -345,8 +348,8 @@ pub(crate) async fn run(
                 }
             }
             BotCheck::Verifier(v) => {
-                let token = header(wire::header::BOT_TOKEN)
-                    .or(reserved.bot_token.as_deref())
+                let token = evidence
+                    .token
                     .filter(|t| !t.is_empty() && t.len() <= 4096)
                     .ok_or_else(|| failed(&"missing verifier token"))?;
                 match v.verify(token, client_ip).await {

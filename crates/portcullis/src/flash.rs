@@ -248,7 +248,7 @@ pub(crate) fn redirect_back(
         seal::unix_now() + FLASH_TTL.as_secs(),
     )?;
     // The values are the user's own, but a registered secret must not leave.
-    crate::taint::scan(to.as_bytes()).ok()?;
+    respond::scan(to.as_bytes()).ok()?;
     let mut response = respond::see_other(to);
     let cookie = format!(
         "{}={sealed}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",

@@ -10,7 +10,7 @@
 //! 413 the moment it is exceeded, whatever `Content-Length` claimed) and at a
 //! deadline for the whole body (default 10 s; 408), which defeats slow-loris
 //! trickling. Field count, multipart part count and JSON nesting depth caps
-//! are applied by the decoders in one linear pass each (see [`crate::decode`]).
+//! are applied by the decoders in one linear pass each (see [`crate::input`]).
 //! Header count and size caps are hyper's (100 headers, 431 beyond).
 
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! that refuses to serialize (a [`crate::Secret`], say) fails the whole
 //! response closed with 500 and a log line naming the field path. The final
 //! bytes — success envelope, redirect target, error envelope or error page —
-//! then pass the taint scan ([`crate::taint::scan`]): a registered secret
+//! then pass the taint scan ([`scan`], over [`crate::taint::scan`]): a registered secret
 //! value anywhere in them replaces the response with a bare 500.
 //!
 //! Two clients, one contract:
@@ -64,6 +64,21 @@ pub(crate) fn to_json<T: Dto>(value: &T) -> Result<Box<RawValue>, Rejection> {
         "response of type {} refused to serialize at `{path}`: {inner}",
         std::any::type_name::<T>(),
     )))
+}
+
+/// The taint scan of bytes about to be sent ([`crate::taint::scan`]): on a
+/// hit, the 500 to send instead, its digest logged with the registration's
+/// reason (never the value).
+pub(crate) fn scan(body: &[u8]) -> Result<(), Rejection> {
+    crate::taint::scan(body).map_err(|hit| {
+        let rejection = Rejection::new(ErrorCode::Internal);
+        tracing::error!(
+            digest = %rejection.digest,
+            reason = hit.reason(),
+            "response blocked: it contains a registered secret value"
+        );
+        rejection
+    })
 }
 
 /// Which of the two response shapes the caller wants.
@@ -129,7 +144,7 @@ pub(crate) fn success(client: ClientKind, s: Success) -> Result<Response, Reject
             let mut body = Vec::with_capacity(s.result_json.get().len() + fragments + 64);
             // Strings, a raw value and a map of strings always serialize.
             serde_json::to_writer(&mut body, &envelope).map_err(|e| Rejection::internal(&e))?;
-            crate::taint::scan(&body)?;
+            scan(&body)?;
             json_response(StatusCode::OK, body)
         }
         ClientKind::Html => {
@@ -138,7 +153,7 @@ pub(crate) fn success(client: ClientKind, s: Success) -> Result<Response, Reject
                 .as_deref()
                 .or(s.return_to.as_deref().and_then(safe_return_path))
                 .unwrap_or("/");
-            crate::taint::scan(to.as_bytes())?;
+            scan(to.as_bytes())?;
             see_other(to)
         }
     })
@@ -205,7 +220,7 @@ pub(crate) fn failure_with_paths(
     let mut body = render(rejection, return_to);
     let mut status = rejection.status();
     let mut headers: &[(http::HeaderName, HeaderValue)] = &rejection.headers;
-    if let Err(blocked) = crate::taint::scan(&body) {
+    if let Err(blocked) = scan(&body) {
         // Only framework text and a random digest: nothing left to scan.
         body = render(&blocked, None);
         status = blocked.status();

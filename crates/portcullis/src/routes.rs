@@ -12,15 +12,24 @@
 //! * **Method discipline.** axum routes declare their methods; any other
 //!   method gets 405 with `Allow`. GET handlers receive the read-only
 //!   [`crate::Page`] (no cookie writes, no cache effects), like page renders.
+//! * **Failures outside a handler become responses here**, since only this
+//!   layer may make a response out of what a lower module reports: a page
+//!   past its deadline ([`page_deadline`]), a session write that failed
+//!   after the handler ([`session_guard`], over [`crate::store`]'s fault
+//!   flag), a page body holding a registered secret ([`scan_response`], over
+//!   [`crate::taint::scan`]).
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
 use axum::response::Response;
+use http::header;
 use serde::Serialize;
 
 use crate::app::Shared;
+use crate::error::Rejection;
 use crate::respond::{self, ClientKind};
 
 /// A route that accepts cross-origin requests, and the authenticator that
@@ -77,5 +86,91 @@ pub(crate) async fn page_deadline(
             tracing::warn!(digest = %r.digest, after_ms = after.as_millis() as u64, "page did not finish within its deadline; 503");
             crate::respond::failure_with_paths(client, &r, "/", "/", None)
         }
+    }
+}
+
+/// Outside the session layer: gives each request a fault flag and turns the
+/// bare, empty `500` that tower-sessions sends when saving the session after
+/// the handler fails into `503 session_store_unavailable` (JSON or an HTML
+/// page, by `Accept`), with `Retry-After` and a digest. tower-sessions does
+/// not set the session cookie in that case, so a sign-in whose session did
+/// not persist is never reported as a success.
+pub(crate) async fn session_guard(
+    login_path: std::sync::Arc<str>,
+    reauth_path: std::sync::Arc<str>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let client = respond::ClientKind::from_headers(request.headers());
+    let (response, faulted) = crate::store::watch_session_faults(next.run(request)).await;
+    if faulted
+        && response.status() == http::StatusCode::INTERNAL_SERVER_ERROR
+        && !response.headers().contains_key(http::header::CONTENT_TYPE)
+    {
+        let r = crate::store::session_unavailable();
+        tracing::debug!(digest = %r.digest, "session not saved after the handler; 503");
+        return respond::failure_with_paths(client, &r, &login_path, &reauth_path, None);
+    }
+    response
+}
+
+/// The largest page body [`scan_response`] buffers to scan; larger bodies of
+/// a scanned type fail closed.
+pub const MAX_SCANNED_BODY: usize = 16 * 1024 * 1024;
+
+/// Whether `scan_response` looks at a body of this content type: text and
+/// JSON, not streams or binary assets.
+fn scanned_type(response: &Response) -> bool {
+    let Some(ct) = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let ct = ct.trim_start().to_ascii_lowercase();
+    (ct.starts_with("text/") && !ct.starts_with("text/event-stream"))
+        || ct.starts_with("application/json")
+        || ct.starts_with("application/javascript")
+        || ct.contains("+json")
+        || ct.contains("+xml")
+}
+
+/// Scans a page response (middleware for `axum::middleware::map_response`).
+/// Installed on the app's page routes by [`crate::Portcullis::build`]; use it
+/// on any other router that renders HTML or JSON:
+///
+/// ```rust,ignore
+/// let router = router.layer(axum::middleware::map_response(portcullis::routes::scan_response));
+/// ```
+///
+/// Text and JSON bodies are buffered (up to [`MAX_SCANNED_BODY`]) only while
+/// the registry holds a value; streams (`text/event-stream`) and binary
+/// types pass untouched.
+pub async fn scan_response(response: Response) -> Response {
+    use http_body_util::BodyExt;
+    if crate::taint::nothing_to_scan() || !scanned_type(&response) {
+        return response;
+    }
+    let client = match response.headers().get(header::CONTENT_TYPE) {
+        Some(v) if v.as_bytes().starts_with(b"application/json") => ClientKind::Json,
+        _ => ClientKind::Html,
+    };
+    let (parts, body) = response.into_parts();
+    let bytes = match http_body_util::Limited::new(body, MAX_SCANNED_BODY)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            let r = Rejection::internal(&format_args!(
+                "page body could not be scanned for secrets: {e}"
+            ));
+            return respond::failure_with_paths(client, &r, "/", "/", None);
+        }
+    };
+    match respond::scan(&bytes) {
+        Ok(()) => Response::from_parts(parts, Body::from(bytes)),
+        Err(rejection) => respond::failure_with_paths(client, &rejection, "/", "/", None),
     }
 }

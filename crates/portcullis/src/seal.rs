@@ -17,9 +17,9 @@
 //!   and
 //! * an **expiry** (default [`DEFAULT_TTL`]).
 //!
-//! Input types declare such a field as [`Sealed<T>`]. Its `Deserialize`
+//! Input types declare such a field as [`crate::input::Sealed<T>`]. Its `Deserialize`
 //! opens the seal during stage 6, with the action, session and key ring of
-//! the request in a scoped thread-local set by [`crate::decode`] around the
+//! the request in a scoped thread-local set by [`crate::input`] around the
 //! synchronous deserialization call only. Any failure — tampered, truncated,
 //! not base64, wrong action, wrong session, expired, made with a key that has
 //! been rotated out, or a plaintext of the wrong type — becomes 400
@@ -29,6 +29,13 @@
 //! Pages mint seals with [`crate::render::Form::bind_sealed`] (a hidden
 //! input for the form's own action) or [`seal`] with a [`SealFor`] from
 //! [`crate::Page::seal_for`] / [`crate::Cx::seal_for`] (JS payloads).
+//!
+//! This module is the format only — [`Sealer`], [`SealFor`], [`Binding`]
+//! and the bytes — and imports nothing above the key ring. Opening a seal
+//! *as an input field* ([`crate::input::Sealed`], the request's
+//! [`crate::input::Opening`] and the thread-local that carries it) belongs
+//! to the decoder and lives with it in `input/sealed.rs`: before, the two
+//! halves imported each other through two thread-locals in two files.
 //!
 //! # Why AES-GCM-SIV
 //! It is nonce-misuse resistant: a repeated random nonce (96 bits, drawn per
@@ -47,7 +54,7 @@
 //! hour by default, so nothing longer-lived is lost).
 //!
 //! The field is the top-level input field the sealed text arrives in, found
-//! by the decoder before typed deserialization ([`Opening::with_fields`]).
+//! by the decoder before typed deserialization ([`crate::input::Opening::with_fields`]).
 //! A `Sealed<T>` nested below the top level, or minted without a field
 //! ([`SealFor`] without [`SealFor::field`]), is bound to the empty field
 //! name and opens only where no top-level field carries it. The key id selects the sealing
@@ -64,10 +71,7 @@
 //!   session id (anti-fixation), and the binding follows the id. The page is
 //!   re-rendered after sign-in anyway, so this costs nothing and is safer.
 
-use std::cell::RefCell;
 use std::fmt;
-use std::marker::PhantomData;
-use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -75,10 +79,9 @@ use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::de::{self, DeserializeOwned, Deserializer};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use crate::error::{ErrorCode, Rejection};
 use crate::keys::{KeyRing, KeySet, Purpose};
 
 /// How long a seal stays valid unless the minting call says otherwise.
@@ -87,22 +90,12 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 /// The longest sealed text (base64 characters) that is even looked at.
 pub const MAX_SEALED_LEN: usize = 8 * 1024;
 
-/// Prefix of the serde error message a sealed field raises when it fails to open.
-pub(crate) const FAILURE_MARKER: &str = "portcullis:invalid_bound_argument";
-
 const VERSION: u8 = 2;
 const AAD_LABEL: &[u8] = b"portcullis/seal/v2";
 const KEY_ID_LEN: usize = 4;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const HEADER_LEN: usize = 1 + KEY_ID_LEN + 8 + NONCE_LEN;
-
-/// If a deserialization message came from a sealed field, the rejection to send.
-pub(crate) fn failure_marker(message: &str) -> Option<Rejection> {
-    message
-        .contains(FAILURE_MARKER)
-        .then(|| Rejection::new(ErrorCode::InvalidBoundArgument))
-}
 
 /// Seconds since the Unix epoch, as seals count them.
 pub fn unix_now() -> u64 {
@@ -441,152 +434,6 @@ pub fn seal<T: Serialize + ?Sized>(
     )
 }
 
-/// What a `Sealed<T>` field needs to open itself: set by the decoder for the
-/// duration of one synchronous deserialization call.
-#[derive(Clone, Debug)]
-pub struct Opening {
-    sealer: Arc<Sealer>,
-    action: &'static str,
-    binding: Binding,
-    now: u64,
-    /// (top-level field, sealed text) pairs of this request's sealed fields.
-    fields: Arc<Vec<(String, String)>>,
-}
-
-thread_local! {
-    static OPENING: RefCell<Option<Opening>> = const { RefCell::new(None) };
-}
-
-impl Opening {
-    pub fn new(sealer: Arc<Sealer>, action: &'static str, binding: Binding, now: u64) -> Self {
-        Opening {
-            sealer,
-            action,
-            binding,
-            now,
-            fields: Arc::default(),
-        }
-    }
-
-    /// The request's top-level sealed fields as (wire name, sealed text),
-    /// collected by the decoder before typed deserialization: a sealed text
-    /// opens only under the field name it arrived in.
-    pub fn with_fields(mut self, fields: Vec<(String, String)>) -> Self {
-        self.fields = Arc::new(fields);
-        self
-    }
-
-    /// Makes this context visible to `Sealed<T>` fields on this thread until
-    /// the guard drops (also on error or unwind). The guard is `!Send`, so it
-    /// cannot be held across an `.await` in a task that may move threads.
-    pub(crate) fn enter(&self) -> OpeningGuard {
-        let previous = OPENING.with(|c| c.replace(Some(self.clone())));
-        OpeningGuard {
-            previous,
-            _not_send: PhantomData,
-        }
-    }
-
-    fn open<T: DeserializeOwned>(&self, text: &str) -> Result<T, OpenError> {
-        let mut names = self
-            .fields
-            .iter()
-            .filter(|(_, t)| t == text)
-            .map(|(f, _)| f.as_str());
-        let field = names.next().unwrap_or("");
-        // The same sealed text under two field names: it was made for at
-        // most one of them, and we cannot tell which one is being read.
-        if names.any(|other| other != field) {
-            return Err(OpenError::Unauthentic);
-        }
-        self.sealer
-            .open_field_at(text, self.action, field, &self.binding, self.now)
-    }
-}
-
-/// Restores the previous opening context when dropped.
-pub(crate) struct OpeningGuard {
-    previous: Option<Opening>,
-    _not_send: PhantomData<*const ()>,
-}
-
-impl Drop for OpeningGuard {
-    fn drop(&mut self) {
-        let previous = self.previous.take();
-        OPENING.with(|c| *c.borrow_mut() = previous);
-    }
-}
-
-/// An input field whose value the server sealed into the page: by the time
-/// the handler sees it, it has been decrypted, authenticated for this action,
-/// session and time, and type-checked. Only the decoder can make one.
-///
-/// ```rust,ignore
-/// #[derive(Deserialize, garde::Validate)]
-/// #[serde(rename_all = "camelCase")]
-/// struct Rename {
-///     #[garde(skip)]              // the server made it; nothing to validate
-///     project_id: Sealed<i64>,
-///     #[garde(length(chars, min = 2, max = 80))]
-///     name: String,
-/// }
-/// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Sealed<T>(T);
-
-impl<T> Sealed<T> {
-    pub fn into_inner(self) -> T {
-        self.0
-    }
-
-    pub fn get(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T> Deref for Sealed<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T: fmt::Debug> fmt::Debug for Sealed<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Sealed").field(&self.0).finish()
-    }
-}
-
-impl<'de, T: DeserializeOwned> Deserialize<'de> for Sealed<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        if crate::decode::sealed_probe_hit() {
-            // Registration is learning the input's shape; open nothing.
-            return Err(<D::Error as de::Error>::custom("sealed field probe"));
-        }
-        let fail = |reason: OpenError, action: &str| {
-            if reason == OpenError::NoContext {
-                // A programming error, not an attack: say so louder.
-                tracing::warn!(%reason, "sealed bound argument refused");
-            } else {
-                tracing::debug!(%reason, action, "sealed bound argument refused");
-            }
-            <D::Error as de::Error>::custom(FAILURE_MARKER)
-        };
-        // Anything but a string (a number, an object) is a forgery as well.
-        let text = String::deserialize(d);
-        OPENING.with(|c| match &*c.borrow() {
-            Some(opening) => match text {
-                Ok(text) => opening
-                    .open::<T>(&text)
-                    .map(Sealed)
-                    .map_err(|r| fail(r, opening.action)),
-                Err(_) => Err(fail(OpenError::NotBase64, opening.action)),
-            },
-            None => Err(fail(OpenError::NoContext, "")),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -725,26 +572,6 @@ mod tests {
             Err(OpenError::UnknownKey)
         );
         assert_eq!(rotated.open_at::<u8>(&from_rotating, "a", &b, NOW), Ok(2));
-    }
-
-    #[test]
-    fn sealed_fields_need_a_context_and_the_guard_clears_it() {
-        let sealer = Arc::new(Sealer::new(&ring(1, None)));
-        let text = sealer
-            .seal_at(&9i64, "a", &Binding::Anonymous, NOW + 60)
-            .unwrap();
-        let json = serde_json::to_string(&text).unwrap();
-        let err = serde_json::from_str::<Sealed<i64>>(&json).unwrap_err();
-        assert!(err.to_string().contains(FAILURE_MARKER), "{err}");
-        let opening = Opening::new(sealer, "a", Binding::Anonymous, NOW);
-        {
-            let _guard = opening.enter();
-            assert_eq!(*serde_json::from_str::<Sealed<i64>>(&json).unwrap(), 9);
-            // Not a string: refused with the marker, not a type error.
-            let err = serde_json::from_str::<Sealed<i64>>("9").unwrap_err();
-            assert!(err.to_string().contains(FAILURE_MARKER), "{err}");
-        }
-        assert!(serde_json::from_str::<Sealed<i64>>(&json).is_err());
     }
 
     #[test]

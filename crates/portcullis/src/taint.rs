@@ -12,9 +12,12 @@
 //! * **Value level — [`unique_value`].** Code that loads a secret registers
 //!   its bytes with a reason. Every serialized response body — the action
 //!   JSON envelope, error envelopes, the HTML error pages, and app pages (the
-//!   layer [`scan_response`] that [`crate::Portcullis::build`] installs) — is
-//!   scanned with Aho-Corasick; a hit fails closed the same way: 500, nothing
-//!   of the value sent, a log line with the reason and never the value. This
+//!   layer [`crate::routes::scan_response`] that [`crate::Portcullis::build`]
+//!   installs) — is scanned with Aho-Corasick; a hit ([`TaintHit`]) fails
+//!   closed the same way: 500, nothing of the value sent, a log line with the
+//!   reason and never the value (what is sent instead is decided where
+//!   responses are made, [`crate::respond`]: this module knows values, not
+//!   responses). This
 //!   catches the secret after it was copied into a plain `String`, formatted
 //!   into a message or an HTML attribute.
 //!
@@ -67,15 +70,10 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use aho_corasick::AhoCorasick;
 use arc_swap::ArcSwapOption;
-use axum::body::Body;
 use axum::response::Response;
 use base64::Engine;
-use http::header;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
-
-use crate::error::{ErrorCode, Rejection};
-use crate::respond::{self, ClientKind};
 
 /// The most values the registry holds at once, all owners together.
 pub const MAX_ENTRIES: usize = 65_536;
@@ -94,9 +92,6 @@ pub const MIN_BITS_PER_BYTE: f64 = 3.0;
 pub const MIN_BITS: f64 = 80.0;
 /// Changes collected in the delta automaton before the base is rebuilt.
 pub const DELTA_MAX: usize = 256;
-/// The largest page body [`scan_response`] buffers to scan; larger bodies of
-/// a scanned type fail closed.
-pub const MAX_SCANNED_BODY: usize = 16 * 1024 * 1024;
 
 /// A value that must never be sent: `Serialize` fails, `Debug` redacts.
 ///
@@ -304,6 +299,33 @@ impl Inner {
     }
 }
 
+/// A scanned body contains a registered value: the response must not be
+/// sent. Carries the registration's reason (for the log line), never the
+/// value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaintHit {
+    reason: Arc<str>,
+}
+
+impl TaintHit {
+    /// Why the value was registered (e.g. `"stripe api key"`).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for TaintHit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the body contains a registered secret value ({})",
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for TaintHit {}
+
 /// A bounded set of unique values and the automata that find them. The
 /// free functions ([`unique_value`], [`mint`], …) use one process-wide
 /// default instance, which every app scans against unless it installed its
@@ -334,8 +356,9 @@ pub(crate) async fn scoped(
     APP_REGISTRY.scope(registry, next.run(request)).await
 }
 
-/// Whether the registry that [`scan`] would use holds nothing.
-fn nothing_to_scan() -> bool {
+/// Whether the registry that [`scan`] would use holds nothing (then a
+/// page body need not even be buffered).
+pub fn nothing_to_scan() -> bool {
     APP_REGISTRY
         .try_with(|r| r.is_empty())
         .unwrap_or_else(|_| REGISTRY.is_empty())
@@ -396,9 +419,9 @@ pub fn registered() -> usize {
 
 /// Scans a response body against the registry of the app serving the
 /// current request ([`crate::Portcullis::taint_registry`]), else the
-/// process-wide default. On a hit: logs the reason (never the value) under
-/// a digest and returns the 500 to send instead.
-pub fn scan(body: &[u8]) -> Result<(), Rejection> {
+/// process-wide default. A hit names the registration's reason, never the
+/// value; the caller refuses the response (see [`crate::respond`]).
+pub fn scan(body: &[u8]) -> Result<(), TaintHit> {
     APP_REGISTRY
         .try_with(|r| r.scan(body))
         .unwrap_or_else(|_| REGISTRY.scan(body))
@@ -685,7 +708,7 @@ impl Registry {
     }
 
     /// See [`scan`]. One lock-free load, then a linear pass per automaton.
-    pub fn scan(&self, body: &[u8]) -> Result<(), Rejection> {
+    pub fn scan(&self, body: &[u8]) -> Result<(), TaintHit> {
         let snapshot = self.inner.snapshot.load();
         let Some(snapshot) = snapshot.as_ref() else {
             return Ok(());
@@ -704,15 +727,7 @@ impl Registry {
             .or_else(|| snapshot.base.as_ref().and_then(|b| hit(b, &snapshot.dead)));
         match found {
             None => Ok(()),
-            Some(reason) => {
-                let rejection = Rejection::new(ErrorCode::Internal);
-                tracing::error!(
-                    digest = %rejection.digest,
-                    reason = &*reason,
-                    "response blocked: it contains a registered secret value"
-                );
-                Err(rejection)
-            }
+            Some(reason) => Err(TaintHit { reason }),
         }
     }
 }
@@ -734,63 +749,6 @@ fn variants(value: &[u8]) -> Vec<Vec<u8>> {
         }
     }
     out
-}
-
-/// Whether `scan_response` looks at a body of this content type: text and
-/// JSON, not streams or binary assets.
-fn scanned_type(response: &Response) -> bool {
-    let Some(ct) = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let ct = ct.trim_start().to_ascii_lowercase();
-    (ct.starts_with("text/") && !ct.starts_with("text/event-stream"))
-        || ct.starts_with("application/json")
-        || ct.starts_with("application/javascript")
-        || ct.contains("+json")
-        || ct.contains("+xml")
-}
-
-/// Scans a page response (middleware for `axum::middleware::map_response`).
-/// Installed on the app's page routes by [`crate::Portcullis::build`]; use it
-/// on any other router that renders HTML or JSON:
-///
-/// ```rust,ignore
-/// let router = router.layer(axum::middleware::map_response(portcullis::taint::scan_response));
-/// ```
-///
-/// Text and JSON bodies are buffered (up to [`MAX_SCANNED_BODY`]) only while
-/// the registry holds a value; streams (`text/event-stream`) and binary
-/// types pass untouched.
-pub async fn scan_response(response: Response) -> Response {
-    use http_body_util::BodyExt;
-    if nothing_to_scan() || !scanned_type(&response) {
-        return response;
-    }
-    let client = match response.headers().get(header::CONTENT_TYPE) {
-        Some(v) if v.as_bytes().starts_with(b"application/json") => ClientKind::Json,
-        _ => ClientKind::Html,
-    };
-    let (parts, body) = response.into_parts();
-    let bytes = match http_body_util::Limited::new(body, MAX_SCANNED_BODY)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
-            let r = Rejection::internal(&format_args!(
-                "page body could not be scanned for secrets: {e}"
-            ));
-            return respond::failure_with_paths(client, &r, "/", "/", None);
-        }
-    };
-    match scan(&bytes) {
-        Ok(()) => Response::from_parts(parts, Body::from(bytes)),
-        Err(rejection) => respond::failure_with_paths(client, &rejection, "/", "/", None),
-    }
 }
 
 #[cfg(test)]

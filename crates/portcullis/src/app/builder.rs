@@ -14,8 +14,8 @@ use tower_sessions::{Expiry, SessionManagerLayer, SessionStore};
 use crate::action::{Action, ActionMeta, Actions};
 use crate::botcheck::Challenges;
 use crate::config::Config;
-use crate::decode::InputShape;
 use crate::ids::Ids;
+use crate::input::InputShape;
 use crate::observe::{AuditSink, Metrics};
 use crate::ratelimit::Limiter;
 use crate::seal::Sealer;
@@ -59,7 +59,7 @@ pub enum BuildError {
     #[error("action `{action}`: {source}")]
     InputShape {
         action: &'static str,
-        source: crate::decode::ShapeError,
+        source: crate::input::ShapeError,
     },
 }
 
@@ -276,7 +276,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             if let Some(got) = action.input_limit_mismatch {
                 return Err(BuildError::InputLimitType { action: name, got });
             }
-            let shape = std::mem::replace(&mut action.shape, Err(crate::decode::ShapeError("")))
+            let shape = std::mem::replace(&mut action.shape, Err(crate::input::ShapeError("")))
                 .map_err(|source| BuildError::InputShape {
                     action: name,
                     source,
@@ -412,7 +412,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 crate::routes::page_deadline(page_deadline, req, next)
             }))
             .layer(axum::middleware::from_fn(crate::routes::guard))
-            .layer(axum::middleware::map_response(crate::taint::scan_response))
+            .layer(axum::middleware::map_response(crate::routes::scan_response))
             .layer(axum::middleware::from_fn(crate::flash::scope))
             .layer(axum::middleware::from_fn(crate::anon::layer));
         let mut hooks = Router::new();
@@ -465,7 +465,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             .layer(axum::Extension(shared.clone()))
             .layer(sessions)
             .layer(axum::middleware::from_fn(move |req, next| {
-                crate::session::session_guard(login.clone(), reauth.clone(), req, next)
+                crate::routes::session_guard(login.clone(), reauth.clone(), req, next)
             }))
             .layer(axum::middleware::from_fn_with_state(
                 headers,

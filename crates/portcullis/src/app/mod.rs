@@ -3,7 +3,7 @@
 //! [`Portcullis::build`] is where start-up checks happen: duplicate action
 //! names, input types whose fields cannot be learned. It then mounts the
 //! action endpoint (`POST /_action/{id}` only; any other method is 405), the
-//! app's page routes (behind the taint scan, [`crate::taint::scan_response`]),
+//! app's page routes (behind the taint scan, [`crate::routes::scan_response`]),
 //! and the session layer, and shares the framework state with page
 //! extractors through a request extension.
 

@@ -16,11 +16,13 @@
 use axum::response::Response;
 
 use crate::action::AnyInput;
+use crate::botcheck::{self, BotEvidence};
 use crate::error::Rejection;
 use crate::idempotency::{self, Begin, Fingerprint};
 use crate::limits::BodyKind;
 use crate::ratelimit::{self, QuotaState};
 use crate::viewer::Viewer;
+use crate::wire;
 
 use super::attempt::Attempt;
 use super::input::Decoded;
@@ -82,17 +84,24 @@ pub(super) async fn guard<S>(
     let shared = resolved.shared();
     let (head, meta) = (resolved.head, resolved.meta);
     // 6c. Bot checks (public actions): honeypot, proof of work, verifier.
-    crate::botcheck::run(
-        &meta.bot_checks,
-        meta.name,
-        &reserved,
-        &head.headers,
-        caller.ip,
-        &shared.challenges,
-        shared.limiter.store(),
-        meta.fail_open,
-    )
-    .await?;
+    if !meta.bot_checks.is_empty() {
+        let header = |name: &str| head.headers.get(name).and_then(|v| v.to_str().ok());
+        let evidence = BotEvidence {
+            honeypot: reserved.honeypot.as_deref(),
+            pow: header(wire::header::POW).or(reserved.pow.as_deref()),
+            token: header(wire::header::BOT_TOKEN).or(reserved.bot_token.as_deref()),
+        };
+        botcheck::run(
+            &meta.bot_checks,
+            meta.name,
+            evidence,
+            caller.ip,
+            &shared.challenges,
+            shared.limiter.store(),
+            meta.fail_open,
+        )
+        .await?;
+    }
     // 6d. Idempotency: a key seen before replays its stored response; one
     // still running is 409. Scoped by action and caller.
     let idem_key = head

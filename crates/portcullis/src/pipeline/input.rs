@@ -1,7 +1,7 @@
 //! Stages 6a–b: the body is read only now, under the action's own cap and
 //! a whole-body deadline ([`crate::limits`]), decoded into the handler's
-//! input type with sealed fields opened ([`crate::decode`],
-//! [`crate::seal`]), and validated ([`crate::validate`]). Seals open only
+//! input type with sealed fields opened ([`crate::input`],
+//! [`crate::seal`]), and validated ([`crate::input::validate`]). Seals open only
 //! for the action stage 3 resolved, in the session stage 5 saw, before
 //! their expiry.
 
@@ -9,11 +9,11 @@ use axum::body::Body;
 use bytes::Bytes;
 
 use crate::action::AnyInput;
-use crate::decode::Reserved;
 use crate::error::Rejection;
+use crate::input::{Opening, Reserved};
 use crate::limits::{self, BodyKind};
 use crate::respond::ClientKind;
-use crate::seal::{self, Opening};
+use crate::seal;
 use crate::viewer::Viewer;
 
 use super::attempt::Attempt;

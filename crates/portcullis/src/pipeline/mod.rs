@@ -11,7 +11,7 @@
 //! | 3 | resolve  | [`resolve`]     | [`crate::ids`]            | 400 `malformed_action_id`, 409 `stale_action` |
 //! | 4 | limit    | [`limit`]       | [`crate::ratelimit`]      | 429 `rate_limited`, 503 `limiter_unavailable` |
 //! | 5 | policy   | [`policy`]      | [`crate::policy`]         | 401 / 403                                 |
-//! | 6a–b | decode | [`input`]      | [`crate::limits`], [`crate::decode`], [`crate::validate`], [`crate::seal`] | 413, 408, 400, 422; 400 `invalid_bound_argument` |
+//! | 6a–b | decode | [`input`]      | [`crate::limits`], [`crate::input`], [`crate::seal`] | 413, 408, 400, 422; 400 `invalid_bound_argument` |
 //! | 6c–f | guard  | [`guard`]      | [`crate::botcheck`], [`crate::idempotency`], input limits and quotas ([`crate::ratelimit`]) | 403 `bot_check_failed`; 409 / 422 (idempotency key); 429, 503 |
 //! | 7 | handler  | [`handler`]     | the app                   | 404 / 422 / 500 (panics caught); 503 `deadline_exceeded` past the handler deadline |
 //! | 8 | respond  | [`effects`]     | [`crate::respond`], [`crate::taint`] | 500 `internal` when a value refuses to serialize ([`crate::Secret`]) or the body holds a registered unique value |

@@ -6,8 +6,8 @@ use http::request::Parts;
 
 use crate::action::{Action, ActionMeta};
 use crate::app::{Inner, Shared};
-use crate::decode::InputShape;
 use crate::error::Rejection;
+use crate::input::InputShape;
 
 use super::attempt::Attempt;
 

@@ -6,7 +6,7 @@
 
 use std::ops::Deref;
 
-use crate::decode::InputShape;
+use super::shape::InputShape;
 use crate::error::{FieldErrors, Rejection};
 
 /// A validated input. Only the pipeline can make one.

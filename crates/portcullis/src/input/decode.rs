@@ -1,256 +1,36 @@
 //! Stage 6a: decode. urlencoded, multipart and JSON bodies all become the same
 //! typed input, and every decoder does one linear, capped pass.
 //!
-//! The framework learns the input type's declared field names from its
-//! `Deserialize` impl at registration ([`InputShape::of`]) and refuses, with
-//! 422 naming the field, any top-level field the type does not declare — so
-//! `isAdmin=true`, `ownerId=…` or `userId=…` can never be mass-assigned, even
-//! if the author forgot `#[serde(deny_unknown_fields)]`. Type errors become
-//! `fieldErrors` by path (via `serde_path_to_error`), never a 500.
+//! The input type's declared field names ([`InputShape`], learned at
+//! registration) decide what is accepted: any top-level field the type does
+//! not declare is refused with 422 naming the field — so `isAdmin=true`,
+//! `ownerId=…` or `userId=…` can never be mass-assigned, even if the author
+//! forgot `#[serde(deny_unknown_fields)]`. Type errors become `fieldErrors`
+//! by path (via `serde_path_to_error`), never a 500.
 //!
 //! Field names beginning with `_` are reserved for the framework. Accepted
 //! (and split off into [`Reserved`] before the input type sees the body, in
 //! every encoding): `_return` (the no-JS return path, see
-//! [`crate::respond::safe_return_path`]) and the bot-check fields `_hp`
-//! (honeypot), `_pow` (proof of work) and `_bot` (verifier token), see
+//! [`crate::respond::safe_return_path`]), `_idem` and the bot-check fields
+//! `_hp` (honeypot), `_pow` (proof of work) and `_bot` (verifier token), see
 //! [`crate::botcheck`]. Any other `_` field is an unknown field (422).
 //!
-//! Sealed bound arguments ([`crate::seal::Sealed`]) are opened *during*
+//! Sealed bound arguments ([`super::Sealed`]) are opened *during*
 //! deserialization: the request's [`Opening`] (action, session binding, key
 //! ring, clock) is made visible to them only around the synchronous serde
 //! call, by a guard that also clears it on error. A seal that fails to open
 //! is 400 `invalid_bound_argument`, not a 422 field error.
 
 use std::borrow::Cow;
-use std::cell::Cell;
 
 use bytes::Bytes;
 use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
 
+use super::reserved::Reserved;
+use super::sealed::{self, Opening};
+use super::shape::InputShape;
 use crate::error::{ErrorCode, FieldErrors, Rejection};
 use crate::limits::{BodyKind, Limits, too_large};
-use crate::seal::Opening;
-use crate::wire::field;
-
-/// The declared top-level fields of an input type.
-#[derive(Clone, Debug)]
-pub struct InputShape {
-    pub type_name: &'static str,
-    pub fields: &'static [&'static str],
-    /// The fields whose type is `Sealed<T>` (or `Option<Sealed<T>>`), for
-    /// the manifest: a reviewer sees which values the client cannot choose.
-    pub sealed: Vec<&'static str>,
-}
-
-/// Why an input type cannot be used as an action input.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "input type `{0}` must be a struct with named fields deriving Deserialize (no #[serde(flatten)], no maps, no enums) so its fields can be checked"
-)]
-pub struct ShapeError(pub &'static str);
-
-impl InputShape {
-    /// Learns `T`'s field names by asking its `Deserialize` impl to describe
-    /// itself to a deserializer that only listens.
-    pub fn of<T: DeserializeOwned>() -> Result<Self, ShapeError> {
-        let captured = Cell::new(None);
-        let _ = T::deserialize(FieldCapture(&captured));
-        let type_name = std::any::type_name::<T>();
-        match captured.get() {
-            Some(fields) => Ok(InputShape {
-                type_name,
-                fields,
-                sealed: fields
-                    .iter()
-                    .copied()
-                    .filter(|f| field_is_sealed::<T>(f))
-                    .collect(),
-            }),
-            None => Err(ShapeError(type_name)),
-        }
-    }
-
-    fn declares(&self, name: &str) -> bool {
-        self.fields.contains(&name)
-    }
-}
-
-/// A deserializer that records the field list of `deserialize_struct` and
-/// then fails. Written by hand because no maintained crate exposes serde's
-/// field list without a full reflection framework (serde-reflection pulls in
-/// much more than these 30 lines).
-struct FieldCapture<'a>(&'a Cell<Option<&'static [&'static str]>>);
-
-#[derive(Debug)]
-struct Stop;
-impl std::fmt::Display for Stop {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("shape captured")
-    }
-}
-impl std::error::Error for Stop {}
-impl de::Error for Stop {
-    fn custom<T: std::fmt::Display>(_: T) -> Self {
-        Stop
-    }
-}
-
-impl<'de> Deserializer<'de> for FieldCapture<'_> {
-    type Error = Stop;
-    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-        Err(Stop)
-    }
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        fields: &'static [&'static str],
-        _visitor: V,
-    ) -> Result<V::Value, Stop> {
-        self.0.set(Some(fields));
-        Err(Stop)
-    }
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf option unit unit_struct newtype_struct seq tuple
-        tuple_struct map enum identifier ignored_any
-    }
-}
-
-thread_local! {
-    /// Set while [`field_is_sealed`] probes a field; `Sealed<T>`'s
-    /// deserializer reports itself here instead of opening anything.
-    static SEALED_PROBE: Cell<Option<bool>> = const { Cell::new(None) };
-}
-
-/// Called first by `Sealed<T>::deserialize`: true (and the field recorded
-/// as sealed) when this is a shape probe rather than a real request.
-pub(crate) fn sealed_probe_hit() -> bool {
-    SEALED_PROBE.with(|p| match p.get() {
-        Some(_) => {
-            p.set(Some(true));
-            true
-        }
-        None => false,
-    })
-}
-
-/// Whether `T`'s field `field` is a `Sealed<_>`: feeds `T`'s `Deserialize`
-/// a one-entry map whose value deserializer fails at once unless the
-/// field's type is `Sealed` (seen through `Option` and newtypes).
-fn field_is_sealed<T: DeserializeOwned>(field: &'static str) -> bool {
-    SEALED_PROBE.with(|p| p.set(Some(false)));
-    let _ = T::deserialize(FieldProbe(field));
-    SEALED_PROBE.with(|p| p.take()).unwrap_or(false)
-}
-
-struct FieldProbe(&'static str);
-
-impl<'de> Deserializer<'de> for FieldProbe {
-    type Error = Stop;
-    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-        Err(Stop)
-    }
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Stop> {
-        visitor.visit_map(OneEntry(Some(self.0)))
-    }
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf option unit unit_struct newtype_struct seq tuple
-        tuple_struct map enum identifier ignored_any
-    }
-}
-
-struct OneEntry(Option<&'static str>);
-
-impl<'de> MapAccess<'de> for OneEntry {
-    type Error = Stop;
-    fn next_key_seed<K: de::DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, Stop> {
-        match self.0.take() {
-            Some(name) => seed
-                .deserialize(de::value::BorrowedStrDeserializer::<Stop>::new(name))
-                .map(Some),
-            None => Ok(None),
-        }
-    }
-    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Stop> {
-        seed.deserialize(ValueProbe)
-    }
-}
-
-struct ValueProbe;
-
-impl<'de> Deserializer<'de> for ValueProbe {
-    type Error = Stop;
-    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-        Err(Stop)
-    }
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Stop> {
-        visitor.visit_some(self)
-    }
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, Stop> {
-        visitor.visit_newtype_struct(self)
-    }
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf unit unit_struct seq tuple
-        tuple_struct map enum identifier ignored_any struct
-    }
-}
-
-/// Framework fields that came with the input.
-#[derive(Debug, Default, Clone)]
-pub struct Reserved {
-    /// `_return`: where a no-JS form wants to land. Unvalidated here.
-    pub return_to: Option<String>,
-    /// `_hp`: the honeypot; anything but empty means a bot filled it.
-    pub honeypot: Option<String>,
-    /// `_pow`: a proof-of-work solution (`challenge:counter`).
-    pub pow: Option<String>,
-    /// `_bot`: a bot-verifier token.
-    pub bot_token: Option<String>,
-    /// `_idem`: the idempotency key of a no-JS form (the client runtime
-    /// sends the `Idempotency-Key` header instead).
-    pub idempotency_key: Option<String>,
-}
-
-impl Reserved {
-    /// Stores `value` if `name` is a reserved field; `false` otherwise.
-    fn take(&mut self, name: &str, value: impl FnOnce() -> String) -> bool {
-        let Some(slot) = self.slot(name) else {
-            return false;
-        };
-        *slot = Some(value());
-        true
-    }
-
-    fn slot(&mut self, name: &str) -> Option<&mut Option<String>> {
-        let slot = match name {
-            field::RETURN => &mut self.return_to,
-            field::HONEYPOT => &mut self.honeypot,
-            field::IDEMPOTENCY_KEY => &mut self.idempotency_key,
-            field::POW => &mut self.pow,
-            field::BOT_TOKEN => &mut self.bot_token,
-            _ => return None,
-        };
-        Some(slot)
-    }
-
-    fn is_reserved(name: &str) -> bool {
-        field::BODY.contains(&name)
-    }
-}
 
 /// Decodes `body` into `T`, enforcing field/part/depth caps, refusing
 /// undeclared fields and opening sealed fields with `opening`.
@@ -575,7 +355,7 @@ fn serde_failure<E: std::fmt::Display>(err: serde_path_to_error::Error<E>) -> Re
         Some(i) => message[..i].to_owned(),
         None => message,
     };
-    if let Some(marker) = crate::seal::failure_marker(&message) {
+    if let Some(marker) = sealed::failure_marker(&message) {
         return marker;
     }
     let quoted = |prefix: &str| {
