@@ -9,19 +9,41 @@
 // here is what the browser runs. The server serves it under a
 // content-hashed URL with immutable caching.
 //
-// Markup it understands (all rendered by the framework's Form/field):
+// Every name below is part of the wire contract (crates/portcullis/src/wire.rs);
+// a test there fails if this file uses a data-* attribute, header, reserved
+// field or envelope member that wire.rs lacks, or lacks one it lists.
+//
+// Attributes it reads (rendered by the framework's Form/field/fragments):
 //   form[data-portcullis]          enhanced form; its action is the endpoint
 //   [data-idempotent]              may run in parallel (else: one queue per page)
-//   [data-pow][data-pow-bits]      proof-of-work challenge to solve first
+//   [data-pow][data-pow-bits]      proof-of-work challenge (and its difficulty)
+//                                  to solve first; sent as X-Portcullis-Pow
 //   [data-form-errors]             form-level error region (role=alert)
 //   [data-error-for=name]          field error slot (aria-live=polite)
 //   [data-optimistic-target=sel][data-optimistic-template=id]
-//                                  append a filled <template> to sel at once
+//                                  append a filled <template> to sel at once;
+//                                  in it, [data-slot=field] gets that field's value
 //   [data-optimistic-text=sel][data-optimistic-field=name]
 //                                  set sel's text to a field's value at once
 //   [data-reset]                   clear the form after success
-//   [data-login] / [data-reauth]   where 401s send the browser
-//   [data-fragment=key]            fragment roots the server may re-render
+//   [data-result-into=sel][data-result-field=name]
+//                                  after success, show result[name] in sel
+//                                  (e.g. a token shown once) instead of reloading
+//   [data-login] / [data-reauth]   where 401s send the browser (?return=here)
+//   [data-fragment=key]            fragment roots the server may re-render; their
+//                                  keys go out in Portcullis-Fragments
+// Attributes it writes:
+//   form[data-pending]             while a call is in flight (with aria-busy)
+//   [data-pc-disabled]             submit buttons it disabled meanwhile
+//   [data-optimistic]              optimistic nodes, until the call succeeds
+//   [data-portcullis-notice]       the notice after a stale-page reload
+//   html[data-portcullis=ready]    the runtime has loaded
+// Headers it sends: Accept, Idempotency-Key (one per submission, reused by
+// Retry), Portcullis-Fragments, X-Portcullis-Pow. It reads the form's
+// _return (query of its action) and Retry-After on a 429.
+//
+// One submission: request() sends it; the answer goes to onSuccess() or
+// onFailure(), which dispatches on the status through onStatus.
 
 const STALE_KEY = "portcullis:stale";
 const NOTICE_KEY = "portcullis:notice";
@@ -176,16 +198,13 @@ function withReturn(path) {
   return `${path}?return=${encodeURIComponent(location.pathname + location.search)}`;
 }
 
-async function send(form, submitter, key) {
-  const data = new FormData(form, submitter);
+// Sends one submission. Resolves to { res, body }, or null when the
+// network failed (then the form says so and offers Retry with the same key).
+async function request(form, submitter, key, data, opt) {
   const multipart = $$("input[type=file]", form).length > 0;
   const headers = { Accept: "application/json", "Idempotency-Key": key };
   const keys = $$("[data-fragment]").map((e) => e.dataset.fragment);
   if (keys.length) headers["Portcullis-Fragments"] = keys.join(" ");
-  // A new attempt: old messages go (the slots are live regions, so the
-  // next answer is announced afresh).
-  clearErrors(form);
-  const opt = optimistic(form, data);
   let res;
   try {
     if (form.dataset.pow) {
@@ -204,61 +223,97 @@ async function send(form, submitter, key) {
     formError(form, "Network problem: your input is kept. Check your connection and retry.", () =>
       enqueue(form, submitter, key),
     );
-    return;
+    return null;
   }
   let body = {};
   try {
     body = await res.json();
   } catch {}
-  clearErrors(form);
-  if (res.ok && body.ok) {
-    sessionStorage.removeItem(STALE_KEY);
-    opt.commit();
-    swapFragments(body.fragments);
-    if (body.redirect) return location.assign(body.redirect);
-    if ("reset" in form.dataset) HTMLFormElement.prototype.reset.call(form);
-    // Like the no-JS 303: land on the form's return path (or refresh this
-    // page), unless fragments or an optimistic update already show the result.
-    // A form may show one result field in place (e.g. a token shown once).
-    const into = form.dataset.resultInto && document.querySelector(form.dataset.resultInto);
-    if (into) {
-      into.textContent = String((body.result || {})[form.dataset.resultField] ?? "");
-      into.hidden = false;
-      return;
-    }
-    const optimisticForm = form.dataset.optimisticTemplate || form.dataset.optimisticText;
-    // Fresh fragments already show the write (read-your-own-writes); reload
-    // only when the server changed something and sent nothing to swap.
-    if (!body.fragments && (body.revalidated || !optimisticForm)) {
-      const back = returnPath(form);
-      if (back && back !== location.pathname + location.search) return location.assign(back);
-      location.reload();
-    }
+  return { res, body };
+}
+
+// The success envelope: { ok, result, fragments?, redirect?, revalidated? }.
+function onSuccess(form, body, opt) {
+  sessionStorage.removeItem(STALE_KEY);
+  opt.commit();
+  swapFragments(body.fragments);
+  if (body.redirect) return location.assign(body.redirect);
+  if ("reset" in form.dataset) HTMLFormElement.prototype.reset.call(form);
+  // A form may show one result field in place (e.g. a token shown once).
+  const into = form.dataset.resultInto && document.querySelector(form.dataset.resultInto);
+  if (into) {
+    into.textContent = String((body.result || {})[form.dataset.resultField] ?? "");
+    into.hidden = false;
     return;
   }
+  // Like the no-JS 303: land on the form's return path (or refresh this
+  // page), unless fragments or an optimistic update already show the result.
+  const optimisticForm = form.dataset.optimisticTemplate || form.dataset.optimisticText;
+  // Fresh fragments already show the write (read-your-own-writes); reload
+  // only when the server changed something and sent nothing to swap.
+  if (!body.fragments && (body.revalidated || !optimisticForm)) {
+    const back = returnPath(form);
+    if (back && back !== location.pathname + location.search) return location.assign(back);
+    location.reload();
+  }
+}
+
+// Failure handlers by status. Each gets (form, failure) and returns false
+// to fall through to the generic message.
+const onStatus = { 409: stale, 422: invalid, 429: tooMany, 401: toLogin };
+
+// The failure envelope: { error: { code, message, digest }, fieldErrors?, formErrors? }.
+function onFailure(form, res, body, opt) {
   opt.rollback();
   const code = body.error && body.error.code;
   const message = (body.error && body.error.message) || `Request failed (${res.status}).`;
-  if (res.status === 409 && code === "stale_action") {
-    // A deploy or key rotation changed the action ids: reload once, never loop.
-    const last = +sessionStorage.getItem(STALE_KEY) || 0;
-    if (Date.now() - last > 30000) {
-      sessionStorage.setItem(STALE_KEY, String(Date.now()));
-      sessionStorage.setItem(NOTICE_KEY, "This page was out of date and has been reloaded. Please submit again.");
-      return location.reload();
-    }
-    return formError(form, message);
-  }
-  if (res.status === 422) return showErrors(form, body);
-  if (res.status === 429) {
-    const after = +res.headers.get("Retry-After");
-    return formError(form, after ? `Too many requests. Try again in ${after} s.` : message);
-  }
-  if (res.status === 401) {
-    const to = code === "reauthentication_required" ? form.dataset.reauth : form.dataset.login;
-    if (to) return location.assign(withReturn(to));
-  }
+  const handler = onStatus[res.status];
+  if (handler && handler(form, { res, body, code, message }) !== false) return;
   formError(form, code === "internal" && body.error.digest ? `${message} Reference: ${body.error.digest}` : message);
+}
+
+// 409 stale_action: a deploy or key rotation changed the action ids: reload
+// once, never loop. Other 409s (a duplicate still running) fall through.
+function stale(form, f) {
+  if (f.code !== "stale_action") return false;
+  const last = +sessionStorage.getItem(STALE_KEY) || 0;
+  if (Date.now() - last > 30000) {
+    sessionStorage.setItem(STALE_KEY, String(Date.now()));
+    sessionStorage.setItem(NOTICE_KEY, "This page was out of date and has been reloaded. Please submit again.");
+    return location.reload();
+  }
+  formError(form, f.message);
+}
+
+// 422: field and form errors into their slots.
+function invalid(form, f) {
+  showErrors(form, f.body);
+}
+
+function tooMany(form, f) {
+  const after = +f.res.headers.get("Retry-After");
+  formError(form, after ? `Too many requests. Try again in ${after} s.` : f.message);
+}
+
+// 401: to sign-in (or the password step), coming back here afterwards.
+function toLogin(form, f) {
+  const to = f.code === "reauthentication_required" ? form.dataset.reauth : form.dataset.login;
+  if (!to) return false;
+  location.assign(withReturn(to));
+}
+
+async function send(form, submitter, key) {
+  const data = new FormData(form, submitter);
+  // A new attempt: old messages go (the slots are live regions, so the
+  // next answer is announced afresh).
+  clearErrors(form);
+  const opt = optimistic(form, data);
+  const answer = await request(form, submitter, key, data, opt);
+  if (!answer) return;
+  const { res, body } = answer;
+  clearErrors(form);
+  if (res.ok && body.ok) onSuccess(form, body, opt);
+  else onFailure(form, res, body, opt);
 }
 
 function enqueue(form, submitter, key) {

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use demo::actions::{auth, comments, contact, projects};
 use portcullis::AnyActionRef;
+use portcullis::wire;
 use rand::{Rng, SeedableRng};
 use sqlx::Row;
 
@@ -131,7 +132,12 @@ impl Config {
     }
 
     fn action(&self, action: AnyActionRef) -> String {
-        format!("{}/_action/{}", self.base, self.ids[action.name()])
+        format!(
+            "{}{}{}",
+            self.base,
+            wire::ACTION_PREFIX,
+            self.ids[action.name()]
+        )
     }
 }
 
@@ -275,7 +281,7 @@ async fn worker(cfg: Arc<Config>, w: usize, deadline: Instant) -> Log {
                         ("email", format!("{}@bench.local", session.user)),
                         ("password", demo::seed::SAMPLE_PASSWORD.to_owned()),
                         // The form's empty honeypot (a missing one is refused).
-                        ("_hp", String::new()),
+                        (wire::field::HONEYPOT, String::new()),
                     ],
                 ))
                 .await
@@ -288,7 +294,7 @@ async fn worker(cfg: Arc<Config>, w: usize, deadline: Instant) -> Log {
                         ("name", format!("Soak {w}")),
                         ("email", format!("soak{w}@example.com")),
                         ("message", message.clone()),
-                        ("_hp", String::new()),
+                        (wire::field::HONEYPOT, String::new()),
                     ],
                 ))
                 .await;

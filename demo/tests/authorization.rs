@@ -5,6 +5,7 @@ mod common;
 
 use demo::actions::{account, auth, comments, projects, teams};
 use portcullis::AnyActionRef;
+use portcullis::wire;
 use std::time::Duration;
 
 use common::{
@@ -408,7 +409,11 @@ async fn destructive_actions_need_a_recent_reauthentication_in_this_session() {
     );
     assert_eq!(snapshot(&demo).await, before);
     // A browser without JS is sent to the password step, with a way back.
-    let path = format!("{}?_return=%2Fprojects%2F{p}", stale.path(projects::DELETE));
+    let path = format!(
+        "{}?{}=%2Fprojects%2F{p}",
+        stale.path(projects::DELETE),
+        wire::field::RETURN
+    );
     let r = stale
         .post(&path)
         .header("accept", "text/html")

@@ -35,6 +35,7 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use fantoccini::{Client, ClientBuilder, Locator};
+use portcullis::wire;
 use portcullis::{Config, MasterSecret};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -165,7 +166,7 @@ struct Hooks {
 }
 
 async fn hook_layer(hooks: Arc<Hooks>, request: Request, next: Next) -> Response {
-    if request.uri().path().starts_with("/_action/") {
+    if request.uri().path().starts_with(wire::ACTION_PREFIX) {
         let delay = hooks.delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -376,7 +377,8 @@ impl Browser {
         self.client.delete_all_cookies().await.unwrap();
         // SameSite must be given: the WebDriver default (None) needs Secure.
         let mut cookie = fantoccini::cookies::Cookie::parse(format!(
-            "portcullis={session}; Path=/; HttpOnly; SameSite=Lax"
+            "{}={session}; Path=/; HttpOnly; SameSite=Lax",
+            wire::cookie::SESSION
         ))
         .unwrap();
         cookie.set_domain("127.0.0.1");
@@ -456,7 +458,12 @@ impl Browser {
     /// After a page load: with JS, wait until the runtime is ready.
     async fn ready(&self) {
         if self.mode == Mode::Js {
-            self.wait_for("html[data-portcullis=ready]").await;
+            self.wait_for(&format!(
+                "html[{}={}]",
+                wire::attr::PORTCULLIS,
+                wire::attr::READY
+            ))
+            .await;
         }
     }
 
@@ -504,8 +511,11 @@ async fn sign_up_and_sign_in(b: &Browser, site: &Site) {
     b.fill("#f-email", &email).await;
     b.fill("#f-displayName", "Ada").await;
     b.fill("#f-password", "short").await;
-    b.click("form[data-portcullis].card button[type=submit]")
-        .await;
+    b.click(&format!(
+        "form[{}].card button[type=submit]",
+        wire::attr::PORTCULLIS
+    ))
+    .await;
     b.wait_text("#f-password-error", "").await;
     let err = b.wait_for("#f-password-error:not(:empty)").await;
     assert!(!err.text().await.unwrap().is_empty());
@@ -520,8 +530,11 @@ async fn sign_up_and_sign_in(b: &Browser, site: &Site) {
     b.shot("signup-error").await;
     b.fill("#f-password", common::PASSWORD).await;
     b.fill("#f-displayName", "Ada").await;
-    b.click("form[data-portcullis].card button[type=submit]")
-        .await;
+    b.click(&format!(
+        "form[{}].card button[type=submit]",
+        wire::attr::PORTCULLIS
+    ))
+    .await;
     b.wait_path("/login?signed_up=1").await;
     b.wait_text("main .notice", "sign in").await;
     b.ready().await;
@@ -539,8 +552,11 @@ async fn sign_up_and_sign_in(b: &Browser, site: &Site) {
     b.fill("#f-email", &email).await;
     b.fill("#f-password", "wrong password!").await;
     b.click("main form button[type=submit]").await;
-    b.wait_text("main [data-form-errors]", "Invalid email or password")
-        .await;
+    b.wait_text(
+        &format!("main [{}]", wire::attr::FORM_ERRORS),
+        "Invalid email or password",
+    )
+    .await;
     b.shot("signin-error").await;
     b.fill("#f-password", common::PASSWORD).await;
     b.click("main form button[type=submit]").await;
@@ -558,8 +574,11 @@ async fn create_and_rename_project(b: &Browser, site: &Site) {
     b.ready().await;
     b.fill("#f-create-name", "A").await;
     b.click("#create-project button[type=submit]").await;
-    b.wait_for("#create-project [data-error-for=name]:not(:empty)")
-        .await;
+    b.wait_for(&format!(
+        "#create-project [{}=name]:not(:empty)",
+        wire::attr::ERROR_FOR
+    ))
+    .await;
     assert_eq!(b.value("#f-create-name").await, "A");
     b.fill("#f-create-name", "Apollo").await;
     b.click("#create-project button[type=submit]").await;
@@ -608,7 +627,7 @@ async fn optimistic_comment_rollback(b: &Browser, site: &Site) {
         .await;
     let team = common::team_of(&site.demo, user).await;
     let c = site.demo.client.new_session();
-    c.set_cookie(&format!("portcullis={session}"));
+    c.set_cookie(&format!("{}={session}", wire::cookie::SESSION));
     let p = common::project(&c, team, "Comet").await;
     b.sign_in_as(site, &session).await;
     b.goto(site, &format!("/projects/{p}")).await;
@@ -618,12 +637,19 @@ async fn optimistic_comment_rollback(b: &Browser, site: &Site) {
     b.fill("#f-body", "First!").await;
     b.click("#post-comment button[type=submit]").await;
     if b.mode == Mode::Js {
-        b.wait_text("#comments .comment[data-optimistic]", "First!")
-            .await;
+        b.wait_text(
+            &format!("#comments .comment[{}]", wire::attr::OPTIMISTIC),
+            "First!",
+        )
+        .await;
         b.shot("comment-optimistic").await;
-        b.wait_gone("#comments .comment[data-optimistic]").await;
-        b.wait_text("#post-comment [data-form-errors]", "went wrong")
+        b.wait_gone(&format!("#comments .comment[{}]", wire::attr::OPTIMISTIC))
             .await;
+        b.wait_text(
+            &format!("#post-comment [{}]", wire::attr::FORM_ERRORS),
+            "went wrong",
+        )
+        .await;
         assert_eq!(b.value("#f-body").await, "First!", "nothing lost");
         b.shot("comment-rolled-back").await;
     } else {
@@ -643,13 +669,21 @@ async fn optimistic_comment_rollback(b: &Browser, site: &Site) {
         site.hooks.offline.store(true, Ordering::SeqCst);
         b.fill("#f-body", "Second").await;
         b.click("#post-comment button[type=submit]").await;
-        b.wait_text("#post-comment [data-form-errors]", "Network problem")
-            .await;
+        b.wait_text(
+            &format!("#post-comment [{}]", wire::attr::FORM_ERRORS),
+            "Network problem",
+        )
+        .await;
         assert_eq!(b.value("#f-body").await, "Second", "nothing lost");
-        b.wait_gone("#comments .comment[data-optimistic]").await;
+        b.wait_gone(&format!("#comments .comment[{}]", wire::attr::OPTIMISTIC))
+            .await;
         b.shot("comment-network-error").await;
         site.hooks.offline.store(false, Ordering::SeqCst);
-        b.click("#post-comment [data-form-errors] button").await;
+        b.click(&format!(
+            "#post-comment [{}] button",
+            wire::attr::FORM_ERRORS
+        ))
+        .await;
         b.wait_text("#comments", "Second").await;
         b.client.refresh().await.unwrap();
         b.wait_text("#comments", "Second").await;
@@ -665,7 +699,7 @@ async fn stale_ids_reload_once(b: &Browser, site: &Site) {
         .await;
     let team = common::team_of(&site.demo, user).await;
     let c = site.demo.client.new_session();
-    c.set_cookie(&format!("portcullis={session}"));
+    c.set_cookie(&format!("{}={session}", wire::cookie::SESSION));
     let p = common::project(&c, team, "Delta").await;
     b.sign_in_as(site, &session).await;
     b.goto(site, &format!("/projects/{p}")).await;
@@ -674,7 +708,8 @@ async fn stale_ids_reload_once(b: &Browser, site: &Site) {
     b.fill("#f-name", "Delta Two").await;
     b.click("main form.inline button[type=submit]").await;
     if b.mode == Mode::Js {
-        b.wait_text("[data-portcullis-notice]", "out of date").await;
+        b.wait_text(&format!("[{}]", wire::attr::NOTICE), "out of date")
+            .await;
         b.shot("stale-reloaded").await;
         b.ready().await;
     } else {
@@ -728,7 +763,7 @@ async fn contact_rate_limited(b: &Browser, site: &Site) {
                 ("email", "v@example.com"),
                 ("message", "Hello again, there."),
                 // The form's empty honeypot (a missing one is refused).
-                ("_hp", ""),
+                (wire::field::HONEYPOT, ""),
             ])
             .send()
             .await
@@ -741,7 +776,11 @@ async fn contact_rate_limited(b: &Browser, site: &Site) {
     b.fill("#f-message", "One more message, please.").await;
     b.click("main form button[type=submit]").await;
     if b.mode == Mode::Js {
-        b.wait_text("main [data-form-errors]", "Try again in").await;
+        b.wait_text(
+            &format!("main [{}]", wire::attr::FORM_ERRORS),
+            "Try again in",
+        )
+        .await;
         assert_eq!(b.value("#f-message").await, "One more message, please.");
     } else {
         b.wait_text("h1", "Slow down").await;
@@ -757,7 +796,7 @@ async fn destructive_action_reauth(b: &Browser, site: &Site) {
         .await;
     let team = common::team_of(&site.demo, user).await;
     let c = site.demo.client.new_session();
-    c.set_cookie(&format!("portcullis={session}"));
+    c.set_cookie(&format!("{}={session}", wire::cookie::SESSION));
     let p = common::project(&c, team, "Echo").await;
     b.sign_in_as(site, &session).await;
     let page = format!("/projects/{p}");
@@ -864,7 +903,7 @@ async fn proof_of_work_is_solved_before_sending(b: &Browser) {
     };
     b.client.goto(&format!("{base}/")).await.unwrap();
     b.ready().await;
-    assert!(b.attr("form", "data-pow").await.is_some());
+    assert!(b.attr("form", wire::attr::POW).await.is_some());
     b.fill("#f-msg", "hello").await;
     b.click("form button[type=submit]").await;
     b.wait_for("#done").await;

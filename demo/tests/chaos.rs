@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use demo::db::Db;
+use portcullis::wire;
 use reqwest::cookie::Jar;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -417,7 +418,7 @@ async fn sign_up(c: &reqwest::Client, base: &str, ids: &Ids, name: &str) {
             ("email", &email),
             ("displayName", name),
             ("password", PASSWORD),
-            ("_hp", ""),
+            (wire::field::HONEYPOT, ""),
         ],
     )
     .await;
@@ -433,7 +434,11 @@ async fn sign_in(c: &reqwest::Client, base: &str, ids: &Ids, name: &str) -> Answ
         c,
         base,
         &ids.path(auth::SIGN_IN),
-        &[("email", &email), ("password", PASSWORD), ("_hp", "")],
+        &[
+            ("email", &email),
+            ("password", PASSWORD),
+            (wire::field::HONEYPOT, ""),
+        ],
     )
     .await
 }
@@ -513,7 +518,7 @@ impl World<'_> {
                 ("name", "Visitor"),
                 ("email", "visitor@example.com"),
                 ("message", "Hello there, a message."),
-                ("_hp", ""),
+                (wire::field::HONEYPOT, ""),
             ],
         )
         .await

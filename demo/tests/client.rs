@@ -8,6 +8,7 @@ mod common;
 use common::{project, start, team_of, user};
 use demo::actions::projects;
 use portcullis::testing::{TestClient, TestResponse};
+use portcullis::wire;
 
 async fn no_js_post<In, Out>(
     c: &TestClient,
@@ -42,9 +43,12 @@ async fn pages_link_the_hashed_script_which_is_cached_immutably() {
         r.header("cache-control"),
         Some("public, max-age=31536000, immutable")
     );
-    assert!(r.text().contains("data-portcullis"));
+    assert!(r.text().contains(wire::attr::PORTCULLIS));
     assert_eq!(
-        demo.client.get("/_portcullis/portcullis.js").await.status,
+        demo.client
+            .get(&format!("{}portcullis.js", wire::ASSET_PREFIX))
+            .await
+            .status,
         404
     );
 }
@@ -60,23 +64,26 @@ async fn no_js_validation_failure_comes_back_as_a_single_use_flash() {
     let r = no_js_post(
         &c,
         projects::RENAME,
-        &format!("_return={back}"),
+        &format!("{}={back}", wire::field::RETURN),
         &format!("projectId={p}&name=x"),
     )
     .await;
     assert_eq!(r.status, 303, "{}", r.text());
     assert_eq!(r.header("location"), Some(page.as_str()));
     let cookie = r.header("set-cookie").unwrap().to_owned();
-    assert!(cookie.starts_with("portcullis_flash="), "{cookie}");
+    assert!(
+        cookie.starts_with(&format!("{}=", wire::cookie::FLASH)),
+        "{cookie}"
+    );
     assert!(cookie.contains("HttpOnly") && cookie.contains("Max-Age=60"));
     assert!(!cookie.contains("length is lower"), "sealed, not readable");
 
     let html = c.get(&page).await;
-    let cleared = html
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .any(|v| v.to_str().unwrap().starts_with("portcullis_flash=;"));
+    let cleared = html.headers.get_all("set-cookie").iter().any(|v| {
+        v.to_str()
+            .unwrap()
+            .starts_with(&format!("{}=;", wire::cookie::FLASH))
+    });
     assert!(cleared, "the page that shows the flash deletes it");
     let html = html.text();
     assert!(html.contains("aria-invalid=\"true\""), "{html}");
@@ -102,7 +109,7 @@ async fn flash_goes_to_the_form_that_was_posted_and_never_carries_secrets() {
     let _b = project(&c, team, "Borealis").await;
     // The list renders one rename form per project; the second carries `_form=1`.
     let html = c.get("/projects").await.text();
-    assert!(html.contains("_form=1"), "{html}");
+    assert!(html.contains(&format!("{}=1", wire::field::FORM)), "{html}");
     // Sign-in: the form returns to /projects on success, but a failure comes
     // back to the sign-in page, with the email and without the password.
     let anon = demo.client.new_session();
@@ -115,13 +122,19 @@ async fn flash_goes_to_the_form_that_was_posted_and_never_carries_secrets() {
         .next()
         .unwrap()
         .replace("&amp;", "&");
-    assert!(action.contains("_back=%2Flogin"), "{action}");
+    assert!(
+        action.contains(&format!("{}=%2Flogin", wire::field::BACK)),
+        "{action}"
+    );
     let r = anon
         .post(&action)
         .header("accept", "text/html")
         .header("origin", anon.origin())
         .header("content-type", "application/x-www-form-urlencoded")
-        .body("email=alice%40example.com&password=wrong-password-here&_hp=")
+        .body(format!(
+            "email=alice%40example.com&password=wrong-password-here&{}=",
+            wire::field::HONEYPOT
+        ))
         .send()
         .await
         .unwrap();
@@ -152,7 +165,7 @@ async fn json_clients_still_get_422_and_unsafe_return_paths_get_the_error_page()
     let r = no_js_post(
         &c,
         projects::RENAME,
-        "_return=https%3A%2F%2Fevil.example%2F",
+        &format!("{}=https%3A%2F%2Fevil.example%2F", wire::field::RETURN),
         &format!("projectId={p}&name=x"),
     )
     .await;
@@ -185,8 +198,11 @@ async fn rendered_forms_are_accessible() {
         let forms = html.matches("<form ").count();
         assert!(forms > 0, "{path}");
         assert_eq!(
-            html.matches("role=\"alert\" aria-live=\"assertive\" data-form-errors")
-                .count(),
+            html.matches(&format!(
+                "role=\"alert\" aria-live=\"assertive\" {}",
+                wire::attr::FORM_ERRORS
+            ))
+            .count(),
             forms,
             "{path}: each form has a form-error region"
         );
@@ -200,7 +216,7 @@ async fn rendered_forms_are_accessible() {
                         .map(|v| v.split('"').next().unwrap().to_owned())
                 };
                 if attr("type").as_deref() == Some("hidden")
-                    || attr("name").as_deref() == Some("_hp")
+                    || attr("name").as_deref() == Some(wire::field::HONEYPOT)
                 {
                     continue;
                 }
@@ -214,7 +230,7 @@ async fn rendered_forms_are_accessible() {
                     let described = attr("aria-describedby")
                         .unwrap_or_else(|| panic!("{path}: #{id} has no aria-describedby"));
                     assert!(
-                        html.contains(&format!("id=\"{described}\" data-error-for=")),
+                        html.contains(&format!("id=\"{described}\" {}=", wire::attr::ERROR_FOR)),
                         "{path}: #{id}'s error slot is missing"
                     );
                     let slot = html.split(&format!("id=\"{described}\"")).nth(1).unwrap();

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use demo::db::Db;
+use portcullis::wire;
 use reqwest::cookie::Jar;
 
 const SECRET: &str = "Y2x1c3Rlci10ZXN0LXNlY3JldC0zMi1ieXRlcy1sb25nIQ==";
@@ -137,7 +138,7 @@ async fn call(
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body);
     if let Some(k) = key {
-        req = req.header("idempotency-key", k);
+        req = req.header(wire::header::IDEMPOTENCY_KEY, k);
     }
     let r = req.send().await.expect("request");
     let status = r.status().as_u16();
@@ -175,7 +176,7 @@ async fn sign_up(c: &reqwest::Client, base: &str, ids: &Ids, name: &str) {
             ("email", &email),
             ("displayName", name),
             ("password", PASSWORD),
-            ("_hp", ""),
+            (wire::field::HONEYPOT, ""),
         ],
         None,
     )
@@ -189,7 +190,11 @@ async fn sign_in(c: &reqwest::Client, base: &str, ids: &Ids, email: &str) {
         c,
         base,
         &ids.path(auth::SIGN_IN),
-        &[("email", email), ("password", PASSWORD), ("_hp", "")],
+        &[
+            ("email", email),
+            ("password", PASSWORD),
+            (wire::field::HONEYPOT, ""),
+        ],
         None,
     )
     .await;
@@ -261,7 +266,7 @@ async fn log_in_on_a_act_on_b_and_log_out_on_a_ends_the_session_on_b() {
         &[
             ("email", "alice@example.com"),
             ("password", PASSWORD),
-            ("_hp", ""),
+            (wire::field::HONEYPOT, ""),
         ],
         None,
     )
@@ -303,7 +308,7 @@ async fn idempotent_retry_on_the_other_instance_applies_once() {
     let (s2, v2, h2) = call(&c, &p.b.base, &path, &form, Some("key-123")).await;
     assert_eq!(s2, 200);
     assert_eq!(v1, v2, "the first result is returned");
-    assert_eq!(h2.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(h2.get(wire::header::IDEMPOTENT_REPLAYED).unwrap(), "true");
     assert_eq!(count(&p.db, "SELECT COUNT(*) FROM projects").await, 1);
     // Concurrent duplicates: one runs, the other waits its turn (409) or replays.
     let form2 = [("teamId", team.as_str()), ("name", "Raced")];
@@ -398,7 +403,7 @@ async fn rate_limit_is_exact_across_both_instances() {
                     ("name", "V"),
                     ("email", "v@example.com"),
                     ("message", "Hello there, friends."),
-                    ("_hp", ""),
+                    (wire::field::HONEYPOT, ""),
                 ],
                 None,
             )

@@ -5,6 +5,7 @@ mod common;
 
 use common::{PASSWORD, project, snapshot, start, team_of, user};
 use demo::actions::{auth, comments, contact, projects, teams};
+use portcullis::wire;
 
 #[tokio::test]
 async fn sign_up_sign_in_act_sign_out() {
@@ -27,14 +28,19 @@ async fn sign_up_sign_in_act_sign_out() {
     assert_eq!(r.json()["redirect"], "/");
     assert_eq!(c.get("/projects").await.status, 303);
     // Sign back in: redirect to the return path.
-    let path = format!("{}?_return=%2Fprojects%2F{p}", c.path(auth::SIGN_IN));
+    let path = format!(
+        "{}?{}=%2Fprojects%2F{p}",
+        c.path(auth::SIGN_IN),
+        wire::field::RETURN
+    );
     let r = c
         .post(&path)
         .header("accept", "application/json")
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!(
-            "email=alice%40example.com&password={}&_hp=",
-            PASSWORD.replace(' ', "+")
+            "email=alice%40example.com&password={}&{}=",
+            PASSWORD.replace(' ', "+"),
+            wire::field::HONEYPOT
         ))
         .send()
         .await
@@ -51,7 +57,11 @@ async fn no_js_form_post_redirects_back() {
     let (c, id) = user(&demo, "Alice").await;
     let team = team_of(&demo, id).await;
     let p = project(&c, team, "Apollo").await;
-    let path = format!("{}?_return=%2Fprojects", c.path(projects::RENAME));
+    let path = format!(
+        "{}?{}=%2Fprojects",
+        c.path(projects::RENAME),
+        wire::field::RETURN
+    );
     let r = c
         .post(&path)
         .header("accept", "text/html")
@@ -111,7 +121,11 @@ async fn forms_render_current_ids_and_accessible_fields() {
         .action_id(auth::SIGN_IN.name())
         .unwrap();
     assert!(
-        html.contains(&format!("action=\"/_action/{id}?_return=")),
+        html.contains(&format!(
+            "action=\"{}{id}?{}=",
+            wire::ACTION_PREFIX,
+            wire::field::RETURN
+        )),
         "{html}"
     );
     assert!(
@@ -130,12 +144,16 @@ async fn forms_render_current_ids_and_accessible_fields() {
         );
         assert!(
             html.contains(&format!(
-                "id=\"f-{name}-error\" data-error-for=\"{name}\" aria-live=\"polite\""
+                "id=\"f-{name}-error\" {}=\"{name}\" aria-live=\"polite\"",
+                wire::attr::ERROR_FOR
             )),
             "{name}"
         );
     }
-    assert!(html.contains("role=\"alert\" aria-live=\"assertive\" data-form-errors"));
+    assert!(html.contains(&format!(
+        "role=\"alert\" aria-live=\"assertive\" {}",
+        wire::attr::FORM_ERRORS
+    )));
 }
 
 #[tokio::test]
@@ -144,7 +162,7 @@ async fn honeypot_filled_contact_form_is_refused_and_nothing_stored() {
     let anon = demo.client.new_session();
     let html = anon.get("/contact").await.text();
     assert!(
-        html.contains("name=\"_hp\""),
+        html.contains(&format!("name=\"{}\"", wire::field::HONEYPOT)),
         "the form carries the honeypot"
     );
     let before = snapshot(&demo).await;
@@ -155,7 +173,7 @@ async fn honeypot_filled_contact_form_is_refused_and_nothing_stored() {
                 ("name", "Bot"),
                 ("email", "bot@example.com"),
                 ("message", "Buy cheap watches now!"),
-                ("_hp", "http://spam.example"),
+                (wire::field::HONEYPOT, "http://spam.example"),
             ],
         )
         .await;
@@ -306,7 +324,10 @@ async fn rename_returns_the_fresh_row_fragment_in_under_a_kilobyte() {
         .chain(ids.iter().map(|i| format!("project:{i}")))
         .collect();
     for k in &keys {
-        assert!(html.contains(&format!("data-fragment=\"{k}\"")), "{k}");
+        assert!(
+            html.contains(&format!("{}=\"{k}\"", wire::attr::FRAGMENT)),
+            "{k}"
+        );
     }
     let target = ids[2];
     let r = c
@@ -314,7 +335,7 @@ async fn rename_returns_the_fresh_row_fragment_in_under_a_kilobyte() {
         .header("sec-fetch-site", "same-origin")
         .header("accept", "application/json")
         .header("content-type", "application/x-www-form-urlencoded")
-        .header("portcullis-fragments", keys.join(" "))
+        .header(wire::header::FRAGMENTS, keys.join(" "))
         .body(format!("projectId={target}&name=Renamed+project"))
         .send()
         .await
@@ -367,26 +388,32 @@ async fn no_js_double_submit_of_one_rendered_form_applies_once() {
     let demo = start().await;
     let (c, id) = user(&demo, "Alice").await;
     let team = team_of(&demo, id).await;
-    let key = common::hidden_field(&c, "/projects", "_idem").await;
+    let key = common::hidden_field(&c, "/projects", wire::field::IDEMPOTENCY_KEY).await;
     let submit = || {
         c.post(&c.path(projects::CREATE))
             .header("accept", "text/html")
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("teamId={team}&name=Once&_idem={key}"))
+            .body(format!(
+                "teamId={team}&name=Once&{}={key}",
+                wire::field::IDEMPOTENCY_KEY
+            ))
             .send()
     };
     let first = submit().await.unwrap();
     let second = submit().await.unwrap();
     assert_eq!(first.status(), 303);
     assert_eq!(second.status(), 303);
-    assert_eq!(second.headers()["idempotent-replayed"], "true");
+    assert_eq!(second.headers()[wire::header::IDEMPOTENT_REPLAYED], "true");
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM projects WHERE name = 'Once'")
         .fetch_one(&demo.db.pool)
         .await
         .unwrap();
     assert_eq!(n, 1);
     // A fresh render carries a fresh key.
-    assert_ne!(common::hidden_field(&c, "/projects", "_idem").await, key);
+    assert_ne!(
+        common::hidden_field(&c, "/projects", wire::field::IDEMPOTENCY_KEY).await,
+        key
+    );
 }
 
 #[tokio::test]

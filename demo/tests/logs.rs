@@ -9,6 +9,7 @@ use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 
 use common::{PASSWORD, start, user};
+use portcullis::wire;
 
 static LOG: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
 
@@ -92,7 +93,7 @@ async fn no_span_or_log_line_holds_a_password_or_token() {
     let session = anon.cookies().unwrap_or_default();
     let session_id = session
         .split("; ")
-        .find_map(|c| c.strip_prefix("portcullis="))
+        .find_map(|c| c.strip_prefix(wire::cookie::SESSION)?.strip_prefix('='))
         .expect("session cookie")
         .to_owned();
 

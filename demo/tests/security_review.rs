@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use common::{PASSWORD, project, start, team_of, user};
 use portcullis::testing::attacks::Harness;
+use portcullis::wire;
 use tower::ServiceExt;
 
 #[tokio::test]
@@ -88,7 +89,7 @@ async fn successful_mutations_are_written_to_the_audit_log() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let request_id = r.header("x-request-id").unwrap().to_owned();
+    let request_id = r.header(wire::header::REQUEST_ID).unwrap().to_owned();
     // Refused and failed calls are not audited.
     let r = alice
         .call(
@@ -179,7 +180,7 @@ async fn metrics_count_the_requests_sent() {
         assert_eq!(r.status, 401);
     }
     let r = alice
-        .post("/_action/AAAAAAAAAAAAAAAAAAAAAA")
+        .post(&format!("{}AAAAAAAAAAAAAAAAAAAAAA", wire::ACTION_PREFIX))
         .send()
         .await
         .unwrap();

@@ -5,6 +5,7 @@ mod common;
 
 use common::{project, start, team_of, user};
 use demo::actions::{account, projects};
+use portcullis::wire;
 
 /// Mallory saves, as her "third-party API key", a high-entropy string that
 /// every page contains (the client runtime's content-hashed URL). Before,
@@ -28,8 +29,8 @@ async fn one_users_api_key_cannot_make_every_page_fail() {
 
     for poison in [
         everywhere,
-        everywhere.trim_start_matches("/_portcullis/"),
-        "data-portcullis",
+        everywhere.trim_start_matches(wire::ASSET_PREFIX),
+        wire::attr::PORTCULLIS,
     ] {
         let r = mallory
             .call(account::SET_API_KEY, &[("apiKey", poison)])

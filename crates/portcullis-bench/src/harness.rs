@@ -222,7 +222,7 @@ pub fn flash(data: &[u8]) {
     if let Ok(value) = HeaderValue::from_bytes(data) {
         let mut headers = HeaderMap::new();
         headers.insert(http::header::COOKIE, value);
-        if let Some(text) = flash::cookie_value(&headers, "portcullis_flash") {
+        if let Some(text) = flash::cookie_value(&headers, portcullis::wire::cookie::FLASH) {
             assert!(Flash::open(sealer, text, &session, SEAL_NOW).is_err());
         }
     }

@@ -550,11 +550,11 @@ pub(crate) type AnyInput = Box<dyn Any + Send>;
 
 /// A handler's result of some DTO type, not yet serialized.
 pub(crate) trait AnyDto: Send {
-    fn to_json(&self) -> Result<Vec<u8>, Rejection>;
+    fn to_json(&self) -> Result<Box<serde_json::value::RawValue>, Rejection>;
 }
 
 impl<T: Dto> AnyDto for T {
-    fn to_json(&self) -> Result<Vec<u8>, Rejection> {
+    fn to_json(&self) -> Result<Box<serde_json::value::RawValue>, Rejection> {
         respond::to_json(self)
     }
 }

@@ -52,10 +52,6 @@ use subtle::ConstantTimeEq;
 use crate::app::Shared;
 use crate::keys::{KeyRing, Purpose};
 
-/// The cookie name without secure cookies.
-pub const COOKIE: &str = "pc_anon";
-/// The cookie name with secure cookies (`__Host-` prefix).
-pub const SECURE_COOKIE: &str = "__Host-pc_anon";
 const LABEL: &[u8] = b"portcullis/anon/v1";
 const ID_LEN: usize = 16;
 const TAG_LEN: usize = 16;
@@ -127,13 +123,9 @@ fn decode(keys: &KeyRing, value: &str) -> Option<AnonScope> {
     })
 }
 
-fn cookie_name(secure: bool) -> &'static str {
-    if secure { SECURE_COOKIE } else { COOKIE }
-}
-
 /// The anonymous scope a request's cookies carry, if valid.
 pub fn from_headers(keys: &KeyRing, secure: bool, headers: &http::HeaderMap) -> Option<AnonScope> {
-    let name = cookie_name(secure);
+    let name = crate::wire::cookie::anon(secure);
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -182,7 +174,7 @@ pub(crate) async fn layer(mut request: Request, next: Next) -> Response {
     };
     let cookie = format!(
         "{}={}; Path=/; Max-Age={MAX_AGE_SECS}; HttpOnly; SameSite=Lax{secure}",
-        cookie_name(config.secure_cookies),
+        crate::wire::cookie::anon(config.secure_cookies),
         encode(&config.keys, &id)
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {

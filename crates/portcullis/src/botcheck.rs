@@ -2,7 +2,7 @@
 //! before input limits, quotas and the handler). Any failure is 403
 //! `bot_check_failed` with a generic message; the reason goes to the debug log.
 //!
-//! * [`BotCheck::Honeypot`]: the reserved form field [`HONEYPOT_FIELD`] (`_hp`)
+//! * [`BotCheck::Honeypot`]: the reserved form field [`wire::field::HONEYPOT`] (`_hp`)
 //!   must be *present* and empty. [`crate::render::Form`] renders it, hidden
 //!   from people and assistive technology, for every action with a bot
 //!   check, so every real form sends it (browsers submit empty text inputs;
@@ -49,17 +49,7 @@ use crate::decode::Reserved;
 use crate::error::{ErrorCode, Rejection};
 use crate::keys::{KeyRing, Purpose};
 use crate::store::CounterStore;
-
-/// Reserved form field that must stay empty.
-pub const HONEYPOT_FIELD: &str = "_hp";
-/// Reserved form field carrying a proof-of-work solution (`challenge:counter`).
-pub const POW_FIELD: &str = "_pow";
-/// Header carrying a proof-of-work solution (the client runtime's way).
-pub const POW_HEADER: &str = "x-portcullis-pow";
-/// Reserved form field carrying a bot-verifier token.
-pub const BOT_TOKEN_FIELD: &str = "_bot";
-/// Header carrying a bot-verifier token.
-pub const BOT_TOKEN_HEADER: &str = "x-portcullis-bot";
+use crate::wire;
 
 /// How long a minted challenge stays valid.
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(30 * 60);
@@ -331,7 +321,7 @@ pub(crate) async fn run(
         match check {
             BotCheck::Honeypot => {}
             BotCheck::ProofOfWork { bits } => {
-                let solution = header(POW_HEADER)
+                let solution = header(wire::header::POW)
                     .or(reserved.pow.as_deref())
                     .ok_or_else(|| failed(&PowError::Missing))?;
                 let solved = challenges
@@ -355,7 +345,7 @@ pub(crate) async fn run(
                 }
             }
             BotCheck::Verifier(v) => {
-                let token = header(BOT_TOKEN_HEADER)
+                let token = header(wire::header::BOT_TOKEN)
                     .or(reserved.bot_token.as_deref())
                     .filter(|t| !t.is_empty() && t.len() <= 4096)
                     .ok_or_else(|| failed(&"missing verifier token"))?;

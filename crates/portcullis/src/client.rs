@@ -23,11 +23,10 @@ use axum::routing::get;
 use http::{StatusCode, header};
 use sha2::{Digest, Sha256};
 
+use crate::wire::ASSET_PREFIX;
+
 /// The script's source, as shipped.
 pub const SCRIPT: &str = include_str!("../../../client/portcullis.js");
-
-/// Where the framework serves its own assets.
-pub const ASSET_PREFIX: &str = "/_portcullis/";
 
 static FILE_NAME: LazyLock<String> = LazyLock::new(|| {
     let digest = Sha256::digest(SCRIPT.as_bytes());
@@ -117,10 +116,10 @@ mod tests {
     fn path_carries_the_content_hash() {
         let p = script_path();
         assert!(
-            p.starts_with("/_portcullis/portcullis.") && p.ends_with(".js"),
+            p.starts_with(&format!("{ASSET_PREFIX}portcullis.")) && p.ends_with(".js"),
             "{p}"
         );
-        assert_eq!(p.len(), "/_portcullis/portcullis..js".len() + 16);
+        assert_eq!(p.len(), format!("{ASSET_PREFIX}portcullis..js").len() + 16);
     }
 
     #[tokio::test]

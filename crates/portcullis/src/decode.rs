@@ -30,9 +30,7 @@ use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Vis
 use crate::error::{ErrorCode, FieldErrors, Rejection};
 use crate::limits::{BodyKind, Limits, too_large};
 use crate::seal::Opening;
-
-/// Reserved form field carrying the no-JS return path.
-pub const RETURN_FIELD: &str = "_return";
+use crate::wire::field;
 
 /// The declared top-level fields of an input type.
 #[derive(Clone, Debug)]
@@ -239,25 +237,18 @@ impl Reserved {
 
     fn slot(&mut self, name: &str) -> Option<&mut Option<String>> {
         let slot = match name {
-            RETURN_FIELD => &mut self.return_to,
-            crate::botcheck::HONEYPOT_FIELD => &mut self.honeypot,
-            crate::idempotency::FIELD => &mut self.idempotency_key,
-            crate::botcheck::POW_FIELD => &mut self.pow,
-            crate::botcheck::BOT_TOKEN_FIELD => &mut self.bot_token,
+            field::RETURN => &mut self.return_to,
+            field::HONEYPOT => &mut self.honeypot,
+            field::IDEMPOTENCY_KEY => &mut self.idempotency_key,
+            field::POW => &mut self.pow,
+            field::BOT_TOKEN => &mut self.bot_token,
             _ => return None,
         };
         Some(slot)
     }
 
     fn is_reserved(name: &str) -> bool {
-        matches!(
-            name,
-            RETURN_FIELD
-                | crate::botcheck::HONEYPOT_FIELD
-                | crate::botcheck::POW_FIELD
-                | crate::botcheck::BOT_TOKEN_FIELD
-                | crate::idempotency::FIELD
-        )
+        field::BODY.contains(&name)
     }
 }
 

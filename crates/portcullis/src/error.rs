@@ -246,27 +246,12 @@ impl Rejection {
         self.code.status()
     }
 
-    /// The JSON error envelope:
+    /// The JSON error envelope ([`crate::wire::FailureEnvelope`]):
     /// `{"error":{"code","message","digest"},"fieldErrors":{..},"formErrors":[..]}`.
     pub fn to_json(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct Inner<'a> {
-            code: ErrorCode,
-            message: &'a str,
-            digest: &'a Digest,
-        }
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Envelope<'a> {
-            error: Inner<'a>,
-            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-            field_errors: &'a FieldErrors,
-            #[serde(skip_serializing_if = "<[_]>::is_empty")]
-            form_errors: &'a [String],
-        }
-        serde_json::to_vec(&Envelope {
-            error: Inner {
-                code: self.code,
+        serde_json::to_vec(&crate::wire::FailureEnvelope {
+            error: crate::wire::ErrorBody {
+                code: self.code.as_str(),
                 message: &self.message,
                 digest: &self.digest,
             },
@@ -447,3 +432,78 @@ impl From<Rejection> for ActionError {
 
 /// The result type of an action handler.
 pub type Outcome<T> = Result<T, ActionError>;
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode::{self, *};
+
+    /// The envelope writes `as_str()`; serde (the manifest, logs) writes the
+    /// derived name. They are one wire name.
+    #[test]
+    fn the_wire_name_is_the_serde_name() {
+        let all = [
+            CrossOriginRequest,
+            PayloadTooLarge,
+            RequestTimeout,
+            UnsupportedMediaType,
+            MalformedBody,
+            MalformedActionId,
+            StaleAction,
+            RateLimited,
+            Unauthenticated,
+            Forbidden,
+            ReauthenticationRequired,
+            InvalidInput,
+            InvalidBoundArgument,
+            BotCheckFailed,
+            NotFound,
+            MethodNotAllowed,
+            LimiterUnavailable,
+            DatabaseUnavailable,
+            SessionStoreUnavailable,
+            IdempotencyUnavailable,
+            DeadlineExceeded,
+            RequestInProgress,
+            IdempotencyKeyReused,
+            IdempotencyResultUnavailable,
+            InvalidSignature,
+            Internal,
+        ];
+        for code in all {
+            // Exhaustive: a new code fails to compile here until listed above.
+            match code {
+                CrossOriginRequest
+                | PayloadTooLarge
+                | RequestTimeout
+                | UnsupportedMediaType
+                | MalformedBody
+                | MalformedActionId
+                | StaleAction
+                | RateLimited
+                | Unauthenticated
+                | Forbidden
+                | ReauthenticationRequired
+                | InvalidInput
+                | InvalidBoundArgument
+                | BotCheckFailed
+                | NotFound
+                | MethodNotAllowed
+                | LimiterUnavailable
+                | DatabaseUnavailable
+                | SessionStoreUnavailable
+                | IdempotencyUnavailable
+                | DeadlineExceeded
+                | RequestInProgress
+                | IdempotencyKeyReused
+                | IdempotencyResultUnavailable
+                | InvalidSignature
+                | Internal => {}
+            }
+            let code: ErrorCode = code;
+            assert_eq!(
+                serde_json::to_string(&code).unwrap(),
+                format!("\"{}\"", code.as_str())
+            );
+        }
+    }
+}

@@ -60,13 +60,6 @@ use crate::seal::{self, Binding, OpenError, Sealer};
 /// How long a flash lives: the 303 is followed at once, so a minute is ample.
 pub const FLASH_TTL: Duration = Duration::from_secs(60);
 
-/// The query parameter naming which form of an action on a page was posted.
-pub const FORM_ORDINAL_FIELD: &str = "_form";
-
-/// The query parameter naming the page a form is on, when its success
-/// return path is elsewhere (a sign-in form returning to `/projects`).
-pub const BACK_FIELD: &str = "_back";
-
 /// The AAD "action" of every flash seal.
 const FLASH_CONTEXT: &str = "portcullis/flash";
 
@@ -86,11 +79,7 @@ pub fn sealer(keys: &KeyRing) -> Sealer {
 
 /// The flash cookie's name (with `__Host-` when cookies are `Secure`).
 pub fn cookie_name(config: &crate::Config) -> &'static str {
-    if config.secure_cookies {
-        "__Host-portcullis_flash"
-    } else {
-        "portcullis_flash"
-    }
+    crate::wire::cookie::flash(config.secure_cookies)
 }
 
 /// What a failed no-JS submission hands to the next render of its page.
@@ -219,10 +208,10 @@ impl Source {
         Source {
             action,
             binding,
-            ordinal: param(FORM_ORDINAL_FIELD)
+            ordinal: param(crate::wire::field::FORM)
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
-            back: param(BACK_FIELD),
+            back: param(crate::wire::field::BACK),
             urlencoded: matches!(kind, BodyKind::UrlEncoded).then(|| body.clone()),
         }
     }

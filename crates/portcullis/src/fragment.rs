@@ -888,7 +888,9 @@ impl Engine {
             {
                 self.remember_path(path, &k);
             }
-            out.push_str("<div data-fragment=\"");
+            out.push_str("<div ");
+            out.push_str(crate::wire::attr::FRAGMENT);
+            out.push_str("=\"");
             out.push_str(key);
             out.push_str("\">");
             let mut rest: &str = &template;

@@ -37,7 +37,7 @@
 //! (`securityHeaders`) and `portcullis audit` flags it unless it carries a
 //! reason ([`RouteHeaders::because`]).
 //!
-//! Violations: the policy names [`REPORT_PATH`] in `report-uri` and (through
+//! Violations: the policy names [`CSP_REPORT_PATH`] in `report-uri` and (through
 //! `Reporting-Endpoints`) `report-to`; [`report`] logs each report as one
 //! bounded warning line. [`SecurityHeaders::report_only`] sends the policy as
 //! `Content-Security-Policy-Report-Only` (to try a policy before enforcing
@@ -53,8 +53,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde::Serialize;
 
-/// Where browsers send CSP violation reports (POST).
-pub const REPORT_PATH: &str = "/_portcullis/csp-report";
+use crate::wire::CSP_REPORT_PATH;
 
 /// The `Reporting-Endpoints` group name the policy's `report-to` names.
 const REPORT_GROUP: &str = "portcullis-csp";
@@ -427,7 +426,7 @@ fn compile_variant(
         csp.push(list("frame-ancestors", frame_ancestors));
     }
     if reports {
-        csp.push(format!("report-uri {REPORT_PATH}"));
+        csp.push(format!("report-uri {CSP_REPORT_PATH}"));
         csp.push(format!("report-to {REPORT_GROUP}"));
     }
     let template = csp.join("; ");
@@ -513,7 +512,7 @@ impl SecurityHeaders {
             hsts,
             permissions,
             reporting_endpoints: self.reports.then(|| {
-                HeaderValue::from_str(&format!("{REPORT_GROUP}=\"{REPORT_PATH}\""))
+                HeaderValue::from_str(&format!("{REPORT_GROUP}=\"{CSP_REPORT_PATH}\""))
                     .expect("constant ASCII")
             }),
             reports: ReportLog::new(self.report_budget),
@@ -540,7 +539,7 @@ impl Compiled {
                 .as_ref()
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
-            report_path: self.reports_on.then_some(REPORT_PATH),
+            report_path: self.reports_on.then_some(CSP_REPORT_PATH),
         }
     }
 
@@ -589,7 +588,7 @@ pub(crate) async fn layer(
         nonce: fresh_nonce(),
         personalized: AtomicBool::new(false),
     });
-    let action = request.uri().path().starts_with(crate::app::ACTION_PREFIX);
+    let action = request.uri().path().starts_with(crate::wire::ACTION_PREFIX);
     let variant = compiled.variant(request.uri().path());
     request.extensions_mut().insert(facts.clone());
     let mut response = next.run(request).await;
@@ -678,7 +677,7 @@ fn apply(c: &Compiled, v: &Variant, nonce: &str, personal: bool, h: &mut HeaderM
 /// The violation log's state: one GCRA bucket (the limiter's own decision
 /// function, [`crate::store::gcra`]) and two counters.
 ///
-/// * Who writes it: anyone who can send a POST to [`REPORT_PATH`] — it must
+/// * Who writes it: anyone who can send a POST to [`CSP_REPORT_PATH`] — it must
 ///   accept unauthenticated, cross-site requests, because that is how
 ///   browsers send reports.
 /// * What bounds it: three `u64`s, whatever the traffic; a report body is
@@ -819,11 +818,11 @@ pub(crate) async fn report(
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// `POST` [`REPORT_PATH`], mounted outside the origin guard: browsers send
+/// `POST` [`CSP_REPORT_PATH`], mounted outside the origin guard: browsers send
 /// reports without credentials, and the only effect is a bounded log line.
 pub(crate) fn report_router(compiled: Arc<Compiled>, timeout: Duration) -> axum::Router {
     axum::Router::new().route(
-        REPORT_PATH,
+        CSP_REPORT_PATH,
         axum::routing::post(move |request: Request| report(compiled.clone(), timeout, request)),
     )
 }
@@ -831,7 +830,7 @@ pub(crate) fn report_router(compiled: Arc<Compiled>, timeout: Duration) -> axum:
 /// The report endpoint as the manifest lists it among cross-origin routes.
 pub(crate) fn report_route() -> crate::routes::CrossOriginRoute {
     crate::routes::CrossOriginRoute {
-        path: REPORT_PATH.into(),
+        path: CSP_REPORT_PATH.into(),
         method: "POST",
         authenticator: "none: log-only, rate-limited CSP report sink",
     }

@@ -65,10 +65,6 @@ pub use crate::store::idempotency::{CLAIM, Claim, Fingerprint, IdempotencyStore,
 /// Bounds of the in-memory store.
 pub use crate::store::memory::IdempotencyConfig as StoreConfig;
 
-/// The request header.
-pub const HEADER: &str = "idempotency-key";
-/// The no-JS form field.
-pub const FIELD: &str = "_idem";
 /// The largest response body that is stored for replay; larger results are
 /// remembered by hash only.
 pub const MAX_STORED_BODY: usize = 64 * 1024;
@@ -254,8 +250,10 @@ fn rebuild(s: &Record) -> Response {
             r.headers_mut().insert(name, v);
         }
     }
-    r.headers_mut()
-        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    r.headers_mut().insert(
+        crate::wire::header::IDEMPOTENT_REPLAYED,
+        HeaderValue::from_static("true"),
+    );
     r
 }
 

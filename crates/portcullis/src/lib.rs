@@ -39,6 +39,7 @@ pub mod testing;
 pub mod validate;
 pub mod viewer;
 pub mod webhook;
+pub mod wire;
 
 pub use action::{Action, ActionBuilder, ActionRef, Actions, AnyActionRef, action};
 pub use app::{App, BuildError, Manifest, Portcullis};

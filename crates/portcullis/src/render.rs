@@ -32,13 +32,13 @@ use maud::{Markup, html};
 use tower_sessions::Session;
 
 use crate::app::Shared;
-use crate::decode::RETURN_FIELD;
 use crate::error::{ErrorCode, Rejection};
 use crate::flash::FieldState as FlashValue;
 use crate::respond::{self, ClientKind};
 use crate::seal::{self, Binding, SealFor};
 use crate::session;
 use crate::viewer::Viewer;
+use crate::wire;
 
 /// Read-only render context for a page request.
 pub struct Page {
@@ -119,8 +119,9 @@ impl Page {
     pub fn require_viewer(&self) -> Result<&Viewer, Response> {
         self.viewer.as_ref().ok_or_else(|| {
             let login = format!(
-                "{}?return={}",
+                "{}?{}={}",
                 self.shared.config.login_path,
+                wire::LOGIN_RETURN_PARAM,
                 form_urlencoded::byte_serialize(self.path.as_bytes()).collect::<String>()
             );
             respond::see_other(&login).into_response()
@@ -200,7 +201,7 @@ impl Page {
             Ok(html) => maud::PreEscaped(html),
             Err(e) => {
                 tracing::warn!(fragment = key, error = ?e, "fragment failed to render");
-                maud::PreEscaped(format!("<div data-fragment=\"{key}\"></div>"))
+                maud::PreEscaped(format!("<div {}=\"{key}\"></div>", wire::attr::FRAGMENT))
             }
         }
     }
@@ -274,7 +275,7 @@ impl Form {
                 // Renders, but every submission answers `stale_action`.
                 format!(
                     "{}{}",
-                    crate::app::ACTION_PREFIX,
+                    crate::wire::ACTION_PREFIX,
                     "A".repeat(crate::ids::ID_TEXT_LEN)
                 )
             }
@@ -384,25 +385,22 @@ impl Form {
         // The return path rides in the query so that refusals raised before
         // the body is read (401, 429, …) can still link back.
         let mut action = format!(
-            "{}?{RETURN_FIELD}={}",
+            "{}?{}={}",
             self.action,
+            wire::field::RETURN,
             form_urlencoded::byte_serialize(self.return_to.as_bytes()).collect::<String>()
         );
         if self.page != self.return_to {
             // Success lands on `return_to`; a no-JS 422 comes back here.
             action.push_str(&format!(
                 "&{}={}",
-                crate::flash::BACK_FIELD,
+                wire::field::BACK,
                 form_urlencoded::byte_serialize(self.page.as_bytes()).collect::<String>()
             ));
         }
         if self.ordinal > 0 {
             // Which of the page's forms for this action (no-JS flash target).
-            action.push_str(&format!(
-                "&{}={}",
-                crate::flash::FORM_ORDINAL_FIELD,
-                self.ordinal
-            ));
+            action.push_str(&format!("&{}={}", wire::field::FORM, self.ordinal));
         }
         let pow_bits = self.pow.as_deref().map(crate::botcheck::challenge_bits);
         let form_errors = crate::flash::form_errors(self.name, self.ordinal);
@@ -429,7 +427,7 @@ impl Form {
                     input type="hidden" name=(name) value=(value);
                 }
                 @if let Some(key) = &self.idempotency_key {
-                    input type="hidden" name=(crate::idempotency::FIELD) value=(key);
+                    input type="hidden" name=(wire::field::IDEMPOTENCY_KEY) value=(key);
                 }
                 @if self.honeypot {
                     // Off-screen rather than `display:none` (which some bots skip),
@@ -438,7 +436,7 @@ impl Form {
                     // from assistive technology and the tab order.
                     div.pc-honeypot aria-hidden="true" {
                         label { "Leave this field empty"
-                            input type="text" name=(crate::botcheck::HONEYPOT_FIELD) value=""
+                            input type="text" name=(wire::field::HONEYPOT) value=""
                                 tabindex="-1" autocomplete="off";
                         }
                     }
@@ -547,4 +545,63 @@ impl maud::Render for Field {
 /// A submit button.
 pub fn submit(label: &str) -> Markup {
     html! { button type="submit" { (label) } }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::keys::{KeyRing, MasterSecret};
+    use crate::seal::Sealer;
+
+    /// maud needs attribute names as literals, so this module spells them;
+    /// this pins them to [`crate::wire`]: a form with every option renders
+    /// exactly the listed attributes and reserved names.
+    #[test]
+    fn a_form_renders_exactly_the_wire_names() {
+        let keys = KeyRing::new(&MasterSecret::generate(), None);
+        let form = Form {
+            name: "a",
+            ordinal: 1,
+            idempotent: true,
+            login: "/login".into(),
+            reauth: "/reauth".into(),
+            optimistic_target: Some("#list".into()),
+            optimistic_template: Some("row".into()),
+            optimistic_text: Some(("#title".into(), "name".into())),
+            reset: true,
+            action: format!("{}x", wire::ACTION_PREFIX),
+            page: "/page".into(),
+            return_to: "/next".into(),
+            id: None,
+            class: None,
+            seal: SealFor::new(Arc::new(Sealer::new(&keys)), "a", Binding::Anonymous),
+            hidden: Vec::new(),
+            honeypot: true,
+            pow: Some("challenge".into()),
+            result_into: Some(("#out".into(), "token".into())),
+            idempotency_key: Some("k".into()),
+        };
+        let html = form.body(html! { (field("name")) }).into_string();
+        let attrs: BTreeSet<&str> = html
+            .split(|c: char| c.is_whitespace() || c == '<')
+            .filter(|t| t.starts_with("data-"))
+            .map(|t| t.split(['=', '>']).next().unwrap_or(t))
+            .collect();
+        let expected: BTreeSet<&str> = wire::attr::RENDERED
+            .into_iter()
+            .filter(|a| *a != wire::attr::FRAGMENT)
+            .collect();
+        assert_eq!(attrs, expected, "{html}");
+        for reserved in wire::field::QUERY {
+            assert!(html.contains(&format!("{reserved}=")), "{reserved}: {html}");
+        }
+        for input in [wire::field::IDEMPOTENCY_KEY, wire::field::HONEYPOT] {
+            assert!(
+                html.contains(&format!("name=\"{input}\"")),
+                "{input}: {html}"
+            );
+        }
+    }
 }

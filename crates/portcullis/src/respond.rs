@@ -7,7 +7,8 @@
 //!
 //! Two clients, one contract:
 //! * the client runtime (`Accept` without `text/html`) gets a JSON envelope:
-//!   `{"ok":true,"result":…,"redirect":…}` or the error envelope;
+//!   [`crate::wire::SuccessEnvelope`] (`{"ok":true,"result":…,"redirect":…}`)
+//!   or [`crate::wire::FailureEnvelope`];
 //! * a plain browser form post (`Accept: text/html`) gets `303 See Other` to a
 //!   same-origin path on success; on a validation failure (422) `303` back to
 //!   the form's page with a sealed one-time flash ([`crate::flash`]); on any
@@ -26,8 +27,10 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use maud::{DOCTYPE, Markup, html};
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::error::{ErrorCode, Rejection};
+use crate::wire::{self, SuccessEnvelope};
 
 /// Marker for types that may leave the server as an action result.
 ///
@@ -40,18 +43,27 @@ impl<T: Dto> Dto for Vec<T> {}
 impl<T: Dto> Dto for Option<T> {}
 
 /// Serializes a DTO, naming the field path if serialization fails.
-pub(crate) fn to_json<T: Dto>(value: &T) -> Result<Vec<u8>, Rejection> {
-    let mut out = Vec::with_capacity(128);
-    let mut ser = serde_json::Serializer::new(&mut out);
-    match serde_path_to_error::serialize(value, &mut ser) {
-        Ok(()) => Ok(out),
-        Err(e) => Err(Rejection::internal(&format_args!(
-            "response of type {} refused to serialize at `{}`: {}",
-            std::any::type_name::<T>(),
-            e.path(),
-            e.inner()
-        ))),
-    }
+///
+/// One pass on success (serde_json's own `to_raw_value`, which trusts its
+/// own output rather than re-parsing it); only a value that refused is
+/// serialized a second time, through `serde_path_to_error`, for the path.
+pub(crate) fn to_json<T: Dto>(value: &T) -> Result<Box<RawValue>, Rejection> {
+    let first = match serde_json::value::to_raw_value(value) {
+        Ok(raw) => return Ok(raw),
+        Err(e) => e,
+    };
+    let mut sink = Vec::new();
+    let mut ser = serde_json::Serializer::new(&mut sink);
+    let (path, inner) = match serde_path_to_error::serialize(value, &mut ser) {
+        Err(e) => (e.path().to_string(), e.into_inner()),
+        // Refused once, not twice: a value whose Serialize is not a function
+        // of the value. Still refused, with the first error.
+        Ok(()) => (".".to_owned(), first),
+    };
+    Err(Rejection::internal(&format_args!(
+        "response of type {} refused to serialize at `{path}`: {inner}",
+        std::any::type_name::<T>(),
+    )))
 }
 
 /// Which of the two response shapes the caller wants.
@@ -91,7 +103,7 @@ pub fn safe_return_path(candidate: &str) -> Option<&str> {
 
 /// What a successful action sends.
 pub(crate) struct Success {
-    pub result_json: Vec<u8>,
+    pub result_json: Box<RawValue>,
     pub redirect: Option<String>,
     pub return_to: Option<String>,
     /// Re-rendered fragments: (key, html).
@@ -105,30 +117,18 @@ pub(crate) struct Success {
 pub(crate) fn success(client: ClientKind, s: Success) -> Result<Response, Rejection> {
     Ok(match client {
         ClientKind::Json => {
-            let mut body = Vec::with_capacity(s.result_json.len() + 64);
-            body.extend_from_slice(br#"{"ok":true,"result":"#);
-            body.extend_from_slice(&s.result_json);
-            if !s.fragments.is_empty() {
-                body.extend_from_slice(br#","fragments":{"#);
-                for (i, (key, html)) in s.fragments.iter().enumerate() {
-                    if i > 0 {
-                        body.push(b',');
-                    }
-                    // Strings always serialize.
-                    body.extend_from_slice(&serde_json::to_vec(key).unwrap_or_default());
-                    body.push(b':');
-                    body.extend_from_slice(&serde_json::to_vec(html).unwrap_or_default());
-                }
-                body.push(b'}');
-            }
-            if let Some(to) = &s.redirect {
-                body.extend_from_slice(br#","redirect":"#);
-                body.extend_from_slice(&serde_json::to_vec(to).unwrap_or_default());
-            }
-            if s.revalidated {
-                body.extend_from_slice(br#","revalidated":true"#);
-            }
-            body.push(b'}');
+            let envelope = SuccessEnvelope {
+                ok: true,
+                result: &s.result_json,
+                fragments: &s.fragments,
+                redirect: s.redirect.as_deref(),
+                revalidated: s.revalidated,
+            };
+            // One buffer, sized as the hand-written envelope sized it.
+            let fragments: usize = s.fragments.iter().map(|(k, h)| k.len() + h.len() + 6).sum();
+            let mut body = Vec::with_capacity(s.result_json.get().len() + fragments + 64);
+            // Strings, a raw value and a map of strings always serialize.
+            serde_json::to_writer(&mut body, &envelope).map_err(|e| Rejection::internal(&e))?;
             crate::taint::scan(&body)?;
             json_response(StatusCode::OK, body)
         }
@@ -246,7 +246,8 @@ pub fn error_page(rejection: &Rejection, login_path: &str, back: Option<&str>) -
     );
     let login_href = match back {
         Some(b) => format!(
-            "{login_path}?return={}",
+            "{login_path}?{}={}",
+            wire::LOGIN_RETURN_PARAM,
             form_urlencoded::byte_serialize(b.as_bytes()).collect::<String>()
         ),
         None => login_path.to_owned(),

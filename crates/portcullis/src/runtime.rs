@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::action::ActionMeta;
-use crate::app::{ACTION_PREFIX, Manifest, ManifestEntry};
+use crate::app::{Manifest, ManifestEntry};
 use crate::botcheck::{BotCheck, CHALLENGE_TTL, Challenges};
 use crate::config::Config;
 use crate::ids::Ids;
 use crate::observe::{AuditSink, Metrics};
 use crate::ratelimit::Limiter;
 use crate::seal::Sealer;
+use crate::wire::ACTION_PREFIX;
 
 /// Framework state shared by the pipeline and page extractors.
 pub struct Shared {

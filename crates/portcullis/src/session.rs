@@ -260,12 +260,7 @@ pub async fn issue_with<Store: tower_sessions::SessionStore>(
 
 /// The session cookie's name for a configuration.
 pub fn cookie_name(config: &crate::Config) -> &'static str {
-    // `__Host-` pins the cookie to this host, path `/`, and https.
-    if config.secure_cookies {
-        "__Host-portcullis"
-    } else {
-        "portcullis"
-    }
+    crate::wire::cookie::session(config.secure_cookies)
 }
 
 /// Signs viewers in and out. Handed to handlers through [`crate::Cx::auth`];

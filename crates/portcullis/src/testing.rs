@@ -195,11 +195,9 @@ impl TestClient {
     fn form_body(&self, name: &str, form: &[(&str, &str)]) -> String {
         let mut body = form_urlencoded::Serializer::new(String::new());
         body.extend_pairs(form);
-        let given = form
-            .iter()
-            .any(|(k, _)| *k == crate::botcheck::HONEYPOT_FIELD);
+        let given = form.iter().any(|(k, _)| *k == crate::wire::field::HONEYPOT);
         if self.needs_honeypot(name, given) {
-            body.append_pair(crate::botcheck::HONEYPOT_FIELD, "");
+            body.append_pair(crate::wire::field::HONEYPOT, "");
         }
         body.finish()
     }
@@ -229,9 +227,9 @@ impl TestClient {
         let name = action.into().name();
         let mut json = json.clone();
         if let Some(object) = json.as_object_mut()
-            && self.needs_honeypot(name, object.contains_key(crate::botcheck::HONEYPOT_FIELD))
+            && self.needs_honeypot(name, object.contains_key(crate::wire::field::HONEYPOT))
         {
-            object.insert(crate::botcheck::HONEYPOT_FIELD.into(), "".into());
+            object.insert(crate::wire::field::HONEYPOT.into(), "".into());
         }
         let req = self
             .same_origin(self.post(&self.action_path(name)))

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{login, start};
 use portcullis::testing::TestResponse;
+use portcullis::wire;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn assert_refused(r: &TestResponse, status: u16, code: &str) {
@@ -155,7 +156,7 @@ async fn id_from_two_epochs_ago_is_stale_previous_epoch_still_works() {
     let epoch = shared.epoch();
     let post = |id: String| {
         fx.client
-            .post(&format!("/_action/{id}"))
+            .post(&format!("{}{id}", wire::ACTION_PREFIX))
             .header("content-type", "application/x-www-form-urlencoded")
             .body("text=hello")
             .send()
@@ -191,7 +192,7 @@ async fn malformed_ids_are_400_and_names_never_resolve() {
     ] {
         let r = fx
             .client
-            .post(&format!("/_action/{id}"))
+            .post(&format!("{}{id}", wire::ACTION_PREFIX))
             .header("content-type", "application/x-www-form-urlencoded")
             .body("text=hello")
             .send()
@@ -502,7 +503,11 @@ async fn unauthenticated_call_of_an_authenticated_action_is_401() {
         .await;
     assert_refused(&r, 401, "unauthenticated");
     // A browser without JS gets an HTML sign-in page with the same status.
-    let path = format!("{}?_return=%2Fnotes", fx.client.path(common::NOTES_ADD));
+    let path = format!(
+        "{}?{}=%2Fnotes",
+        fx.client.path(common::NOTES_ADD),
+        wire::field::RETURN
+    );
     let r = fx
         .client
         .post(&path)
@@ -546,7 +551,7 @@ fn session_cookie(client: &portcullis::testing::TestClient) -> Option<String> {
     client
         .cookies()?
         .split("; ")
-        .find(|c| c.starts_with("portcullis="))
+        .find(|c| c.starts_with(&format!("{}=", wire::cookie::SESSION)))
         .map(str::to_owned)
 }
 
@@ -554,14 +559,14 @@ fn session_cookie(client: &portcullis::testing::TestClient) -> Option<String> {
 async fn session_fixation_planted_id_never_becomes_authenticated() {
     let fx = start().await;
     let victim = fx.client.new_session();
-    let planted = "portcullis=attackerchosenid123456789";
-    victim.set_cookie(planted);
+    let planted = format!("{}=attackerchosenid123456789", wire::cookie::SESSION);
+    victim.set_cookie(&planted);
     login(&victim, 7, false).await;
     let after = session_cookie(&victim).expect("a session cookie");
     assert_ne!(after, planted);
     // The attacker, holding the planted id, is not signed in.
     let attacker = fx.client.new_session();
-    attacker.set_cookie(planted);
+    attacker.set_cookie(&planted);
     assert_refused(
         &attacker.call(common::NOTES_ADD, &[("text", "pwned")]).await,
         401,
@@ -662,7 +667,7 @@ async fn no_js_success_is_303_to_a_same_origin_path_only() {
         .client
         .submit(
             common::NOTES_PUBLIC,
-            &[("text", "hello"), ("_return", "/notes?x=1")],
+            &[("text", "hello"), (wire::field::RETURN, "/notes?x=1")],
         )
         .await;
     assert_eq!(r.status, 303);
@@ -672,7 +677,7 @@ async fn no_js_success_is_303_to_a_same_origin_path_only() {
             .client
             .submit(
                 common::NOTES_PUBLIC,
-                &[("text", "hello"), ("_return", evil)],
+                &[("text", "hello"), (wire::field::RETURN, evil)],
             )
             .await;
         assert_eq!(r.status, 303);

@@ -18,6 +18,7 @@ use portcullis::botcheck::{self, BotCheck, Challenges, HttpVerifier};
 use portcullis::prelude::*;
 use portcullis::render::Page;
 use portcullis::testing::{TestClient, TestResponse};
+use portcullis::wire;
 use portcullis::{Config, Portcullis};
 use serde::Deserialize;
 
@@ -141,7 +142,10 @@ async fn filled_honeypot_is_refused_in_every_encoding() {
         .client
         .call(
             HONEYPOT,
-            &[("text", "buy pills"), ("_hp", "http://spam.example")],
+            &[
+                ("text", "buy pills"),
+                (wire::field::HONEYPOT, "http://spam.example"),
+            ],
         )
         .await;
     assert_refused(&r, 403, "bot_check_failed");
@@ -149,7 +153,7 @@ async fn filled_honeypot_is_refused_in_every_encoding() {
         .client
         .call_json(
             HONEYPOT,
-            &serde_json::json!({"text": "buy pills", "_hp": "x"}),
+            &serde_json::json!({"text": "buy pills", (wire::field::HONEYPOT): "x"}),
         )
         .await;
     assert_refused(&r, 403, "bot_check_failed");
@@ -158,7 +162,7 @@ async fn filled_honeypot_is_refused_in_every_encoding() {
     // when the test gives none); no-JS submit gets its 303.
     assert_eq!(
         fx.client
-            .call(HONEYPOT, &[("text", "hello"), ("_hp", "")])
+            .call(HONEYPOT, &[("text", "hello"), (wire::field::HONEYPOT, "")])
             .await
             .status,
         200
@@ -171,7 +175,11 @@ async fn filled_honeypot_is_refused_in_every_encoding() {
         .client
         .submit(
             HONEYPOT,
-            &[("text", "hi"), ("_hp", ""), ("_return", "/thanks")],
+            &[
+                ("text", "hi"),
+                (wire::field::HONEYPOT, ""),
+                (wire::field::RETURN, "/thanks"),
+            ],
         )
         .await;
     assert_eq!(
@@ -221,7 +229,7 @@ async fn missing_honeypot_field_is_refused() {
         &fx,
         HONEYPOT,
         &same_origin,
-        &[("text", "hello"), ("_hp", "")],
+        &[("text", "hello"), (wire::field::HONEYPOT, "")],
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -242,7 +250,7 @@ async fn pow_round_trip(fx: &Fx) {
     let r = post_with(
         fx,
         POW,
-        &[(botcheck::POW_HEADER, &solution)],
+        &[(wire::header::POW, &solution)],
         &[("text", "one")],
     )
     .await;
@@ -252,20 +260,31 @@ async fn pow_round_trip(fx: &Fx) {
     let r = post_with(
         fx,
         POW,
-        &[(botcheck::POW_HEADER, &solution)],
+        &[(wire::header::POW, &solution)],
         &[("text", "two")],
     )
     .await;
     assert_refused(&r, 403, "bot_check_failed");
-    let r = post_with(fx, POW, &[], &[("text", "two"), ("_pow", &solution)]).await;
+    let r = post_with(
+        fx,
+        POW,
+        &[],
+        &[("text", "two"), (wire::field::POW, &solution)],
+    )
+    .await;
     assert_refused(&r, 403, "bot_check_failed");
     assert_eq!(fx.state.runs(), 1);
     // A second challenge solved via the form field works once.
     let fresh = botcheck::solve(&fx.client.shared().pow_challenge(POW.name()).unwrap());
     assert_eq!(
-        post_with(fx, POW, &[], &[("text", "three"), ("_pow", &fresh)])
-            .await
-            .status,
+        post_with(
+            fx,
+            POW,
+            &[],
+            &[("text", "three"), (wire::field::POW, &fresh)]
+        )
+        .await
+        .status,
         200
     );
     assert_eq!(fx.state.notes(), vec!["one", "three"]);
@@ -287,7 +306,7 @@ async fn pow_replay_is_refused_across_two_instances_sharing_redis() {
     let a = start(config.clone(), None).await;
     let b = start(config, None).await;
     let solution = botcheck::solve(&a.client.shared().pow_challenge(POW.name()).unwrap());
-    let h = [(botcheck::POW_HEADER, solution.as_str())];
+    let h = [(wire::header::POW, solution.as_str())];
     assert_eq!(post_with(&a, POW, &h, &[("text", "a")]).await.status, 200);
     assert_refused(
         &post_with(&b, POW, &h, &[("text", "b")]).await,
@@ -341,7 +360,7 @@ async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_a
         ("garbage", "not-a-challenge:1"),
         ("empty", ""),
     ] {
-        let r = post_with(&fx, POW, &[(botcheck::POW_HEADER, value)], &[("text", "x")]).await;
+        let r = post_with(&fx, POW, &[(wire::header::POW, value)], &[("text", "x")]).await;
         assert_refused(&r, 403, "bot_check_failed");
         assert_eq!(fx.state.runs(), 0, "{what}");
     }
@@ -351,8 +370,8 @@ async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_a
     let r = post_with(
         &fx,
         POW,
-        &[(botcheck::POW_HEADER, &solution)],
-        &[("text", "x"), ("_hp", "bot")],
+        &[(wire::header::POW, &solution)],
+        &[("text", "x"), (wire::field::HONEYPOT, "bot")],
     )
     .await;
     assert_refused(&r, 403, "bot_check_failed");
@@ -361,7 +380,7 @@ async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_a
     let r = post_with(
         &fx,
         POW,
-        &[(botcheck::POW_HEADER, &solution)],
+        &[(wire::header::POW, &solution)],
         &[("text", "ok")],
     )
     .await;
@@ -382,13 +401,16 @@ async fn page_form_carries_honeypot_and_a_solvable_challenge() {
     let page = fx.client.get("/contact").await;
     assert_eq!(page.status, 200);
     let html = page.text();
-    assert!(html.contains("name=\"_hp\""), "{html}");
     assert!(
-        html.contains(&format!("data-pow-bits=\"{BITS}\"")),
+        html.contains(&format!("name=\"{}\"", wire::field::HONEYPOT)),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("{}=\"{BITS}\"", wire::attr::POW_BITS)),
         "{html}"
     );
     let challenge = html
-        .split("data-pow=\"")
+        .split(&format!("{}=\"", wire::attr::POW))
         .nth(1)
         .and_then(|rest| rest.split('"').next())
         .expect("data-pow attribute")
@@ -398,7 +420,11 @@ async fn page_form_carries_honeypot_and_a_solvable_challenge() {
         &fx,
         POW,
         &[],
-        &[("text", "from page"), ("_hp", ""), ("_pow", &solution)],
+        &[
+            ("text", "from page"),
+            (wire::field::HONEYPOT, ""),
+            (wire::field::POW, &solution),
+        ],
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -446,7 +472,7 @@ async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
     let r = post_with(
         &fx,
         VERIFIED,
-        &[(botcheck::BOT_TOKEN_HEADER, "human-token")],
+        &[(wire::header::BOT_TOKEN, "human-token")],
         &[("text", "a")],
     )
     .await;
@@ -455,7 +481,7 @@ async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
         &fx,
         VERIFIED,
         &[],
-        &[("text", "b"), ("_bot", "human-token")],
+        &[("text", "b"), (wire::field::BOT_TOKEN, "human-token")],
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -468,7 +494,7 @@ async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
     let r = post_with(
         &fx,
         VERIFIED,
-        &[(botcheck::BOT_TOKEN_HEADER, "robot-token")],
+        &[(wire::header::BOT_TOKEN, "robot-token")],
         &[("text", "c")],
     )
     .await;
@@ -488,7 +514,7 @@ async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
     let r = post_with(
         &fx,
         VERIFIED,
-        &[(botcheck::BOT_TOKEN_HEADER, "human-token")],
+        &[(wire::header::BOT_TOKEN, "human-token")],
         &[("text", "e")],
     )
     .await;

@@ -16,6 +16,7 @@ use portcullis::idempotency::StoreConfig;
 use portcullis::prelude::*;
 use portcullis::server::ServeConfig;
 use portcullis::testing::{TestClient, TestResponse};
+use portcullis::wire;
 use portcullis::{CacheConfig, Config, MasterSecret, Page, Portcullis, RenderCx, fragment};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -267,7 +268,7 @@ async fn fragment_header_flood_is_capped() {
     let (c, state) = start().await;
     // One key, named a thousand times in a ~6 KB header: one fragment back.
     let dup = "row:1 ".repeat(1000);
-    let r = call_with(&c, NOTE_ADD, "text=a", &[("portcullis-fragments", &dup)]).await;
+    let r = call_with(&c, NOTE_ADD, "text=a", &[(wire::header::FRAGMENTS, &dup)]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let fragments = r.json()["fragments"]
         .as_object()
@@ -279,7 +280,7 @@ async fn fragment_header_flood_is_capped() {
     // Thousands of distinct keys in a 60 KB header: at most MAX_REQUESTED
     // fragments, under the byte cap.
     let many: String = (0..8_000).map(|i| format!("row:{i} ")).collect();
-    let r = call_with(&c, NOTE_ADD, "text=b", &[("portcullis-fragments", &many)]).await;
+    let r = call_with(&c, NOTE_ADD, "text=b", &[(wire::header::FRAGMENTS, &many)]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let fragments = r.json()["fragments"]
         .as_object()
@@ -401,14 +402,17 @@ async fn distinct_path_flood_stays_within_the_path_map_bound() {
 
 async fn idempotency_key_reused_with_another_body_is_refused_on(config: Config) {
     let (c, state) = start_with(config, StoreConfig::default()).await;
-    let key = [("idempotency-key", "reuse-1")];
+    let key = [(wire::header::IDEMPOTENCY_KEY, "reuse-1")];
     let first = call_with(&c, NOTE_ADD, "text=pay%2010", &key).await;
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(state.runs(), 1);
     // The same request again: the stored result, nothing runs.
     let again = call_with(&c, NOTE_ADD, "text=pay%2010", &key).await;
     assert_eq!(again.status, 200);
-    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(
+        again.header(wire::header::IDEMPOTENT_REPLAYED),
+        Some("true")
+    );
     assert_eq!(again.json()["result"], first.json()["result"]);
     // Another body under the same key: refused, not answered with the first.
     let other = call_with(&c, NOTE_ADD, "text=pay%201000", &key).await;
@@ -430,7 +434,7 @@ async fn idempotency_key_reused_with_another_body_is_refused_on(config: Config) 
                 .header("sec-fetch-site", "same-origin")
                 .header("origin", c.origin())
                 .header("accept", "application/json")
-                .header("idempotency-key", "reuse-mp")
+                .header(wire::header::IDEMPOTENCY_KEY, "reuse-mp")
                 .header(
                     "content-type",
                     format!("multipart/form-data; boundary={boundary}"),
@@ -442,7 +446,7 @@ async fn idempotency_key_reused_with_another_body_is_refused_on(config: Config) 
     assert_eq!(send_mp("AAAA", "hello").await.status, 200);
     let retry = send_mp("BBBBBB", "hello").await;
     assert_eq!(
-        retry.header("idempotent-replayed"),
+        retry.header(wire::header::IDEMPOTENT_REPLAYED),
         Some("true"),
         "{}",
         retry.text()
@@ -467,7 +471,7 @@ async fn idempotency_key_reused_with_another_body_is_refused_on_redis() {
 
 async fn large_results_are_not_stored_on(config: Config) {
     let (c, state) = start_with(config, StoreConfig::default()).await;
-    let key = [("idempotency-key", "big-1")];
+    let key = [(wire::header::IDEMPOTENCY_KEY, "big-1")];
     let size = (portcullis::idempotency::MAX_STORED_BODY * 2).to_string();
     let body = form(&[("bytes", &size)]);
     let first = call_with(&c, BLOB_MAKE, &body, &key).await;
@@ -506,9 +510,14 @@ async fn idempotency_store_flood_stays_bounded() {
             let body = body.clone();
             async move {
                 let key = format!("flood-{i}");
-                call_with(&c, BLOB_MAKE, &body, &[("idempotency-key", &key)])
-                    .await
-                    .status
+                call_with(
+                    &c,
+                    BLOB_MAKE,
+                    &body,
+                    &[(wire::header::IDEMPOTENCY_KEY, &key)],
+                )
+                .await
+                .status
             }
         });
         for status in futures::future::join_all(futures).await {
@@ -538,7 +547,13 @@ async fn idempotency_store_flood_on_redis_caps_each_entry() {
     let n = 200;
     for i in 0..n {
         let key = format!("rflood-{i}");
-        let r = call_with(&c, BLOB_MAKE, &body, &[("idempotency-key", &key)]).await;
+        let r = call_with(
+            &c,
+            BLOB_MAKE,
+            &body,
+            &[(wire::header::IDEMPOTENCY_KEY, &key)],
+        )
+        .await;
         assert_eq!(r.status, 200);
     }
     assert_eq!(state.runs(), n);
@@ -579,33 +594,44 @@ async fn two_browsers_behind_one_nat_do_not_share_idempotent_results() {
     // Both browsers load a page first (as they would), getting their scope.
     for browser in [&a, &b] {
         assert_eq!(browser.get("/").await.status, 200);
-        assert!(browser.cookies().unwrap_or_default().contains("pc_anon="));
+        assert!(
+            browser
+                .cookies()
+                .unwrap_or_default()
+                .contains(&format!("{}=", wire::cookie::ANON))
+        );
     }
-    let key = [("idempotency-key", "same-key")];
+    let key = [(wire::header::IDEMPOTENCY_KEY, "same-key")];
     let first = call_with(&a, NOTE_ADD, "text=mine", &key).await;
     assert_eq!(first.status, 200);
     // Same address, same key, same body: B's request runs for B.
     let second = call_with(&b, NOTE_ADD, "text=mine", &key).await;
     assert_eq!(second.status, 200);
-    assert_eq!(second.header("idempotent-replayed"), None);
+    assert_eq!(second.header(wire::header::IDEMPOTENT_REPLAYED), None);
     assert_eq!(second.json()["result"]["n"], 2);
     assert_eq!(state.runs(), 2);
     // Each browser's own retry is still replayed.
     let retry = call_with(&b, NOTE_ADD, "text=mine", &key).await;
-    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(
+        retry.header(wire::header::IDEMPOTENT_REPLAYED),
+        Some("true")
+    );
     assert_eq!(state.runs(), 2);
     // A forged scope cookie is no scope: it replays nobody's result, and
     // the next page replaces it.
     let forger = a.new_session();
-    forger.set_cookie("pc_anon=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    forger.set_cookie(&format!(
+        "{}=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        wire::cookie::ANON
+    ));
     let r = call_with(&forger, NOTE_ADD, "text=mine", &key).await;
-    assert_eq!(r.header("idempotent-replayed"), None);
+    assert_eq!(r.header(wire::header::IDEMPOTENT_REPLAYED), None);
     assert_eq!(state.runs(), 3);
     let page = forger.get("/").await;
     assert!(
         page.header("set-cookie")
             .unwrap_or_default()
-            .contains("pc_anon=")
+            .contains(&format!("{}=", wire::cookie::ANON))
     );
 }
 

@@ -10,6 +10,7 @@ use axum::routing::get;
 use maud::html;
 use portcullis::prelude::*;
 use portcullis::testing::{TestClient, TestResponse};
+use portcullis::wire;
 use portcullis::{CacheConfig, Config, MasterSecret, Page, Portcullis, RenderCx, fragment};
 use serde::{Deserialize, Serialize};
 
@@ -234,7 +235,7 @@ async fn call_with_fragments<In, Out>(
         .header("sec-fetch-site", "same-origin")
         .header("accept", "application/json")
         .header("content-type", "application/x-www-form-urlencoded")
-        .header("portcullis-fragments", keys)
+        .header(wire::header::FRAGMENTS, keys)
         .body(body)
         .send()
         .await
@@ -253,7 +254,10 @@ async fn read_your_own_writes_the_response_carries_the_fresh_fragment() {
     let frag = v["fragments"]["note"].as_str().unwrap();
     assert_eq!(
         frag,
-        "<div data-fragment=\"note\"><p class=\"note\">user=7 note=hello</p></div>"
+        format!(
+            "<div {}=\"note\"><p class=\"note\">user=7 note=hello</p></div>",
+            wire::attr::FRAGMENT
+        )
     );
     // Only the fragment that read the updated tag comes back.
     assert!(v["fragments"].get("counter").is_none(), "{v}");
@@ -379,7 +383,10 @@ async fn composed_fragments_cache_children_separately() {
     let engine = c.shared().fragments().clone();
     let html = c.get("/composed").await.text();
     assert!(
-        html.contains("<div data-fragment=\"page\"><div data-fragment=\"note\">"),
+        html.contains(&format!(
+            "<div {0}=\"page\"><div {0}=\"note\">",
+            wire::attr::FRAGMENT
+        )),
         "{html}"
     );
     let before = engine.renders();

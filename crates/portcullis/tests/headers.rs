@@ -254,7 +254,7 @@ async fn content_security_policy_is_strict_on_every_response_kind() {
         );
         assert!(
             r.header("reporting-endpoints")
-                .is_some_and(|v| v.contains(portcullis::headers::REPORT_PATH)),
+                .is_some_and(|v| v.contains(portcullis::wire::CSP_REPORT_PATH)),
             "{kind}"
         );
     }
@@ -492,7 +492,7 @@ async fn csp_report_flood_is_logged_within_its_budget() {
     // 200 reports from anywhere (no origin, no session) as fast as possible.
     let sends = (0..200).map(|_| {
         let req = client
-            .post(portcullis::headers::REPORT_PATH)
+            .post(portcullis::wire::CSP_REPORT_PATH)
             .header("content-type", "application/csp-report")
             .body(report_body(&marker));
         async move { TestResponse::read(req.send().await.unwrap()).await }
@@ -515,7 +515,7 @@ async fn csp_report_endpoint_refuses_oversize_and_malformed_bodies() {
     let (client, _) = start().await;
     let post = |body: Vec<u8>| {
         let req = client
-            .post(portcullis::headers::REPORT_PATH)
+            .post(portcullis::wire::CSP_REPORT_PATH)
             .header("content-type", "application/csp-report")
             .body(body);
         async move { TestResponse::read(req.send().await.unwrap()).await }
@@ -533,7 +533,7 @@ async fn csp_report_endpoint_refuses_oversize_and_malformed_bodies() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|r| r["path"] == portcullis::headers::REPORT_PATH)
+            .any(|r| r["path"] == portcullis::wire::CSP_REPORT_PATH)
     );
 }
 

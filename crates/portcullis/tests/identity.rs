@@ -17,6 +17,7 @@ use common::{State, config, register};
 use futures::future::BoxFuture;
 use portcullis::api::{Scope, TokenGrant, TokenStore};
 use portcullis::testing::{TestClient, TestResponse};
+use portcullis::wire;
 use portcullis::{AccountDirectory, ActionError, BuildError, NoAccounts, Page, Portcullis, Stamp};
 
 /// Users and their current stamps.
@@ -191,7 +192,7 @@ async fn session_without_a_stamp_is_anonymous_under_a_directory() {
         .await
         .unwrap();
     let c = fx.client.new_session();
-    c.set_cookie(&format!("portcullis={id}"));
+    c.set_cookie(&format!("{}={id}", wire::cookie::SESSION));
     assert_eq!(who(&c).await, serde_json::Value::Null);
     // With the current stamp it is the user.
     let id = portcullis::session::issue(
@@ -203,7 +204,7 @@ async fn session_without_a_stamp_is_anonymous_under_a_directory() {
     )
     .await
     .unwrap();
-    c.set_cookie(&format!("portcullis={id}"));
+    c.set_cookie(&format!("{}={id}", wire::cookie::SESSION));
     assert_eq!(who(&c).await, 1);
 }
 

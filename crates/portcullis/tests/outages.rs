@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use portcullis::prelude::*;
 use portcullis::testing::TestClient;
+use portcullis::wire;
 use portcullis::{Config, MasterSecret, Page, Portcullis};
 use serde::{Deserialize, Serialize};
 
@@ -233,7 +234,7 @@ async fn a_sign_in_whose_session_write_does_not_persist_is_a_503_without_a_cooki
         .header("origin", c.origin())
         .header("sec-fetch-site", "same-origin")
         .header("accept", "application/json")
-        .header("idempotency-key", "note-1")
+        .header(wire::header::IDEMPOTENCY_KEY, "note-1")
         .form(&[("text", "hello")])
         .send()
         .await
@@ -260,14 +261,17 @@ async fn a_sign_in_whose_session_write_does_not_persist_is_a_503_without_a_cooki
         .header("origin", c.origin())
         .header("sec-fetch-site", "same-origin")
         .header("accept", "application/json")
-        .header("idempotency-key", "note-1")
+        .header(wire::header::IDEMPOTENCY_KEY, "note-1")
         .form(&[("text", "hello")])
         .send()
         .await
         .unwrap();
     let r = portcullis::testing::TestResponse::read(r).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.header("idempotent-replayed").is_none(), "the retry ran");
+    assert!(
+        r.header(wire::header::IDEMPOTENT_REPLAYED).is_none(),
+        "the retry ran"
+    );
     assert_eq!(state.runs.load(Ordering::SeqCst), runs + 1);
     let r = c.call(LOGIN, &[("userId", "7")]).await;
     assert_eq!(r.status, 200, "{}", r.text());

@@ -9,6 +9,7 @@ use axum::Router;
 use axum::routing::post;
 use portcullis::testing::{TestClient, TestResponse};
 use portcullis::webhook::{Scheme, Webhook};
+use portcullis::wire;
 use portcullis::{ActionError, Config, MasterSecret, Portcullis};
 
 #[derive(Clone, Default)]
@@ -177,7 +178,10 @@ async fn webhook_attacks_are_rejected_and_change_nothing() {
     assert_eq!(deliver(&c, body, &good).await.status, 200);
     let again = deliver(&c, body, &good).await;
     assert_eq!(again.status, 200);
-    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(
+        again.header(wire::header::IDEMPOTENT_REPLAYED),
+        Some("true")
+    );
     // Same event id re-signed later: still applied once.
     assert_eq!(
         deliver(&c, body, &hook().sign(body.as_bytes(), now() + 1))
@@ -220,7 +224,10 @@ async fn idempotency_key_flood_cannot_evict_a_webhook_delivery_for_replay() {
     // The captured delivery, replayed inside its window, is not applied again.
     let again = deliver(&c, body, &signature).await;
     assert_eq!(again.status, 200);
-    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(
+        again.header(wire::header::IDEMPOTENT_REPLAYED),
+        Some("true")
+    );
     assert_eq!(*state.applied.lock().unwrap(), vec!["evt_flood".to_owned()]);
 }
 

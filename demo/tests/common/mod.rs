@@ -9,6 +9,7 @@ use std::time::Duration;
 use demo::Sessions;
 use demo::db::Db;
 use portcullis::testing::{TestClient, TestResponse};
+use portcullis::wire;
 use portcullis::{Config, MasterSecret};
 
 pub struct Demo {
@@ -145,7 +146,7 @@ pub async fn session_reauthed_ago(demo: &Demo, user: i64, ago: Duration) -> Test
     }
     .unwrap();
     let c = demo.client.new_session();
-    c.set_cookie(&format!("portcullis={id}"));
+    c.set_cookie(&format!("{}={id}", wire::cookie::SESSION));
     c
 }
 

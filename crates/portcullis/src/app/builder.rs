@@ -26,9 +26,6 @@ use crate::runtime::Shared;
 /// How often an app with Redis pings it when idle (see [`crate::store`]).
 pub const WATCHDOG_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The path prefix of the action endpoint.
-pub const ACTION_PREFIX: &str = "/_action/";
-
 /// Why an app refused to start.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -453,7 +450,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         );
         // Pages mint the browser's anonymous scope; actions read it (`anon`).
         let actions = Router::new()
-            .route(&format!("{ACTION_PREFIX}{{id}}"), endpoint)
+            .route(&format!("{}{{id}}", crate::wire::ACTION_PREFIX), endpoint)
             .layer(axum::middleware::from_fn(crate::anon::read));
         let router = Router::new()
             .merge(actions)

@@ -16,7 +16,7 @@ use axum::Router;
 
 pub use crate::runtime::Shared;
 pub(crate) use builder::Inner;
-pub use builder::{ACTION_PREFIX, BuildError, Portcullis, WATCHDOG_EVERY};
+pub use builder::{BuildError, Portcullis, WATCHDOG_EVERY};
 pub use manifest::{Manifest, ManifestEntry};
 
 /// A built app: its router and the framework state.

@@ -9,7 +9,6 @@ use axum::extract::ConnectInfo;
 use http::request::Parts;
 
 use crate::app::Shared;
-use crate::decode::RETURN_FIELD;
 use crate::error::Rejection;
 use crate::limits::{self, BodyKind};
 
@@ -33,7 +32,7 @@ pub(super) fn admit(
     // before the body is read can link back (it is validated when used).
     if let Some(query) = head.uri.query() {
         attempt.return_to = form_urlencoded::parse(query.as_bytes())
-            .find(|(k, _)| k == RETURN_FIELD)
+            .find(|(k, _)| k == crate::wire::field::RETURN)
             .map(|(_, v)| v.into_owned());
     }
 

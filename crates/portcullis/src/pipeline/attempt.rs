@@ -128,7 +128,9 @@ impl Attempt {
             response.headers_mut().append(name, value);
         }
         if let Ok(value) = HeaderValue::from_str(&self.request_id) {
-            response.headers_mut().insert("x-request-id", value);
+            response
+                .headers_mut()
+                .insert(crate::wire::header::REQUEST_ID, value);
         }
         let took = started.elapsed();
         let action = self.action.unwrap_or(observe::UNRESOLVED);

@@ -15,7 +15,6 @@ use crate::error::Rejection;
 use crate::observe::AuditEvent;
 use crate::respond::{self, ClientKind, Success};
 
-use super::FRAGMENTS_HEADER;
 use super::attempt::Attempt;
 use super::handler::Handled;
 use super::resolve::Resolved;
@@ -23,7 +22,7 @@ use super::resolve::Resolved;
 pub(super) async fn apply<S>(
     resolved: &Resolved<'_, S>,
     handled: Handled,
-    result_json: Vec<u8>,
+    result_json: Box<serde_json::value::RawValue>,
     attempt: &Attempt,
 ) -> Result<Response, Rejection> {
     let shared = resolved.shared();
@@ -52,7 +51,7 @@ pub(super) async fn apply<S>(
         if client == ClientKind::Json && (effects.refresh || !effects.updated.is_empty()) {
             let requested: Vec<&str> = head
                 .headers
-                .get(FRAGMENTS_HEADER)
+                .get(crate::wire::header::FRAGMENTS)
                 .and_then(|v| v.to_str().ok())
                 .map(crate::fragment::requested_keys)
                 .unwrap_or_default();

@@ -97,7 +97,7 @@ pub(super) async fn guard<S>(
     // still running is 409. Scoped by action and caller.
     let idem_key = head
         .headers
-        .get(idempotency::HEADER)
+        .get(crate::wire::header::IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| reserved.idempotency_key.clone());

@@ -66,10 +66,6 @@ use crate::error::Rejection;
 
 use attempt::Attempt;
 
-/// Request header in which the client runtime lists the fragment keys its
-/// page shows (space separated).
-pub const FRAGMENTS_HEADER: &str = "portcullis-fragments";
-
 /// Runs one action request through every stage, inside an `action` span,
 /// and reports the outcome to the metrics ([`crate::observe`]).
 pub(crate) async fn run<S: Clone + Send + Sync + 'static>(

@@ -25,6 +25,9 @@
 //! A new backend implements [`CounterStore`] and passes
 //! `portcullis::store::conformance::counter_store` (feature `testing`).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -33,9 +36,45 @@ use serde::Serialize;
 use super::StoreError;
 pub use super::gcra::Decision;
 
-/// What every store method returns: a boxed future (the traits are used as
-/// `dyn`), resolving to the answer or why the store could not give it.
-pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
+/// What every store method returns: an answer the store already has (an
+/// in-memory store; no allocation) or a boxed future (a network round
+/// trip). The traits are used as `dyn`, so their methods cannot be `async
+/// fn`; build one with [`StoreFuture::ready`] or [`StoreFuture::new`].
+#[must_use = "a store call does nothing unless awaited"]
+pub struct StoreFuture<'a, T>(Inner<'a, T>);
+
+enum Inner<'a, T> {
+    Ready(Option<Result<T, StoreError>>),
+    Pending(BoxFuture<'a, Result<T, StoreError>>),
+}
+
+impl<'a, T> StoreFuture<'a, T> {
+    /// An answer known now.
+    pub fn ready(result: Result<T, StoreError>) -> Self {
+        StoreFuture(Inner::Ready(Some(result)))
+    }
+
+    /// An answer `future` will give.
+    pub fn new(future: impl Future<Output = Result<T, StoreError>> + Send + 'a) -> Self {
+        StoreFuture(Inner::Pending(Box::pin(future)))
+    }
+}
+
+impl<T: Unpin> Future for StoreFuture<'_, T> {
+    type Output = Result<T, StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().0 {
+            Inner::Ready(answer) => {
+                Poll::Ready(answer.take().unwrap_or(Err(StoreError::Unavailable {
+                    store: "store",
+                    detail: "polled after it answered".into(),
+                })))
+            }
+            Inner::Pending(future) => future.as_mut().poll(cx),
+        }
+    }
+}
 
 /// `count` requests per `period`, with bursts up to `count`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

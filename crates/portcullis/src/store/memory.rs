@@ -246,7 +246,7 @@ impl CounterStore for MemoryCounters {
         now_us: Option<u64>,
     ) -> StoreFuture<'a, Vec<Decision>> {
         let d = self.check_at(buckets, now_us.unwrap_or_else(self::now_us));
-        Box::pin(std::future::ready(Ok(d)))
+        StoreFuture::ready(Ok(d))
     }
 
     fn take_quotas<'a>(
@@ -255,7 +255,7 @@ impl CounterStore for MemoryCounters {
         now_us: Option<u64>,
     ) -> StoreFuture<'a, Vec<QuotaDecision>> {
         let d = self.take_quotas_at(buckets, now_us.unwrap_or_else(self::now_us));
-        Box::pin(std::future::ready(Ok(d)))
+        StoreFuture::ready(Ok(d))
     }
 
     fn refund_quotas<'a>(
@@ -264,12 +264,12 @@ impl CounterStore for MemoryCounters {
         now_us: Option<u64>,
     ) -> StoreFuture<'a, ()> {
         self.refund_quotas_at(buckets, now_us.unwrap_or_else(self::now_us));
-        Box::pin(std::future::ready(Ok(())))
+        StoreFuture::ready(Ok(()))
     }
 
     fn spend_once<'a>(&'a self, key: &'a str, expires_at_us: u64) -> StoreFuture<'a, bool> {
         let fresh = self.spend_once_at(key, expires_at_us, now_us());
-        Box::pin(std::future::ready(Ok(fresh)))
+        StoreFuture::ready(Ok(fresh))
     }
 
     fn describe(&self) -> &'static str {
@@ -387,18 +387,18 @@ impl MemoryIdempotency {
 impl IdempotencyStore for MemoryIdempotency {
     fn begin<'a>(&'a self, key: &'a str, request: Fingerprint) -> StoreFuture<'a, Claim> {
         let claim = self.begin_now(key, request);
-        Box::pin(std::future::ready(Ok(claim)))
+        StoreFuture::ready(Ok(claim))
     }
 
     fn complete<'a>(&'a self, key: &'a str, record: Record) -> StoreFuture<'a, ()> {
         self.cache
             .insert(Arc::from(key), Arc::new(Slot::Done(record)));
-        Box::pin(std::future::ready(Ok(())))
+        StoreFuture::ready(Ok(()))
     }
 
     fn abandon<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
         self.cache.invalidate(key);
-        Box::pin(std::future::ready(Ok(())))
+        StoreFuture::ready(Ok(()))
     }
 
     fn memory_usage(&self) -> Option<(u64, u64)> {
@@ -456,7 +456,7 @@ impl TagBus for MemoryTagBus {
     fn publish<'a>(&'a self, message: &'a str) -> StoreFuture<'a, ()> {
         // No subscriber is not an error: nobody needed the message.
         let _ = self.tx.send(message.to_owned());
-        Box::pin(std::future::ready(Ok(())))
+        StoreFuture::ready(Ok(()))
     }
 
     fn subscribe(&self) -> StoreFuture<'_, TagStream> {
@@ -466,7 +466,7 @@ impl TagBus for MemoryTagBus {
             // clears its cache and resubscribes.
             rx.recv().await.ok().map(|m| (m, rx))
         });
-        Box::pin(std::future::ready(Ok(Box::pin(stream) as TagStream)))
+        StoreFuture::ready(Ok(Box::pin(stream) as TagStream))
     }
 
     fn describe(&self) -> &'static str {

@@ -55,10 +55,11 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use crate::app::{ACTION_PREFIX, App, ManifestEntry};
+use crate::app::{App, ManifestEntry};
 use crate::policy::Policy;
 use crate::seal::unix_now;
 use crate::testing::{TestClient, TestResponse};
+use crate::wire::ACTION_PREFIX;
 
 /// The foreign origin the attacks come from.
 pub const ATTACKER_ORIGIN: &str = "https://attacker.example";
@@ -410,7 +411,7 @@ impl Harness {
                     .header("origin", client.origin())
                     .header("accept", "application/json")
                     .header("content-type", "application/x-www-form-urlencoded")
-                    .header("portcullis-fragments", list)
+                    .header(crate::wire::header::FRAGMENTS, list)
                     .body(body.clone());
                 let r =
                     TestResponse::read(r.send().await.expect("request reached the test server"))
@@ -430,7 +431,7 @@ impl Harness {
                         .header("origin", client.origin())
                         .header("accept", "application/json")
                         .header("content-type", "application/x-www-form-urlencoded")
-                        .header("idempotency-key", key.clone())
+                        .header(crate::wire::header::IDEMPOTENCY_KEY, key.clone())
                         .body(body)
                 };
                 let first =

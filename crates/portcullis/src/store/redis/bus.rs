@@ -66,7 +66,7 @@ impl RedisTagBus {
 
 impl TagBus for RedisTagBus {
     fn publish<'a>(&'a self, message: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
+        StoreFuture::new(async move {
             self.redis
                 .query::<i64>(
                     STORE,
@@ -78,7 +78,7 @@ impl TagBus for RedisTagBus {
     }
 
     fn subscribe(&self) -> StoreFuture<'_, TagStream> {
-        Box::pin(self.subscribe_now())
+        StoreFuture::new(self.subscribe_now())
     }
 
     fn recovered(&self) -> BoxFuture<'_, ()> {

@@ -241,7 +241,7 @@ impl CounterStore for RedisCounters {
         buckets: &'a [Bucket],
         now_us: Option<u64>,
     ) -> StoreFuture<'a, Vec<Decision>> {
-        Box::pin(self.check_at(buckets, now_us))
+        StoreFuture::new(self.check_at(buckets, now_us))
     }
 
     fn take_quotas<'a>(
@@ -249,7 +249,7 @@ impl CounterStore for RedisCounters {
         buckets: &'a [Bucket],
         now_us: Option<u64>,
     ) -> StoreFuture<'a, Vec<QuotaDecision>> {
-        Box::pin(self.take_quotas_at(buckets, now_us))
+        StoreFuture::new(self.take_quotas_at(buckets, now_us))
     }
 
     fn refund_quotas<'a>(
@@ -257,11 +257,11 @@ impl CounterStore for RedisCounters {
         buckets: &'a [Bucket],
         now_us: Option<u64>,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(self.refund_quotas_at(buckets, now_us))
+        StoreFuture::new(self.refund_quotas_at(buckets, now_us))
     }
 
     fn spend_once<'a>(&'a self, key: &'a str, expires_at_us: u64) -> StoreFuture<'a, bool> {
-        Box::pin(self.spend_once_at(key, expires_at_us))
+        StoreFuture::new(self.spend_once_at(key, expires_at_us))
     }
 
     fn describe(&self) -> &'static str {

@@ -129,15 +129,15 @@ impl RedisIdempotency {
 
 impl IdempotencyStore for RedisIdempotency {
     fn begin<'a>(&'a self, key: &'a str, request: Fingerprint) -> StoreFuture<'a, Claim> {
-        Box::pin(self.begin_at(key, request))
+        StoreFuture::new(self.begin_at(key, request))
     }
 
     fn complete<'a>(&'a self, key: &'a str, record: Record) -> StoreFuture<'a, ()> {
-        Box::pin(self.complete_at(key, record))
+        StoreFuture::new(self.complete_at(key, record))
     }
 
     fn abandon<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(self.abandon_at(key))
+        StoreFuture::new(self.abandon_at(key))
     }
 
     fn describe(&self) -> &'static str {
