@@ -590,7 +590,8 @@ mod tests {
             .map(|t| t.split(['=', '>']).next().unwrap_or(t))
             .collect();
         let expected: BTreeSet<&str> = wire::attr::RENDERED
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|a| *a != wire::attr::FRAGMENT)
             .collect();
         assert_eq!(attrs, expected, "{html}");

@@ -159,7 +159,9 @@ pub mod attr {
     /// stale page.
     pub const NOTICE: &str = "data-portcullis-notice";
 
-    /// Every attribute above (not [`READY`], a value).
+    /// Every attribute above (not [`READY`], a value): first the ones the
+    /// framework renders ([`RENDERED`]), then [`SLOT`] (the app writes it)
+    /// and the four the client runtime sets.
     pub const ALL: [&str; 21] = [
         PORTCULLIS,
         IDEMPOTENT,
@@ -184,24 +186,7 @@ pub mod attr {
         NOTICE,
     ];
     /// The ones the framework renders (`Form`, `field`, fragments).
-    pub const RENDERED: [&str; 16] = [
-        PORTCULLIS,
-        IDEMPOTENT,
-        LOGIN,
-        REAUTH,
-        OPTIMISTIC_TARGET,
-        OPTIMISTIC_TEMPLATE,
-        OPTIMISTIC_TEXT,
-        OPTIMISTIC_FIELD,
-        RESET,
-        POW,
-        POW_BITS,
-        RESULT_INTO,
-        RESULT_FIELD,
-        FORM_ERRORS,
-        ERROR_FOR,
-        FRAGMENT,
-    ];
+    pub const RENDERED: &[&str] = ALL.split_at(16).0;
 }
 
 /// Cookie names. Each has a `__Host-` form, used when cookies are
