@@ -107,11 +107,16 @@ pub struct RedisUrl(pub String);
 
 impl std::fmt::Debug for RedisUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisUrl({self})")
+    }
+}
+
+/// The URL with any password hidden (for messages a person reads).
+impl std::fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.0.split_once("://"), self.0.rsplit_once('@')) {
-            (Some((scheme, _)), Some((_, host))) => {
-                write!(f, "RedisUrl({scheme}://<redacted>@{host})")
-            }
-            _ => write!(f, "RedisUrl({})", self.0),
+            (Some((scheme, _)), Some((_, host))) => write!(f, "{scheme}://<redacted>@{host}"),
+            _ => f.write_str(&self.0),
         }
     }
 }
@@ -240,7 +245,7 @@ impl Config {
                 redis::Client::open(url.as_str()).map_err(|e| ConfigError::BadValue {
                     var: "REDIS_URL",
                     expected: "a redis:// or rediss:// URL",
-                    value: format!("{:?} ({e})", RedisUrl(url.clone())),
+                    value: format!("{} ({e})", RedisUrl(url.clone())),
                 })?;
                 config.redis_url = Some(RedisUrl(url));
             }
