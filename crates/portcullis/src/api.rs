@@ -33,9 +33,9 @@ use http::request::Parts;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::app::Shared;
 use crate::error::{ActionError, Classifier, ErrorCode, Rejection};
 use crate::ratelimit::{KeyRequest, Limit};
+use crate::runtime::Shared;
 use crate::viewer::{UserId, Viewer};
 
 /// What a token allows.
@@ -78,7 +78,8 @@ pub fn hash_token(token: &str) -> String {
     crate::hex(&Sha256::digest(token.as_bytes()))
 }
 
-/// The API's settings, held in [`Shared`].
+/// The API's settings: a request extension of the API router only
+/// ([`crate::Portcullis::api`]), so a `Bearer` outside it fails closed.
 pub(crate) struct ApiConfig {
     pub store: Arc<dyn TokenStore>,
     pub limit: Limit,
@@ -148,9 +149,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
             .get::<Arc<Shared>>()
             .cloned()
             .ok_or_else(|| error(Rejection::internal(&"Bearer used outside a portcullis app")))?;
-        let api = shared
-            .api
-            .as_ref()
+        let api = parts
+            .extensions
+            .get::<Arc<ApiConfig>>()
+            .cloned()
             .ok_or_else(|| error(Rejection::internal(&"Bearer used without Portcullis::api")))?;
         let token = parts
             .headers

@@ -828,8 +828,8 @@ pub(crate) fn report_router(compiled: Arc<Compiled>, timeout: Duration) -> axum:
 }
 
 /// The report endpoint as the manifest lists it among cross-origin routes.
-pub(crate) fn report_route() -> crate::routes::CrossOriginRoute {
-    crate::routes::CrossOriginRoute {
+pub(crate) fn report_route() -> crate::origin::CrossOriginRoute {
+    crate::origin::CrossOriginRoute {
         path: CSP_REPORT_PATH.into(),
         method: "POST",
         authenticator: "none: log-only, rate-limited CSP report sink",

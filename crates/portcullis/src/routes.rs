@@ -26,20 +26,12 @@ use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::header;
-use serde::Serialize;
 
-use crate::app::Shared;
 use crate::error::Rejection;
 use crate::respond::{self, ClientKind};
+use crate::runtime::Shared;
 
-/// A route that accepts cross-origin requests, and the authenticator that
-/// makes that safe.
-#[derive(Clone, Debug, Serialize)]
-pub struct CrossOriginRoute {
-    pub path: String,
-    pub method: &'static str,
-    pub authenticator: &'static str,
-}
+pub use crate::origin::CrossOriginRoute;
 
 /// The app-wide origin guard (a `from_fn` middleware).
 pub(crate) async fn guard(request: Request, next: Next) -> Response {

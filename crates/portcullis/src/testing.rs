@@ -188,6 +188,7 @@ impl TestClient {
         !given
             && self
                 .shared
+                .directory()
                 .bot_checks(name)
                 .contains(&crate::BotCheck::Honeypot)
     }

@@ -32,11 +32,11 @@ use http::StatusCode;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::app::Shared;
 use crate::error::{ActionError, ErrorCode, Rejection};
 use crate::hex;
 use crate::idempotency::Begin;
 use crate::respond::{self, ClientKind};
+use crate::runtime::Shared;
 use crate::taint::Secret;
 
 /// How the signature header is laid out.

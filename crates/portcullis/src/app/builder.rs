@@ -11,11 +11,12 @@ use axum::routing::post;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer, SessionStore};
 
-use crate::action::{Action, ActionMeta, Actions};
+use crate::action::{ActionMeta, Actions};
 use crate::botcheck::Challenges;
 use crate::config::Config;
+use crate::directory::Directory;
+use crate::form::FormContext;
 use crate::ids::Ids;
-use crate::input::InputShape;
 use crate::observe::{AuditSink, Metrics};
 use crate::ratelimit::Limiter;
 use crate::seal::Sealer;
@@ -61,13 +62,6 @@ pub enum BuildError {
         action: &'static str,
         source: crate::input::ShapeError,
     },
-}
-
-/// What the pipeline holds for one app.
-pub(crate) struct Inner<S> {
-    pub shared: Arc<Shared>,
-    pub state: S,
-    pub actions: Vec<(Action<S>, InputShape)>,
 }
 
 /// The app builder.
@@ -306,11 +300,21 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 .map_err(BuildError::Redis)?,
         };
         let limiter = Limiter::new(stores.counters().clone());
-        let challenges = Challenges::new(self.config.keys.clone());
-        let sealer = Arc::new(Sealer::new(&self.config.keys));
-        let engine = crate::fragment::Engine::new(self.fragments, &self.state, &self.cache)
-            .map(Arc::new)
-            .map_err(BuildError::DuplicateFragment)?;
+        let forms = Arc::new(FormContext {
+            directory: Arc::new(Directory {
+                ids,
+                metas,
+                by_name,
+                challenges: Challenges::new(self.config.keys.clone()),
+            }),
+            sealer: Arc::new(Sealer::new(&self.config.keys)),
+            login_path: self.config.login_path.clone(),
+            reauth_path: self.config.reauth_path.clone(),
+        });
+        let engine =
+            crate::fragment::Engine::new(self.fragments, &self.state, &self.cache, forms.clone())
+                .map(Arc::new)
+                .map_err(BuildError::DuplicateFragment)?;
         if tokio::runtime::Handle::try_current().is_ok() {
             if let Some(bus) = stores.bus() {
                 engine.connect_bus(bus.clone());
@@ -323,10 +327,10 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         }
         let idempotency = crate::idempotency::Store::new(stores.idempotency().clone());
         let webhook_seen = crate::idempotency::Store::new(stores.webhook_seen().clone());
-        let mut cross_origin_routes: Vec<crate::routes::CrossOriginRoute> = self
+        let mut cross_origin_routes: Vec<crate::origin::CrossOriginRoute> = self
             .webhooks
             .iter()
-            .map(|(path, hook, _)| crate::routes::CrossOriginRoute {
+            .map(|(path, hook, _)| crate::origin::CrossOriginRoute {
                 path: path.clone(),
                 method: "POST",
                 authenticator: match hook.scheme() {
@@ -343,9 +347,9 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             cross_origin_routes.push(crate::headers::report_route());
         }
         let flash_sealer = crate::flash::sealer(&self.config.keys);
-        let (api_router, api_config) = match self.api {
+        let api_router = match self.api {
             Some((router, config, origins)) => {
-                cross_origin_routes.push(crate::routes::CrossOriginRoute {
+                cross_origin_routes.push(crate::origin::CrossOriginRoute {
                     path: "(api router)".into(),
                     method: "*",
                     authenticator: "bearer-token",
@@ -356,26 +360,21 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                     .allow_origin(tower_http::cors::AllowOrigin::list(allowed))
                     .allow_methods([http::Method::GET, http::Method::POST])
                     .allow_headers([http::header::AUTHORIZATION, http::header::CONTENT_TYPE]);
-                (router.layer(cors), Some(config))
+                router.layer(axum::Extension(Arc::new(config))).layer(cors)
             }
-            None => (Router::new(), None),
+            None => Router::new(),
         };
         let session_deadline = self.config.deadlines.session;
         let classifier = crate::error::Classifier::new(self.classifier);
         let shared = Arc::new(Shared {
-            api: api_config,
             cross_origin_routes,
             idempotency,
             webhook_seen,
             fragments: engine,
             config: self.config,
-            ids,
+            forms,
             limiter,
-            challenges,
-            sealer,
             flash_sealer,
-            by_name,
-            metas,
             body_ceiling,
             metrics: Metrics::default(),
             audit: self.audit,
@@ -391,7 +390,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             classifier,
             headers: headers.clone(),
         });
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(crate::pipeline::Inner {
             shared: shared.clone(),
             state: self.state,
             actions,
@@ -406,6 +405,10 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         // The flash scope gives `Page` a place to hand back the no-JS flash
         // it consumed, and deletes that cookie on the response.
         let page_deadline = shared.config.deadlines.handler;
+        let anon_keys = crate::anon::CookieKeys {
+            keys: shared.config.keys.clone(),
+            secure: shared.config.secure_cookies,
+        };
         let pages = self
             .pages
             .layer(axum::middleware::from_fn(move |req, next| {
@@ -414,7 +417,10 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             .layer(axum::middleware::from_fn(crate::routes::guard))
             .layer(axum::middleware::map_response(crate::routes::scan_response))
             .layer(axum::middleware::from_fn(crate::flash::scope))
-            .layer(axum::middleware::from_fn(crate::anon::layer));
+            .layer(axum::middleware::from_fn_with_state(
+                anon_keys.clone(),
+                crate::anon::layer,
+            ));
         let mut hooks = Router::new();
         for (path, hook, handler) in self.webhooks {
             let shared = shared.clone();
@@ -451,7 +457,10 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         // Pages mint the browser's anonymous scope; actions read it (`anon`).
         let actions = Router::new()
             .route(&format!("{}{{id}}", crate::wire::ACTION_PREFIX), endpoint)
-            .layer(axum::middleware::from_fn(crate::anon::read));
+            .layer(axum::middleware::from_fn_with_state(
+                anon_keys,
+                crate::anon::read,
+            ));
         let router = Router::new()
             .merge(actions)
             .merge(crate::client::router())

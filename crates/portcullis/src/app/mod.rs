@@ -8,16 +8,14 @@
 //! extractors through a request extension.
 
 mod builder;
-mod manifest;
 
 use std::sync::Arc;
 
 use axum::Router;
 
 pub use crate::runtime::Shared;
-pub(crate) use builder::Inner;
+pub use crate::runtime::{Manifest, ManifestEntry};
 pub use builder::{BuildError, Portcullis, WATCHDOG_EVERY};
-pub use manifest::{Manifest, ManifestEntry};
 
 /// A built app: its router and the framework state.
 #[derive(Clone)]

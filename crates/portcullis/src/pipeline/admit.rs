@@ -8,9 +8,9 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::ConnectInfo;
 use http::request::Parts;
 
-use crate::app::Shared;
 use crate::error::Rejection;
 use crate::limits::{self, BodyKind};
+use crate::runtime::Shared;
 
 use super::attempt::Attempt;
 

@@ -10,10 +10,10 @@ use axum::response::Response;
 use http::HeaderValue;
 
 use crate::action::ActionMeta;
-use crate::app::Shared;
 use crate::error::Rejection;
 use crate::observe::AuditEvent;
 use crate::respond::{self, ClientKind, Success};
+use crate::runtime::Shared;
 
 use super::attempt::Attempt;
 use super::handler::Handled;
@@ -57,7 +57,6 @@ pub(super) async fn apply<S>(
                 .unwrap_or_default();
             engine
                 .affected(
-                    &resolved.app.shared,
                     &requested,
                     &effects.updated,
                     effects.refresh,

@@ -96,7 +96,7 @@ pub(super) async fn guard<S>(
             meta.name,
             evidence,
             caller.ip,
-            &shared.challenges,
+            &shared.directory().challenges,
             shared.limiter.store(),
             meta.fail_open,
         )

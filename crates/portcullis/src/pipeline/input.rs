@@ -65,7 +65,12 @@ pub(super) async fn decode<S>(
         ));
     }
     // Seals open only for this action, in this session, before their expiry.
-    let opening = Opening::new(shared.sealer.clone(), meta.name, binding, seal::unix_now());
+    let opening = Opening::new(
+        shared.sealer().clone(),
+        meta.name,
+        binding,
+        seal::unix_now(),
+    );
     // Kept (a refcount) for the idempotency fingerprint, should a key come.
     let body_for_fingerprint = bytes.clone();
     let (input, reserved) = resolved

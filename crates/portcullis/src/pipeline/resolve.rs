@@ -4,10 +4,11 @@
 
 use http::request::Parts;
 
+use super::Inner;
 use crate::action::{Action, ActionMeta};
-use crate::app::{Inner, Shared};
 use crate::error::Rejection;
 use crate::input::InputShape;
+use crate::runtime::Shared;
 
 use super::attempt::Attempt;
 
@@ -35,7 +36,7 @@ pub(super) fn resolve<'a, S>(
     id: &str,
     attempt: &mut Attempt,
 ) -> Result<Resolved<'a, S>, Rejection> {
-    let index = app.shared.ids.resolve(id)?;
+    let index = app.shared.directory().ids.resolve(id)?;
     let (action, shape) = &app.actions[index];
     let meta = &action.meta;
     attempt.action = Some(meta.name);
