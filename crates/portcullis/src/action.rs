@@ -44,11 +44,11 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 
+use crate::body::{BodyKind, BodyLimits};
 use crate::botcheck::BotCheck;
 use crate::cx::Cx;
 use crate::error::{ActionError, Outcome, Rejection};
 use crate::input::{self, InputShape, Opening, Reserved, ShapeError, Valid};
-use crate::limits::{BodyKind, Limits};
 use crate::policy::Policy;
 use crate::ratelimit::{InputLimit, Limit, NamedQuota};
 use crate::respond::{self, Dto};
@@ -174,7 +174,7 @@ impl<P, In, Out> ActionBuilder<P, In, Out> {
         self
     }
 
-    /// Overrides the body size cap (default from [`Limits::body_bytes`]).
+    /// Overrides the body size cap (default from [`BodyLimits::body_bytes`]).
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.spec.body_limit = Some(bytes);
         self
@@ -429,7 +429,7 @@ pub(crate) trait Exec<S>: Send + Sync {
         kind: &'a BodyKind,
         body: Bytes,
         shape: &'a InputShape,
-        limits: &'a Limits,
+        limits: &'a BodyLimits,
         opening: &'a Opening,
     ) -> BoxFuture<'a, Result<(AnyInput, Reserved), Rejection>>;
 
@@ -461,7 +461,7 @@ where
         kind: &'a BodyKind,
         body: Bytes,
         shape: &'a InputShape,
-        limits: &'a Limits,
+        limits: &'a BodyLimits,
         opening: &'a Opening,
     ) -> BoxFuture<'a, Result<(AnyInput, Reserved), Rejection>> {
         Box::pin(async move {

@@ -60,20 +60,12 @@ const MAX_AGE_SECS: u64 = 365 * 86_400;
 #[derive(Clone, PartialEq, Eq)]
 pub struct AnonScope {
     id: Arc<str>,
-    /// Whether the request carried it (false: minted for this response).
-    presented: bool,
 }
 
 impl AnonScope {
     /// The id (hex), as scopes and seal bindings use it.
     pub fn id(&self) -> &str {
         &self.id
-    }
-
-    /// Whether the request carried this scope in a valid cookie (rather
-    /// than it being minted for this request's response).
-    pub fn presented(&self) -> bool {
-        self.presented
     }
 }
 
@@ -118,7 +110,6 @@ fn decode(keys: &KeyRing, value: &str) -> Option<AnonScope> {
     }
     Some(AnonScope {
         id: Arc::from(crate::hex(id)),
-        presented: true,
     })
 }
 
@@ -173,7 +164,6 @@ pub(crate) async fn layer(
     let id: [u8; ID_LEN] = rand::random();
     request.extensions_mut().insert(AnonScope {
         id: Arc::from(crate::hex(&id)),
-        presented: false,
     });
     let mut response = next.run(request).await;
     let secure = if keys.secure { "; Secure" } else { "" };

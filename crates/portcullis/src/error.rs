@@ -349,7 +349,7 @@ impl ActionError {
     /// (an `Internal` error is 500 `internal`). The framework applies the
     /// app's classifier ([`crate::Portcullis::error_classifier`]) wherever it
     /// turns an app's error into a response — actions, webhooks,
-    /// [`crate::Page::failed`], [`crate::api::Bearer::failed`], the account
+    /// [`crate::Page::failed`], [`crate::routes::api::Bearer::failed`], the account
     /// directory and the token store — so app code answering with an error
     /// should go through one of those.
     pub fn into_rejection(self) -> Rejection {

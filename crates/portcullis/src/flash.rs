@@ -50,9 +50,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 use serde::{Deserialize, Serialize};
 
+use crate::body::BodyKind;
 use crate::error::{ErrorCode, FieldErrors, Rejection};
 use crate::keys::{KeyRing, Purpose};
-use crate::limits::BodyKind;
 use crate::respond::{self, ClientKind};
 use crate::seal::{self, Binding, OpenError, Sealer};
 use crate::store::CounterStore;

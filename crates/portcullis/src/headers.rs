@@ -772,10 +772,10 @@ pub(crate) async fn report(
             None,
         )
     };
-    if let Err(r) = crate::limits::check_declared_length(&parts.headers, REPORT_BODY_CAP) {
+    if let Err(r) = crate::body::check_declared_length(&parts.headers, REPORT_BODY_CAP) {
         return reject(r);
     }
-    let body = match crate::limits::read_body(body, REPORT_BODY_CAP, timeout).await {
+    let body = match crate::body::read_body(body, REPORT_BODY_CAP, timeout).await {
         Ok(b) => b,
         Err(r) => return reject(r),
     };

@@ -32,17 +32,18 @@ use tower_sessions::Session;
 
 use crate::error::{ErrorCode, Rejection};
 use crate::respond::{self, ClientKind};
-use crate::runtime::Shared;
+use crate::runtime::Runtime;
 use crate::seal::{Binding, SealFor};
 use crate::session;
 use crate::viewer::Viewer;
 use crate::wire;
 
+pub use crate::client::{script_path, style_path};
 pub use crate::form::{Field, Form, field, submit};
 
 /// Read-only render context for a page request.
 pub struct Page {
-    shared: Arc<Shared>,
+    shared: Arc<Runtime>,
     /// This response's CSP nonce and caching facts ([`crate::headers`]).
     facts: Option<Arc<crate::headers::ResponseFacts>>,
     viewer: Option<Viewer>,
@@ -59,7 +60,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
             let r = Rejection::internal(&detail);
             (r.status(), r.to_json()).into_response()
         };
-        let Some(shared) = parts.extensions.get::<Arc<Shared>>().cloned() else {
+        let Some(shared) = parts.extensions.get::<Arc<Runtime>>().cloned() else {
             return Err(fail("Page used outside a portcullis app"));
         };
         let Some(session) = parts.extensions.get::<Session>().cloned() else {

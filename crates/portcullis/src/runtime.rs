@@ -14,7 +14,7 @@ use crate::ratelimit::Limiter;
 use crate::seal::Sealer;
 
 /// Framework state shared by the pipeline and page extractors.
-pub struct Shared {
+pub(crate) struct Runtime {
     pub(crate) config: Config,
     /// What forms need: the action directory (names → metadata and
     /// current ids), the sealing keys, the sign-in paths. The fragment
@@ -53,7 +53,7 @@ pub struct Shared {
     pub(crate) classifier: crate::error::Classifier,
 }
 
-impl Shared {
+impl Runtime {
     /// Action names → metadata and current ids.
     pub(crate) fn directory(&self) -> &Directory {
         &self.forms.directory
@@ -69,25 +69,10 @@ impl Shared {
         self.directory().action_path(name)
     }
 
-    /// The fragment engine (render cache, tags).
-    pub fn fragments(&self) -> &Arc<crate::fragment::Engine> {
-        &self.fragments
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     /// The sealing keys, for minting seals outside a page or action
     /// (see [`crate::seal::SealFor`]).
     pub fn sealer(&self) -> &Arc<Sealer> {
         &self.forms.sealer
-    }
-
-    /// The limiter (counting in memory, in Redis when `REDIS_URL` is set, or
-    /// in the store given with `Portcullis::stores`).
-    pub fn limiter(&self) -> &Limiter {
-        &self.limiter
     }
 
     /// The idempotency store (for its usage figures in flood tests).
@@ -110,16 +95,6 @@ impl Shared {
         self.directory().ids.epoch()
     }
 
-    /// The security-header policy in force (manifest, report counters).
-    pub fn security_headers(&self) -> &crate::headers::Compiled {
-        &self.headers
-    }
-
-    /// The action metrics (Prometheus text via [`Metrics::encode`]).
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
     /// Every registered action, as data.
     pub fn manifest(&self) -> Manifest {
         let directory = self.directory();
@@ -131,7 +106,9 @@ impl Shared {
                 .enumerate()
                 .map(|(i, meta)| ManifestEntry {
                     id: directory.ids.current(i).to_string(),
-                    body_limit: meta.body_limit.unwrap_or(self.config.limits.body_bytes),
+                    body_limit: meta
+                        .body_limit
+                        .unwrap_or(self.config.body_limits.body_bytes),
                     meta: meta.clone(),
                 })
                 .collect(),

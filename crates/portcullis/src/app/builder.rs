@@ -22,7 +22,7 @@ use crate::ratelimit::Limiter;
 use crate::seal::Sealer;
 
 use super::App;
-use crate::runtime::Shared;
+use crate::runtime::Runtime;
 
 /// How often an app with Redis pings it when idle (see [`crate::store`]).
 pub const WATCHDOG_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
@@ -72,8 +72,12 @@ pub struct Portcullis<S> {
     fragments: crate::fragment::Fragments<S>,
     cache: crate::fragment::CacheConfig,
     pages: Router,
-    webhooks: Vec<(String, crate::webhook::Webhook, crate::webhook::Handler<S>)>,
-    api: Option<(Router, crate::api::ApiConfig, Vec<String>)>,
+    webhooks: Vec<(
+        String,
+        crate::routes::webhook::Webhook,
+        crate::routes::webhook::Handler<S>,
+    )>,
+    api: Option<(Router, crate::routes::api::ApiConfig, Vec<String>)>,
     audit: Option<Arc<dyn AuditSink>>,
     /// The shared Redis connection, if the app made one (for its sessions).
     redis: Option<crate::store::Redis>,
@@ -155,7 +159,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     /// Maps this app's errors to public codes other than `internal` (e.g. a
     /// database pool time-out to 503 `database_unavailable`), wherever the
     /// framework turns an app error into a response: actions, webhooks,
-    /// [`crate::Page::failed`], [`crate::api::Bearer::failed`], the account
+    /// [`crate::Page::failed`], [`crate::routes::api::Bearer::failed`], the account
     /// directory and the token store. Per app: another app in the same
     /// process keeps its own (or none).
     pub fn error_classifier(mut self, classifier: crate::error::ErrorClassifier) -> Self {
@@ -173,19 +177,19 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     }
 
     /// A token-authenticated JSON API: `router`'s handlers extract
-    /// [`crate::api::Bearer`]; `limit` applies per user; CORS allows exactly
+    /// [`crate::routes::api::Bearer`]; `limit` applies per user; CORS allows exactly
     /// `cors_origins` (none by default). Mounted outside the origin guard
     /// because bearer tokens are never sent by a browser on its own.
     pub fn api(
         mut self,
         router: Router,
-        store: impl crate::api::TokenStore,
+        store: impl crate::routes::api::TokenStore,
         limit: crate::ratelimit::Limit,
         cors_origins: &[&str],
     ) -> Self {
         self.api = Some((
             router,
-            crate::api::ApiConfig {
+            crate::routes::api::ApiConfig {
                 store: Arc::new(store),
                 limit,
             },
@@ -196,14 +200,22 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
 
     /// A signed webhook receiver at `path` (POST only). It accepts
     /// cross-origin deliveries because every one must carry a valid HMAC
-    /// signature; see [`crate::webhook`].
-    pub fn webhook<F, Fut>(mut self, path: &str, hook: crate::webhook::Webhook, handler: F) -> Self
+    /// signature; see [`crate::routes::webhook`].
+    pub fn webhook<F, Fut>(
+        mut self,
+        path: &str,
+        hook: crate::routes::webhook::Webhook,
+        handler: F,
+    ) -> Self
     where
-        F: Fn(S, crate::webhook::Event) -> Fut + Send + Sync + 'static,
+        F: Fn(S, crate::routes::webhook::Event) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<(), crate::ActionError>> + Send + 'static,
     {
-        self.webhooks
-            .push((path.to_owned(), hook, crate::webhook::handler(handler)));
+        self.webhooks.push((
+            path.to_owned(),
+            hook,
+            crate::routes::webhook::handler(handler),
+        ));
         self
     }
 
@@ -281,7 +293,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         let body_ceiling = metas
             .iter()
             .filter_map(|m| m.body_limit)
-            .fold(self.config.limits.body_bytes, usize::max);
+            .fold(self.config.body_limits.body_bytes, usize::max);
         let ids = Ids::new(
             metas.iter().map(|m| m.name).collect(),
             self.config.keys.clone(),
@@ -334,8 +346,10 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 path: path.clone(),
                 method: "POST",
                 authenticator: match hook.scheme() {
-                    crate::webhook::Scheme::Timestamped => "webhook-hmac-sha256-timestamped",
-                    crate::webhook::Scheme::HexDigest => "webhook-hmac-sha256",
+                    crate::routes::webhook::Scheme::Timestamped => {
+                        "webhook-hmac-sha256-timestamped"
+                    }
+                    crate::routes::webhook::Scheme::HexDigest => "webhook-hmac-sha256",
                 },
             })
             .collect();
@@ -366,7 +380,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         };
         let session_deadline = self.config.deadlines.session;
         let classifier = crate::error::Classifier::new(self.classifier);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Runtime {
             cross_origin_routes,
             idempotency,
             webhook_seen,
@@ -437,7 +451,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                         route_path.clone(),
                     );
                     async move {
-                        crate::webhook::receive(
+                        crate::routes::webhook::receive(
                             &shared,
                             &route_path,
                             &hook,
@@ -469,9 +483,10 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             .merge(api_router)
             .merge(crate::headers::report_router(
                 headers.clone(),
-                shared.config.limits.body_timeout,
+                shared.config.body_limits.body_timeout,
             ))
             .layer(axum::Extension(shared.clone()))
+            .layer(axum::Extension(shared.fragments.clone()))
             .layer(sessions)
             .layer(axum::middleware::from_fn(move |req, next| {
                 crate::routes::session_guard(login.clone(), reauth.clone(), req, next)
@@ -488,7 +503,10 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             })),
             None => router,
         };
-        Ok(App { router, shared })
+        Ok(App {
+            router,
+            runtime: shared,
+        })
     }
 }
 

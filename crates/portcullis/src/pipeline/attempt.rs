@@ -18,7 +18,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::error::Rejection;
 use crate::observe;
 use crate::respond::{self, ClientKind};
-use crate::runtime::Shared;
+use crate::runtime::Runtime;
 
 use super::guard::Claim;
 
@@ -83,7 +83,7 @@ impl Attempt {
     /// attempt's headers and reports the outcome.
     pub(super) async fn finish(
         self,
-        shared: &Shared,
+        shared: &Runtime,
         outcome: Result<Response, Rejection>,
         span: &tracing::Span,
         started: Instant,

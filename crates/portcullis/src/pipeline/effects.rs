@@ -13,7 +13,7 @@ use crate::action::ActionMeta;
 use crate::error::Rejection;
 use crate::observe::AuditEvent;
 use crate::respond::{self, ClientKind, Success};
-use crate::runtime::Shared;
+use crate::runtime::Runtime;
 
 use super::attempt::Attempt;
 use super::handler::Handled;
@@ -125,7 +125,7 @@ pub(super) async fn apply<S>(
 /// retry of a mutation that succeeded. Declare only the tags *every*
 /// successful call updates; one updated only on some paths (say, the list
 /// when a rename changes the order) is named in a comment, not declared.
-fn check_declared_tags(shared: &Shared, meta: &ActionMeta, updated: &[String]) {
+fn check_declared_tags(shared: &Runtime, meta: &ActionMeta, updated: &[String]) {
     for declared in &meta.effects {
         let Some(family) = declared.strip_prefix("update_tag:") else {
             continue;

@@ -64,7 +64,7 @@ use tracing::Instrument;
 use crate::action::Action;
 use crate::error::Rejection;
 use crate::input::InputShape;
-use crate::runtime::Shared;
+use crate::runtime::Runtime;
 
 use attempt::Attempt;
 
@@ -72,7 +72,7 @@ use attempt::Attempt;
 /// its actions (handler and learned input shape, indexed like the
 /// directory's ids). Built once by [`crate::app`]; read-only.
 pub(crate) struct Inner<S> {
-    pub shared: std::sync::Arc<Shared>,
+    pub shared: std::sync::Arc<Runtime>,
     pub state: S,
     pub actions: Vec<(Action<S>, InputShape)>,
 }

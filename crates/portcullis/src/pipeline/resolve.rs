@@ -8,7 +8,7 @@ use super::Inner;
 use crate::action::{Action, ActionMeta};
 use crate::error::Rejection;
 use crate::input::InputShape;
-use crate::runtime::Shared;
+use crate::runtime::Runtime;
 
 use super::attempt::Attempt;
 
@@ -25,7 +25,7 @@ pub(super) struct Resolved<'a, S> {
 
 impl<S> Resolved<'_, S> {
     /// The framework state shared by every request.
-    pub fn shared(&self) -> &Shared {
+    pub fn shared(&self) -> &Runtime {
         &self.app.shared
     }
 }

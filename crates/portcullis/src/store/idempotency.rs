@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use super::counter::StoreFuture;
 
+/// The largest response body that is stored for replay; larger results are
+/// remembered by hash only.
+pub const MAX_STORED_BODY: usize = 64 * 1024;
+
 /// How long a finished request's record is kept.
 pub const KEEP: Duration = Duration::from_secs(24 * 3600);
 /// How long a running request holds its key (a crashed instance's claim
@@ -45,7 +49,7 @@ pub struct Record {
     pub status: u16,
     pub content_type: Option<String>,
     pub location: Option<String>,
-    /// `None` when the body was over [`crate::idempotency::MAX_STORED_BODY`].
+    /// `None` when the body was over [`MAX_STORED_BODY`].
     pub body: Option<String>,
     /// Hex SHA-256 of the response body when it was not stored.
     #[serde(default)]
@@ -88,7 +92,7 @@ pub enum Claim {
 /// **must be bounded**, and state how: what a flood of one-off keys does to
 /// other callers' records (the memory store may evict them; Redis keeps
 /// each until its TTL). Records are at most
-/// [`crate::idempotency::MAX_STORED_BODY`] of body each.
+/// [`MAX_STORED_BODY`] of body each.
 pub trait IdempotencyStore: Send + Sync + 'static {
     /// Claims `key` for a request with body fingerprint `request`, for at
     /// most [`CLAIM`], atomically: of two concurrent `begin`s with one key,

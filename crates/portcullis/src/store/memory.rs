@@ -320,7 +320,7 @@ fn weigh(key: &str, slot: &Slot) -> u32 {
 /// * **What bounds it:** [`IdempotencyConfig::max_bytes`] in total (default 64
 ///   MiB); each entry weighs its key + body + [`ENTRY_OVERHEAD`] (256 bytes),
 ///   so at most ~260 k entries; bodies over
-///   [`crate::idempotency::MAX_STORED_BODY`] are kept as a hash only.
+///   [`crate::store::MAX_STORED_BODY`] are kept as a hash only.
 /// * **What removes it:** the TTL ([`KEEP`], 24 h), a failed attempt
 ///   (`abandon`), and moka's eviction when full.
 /// * **One abuser:** a flood of one-off keys evicts (or is refused admission

@@ -88,7 +88,7 @@ use crate::error::{ErrorCode, Rejection};
 
 pub use self::bus::{TagBus, TagStream};
 pub use self::counter::{Bucket, CounterStore, Decision, Quota, QuotaDecision, StoreFuture};
-pub use self::idempotency::{Claim, Fingerprint, IdempotencyStore};
+pub use self::idempotency::{Claim, Fingerprint, IdempotencyStore, MAX_STORED_BODY};
 pub use self::memory::{IdempotencyConfig, MemoryCounters, MemoryIdempotency, MemoryTagBus};
 pub use self::redis::{Redis, RedisCounters, RedisIdempotency, RedisSessionStore, RedisTagBus};
 pub use self::stores::Stores;

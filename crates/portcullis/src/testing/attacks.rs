@@ -273,7 +273,7 @@ impl Harness {
             None => None,
         };
         let manifest = self.app.manifest();
-        let shared = self.app.shared().clone();
+        let shared = self.app.runtime().clone();
         let mut report = Report::default();
         let names: Vec<&'static str> = manifest.actions.iter().map(|a| a.meta.name).collect();
 

@@ -19,6 +19,9 @@
 //!   flag), a page body holding a registered secret ([`scan_response`], over
 //!   [`crate::taint::scan`]).
 
+pub mod api;
+pub mod webhook;
+
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -29,13 +32,13 @@ use http::header;
 
 use crate::error::Rejection;
 use crate::respond::{self, ClientKind};
-use crate::runtime::Shared;
+use crate::runtime::Runtime;
 
 pub use crate::origin::CrossOriginRoute;
 
 /// The app-wide origin guard (a `from_fn` middleware).
 pub(crate) async fn guard(request: Request, next: Next) -> Response {
-    let shared = request.extensions().get::<Arc<Shared>>().cloned();
+    let shared = request.extensions().get::<Arc<Runtime>>().cloned();
     let peer = request
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
@@ -54,7 +57,7 @@ pub(crate) async fn guard(request: Request, next: Next) -> Response {
         // Without the framework state or the peer the check cannot run:
         // refuse unsafe methods rather than let them through unchecked.
         let r = crate::Rejection::internal(
-            &"origin guard without ConnectInfo/Shared: serve with portcullis::serve",
+            &"origin guard without ConnectInfo/Runtime: serve with portcullis::serve",
         );
         return respond::failure_with_paths(ClientKind::Json, &r, "/login", "/reauth", None);
     }

@@ -36,7 +36,7 @@ use crate::error::{ActionError, ErrorCode, Rejection};
 use crate::hex;
 use crate::idempotency::Begin;
 use crate::respond::{self, ClientKind};
-use crate::runtime::Shared;
+use crate::runtime::Runtime;
 use crate::taint::Secret;
 
 /// How the signature header is laid out.
@@ -283,7 +283,7 @@ where
 
 /// Runs one delivery: cap, verify, de-duplicate, handle.
 pub(crate) async fn receive<S: Clone>(
-    shared: &Shared,
+    shared: &Runtime,
     path: &str,
     hook: &Webhook,
     handler: &Handler<S>,
@@ -297,7 +297,7 @@ pub(crate) async fn receive<S: Clone>(
 }
 
 async fn receive_inner<S: Clone>(
-    shared: &Shared,
+    shared: &Runtime,
     path: &str,
     hook: &Webhook,
     handler: &Handler<S>,
@@ -305,9 +305,9 @@ async fn receive_inner<S: Clone>(
     request: Request,
 ) -> Result<Response, Rejection> {
     let (parts, body) = request.into_parts();
-    crate::limits::check_declared_length(&parts.headers, hook.max_body)?;
+    crate::body::check_declared_length(&parts.headers, hook.max_body)?;
     let body =
-        crate::limits::read_body(body, hook.max_body, shared.config.limits.body_timeout).await?;
+        crate::body::read_body(body, hook.max_body, shared.config.body_limits.body_timeout).await?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{ActionError, Classifier, ErrorCode, Rejection};
 use crate::ratelimit::{KeyRequest, Limit};
-use crate::runtime::Shared;
+use crate::runtime::Runtime;
 use crate::viewer::{UserId, Viewer};
 
 /// What a token allows.
@@ -146,7 +146,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
         let shared = parts
             .extensions
-            .get::<Arc<Shared>>()
+            .get::<Arc<Runtime>>()
             .cloned()
             .ok_or_else(|| error(Rejection::internal(&"Bearer used outside a portcullis app")))?;
         let api = parts
