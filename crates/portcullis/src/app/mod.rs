@@ -74,6 +74,7 @@ impl App {
         &self.runtime.headers
     }
 
+    #[cfg(feature = "testing")]
     pub(crate) fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
     }
