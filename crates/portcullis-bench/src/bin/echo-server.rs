@@ -61,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     );
                 })
                 .build(tower_sessions::MemoryStore::default())?;
-            let id = app.shared().action_id(ECHO.name()).ok_or("no id")?;
+            let id = app.action_id(ECHO).ok_or("no id")?;
             println!("LISTENING {}", listener.local_addr()?);
             println!("ACTION_ID {id}");
             portcullis::serve(listener, app.router()).await?;
