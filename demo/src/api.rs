@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use portcullis::api::{Bearer, error};
+use portcullis::routes::api::{Bearer, error};
 use portcullis::{ErrorCode, Rejection};
 use serde::{Deserialize, Serialize};
 
@@ -52,7 +52,7 @@ struct RenameBody {
 
 async fn rename(
     State(state): State<AppState>,
-    Extension(shared): Extension<Arc<portcullis::app::Shared>>,
+    Extension(fragments): Extension<Arc<portcullis::fragment::Engine>>,
     bearer: Bearer,
     Path(id): Path<i64>,
     body: Result<Json<RenameBody>, axum::extract::rejection::JsonRejection>,
@@ -75,7 +75,7 @@ async fn rename(
     }
     match state.dal.projects().rename(bearer.viewer(), id, name).await {
         Ok(p) => {
-            shared.fragments().update_tag(&format!("project:{}", p.id));
+            fragments.update_tag(&format!("project:{}", p.id));
             Json(Project {
                 id: p.id,
                 name: p.name,

@@ -1,12 +1,12 @@
 //! `/webhooks/billing`: the payment provider tells us a team's plan changed.
 //! It is the only way the `plan` column changes — no action accepts `plan`.
 //! Deliveries are cross-origin by nature, so this route authenticates each
-//! one by HMAC signature instead (`portcullis::webhook`), with replay
+//! one by HMAC signature instead (`portcullis::routes::webhook`), with replay
 //! protection by event id.
 
 use portcullis::ActionError;
-use portcullis::deploy::EnvSecret;
-use portcullis::webhook::{Event, Scheme, Webhook};
+use portcullis::routes::webhook::{Event, Scheme, Webhook};
+use portcullis::security::EnvSecret;
 use serde::Deserialize;
 
 use crate::AppState;
@@ -25,7 +25,7 @@ pub const SECRET: EnvSecret = EnvSecret {
 pub fn webhook() -> Webhook {
     // An operator-configured secret: registered with the taint scanner, so
     // no response can carry it. A low-entropy one is refused there (and
-    // logged), and production refuses it anyway (`portcullis::deploy`).
+    // logged), and production refuses it anyway (`portcullis::security::check_deployment`).
     if let Some(secret) = std::env::var(SECRET.var)
         .ok()
         .filter(|s| !s.trim().is_empty())

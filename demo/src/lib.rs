@@ -23,15 +23,15 @@ use dal::Dal;
 use db::{Db, Dialect};
 
 /// The demo's own secrets (beyond the framework's), for the deploy check.
-pub const DEPLOY_SECRETS: &[portcullis::deploy::EnvSecret] = &[billing::SECRET];
+pub const DEPLOY_SECRETS: &[portcullis::security::EnvSecret] = &[billing::SECRET];
 
 /// `demo check --deploy`: every insecure setting of this environment, as
 /// production would see it, one line each. Empty = ready for production.
 pub fn deploy_check(
     get: &impl Fn(&str) -> Option<String>,
     data_dir: &std::path::Path,
-) -> Vec<portcullis::deploy::Finding> {
-    portcullis::deploy::check(get, data_dir, DEPLOY_SECRETS)
+) -> Vec<portcullis::security::Finding> {
+    portcullis::security::check_deployment(get, data_dir, DEPLOY_SECRETS)
 }
 
 /// What every action handler and page gets.

@@ -134,7 +134,7 @@ async fn serve(config: Config, url: &str) -> Result<(), Box<dyn std::error::Erro
         listener.local_addr()?,
         app.manifest().actions.len(),
         db.dialect,
-        if app.shared().config().redis_url.is_some() {
+        if app.config().redis_url.is_some() {
             "redis"
         } else {
             "database"
@@ -156,12 +156,12 @@ async fn serve(config: Config, url: &str) -> Result<(), Box<dyn std::error::Erro
         });
     }
     // Header-read and idle timeouts, connection caps (PORTCULLIS_* overrides).
-    let limits = portcullis::server::ServeConfig::from_env(app.shared().config())?;
-    portcullis::server::serve_with(
+    let limits = portcullis::app::ServeConfig::from_env(app.config())?;
+    portcullis::app::serve_with(
         listener,
         app.router(),
         limits,
-        portcullis::server::shutdown_signal(),
+        portcullis::app::shutdown_signal(),
     )
     .await?;
     // Every acknowledged mutation has queued its audit row by now (the

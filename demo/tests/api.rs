@@ -200,7 +200,7 @@ async fn tokens_are_shown_once_and_stored_hashed() {
         .await
         .unwrap();
     assert!(stored.iter().all(|(h,)| !h.contains(&t)));
-    assert_eq!(stored[0].0, portcullis::api::hash_token(&t));
+    assert_eq!(stored[0].0, portcullis::routes::api::hash_token(&t));
 }
 
 #[tokio::test]
@@ -233,7 +233,7 @@ async fn cors_preflight_from_an_unlisted_origin_gets_no_allow_headers() {
 #[tokio::test]
 async fn manifest_lists_the_api_as_a_bearer_authenticated_cross_origin_route() {
     let demo = start().await;
-    let m = serde_json::to_value(demo.client.shared().manifest()).unwrap();
+    let m = serde_json::to_value(demo.client.app().manifest()).unwrap();
     let routes = m["crossOriginRoutes"].as_array().unwrap();
     assert!(
         routes.iter().any(|r| r["authenticator"] == "bearer-token"),

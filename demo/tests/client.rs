@@ -32,7 +32,7 @@ async fn no_js_post<In, Out>(
 async fn pages_link_the_hashed_script_which_is_cached_immutably() {
     let demo = start().await;
     let html = demo.client.get("/login").await.text();
-    let src = portcullis::client::script_path();
+    let src = portcullis::render::script_path();
     assert!(
         html.contains(&format!("<script type=\"module\" src=\"{src}\">")),
         "{html}"

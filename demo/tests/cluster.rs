@@ -98,7 +98,7 @@ impl Drop for Instance {
 }
 
 /// Action paths, computed in-process from the shared secret.
-struct Ids(Arc<portcullis::app::Shared>);
+struct Ids(portcullis::App);
 
 impl Ids {
     async fn new(database_url: &str) -> Ids {
@@ -108,10 +108,10 @@ impl Ids {
         config.redis_url = None;
         let sessions = demo::Sessions::for_db(&db).await.unwrap();
         let app = demo::build_with(config, &db, sessions).unwrap();
-        Ids(app.shared().clone())
+        Ids(app.clone())
     }
     fn path<In, Out>(&self, action: portcullis::ActionRef<In, Out>) -> String {
-        self.0.action_path(action.name()).unwrap()
+        self.0.action_path(action).unwrap()
     }
 }
 

@@ -115,11 +115,7 @@ async fn pages_require_sign_in_and_keep_the_return_path() {
 async fn forms_render_current_ids_and_accessible_fields() {
     let demo = start().await;
     let html = demo.client.get("/login").await.text();
-    let id = demo
-        .client
-        .shared()
-        .action_id(auth::SIGN_IN.name())
-        .unwrap();
+    let id = demo.client.app().action_id(auth::SIGN_IN).unwrap();
     assert!(
         html.contains(&format!(
             "action=\"{}{id}?{}=",

@@ -226,8 +226,8 @@ async fn demo_action_error_and_asset_responses_carry_the_headers() {
         assert_uncacheable(kind, r);
     }
     for path in [
-        portcullis::client::script_path(),
-        portcullis::client::style_path(),
+        portcullis::render::script_path(),
+        portcullis::render::style_path(),
         "/assets/app.css",
     ] {
         let r = anon.get(path).await;

@@ -423,7 +423,7 @@ async fn removed_member_sees_no_cached_project_list() {
                 .contains("Top secret route")
         );
     }
-    let renders = demo.app.shared().fragments().renders();
+    let renders = demo.app.fragments().renders();
     let r = alice
         .call(
             teams::REMOVE,
@@ -438,7 +438,7 @@ async fn removed_member_sees_no_cached_project_list() {
     let list = bob.get("/projects").await.text();
     assert!(!list.contains("Zeppelin"), "{list}");
     assert!(
-        demo.app.shared().fragments().renders() > renders,
+        demo.app.fragments().renders() > renders,
         "re-rendered, not served from cache"
     );
     let r = bob.get(&format!("/projects/{p}")).await;

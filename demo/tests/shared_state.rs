@@ -18,14 +18,14 @@ async fn one_users_api_key_cannot_make_every_page_fail() {
     let (mallory, _) = user(&demo, "Mallory").await;
     let team = team_of(&demo, alice_id).await;
     let p = project(&alice, team, "Unaffected").await;
-    let everywhere = portcullis::client::script_path();
+    let everywhere = portcullis::render::script_path();
     let before = alice.get("/projects").await;
     assert_eq!(before.status, 200);
     assert!(
         before.text().contains(everywhere),
         "the value is on every page"
     );
-    let registered = portcullis::taint::registered();
+    let registered = portcullis::security::registered();
 
     for poison in [
         everywhere,
@@ -38,7 +38,7 @@ async fn one_users_api_key_cannot_make_every_page_fail() {
         assert_eq!(r.status, 200, "{}", r.text());
     }
     assert_eq!(
-        portcullis::taint::registered(),
+        portcullis::security::registered(),
         registered,
         "nothing a user typed was registered"
     );

@@ -16,12 +16,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
-use portcullis::input::{self, InputShape, Opening};
-use portcullis::keys::{KeyRing, MasterSecret};
-use portcullis::limits::{self, BodyKind, Limits};
-use portcullis::origin::OriginPolicy;
-use portcullis::proxy::TrustedProxies;
-use portcullis::seal::{Binding, Sealer};
+use portcullis::__private::body::{self, BodyKind, BodyLimits};
+use portcullis::__private::input::{self, InputShape, Opening};
+use portcullis::__private::seal::{Binding, Sealer};
+use portcullis::security::OriginPolicy;
+use portcullis::security::TrustedProxies;
+use portcullis::security::{KeyRing, MasterSecret};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -40,16 +40,16 @@ fn opening() -> Opening {
 
 /// Default caps, and caps lifted to "anything below the 1 MiB body cap"
 /// (to show the parser's own per-byte cost when no count cap stops it).
-fn caps() -> [(&'static str, Limits); 2] {
-    let uncapped = Limits {
+fn caps() -> [(&'static str, BodyLimits); 2] {
+    let uncapped = BodyLimits {
         max_fields: usize::MAX,
         max_parts: usize::MAX,
-        ..Limits::default()
+        ..BodyLimits::default()
     };
-    [("capped", Limits::default()), ("uncapped", uncapped)]
+    [("capped", BodyLimits::default()), ("uncapped", uncapped)]
 }
 
-fn run(kind: &BodyKind, body: &Bytes, shape: &InputShape, limits: &Limits, opening: &Opening) {
+fn run(kind: &BodyKind, body: &Bytes, shape: &InputShape, limits: &BodyLimits, opening: &Opening) {
     let r = futures::executor::block_on(input::decode::<Input>(
         kind,
         body.clone(),
@@ -99,7 +99,7 @@ fn multipart(c: &mut Criterion) {
 fn json(c: &mut Criterion) {
     let shape = InputShape::of::<Input>().unwrap();
     let opening = opening();
-    let limits = Limits::default();
+    let limits = BodyLimits::default();
     let mut g = c.benchmark_group("json_nested");
     // `[[[[…` to the brim: refused at depth 33 whatever the size.
     for n in [1_000usize, 10_000, 100_000, 1_000_000] {
@@ -144,7 +144,7 @@ fn headers(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("content_type_length", n), &ct, |b, h| {
             b.iter(|| {
                 black_box(BodyKind::from_headers(h).ok());
-                black_box(limits::check_declared_length(h, 1 << 20).ok());
+                black_box(body::check_declared_length(h, 1 << 20).ok());
             })
         });
         let mut o = HeaderMap::new();

@@ -12,16 +12,16 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use portcullis::__private::body::{BodyKind, BodyLimits};
+use portcullis::__private::flash::{self, Flash};
+use portcullis::__private::ids::ActionId;
+use portcullis::__private::input::{self, InputShape, Opening};
+use portcullis::__private::seal::{Binding, MAX_SEALED_LEN, SealError, Sealer};
+use portcullis::Rejection;
 use portcullis::Sealed;
-use portcullis::error::Rejection;
-use portcullis::flash::{self, Flash};
-use portcullis::ids::ActionId;
-use portcullis::input::{self, InputShape, Opening};
-use portcullis::keys::{KeyRing, MasterSecret};
-use portcullis::limits::{BodyKind, Limits};
-use portcullis::origin::{OriginPattern, OriginPolicy};
-use portcullis::proxy::TrustedProxies;
-use portcullis::seal::{Binding, MAX_SEALED_LEN, SealError, Sealer};
+use portcullis::security::TrustedProxies;
+use portcullis::security::{KeyRing, MasterSecret};
+use portcullis::security::{OriginPattern, OriginPolicy};
 use serde::Deserialize;
 
 /// The boundary the multipart target's inputs use (see the seed corpus).
@@ -59,12 +59,12 @@ fn shape() -> &'static InputShape {
 }
 
 /// Small caps so the fuzzer reaches the cap paths quickly.
-pub fn fuzz_limits() -> Limits {
-    Limits {
+pub fn fuzz_limits() -> BodyLimits {
+    BodyLimits {
         max_fields: 32,
         max_parts: 16,
         max_depth: 8,
-        ..Limits::default()
+        ..BodyLimits::default()
     }
 }
 
@@ -226,7 +226,7 @@ pub fn flash(data: &[u8]) {
             assert!(Flash::open(sealer, text, &session, SEAL_NOW).is_err());
         }
     }
-    let mut errors = portcullis::error::FieldErrors::new();
+    let mut errors = portcullis::FieldErrors::new();
     errors.insert("name".into(), vec!["too short".into()]);
     let rejection = Rejection::invalid(errors, Vec::new());
     let built = Flash::from_rejection("/projects", "projects.rename", 1, &rejection, Some(data));

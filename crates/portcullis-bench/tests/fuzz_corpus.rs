@@ -61,8 +61,8 @@ fn origin_corpus() {
 /// opens.
 #[test]
 fn regress_seal_longer_than_open_cap() {
-    use portcullis::keys::{KeyRing, MasterSecret};
-    use portcullis::seal::{Binding, MAX_SEALED_LEN, SealError, Sealer};
+    use portcullis::__private::seal::{Binding, MAX_SEALED_LEN, SealError, Sealer};
+    use portcullis::security::{KeyRing, MasterSecret};
     let sealer = Sealer::new(&KeyRing::new(&MasterSecret::generate(), None));
     let big = "\u{1}".repeat(2_000); // JSON-escaped to 12 KB
     match sealer.seal_at(&big, "a", &Binding::Anonymous, u64::MAX) {

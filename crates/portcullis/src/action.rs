@@ -36,104 +36,25 @@
 //! (`ActionBuilder::to`) and a new option is one field and one method.
 
 use std::any::Any;
-use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::body::{BodyKind, BodyLimits};
 use crate::botcheck::BotCheck;
 use crate::cx::Cx;
 use crate::error::{ActionError, Outcome, Rejection};
 use crate::input::{self, InputShape, Opening, Reserved, ShapeError, Valid};
-use crate::limits::{BodyKind, Limits};
 use crate::policy::Policy;
 use crate::ratelimit::{InputLimit, Limit, NamedQuota};
 use crate::respond::{self, Dto};
 use crate::viewer::{MaybeViewer, Viewer};
 
-/// A typed handle on one action: its internal name (never on the wire)
-/// and the types its handler takes and returns.
-///
-/// Declare one `const` per action next to its handler and use it
-/// everywhere the action is named — [`action`], [`crate::Page::form`],
-/// [`crate::Page::seal_for`], [`crate::RenderCx::form`], [`Cx::seal_for`],
-/// `TestClient::call` — so the compiler checks the name (a misspelt const
-/// is "cannot find value") and the handler's types (registering a handler
-/// of other types under the handle does not compile).
-///
-/// ```
-/// # use portcullis::prelude::*;
-/// # #[derive(serde::Deserialize, garde::Validate)] pub struct Rename { #[garde(skip)] name: String }
-/// # #[derive(serde::Serialize, Dto)] pub struct ProjectDto { name: String }
-/// pub const RENAME: ActionRef<Rename, ProjectDto> = ActionRef::new("projects.rename");
-/// ```
-pub struct ActionRef<In, Out> {
-    name: &'static str,
-    _types: PhantomData<fn(In) -> Out>,
-}
-
-impl<In, Out> ActionRef<In, Out> {
-    /// The handle of the action registered as `name`.
-    pub const fn new(name: &'static str) -> Self {
-        ActionRef {
-            name,
-            _types: PhantomData,
-        }
-    }
-
-    /// The action's internal name (manifest, logs, metrics).
-    pub const fn name(&self) -> &'static str {
-        self.name
-    }
-}
-
-// Manual impls: a handle is a name, whatever its types implement.
-impl<In, Out> Clone for ActionRef<In, Out> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<In, Out> Copy for ActionRef<In, Out> {}
-
-impl<In, Out> fmt::Debug for ActionRef<In, Out> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ActionRef({})", self.name)
-    }
-}
-
-/// An [`ActionRef`] with its types forgotten, for a table of different
-/// actions (a test looping over every mutation, say). Made only from an
-/// `ActionRef` (`RENAME.into()`), so its name was still checked by the
-/// compiler; `TestClient` accepts either.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct AnyActionRef {
-    name: &'static str,
-}
-
-impl AnyActionRef {
-    /// The action's internal name.
-    pub const fn name(&self) -> &'static str {
-        self.name
-    }
-}
-
-impl<In, Out> From<ActionRef<In, Out>> for AnyActionRef {
-    fn from(action: ActionRef<In, Out>) -> Self {
-        AnyActionRef { name: action.name }
-    }
-}
-
-impl fmt::Display for AnyActionRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name)
-    }
-}
+pub use crate::directory::{ActionKind, ActionMeta, ActionRef, AnyActionRef, AuditAllow};
 
 /// Builder states. Only [`state::Public`] and [`state::Gated`] can take a handler.
 pub mod state {
@@ -151,7 +72,7 @@ pub mod state {
 /// return `Outcome<Out>`.
 pub fn action<In, Out>(handle: ActionRef<In, Out>) -> ActionBuilder<state::NoPolicy, In, Out> {
     ActionBuilder {
-        spec: ActionSpec::new(handle.name),
+        spec: ActionSpec::new(handle.name()),
         _state: PhantomData,
         _types: PhantomData,
     }
@@ -253,7 +174,7 @@ impl<P, In, Out> ActionBuilder<P, In, Out> {
         self
     }
 
-    /// Overrides the body size cap (default from [`Limits::body_bytes`]).
+    /// Overrides the body size cap (default from [`BodyLimits::body_bytes`]).
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.spec.body_limit = Some(bytes);
         self
@@ -349,7 +270,7 @@ impl<In, Out> ActionBuilder<state::Public, In, Out> {
         self
     }
 
-    /// A bot check (all given must pass); see [`crate::botcheck`].
+    /// A bot check (all given must pass); see [`BotCheck`].
     pub fn bot_check(mut self, check: BotCheck) -> Self {
         self.spec.bot_checks.push(check);
         self
@@ -453,63 +374,6 @@ where
     }
 }
 
-/// What the registry and the manifest know about an action.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ActionMeta {
-    pub name: &'static str,
-    pub policy: Policy,
-    pub limits: Vec<Limit>,
-    /// Limits keyed on the decoded input (stage 6).
-    pub input_limits: Vec<Limit>,
-    pub quotas: Vec<NamedQuota>,
-    pub bot_checks: Vec<BotCheck>,
-    /// Serve unlimited when the limiter backend is down (default: 503).
-    pub fail_open: bool,
-    pub body_limit: Option<usize>,
-    pub idempotent: bool,
-    pub input_type: &'static str,
-    pub input_fields: &'static [&'static str],
-    /// Input fields of type `Sealed<T>` (or `Option<Sealed<T>>`).
-    pub sealed_fields: Vec<&'static str>,
-    /// The input went through `garde::Validate` (always true for actions
-    /// built here; the field exists so hand-written manifests can say no).
-    pub input_validated: bool,
-    /// The DTO type the handler returns.
-    pub output_type: &'static str,
-    /// `mutates` / `read_only`, or `None` when undeclared.
-    pub kind: Option<ActionKind>,
-    /// Declared effects (see [`ActionBuilder::mutates`]).
-    pub effects: Vec<&'static str>,
-    /// Whether `.idempotent()`, `.not_idempotent()` or `.read_only()` was said.
-    pub idempotency_declared: bool,
-    /// Reviewed exceptions to audit rules.
-    pub allow_audit: Vec<AuditAllow>,
-}
-
-impl ActionMeta {
-    /// A mutation for the audit log: declared `mutates`, or undeclared (the
-    /// safe assumption for a POST endpoint).
-    pub fn is_mutation(&self) -> bool {
-        self.kind != Some(ActionKind::ReadOnly)
-    }
-}
-
-/// Whether an action changes state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ActionKind {
-    Mutates,
-    ReadOnly,
-}
-
-/// One reviewed exception to an audit rule.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct AuditAllow {
-    pub rule: &'static str,
-    pub reason: &'static str,
-}
-
 /// A finished action, ready to be added to [`Actions`].
 pub struct Action<S> {
     /// An input limit keyed on another type than the input (refused at build).
@@ -520,6 +384,8 @@ pub struct Action<S> {
 }
 
 impl<S> Action<S> {
+    /// What the action declares (name, access, limits, bounds): the entry
+    /// it contributes to the manifest.
     pub fn meta(&self) -> &ActionMeta {
         &self.meta
     }
@@ -537,6 +403,8 @@ impl<S> Default for Actions<S> {
 }
 
 impl<S> Actions<S> {
+    /// Registers `action`; a name registered twice makes `build` fail with
+    /// [`crate::BuildError::DuplicateAction`].
     pub fn add(&mut self, action: Action<S>) -> &mut Self {
         self.list.push(action);
         self
@@ -565,7 +433,7 @@ pub(crate) trait Exec<S>: Send + Sync {
         kind: &'a BodyKind,
         body: Bytes,
         shape: &'a InputShape,
-        limits: &'a Limits,
+        limits: &'a BodyLimits,
         opening: &'a Opening,
     ) -> BoxFuture<'a, Result<(AnyInput, Reserved), Rejection>>;
 
@@ -597,7 +465,7 @@ where
         kind: &'a BodyKind,
         body: Bytes,
         shape: &'a InputShape,
-        limits: &'a Limits,
+        limits: &'a BodyLimits,
         opening: &'a Opening,
     ) -> BoxFuture<'a, Result<(AnyInput, Reserved), Rejection>> {
         Box::pin(async move {

@@ -39,7 +39,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine;
@@ -49,7 +49,6 @@ use http::{HeaderValue, header};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::app::Shared;
 use crate::keys::{KeyRing, Purpose};
 
 const LABEL: &[u8] = b"portcullis/anon/v1";
@@ -61,20 +60,12 @@ const MAX_AGE_SECS: u64 = 365 * 86_400;
 #[derive(Clone, PartialEq, Eq)]
 pub struct AnonScope {
     id: Arc<str>,
-    /// Whether the request carried it (false: minted for this response).
-    presented: bool,
 }
 
 impl AnonScope {
     /// The id (hex), as scopes and seal bindings use it.
     pub fn id(&self) -> &str {
         &self.id
-    }
-
-    /// Whether the request carried this scope in a valid cookie (rather
-    /// than it being minted for this request's response).
-    pub fn presented(&self) -> bool {
-        self.presented
     }
 }
 
@@ -119,7 +110,6 @@ fn decode(keys: &KeyRing, value: &str) -> Option<AnonScope> {
     }
     Some(AnonScope {
         id: Arc::from(crate::hex(id)),
-        presented: true,
     })
 }
 
@@ -136,14 +126,24 @@ pub fn from_headers(keys: &KeyRing, secure: bool, headers: &http::HeaderMap) -> 
         .find_map(|(_, v)| decode(keys, v.trim()))
 }
 
+/// What the anonymous-scope middleware needs: the keys its cookie is
+/// MACed with and whether cookies are `Secure` (which also picks the
+/// cookie's name). Cloned into the layer once, at build.
+#[derive(Clone)]
+pub(crate) struct CookieKeys {
+    pub(crate) keys: KeyRing,
+    pub(crate) secure: bool,
+}
+
 /// Middleware for actions: puts the browser's [`AnonScope`] into the
 /// request's extensions when the request carries a valid one; mints none.
-pub(crate) async fn read(mut request: Request, next: Next) -> Response {
-    if let Some(shared) = request.extensions().get::<Arc<Shared>>().cloned() {
-        let config = &shared.config;
-        if let Some(scope) = from_headers(&config.keys, config.secure_cookies, request.headers()) {
-            request.extensions_mut().insert(scope);
-        }
+pub(crate) async fn read(
+    State(keys): State<CookieKeys>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if let Some(scope) = from_headers(&keys.keys, keys.secure, request.headers()) {
+        request.extensions_mut().insert(scope);
     }
     next.run(request).await
 }
@@ -152,30 +152,25 @@ pub(crate) async fn read(mut request: Request, next: Next) -> Response {
 /// the browser's [`AnonScope`] into the request's extensions, minting one
 /// (and setting its cookie on the response) when the request carries no
 /// valid one.
-pub(crate) async fn layer(mut request: Request, next: Next) -> Response {
-    let Some(shared) = request.extensions().get::<Arc<Shared>>().cloned() else {
-        return next.run(request).await;
-    };
-    let config = &shared.config;
-    if let Some(scope) = from_headers(&config.keys, config.secure_cookies, request.headers()) {
+pub(crate) async fn layer(
+    State(keys): State<CookieKeys>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if let Some(scope) = from_headers(&keys.keys, keys.secure, request.headers()) {
         request.extensions_mut().insert(scope);
         return next.run(request).await;
     }
     let id: [u8; ID_LEN] = rand::random();
     request.extensions_mut().insert(AnonScope {
         id: Arc::from(crate::hex(&id)),
-        presented: false,
     });
     let mut response = next.run(request).await;
-    let secure = if config.secure_cookies {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = if keys.secure { "; Secure" } else { "" };
     let cookie = format!(
         "{}={}; Path=/; Max-Age={MAX_AGE_SECS}; HttpOnly; SameSite=Lax{secure}",
-        crate::wire::cookie::anon(config.secure_cookies),
-        encode(&config.keys, &id)
+        crate::wire::cookie::anon(keys.secure),
+        encode(&keys.keys, &id)
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, v);

@@ -29,8 +29,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::body::BodyLimits;
 use crate::keys::{KeyRing, MasterSecret, SecretError};
-use crate::limits::Limits;
 use crate::origin::{AllowlistError, OriginPolicy};
 use crate::proxy::{ProxyConfigError, TrustedProxies};
 
@@ -48,7 +48,7 @@ pub struct Config {
     pub keys: KeyRing,
     pub origin: OriginPolicy,
     pub proxies: TrustedProxies,
-    pub limits: Limits,
+    pub body_limits: BodyLimits,
     /// Action id epoch length (default 14 days).
     pub id_rotation: Duration,
     /// `Secure` on the session cookie.
@@ -156,7 +156,7 @@ impl Config {
             keys: KeyRing::new(&secret, None),
             origin: OriginPolicy::default(),
             proxies: TrustedProxies::none(),
-            limits: Limits::default(),
+            body_limits: BodyLimits::default(),
             id_rotation: Duration::from_secs(14 * 86_400),
             secure_cookies: false,
             session_idle: Duration::from_secs(12 * 3600),

@@ -15,7 +15,7 @@
 //!   `PORTCULLIS_SECRET_PREVIOUS` when set; `PORTCULLIS_SECURE_COOKIES` off;
 //!   an `http://` origin in `PORTCULLIS_ALLOWED_ORIGINS`.
 //! * [`crate::Portcullis::build`] refuses every webhook whose secret is one
-//!   of these ([`crate::webhook::Webhook::from_env`] records where its secret
+//!   of these ([`crate::routes::webhook::Webhook::from_env`] records where its secret
 //!   came from, so a development fallback cannot pass as configured).
 //!
 //! [`check`] is the report an app's `check --deploy` prints: all of the

@@ -50,12 +50,12 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 use serde::{Deserialize, Serialize};
 
-use crate::app::Shared;
+use crate::body::BodyKind;
 use crate::error::{ErrorCode, FieldErrors, Rejection};
 use crate::keys::{KeyRing, Purpose};
-use crate::limits::BodyKind;
 use crate::respond::{self, ClientKind};
 use crate::seal::{self, Binding, OpenError, Sealer};
+use crate::store::CounterStore;
 
 /// How long a flash lives: the 303 is followed at once, so a minute is ample.
 pub const FLASH_TTL: Duration = Duration::from_secs(60);
@@ -222,7 +222,8 @@ impl Source {
 /// (render the error page) for any other client, code or a missing/unsafe
 /// return path.
 pub(crate) fn redirect_back(
-    shared: &Shared,
+    sealer: &Sealer,
+    config: &crate::Config,
     client: ClientKind,
     rejection: &Rejection,
     return_to: Option<&str>,
@@ -243,7 +244,7 @@ pub(crate) fn redirect_back(
         source.urlencoded.as_deref(),
     );
     let sealed = flash.seal(
-        &shared.flash_sealer,
+        sealer,
         &source.binding,
         seal::unix_now() + FLASH_TTL.as_secs(),
     )?;
@@ -252,9 +253,9 @@ pub(crate) fn redirect_back(
     let mut response = respond::see_other(to);
     let cookie = format!(
         "{}={sealed}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
-        cookie_name(&shared.config),
+        cookie_name(config),
         FLASH_TTL.as_secs(),
-        if shared.config.secure_cookies {
+        if config.secure_cookies {
             "; Secure"
         } else {
             ""
@@ -316,12 +317,19 @@ pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Called by the `Page` extractor: opens the flash cookie meant for `path`
 /// in this session, spends it, and keeps it for this render.
-pub(crate) async fn consume(shared: &Shared, headers: &HeaderMap, binding: &Binding, path: &str) {
-    let name = cookie_name(&shared.config);
+pub(crate) async fn consume(
+    sealer: &Sealer,
+    config: &crate::Config,
+    counters: &dyn CounterStore,
+    headers: &HeaderMap,
+    binding: &Binding,
+    path: &str,
+) {
+    let name = cookie_name(config);
     let Some(text) = cookie_value(headers, name) else {
         return;
     };
-    let flash = match Flash::open(&shared.flash_sealer, text, binding, seal::unix_now()) {
+    let flash = match Flash::open(sealer, text, binding, seal::unix_now()) {
         Ok(f) => f,
         Err(e) => {
             tracing::debug!(error = %e, "flash cookie ignored");
@@ -335,12 +343,7 @@ pub(crate) async fn consume(shared: &Shared, headers: &HeaderMap, binding: &Bind
     }
     set_clear(name);
     let expires_us = (seal::unix_now() + FLASH_TTL.as_secs() + 1) * 1_000_000;
-    match shared
-        .limiter
-        .store()
-        .spend_once(&flash.spend_key(), expires_us)
-        .await
-    {
+    match counters.spend_once(&flash.spend_key(), expires_us).await {
         Ok(true) => {
             let _ = RENDER.try_with(|s| s.borrow_mut().flash = Some(flash));
         }

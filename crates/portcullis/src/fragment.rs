@@ -48,8 +48,8 @@ use dashmap::DashMap;
 use futures::future::BoxFuture;
 use maud::{Markup, PreEscaped};
 
-use crate::app::Shared;
 use crate::error::ActionError;
+use crate::form::FormContext;
 use crate::store::TagBus;
 use crate::viewer::Viewer;
 
@@ -172,11 +172,12 @@ fn percent_decode(segment: &str) -> std::borrow::Cow<'_, str> {
 /// and a way to declare the tags of the data it reads. No effects.
 pub struct RenderCx<S> {
     state: S,
-    shared: Arc<Shared>,
+    engine: Arc<Engine>,
     tags: Arc<Mutex<Vec<(String, u64)>>>,
 }
 
 impl<S> RenderCx<S> {
+    /// The app state (read it; a render function must not change anything).
     pub fn state(&self) -> &S {
         &self.state
     }
@@ -186,7 +187,7 @@ impl<S> RenderCx<S> {
     /// update that lands while rendering still expires this entry.
     pub fn tag(&self, tag: impl Into<String>) {
         let tag = tag.into();
-        let v = self.shared.fragments.version(&tag).version;
+        let v = self.engine.version(&tag).version;
         self.tags
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -197,9 +198,9 @@ impl<S> RenderCx<S> {
     /// of a viewer, so values bound with `bind_sealed` here are bound to no
     /// session and will not open; bind sealed values in the page instead.
     /// The no-JS return path defaults to `/`; set it with `return_to`.
-    pub fn form<In, Out>(&self, action: crate::ActionRef<In, Out>) -> crate::render::Form {
-        crate::render::Form::for_action(
-            &self.shared,
+    pub fn form<In, Out>(&self, action: crate::ActionRef<In, Out>) -> crate::form::Form {
+        crate::form::Form::for_action(
+            &self.engine.forms,
             action.name(),
             "/".to_owned(),
             crate::seal::Binding::Anonymous,
@@ -240,7 +241,7 @@ fn split_key(key: &str) -> (&str, &str) {
 type TagSink = Arc<Mutex<Vec<(String, u64)>>>;
 type RenderFn = Arc<
     dyn Fn(
-            Arc<Shared>,
+            Arc<Engine>,
             TagSink,
             Option<Viewer>,
             String,
@@ -266,6 +267,9 @@ pub fn fragment(name: &'static str) -> FragmentBuilder {
     }
 }
 
+/// A fragment being defined: its name and tags, until
+/// [`FragmentBuilder::per_viewer`] or [`FragmentBuilder::shared`] gives it
+/// a render function and a scope.
 #[must_use]
 pub struct FragmentBuilder {
     name: &'static str,
@@ -297,14 +301,14 @@ impl FragmentBuilder {
             tags: self.tags,
             make: Box::new(move |state: S| {
                 Arc::new(
-                    move |shared: Arc<Shared>,
+                    move |engine: Arc<Engine>,
                           tags: TagSink,
                           viewer: Option<Viewer>,
                           param: String| {
                         let render = render.clone();
                         let rcx = RenderCx {
                             state: state.clone(),
-                            shared,
+                            engine,
                             tags,
                         };
                         Box::pin(async move {
@@ -331,14 +335,14 @@ impl FragmentBuilder {
             tags: self.tags,
             make: Box::new(move |state: S| {
                 Arc::new(
-                    move |shared: Arc<Shared>,
+                    move |engine: Arc<Engine>,
                           tags: TagSink,
                           _viewer: Option<Viewer>,
                           param: String| {
                         let render = render.clone();
                         let rcx = RenderCx {
                             state: state.clone(),
-                            shared,
+                            engine,
                             tags,
                         };
                         Box::pin(async move { render(rcx, param).await.map(|m| m.into_string()) })
@@ -362,6 +366,8 @@ impl<S> Default for Fragments<S> {
 }
 
 impl<S> Fragments<S> {
+    /// Registers a fragment; a name registered twice makes `build` fail with
+    /// [`crate::BuildError::DuplicateFragment`].
     pub fn add(&mut self, f: Fragment<S>) -> &mut Self {
         self.list.push(f);
         self
@@ -402,8 +408,8 @@ struct TagState {
     hard: u64,
 }
 
-/// The most tag versions an engine remembers (default of
-/// [`TagVersions::new`]); see [`TagVersions`].
+/// The most tag versions an engine remembers (the default bound of its
+/// tag-version table).
 pub const MAX_TAGS: usize = 100_000;
 
 /// Tag versions: the current version of every tag that was bumped.
@@ -573,6 +579,9 @@ pub struct Engine {
     /// (Redis slow or down), further bumps stay local.
     bus: Mutex<Option<tokio::sync::mpsc::Sender<String>>>,
     instance: u64,
+    /// What [`RenderCx::form`] needs (the app's action directory and
+    /// sealing keys): the engine renders forms, not the runtime around it.
+    forms: Arc<FormContext>,
 }
 
 impl Engine {
@@ -580,6 +589,7 @@ impl Engine {
         fragments: Fragments<S>,
         state: &S,
         config: &CacheConfig,
+        forms: Arc<FormContext>,
     ) -> Result<Self, &'static str> {
         let mut defs = Vec::new();
         let mut by_name = HashMap::new();
@@ -631,6 +641,7 @@ impl Engine {
             background: AtomicU64::new(0),
             bus: Mutex::new(None),
             instance: rand::random(),
+            forms,
         })
     }
 
@@ -650,6 +661,7 @@ impl Engine {
         self.cache.weighted_size()
     }
 
+    /// Renderings held by the cache (after pending maintenance).
     pub fn cached_entries(&self) -> u64 {
         self.cache.run_pending_tasks();
         self.cache.entry_count()
@@ -777,8 +789,7 @@ impl Engine {
 
     /// Renders `def` for `key` and caches the template.
     async fn render(
-        &self,
-        shared: &Arc<Shared>,
+        self: &Arc<Self>,
         def: &Def,
         key: Key,
         viewer: Option<Viewer>,
@@ -792,7 +803,7 @@ impl Engine {
             .collect();
         self.renders.fetch_add(1, Ordering::Relaxed);
         let sink: TagSink = Arc::default();
-        let html: Arc<str> = (def.render)(shared.clone(), sink.clone(), viewer, key.param.clone())
+        let html: Arc<str> = (def.render)(self.clone(), sink.clone(), viewer, key.param.clone())
             .await?
             .into();
         tags.extend(std::mem::take(
@@ -817,7 +828,6 @@ impl Engine {
     /// The template of one fragment, from the cache when fresh.
     async fn template(
         self: &Arc<Self>,
-        shared: &Arc<Shared>,
         key_text: &str,
         viewer: Option<&Viewer>,
     ) -> Result<Arc<str>, ActionError> {
@@ -831,13 +841,12 @@ impl Engine {
                 Freshness::Soft => {
                     if !entry.refreshing.swap(true, Ordering::AcqRel) {
                         let engine = self.clone();
-                        let shared = shared.clone();
                         let viewer = viewer.cloned();
                         let key_text = key_text.to_owned();
                         self.background.fetch_add(1, Ordering::Relaxed);
                         tokio::spawn(async move {
                             if let Some((key, def)) = engine.key(&key_text, viewer.as_ref())
-                                && let Err(e) = engine.render(&shared, def, key, viewer).await
+                                && let Err(e) = engine.render(def, key, viewer).await
                             {
                                 tracing::warn!(fragment = key_text, error = ?e, "background render failed");
                             }
@@ -848,27 +857,25 @@ impl Engine {
                 Freshness::Hard => {}
             }
         }
-        self.render(shared, def, key, viewer.cloned()).await
+        self.render(def, key, viewer.cloned()).await
     }
 
     /// One fragment, children expanded, wrapped in its `data-fragment` root.
     pub(crate) async fn render_key(
         self: &Arc<Self>,
-        shared: &Arc<Shared>,
         key: &str,
         viewer: Option<&Viewer>,
         page_path: Option<&str>,
     ) -> Result<String, ActionError> {
         let mut out = String::with_capacity(1024);
         let page_path = page_path.map(canonical_path);
-        self.expand_into(shared, key, viewer, page_path.as_deref(), 0, &mut out)
+        self.expand_into(key, viewer, page_path.as_deref(), 0, &mut out)
             .await?;
         Ok(out)
     }
 
     fn expand_into<'a>(
         self: &'a Arc<Self>,
-        shared: &'a Arc<Shared>,
         key: &'a str,
         viewer: Option<&'a Viewer>,
         page_path: Option<&'a str>,
@@ -881,7 +888,7 @@ impl Engine {
                     "fragments nested deeper than {MAX_DEPTH} at `{key}`"
                 )));
             }
-            let template = self.template(shared, key, viewer).await?;
+            let template = self.template(key, viewer).await?;
             if let Some(path) = page_path
                 && self.caching
                 && let Some((k, _)) = self.key(key, viewer)
@@ -903,7 +910,7 @@ impl Engine {
                     break;
                 };
                 let child = &after[..end];
-                self.expand_into(shared, child, viewer, page_path, depth + 1, out)
+                self.expand_into(child, viewer, page_path, depth + 1, out)
                     .await?;
                 rest = &after[end + MARKER_CLOSE.len()..];
             }
@@ -918,7 +925,6 @@ impl Engine {
     /// otherwise those whose tags intersect `updated`.
     pub(crate) async fn affected(
         self: &Arc<Self>,
-        shared: &Arc<Shared>,
         requested: &[&str],
         updated: &[String],
         refresh: bool,
@@ -944,7 +950,7 @@ impl Engine {
                         .any(|t| updated.contains(t)),
                 };
             if hit {
-                match self.render_key(shared, key, viewer, None).await {
+                match self.render_key(key, viewer, None).await {
                     Ok(html) if bytes + html.len() > MAX_AFFECTED_BYTES => {
                         tracing::debug!(fragment = key, "fragment left out: response cap reached");
                     }

@@ -772,10 +772,10 @@ pub(crate) async fn report(
             None,
         )
     };
-    if let Err(r) = crate::limits::check_declared_length(&parts.headers, REPORT_BODY_CAP) {
+    if let Err(r) = crate::body::check_declared_length(&parts.headers, REPORT_BODY_CAP) {
         return reject(r);
     }
-    let body = match crate::limits::read_body(body, REPORT_BODY_CAP, timeout).await {
+    let body = match crate::body::read_body(body, REPORT_BODY_CAP, timeout).await {
         Ok(b) => b,
         Err(r) => return reject(r),
     };
@@ -828,8 +828,8 @@ pub(crate) fn report_router(compiled: Arc<Compiled>, timeout: Duration) -> axum:
 }
 
 /// The report endpoint as the manifest lists it among cross-origin routes.
-pub(crate) fn report_route() -> crate::routes::CrossOriginRoute {
-    crate::routes::CrossOriginRoute {
+pub(crate) fn report_route() -> crate::origin::CrossOriginRoute {
+    crate::origin::CrossOriginRoute {
         path: CSP_REPORT_PATH.into(),
         method: "POST",
         authenticator: "none: log-only, rate-limited CSP report sink",

@@ -65,9 +65,7 @@ pub use crate::store::idempotency::{CLAIM, Claim, Fingerprint, IdempotencyStore,
 /// Bounds of the in-memory store.
 pub use crate::store::memory::IdempotencyConfig as StoreConfig;
 
-/// The largest response body that is stored for replay; larger results are
-/// remembered by hash only.
-pub const MAX_STORED_BODY: usize = 64 * 1024;
+pub use crate::store::MAX_STORED_BODY;
 
 /// The fingerprint of a request body. For multipart bodies every occurrence
 /// of the boundary is left out, so the same fields sent twice by a browser

@@ -1,57 +1,61 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+// The public modules: what an app names (ARCHITECTURE.md, "Public API").
 pub mod action;
-pub mod anon;
-pub mod api;
 pub mod app;
-pub mod botcheck;
-pub mod client;
-pub mod config;
-pub mod cx;
-pub mod deploy;
-pub mod error;
-pub mod flash;
 pub mod fragment;
-pub mod headers;
-pub mod idempotency;
-pub mod ids;
-pub mod input;
-pub mod keys;
-pub mod limits;
-pub mod observe;
-pub mod origin;
-mod pipeline;
-pub mod policy;
-pub mod proxy;
 pub mod ratelimit;
 pub mod render;
-pub mod respond;
 pub mod routes;
-mod runtime;
-pub mod seal;
-pub mod server;
+pub mod security;
 pub mod session;
 pub mod store;
-pub mod taint;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod viewer;
-pub mod webhook;
 pub mod wire;
 
-pub use action::{Action, ActionBuilder, ActionRef, Actions, AnyActionRef, action};
+// Internals: reachable only through the re-exports below and `__private`.
+mod anon;
+mod body;
+mod botcheck;
+mod client;
+mod config;
+mod cx;
+mod deploy;
+mod directory;
+mod error;
+mod flash;
+mod form;
+mod headers;
+mod idempotency;
+mod ids;
+mod input;
+mod keys;
+mod observe;
+mod origin;
+mod pipeline;
+mod policy;
+mod proxy;
+mod respond;
+mod runtime;
+mod seal;
+mod server;
+mod taint;
+mod viewer;
+
+pub use action::{Action, ActionBuilder, Actions, action};
 pub use app::{App, BuildError, Manifest, Portcullis};
+pub use body::BodyLimits;
 pub use botcheck::{BotCheck, BotVerifier};
 pub use config::{Config, ConfigError, Mode};
 pub use cx::Cx;
-pub use error::{ActionError, ErrorCode, Outcome, Rejection};
+pub use directory::{ActionRef, AnyActionRef};
+pub use error::{ActionError, ErrorClassifier, ErrorCode, FieldErrors, Outcome, Rejection};
 pub use fragment::{CacheConfig, Fragments, RenderCx, fragment};
 pub use headers::{Hsts, RouteHeaders, SecurityHeaders};
-pub use input::Sealed;
-pub use input::Valid;
+pub use input::{Sealed, Valid};
 pub use keys::MasterSecret;
-pub use limits::Limits;
 pub use observe::{AuditEvent, AuditSink, Metrics};
 pub use policy::Policy;
 pub use portcullis_macros::Dto;
@@ -69,6 +73,46 @@ pub mod prelude {
         ActionError, ActionRef, BotCheck, Cx, Dto, MaybeViewer, Outcome, Sealed, Secret, Valid,
         Viewer, action, global, per_input, per_ip, per_key, per_session, per_user,
     };
+}
+
+/// Internals the fuzz targets, benchmarks and the framework's own
+/// integration tests drive directly. Not API: no stability promise, hidden
+/// from the docs (axum's `__private` pattern).
+#[doc(hidden)]
+pub mod __private {
+    pub mod body {
+        pub use crate::body::*;
+    }
+    pub mod botcheck {
+        pub use crate::botcheck::*;
+    }
+    pub mod error {
+        pub use crate::error::*;
+    }
+    pub mod flash {
+        pub use crate::flash::*;
+    }
+    pub mod idempotency {
+        pub use crate::idempotency::*;
+    }
+    pub mod ids {
+        pub use crate::ids::*;
+    }
+    pub mod input {
+        pub use crate::input::*;
+    }
+    pub mod keys {
+        pub use crate::keys::*;
+    }
+    pub mod respond {
+        pub use crate::respond::*;
+    }
+    pub mod seal {
+        pub use crate::seal::*;
+    }
+    pub mod taint {
+        pub use crate::taint::*;
+    }
 }
 
 /// Lower-case hex of `bytes` (digests, key ids, nonces, content hashes).

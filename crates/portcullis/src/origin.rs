@@ -24,9 +24,19 @@
 use std::net::IpAddr;
 
 use http::{HeaderMap, Method};
+use serde::Serialize;
 
 use crate::error::{ErrorCode, Rejection};
 use crate::proxy::TrustedProxies;
+
+/// A route that accepts cross-origin requests, and the authenticator that
+/// makes that safe (listed in the manifest; `portcullis audit` reviews it).
+#[derive(Clone, Debug, Serialize)]
+pub struct CrossOriginRoute {
+    pub path: String,
+    pub method: &'static str,
+    pub authenticator: &'static str,
+}
 
 /// Errors in the origin allowlist, reported at start-up.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -8,41 +8,43 @@
 //! set a cookie, redirect or sign anyone in. Those live on [`crate::Cx`],
 //! which only action handlers receive.
 //!
-//! A page also mints *sealed bound arguments* ([`crate::seal`]): values the
-//! page hands to a later action call and that must come back unchanged.
-//! [`Form::bind_sealed`] seals a value for the form's own action and the
-//! viewer's session and renders it as a hidden input; [`Page::seal_for`]
-//! gives a target for [`crate::seal::seal`] (values for the page's script).
+//! A page also mints *sealed bound arguments* ([`crate::security::seal`]):
+//! values the page hands to a later action call and that must come back
+//! unchanged. [`Form::bind_sealed`] seals a value for the form's own action
+//! and the viewer's session and renders it as a hidden input;
+//! [`Page::seal_for`] gives a target for [`crate::security::seal`] (values
+//! for the page's script).
 //!
-//! Forms are marked `data-portcullis` for the client runtime
-//! ([`crate::client`], include [`Page::script_src`] in the layout) and carry
-//! what it needs as attributes: `data-idempotent` (parallel dispatch),
+//! Forms are marked `data-portcullis` for the client runtime (include
+//! [`Page::script_src`] in the layout) and carry what it needs as
+//! attributes: `data-idempotent` (parallel dispatch),
 //! `data-login`/`data-reauth` (where a 401 goes), optional optimistic-update
 //! declarations. Without JavaScript the same form posts normally; a 422 comes
-//! back as a sealed flash ([`crate::flash`]) that the next `Page` consumes,
-//! and `Form`/[`field`] render its errors and values into the same slots.
+//! back as a sealed flash that the next `Page` consumes, and `Form`/[`field`]
+//! render its errors and values into the same slots.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
-use maud::{Markup, html};
+use maud::Markup;
 use tower_sessions::Session;
 
-use crate::app::Shared;
 use crate::error::{ErrorCode, Rejection};
-use crate::flash::FieldState as FlashValue;
 use crate::respond::{self, ClientKind};
-use crate::seal::{self, Binding, SealFor};
+use crate::runtime::Runtime;
+use crate::seal::{Binding, SealFor};
 use crate::session;
 use crate::viewer::Viewer;
 use crate::wire;
 
+pub use crate::client::{script_path, style_path};
+pub use crate::form::{Field, Form, field, submit};
+
 /// Read-only render context for a page request.
 pub struct Page {
-    shared: Arc<Shared>,
+    shared: Arc<Runtime>,
     /// This response's CSP nonce and caching facts ([`crate::headers`]).
     facts: Option<Arc<crate::headers::ResponseFacts>>,
     viewer: Option<Viewer>,
@@ -59,7 +61,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
             let r = Rejection::internal(&detail);
             (r.status(), r.to_json()).into_response()
         };
-        let Some(shared) = parts.extensions.get::<Arc<Shared>>().cloned() else {
+        let Some(shared) = parts.extensions.get::<Arc<Runtime>>().cloned() else {
             return Err(fail("Page used outside a portcullis app"));
         };
         let Some(session) = parts.extensions.get::<Session>().cloned() else {
@@ -96,7 +98,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
         let binding =
             crate::anon::seal_binding(&session, parts.extensions.get::<crate::anon::AnonScope>());
         // A no-JS submission that failed validation left a flash for this page.
-        crate::flash::consume(&shared, &parts.headers, &binding, &path).await;
+        crate::flash::consume(
+            &shared.flash_sealer,
+            &shared.config,
+            shared.limiter.store(),
+            &parts.headers,
+            &binding,
+            &path,
+        )
+        .await;
         Ok(Page {
             shared,
             facts,
@@ -108,6 +118,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
 }
 
 impl Page {
+    /// The signed-in viewer (checked against the account directory), or
+    /// `None` for an anonymous request.
     pub fn viewer(&self) -> Option<&Viewer> {
         self.viewer.as_ref()
     }
@@ -148,7 +160,7 @@ impl Page {
     /// This response's Content-Security-Policy nonce (fresh per response):
     /// `script nonce=(page.csp_nonce()) { … }` is the only way an inline
     /// script (or `<style>`) runs under the framework's policy
-    /// ([`crate::headers`]). Empty outside a portcullis app.
+    /// ([`crate::security::SecurityHeaders`]). Empty outside a portcullis app.
     pub fn csp_nonce(&self) -> &str {
         self.facts.as_deref().map_or("", |f| f.nonce())
     }
@@ -157,7 +169,7 @@ impl Page {
     /// compiler).
     pub fn form<In, Out>(&self, action: crate::ActionRef<In, Out>) -> Form {
         let mut form = Form::for_action(
-            &self.shared,
+            &self.shared.forms,
             action.name(),
             self.path.clone(),
             self.binding.clone(),
@@ -172,18 +184,18 @@ impl Page {
     /// [`Form::bind_sealed`].
     pub fn seal_for<In, Out>(&self, action: crate::ActionRef<In, Out>) -> SealFor {
         let name = action.name();
-        if !self.shared.by_name.contains_key(name) {
+        if self.shared.directory().meta(name).is_none() {
             tracing::error!(action = name, "sealing for an unregistered action");
         }
-        SealFor::new(self.shared.sealer.clone(), name, self.binding.clone())
+        SealFor::new(self.shared.sealer().clone(), name, self.binding.clone())
     }
 
     /// A fresh proof-of-work challenge for `action` (if it has a
     /// `BotCheck::ProofOfWork`), for pages that call the action from script
     /// rather than through [`Page::form`]. The client sends the solution in
-    /// the `X-Portcullis-Pow` header (see [`crate::botcheck`]).
+    /// the `X-Portcullis-Pow` header (see [`crate::BotCheck`]).
     pub fn pow_challenge<In, Out>(&self, action: crate::ActionRef<In, Out>) -> Option<String> {
-        self.shared.pow_challenge(action.name())
+        self.shared.directory().pow_challenge(action.name())
     }
 
     /// Fragment `key` (`name` or `name:param`) for this viewer, from the
@@ -195,7 +207,7 @@ impl Page {
         match self
             .shared
             .fragments
-            .render_key(&self.shared, key, self.viewer.as_ref(), Some(path))
+            .render_key(key, self.viewer.as_ref(), Some(path))
             .await
         {
             Ok(html) => maud::PreEscaped(html),
@@ -226,383 +238,5 @@ impl Page {
             &self.shared.config,
             Some(&self.path),
         )
-    }
-}
-
-/// A form bound to an action.
-#[must_use]
-pub struct Form {
-    name: &'static str,
-    /// Which form of this action on the page (for the no-JS flash).
-    ordinal: usize,
-    idempotent: bool,
-    login: String,
-    reauth: String,
-    optimistic_target: Option<String>,
-    optimistic_template: Option<String>,
-    optimistic_text: Option<(String, String)>,
-    reset: bool,
-    action: String,
-    /// The page the form is on: where a no-JS 422 comes back to.
-    page: String,
-    return_to: String,
-    id: Option<String>,
-    class: Option<String>,
-    seal: SealFor,
-    hidden: Vec<(String, String)>,
-    honeypot: bool,
-    pow: Option<String>,
-    /// `data-result-into` / `data-result-field`: where the client runtime
-    /// shows one field of the result.
-    result_into: Option<(String, String)>,
-    /// A fresh `_idem` key for no-JS double submits (page forms only: a form
-    /// inside a cached fragment is shared by renders, so it gets none).
-    idempotency_key: Option<String>,
-}
-
-impl Form {
-    /// A form for action `name` whose sealed values bind to `binding`.
-    pub(crate) fn for_action(
-        shared: &Arc<Shared>,
-        name: &'static str,
-        return_to: String,
-        binding: Binding,
-    ) -> Form {
-        let action = match shared.action_path(name) {
-            Some(p) => p,
-            None => {
-                tracing::error!(action = name, "form for an unregistered action");
-                // Renders, but every submission answers `stale_action`.
-                format!(
-                    "{}{}",
-                    crate::wire::ACTION_PREFIX,
-                    "A".repeat(crate::ids::ID_TEXT_LEN)
-                )
-            }
-        };
-        let config = &shared.config;
-        Form {
-            name,
-            ordinal: crate::flash::next_form(name),
-            idempotent: shared.idempotent(name),
-            login: config.login_path.clone(),
-            reauth: config.reauth_path.clone(),
-            optimistic_target: None,
-            optimistic_template: None,
-            optimistic_text: None,
-            reset: false,
-            action,
-            page: return_to.clone(),
-            return_to,
-            id: None,
-            class: None,
-            seal: SealFor::new(shared.sealer.clone(), name, binding),
-            hidden: Vec::new(),
-            honeypot: !shared.bot_checks(name).is_empty(),
-            pow: shared.pow_challenge(name),
-            idempotency_key: None,
-            result_into: None,
-        }
-    }
-
-    /// Adds a hidden input `name` carrying `value` sealed for this form's
-    /// action and the viewer's session, valid for [`seal::DEFAULT_TTL`]. The
-    /// action declares the field as `name: Sealed<T>`.
-    ///
-    /// If `value` refuses to serialize (say it holds a [`crate::Secret`]),
-    /// the error is logged and the field carries nothing that opens: every
-    /// submission then fails with `invalid_bound_argument`, closed.
-    pub fn bind_sealed(self, name: &str, value: impl serde::Serialize) -> Self {
-        self.bind_sealed_for(name, value, seal::DEFAULT_TTL)
-    }
-
-    /// [`Form::bind_sealed`] with a lifetime other than the default.
-    pub fn bind_sealed_for(
-        mut self,
-        name: &str,
-        value: impl serde::Serialize,
-        ttl: Duration,
-    ) -> Self {
-        let target = self.seal.clone().field(name);
-        let sealed = seal::seal(&value, &target, ttl).unwrap_or_else(|e| {
-            tracing::error!(action = self.seal.action(), field = name, error = %e, "could not seal a bound argument");
-            String::new()
-        });
-        self.hidden.push((name.to_owned(), sealed));
-        self
-    }
-
-    /// With JavaScript, shows `result[field]` in the element `selector`
-    /// after success instead of reloading (e.g. a token shown once).
-    pub fn show_result(mut self, selector: &str, field: &str) -> Self {
-        self.result_into = Some((selector.to_owned(), field.to_owned()));
-        self
-    }
-
-    /// Where a successful no-JS submission lands (a same-origin path).
-    pub fn return_to(mut self, path: &str) -> Self {
-        if let Some(p) = respond::safe_return_path(path) {
-            self.return_to = p.to_owned();
-        }
-        self
-    }
-
-    pub fn id(mut self, id: &str) -> Self {
-        self.id = Some(id.to_owned());
-        self
-    }
-
-    pub fn class(mut self, class: &str) -> Self {
-        self.class = Some(class.to_owned());
-        self
-    }
-
-    /// Optimistic update: on submit, the client runtime clones the
-    /// `<template id=template>`, fills every `[data-slot=field]` in it with
-    /// that field's value and appends it to `target` (a CSS selector); it is
-    /// removed again if the action fails.
-    pub fn optimistic_append(mut self, target: &str, template: &str) -> Self {
-        self.optimistic_target = Some(target.to_owned());
-        self.optimistic_template = Some(template.to_owned());
-        self
-    }
-
-    /// Optimistic update: on submit, the text of `target` (a CSS selector)
-    /// becomes the value of `field`; restored if the action fails.
-    pub fn optimistic_text(mut self, target: &str, field: &str) -> Self {
-        self.optimistic_text = Some((target.to_owned(), field.to_owned()));
-        self
-    }
-
-    /// Clear the form after a successful call from the client runtime.
-    pub fn reset_on_success(mut self) -> Self {
-        self.reset = true;
-        self
-    }
-
-    /// Renders the form around `body`.
-    pub fn body(self, body: Markup) -> Markup {
-        // The return path rides in the query so that refusals raised before
-        // the body is read (401, 429, …) can still link back.
-        let mut action = format!(
-            "{}?{}={}",
-            self.action,
-            wire::field::RETURN,
-            form_urlencoded::byte_serialize(self.return_to.as_bytes()).collect::<String>()
-        );
-        if self.page != self.return_to {
-            // Success lands on `return_to`; a no-JS 422 comes back here.
-            action.push_str(&format!(
-                "&{}={}",
-                wire::field::BACK,
-                form_urlencoded::byte_serialize(self.page.as_bytes()).collect::<String>()
-            ));
-        }
-        if self.ordinal > 0 {
-            // Which of the page's forms for this action (no-JS flash target).
-            action.push_str(&format!("&{}={}", wire::field::FORM, self.ordinal));
-        }
-        let pow_bits = self.pow.as_deref().map(crate::botcheck::challenge_bits);
-        let form_errors = crate::flash::form_errors(self.name, self.ordinal);
-        let (text_target, text_field) = match &self.optimistic_text {
-            Some((t, f)) => (Some(t.as_str()), Some(f.as_str())),
-            None => (None, None),
-        };
-        html! {
-            form method="post" action=(action) data-portcullis
-                id=[self.id.as_deref()] class=[self.class.as_deref()]
-                data-idempotent[self.idempotent]
-                data-login=(self.login) data-reauth=(self.reauth)
-                data-optimistic-target=[self.optimistic_target.as_deref()]
-                data-optimistic-template=[self.optimistic_template.as_deref()]
-                data-optimistic-text=[text_target] data-optimistic-field=[text_field]
-                data-reset[self.reset]
-                data-pow=[self.pow.as_deref()] data-pow-bits=[pow_bits]
-                data-result-into=[self.result_into.as_ref().map(|r| r.0.as_str())]
-                data-result-field=[self.result_into.as_ref().map(|r| r.1.as_str())] {
-                div.form-errors role="alert" aria-live="assertive" data-form-errors tabindex="-1" {
-                    @for e in &form_errors { p { (e) } }
-                }
-                @for (name, value) in &self.hidden {
-                    input type="hidden" name=(name) value=(value);
-                }
-                @if let Some(key) = &self.idempotency_key {
-                    input type="hidden" name=(wire::field::IDEMPOTENCY_KEY) value=(key);
-                }
-                @if self.honeypot {
-                    // Off-screen rather than `display:none` (which some bots skip),
-                    // by the `pc-honeypot` class of the framework's stylesheet
-                    // (no `style=`: the CSP allows no inline styles); hidden
-                    // from assistive technology and the tab order.
-                    div.pc-honeypot aria-hidden="true" {
-                        label { "Leave this field empty"
-                            input type="text" name=(wire::field::HONEYPOT) value=""
-                                tabindex="-1" autocomplete="off";
-                        }
-                    }
-                }
-                (body)
-            }
-        }
-    }
-}
-
-/// A labelled input with an error slot: `field("name").label("Name")`.
-#[must_use]
-pub struct Field {
-    name: String,
-    label: String,
-    kind: &'static str,
-    value: Option<String>,
-    required: bool,
-    autocomplete: Option<&'static str>,
-    id: Option<String>,
-}
-
-pub fn field(name: &str) -> Field {
-    Field {
-        name: name.to_owned(),
-        label: name.to_owned(),
-        kind: "text",
-        value: None,
-        required: false,
-        autocomplete: None,
-        id: None,
-    }
-}
-
-impl Field {
-    pub fn label(mut self, label: &str) -> Self {
-        self.label = label.to_owned();
-        self
-    }
-    /// `text` (default), `email`, `password`, `textarea`, `hidden`, …
-    pub fn kind(mut self, kind: &'static str) -> Self {
-        self.kind = kind;
-        self
-    }
-    pub fn value(mut self, value: impl Into<String>) -> Self {
-        self.value = Some(value.into());
-        self
-    }
-    pub fn required(mut self) -> Self {
-        self.required = true;
-        self
-    }
-    pub fn autocomplete(mut self, v: &'static str) -> Self {
-        self.autocomplete = Some(v);
-        self
-    }
-    /// DOM id (default `f-<name>`); set it when two forms share a field name.
-    pub fn id(mut self, id: &str) -> Self {
-        self.id = Some(id.to_owned());
-        self
-    }
-}
-
-impl maud::Render for Field {
-    fn render(&self) -> Markup {
-        let id = self
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("f-{}", self.name));
-        let err = format!("{id}-error");
-        if self.kind == "hidden" {
-            return html! { input type="hidden" name=(self.name) value=[self.value.as_deref()]; };
-        }
-        // A no-JS submission of this form failed: its errors and values.
-        let flash = crate::flash::field_state(&self.name);
-        let (errors, focus) = match &flash {
-            Some(f) => (f.errors.as_slice(), f.focus),
-            None => (&[][..], false),
-        };
-        let value = match &flash {
-            Some(FlashValue { value: Some(v), .. }) if self.kind != "password" => Some(v.as_str()),
-            _ => self.value.as_deref(),
-        };
-        let invalid = (!errors.is_empty()).then_some("true");
-        html! {
-            div.field {
-                label for=(id) { (self.label) }
-                @if self.kind == "textarea" {
-                    textarea id=(id) name=(self.name) required[self.required]
-                        aria-invalid=[invalid] autofocus[focus]
-                        aria-describedby=(err) { (value.unwrap_or("")) }
-                } @else {
-                    input id=(id) name=(self.name) type=(self.kind) value=[value]
-                        required[self.required] autocomplete=[self.autocomplete]
-                        aria-invalid=[invalid] autofocus[focus]
-                        aria-describedby=(err);
-                }
-                p.field-error id=(err) data-error-for=(self.name) aria-live="polite" {
-                    (errors.join(" "))
-                }
-            }
-        }
-    }
-}
-
-/// A submit button.
-pub fn submit(label: &str) -> Markup {
-    html! { button type="submit" { (label) } }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeSet;
-
-    use super::*;
-    use crate::keys::{KeyRing, MasterSecret};
-    use crate::seal::Sealer;
-
-    /// maud needs attribute names as literals, so this module spells them;
-    /// this pins them to [`crate::wire`]: a form with every option renders
-    /// exactly the listed attributes and reserved names.
-    #[test]
-    fn a_form_renders_exactly_the_wire_names() {
-        let keys = KeyRing::new(&MasterSecret::generate(), None);
-        let form = Form {
-            name: "a",
-            ordinal: 1,
-            idempotent: true,
-            login: "/login".into(),
-            reauth: "/reauth".into(),
-            optimistic_target: Some("#list".into()),
-            optimistic_template: Some("row".into()),
-            optimistic_text: Some(("#title".into(), "name".into())),
-            reset: true,
-            action: format!("{}x", wire::ACTION_PREFIX),
-            page: "/page".into(),
-            return_to: "/next".into(),
-            id: None,
-            class: None,
-            seal: SealFor::new(Arc::new(Sealer::new(&keys)), "a", Binding::Anonymous),
-            hidden: Vec::new(),
-            honeypot: true,
-            pow: Some("challenge".into()),
-            result_into: Some(("#out".into(), "token".into())),
-            idempotency_key: Some("k".into()),
-        };
-        let html = form.body(html! { (field("name")) }).into_string();
-        let attrs: BTreeSet<&str> = html
-            .split(|c: char| c.is_whitespace() || c == '<')
-            .filter(|t| t.starts_with("data-"))
-            .map(|t| t.split(['=', '>']).next().unwrap_or(t))
-            .collect();
-        let expected: BTreeSet<&str> = wire::attr::RENDERED
-            .iter()
-            .copied()
-            .filter(|a| *a != wire::attr::FRAGMENT)
-            .collect();
-        assert_eq!(attrs, expected, "{html}");
-        for reserved in wire::field::QUERY {
-            assert!(html.contains(&format!("{reserved}=")), "{reserved}: {html}");
-        }
-        for input in [wire::field::IDEMPOTENCY_KEY, wire::field::HONEYPOT] {
-            assert!(
-                html.contains(&format!("name=\"{input}\"")),
-                "{input}: {html}"
-            );
-        }
     }
 }

@@ -1,28 +1,28 @@
 //! The framework state one app's requests share (the pipeline, page
 //! extractors, the webhook and API routes), built once by [`crate::app`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::action::ActionMeta;
-use crate::app::{Manifest, ManifestEntry};
-use crate::botcheck::{BotCheck, CHALLENGE_TTL, Challenges};
+use serde::Serialize;
+
 use crate::config::Config;
-use crate::ids::Ids;
+use crate::directory::{ActionMeta, Directory};
+use crate::form::FormContext;
 use crate::observe::{AuditSink, Metrics};
+use crate::origin::CrossOriginRoute;
 use crate::ratelimit::Limiter;
 use crate::seal::Sealer;
-use crate::wire::ACTION_PREFIX;
 
 /// Framework state shared by the pipeline and page extractors.
-pub struct Shared {
+pub(crate) struct Runtime {
     pub(crate) config: Config,
-    pub(crate) ids: Ids,
+    /// What forms need: the action directory (names → metadata and
+    /// current ids), the sealing keys, the sign-in paths. The fragment
+    /// engine holds the same `Arc`.
+    pub(crate) forms: Arc<FormContext>,
     pub(crate) limiter: Limiter,
-    /// The token API's store and limit, if the app has one.
-    pub(crate) api: Option<crate::api::ApiConfig>,
     /// Routes that accept cross-origin requests, with their authenticator.
-    pub(crate) cross_origin_routes: Vec<crate::routes::CrossOriginRoute>,
+    pub(crate) cross_origin_routes: Vec<CrossOriginRoute>,
     /// Idempotency keys (memory, or Redis when configured).
     pub(crate) idempotency: crate::idempotency::Store,
     /// Webhook deliveries already applied: a store that client-chosen
@@ -35,13 +35,8 @@ pub struct Shared {
     pub(crate) webhook_seen: crate::idempotency::Store,
     /// Fragments, render cache and tag versions.
     pub(crate) fragments: Arc<crate::fragment::Engine>,
-    pub(crate) challenges: Challenges,
-    /// Sealing keys (current + previous), key schedules prepared once.
-    pub(crate) sealer: Arc<Sealer>,
     /// The same seal format under the `Flash` subkey (no-JS flash cookie).
     pub(crate) flash_sealer: Sealer,
-    pub(crate) by_name: HashMap<&'static str, usize>,
-    pub(crate) metas: Vec<ActionMeta>,
     /// The largest body any action accepts: the stage-1 early refusal bound.
     pub(crate) body_ceiling: usize,
     /// Per-action counters and latency ([`crate::observe`]).
@@ -58,103 +53,67 @@ pub struct Shared {
     pub(crate) classifier: crate::error::Classifier,
 }
 
-impl Shared {
+impl Runtime {
+    /// Action names → metadata and current ids.
+    pub(crate) fn directory(&self) -> &Directory {
+        &self.forms.directory
+    }
+
     /// The id to render for `name` now, if such an action exists.
+    #[cfg(feature = "testing")]
     pub fn action_id(&self, name: &str) -> Option<String> {
-        self.by_name
-            .get(name)
-            .map(|&i| self.ids.current(i).to_string())
+        self.directory().action_id(name)
     }
 
     /// The action endpoint path for `name`.
     pub fn action_path(&self, name: &str) -> Option<String> {
-        self.action_id(name)
-            .map(|id| format!("{ACTION_PREFIX}{id}"))
-    }
-
-    /// The fragment engine (render cache, tags).
-    pub fn fragments(&self) -> &Arc<crate::fragment::Engine> {
-        &self.fragments
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
+        self.directory().action_path(name)
     }
 
     /// The sealing keys, for minting seals outside a page or action
     /// (see [`crate::seal::SealFor`]).
     pub fn sealer(&self) -> &Arc<Sealer> {
-        &self.sealer
-    }
-
-    /// The limiter (counting in memory, in Redis when `REDIS_URL` is set, or
-    /// in the store given with `Portcullis::stores`).
-    pub fn limiter(&self) -> &Limiter {
-        &self.limiter
+        &self.forms.sealer
     }
 
     /// The idempotency store (for its usage figures in flood tests).
+    #[cfg(feature = "testing")]
     pub fn idempotency(&self) -> &crate::idempotency::Store {
         &self.idempotency
     }
 
     /// A fresh proof-of-work challenge for `name`, if that action has a
     /// `BotCheck::ProofOfWork` (at its difficulty, valid for 30 minutes).
+    #[cfg(feature = "testing")]
     pub fn pow_challenge(&self, name: &str) -> Option<String> {
-        let meta = &self.metas[*self.by_name.get(name)?];
-        let bits = meta.bot_checks.iter().find_map(|c| match c {
-            BotCheck::ProofOfWork { bits } => Some(*bits),
-            _ => None,
-        })?;
-        Some(self.challenges.mint(meta.name, bits, CHALLENGE_TTL))
-    }
-
-    /// Whether `name` was declared idempotent (the client runtime may run
-    /// it in parallel rather than in the page's queue).
-    pub fn idempotent(&self, name: &str) -> bool {
-        self.by_name
-            .get(name)
-            .is_some_and(|&i| self.metas[i].idempotent)
-    }
-
-    /// The bot checks of `name` (empty for an unknown name).
-    pub fn bot_checks(&self, name: &str) -> &[BotCheck] {
-        self.by_name
-            .get(name)
-            .map(|&i| self.metas[i].bot_checks.as_slice())
-            .unwrap_or(&[])
+        self.directory().pow_challenge(name)
     }
 
     /// The id `name` had in `epoch` (tests of skew handling).
+    #[cfg(feature = "testing")]
     pub fn action_id_in_epoch(&self, name: &str, epoch: u64) -> String {
-        self.ids.id_in_epoch(name, epoch).to_string()
+        self.directory().ids.id_in_epoch(name, epoch).to_string()
     }
 
+    #[cfg(feature = "testing")]
     pub fn epoch(&self) -> u64 {
-        self.ids.epoch()
-    }
-
-    /// The security-header policy in force (manifest, report counters).
-    pub fn security_headers(&self) -> &crate::headers::Compiled {
-        &self.headers
-    }
-
-    /// The action metrics (Prometheus text via [`Metrics::encode`]).
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+        self.directory().ids.epoch()
     }
 
     /// Every registered action, as data.
     pub fn manifest(&self) -> Manifest {
+        let directory = self.directory();
         Manifest {
-            epoch: self.ids.epoch(),
-            actions: self
+            epoch: directory.ids.epoch(),
+            actions: directory
                 .metas
                 .iter()
                 .enumerate()
                 .map(|(i, meta)| ManifestEntry {
-                    id: self.ids.current(i).to_string(),
-                    body_limit: meta.body_limit.unwrap_or(self.config.limits.body_bytes),
+                    id: directory.ids.current(i).to_string(),
+                    body_limit: meta
+                        .body_limit
+                        .unwrap_or(self.config.body_limits.body_bytes),
                     meta: meta.clone(),
                 })
                 .collect(),
@@ -162,4 +121,36 @@ impl Shared {
             security_headers: self.headers.manifest(),
         }
     }
+}
+
+/// The registered actions as data: what `manifest --json` prints and
+/// `portcullis audit` reads.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    /// The action-id epoch the ids below belong to (`unix time / rotation`);
+    /// ids change when it does.
+    pub epoch: u64,
+    /// Every registered action, in registration order.
+    pub actions: Vec<ManifestEntry>,
+    /// Routes that accept cross-origin requests, and why that is safe.
+    #[serde(rename = "crossOriginRoutes")]
+    pub cross_origin_routes: Vec<CrossOriginRoute>,
+    /// The response-header policy and its per-route overrides.
+    #[serde(rename = "securityHeaders")]
+    pub security_headers: crate::headers::HeadersManifest,
+}
+
+/// One action in the [`Manifest`]: its current id and what it declares.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestEntry {
+    /// The action's opaque id in this epoch (its endpoint is
+    /// `/_action/<id>`).
+    pub id: String,
+    /// What the action declares.
+    #[serde(flatten)]
+    pub meta: ActionMeta,
+    /// Effective body cap in bytes (override or default).
+    #[serde(rename = "effectiveBodyLimit")]
+    pub body_limit: usize,
 }

@@ -57,6 +57,8 @@
 //! session is anonymous" is a security property the framework claims for
 //! every app; an opt-in would make it true only for the apps that remembered.
 
+pub use crate::viewer::{MaybeViewer, UserId, Viewer};
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -65,7 +67,6 @@ use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
 use crate::error::{ActionError, Rejection};
-use crate::viewer::{UserId, Viewer};
 
 const IDENTITY_KEY: &str = "portcullis.identity";
 

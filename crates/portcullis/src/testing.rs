@@ -23,7 +23,7 @@ use http::{HeaderMap, StatusCode};
 use reqwest::cookie::{CookieStore, Jar};
 
 use crate::action::AnyActionRef;
-use crate::app::{App, Shared};
+use crate::app::App;
 
 struct Server(tokio::task::JoinHandle<()>);
 
@@ -41,7 +41,7 @@ pub struct TestClient {
     jar: Arc<Jar>,
     /// The source address requests leave from (`None`: the OS's choice).
     local: Option<std::net::IpAddr>,
-    shared: Arc<Shared>,
+    app: App,
     _server: Arc<Server>,
 }
 
@@ -69,7 +69,7 @@ impl TestClient {
             http: client(jar.clone(), None),
             jar,
             local: None,
-            shared: app.shared().clone(),
+            app: app.clone(),
             _server: Arc::new(Server(task)),
         }
     }
@@ -96,6 +96,7 @@ impl TestClient {
         }
     }
 
+    /// The address the test server listens on (`127.0.0.1:<ephemeral>`).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -105,12 +106,16 @@ impl TestClient {
         format!("http://{}", self.addr)
     }
 
+    /// The absolute URL of `path` (which starts with `/`) on the test
+    /// server.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.origin())
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    /// The app this client talks to (its manifest, metrics, fragments and,
+    /// with the `testing` feature, the internals tests inspect).
+    pub fn app(&self) -> &App {
+        &self.app
     }
 
     /// The current endpoint path of `action`; panics if the app did not
@@ -124,7 +129,8 @@ impl TestClient {
     /// cannot check, for tests that probe names on purpose (or iterate the
     /// manifest); everywhere else use [`TestClient::path`] with a handle.
     pub fn action_path(&self, name: &str) -> String {
-        self.shared
+        self.app
+            .runtime()
             .action_path(name)
             .unwrap_or_else(|| panic!("no action named `{name}`"))
     }
@@ -138,11 +144,11 @@ impl TestClient {
     }
 
     /// The seal binding this client's requests get: its session, else its
-    /// browser's anonymous scope ([`crate::anon`]), else the shared
+    /// browser's anonymous scope (its anonymous cookie), else the shared
     /// anonymous binding.
     pub fn seal_binding(&self) -> crate::seal::Binding {
         let cookies = self.cookies().unwrap_or_default();
-        let session = crate::session::cookie_name(self.shared.config());
+        let session = crate::session::cookie_name(self.app.config());
         if let Some(id) = cookies
             .split("; ")
             .find_map(|c| c.strip_prefix(session)?.strip_prefix('='))
@@ -153,7 +159,7 @@ impl TestClient {
         if let Ok(v) = cookies.parse() {
             headers.insert(http::header::COOKIE, v);
         }
-        let config = self.shared.config();
+        let config = self.app.config();
         match crate::anon::from_headers(&config.keys, config.secure_cookies, &headers) {
             Some(scope) => crate::seal::Binding::Browser(std::sync::Arc::from(scope.id())),
             None => crate::seal::Binding::Anonymous,
@@ -187,7 +193,9 @@ impl TestClient {
     fn needs_honeypot(&self, name: &str, given: bool) -> bool {
         !given
             && self
-                .shared
+                .app
+                .runtime()
+                .directory()
                 .bot_checks(name)
                 .contains(&crate::BotCheck::Honeypot)
     }
@@ -272,8 +280,11 @@ fn client(jar: Arc<Jar>, local: Option<std::net::IpAddr>) -> reqwest::Client {
 /// A fully read response.
 #[derive(Debug)]
 pub struct TestResponse {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// The response headers.
     pub headers: HeaderMap,
+    /// The whole body (empty if reading it failed).
     pub body: Bytes,
 }
 
@@ -290,6 +301,7 @@ impl TestResponse {
         }
     }
 
+    /// The body as text (invalid UTF-8 replaced, never a panic).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -306,7 +318,45 @@ impl TestResponse {
         v["error"]["code"].as_str().map(str::to_owned)
     }
 
+    /// The value of header `name` (case-insensitive), if present and
+    /// visible ASCII; the first one when repeated.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Internals tests inspect: only with the `testing` feature.
+impl App {
+    /// The current opaque id of `action` (the last path segment of its
+    /// endpoint).
+    pub fn action_id(&self, action: impl Into<AnyActionRef>) -> Option<String> {
+        self.runtime().action_id(action.into().name())
+    }
+
+    /// The id `action` had in `epoch` (tests of version-skew handling).
+    pub fn action_id_in_epoch(&self, action: impl Into<AnyActionRef>, epoch: u64) -> String {
+        self.runtime()
+            .action_id_in_epoch(action.into().name(), epoch)
+    }
+
+    /// The current id-rotation epoch.
+    pub fn epoch(&self) -> u64 {
+        self.runtime().epoch()
+    }
+
+    /// A fresh proof-of-work challenge for `action`, if it has a
+    /// `BotCheck::ProofOfWork`.
+    pub fn pow_challenge(&self, action: impl Into<AnyActionRef>) -> Option<String> {
+        self.runtime().pow_challenge(action.into().name())
+    }
+
+    /// The idempotency store (its usage figures in flood tests).
+    pub fn idempotency(&self) -> &crate::idempotency::Store {
+        self.runtime().idempotency()
+    }
+
+    /// The sealing keys, for minting seals outside a page or action.
+    pub fn sealer(&self) -> &Arc<crate::seal::Sealer> {
+        self.runtime().sealer()
     }
 }

@@ -124,7 +124,7 @@ async fn get_head_and_options_never_run_actions() {
 async fn id_from_a_different_secret_is_stale() {
     let fx = start().await;
     let mut other = common::config();
-    other.keys = portcullis::keys::KeyRing::new(
+    other.keys = portcullis::security::KeyRing::new(
         &portcullis::MasterSecret::from_bytes(vec![9; 32]).unwrap(),
         None,
     );
@@ -132,10 +132,7 @@ async fn id_from_a_different_secret_is_stale() {
         .actions(common::register)
         .build(tower_sessions::MemoryStore::default())
         .unwrap();
-    let foreign = theirs
-        .shared()
-        .action_path(common::NOTES_PUBLIC.name())
-        .unwrap();
+    let foreign = theirs.action_path(common::NOTES_PUBLIC).unwrap();
     let r = fx
         .client
         .post(&foreign)
@@ -152,8 +149,8 @@ async fn id_from_a_different_secret_is_stale() {
 #[tokio::test]
 async fn id_from_two_epochs_ago_is_stale_previous_epoch_still_works() {
     let fx = start().await;
-    let shared = fx.client.shared().clone();
-    let epoch = shared.epoch();
+    let app = fx.client.app().clone();
+    let epoch = app.epoch();
     let post = |id: String| {
         fx.client
             .post(&format!("{}{id}", wire::ACTION_PREFIX))
@@ -162,7 +159,7 @@ async fn id_from_two_epochs_ago_is_stale_previous_epoch_still_works() {
             .send()
     };
     let old = TestResponse::read(
-        post(shared.action_id_in_epoch(common::NOTES_PUBLIC.name(), epoch - 2))
+        post(app.action_id_in_epoch(common::NOTES_PUBLIC, epoch - 2))
             .await
             .unwrap(),
     )
@@ -170,7 +167,7 @@ async fn id_from_two_epochs_ago_is_stale_previous_epoch_still_works() {
     assert_refused(&old, 409, "stale_action");
     assert_eq!(fx.state.runs(), 0);
     let prev = TestResponse::read(
-        post(shared.action_id_in_epoch(common::NOTES_PUBLIC.name(), epoch - 1))
+        post(app.action_id_in_epoch(common::NOTES_PUBLIC, epoch - 1))
             .await
             .unwrap(),
     )
@@ -206,12 +203,8 @@ async fn malformed_ids_are_400_and_names_never_resolve() {
     }
     assert_eq!(fx.state.runs(), 0);
     // The manifest's ids reveal nothing: not the name, not an index.
-    let manifest = serde_json::to_string(&fx.client.shared().manifest()).unwrap();
-    let id = fx
-        .client
-        .shared()
-        .action_id(common::NOTES_PUBLIC.name())
-        .unwrap();
+    let manifest = serde_json::to_string(&fx.client.app().manifest()).unwrap();
+    let id = fx.client.app().action_id(common::NOTES_PUBLIC).unwrap();
     assert!(!id.contains("notes") && id.len() == 22, "{id} / {manifest}");
 }
 

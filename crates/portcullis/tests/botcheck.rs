@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{State, redis_config};
-use portcullis::botcheck::{self, BotCheck, BotVerifier, Challenges, HttpVerifier};
+use portcullis::__private::botcheck::{self, BotCheck, BotVerifier, Challenges, HttpVerifier};
 use portcullis::prelude::*;
 use portcullis::render::Page;
 use portcullis::testing::{TestClient, TestResponse};
@@ -245,11 +245,7 @@ async fn missing_honeypot_field_is_refused() {
 // Proof of work
 
 async fn pow_round_trip(fx: &Fx) {
-    let challenge = fx
-        .client
-        .shared()
-        .pow_challenge(POW.name())
-        .expect("a challenge");
+    let challenge = fx.client.app().pow_challenge(POW).expect("a challenge");
     assert_eq!(botcheck::challenge_bits(&challenge), BITS);
     let solution = botcheck::solve(&challenge);
     let r = post_with(
@@ -280,7 +276,7 @@ async fn pow_round_trip(fx: &Fx) {
     assert_refused(&r, 403, "bot_check_failed");
     assert_eq!(fx.state.runs(), 1);
     // A second challenge solved via the form field works once.
-    let fresh = botcheck::solve(&fx.client.shared().pow_challenge(POW.name()).unwrap());
+    let fresh = botcheck::solve(&fx.client.app().pow_challenge(POW).unwrap());
     assert_eq!(
         post_with(
             fx,
@@ -310,7 +306,7 @@ async fn pow_replay_is_refused_across_two_instances_sharing_redis() {
     let config = redis_config("pow-two");
     let a = start(config.clone(), None).await;
     let b = start(config, None).await;
-    let solution = botcheck::solve(&a.client.shared().pow_challenge(POW.name()).unwrap());
+    let solution = botcheck::solve(&a.client.app().pow_challenge(POW).unwrap());
     let h = [(wire::header::POW, solution.as_str())];
     assert_eq!(post_with(&a, POW, &h, &[("text", "a")]).await.status, 200);
     assert_refused(
@@ -324,7 +320,7 @@ async fn pow_replay_is_refused_across_two_instances_sharing_redis() {
 #[tokio::test]
 async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_are_refused() {
     let fx = start(common::config(), None).await;
-    let challenge = fx.client.shared().pow_challenge(POW.name()).unwrap();
+    let challenge = fx.client.app().pow_challenge(POW).unwrap();
     let solution = botcheck::solve(&challenge);
     let (token, counter) = solution.rsplit_once(':').unwrap();
 
@@ -338,7 +334,7 @@ async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_a
     raw[16] = 0;
     let easier = format!("{}:0", URL_SAFE_NO_PAD.encode(&raw));
     // A challenge for another action, solved.
-    let elsewhere = botcheck::solve(&fx.client.shared().pow_challenge(OTHER_POW.name()).unwrap());
+    let elsewhere = botcheck::solve(&fx.client.app().pow_challenge(OTHER_POW).unwrap());
     // A counter that does not solve it.
     let n: u64 = counter.parse().unwrap();
     let bad = (n + 1..)
@@ -349,7 +345,7 @@ async fn pow_forged_wrong_nonce_wrong_action_wrong_counter_missing_and_expired_a
     let challenges = Challenges::new(common::config().keys);
     let expired = botcheck::solve(&challenges.mint_at(POW.name(), BITS, now_secs() - 1));
     // Signed by another secret.
-    let foreign = Challenges::new(portcullis::keys::KeyRing::new(
+    let foreign = Challenges::new(portcullis::security::KeyRing::new(
         &portcullis::MasterSecret::from_bytes(vec![1; 32]).unwrap(),
         None,
     ));
@@ -687,7 +683,7 @@ fn http_verifier_refuses_a_root_that_is_not_a_pem_certificate() {
 #[tokio::test]
 async fn manifest_lists_bot_checks_and_limits() {
     let fx = start(common::config(), None).await;
-    let manifest = serde_json::to_value(fx.client.shared().manifest()).unwrap();
+    let manifest = serde_json::to_value(fx.client.app().manifest()).unwrap();
     let pow = manifest["actions"]
         .as_array()
         .unwrap()

@@ -12,9 +12,9 @@ use axum::Router;
 use axum::extract::Path;
 use axum::routing::get;
 use maud::html;
-use portcullis::idempotency::StoreConfig;
+use portcullis::app::ServeConfig;
 use portcullis::prelude::*;
-use portcullis::server::ServeConfig;
+use portcullis::store::IdempotencyConfig as StoreConfig;
 use portcullis::testing::{TestClient, TestResponse};
 use portcullis::wire;
 use portcullis::{CacheConfig, Config, MasterSecret, Page, Portcullis, RenderCx, fragment};
@@ -88,7 +88,7 @@ fn redis_config(test: &str) -> Config {
         .ok()
         .filter(|u| !u.trim().is_empty())
         .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
-    c.redis_url = Some(portcullis::config::RedisUrl(url));
+    c.redis_url = Some(portcullis::app::RedisUrl(url));
     c.redis_prefix = format!(
         "portcullis-test:bounds:{test}:{}:{:016x}:",
         std::process::id(),
@@ -339,7 +339,7 @@ fn paths_are_canonical() {
 #[tokio::test]
 async fn padded_path_ids_do_not_grow_the_path_map() {
     let (c, _) = start().await;
-    let engine = c.shared().fragments().clone();
+    let engine = c.app().fragments().clone();
     for zeros in 0..300 {
         let path = format!("/p/{}42", "0".repeat(zeros));
         assert_eq!(c.get(&path).await.status, 200, "{path}");
@@ -368,7 +368,7 @@ async fn distinct_path_flood_stays_within_the_path_map_bound() {
         StoreConfig::default(),
     );
     let c = TestClient::start(&app).await;
-    let engine = c.shared().fragments().clone();
+    let engine = c.app().fragments().clone();
     let rss_before = rss_kib();
     let n = 5_000;
     for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
@@ -472,7 +472,7 @@ async fn idempotency_key_reused_with_another_body_is_refused_on_redis() {
 async fn large_results_are_not_stored_on(config: Config) {
     let (c, state) = start_with(config, StoreConfig::default()).await;
     let key = [(wire::header::IDEMPOTENCY_KEY, "big-1")];
-    let size = (portcullis::idempotency::MAX_STORED_BODY * 2).to_string();
+    let size = (portcullis::store::MAX_STORED_BODY * 2).to_string();
     let body = form(&[("bytes", &size)]);
     let first = call_with(&c, BLOB_MAKE, &body, &key).await;
     assert_eq!(first.status, 200);
@@ -481,7 +481,7 @@ async fn large_results_are_not_stored_on(config: Config) {
     assert_refused(&replay, 409, "idempotency_result_unavailable");
     assert!(replay.body.len() < 2048, "the large result is not replayed");
     assert_eq!(state.runs(), 1, "applied once");
-    if let Some((_, bytes)) = c.shared().idempotency().memory_usage() {
+    if let Some((_, bytes)) = c.app().idempotency().memory_usage() {
         assert!(bytes < 4096, "only the hash was stored: {bytes} bytes");
     }
 }
@@ -524,7 +524,7 @@ async fn idempotency_store_flood_stays_bounded() {
             assert_eq!(status, 200);
         }
     }
-    let (entries, bytes) = c.shared().idempotency().memory_usage().unwrap();
+    let (entries, bytes) = c.app().idempotency().memory_usage().unwrap();
     eprintln!(
         "idempotency flood: {n} keys × 4 KB → {entries} entries, {bytes} bytes (bound {bound}); RSS {rss_before} → {} KiB",
         rss_kib()
@@ -542,7 +542,7 @@ async fn idempotency_store_flood_on_redis_caps_each_entry() {
     let prefix = config.redis_prefix.clone();
     let url = config.redis_url.clone().unwrap().0;
     let (c, state) = start_with(config, StoreConfig::default()).await;
-    let size = (portcullis::idempotency::MAX_STORED_BODY + 1).to_string();
+    let size = (portcullis::store::MAX_STORED_BODY + 1).to_string();
     let body = form(&[("bytes", &size)]);
     let n = 200;
     for i in 0..n {
@@ -682,8 +682,7 @@ async fn serve(config: ServeConfig) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     let router = Router::new().route("/", get(|| async { "hello" }));
     tokio::spawn(async move {
-        let _ =
-            portcullis::server::serve_with(listener, router, config, std::future::pending()).await;
+        let _ = portcullis::app::serve_with(listener, router, config, std::future::pending()).await;
     });
     addr
 }

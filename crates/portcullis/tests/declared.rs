@@ -106,7 +106,7 @@ async fn declared_tag_not_bumped_is_caught() {
     for action in [DRIFTED, DRIFTED, KEPT, LOOKALIKE, FAILED] {
         client.call(action, &[]).await;
     }
-    let metrics = app.shared().metrics().encode();
+    let metrics = app.metrics().encode();
     assert_eq!(
         count(&metrics, "drifted").as_deref(),
         Some("2"),

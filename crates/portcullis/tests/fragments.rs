@@ -269,7 +269,7 @@ async fn read_your_own_writes_the_response_carries_the_fresh_fragment() {
 #[tokio::test]
 async fn stale_while_revalidate_one_stale_read_then_fresh_one_background_render() {
     let (c, state) = start().await;
-    let engine = c.shared().fragments().clone();
+    let engine = c.app().fragments().clone();
     assert!(c.get("/").await.text().contains("value=0"));
     let renders = engine.renders();
     assert_eq!(c.call(COUNTER_BUMP, &[]).await.status, 200);
@@ -380,7 +380,7 @@ async fn refresh_re_renders_every_fragment_the_page_shows() {
 async fn composed_fragments_cache_children_separately() {
     let (c, _) = start().await;
     login(&c, 4).await;
-    let engine = c.shared().fragments().clone();
+    let engine = c.app().fragments().clone();
     let html = c.get("/composed").await.text();
     assert!(
         html.contains(&format!(
@@ -414,7 +414,7 @@ async fn cache_memory_stays_within_its_bound_under_100k_distinct_keys() {
         },
     );
     let c = TestClient::start(&app).await;
-    let engine = c.shared().fragments().clone();
+    let engine = c.app().fragments().clone();
     // Render 100k distinct keys through the engine (via pages, 64 at a time).
     let keys: Vec<String> = (0..100_000).map(|i| format!("/many/k{i}")).collect();
     for chunk in keys.chunks(64) {
@@ -431,7 +431,7 @@ async fn cache_memory_stays_within_its_bound_under_100k_distinct_keys() {
 async fn a_disabled_cache_renders_every_request_and_stores_nothing() {
     let app = build(config(), State::default(), CacheConfig::disabled());
     let c = TestClient::start(&app).await;
-    let engine = c.shared().fragments().clone();
+    let engine = c.app().fragments().clone();
     let before = engine.renders();
     for _ in 0..3 {
         assert_eq!(c.get("/many/x").await.status, 200);
@@ -449,7 +449,7 @@ async fn invalidation_on_one_instance_is_visible_on_another_through_redis() {
     let prefix = format!("pc-test-{}:", rand::random::<u64>());
     let mk = |state: State| {
         let mut c = config();
-        c.redis_url = Some(portcullis::config::RedisUrl(redis_url()));
+        c.redis_url = Some(portcullis::app::RedisUrl(redis_url()));
         c.redis_prefix = prefix.clone();
         build(c, state, CacheConfig::default())
     };
@@ -522,7 +522,7 @@ async fn tag_flood_stays_bounded_and_never_resurrects_a_stale_fragment() {
         },
     );
     let c = TestClient::start(&app).await;
-    let engine = c.shared().fragments().clone();
+    let engine = c.app().fragments().clone();
     assert!(c.get("/").await.text().contains("value=0"));
     // The data changes and its tag is bumped; the cached copy is now stale.
     state.value.store(1, Ordering::SeqCst);

@@ -8,7 +8,7 @@ mod common;
 use axum::Router;
 use axum::routing::post;
 use common::{State, config, login, pages, register, register_sealed};
-use portcullis::origin::OriginPolicy;
+use portcullis::security::OriginPolicy;
 use portcullis::testing::attacks::{ATTACKER_ORIGIN, Harness, Verdict};
 use portcullis::{App, Config, Portcullis};
 

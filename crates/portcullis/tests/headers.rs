@@ -162,10 +162,10 @@ async fn every_kind(client: &TestClient) -> Vec<(&'static str, bool, TestRespons
     assert_eq!(r.status, 500);
     assert!(r.text().contains("<html"), "an HTML 500 page");
     out.push(("error page 500 (handler panic)", true, r));
-    let r = anon.get(portcullis::client::script_path()).await;
+    let r = anon.get(portcullis::render::script_path()).await;
     assert_eq!(r.status, 200);
     out.push(("static asset (client script)", false, r));
-    let r = anon.get(portcullis::client::style_path()).await;
+    let r = anon.get(portcullis::render::style_path()).await;
     assert_eq!(r.status, 200);
     out.push(("static asset (stylesheet)", false, r));
 
@@ -339,7 +339,7 @@ async fn hsts_in_production_with_secure_cookies_only() {
     config.mode = portcullis::Mode::Production;
     config.secure_cookies = true;
     let (client, _) = start_with(config, policy()).await;
-    for path in ["/anon", "/no/such/route", portcullis::client::script_path()] {
+    for path in ["/anon", "/no/such/route", portcullis::render::script_path()] {
         let r = client.get(path).await;
         assert_eq!(
             r.header("strict-transport-security"),
@@ -420,7 +420,7 @@ async fn framing_override_is_per_route_and_listed_in_the_manifest() {
         client.get("/anon").await.header("x-frame-options"),
         Some("DENY")
     );
-    let manifest = serde_json::to_value(client.shared().manifest()).unwrap();
+    let manifest = serde_json::to_value(client.app().manifest()).unwrap();
     let routes = &manifest["securityHeaders"]["routes"];
     assert_eq!(routes[0]["path"], "/embed/{id}");
     assert_eq!(
@@ -451,7 +451,7 @@ async fn report_only_mode_blocks_nothing_and_says_so() {
     assert!(r.header("content-security-policy").is_none());
     let policy = r.header("content-security-policy-report-only").unwrap();
     assert!(policy.contains("default-src 'self'"), "{policy}");
-    let manifest = serde_json::to_value(client.shared().manifest()).unwrap();
+    let manifest = serde_json::to_value(client.app().manifest()).unwrap();
     assert_eq!(manifest["securityHeaders"]["default"]["reportOnly"], true);
     assert!(
         manifest["securityHeaders"]["default"]["weakens"][0]
@@ -500,7 +500,7 @@ async fn csp_report_flood_is_logged_within_its_budget() {
     for r in futures::future::join_all(sends).await {
         assert_eq!(r.status, 204);
     }
-    let (logged, dropped) = client.shared().security_headers().report_counts();
+    let (logged, dropped) = client.app().security_headers().report_counts();
     assert_eq!(logged, 5, "the budget (5 per minute, burst 5)");
     assert_eq!(dropped, 195);
     let log = common::log_text();
@@ -525,9 +525,9 @@ async fn csp_report_endpoint_refuses_oversize_and_malformed_bodies() {
     let batch = serde_json::json!([{"type": "csp-violation", "body": {
         "documentURL": "http://127.0.0.1/batch", "effectiveDirective": "style-src-attr"}}]);
     assert_eq!(post(batch.to_string().into_bytes()).await.status, 204);
-    assert_eq!(client.shared().security_headers().report_counts(), (1, 0));
+    assert_eq!(client.app().security_headers().report_counts(), (1, 0));
     // The endpoint is listed among the routes that accept cross-origin POSTs.
-    let manifest = serde_json::to_value(client.shared().manifest()).unwrap();
+    let manifest = serde_json::to_value(client.app().manifest()).unwrap();
     assert!(
         manifest["crossOriginRoutes"]
             .as_array()
@@ -544,6 +544,6 @@ async fn error_pages_carry_no_inline_style() {
         let html = client.get(path).await.text();
         assert!(!html.contains("style="), "{path}: {html}");
         assert!(!html.contains("<style"), "{path}: {html}");
-        assert!(html.contains(portcullis::client::style_path()), "{path}");
+        assert!(html.contains(portcullis::render::style_path()), "{path}");
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::routing::get;
 use common::{State, config, register};
 use futures::future::BoxFuture;
-use portcullis::api::{Scope, TokenGrant, TokenStore};
+use portcullis::routes::api::{Scope, TokenGrant, TokenStore};
 use portcullis::testing::{TestClient, TestResponse};
 use portcullis::wire;
 use portcullis::{AccountDirectory, ActionError, BuildError, NoAccounts, Page, Portcullis, Stamp};
@@ -45,7 +45,7 @@ struct Tokens;
 
 impl TokenStore for Tokens {
     fn lookup(&self, hash: String) -> BoxFuture<'static, Result<Option<TokenGrant>, ActionError>> {
-        let known = hash == portcullis::api::hash_token("tok");
+        let known = hash == portcullis::routes::api::hash_token("tok");
         Box::pin(async move {
             Ok(known.then_some(TokenGrant {
                 user_id: 1,
@@ -75,7 +75,7 @@ async fn start() -> Fx {
     );
     let api = axum::Router::new().route(
         "/api/me",
-        get(|b: portcullis::api::Bearer| async move { b.viewer().id().to_string() }),
+        get(|b: portcullis::routes::api::Bearer| async move { b.viewer().id().to_string() }),
     );
     let app = Portcullis::new(config(), state.clone())
         .actions(register)

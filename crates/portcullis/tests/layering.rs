@@ -301,7 +301,6 @@ fn src_dir() -> PathBuf {
 }
 
 #[test]
-#[ignore = "#18 in progress: removed when the last cycle is gone"]
 fn framework_modules_have_no_import_cycle() {
     let graph = import_graph(&src_dir());
     let found = cycles(&graph);
@@ -324,6 +323,59 @@ fn framework_modules_have_no_import_cycle() {
         found.is_empty(),
         "{} import cycle(s) among the framework's modules:\n{report}",
         found.len()
+    );
+}
+
+/// The layering diagram in ARCHITECTURE.md ("Layering") is the real one:
+/// every module of `src/` is in it, and every import goes to a row above
+/// the importer's (a module imports only leftwards). The rows are the
+/// lines of the first fenced block after the heading, `→`-prefixed,
+/// comma-separated; `name (note)` entries count as `name`.
+#[test]
+fn architecture_layering_diagram_matches_the_imports() {
+    let graph = import_graph(&src_dir());
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ARCHITECTURE.md"),
+    )
+    .expect("ARCHITECTURE.md at the repository root");
+    let section = doc.split("## Layering").nth(1).expect("a Layering section");
+    let block = section.split("```").nth(1).expect("a fenced diagram");
+    let mut row_of: BTreeMap<String, usize> = BTreeMap::new();
+    for (row, line) in block.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        let line = line.trim().trim_start_matches('→').trim();
+        for entry in line.split(',') {
+            let name = ident_at(entry.trim());
+            if !name.is_empty() {
+                row_of.insert(name.to_string(), row);
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for (from, deps) in &graph {
+        let Some(&row) = row_of.get(from) else {
+            problems.push(format!("{from} is not in the diagram"));
+            continue;
+        };
+        for (to, edge) in deps {
+            if row_of.get(to).is_some_and(|&r| r >= row) {
+                problems.push(format!(
+                    "{from} (row {row}) imports {to} (row {}) at src/{}:{}",
+                    row_of[to],
+                    edge.file.display(),
+                    edge.line
+                ));
+            }
+        }
+    }
+    for name in row_of.keys() {
+        if !graph.contains_key(name) {
+            problems.push(format!("{name} is in the diagram but not in src/"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "ARCHITECTURE.md layering is out of date:\n{}",
+        problems.join("\n")
     );
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::response::Html;
 use portcullis::prelude::*;
-use portcullis::taint::Registry;
+use portcullis::security::Registry;
 use portcullis::testing::TestClient;
 use portcullis::{Config, ErrorCode, MasterSecret, Portcullis};
 use serde::{Deserialize, Serialize};
@@ -45,7 +45,7 @@ const APP_SECRET: &str = "tok_app_a_7Hq2Lm9Xz4Rt8Kw1Pc5";
 const GLOBAL_SECRET: &str = "tok_global_3Vb6Np0Js5Yd2Fg8Ue";
 
 fn app(
-    classifier: Option<portcullis::error::ErrorClassifier>,
+    classifier: Option<portcullis::ErrorClassifier>,
     registry: Option<Arc<Registry>>,
 ) -> Portcullis<()> {
     let mut app = Portcullis::new(

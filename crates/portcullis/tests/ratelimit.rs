@@ -378,7 +378,7 @@ async fn spoofed_forwarding_headers_from_an_untrusted_peer_do_not_change_the_key
 
     // Control: when the peer *is* a trusted proxy, its XFF names the client.
     let mut config = redis_config("xff-trusted");
-    config.proxies = portcullis::proxy::TrustedProxies::parse(["127.0.0.1"]).unwrap();
+    config.proxies = portcullis::security::TrustedProxies::parse(["127.0.0.1"]).unwrap();
     let trusted = start(config).await;
     let path = trusted.client.path(RL_TWO);
     for client_ip in ["198.51.100.1", "198.51.100.1", "198.51.100.2"] {

@@ -7,8 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::routing::post;
+use portcullis::routes::webhook::{Scheme, Webhook};
 use portcullis::testing::{TestClient, TestResponse};
-use portcullis::webhook::{Scheme, Webhook};
 use portcullis::wire;
 use portcullis::{ActionError, Config, MasterSecret, Portcullis};
 
@@ -23,10 +23,10 @@ fn hook() -> Webhook {
 }
 
 async fn start() -> (TestClient, State) {
-    start_with(portcullis::idempotency::StoreConfig::default()).await
+    start_with(portcullis::store::IdempotencyConfig::default()).await
 }
 
-async fn start_with(store: portcullis::idempotency::StoreConfig) -> (TestClient, State) {
+async fn start_with(store: portcullis::store::IdempotencyConfig) -> (TestClient, State) {
     let state = State::default();
     let s2 = state.clone();
     let counter = state.plain.clone();
@@ -63,7 +63,7 @@ async fn start_with(store: portcullis::idempotency::StoreConfig) -> (TestClient,
     .webhook(
         "/hooks/billing",
         hook(),
-        |s: State, e: portcullis::webhook::Event| async move {
+        |s: State, e: portcullis::routes::webhook::Event| async move {
             #[derive(serde::Deserialize)]
             struct Ev {
                 id: String,
@@ -202,7 +202,7 @@ async fn webhook_attacks_are_rejected_and_change_nothing() {
 /// be applied twice.
 #[tokio::test]
 async fn idempotency_key_flood_cannot_evict_a_webhook_delivery_for_replay() {
-    let (c, state) = start_with(portcullis::idempotency::StoreConfig {
+    let (c, state) = start_with(portcullis::store::IdempotencyConfig {
         max_bytes: 64 * 1024,
     })
     .await;
@@ -210,11 +210,11 @@ async fn idempotency_key_flood_cannot_evict_a_webhook_delivery_for_replay() {
     let signature = hook().sign(body.as_bytes(), now());
     assert_eq!(deliver(&c, body, &signature).await.status, 200);
     // Anyone can fill the idempotency store with keys of their own choosing.
-    let store = c.shared().idempotency();
+    let store = c.app().idempotency();
     for i in 0..2_000 {
         let key = format!("flood-{i}");
-        let fp = portcullis::idempotency::fingerprint(key.as_bytes(), None);
-        if let Ok(portcullis::idempotency::Begin::Run) = store.begin(&key, fp).await {
+        let fp = portcullis::__private::idempotency::fingerprint(key.as_bytes(), None);
+        if let Ok(portcullis::__private::idempotency::Begin::Run) = store.begin(&key, fp).await {
             let response = axum::response::IntoResponse::into_response("x".repeat(4096));
             store.complete(&key, fp, response).await;
         }
@@ -243,7 +243,7 @@ async fn oversized_webhook_body_is_413_before_verification() {
 #[tokio::test]
 async fn manifest_lists_routes_that_accept_cross_origin_calls() {
     let (c, _) = start().await;
-    let m = serde_json::to_value(c.shared().manifest()).unwrap();
+    let m = serde_json::to_value(c.app().manifest()).unwrap();
     assert_eq!(m["crossOriginRoutes"][0]["path"], "/hooks/billing");
     assert_eq!(
         m["crossOriginRoutes"][0]["authenticator"],

@@ -9,8 +9,8 @@ mod common;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{Fixture, SECRET_TOKEN, UNIQUE, UNIQUE_REASON, login, start};
-use portcullis::keys::{KeyRing, Purpose};
-use portcullis::seal::{self, Binding};
+use portcullis::__private::seal::{self, Binding};
+use portcullis::security::{KeyRing, Purpose};
 use portcullis::testing::{TestClient, TestResponse};
 use portcullis::{Config, MasterSecret};
 
@@ -234,7 +234,7 @@ async fn sealed_value_replayed_in_another_session_is_refused() {
 #[tokio::test]
 async fn expired_sealed_value_is_refused() {
     let fx = start().await;
-    let sealer = fx.client.shared().sealer().clone();
+    let sealer = fx.client.app().sealer().clone();
     let now = seal::unix_now();
     // Anonymous client with its browser scope (from a first page), so the
     // binding is known; only the expiry differs.
@@ -301,10 +301,7 @@ async fn key_rotation_previous_key_accepted_rotated_out_refused() {
     // New seals use the current key: B's id, and A alone cannot open them.
     let new = sealed_from_page(&during_client, common::SEALED_MINE, 8).await;
     let key_id = |s: &str| URL_SAFE_NO_PAD.decode(s).unwrap()[1..5].to_vec();
-    assert_eq!(
-        key_id(&new),
-        during.client.shared().sealer().current_key_id()
-    );
+    assert_eq!(key_id(&new), during.client.app().sealer().current_key_id());
     assert_ne!(key_id(&new), key_id(&old));
     let runs = before.state.runs();
     assert_bad_seal(&pick(&before.client, common::SEALED_MINE, &new).await);
@@ -433,7 +430,7 @@ async fn debug_and_log_output_contain_no_key_bytes() {
     pick(&fx.client, common::SEALED_PICK, &sealed).await;
     pick(&fx.client, common::SEALED_PICK, "garbage").await;
     let config = common::config();
-    let shared = fx.client.shared();
+    let shared = fx.client.app();
     let printed = format!(
         "{config:?}\n{:?}\n{:?}\n{:?}",
         shared.config(),

@@ -233,7 +233,7 @@ const OVERHEAD: u64 = 256;
 /// * **Who writes it:** the framework, for requests with an idempotency key
 ///   (client-chosen, scoped by action and caller) and webhook deliveries.
 /// * **What bounds it:** `max_entries`; each record's body is at most
-///   `portcullis::idempotency::MAX_STORED_BODY` (the framework keeps larger
+///   `portcullis::store::MAX_STORED_BODY` (the framework keeps larger
 ///   ones as a hash).
 /// * **What removes it:** [`CLAIM`] after a claim, [`KEEP`] after a record,
 ///   `abandon`; when full, expired entries, then the oldest records.

@@ -9,8 +9,8 @@
 //! cached copy of the team's projects is never served again.
 
 use base64::Engine;
-use portcullis::api::hash_token;
 use portcullis::prelude::*;
+use portcullis::routes::api::hash_token;
 use serde::{Deserialize, Serialize};
 
 use super::RECENT;

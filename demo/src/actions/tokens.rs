@@ -1,8 +1,8 @@
 //! Personal access tokens for the JSON API: created on the settings page,
 //! shown once, stored hashed, scoped read/write, expiring, revocable.
 
-use portcullis::api::{Scope, hash_token, new_token};
 use portcullis::prelude::*;
+use portcullis::routes::api::{Scope, hash_token, new_token};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;

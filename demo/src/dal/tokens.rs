@@ -3,7 +3,7 @@
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 use portcullis::ActionError;
-use portcullis::api::{Scope, TokenGrant, TokenStore};
+use portcullis::routes::api::{Scope, TokenGrant, TokenStore};
 
 use super::{Dal, DalResult, Viewer, now, touched_one};
 

@@ -19,10 +19,10 @@ pub fn page(title: &str, nav: Nav<'_>, body: Markup) -> Markup {
                 title { (title) " · Portcullis demo" }
                 link rel="stylesheet" href="/assets/app.css";
                 // The framework's own styles (the honeypot's off-screen class).
-                link rel="stylesheet" href=(portcullis::client::style_path());
+                link rel="stylesheet" href=(portcullis::render::style_path());
                 // The client runtime: progressive enhancement of every action
                 // form; each form still works without it.
-                script type="module" src=(portcullis::client::script_path()) {}
+                script type="module" src=(portcullis::render::script_path()) {}
             }
             body {
                 header.top {

@@ -98,7 +98,7 @@ struct ReturnQuery {
 fn return_or(q: &ReturnQuery, default: &str) -> String {
     q.return_to
         .as_deref()
-        .and_then(portcullis::respond::safe_return_path)
+        .and_then(portcullis::security::safe_return_path)
         .unwrap_or(default)
         .to_owned()
 }

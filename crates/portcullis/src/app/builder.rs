@@ -11,17 +11,18 @@ use axum::routing::post;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer, SessionStore};
 
-use crate::action::{Action, ActionMeta, Actions};
+use crate::action::{ActionMeta, Actions};
 use crate::botcheck::Challenges;
 use crate::config::Config;
+use crate::directory::Directory;
+use crate::form::FormContext;
 use crate::ids::Ids;
-use crate::input::InputShape;
 use crate::observe::{AuditSink, Metrics};
 use crate::ratelimit::Limiter;
 use crate::seal::Sealer;
 
 use super::App;
-use crate::runtime::Shared;
+use crate::runtime::Runtime;
 
 /// How often an app with Redis pings it when idle (see [`crate::store`]).
 pub const WATCHDOG_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
@@ -29,15 +30,21 @@ pub const WATCHDOG_EVERY: std::time::Duration = std::time::Duration::from_secs(2
 /// Why an app refused to start.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// Two actions share a name; names key ids, limits and the manifest.
     #[error("action `{0}` is registered twice; action names must be unique")]
     DuplicateAction(&'static str),
+    /// Two fragments share a name; names key the fragment cache and tags.
     #[error("fragment `{0}` is registered twice; fragment names must be unique")]
     DuplicateFragment(&'static str),
     #[error(
         "action `{action}`: an input limit keys on `{got}`, which is not the handler's input type"
     )]
+    /// An input limit ([`crate::per_input`]) has a key function for a type
+    /// other than the handler's input, so it could never be applied.
     InputLimitType {
+        /// The action's name.
         action: &'static str,
+        /// The type the limit was declared for.
         got: &'static str,
     },
     /// The Redis connection the default stores share could not be made
@@ -48,26 +55,30 @@ pub enum BuildError {
     #[error(
         "production mode needs `Portcullis::accounts(..)`: without an account directory a deleted user's or a changed password's sessions stay valid (install `portcullis::session::NoAccounts` if the app signs nobody in)"
     )]
+    /// Production mode without [`Portcullis::accounts`]: sessions would
+    /// outlive password changes and account deletion.
     NoAccountDirectory,
+    /// The security-header policy is contradictory or malformed.
     #[error(transparent)]
     Headers(#[from] crate::headers::HeadersError),
+    /// Production mode with a webhook whose secret is a development
+    /// default or too weak.
     #[error("webhook {path}: {finding}")]
     WebhookSecret {
+        /// The webhook's mount path.
         path: String,
+        /// What is wrong with its secret.
         finding: crate::deploy::Finding,
     },
+    /// The action's input type is not a struct with named fields deriving
+    /// `Deserialize`, so the decoder could not refuse undeclared fields.
     #[error("action `{action}`: {source}")]
     InputShape {
+        /// The action's name.
         action: &'static str,
+        /// Why the input's fields could not be learned.
         source: crate::input::ShapeError,
     },
-}
-
-/// What the pipeline holds for one app.
-pub(crate) struct Inner<S> {
-    pub shared: Arc<Shared>,
-    pub state: S,
-    pub actions: Vec<(Action<S>, InputShape)>,
 }
 
 /// The app builder.
@@ -78,8 +89,12 @@ pub struct Portcullis<S> {
     fragments: crate::fragment::Fragments<S>,
     cache: crate::fragment::CacheConfig,
     pages: Router,
-    webhooks: Vec<(String, crate::webhook::Webhook, crate::webhook::Handler<S>)>,
-    api: Option<(Router, crate::api::ApiConfig, Vec<String>)>,
+    webhooks: Vec<(
+        String,
+        crate::routes::webhook::Webhook,
+        crate::routes::webhook::Handler<S>,
+    )>,
+    api: Option<(Router, crate::routes::api::ApiConfig, Vec<String>)>,
     audit: Option<Arc<dyn AuditSink>>,
     /// The shared Redis connection, if the app made one (for its sessions).
     redis: Option<crate::store::Redis>,
@@ -93,6 +108,8 @@ pub struct Portcullis<S> {
 }
 
 impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
+    /// Starts an app from its configuration and the state every handler
+    /// receives (cloned per request, so share it behind `Arc`s).
     pub fn new(config: Config, state: S) -> Self {
         Portcullis {
             config,
@@ -134,17 +151,17 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         self
     }
 
-    /// The response-header policy (default: the strict one in
-    /// [`crate::headers`]); per-route overrides with
-    /// [`crate::headers::SecurityHeaders::route`].
+    /// The response-header policy (default: the strict one, see
+    /// [`crate::security::SecurityHeaders`]); per-route overrides with
+    /// [`crate::security::SecurityHeaders::route`].
     pub fn security_headers(mut self, headers: crate::headers::SecurityHeaders) -> Self {
         self.headers = headers;
         self
     }
 
     /// Bounds of the in-memory idempotency store (default 64 MiB; see
-    /// [`crate::idempotency`]) when `build` chooses the stores (ignored with
-    /// [`Portcullis::stores`]).
+    /// [`crate::store::IdempotencyConfig`]) when `build` chooses the stores
+    /// (ignored with [`Portcullis::stores`]).
     pub fn idempotency_store(mut self, config: crate::idempotency::StoreConfig) -> Self {
         self.idempotency = config;
         self
@@ -161,7 +178,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     /// Maps this app's errors to public codes other than `internal` (e.g. a
     /// database pool time-out to 503 `database_unavailable`), wherever the
     /// framework turns an app error into a response: actions, webhooks,
-    /// [`crate::Page::failed`], [`crate::api::Bearer::failed`], the account
+    /// [`crate::Page::failed`], [`crate::routes::api::Bearer::failed`], the account
     /// directory and the token store. Per app: another app in the same
     /// process keeps its own (or none).
     pub fn error_classifier(mut self, classifier: crate::error::ErrorClassifier) -> Self {
@@ -179,19 +196,19 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     }
 
     /// A token-authenticated JSON API: `router`'s handlers extract
-    /// [`crate::api::Bearer`]; `limit` applies per user; CORS allows exactly
+    /// [`crate::routes::api::Bearer`]; `limit` applies per user; CORS allows exactly
     /// `cors_origins` (none by default). Mounted outside the origin guard
     /// because bearer tokens are never sent by a browser on its own.
     pub fn api(
         mut self,
         router: Router,
-        store: impl crate::api::TokenStore,
+        store: impl crate::routes::api::TokenStore,
         limit: crate::ratelimit::Limit,
         cors_origins: &[&str],
     ) -> Self {
         self.api = Some((
             router,
-            crate::api::ApiConfig {
+            crate::routes::api::ApiConfig {
                 store: Arc::new(store),
                 limit,
             },
@@ -202,14 +219,22 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
 
     /// A signed webhook receiver at `path` (POST only). It accepts
     /// cross-origin deliveries because every one must carry a valid HMAC
-    /// signature; see [`crate::webhook`].
-    pub fn webhook<F, Fut>(mut self, path: &str, hook: crate::webhook::Webhook, handler: F) -> Self
+    /// signature; see [`crate::routes::webhook`].
+    pub fn webhook<F, Fut>(
+        mut self,
+        path: &str,
+        hook: crate::routes::webhook::Webhook,
+        handler: F,
+    ) -> Self
     where
-        F: Fn(S, crate::webhook::Event) -> Fut + Send + Sync + 'static,
+        F: Fn(S, crate::routes::webhook::Event) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<(), crate::ActionError>> + Send + 'static,
     {
-        self.webhooks
-            .push((path.to_owned(), hook, crate::webhook::handler(handler)));
+        self.webhooks.push((
+            path.to_owned(),
+            hook,
+            crate::routes::webhook::handler(handler),
+        ));
         self
     }
 
@@ -226,7 +251,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     }
 
     /// Installs the audit hook: called, and awaited, after every successful
-    /// mutation (see [`crate::observe`]).
+    /// mutation (see [`AuditSink`]).
     pub fn audit_sink(mut self, sink: impl AuditSink) -> Self {
         self.audit = Some(Arc::new(sink));
         self
@@ -287,7 +312,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         let body_ceiling = metas
             .iter()
             .filter_map(|m| m.body_limit)
-            .fold(self.config.limits.body_bytes, usize::max);
+            .fold(self.config.body_limits.body_bytes, usize::max);
         let ids = Ids::new(
             metas.iter().map(|m| m.name).collect(),
             self.config.keys.clone(),
@@ -306,11 +331,21 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 .map_err(BuildError::Redis)?,
         };
         let limiter = Limiter::new(stores.counters().clone());
-        let challenges = Challenges::new(self.config.keys.clone());
-        let sealer = Arc::new(Sealer::new(&self.config.keys));
-        let engine = crate::fragment::Engine::new(self.fragments, &self.state, &self.cache)
-            .map(Arc::new)
-            .map_err(BuildError::DuplicateFragment)?;
+        let forms = Arc::new(FormContext {
+            directory: Arc::new(Directory {
+                ids,
+                metas,
+                by_name,
+                challenges: Challenges::new(self.config.keys.clone()),
+            }),
+            sealer: Arc::new(Sealer::new(&self.config.keys)),
+            login_path: self.config.login_path.clone(),
+            reauth_path: self.config.reauth_path.clone(),
+        });
+        let engine =
+            crate::fragment::Engine::new(self.fragments, &self.state, &self.cache, forms.clone())
+                .map(Arc::new)
+                .map_err(BuildError::DuplicateFragment)?;
         if tokio::runtime::Handle::try_current().is_ok() {
             if let Some(bus) = stores.bus() {
                 engine.connect_bus(bus.clone());
@@ -323,15 +358,17 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         }
         let idempotency = crate::idempotency::Store::new(stores.idempotency().clone());
         let webhook_seen = crate::idempotency::Store::new(stores.webhook_seen().clone());
-        let mut cross_origin_routes: Vec<crate::routes::CrossOriginRoute> = self
+        let mut cross_origin_routes: Vec<crate::origin::CrossOriginRoute> = self
             .webhooks
             .iter()
-            .map(|(path, hook, _)| crate::routes::CrossOriginRoute {
+            .map(|(path, hook, _)| crate::origin::CrossOriginRoute {
                 path: path.clone(),
                 method: "POST",
                 authenticator: match hook.scheme() {
-                    crate::webhook::Scheme::Timestamped => "webhook-hmac-sha256-timestamped",
-                    crate::webhook::Scheme::HexDigest => "webhook-hmac-sha256",
+                    crate::routes::webhook::Scheme::Timestamped => {
+                        "webhook-hmac-sha256-timestamped"
+                    }
+                    crate::routes::webhook::Scheme::HexDigest => "webhook-hmac-sha256",
                 },
             })
             .collect();
@@ -343,9 +380,9 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             cross_origin_routes.push(crate::headers::report_route());
         }
         let flash_sealer = crate::flash::sealer(&self.config.keys);
-        let (api_router, api_config) = match self.api {
+        let api_router = match self.api {
             Some((router, config, origins)) => {
-                cross_origin_routes.push(crate::routes::CrossOriginRoute {
+                cross_origin_routes.push(crate::origin::CrossOriginRoute {
                     path: "(api router)".into(),
                     method: "*",
                     authenticator: "bearer-token",
@@ -356,26 +393,21 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                     .allow_origin(tower_http::cors::AllowOrigin::list(allowed))
                     .allow_methods([http::Method::GET, http::Method::POST])
                     .allow_headers([http::header::AUTHORIZATION, http::header::CONTENT_TYPE]);
-                (router.layer(cors), Some(config))
+                router.layer(axum::Extension(Arc::new(config))).layer(cors)
             }
-            None => (Router::new(), None),
+            None => Router::new(),
         };
         let session_deadline = self.config.deadlines.session;
         let classifier = crate::error::Classifier::new(self.classifier);
-        let shared = Arc::new(Shared {
-            api: api_config,
+        let shared = Arc::new(Runtime {
             cross_origin_routes,
             idempotency,
             webhook_seen,
             fragments: engine,
             config: self.config,
-            ids,
+            forms,
             limiter,
-            challenges,
-            sealer,
             flash_sealer,
-            by_name,
-            metas,
             body_ceiling,
             metrics: Metrics::default(),
             audit: self.audit,
@@ -391,7 +423,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             classifier,
             headers: headers.clone(),
         });
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(crate::pipeline::Inner {
             shared: shared.clone(),
             state: self.state,
             actions,
@@ -406,6 +438,10 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         // The flash scope gives `Page` a place to hand back the no-JS flash
         // it consumed, and deletes that cookie on the response.
         let page_deadline = shared.config.deadlines.handler;
+        let anon_keys = crate::anon::CookieKeys {
+            keys: shared.config.keys.clone(),
+            secure: shared.config.secure_cookies,
+        };
         let pages = self
             .pages
             .layer(axum::middleware::from_fn(move |req, next| {
@@ -414,7 +450,10 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             .layer(axum::middleware::from_fn(crate::routes::guard))
             .layer(axum::middleware::map_response(crate::routes::scan_response))
             .layer(axum::middleware::from_fn(crate::flash::scope))
-            .layer(axum::middleware::from_fn(crate::anon::layer));
+            .layer(axum::middleware::from_fn_with_state(
+                anon_keys.clone(),
+                crate::anon::layer,
+            ));
         let mut hooks = Router::new();
         for (path, hook, handler) in self.webhooks {
             let shared = shared.clone();
@@ -431,7 +470,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                         route_path.clone(),
                     );
                     async move {
-                        crate::webhook::receive(
+                        crate::routes::webhook::receive(
                             &shared,
                             &route_path,
                             &hook,
@@ -451,7 +490,10 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         // Pages mint the browser's anonymous scope; actions read it (`anon`).
         let actions = Router::new()
             .route(&format!("{}{{id}}", crate::wire::ACTION_PREFIX), endpoint)
-            .layer(axum::middleware::from_fn(crate::anon::read));
+            .layer(axum::middleware::from_fn_with_state(
+                anon_keys,
+                crate::anon::read,
+            ));
         let router = Router::new()
             .merge(actions)
             .merge(crate::client::router())
@@ -460,9 +502,10 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             .merge(api_router)
             .merge(crate::headers::report_router(
                 headers.clone(),
-                shared.config.limits.body_timeout,
+                shared.config.body_limits.body_timeout,
             ))
             .layer(axum::Extension(shared.clone()))
+            .layer(axum::Extension(shared.fragments.clone()))
             .layer(sessions)
             .layer(axum::middleware::from_fn(move |req, next| {
                 crate::routes::session_guard(login.clone(), reauth.clone(), req, next)
@@ -479,7 +522,10 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             })),
             None => router,
         };
-        Ok(App { router, shared })
+        Ok(App {
+            router,
+            runtime: shared,
+        })
     }
 }
 

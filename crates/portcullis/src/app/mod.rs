@@ -8,35 +8,75 @@
 //! extractors through a request extension.
 
 mod builder;
-mod manifest;
 
 use std::sync::Arc;
 
 use axum::Router;
 
-pub use crate::runtime::Shared;
-pub(crate) use builder::Inner;
+use crate::runtime::Runtime;
+
+pub use crate::body::BodyLimits;
+pub use crate::config::{Config, ConfigError, Deadlines, Mode, RedisUrl};
+pub use crate::observe::{AuditEvent, AuditSink, Metrics};
+pub use crate::runtime::{Manifest, ManifestEntry};
+pub use crate::server::{
+    ServeConfig, ServeConfigError, serve, serve_until, serve_with, shutdown_signal,
+};
 pub use builder::{BuildError, Portcullis, WATCHDOG_EVERY};
-pub use manifest::{Manifest, ManifestEntry};
 
 /// A built app: its router and the framework state.
 #[derive(Clone)]
 pub struct App {
     router: Router,
-    shared: Arc<Shared>,
+    runtime: Arc<Runtime>,
 }
 
 impl App {
+    /// The app's full router (actions, pages, webhooks, API, with every
+    /// framework layer applied), to serve or nest; clones share one runtime.
     pub fn router(&self) -> Router {
         self.router.clone()
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    /// Every registered action, as data (what `manifest --json` prints and
+    /// `portcullis audit` reads).
+    pub fn manifest(&self) -> Manifest {
+        self.runtime.manifest()
     }
 
-    pub fn manifest(&self) -> Manifest {
-        self.shared.manifest()
+    /// The current endpoint path of `action` (`/_action/<opaque id>`), if
+    /// the app registered it. Ids rotate; ask again rather than keep one.
+    pub fn action_path<In, Out>(&self, action: crate::ActionRef<In, Out>) -> Option<String> {
+        self.runtime.action_path(action.name())
+    }
+
+    /// The configuration the app was built with.
+    pub fn config(&self) -> &Config {
+        &self.runtime.config
+    }
+
+    /// The fragment engine: render cache, tag versions. Routes outside the
+    /// action pipeline (an API handler, a job) call
+    /// [`Engine::update_tag`](crate::fragment::Engine::update_tag) on it;
+    /// the same handle is a request extension
+    /// (`Extension<Arc<portcullis::fragment::Engine>>`) of every route.
+    pub fn fragments(&self) -> &Arc<crate::fragment::Engine> {
+        &self.runtime.fragments
+    }
+
+    /// The action metrics (Prometheus text via [`Metrics::encode`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.runtime.metrics
+    }
+
+    /// The security-header policy in force (its report counters).
+    pub fn security_headers(&self) -> &crate::headers::Compiled {
+        &self.runtime.headers
+    }
+
+    #[cfg(feature = "testing")]
+    pub(crate) fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
     }
 
     /// The admin router: `GET /metrics` (Prometheus text). Serve it on a
@@ -44,7 +84,7 @@ impl App {
     /// never merged into the public router: metrics name every action and
     /// show traffic patterns.
     pub fn admin_router(&self) -> Router {
-        let shared = self.shared.clone();
+        let shared = self.runtime.clone();
         Router::new().route(
             "/metrics",
             axum::routing::get(move || {

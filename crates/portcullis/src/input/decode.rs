@@ -29,8 +29,8 @@ use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Vis
 use super::reserved::Reserved;
 use super::sealed::{self, Opening};
 use super::shape::InputShape;
+use crate::body::{BodyKind, BodyLimits, too_large};
 use crate::error::{ErrorCode, FieldErrors, Rejection};
-use crate::limits::{BodyKind, Limits, too_large};
 
 /// Decodes `body` into `T`, enforcing field/part/depth caps, refusing
 /// undeclared fields and opening sealed fields with `opening`.
@@ -38,7 +38,7 @@ pub async fn decode<T: DeserializeOwned>(
     kind: &BodyKind,
     body: Bytes,
     shape: &InputShape,
-    limits: &Limits,
+    limits: &BodyLimits,
     opening: &Opening,
 ) -> Result<(T, Reserved), Rejection> {
     match kind {
@@ -175,7 +175,7 @@ fn from_form<T: DeserializeOwned>(body: &[u8], opening: &Opening) -> Result<T, R
 /// allocation per field on the common path.
 struct Screen<'s> {
     shape: &'s InputShape,
-    limits: &'s Limits,
+    limits: &'s BodyLimits,
     count: usize,
     reserved: Reserved,
     unknown: Vec<String>,
@@ -190,7 +190,7 @@ struct Screen<'s> {
 impl<'s> Screen<'s> {
     /// `from_parts`: the pairs do not come from a urlencoded body (multipart),
     /// so they are collected and always re-encoded.
-    fn new(shape: &'s InputShape, limits: &'s Limits, from_parts: bool) -> Self {
+    fn new(shape: &'s InputShape, limits: &'s BodyLimits, from_parts: bool) -> Self {
         Screen {
             shape,
             limits,
@@ -320,7 +320,7 @@ fn one(field: &str, message: &str) -> FieldErrors {
     f
 }
 
-fn too_many_fields(limits: &Limits) -> Rejection {
+fn too_many_fields(limits: &BodyLimits) -> Rejection {
     let mut r = too_large(limits.body_bytes);
     r.message = format!("At most {} fields are accepted.", limits.max_fields);
     r
@@ -425,7 +425,7 @@ mod tests {
             &kind,
             Bytes::copy_from_slice(body),
             &shape(),
-            &Limits::default(),
+            &BodyLimits::default(),
             &opening(),
         )
         .await

@@ -8,9 +8,9 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::ConnectInfo;
 use http::request::Parts;
 
-use crate::app::Shared;
+use crate::body::{self, BodyKind};
 use crate::error::Rejection;
-use crate::limits::{self, BodyKind};
+use crate::runtime::Runtime;
 
 use super::attempt::Attempt;
 
@@ -22,7 +22,7 @@ pub(super) struct Admitted {
 }
 
 pub(super) fn admit(
-    shared: &Shared,
+    shared: &Runtime,
     head: &Parts,
     attempt: &mut Attempt,
 ) -> Result<Admitted, Rejection> {
@@ -36,9 +36,9 @@ pub(super) fn admit(
             .map(|(_, v)| v.into_owned());
     }
 
-    // 1. Limits: content type and declared length, from headers alone.
+    // 1. Body limits: content type and declared length, from headers alone.
     let kind = BodyKind::from_headers(&head.headers)?;
-    limits::check_declared_length(&head.headers, shared.body_ceiling)?;
+    body::check_declared_length(&head.headers, shared.body_ceiling)?;
 
     // 2. Origin: cross-origin state changes are refused before the body is read.
     config

@@ -15,10 +15,10 @@ use std::time::Instant;
 use axum::response::Response;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::app::Shared;
 use crate::error::Rejection;
 use crate::observe;
 use crate::respond::{self, ClientKind};
+use crate::runtime::Runtime;
 
 use super::guard::Claim;
 
@@ -83,7 +83,7 @@ impl Attempt {
     /// attempt's headers and reports the outcome.
     pub(super) async fn finish(
         self,
-        shared: &Shared,
+        shared: &Runtime,
         outcome: Result<Response, Rejection>,
         span: &tracing::Span,
         started: Instant,
@@ -107,7 +107,8 @@ impl Attempt {
                 let code = rejection.code.as_str();
                 // No-JS 422: 303 back to the form with a sealed flash.
                 let response = crate::flash::redirect_back(
-                    shared,
+                    &shared.flash_sealer,
+                    &shared.config,
                     self.client,
                     &rejection,
                     self.return_to.as_deref(),

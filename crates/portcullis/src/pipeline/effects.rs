@@ -10,10 +10,10 @@ use axum::response::Response;
 use http::HeaderValue;
 
 use crate::action::ActionMeta;
-use crate::app::Shared;
 use crate::error::Rejection;
 use crate::observe::AuditEvent;
 use crate::respond::{self, ClientKind, Success};
+use crate::runtime::Runtime;
 
 use super::attempt::Attempt;
 use super::handler::Handled;
@@ -57,7 +57,6 @@ pub(super) async fn apply<S>(
                 .unwrap_or_default();
             engine
                 .affected(
-                    &resolved.app.shared,
                     &requested,
                     &effects.updated,
                     effects.refresh,
@@ -126,7 +125,7 @@ pub(super) async fn apply<S>(
 /// retry of a mutation that succeeded. Declare only the tags *every*
 /// successful call updates; one updated only on some paths (say, the list
 /// when a rename changes the order) is named in a comment, not declared.
-fn check_declared_tags(shared: &Shared, meta: &ActionMeta, updated: &[String]) {
+fn check_declared_tags(shared: &Runtime, meta: &ActionMeta, updated: &[String]) {
     for declared in &meta.effects {
         let Some(family) = declared.strip_prefix("update_tag:") else {
             continue;

@@ -16,10 +16,10 @@
 use axum::response::Response;
 
 use crate::action::AnyInput;
+use crate::body::BodyKind;
 use crate::botcheck::{self, BotEvidence};
 use crate::error::Rejection;
 use crate::idempotency::{self, Begin, Fingerprint};
-use crate::limits::BodyKind;
 use crate::ratelimit::{self, QuotaState};
 use crate::viewer::Viewer;
 use crate::wire;
@@ -96,7 +96,7 @@ pub(super) async fn guard<S>(
             meta.name,
             evidence,
             caller.ip,
-            &shared.challenges,
+            &shared.directory().challenges,
             shared.limiter.store(),
             meta.fail_open,
         )

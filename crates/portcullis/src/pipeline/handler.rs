@@ -58,7 +58,7 @@ pub(super) async fn call<S: Clone + Send + Sync + 'static>(
         caller.ip,
         attempt.return_to.clone(),
         effects.clone(),
-        shared.sealer.clone(),
+        shared.sealer().clone(),
     )
     .with_quotas(quotas)
     .with_anon(caller.anon)

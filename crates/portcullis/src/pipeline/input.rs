@@ -1,5 +1,5 @@
 //! Stages 6a–b: the body is read only now, under the action's own cap and
-//! a whole-body deadline ([`crate::limits`]), decoded into the handler's
+//! a whole-body deadline ([`crate::body`]), decoded into the handler's
 //! input type with sealed fields opened ([`crate::input`],
 //! [`crate::seal`]), and validated ([`crate::input::validate`]). Seals open only
 //! for the action stage 3 resolved, in the session stage 5 saw, before
@@ -9,9 +9,9 @@ use axum::body::Body;
 use bytes::Bytes;
 
 use crate::action::AnyInput;
+use crate::body::{self, BodyKind};
 use crate::error::Rejection;
 use crate::input::{Opening, Reserved};
-use crate::limits::{self, BodyKind};
 use crate::respond::ClientKind;
 use crate::seal;
 use crate::viewer::Viewer;
@@ -49,9 +49,9 @@ pub(super) async fn decode<S>(
     let shared = resolved.shared();
     let config = &shared.config;
     let (head, meta) = (resolved.head, resolved.meta);
-    let cap = meta.body_limit.unwrap_or(config.limits.body_bytes);
-    limits::check_declared_length(&head.headers, cap)?;
-    let bytes = limits::read_body(body, cap, config.limits.body_timeout).await?;
+    let cap = meta.body_limit.unwrap_or(config.body_limits.body_bytes);
+    body::check_declared_length(&head.headers, cap)?;
+    let bytes = body::read_body(body, cap, config.body_limits.body_timeout).await?;
     // After the policy: the session id is final for this request.
     let binding = crate::anon::seal_binding(&caller.session, caller.anon.as_ref());
     if attempt.client == ClientKind::Html {
@@ -65,13 +65,18 @@ pub(super) async fn decode<S>(
         ));
     }
     // Seals open only for this action, in this session, before their expiry.
-    let opening = Opening::new(shared.sealer.clone(), meta.name, binding, seal::unix_now());
+    let opening = Opening::new(
+        shared.sealer().clone(),
+        meta.name,
+        binding,
+        seal::unix_now(),
+    );
     // Kept (a refcount) for the idempotency fingerprint, should a key come.
     let body_for_fingerprint = bytes.clone();
     let (input, reserved) = resolved
         .action
         .exec
-        .decode(&kind, bytes, resolved.shape, &config.limits, &opening)
+        .decode(&kind, bytes, resolved.shape, &config.body_limits, &opening)
         .await?;
     if reserved.return_to.is_some() {
         attempt.return_to = reserved.return_to.clone();

@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use tower_sessions::Session;
 
 use crate::anon::AnonScope;
+use crate::body::BodyKind;
 use crate::error::Rejection;
-use crate::limits::BodyKind;
 use crate::ratelimit::{self, KeyRequest};
 use crate::session;
 use crate::viewer::Viewer;

@@ -61,10 +61,21 @@ use axum::extract::Request;
 use axum::response::Response;
 use tracing::Instrument;
 
-use crate::app::Inner;
+use crate::action::Action;
 use crate::error::Rejection;
+use crate::input::InputShape;
+use crate::runtime::Runtime;
 
 use attempt::Attempt;
+
+/// What the pipeline runs on for one app: the runtime, the app's state and
+/// its actions (handler and learned input shape, indexed like the
+/// directory's ids). Built once by [`crate::app`]; read-only.
+pub(crate) struct Inner<S> {
+    pub shared: std::sync::Arc<Runtime>,
+    pub state: S,
+    pub actions: Vec<(Action<S>, InputShape)>,
+}
 
 /// Runs one action request through every stage, inside an `action` span,
 /// and reports the outcome to the metrics ([`crate::observe`]).

@@ -3,8 +3,8 @@
 //! a key needed it) is reused; otherwise it is loaded here, with the
 //! security-stamp check of [`crate::session::load_viewer`].
 
+use crate::body::BodyKind;
 use crate::error::Rejection;
-use crate::limits::BodyKind;
 use crate::session;
 use crate::viewer::Viewer;
 

@@ -4,10 +4,11 @@
 
 use http::request::Parts;
 
+use super::Inner;
 use crate::action::{Action, ActionMeta};
-use crate::app::{Inner, Shared};
 use crate::error::Rejection;
 use crate::input::InputShape;
+use crate::runtime::Runtime;
 
 use super::attempt::Attempt;
 
@@ -24,7 +25,7 @@ pub(super) struct Resolved<'a, S> {
 
 impl<S> Resolved<'_, S> {
     /// The framework state shared by every request.
-    pub fn shared(&self) -> &Shared {
+    pub fn shared(&self) -> &Runtime {
         &self.app.shared
     }
 }
@@ -35,7 +36,7 @@ pub(super) fn resolve<'a, S>(
     id: &str,
     attempt: &mut Attempt,
 ) -> Result<Resolved<'a, S>, Rejection> {
-    let index = app.shared.ids.resolve(id)?;
+    let index = app.shared.directory().ids.resolve(id)?;
     let (action, shape) = &app.actions[index];
     let meta = &action.meta;
     attempt.action = Some(meta.name);

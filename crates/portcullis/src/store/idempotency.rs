@@ -5,8 +5,8 @@
 //! fingerprint is running) or the finished request's [`Record`]. What a
 //! claim or record means for the client (replay, 409 in progress, 422 key
 //! reused with another body, 409 result too large to replay, 503 when the
-//! store is down) is decided in [`crate::idempotency`]; a backend only keeps
-//! and hands back.
+//! store is down) is decided in the pipeline's idempotency stage; a backend
+//! only keeps and hands back.
 //!
 //! A new backend implements [`IdempotencyStore`] and passes
 //! `portcullis::store::conformance::idempotency_store` (feature `testing`).
@@ -16,6 +16,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::counter::StoreFuture;
+
+/// The largest response body that is stored for replay; larger results are
+/// remembered by hash only.
+pub const MAX_STORED_BODY: usize = 64 * 1024;
 
 /// How long a finished request's record is kept.
 pub const KEEP: Duration = Duration::from_secs(24 * 3600);
@@ -42,10 +46,13 @@ pub struct Record {
     /// written before fingerprints existed: those replay to any body).
     #[serde(default)]
     pub request: String,
+    /// The response's HTTP status.
     pub status: u16,
+    /// The response's `Content-Type`.
     pub content_type: Option<String>,
+    /// The response's `Location` (a redirect).
     pub location: Option<String>,
-    /// `None` when the body was over [`crate::idempotency::MAX_STORED_BODY`].
+    /// `None` when the body was over [`MAX_STORED_BODY`].
     pub body: Option<String>,
     /// Hex SHA-256 of the response body when it was not stored.
     #[serde(default)]
@@ -74,7 +81,10 @@ pub enum Claim {
     /// that cannot tell what holds the key (it vanished between the claim
     /// and the read, or holds something unreadable) answers `true`: the
     /// client retries.
-    Running { same_request: bool },
+    Running {
+        /// The holder carries this request's body fingerprint.
+        same_request: bool,
+    },
     /// The key's request finished with this record.
     Done(Record),
 }
@@ -88,7 +98,7 @@ pub enum Claim {
 /// **must be bounded**, and state how: what a flood of one-off keys does to
 /// other callers' records (the memory store may evict them; Redis keeps
 /// each until its TTL). Records are at most
-/// [`crate::idempotency::MAX_STORED_BODY`] of body each.
+/// [`MAX_STORED_BODY`] of body each.
 pub trait IdempotencyStore: Send + Sync + 'static {
     /// Claims `key` for a request with body fingerprint `request`, for at
     /// most [`CLAIM`], atomically: of two concurrent `begin`s with one key,

@@ -74,7 +74,7 @@ fn shed<V>(map: &mut HashMap<u64, V>, live: impl Fn(&V) -> bool, debt: impl Fn(&
 ///   (or flash cookies, one per refused no-JS form) can be produced.
 /// * **What removes it:** expiry (an entry whose TAT or window has passed is
 ///   equivalent to absent and is dropped first when a shard is full); past
-///   the cap, the entries with the least debt ([`shed`]).
+///   the cap, the entries with the least debt (`shed`).
 /// * **One abuser:** a flood of distinct keys (say, e-mails on a login form
 ///   limited per account) fills shards and makes them forget the keys
 ///   closest to a full budget; the key the flood targets carries the most
@@ -320,7 +320,7 @@ fn weigh(key: &str, slot: &Slot) -> u32 {
 /// * **What bounds it:** [`IdempotencyConfig::max_bytes`] in total (default 64
 ///   MiB); each entry weighs its key + body + [`ENTRY_OVERHEAD`] (256 bytes),
 ///   so at most ~260 k entries; bodies over
-///   [`crate::idempotency::MAX_STORED_BODY`] are kept as a hash only.
+///   [`crate::store::MAX_STORED_BODY`] are kept as a hash only.
 /// * **What removes it:** the TTL ([`KEEP`], 24 h), a failed attempt
 ///   (`abandon`), and moka's eviction when full.
 /// * **One abuser:** a flood of one-off keys evicts (or is refused admission

@@ -14,8 +14,9 @@ use std::time::Duration;
 use axum::extract::Query;
 use axum::response::{Html, IntoResponse, Response};
 use portcullis::prelude::*;
+use portcullis::security;
 use portcullis::testing::TestClient;
-use portcullis::{Config, MasterSecret, Page, Portcullis, seal};
+use portcullis::{Config, MasterSecret, Page, Portcullis};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Default)]
@@ -127,7 +128,7 @@ pub const SECRET: [u8; 32] = [42; 32];
 
 pub fn config() -> Config {
     let mut c = Config::new(MasterSecret::from_bytes(SECRET.to_vec()).unwrap());
-    c.limits.body_timeout = Duration::from_millis(800);
+    c.body_limits.body_timeout = Duration::from_millis(800);
     c
 }
 
@@ -299,7 +300,7 @@ pub fn register_sealed(actions: &mut portcullis::Actions<State>) {
                 .handler(
                     |cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
                         let target = cx.seal_for(SEALED_PICK).field("projectId");
-                        let sealed = seal::seal(&77i64, &target, seal::DEFAULT_TTL)
+                        let sealed = security::seal(&77i64, &target, security::DEFAULT_TTL)
                             .map_err(|e| ActionError::internal(e.to_string()))?;
                         Ok(Minted { sealed })
                     },
@@ -503,7 +504,7 @@ fn rand_u64() -> u64 {
 /// [`config`] on the Redis backend at `url` under a unique prefix.
 pub fn redis_config_at(url: &str, test: &str) -> Config {
     let mut c = config();
-    c.redis_url = Some(portcullis::config::RedisUrl(url.to_owned()));
+    c.redis_url = Some(portcullis::app::RedisUrl(url.to_owned()));
     c.redis_prefix = unique_prefix(test);
     c
 }

@@ -18,7 +18,7 @@ const STORE: &str = "idempotency store";
 ///   receiver too: nothing evicts a key here but its TTL).
 /// * **What bounds it:** every key has a TTL ([`CLAIM`], 60 s, while
 ///   running; [`KEEP`], 24 h, once done) and a record at most
-///   [`crate::idempotency::MAX_STORED_BODY`] of body; the total is entries ×
+///   [`crate::store::MAX_STORED_BODY`] of body; the total is entries ×
 ///   (that + overhead), and the server's `maxmemory` policy.
 /// * **What removes it:** the TTL, and `abandon` after a failed attempt.
 /// * **One abuser:** a flood of one-off keys costs Redis memory for a day,

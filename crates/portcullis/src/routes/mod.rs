@@ -1,7 +1,7 @@
 //! Route handlers: the same protections for every non-action endpoint.
 //!
 //! * **App-wide origin protection.** Every route added with
-//!   [`crate::Portcullis::pages`] sits behind [`guard`], which applies the
+//!   [`crate::Portcullis::pages`] sits behind `guard`, which applies the
 //!   stage-2 cross-origin check to every unsafe method (POST, PUT, PATCH,
 //!   DELETE) — not only to actions. There is no switch to turn it off for a
 //!   route. A route that must accept cross-origin calls is registered with a
@@ -14,10 +14,13 @@
 //!   [`crate::Page`] (no cookie writes, no cache effects), like page renders.
 //! * **Failures outside a handler become responses here**, since only this
 //!   layer may make a response out of what a lower module reports: a page
-//!   past its deadline ([`page_deadline`]), a session write that failed
-//!   after the handler ([`session_guard`], over [`crate::store`]'s fault
+//!   past its deadline (`page_deadline`), a session write that failed
+//!   after the handler (`session_guard`, over [`crate::store`]'s fault
 //!   flag), a page body holding a registered secret ([`scan_response`], over
 //!   [`crate::taint::scan`]).
+
+pub mod api;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -26,24 +29,16 @@ use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::header;
-use serde::Serialize;
 
-use crate::app::Shared;
 use crate::error::Rejection;
 use crate::respond::{self, ClientKind};
+use crate::runtime::Runtime;
 
-/// A route that accepts cross-origin requests, and the authenticator that
-/// makes that safe.
-#[derive(Clone, Debug, Serialize)]
-pub struct CrossOriginRoute {
-    pub path: String,
-    pub method: &'static str,
-    pub authenticator: &'static str,
-}
+pub use crate::origin::CrossOriginRoute;
 
 /// The app-wide origin guard (a `from_fn` middleware).
 pub(crate) async fn guard(request: Request, next: Next) -> Response {
-    let shared = request.extensions().get::<Arc<Shared>>().cloned();
+    let shared = request.extensions().get::<Arc<Runtime>>().cloned();
     let peer = request
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
@@ -62,7 +57,7 @@ pub(crate) async fn guard(request: Request, next: Next) -> Response {
         // Without the framework state or the peer the check cannot run:
         // refuse unsafe methods rather than let them through unchecked.
         let r = crate::Rejection::internal(
-            &"origin guard without ConnectInfo/Shared: serve with portcullis::serve",
+            &"origin guard without ConnectInfo/Runtime: serve with portcullis::serve",
         );
         return respond::failure_with_paths(ClientKind::Json, &r, "/login", "/reauth", None);
     }

@@ -33,31 +33,40 @@ use http::request::Parts;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::app::Shared;
 use crate::error::{ActionError, Classifier, ErrorCode, Rejection};
 use crate::ratelimit::{KeyRequest, Limit};
+use crate::runtime::Runtime;
 use crate::viewer::{UserId, Viewer};
 
 /// What a token allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
+    /// Read-only: refused (403) by handlers that call
+    /// [`Bearer::require_write`].
     Read,
+    /// Read and write.
     Write,
 }
 
 /// A stored token, as the app's store returns it.
 #[derive(Clone, Debug)]
 pub struct TokenGrant {
+    /// The user the token acts as.
     pub user_id: UserId,
+    /// What the token allows.
     pub scope: Scope,
     /// Unix seconds.
     pub expires_at: i64,
+    /// Revoked tokens are refused like unknown ones (401).
     pub revoked: bool,
 }
 
 /// Looks tokens up by hash.
 pub trait TokenStore: Send + Sync + 'static {
+    /// The grant stored under `token_hash` ([`hash_token`] of the presented
+    /// token), or `None`. An error is answered like an action's failure
+    /// (the app's classifier applies), never as a valid token.
     fn lookup(
         &self,
         token_hash: String,
@@ -78,7 +87,8 @@ pub fn hash_token(token: &str) -> String {
     crate::hex(&Sha256::digest(token.as_bytes()))
 }
 
-/// The API's settings, held in [`Shared`].
+/// The API's settings: a request extension of the API router only
+/// ([`crate::Portcullis::api`]), so a `Bearer` outside it fails closed.
 pub(crate) struct ApiConfig {
     pub store: Arc<dyn TokenStore>,
     pub limit: Limit,
@@ -93,10 +103,13 @@ pub struct Bearer {
 }
 
 impl Bearer {
+    /// The token's user, as the session layer would yield them (the same
+    /// viewer-scoped data access serves both).
     pub fn viewer(&self) -> &Viewer {
         &self.viewer
     }
 
+    /// What the presented token allows.
     pub fn scope(&self) -> Scope {
         self.scope
     }
@@ -145,12 +158,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
         let shared = parts
             .extensions
-            .get::<Arc<Shared>>()
+            .get::<Arc<Runtime>>()
             .cloned()
             .ok_or_else(|| error(Rejection::internal(&"Bearer used outside a portcullis app")))?;
-        let api = shared
-            .api
-            .as_ref()
+        let api = parts
+            .extensions
+            .get::<Arc<ApiConfig>>()
+            .cloned()
             .ok_or_else(|| error(Rejection::internal(&"Bearer used without Portcullis::api")))?;
         let token = parts
             .headers

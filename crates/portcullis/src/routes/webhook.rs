@@ -32,11 +32,11 @@ use http::StatusCode;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::app::Shared;
 use crate::error::{ActionError, ErrorCode, Rejection};
 use crate::hex;
 use crate::idempotency::Begin;
 use crate::respond::{self, ClientKind};
+use crate::runtime::Runtime;
 use crate::taint::Secret;
 
 /// How the signature header is laid out.
@@ -80,7 +80,7 @@ impl Webhook {
     /// `secret.dev_default` (and a log line saying so). In production
     /// [`crate::Portcullis::build`] refuses the result unless the variable
     /// holds a real secret: set, ≥ 32 bytes, not the development default,
-    /// not a placeholder ([`crate::deploy::secret_problem`]).
+    /// not a placeholder (the rules of [`crate::security::check_deployment`]).
     pub fn from_env(
         secret: crate::deploy::EnvSecret,
         scheme: Scheme,
@@ -145,16 +145,23 @@ impl Webhook {
         })
     }
 
+    /// How far a [`Scheme::Timestamped`] signature's time may be from now,
+    /// either way (default 5 minutes). Longer lets a captured delivery be
+    /// presented later; replays of an applied event are still answered
+    /// from the seen-event store.
     pub fn tolerance(mut self, tolerance: Duration) -> Self {
         self.tolerance = tolerance;
         self
     }
 
+    /// The body cap in bytes (default 64 KiB); larger deliveries get 413
+    /// before any of the body is verified.
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
         self
     }
 
+    /// How this webhook's signature header is laid out (for the manifest).
     pub fn scheme(&self) -> Scheme {
         self.scheme
     }
@@ -283,7 +290,7 @@ where
 
 /// Runs one delivery: cap, verify, de-duplicate, handle.
 pub(crate) async fn receive<S: Clone>(
-    shared: &Shared,
+    shared: &Runtime,
     path: &str,
     hook: &Webhook,
     handler: &Handler<S>,
@@ -297,7 +304,7 @@ pub(crate) async fn receive<S: Clone>(
 }
 
 async fn receive_inner<S: Clone>(
-    shared: &Shared,
+    shared: &Runtime,
     path: &str,
     hook: &Webhook,
     handler: &Handler<S>,
@@ -305,9 +312,9 @@ async fn receive_inner<S: Clone>(
     request: Request,
 ) -> Result<Response, Rejection> {
     let (parts, body) = request.into_parts();
-    crate::limits::check_declared_length(&parts.headers, hook.max_body)?;
+    crate::body::check_declared_length(&parts.headers, hook.max_body)?;
     let body =
-        crate::limits::read_body(body, hook.max_body, shared.config.limits.body_timeout).await?;
+        crate::body::read_body(body, hook.max_body, shared.config.body_limits.body_timeout).await?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

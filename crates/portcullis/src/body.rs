@@ -24,7 +24,7 @@ use crate::error::{ErrorCode, Rejection};
 
 /// The caps. Per-action overrides exist for `body_bytes`.
 #[derive(Clone, Debug)]
-pub struct Limits {
+pub struct BodyLimits {
     /// Max body bytes (default 1 MiB).
     pub body_bytes: usize,
     /// Deadline for receiving the whole body (default 10 s).
@@ -37,9 +37,9 @@ pub struct Limits {
     pub max_depth: usize,
 }
 
-impl Default for Limits {
+impl Default for BodyLimits {
     fn default() -> Self {
-        Limits {
+        BodyLimits {
             body_bytes: 1024 * 1024,
             body_timeout: Duration::from_secs(10),
             max_fields: 256,
