@@ -17,6 +17,10 @@ use demo::StartError;
 use demo::db::{self, Db};
 use portcullis::Config;
 
+/// How long shutdown waits for the database to take the queued audit rows
+/// before logging them instead (src/audit.rs).
+const AUDIT_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn data_dir() -> PathBuf {
     std::env::var_os("PORTCULLIS_DATA_DIR")
         .map(PathBuf::from)
@@ -142,7 +146,7 @@ async fn listen(var: &'static str, addr: &str) -> Result<tokio::net::TcpListener
 async fn serve(config: Config, url: &str) -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::var("PORTCULLIS_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let db = connect(url).await?;
-    let app = demo::build(config, &db).await?;
+    let (app, audit) = demo::build_serving(config, &db).await?;
     let listener = listen("PORTCULLIS_ADDR", &addr).await?;
     tracing::info!(
         "demo listening on http://{} ({} actions, database {:?}, sessions {})",
@@ -179,5 +183,9 @@ async fn serve(config: Config, url: &str) -> Result<(), Box<dyn std::error::Erro
         portcullis::app::shutdown_signal(),
     )
     .await?;
+    // Every acknowledged mutation has queued its audit row by now (the
+    // server waited for in-flight requests): write them all before exiting.
+    audit.shutdown(AUDIT_SHUTDOWN_GRACE).await;
+    tracing::info!("audit log flushed; exiting");
     Ok(())
 }
