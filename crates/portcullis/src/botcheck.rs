@@ -23,9 +23,9 @@
 //!   it expires, so it is single use across instances. PoW needs the client
 //!   runtime: forms that must work without JavaScript use the honeypot.
 //! * [`BotCheck::Verifier`]: a [`BotVerifier`] (Turnstile, hCaptcha, … — see
-//!   [`HttpVerifier`] behind the `bot-http` feature) checks the token sent in
-//!   `X-Portcullis-Bot` or the `_bot` field. An error talking to it fails
-//!   closed.
+//!   [`HttpVerifier`] behind the `bot-http` feature: HTTPS only, certificates
+//!   always checked) checks the token sent in `X-Portcullis-Bot` or the
+//!   `_bot` field. An error talking to it fails closed.
 //!
 //! Several checks may be given; all must pass. A *filled* honeypot is also
 //! refused whenever any other bot check is configured (it costs nothing);
@@ -388,30 +388,62 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// A siteverify-style verifier over HTTP: POSTs `secret`, `response` and
+/// A siteverify-style verifier over HTTPS: POSTs `secret`, `response` and
 /// `remoteip` as a form and expects JSON `{"success": true}` (the protocol
 /// Cloudflare Turnstile, hCaptcha and reCAPTCHA share).
+///
+/// The request carries the site secret, so it only ever goes over TLS
+/// (rustls): an `http://` URL fails every check closed, and the server's
+/// certificate must chain to the Mozilla root set compiled into the binary
+/// (`webpki-roots`: no dependency on the host's CA bundle, so a minimal
+/// container image works) or to a root added with
+/// [`HttpVerifier::trust_root_pem`] (a private verification service, or a
+/// test server). Certificate checking cannot be switched off. Redirects are
+/// not followed; a call times out after 3 s. Every failure to get an answer
+/// — refused connection, TLS or certificate error, timeout, non-2xx status,
+/// unreadable JSON — is a [`BotVerifyError`], which fails the check closed.
 #[cfg(feature = "bot-http")]
 pub struct HttpVerifier {
     name: &'static str,
     url: String,
     secret: zeroize::Zeroizing<String>,
-    http: reqwest::Client,
+    /// Roots trusted besides the compiled-in ones (see `trust_root_pem`).
+    extra_roots: Vec<reqwest::Certificate>,
+    /// `Err` if the TLS client could not be built: every check then fails
+    /// closed with that reason instead of falling back to a weaker client.
+    http: Result<reqwest::Client, String>,
+}
+
+/// Why an [`HttpVerifier`] could not be configured.
+#[cfg(feature = "bot-http")]
+#[derive(Debug, thiserror::Error)]
+pub enum HttpVerifierError {
+    #[error("no PEM certificate (`-----BEGIN CERTIFICATE-----`) in the root certificate bytes")]
+    NoCertificate,
+    #[error("root certificate: {0}")]
+    Certificate(String),
+    #[error("TLS client: {0}")]
+    Client(String),
 }
 
 #[cfg(feature = "bot-http")]
 impl HttpVerifier {
-    /// Any siteverify endpoint; times out after 3 s (then fails closed).
+    /// Any siteverify endpoint (an `https://` URL); times out after 3 s
+    /// (then fails closed).
     pub fn new(name: &'static str, url: impl Into<String>, secret: impl Into<String>) -> Self {
+        let url = url.into();
+        if !url.starts_with("https://") {
+            tracing::warn!(
+                verifier = name,
+                "bot verifier URL is not https://: every check will fail closed"
+            );
+        }
         HttpVerifier {
             name,
-            url: url.into(),
+            url,
             secret: zeroize::Zeroizing::new(secret.into()),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(3))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
+            extra_roots: Vec::new(),
+            http: Self::client(&[]).map_err(|e| error_chain(&e)),
         }
     }
 
@@ -428,6 +460,49 @@ impl HttpVerifier {
     pub fn hcaptcha(secret: impl Into<String>) -> Self {
         Self::new("hcaptcha", "https://api.hcaptcha.com/siteverify", secret)
     }
+
+    /// Also trusts the CA certificate(s) in `pem` (one or more PEM blocks)
+    /// for the endpoint's certificate, besides the compiled-in roots: a
+    /// verification service behind a private CA, or a test server.
+    pub fn trust_root_pem(mut self, pem: &[u8]) -> Result<Self, HttpVerifierError> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| HttpVerifierError::Certificate(error_chain(&e)))?;
+        if certs.is_empty() {
+            return Err(HttpVerifierError::NoCertificate);
+        }
+        self.extra_roots.extend(certs);
+        self.http = Ok(Self::client(&self.extra_roots)
+            .map_err(|e| HttpVerifierError::Client(error_chain(&e)))?);
+        Ok(self)
+    }
+
+    fn client(extra_roots: &[reqwest::Certificate]) -> reqwest::Result<reqwest::Client> {
+        extra_roots
+            .iter()
+            .fold(
+                reqwest::Client::builder()
+                    .use_rustls_tls()
+                    .https_only(true)
+                    .timeout(Duration::from_secs(3))
+                    .redirect(reqwest::redirect::Policy::none()),
+                |builder, root| builder.add_root_certificate(root.clone()),
+            )
+            .build()
+    }
+}
+
+/// `e` and its sources on one line ("error sending request: …: invalid peer
+/// certificate: UnknownIssuer"): reqwest's own message alone hides the cause.
+#[cfg(feature = "bot-http")]
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 #[cfg(feature = "bot-http")]
@@ -452,20 +527,20 @@ impl BotVerifier for HttpVerifier {
                 ("response", token),
                 ("remoteip", ip.as_str()),
             ];
-            let response = self
-                .http
+            let http = self.http.as_ref().map_err(|e| BotVerifyError(e.clone()))?;
+            let response = http
                 .post(&self.url)
                 .form(&form)
                 .send()
                 .await
-                .map_err(|e| BotVerifyError(e.without_url().to_string()))?;
+                .map_err(|e| BotVerifyError(error_chain(&e.without_url())))?;
             if !response.status().is_success() {
                 return Err(BotVerifyError(format!("status {}", response.status())));
             }
             let answer: Answer = response
                 .json()
                 .await
-                .map_err(|e| BotVerifyError(e.without_url().to_string()))?;
+                .map_err(|e| BotVerifyError(error_chain(&e.without_url())))?;
             Ok(answer.success)
         })
     }

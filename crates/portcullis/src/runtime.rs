@@ -60,6 +60,7 @@ impl Runtime {
     }
 
     /// The id to render for `name` now, if such an action exists.
+    #[cfg(feature = "testing")]
     pub fn action_id(&self, name: &str) -> Option<String> {
         self.directory().action_id(name)
     }
@@ -76,21 +77,25 @@ impl Runtime {
     }
 
     /// The idempotency store (for its usage figures in flood tests).
+    #[cfg(feature = "testing")]
     pub fn idempotency(&self) -> &crate::idempotency::Store {
         &self.idempotency
     }
 
     /// A fresh proof-of-work challenge for `name`, if that action has a
     /// `BotCheck::ProofOfWork` (at its difficulty, valid for 30 minutes).
+    #[cfg(feature = "testing")]
     pub fn pow_challenge(&self, name: &str) -> Option<String> {
         self.directory().pow_challenge(name)
     }
 
     /// The id `name` had in `epoch` (tests of skew handling).
+    #[cfg(feature = "testing")]
     pub fn action_id_in_epoch(&self, name: &str, epoch: u64) -> String {
         self.directory().ids.id_in_epoch(name, epoch).to_string()
     }
 
+    #[cfg(feature = "testing")]
     pub fn epoch(&self) -> u64 {
         self.directory().ids.epoch()
     }

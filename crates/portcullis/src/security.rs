@@ -10,7 +10,7 @@
 //! modules is the framework's own.
 
 pub use crate::botcheck::{
-    BotCheck, BotVerifier, BotVerifyError, CHALLENGE_TTL, HttpVerifier, MAX_BITS,
+    BotCheck, BotVerifier, BotVerifyError, CHALLENGE_TTL, HttpVerifier, HttpVerifierError, MAX_BITS,
 };
 pub use crate::deploy::{
     EnvSecret, Finding, Findings, GENERATE, MIN_SECRET_BYTES, check as check_deployment,

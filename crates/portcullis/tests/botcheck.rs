@@ -1,7 +1,9 @@
 //! Bot checks on public actions: honeypot, proof of work (forged, wrong
 //! action, wrong counter, expired, replayed — on both backends), and a
-//! siteverify-style verifier against a local fake server. Every refusal test
-//! asserts the code and that the handler did not run.
+//! siteverify-style verifier against a local fake server over TLS (a
+//! throw-away CA made in the test; plain text, an untrusted certificate and
+//! an unreachable service fail closed). Every refusal test asserts the code
+//! and that the handler did not run.
 
 mod common;
 
@@ -14,13 +16,16 @@ use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{State, redis_config};
-use portcullis::__private::botcheck::{self, BotCheck, Challenges, HttpVerifier};
+use portcullis::__private::botcheck::{self, BotCheck, BotVerifier, Challenges, HttpVerifier};
 use portcullis::prelude::*;
 use portcullis::render::Page;
 use portcullis::testing::{TestClient, TestResponse};
 use portcullis::wire;
 use portcullis::{Config, Portcullis};
 use serde::Deserialize;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::PrivatePkcs8KeyDer;
+use tower::ServiceExt as _;
 
 fn assert_refused(r: &TestResponse, status: u16, code: &str) {
     assert_eq!(r.status.as_u16(), status, "body: {}", r.text());
@@ -42,7 +47,7 @@ const POW: Contact = ActionRef::new("contact.pow");
 const OTHER_POW: Contact = ActionRef::new("other.pow");
 const VERIFIED: Contact = ActionRef::new("contact.verified");
 
-fn register(verifier_url: Option<String>) -> impl FnOnce(&mut portcullis::Actions<State>) {
+fn register(verifier: Option<HttpVerifier>) -> impl FnOnce(&mut portcullis::Actions<State>) {
     move |actions| {
         let save = |cx: Cx<State>, _: MaybeViewer, input: Valid<Message>| async move {
             cx.state().runs.fetch_add(1, Ordering::SeqCst);
@@ -71,12 +76,12 @@ fn register(verifier_url: Option<String>) -> impl FnOnce(&mut portcullis::Action
                     .bot_check(BotCheck::ProofOfWork { bits: BITS })
                     .handler(save),
             );
-        if let Some(url) = verifier_url {
+        if let Some(verifier) = verifier {
             actions.add(
                 action(VERIFIED)
                     .public()
                     .limit(per_ip(1000).per_minute())
-                    .bot_check(BotCheck::verifier(HttpVerifier::new("fake", url, "s3cret")))
+                    .bot_check(BotCheck::verifier(verifier))
                     .handler(save),
             );
         }
@@ -88,7 +93,7 @@ struct Fx {
     state: State,
 }
 
-async fn start(config: Config, verifier_url: Option<String>) -> Fx {
+async fn start(config: Config, verifier: Option<HttpVerifier>) -> Fx {
     let state = State::default();
     let pages = axum::Router::new().route(
         "/contact",
@@ -101,7 +106,7 @@ async fn start(config: Config, verifier_url: Option<String>) -> Fx {
         }),
     );
     let app = Portcullis::new(config, state.clone())
-        .actions(register(verifier_url))
+        .actions(register(verifier))
         .pages(pages)
         .build(tower_sessions::MemoryStore::default())
         .expect("bot fixture builds");
@@ -428,7 +433,7 @@ async fn page_form_carries_honeypot_and_a_solvable_challenge() {
 }
 
 // ---------------------------------------------------------------------------
-// Verifier (HTTP, against a local fake siteverify)
+// Verifier (HTTPS, against a local fake siteverify)
 
 #[derive(Deserialize, Debug, Clone)]
 struct Siteverify {
@@ -437,10 +442,10 @@ struct Siteverify {
     remoteip: String,
 }
 
-async fn fake_siteverify(
-    seen: Arc<Mutex<Vec<Siteverify>>>,
-) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let app = axum::Router::new().route(
+/// The fake siteverify: vouches for `human-token` sent with secret `s3cret`
+/// and records every request it got.
+fn siteverify_app(seen: Arc<Mutex<Vec<Siteverify>>>) -> axum::Router {
+    axum::Router::new().route(
         "/siteverify",
         post(move |axum::Form(f): axum::Form<Siteverify>| {
             let seen = seen.clone();
@@ -450,9 +455,85 @@ async fn fake_siteverify(
                 axum::Json(serde_json::json!({ "success": ok }))
             }
         }),
-    );
+    )
+}
+
+/// A throw-away certificate authority called `ca_name` and a server
+/// certificate it issued for `127.0.0.1` and `localhost`.
+struct TestPki {
+    ca_pem: String,
+    server: Arc<rustls::ServerConfig>,
+}
+
+fn test_pki(ca_name: &str) -> TestPki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, ca_name);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+    )
+    .unwrap();
+    TestPki {
+        ca_pem: ca.as_ref().pem(),
+        server: Arc::new(server),
+    }
+}
+
+/// The fake siteverify over TLS with `pki`'s server certificate.
+async fn tls_siteverify(
+    pki: &TestPki,
+    seen: Arc<Mutex<Vec<Siteverify>>>,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(pki.server.clone());
+    let app = siteverify_app(seen);
+    let task = tokio::spawn(async move {
+        // Connections live in the server task: aborting it closes them too
+        // (the verifier's pooled keep-alive connection included).
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            while connections.try_join_next().is_some() {}
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            connections.spawn(async move {
+                // A client that does not trust the certificate ends here.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service =
+                    hyper::service::service_fn(move |request| app.clone().oneshot(request));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// The same fake siteverify in plain text.
+async fn plain_siteverify(
+    seen: Arc<Mutex<Vec<Siteverify>>>,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = siteverify_app(seen);
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -461,9 +542,13 @@ async fn fake_siteverify(
 
 #[tokio::test]
 async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
+    let pki = test_pki("portcullis test CA");
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let (addr, server) = fake_siteverify(seen.clone()).await;
-    let fx = start(common::config(), Some(format!("http://{addr}/siteverify"))).await;
+    let (addr, server) = tls_siteverify(&pki, seen.clone()).await;
+    let verifier = HttpVerifier::new("fake", format!("https://{addr}/siteverify"), "s3cret")
+        .trust_root_pem(pki.ca_pem.as_bytes())
+        .expect("the test CA is a PEM certificate");
+    let fx = start(common::config(), Some(verifier)).await;
 
     let r = post_with(
         &fx,
@@ -485,6 +570,7 @@ async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[0].secret, "s3cret");
+        assert_eq!(seen[0].response, "human-token");
         assert_eq!(seen[0].remoteip, "127.0.0.1");
     }
     let r = post_with(
@@ -503,6 +589,7 @@ async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
         "a missing token never reaches the service"
     );
     assert_eq!(fx.state.runs(), 2);
+    assert_eq!(fx.state.notes(), vec!["a", "b"]);
 
     // The service unreachable: fail closed.
     server.abort();
@@ -516,6 +603,81 @@ async fn http_verifier_accepts_only_tokens_the_service_vouches_for() {
     .await;
     assert_refused(&r, 403, "bot_check_failed");
     assert_eq!(fx.state.runs(), 2);
+}
+
+/// The token the service would accept, sent where the answer cannot be
+/// trusted: plain text (the site secret would travel in clear), TLS with a
+/// certificate from a CA the verifier does not trust (anyone on the path
+/// could answer `success: true`). Each is refused before the secret is sent,
+/// the handler does not run, and the reason names the cause.
+#[tokio::test]
+async fn http_verifier_fails_closed_without_tls_or_a_trusted_certificate() {
+    let client_ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (plain, _plain_task) = plain_siteverify(seen.clone()).await;
+    let pki = test_pki("portcullis test CA");
+    let (tls, _tls_task) = tls_siteverify(&pki, seen.clone()).await;
+    let other_ca = test_pki("another test CA").ca_pem;
+
+    let cases: Vec<(&str, HttpVerifier, &str)> = vec![
+        (
+            "http:// URL",
+            HttpVerifier::new("fake", format!("http://{plain}/siteverify"), "s3cret"),
+            "scheme",
+        ),
+        (
+            "https:// URL, plain-text server",
+            HttpVerifier::new("fake", format!("https://{plain}/siteverify"), "s3cret")
+                .trust_root_pem(pki.ca_pem.as_bytes())
+                .unwrap(),
+            "corrupt message",
+        ),
+        (
+            "certificate from an unknown CA",
+            HttpVerifier::new("fake", format!("https://{tls}/siteverify"), "s3cret"),
+            "UnknownIssuer",
+        ),
+        (
+            "certificate from another CA than the one trusted",
+            HttpVerifier::new("fake", format!("https://{tls}/siteverify"), "s3cret")
+                .trust_root_pem(other_ca.as_bytes())
+                .unwrap(),
+            "UnknownIssuer",
+        ),
+    ];
+    for (case, verifier, reason) in cases {
+        let err = verifier
+            .verify("human-token", client_ip)
+            .await
+            .expect_err(case);
+        assert!(err.to_string().contains(reason), "{case}: {err}");
+
+        let fx = start(common::config(), Some(verifier)).await;
+        let r = post_with(
+            &fx,
+            VERIFIED,
+            &[(wire::header::BOT_TOKEN, "human-token")],
+            &[("text", "x")],
+        )
+        .await;
+        assert_refused(&r, 403, "bot_check_failed");
+        assert_eq!(fx.state.runs(), 0, "{case}");
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "no request reached the service"
+    );
+}
+
+#[test]
+fn http_verifier_refuses_a_root_that_is_not_a_pem_certificate() {
+    let v = || HttpVerifier::new("fake", "https://127.0.0.1:1/siteverify", "s3cret");
+    assert!(matches!(
+        v().trust_root_pem(b"not a certificate"),
+        Err(botcheck::HttpVerifierError::NoCertificate)
+    ));
+    let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    assert!(v().trust_root_pem(garbage.as_bytes()).is_err());
 }
 
 #[tokio::test]

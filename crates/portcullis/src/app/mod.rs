@@ -72,6 +72,7 @@ impl App {
         &self.runtime.headers
     }
 
+    #[cfg(feature = "testing")]
     pub(crate) fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
     }
