@@ -418,10 +418,15 @@ pub struct HttpVerifier {
 #[cfg(feature = "bot-http")]
 #[derive(Debug, thiserror::Error)]
 pub enum HttpVerifierError {
+    /// The bytes hold no PEM certificate block.
     #[error("no PEM certificate (`-----BEGIN CERTIFICATE-----`) in the root certificate bytes")]
     NoCertificate,
+    /// A PEM block that is not a valid certificate (the reason, with its
+    /// sources).
     #[error("root certificate: {0}")]
     Certificate(String),
+    /// The TLS client could not be built with the added roots (the reason,
+    /// with its sources).
     #[error("TLS client: {0}")]
     Client(String),
 }
