@@ -270,7 +270,7 @@ impl<In, Out> ActionBuilder<state::Public, In, Out> {
         self
     }
 
-    /// A bot check (all given must pass); see [`crate::botcheck`].
+    /// A bot check (all given must pass); see [`BotCheck`].
     pub fn bot_check(mut self, check: BotCheck) -> Self {
         self.spec.bot_checks.push(check);
         self
@@ -384,6 +384,8 @@ pub struct Action<S> {
 }
 
 impl<S> Action<S> {
+    /// What the action declares (name, access, limits, bounds): the entry
+    /// it contributes to the manifest.
     pub fn meta(&self) -> &ActionMeta {
         &self.meta
     }
@@ -401,6 +403,8 @@ impl<S> Default for Actions<S> {
 }
 
 impl<S> Actions<S> {
+    /// Registers `action`; a name registered twice makes `build` fail with
+    /// [`crate::BuildError::DuplicateAction`].
     pub fn add(&mut self, action: Action<S>) -> &mut Self {
         self.list.push(action);
         self

@@ -105,18 +105,29 @@ impl fmt::Display for AnyActionRef {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ActionMeta {
+    /// The unique name the action was registered under.
     pub name: &'static str,
+    /// Who may call it.
     pub policy: Policy,
+    /// Limits keyed on the request (address, session, viewer, …), checked
+    /// in stage 4 before the body is read.
     pub limits: Vec<Limit>,
     /// Limits keyed on the decoded input (stage 6).
     pub input_limits: Vec<Limit>,
+    /// Named long-window quotas, charged just before the handler.
     pub quotas: Vec<NamedQuota>,
+    /// Bot checks a call must pass (stage 6, after validation).
     pub bot_checks: Vec<BotCheck>,
     /// Serve unlimited when the limiter backend is down (default: 503).
     pub fail_open: bool,
+    /// Body size cap in bytes overriding [`crate::BodyLimits::body_bytes`].
     pub body_limit: Option<usize>,
+    /// Repeating it is safe: the client runtime may run calls in parallel
+    /// instead of queueing them.
     pub idempotent: bool,
+    /// The Rust type name of the handler's input.
     pub input_type: &'static str,
+    /// The input's top-level wire field names; the decoder refuses others.
     pub input_fields: &'static [&'static str],
     /// Input fields of type `Sealed<T>` (or `Option<Sealed<T>>`).
     pub sealed_fields: Vec<&'static str>,
@@ -147,14 +158,18 @@ impl ActionMeta {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionKind {
+    /// Declared with [`crate::ActionBuilder::mutates`].
     Mutates,
+    /// Declared with [`crate::ActionBuilder::read_only`].
     ReadOnly,
 }
 
 /// One reviewed exception to an audit rule.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AuditAllow {
+    /// The audit rule excepted (e.g. `"privileged-field"`).
     pub rule: &'static str,
+    /// Why, as the reviewer wrote it; empty is itself a finding.
     pub reason: &'static str,
 }
 

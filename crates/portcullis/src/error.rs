@@ -197,20 +197,28 @@ pub type FieldErrors = BTreeMap<String, Vec<String>>;
 /// A refusal produced by any pipeline stage, ready to be rendered as JSON or HTML.
 #[derive(Debug, Clone)]
 pub struct Rejection {
+    /// The public code; it also decides the HTTP status.
     pub code: ErrorCode,
+    /// Text for the user; sent to the client, so never put internals in it.
     pub message: String,
+    /// The reference the client sees and the log line carries.
     pub digest: Digest,
+    /// Per-field messages (422 `invalid_input`), sent to the client.
     pub field_errors: FieldErrors,
+    /// Messages about the form as a whole, sent to the client.
     pub form_errors: Vec<String>,
     /// Extra response headers (e.g. `Retry-After`).
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl Rejection {
+    /// A refusal with `code`'s default user-facing message and a fresh
+    /// digest.
     pub fn new(code: ErrorCode) -> Self {
         Self::with_message(code, code.default_message())
     }
 
+    /// A refusal with a custom user-facing `message` (sent to the client).
     pub fn with_message(code: ErrorCode, message: impl Into<String>) -> Self {
         Rejection {
             code,
@@ -237,11 +245,13 @@ impl Rejection {
         r
     }
 
+    /// Adds a response header (e.g. `Retry-After`) to the refusal.
     pub fn header(mut self, name: http::HeaderName, value: http::HeaderValue) -> Self {
         self.headers.push((name, value));
         self
     }
 
+    /// The HTTP status the refusal is sent with (its code's status).
     pub fn status(&self) -> StatusCode {
         self.code.status()
     }
@@ -273,6 +283,7 @@ impl fmt::Display for Rejection {
 pub struct Digest([u8; 8]);
 
 impl Digest {
+    /// A fresh random digest (64 bits, shown as 16 hex digits).
     pub fn random() -> Self {
         Digest(rand::random())
     }
@@ -312,7 +323,9 @@ pub enum ActionError {
     Forbidden,
     /// 422 `invalid_input` with field/form errors (e.g. "name already taken").
     Invalid {
+        /// Per-field messages, keyed by the input's wire field name.
         field_errors: FieldErrors,
+        /// Messages about the form as a whole.
         form_errors: Vec<String>,
     },
     /// 500 `internal`: the detail goes to the log only.

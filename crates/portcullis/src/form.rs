@@ -151,11 +151,13 @@ impl Form {
         self
     }
 
+    /// The `<form>` element's DOM id (none by default).
     pub fn id(mut self, id: &str) -> Self {
         self.id = Some(id.to_owned());
         self
     }
 
+    /// The `<form>` element's CSS class (none by default).
     pub fn class(mut self, class: &str) -> Self {
         self.class = Some(class.to_owned());
         self
@@ -263,6 +265,8 @@ pub struct Field {
     id: Option<String>,
 }
 
+/// A text field for the input field `name` (its wire name), labelled with
+/// `name` until [`Field::label`] says otherwise.
 pub fn field(name: &str) -> Field {
     Field {
         name: name.to_owned(),
@@ -276,6 +280,7 @@ pub fn field(name: &str) -> Field {
 }
 
 impl Field {
+    /// The visible label text (escaped).
     pub fn label(mut self, label: &str) -> Self {
         self.label = label.to_owned();
         self
@@ -285,14 +290,20 @@ impl Field {
         self.kind = kind;
         self
     }
+    /// The initial value. After a failed no-JS submission the submitted
+    /// value is shown instead, except in password fields.
     pub fn value(mut self, value: impl Into<String>) -> Self {
         self.value = Some(value.into());
         self
     }
+    /// Marks the field `required` for the browser only; the server enforces
+    /// what the input type's validation says.
     pub fn required(mut self) -> Self {
         self.required = true;
         self
     }
+    /// The HTML `autocomplete` token, e.g. `"email"` or
+    /// `"current-password"` (none by default).
     pub fn autocomplete(mut self, v: &'static str) -> Self {
         self.autocomplete = Some(v);
         self

@@ -177,6 +177,7 @@ pub struct RenderCx<S> {
 }
 
 impl<S> RenderCx<S> {
+    /// The app state (read it; a render function must not change anything).
     pub fn state(&self) -> &S {
         &self.state
     }
@@ -266,6 +267,9 @@ pub fn fragment(name: &'static str) -> FragmentBuilder {
     }
 }
 
+/// A fragment being defined: its name and tags, until
+/// [`FragmentBuilder::per_viewer`] or [`FragmentBuilder::shared`] gives it
+/// a render function and a scope.
 #[must_use]
 pub struct FragmentBuilder {
     name: &'static str,
@@ -362,6 +366,8 @@ impl<S> Default for Fragments<S> {
 }
 
 impl<S> Fragments<S> {
+    /// Registers a fragment; a name registered twice makes `build` fail with
+    /// [`crate::BuildError::DuplicateFragment`].
     pub fn add(&mut self, f: Fragment<S>) -> &mut Self {
         self.list.push(f);
         self
@@ -402,8 +408,8 @@ struct TagState {
     hard: u64,
 }
 
-/// The most tag versions an engine remembers (default of
-/// [`TagVersions::new`]); see [`TagVersions`].
+/// The most tag versions an engine remembers (the default bound of its
+/// tag-version table).
 pub const MAX_TAGS: usize = 100_000;
 
 /// Tag versions: the current version of every tag that was bumped.
@@ -655,6 +661,7 @@ impl Engine {
         self.cache.weighted_size()
     }
 
+    /// Renderings held by the cache (after pending maintenance).
     pub fn cached_entries(&self) -> u64 {
         self.cache.run_pending_tasks();
         self.cache.entry_count()

@@ -8,19 +8,20 @@
 //! set a cookie, redirect or sign anyone in. Those live on [`crate::Cx`],
 //! which only action handlers receive.
 //!
-//! A page also mints *sealed bound arguments* ([`crate::seal`]): values the
-//! page hands to a later action call and that must come back unchanged.
-//! [`Form::bind_sealed`] seals a value for the form's own action and the
-//! viewer's session and renders it as a hidden input; [`Page::seal_for`]
-//! gives a target for [`crate::seal::seal`] (values for the page's script).
+//! A page also mints *sealed bound arguments* ([`crate::security::seal`]):
+//! values the page hands to a later action call and that must come back
+//! unchanged. [`Form::bind_sealed`] seals a value for the form's own action
+//! and the viewer's session and renders it as a hidden input;
+//! [`Page::seal_for`] gives a target for [`crate::security::seal`] (values
+//! for the page's script).
 //!
-//! Forms are marked `data-portcullis` for the client runtime
-//! ([`crate::client`], include [`Page::script_src`] in the layout) and carry
-//! what it needs as attributes: `data-idempotent` (parallel dispatch),
+//! Forms are marked `data-portcullis` for the client runtime (include
+//! [`Page::script_src`] in the layout) and carry what it needs as
+//! attributes: `data-idempotent` (parallel dispatch),
 //! `data-login`/`data-reauth` (where a 401 goes), optional optimistic-update
 //! declarations. Without JavaScript the same form posts normally; a 422 comes
-//! back as a sealed flash ([`crate::flash`]) that the next `Page` consumes,
-//! and `Form`/[`field`] render its errors and values into the same slots.
+//! back as a sealed flash that the next `Page` consumes, and `Form`/[`field`]
+//! render its errors and values into the same slots.
 
 use std::sync::Arc;
 
@@ -117,6 +118,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
 }
 
 impl Page {
+    /// The signed-in viewer (checked against the account directory), or
+    /// `None` for an anonymous request.
     pub fn viewer(&self) -> Option<&Viewer> {
         self.viewer.as_ref()
     }
@@ -157,7 +160,7 @@ impl Page {
     /// This response's Content-Security-Policy nonce (fresh per response):
     /// `script nonce=(page.csp_nonce()) { … }` is the only way an inline
     /// script (or `<style>`) runs under the framework's policy
-    /// ([`crate::headers`]). Empty outside a portcullis app.
+    /// ([`crate::security::SecurityHeaders`]). Empty outside a portcullis app.
     pub fn csp_nonce(&self) -> &str {
         self.facts.as_deref().map_or("", |f| f.nonce())
     }
@@ -190,7 +193,7 @@ impl Page {
     /// A fresh proof-of-work challenge for `action` (if it has a
     /// `BotCheck::ProofOfWork`), for pages that call the action from script
     /// rather than through [`Page::form`]. The client sends the solution in
-    /// the `X-Portcullis-Pow` header (see [`crate::botcheck`]).
+    /// the `X-Portcullis-Pow` header (see [`crate::BotCheck`]).
     pub fn pow_challenge<In, Out>(&self, action: crate::ActionRef<In, Out>) -> Option<String> {
         self.shared.directory().pow_challenge(action.name())
     }

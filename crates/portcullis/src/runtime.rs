@@ -127,7 +127,10 @@ impl Runtime {
 /// `portcullis audit` reads.
 #[derive(Debug, Clone, Serialize)]
 pub struct Manifest {
+    /// The action-id epoch the ids below belong to (`unix time / rotation`);
+    /// ids change when it does.
     pub epoch: u64,
+    /// Every registered action, in registration order.
     pub actions: Vec<ManifestEntry>,
     /// Routes that accept cross-origin requests, and why that is safe.
     #[serde(rename = "crossOriginRoutes")]
@@ -141,7 +144,10 @@ pub struct Manifest {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestEntry {
+    /// The action's opaque id in this epoch (its endpoint is
+    /// `/_action/<id>`).
     pub id: String,
+    /// What the action declares.
     #[serde(flatten)]
     pub meta: ActionMeta,
     /// Effective body cap in bytes (override or default).

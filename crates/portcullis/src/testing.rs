@@ -96,6 +96,7 @@ impl TestClient {
         }
     }
 
+    /// The address the test server listens on (`127.0.0.1:<ephemeral>`).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -105,6 +106,8 @@ impl TestClient {
         format!("http://{}", self.addr)
     }
 
+    /// The absolute URL of `path` (which starts with `/`) on the test
+    /// server.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.origin())
     }
@@ -141,7 +144,7 @@ impl TestClient {
     }
 
     /// The seal binding this client's requests get: its session, else its
-    /// browser's anonymous scope ([`crate::anon`]), else the shared
+    /// browser's anonymous scope (its anonymous cookie), else the shared
     /// anonymous binding.
     pub fn seal_binding(&self) -> crate::seal::Binding {
         let cookies = self.cookies().unwrap_or_default();
@@ -277,8 +280,11 @@ fn client(jar: Arc<Jar>, local: Option<std::net::IpAddr>) -> reqwest::Client {
 /// A fully read response.
 #[derive(Debug)]
 pub struct TestResponse {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// The response headers.
     pub headers: HeaderMap,
+    /// The whole body (empty if reading it failed).
     pub body: Bytes,
 }
 
@@ -295,6 +301,7 @@ impl TestResponse {
         }
     }
 
+    /// The body as text (invalid UTF-8 replaced, never a panic).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -311,6 +318,8 @@ impl TestResponse {
         v["error"]["code"].as_str().map(str::to_owned)
     }
 
+    /// The value of header `name` (case-insensitive), if present and
+    /// visible ASCII; the first one when repeated.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }

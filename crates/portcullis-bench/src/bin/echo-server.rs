@@ -61,7 +61,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     );
                 })
                 .build(tower_sessions::MemoryStore::default())?;
-            let id = app.action_id(ECHO).ok_or("no id")?;
+            let path = app.action_path(ECHO).ok_or("no id")?;
+            let id = path
+                .strip_prefix(portcullis::wire::ACTION_PREFIX)
+                .ok_or("unexpected action path")?;
             println!("LISTENING {}", listener.local_addr()?);
             println!("ACTION_ID {id}");
             portcullis::serve(listener, app.router()).await?;

@@ -30,15 +30,21 @@ pub const WATCHDOG_EVERY: std::time::Duration = std::time::Duration::from_secs(2
 /// Why an app refused to start.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// Two actions share a name; names key ids, limits and the manifest.
     #[error("action `{0}` is registered twice; action names must be unique")]
     DuplicateAction(&'static str),
+    /// Two fragments share a name; names key the fragment cache and tags.
     #[error("fragment `{0}` is registered twice; fragment names must be unique")]
     DuplicateFragment(&'static str),
     #[error(
         "action `{action}`: an input limit keys on `{got}`, which is not the handler's input type"
     )]
+    /// An input limit ([`crate::per_input`]) has a key function for a type
+    /// other than the handler's input, so it could never be applied.
     InputLimitType {
+        /// The action's name.
         action: &'static str,
+        /// The type the limit was declared for.
         got: &'static str,
     },
     /// The Redis connection the default stores share could not be made
@@ -49,17 +55,28 @@ pub enum BuildError {
     #[error(
         "production mode needs `Portcullis::accounts(..)`: without an account directory a deleted user's or a changed password's sessions stay valid (install `portcullis::session::NoAccounts` if the app signs nobody in)"
     )]
+    /// Production mode without [`Portcullis::accounts`]: sessions would
+    /// outlive password changes and account deletion.
     NoAccountDirectory,
+    /// The security-header policy is contradictory or malformed.
     #[error(transparent)]
     Headers(#[from] crate::headers::HeadersError),
+    /// Production mode with a webhook whose secret is a development
+    /// default or too weak.
     #[error("webhook {path}: {finding}")]
     WebhookSecret {
+        /// The webhook's mount path.
         path: String,
+        /// What is wrong with its secret.
         finding: crate::deploy::Finding,
     },
+    /// The action's input type is not a struct with named fields deriving
+    /// `Deserialize`, so the decoder could not refuse undeclared fields.
     #[error("action `{action}`: {source}")]
     InputShape {
+        /// The action's name.
         action: &'static str,
+        /// Why the input's fields could not be learned.
         source: crate::input::ShapeError,
     },
 }
@@ -91,6 +108,8 @@ pub struct Portcullis<S> {
 }
 
 impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
+    /// Starts an app from its configuration and the state every handler
+    /// receives (cloned per request, so share it behind `Arc`s).
     pub fn new(config: Config, state: S) -> Self {
         Portcullis {
             config,
@@ -132,17 +151,17 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         self
     }
 
-    /// The response-header policy (default: the strict one in
-    /// [`crate::headers`]); per-route overrides with
-    /// [`crate::headers::SecurityHeaders::route`].
+    /// The response-header policy (default: the strict one, see
+    /// [`crate::security::SecurityHeaders`]); per-route overrides with
+    /// [`crate::security::SecurityHeaders::route`].
     pub fn security_headers(mut self, headers: crate::headers::SecurityHeaders) -> Self {
         self.headers = headers;
         self
     }
 
     /// Bounds of the in-memory idempotency store (default 64 MiB; see
-    /// [`crate::idempotency`]) when `build` chooses the stores (ignored with
-    /// [`Portcullis::stores`]).
+    /// [`crate::store::IdempotencyConfig`]) when `build` chooses the stores
+    /// (ignored with [`Portcullis::stores`]).
     pub fn idempotency_store(mut self, config: crate::idempotency::StoreConfig) -> Self {
         self.idempotency = config;
         self
@@ -232,7 +251,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     }
 
     /// Installs the audit hook: called, and awaited, after every successful
-    /// mutation (see [`crate::observe`]).
+    /// mutation (see [`AuditSink`]).
     pub fn audit_sink(mut self, sink: impl AuditSink) -> Self {
         self.audit = Some(Arc::new(sink));
         self

@@ -32,6 +32,8 @@ pub struct App {
 }
 
 impl App {
+    /// The app's full router (actions, pages, webhooks, API, with every
+    /// framework layer applied), to serve or nest; clones share one runtime.
     pub fn router(&self) -> Router {
         self.router.clone()
     }

@@ -8,15 +8,16 @@
 //! algorithm): per key, one number — the theoretical arrival time (TAT).
 //!
 //! # Keys
-//! `ip` (trusted-proxy aware, see [`crate::proxy`]), `session`, `user`,
-//! `global`, or [`per_key`]: a function of the [`KeyRequest`] (address,
-//! session, viewer, headers). The body is not read at stage 4, so a limit on
-//! something the client *submits* — "5 login attempts per account per
-//! minute" — cannot be a stage-4 limit. It is a second kind, [`per_input`],
-//! given with `.limit_input(..)` and checked in stage 6 right after the input
-//! is decoded and validated, before the bot check and the handler. Its cost
-//! is that a refused request has had its (capped) body read; its gain is that
-//! it keys on the typed, validated value, not on a guess at the raw body.
+//! `ip` (trusted-proxy aware, see [`crate::security::TrustedProxies`]),
+//! `session`, `user`, `global`, or [`per_key`]: a function of the
+//! [`KeyRequest`] (address, session, viewer, headers). The body is not read
+//! at stage 4, so a limit on something the client *submits* — "5 login
+//! attempts per account per minute" — cannot be a stage-4 limit. It is a
+//! second kind, [`per_input`], given with `.limit_input(..)` and checked in
+//! stage 6 right after the input is decoded and validated, before the bot
+//! check and the handler. Its cost is that a refused request has had its
+//! (capped) body read; its gain is that it keys on the typed, validated
+//! value, not on a guess at the raw body.
 //! Custom and input key values are hashed (SHA-256) before they become
 //! backend keys, so an e-mail address never sits in Redis in clear.
 //!
@@ -181,7 +182,9 @@ impl KeyKind {
 /// One limit on an action.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Limit {
+    /// What the limit counts by.
     pub key: KeyKind,
+    /// How many calls per how long.
     pub quota: Quota,
     #[serde(skip)]
     pub(crate) key_fn: Option<KeyFn>,
@@ -201,6 +204,8 @@ pub struct Rate {
 }
 
 impl Rate {
+    /// `count` calls per `period` (at least 1 ms), with bursts up to
+    /// `count`; a count of 0 counts as 1.
     pub fn per(self, period: Duration) -> Limit {
         let quota = Quota {
             count: self.count.max(1),
@@ -220,15 +225,19 @@ impl Rate {
             policy,
         }
     }
+    /// `count` per second ([`Rate::per`]).
     pub fn per_second(self) -> Limit {
         self.per(Duration::from_secs(1))
     }
+    /// `count` per minute ([`Rate::per`]).
     pub fn per_minute(self) -> Limit {
         self.per(Duration::from_secs(60))
     }
+    /// `count` per hour ([`Rate::per`]).
     pub fn per_hour(self) -> Limit {
         self.per(Duration::from_secs(3600))
     }
+    /// `count` per day ([`Rate::per`]).
     pub fn per_day(self) -> Limit {
         self.per(Duration::from_secs(86_400))
     }
@@ -242,15 +251,23 @@ fn rate(key: KeyKind, count: u32) -> Rate {
     }
 }
 
+/// A limit per client address (behind trusted proxies, the forwarded one):
+/// `per_ip(5).per_minute()`.
 pub fn per_ip(count: u32) -> Rate {
     rate(KeyKind::Ip, count)
 }
+/// A limit per session; before a session exists, per client address.
 pub fn per_session(count: u32) -> Rate {
     rate(KeyKind::Session, count)
 }
+/// A limit per signed-in user, across their sessions and addresses;
+/// anonymous calls count per client address.
 pub fn per_user(count: u32) -> Rate {
     rate(KeyKind::User, count)
 }
+/// One budget shared by every caller: a ceiling on the action as a whole,
+/// which one client can exhaust for everyone (pair it with a per-client
+/// limit).
 pub fn global(count: u32) -> Rate {
     rate(KeyKind::Global, count)
 }
@@ -338,6 +355,8 @@ impl<I> InputRate<I> {
         self
     }
 
+    /// `count` calls per `period` (at least 1 ms), with bursts up to
+    /// `count`; a count of 0 counts as 1.
     pub fn per(self, period: Duration) -> InputLimit<I> {
         InputLimit {
             limit: self.rate.per(period),
@@ -345,15 +364,19 @@ impl<I> InputRate<I> {
             with_address: self.with_address,
         }
     }
+    /// `count` per second ([`InputRate::per`]).
     pub fn per_second(self) -> InputLimit<I> {
         self.per(Duration::from_secs(1))
     }
+    /// `count` per minute ([`InputRate::per`]).
     pub fn per_minute(self) -> InputLimit<I> {
         self.per(Duration::from_secs(60))
     }
+    /// `count` per hour ([`InputRate::per`]).
     pub fn per_hour(self) -> InputLimit<I> {
         self.per(Duration::from_secs(3600))
     }
+    /// `count` per day ([`InputRate::per`]).
     pub fn per_day(self) -> InputLimit<I> {
         self.per(Duration::from_secs(86_400))
     }
@@ -374,7 +397,9 @@ impl Limit {
 /// A named long-window quota on an action (`.quota("invites", per_user(20).per_day())`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NamedQuota {
+    /// The name the handler reads it by (`cx.quota(name)`).
     pub name: &'static str,
+    /// The count, window and key; the window is fixed and epoch-aligned.
     #[serde(flatten)]
     pub limit: Limit,
 }
@@ -383,8 +408,12 @@ pub struct NamedQuota {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QuotaState {
+    /// Calls allowed per window.
     pub limit: u32,
+    /// Calls still allowed in this window.
     pub remaining: u32,
+    /// Time until the window ends and the count starts over (serialized in
+    /// whole seconds).
     #[serde(serialize_with = "secs")]
     pub resets_in: Duration,
 }

@@ -42,22 +42,31 @@ use crate::viewer::{UserId, Viewer};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
+    /// Read-only: refused (403) by handlers that call
+    /// [`Bearer::require_write`].
     Read,
+    /// Read and write.
     Write,
 }
 
 /// A stored token, as the app's store returns it.
 #[derive(Clone, Debug)]
 pub struct TokenGrant {
+    /// The user the token acts as.
     pub user_id: UserId,
+    /// What the token allows.
     pub scope: Scope,
     /// Unix seconds.
     pub expires_at: i64,
+    /// Revoked tokens are refused like unknown ones (401).
     pub revoked: bool,
 }
 
 /// Looks tokens up by hash.
 pub trait TokenStore: Send + Sync + 'static {
+    /// The grant stored under `token_hash` ([`hash_token`] of the presented
+    /// token), or `None`. An error is answered like an action's failure
+    /// (the app's classifier applies), never as a valid token.
     fn lookup(
         &self,
         token_hash: String,
@@ -94,10 +103,13 @@ pub struct Bearer {
 }
 
 impl Bearer {
+    /// The token's user, as the session layer would yield them (the same
+    /// viewer-scoped data access serves both).
     pub fn viewer(&self) -> &Viewer {
         &self.viewer
     }
 
+    /// What the presented token allows.
     pub fn scope(&self) -> Scope {
         self.scope
     }

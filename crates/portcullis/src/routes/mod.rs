@@ -1,7 +1,7 @@
 //! Route handlers: the same protections for every non-action endpoint.
 //!
 //! * **App-wide origin protection.** Every route added with
-//!   [`crate::Portcullis::pages`] sits behind [`guard`], which applies the
+//!   [`crate::Portcullis::pages`] sits behind `guard`, which applies the
 //!   stage-2 cross-origin check to every unsafe method (POST, PUT, PATCH,
 //!   DELETE) — not only to actions. There is no switch to turn it off for a
 //!   route. A route that must accept cross-origin calls is registered with a
@@ -14,8 +14,8 @@
 //!   [`crate::Page`] (no cookie writes, no cache effects), like page renders.
 //! * **Failures outside a handler become responses here**, since only this
 //!   layer may make a response out of what a lower module reports: a page
-//!   past its deadline ([`page_deadline`]), a session write that failed
-//!   after the handler ([`session_guard`], over [`crate::store`]'s fault
+//!   past its deadline (`page_deadline`), a session write that failed
+//!   after the handler (`session_guard`, over [`crate::store`]'s fault
 //!   flag), a page body holding a registered secret ([`scan_response`], over
 //!   [`crate::taint::scan`]).
 

@@ -80,7 +80,7 @@ impl Webhook {
     /// `secret.dev_default` (and a log line saying so). In production
     /// [`crate::Portcullis::build`] refuses the result unless the variable
     /// holds a real secret: set, ≥ 32 bytes, not the development default,
-    /// not a placeholder ([`crate::deploy::secret_problem`]).
+    /// not a placeholder (the rules of [`crate::security::check_deployment`]).
     pub fn from_env(
         secret: crate::deploy::EnvSecret,
         scheme: Scheme,
@@ -145,16 +145,23 @@ impl Webhook {
         })
     }
 
+    /// How far a [`Scheme::Timestamped`] signature's time may be from now,
+    /// either way (default 5 minutes). Longer lets a captured delivery be
+    /// presented later; replays of an applied event are still answered
+    /// from the seen-event store.
     pub fn tolerance(mut self, tolerance: Duration) -> Self {
         self.tolerance = tolerance;
         self
     }
 
+    /// The body cap in bytes (default 64 KiB); larger deliveries get 413
+    /// before any of the body is verified.
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
         self
     }
 
+    /// How this webhook's signature header is laid out (for the manifest).
     pub fn scheme(&self) -> Scheme {
         self.scheme
     }

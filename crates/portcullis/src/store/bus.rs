@@ -1,7 +1,7 @@
 //! The tag bus: tag bumps between instances, behind one trait so a
 //! transport can be written outside the crate.
 //!
-//! The fragment engine ([`crate::fragment`]) publishes every tag bump it
+//! The fragment engine ([`mod@crate::fragment`]) publishes every tag bump it
 //! applies and applies every bump it receives from another instance. What
 //! happens when the transport fails is the engine's decision (it degrades:
 //! bumps stay local, and the render cache is cleared whenever messages may

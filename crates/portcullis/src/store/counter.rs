@@ -17,10 +17,11 @@
 //!   marked spent until it expires, so a replay is seen on every instance.
 //!
 //! The logic that *uses* counters (which keys, which limit is the tightest,
-//! the 429 and its headers) is in [`crate::ratelimit`], [`crate::botcheck`]
-//! and [`crate::flash`]; a backend only stores and compares numbers. The
-//! three namespaces are disjoint: a bucket, a quota and a spent token with
-//! the same key text are three different counters.
+//! the 429 and its headers) is in [`crate::ratelimit`], the bot checks
+//! ([`crate::BotCheck`]) and the no-JavaScript flash; a backend only stores
+//! and compares numbers. The three namespaces are disjoint: a bucket, a
+//! quota and a spent token with the same key text are three different
+//! counters.
 //!
 //! A new backend implements [`CounterStore`] and passes
 //! `portcullis::store::conformance::counter_store` (feature `testing`).
@@ -79,7 +80,9 @@ impl<T: Unpin> Future for StoreFuture<'_, T> {
 /// `count` requests per `period`, with bursts up to `count`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Quota {
+    /// Calls allowed per period (and the largest burst).
     pub count: u32,
+    /// The period (serialized as `periodSecs`, whole seconds).
     #[serde(rename = "periodSecs", serialize_with = "secs")]
     pub period: Duration,
 }
@@ -98,17 +101,24 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 /// A backend bucket: its key and quota.
 #[derive(Clone, Debug)]
 pub struct Bucket {
+    /// The backend key, chosen by the framework (request- or input-derived
+    /// values hashed); one bucket per key.
     pub key: String,
+    /// The rate this bucket enforces.
     pub quota: Quota,
 }
 
 /// One quota bucket's result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QuotaDecision {
+    /// Whether the unit was charged (all buckets had room).
     pub allowed: bool,
     /// Units used in this window after this request (unchanged when refused).
     pub used: u64,
+    /// When the current window ends, in µs since the epoch.
     pub window_end_us: u64,
+    /// The clock the decision was made at, in µs since the epoch (the
+    /// backend's own when the caller passed `None`).
     pub now_us: u64,
 }
 

@@ -15,6 +15,7 @@
 /// Result of one check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
+    /// Whether the request is within the limit.
     pub allowed: bool,
     /// Requests still allowed right now after this one.
     pub remaining: u32,

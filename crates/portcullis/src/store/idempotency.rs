@@ -5,8 +5,8 @@
 //! fingerprint is running) or the finished request's [`Record`]. What a
 //! claim or record means for the client (replay, 409 in progress, 422 key
 //! reused with another body, 409 result too large to replay, 503 when the
-//! store is down) is decided in [`crate::idempotency`]; a backend only keeps
-//! and hands back.
+//! store is down) is decided in the pipeline's idempotency stage; a backend
+//! only keeps and hands back.
 //!
 //! A new backend implements [`IdempotencyStore`] and passes
 //! `portcullis::store::conformance::idempotency_store` (feature `testing`).
@@ -46,8 +46,11 @@ pub struct Record {
     /// written before fingerprints existed: those replay to any body).
     #[serde(default)]
     pub request: String,
+    /// The response's HTTP status.
     pub status: u16,
+    /// The response's `Content-Type`.
     pub content_type: Option<String>,
+    /// The response's `Location` (a redirect).
     pub location: Option<String>,
     /// `None` when the body was over [`MAX_STORED_BODY`].
     pub body: Option<String>,
@@ -78,7 +81,10 @@ pub enum Claim {
     /// that cannot tell what holds the key (it vanished between the claim
     /// and the read, or holds something unreadable) answers `true`: the
     /// client retries.
-    Running { same_request: bool },
+    Running {
+        /// The holder carries this request's body fingerprint.
+        same_request: bool,
+    },
     /// The key's request finished with this record.
     Done(Record),
 }

@@ -74,7 +74,7 @@ fn shed<V>(map: &mut HashMap<u64, V>, live: impl Fn(&V) -> bool, debt: impl Fn(&
 ///   (or flash cookies, one per refused no-JS form) can be produced.
 /// * **What removes it:** expiry (an entry whose TAT or window has passed is
 ///   equivalent to absent and is dropped first when a shard is full); past
-///   the cap, the entries with the least debt ([`shed`]).
+///   the cap, the entries with the least debt (`shed`).
 /// * **One abuser:** a flood of distinct keys (say, e-mails on a login form
 ///   limited per account) fills shards and makes them forget the keys
 ///   closest to a full budget; the key the flood targets carries the most

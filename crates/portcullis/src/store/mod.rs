@@ -21,7 +21,7 @@
 //! | [`TagBus`] ([`bus`]) | tag bumps between instances | [`MemoryTagBus`] (one process) | [`RedisTagBus`] |
 //!
 //! The logic over them stays where it was ([`crate::ratelimit`],
-//! [`crate::idempotency`], [`crate::fragment`]); a store only keeps and
+//! the idempotency stage, [`mod@crate::fragment`]); a store only keeps and
 //! compares. Every Redis implementation runs on the app's one [`Redis`]
 //! connection. A backend written outside the crate implements a trait and
 //! passes the same checks as these ([`conformance`], feature `testing`).
@@ -43,8 +43,8 @@
 //! |---|---|---|
 //! | sessions ([`Deadline`] around any `SessionStore`, [`RedisSessionStore`]) | fail closed: `503 session_store_unavailable` for every request that carries a session cookie; anonymous pages keep working | identity cannot be guessed; serving a signed-in page as anonymous would sign users out and lose their work |
 //! | limits, quotas, spent challenges ([`crate::ratelimit`]) | fail closed: `503 limiter_unavailable`, unless the action declared `.fail_open()` (`portcullis audit` lists those) | a limit that is skipped when Redis is down is a limit an attacker can switch off by overloading Redis |
-//! | idempotency keys ([`crate::idempotency`]) | fail closed: `503 idempotency_unavailable` before the handler runs | without the claim a retried mutation could apply twice |
-//! | tag bus ([`crate::fragment`]) | degrades: invalidation stays local; other instances' cached fragments may be stale until their TTL or until the bus reconnects (which clears the render cache) | a stale fragment is a display problem bounded by the TTL; refusing every page because the bus is down would be an outage of its own |
+//! | idempotency keys ([`IdempotencyStore`]) | fail closed: `503 idempotency_unavailable` before the handler runs | without the claim a retried mutation could apply twice |
+//! | tag bus ([`mod@crate::fragment`]) | degrades: invalidation stays local; other instances' cached fragments may be stale until their TTL or until the bus reconnects (which clears the render cache) | a stale fragment is a display problem bounded by the TTL; refusing every page because the bus is down would be an outage of its own |
 //! | the app's database (the demo) | fail closed: `503 database_unavailable` (pool acquire deadline, Postgres statement timeout, the error classifier) | nothing was applied; the client may retry |
 //! | a handler that outlives [`Deadlines::handler`] | `503 deadline_exceeded` | a hung dependency the framework cannot see (the app's own database or HTTP calls) must not hang the request |
 //!
@@ -101,12 +101,20 @@ pub enum StoreError {
     /// The call did not finish within its deadline (a hung or slow store).
     #[error("{store} did not answer within {after:?}")]
     Timeout {
+        /// Which store (for logs: `"session store"`, `"redis"`, …).
         store: &'static str,
+        /// The deadline that passed.
         after: Duration,
     },
     /// The store answered with an error or the connection failed.
     #[error("{store}: {detail}")]
-    Unavailable { store: &'static str, detail: String },
+    Unavailable {
+        /// Which store (for logs).
+        store: &'static str,
+        /// The store's or the connection's error text (logged, never sent
+        /// to the client).
+        detail: String,
+    },
     /// The Redis URL could not be parsed.
     #[error("redis url: {0}")]
     BadUrl(String),
@@ -153,6 +161,8 @@ pub struct Deadline<S> {
 }
 
 impl<S> Deadline<S> {
+    /// Wraps `inner` so each of its operations fails after `after` (the app
+    /// builder uses [`Deadlines::session`], 500 ms by default).
     pub fn new(inner: S, after: Duration) -> Self {
         Deadline {
             inner,
@@ -161,6 +171,8 @@ impl<S> Deadline<S> {
         }
     }
 
+    /// The wrapped store, for what the deadline does not cover (e.g. its
+    /// own migrations or clean-up task).
     pub fn inner(&self) -> &S {
         &self.inner
     }

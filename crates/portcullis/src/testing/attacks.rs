@@ -103,20 +103,29 @@ pub enum Verdict {
 pub struct Check {
     /// The action name, or the raw route path.
     pub target: String,
+    /// The attack's name (the module docs' table).
     pub attack: &'static str,
+    /// What the documented refusal is, e.g. `"403 cross_origin_request"`.
     pub expected: String,
+    /// The HTTP status that came back (0 for `slow_headers`, which gets no
+    /// response).
     pub status: u16,
+    /// The error envelope's `error.code`, if the body was one.
     pub code: Option<String>,
+    /// What the response means for this attack.
     pub verdict: Verdict,
 }
 
 /// Every check the harness ran.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
+    /// One entry per attack sent, in the order they ran.
     pub checks: Vec<Check>,
 }
 
 impl Report {
+    /// The checks whose attack was accepted, crashed the server or was
+    /// refused for the wrong reason.
     pub fn failures(&self) -> Vec<&Check> {
         self.checks
             .iter()
@@ -124,6 +133,8 @@ impl Report {
             .collect()
     }
 
+    /// The checks refused before the attacked stage (e.g. rate limited):
+    /// nothing was learned about the stage they target.
     pub fn inconclusive(&self) -> Vec<&Check> {
         self.checks
             .iter()
@@ -131,6 +142,7 @@ impl Report {
             .collect()
     }
 
+    /// How many checks got the documented refusal.
     pub fn passed(&self) -> usize {
         self.checks
             .iter()
@@ -203,6 +215,8 @@ struct Expect {
 }
 
 impl Harness {
+    /// A harness for `app`: every action in its manifest is attacked, as an
+    /// anonymous client unless [`Harness::sign_in`] says how to sign in.
     pub fn new(app: &App) -> Self {
         Harness {
             app: app.clone(),

@@ -16,7 +16,7 @@
 //!   that still accepts TCP connections is not waited on forever;
 //! * a response times out after `max(timeout, 500 ms)` at the connection;
 //!   each call additionally runs under its own caller's deadline
-//!   ([`Redis::run`]), which is the one that decides the request's fate;
+//!   (`Redis::run`), which is the one that decides the request's fate;
 //! * a dropped connection is re-established in the background, retried up to
 //!   6 times per attempt with exponential backoff (50 ms base, factor 2,
 //!   capped at 2 s) and full jitter; a later call starts a fresh attempt if
@@ -47,8 +47,9 @@ pub use self::idempotency::RedisIdempotency;
 
 /// How long connecting (TCP + handshake) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Reconnection backoff: first delay, and the cap.
+/// Reconnection backoff: the first delay.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// The longest reconnection delay (the backoff doubles up to it).
 pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// The shared Redis connection. Cheap to clone (an `Arc`).
