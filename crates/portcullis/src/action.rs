@@ -14,12 +14,16 @@
 //!   Registration, forms, seals and tests all take the handle, so a misspelt
 //!   name is a compile error ("cannot find value"), and a handler whose input
 //!   or output type is not the handle's does not compile.
-//! * `handler` does not exist on a builder without a policy, so an action
-//!   without a policy does not compile; the policy methods do not exist once
-//!   one is chosen, so an action cannot have two.
-//! * `public()` leads to a state whose only way forward is `.limit(..)`: a
-//!   public action without a rate limit does not compile. Only public
-//!   actions offer `.bot_check(..)`.
+//! * `handler` requires a state with a policy ([`state::PolicyChosen`]), so
+//!   an action without a policy does not compile; the policy methods require
+//!   the state before any policy ([`state::NoPolicyYet`]), so an action
+//!   cannot have two; a finished [`Action`] refuses them too. Each mistake is
+//!   a one-line error naming the fix (`#[diagnostic::on_unimplemented]` on
+//!   those traits; pinned by `tests/ui/`).
+//! * `public()` leads to a state that cannot take a handler until
+//!   `.limit(..)` ([`state::NoLimitOwed`]): a public action without a rate
+//!   limit does not compile.
+//!   Only public actions (after their limit) offer `.bot_check(..)`.
 //! * Any action may add `.limit(..)` (stage 4, keys from the request),
 //!   `.limit_input(..)` (stage 6, keys from the decoded input, e.g. the
 //!   account a login names), `.quota(name, ..)` (long-window counter charged
@@ -52,12 +56,24 @@ use crate::input::{self, InputShape, Opening, Reserved, ShapeError, Valid};
 use crate::policy::Policy;
 use crate::ratelimit::{InputLimit, Limit, NamedQuota};
 use crate::respond::{self, Dto};
-use crate::viewer::{MaybeViewer, Viewer};
+use crate::viewer::Viewer;
 
 pub use crate::directory::{ActionKind, ActionMeta, ActionRef, AnyActionRef, AuditAllow};
 
 /// Builder states. Only [`state::Public`] and [`state::Gated`] can take a handler.
+///
+/// The traits here exist for the compiler's error messages: the methods
+/// that only some states allow are written once for every state, bounded by
+/// one of these traits, so calling one in the wrong state is an error that
+/// names the fix (`#[diagnostic::on_unimplemented]`) rather than "no method
+/// named `handler`" or a suggestion of an unrelated method. Each condition
+/// is a trait of its own, so the error names the one that is missing, and
+/// the impls are `#[diagnostic::do_not_recommend]`, so it does not list the
+/// states that would have worked. They are sealed: only this module
+/// implements them, so the states stay the only way in.
 pub mod state {
+    use crate::viewer::{MaybeViewer, Viewer};
+
     /// No policy chosen yet.
     pub struct NoPolicy;
     /// `public()` chosen; a rate limit is still owed.
@@ -66,6 +82,99 @@ pub mod state {
     pub struct Public;
     /// `authenticated`, `role` or `recent`.
     pub struct Gated;
+
+    mod sealed {
+        pub trait Sealed {}
+        impl Sealed for super::NoPolicy {}
+        impl Sealed for super::PublicUnlimited {}
+        impl Sealed for super::Public {}
+        impl Sealed for super::Gated {}
+    }
+
+    /// A state in which a policy has been chosen; says what the handler
+    /// learns about the caller.
+    #[diagnostic::on_unimplemented(
+        message = "choose `.public()`, `.authenticated()`, `.role(..)` or `.recent(..)` before `.handler(..)`",
+        label = "this action has no access policy yet",
+        note = "every action has exactly one policy, chosen right after `action(..)`"
+    )]
+    pub trait PolicyChosen: sealed::Sealed {
+        /// The handler's second argument: [`MaybeViewer`] for public
+        /// actions, [`Viewer`] for gated ones.
+        type Viewer;
+        /// Made from the viewer the policy stage found.
+        #[doc(hidden)]
+        fn viewer(viewer: Option<Viewer>) -> Self::Viewer;
+    }
+
+    #[diagnostic::do_not_recommend]
+    impl PolicyChosen for PublicUnlimited {
+        type Viewer = MaybeViewer;
+        fn viewer(viewer: Option<Viewer>) -> MaybeViewer {
+            MaybeViewer(viewer)
+        }
+    }
+    #[diagnostic::do_not_recommend]
+    impl PolicyChosen for Public {
+        type Viewer = MaybeViewer;
+        fn viewer(viewer: Option<Viewer>) -> MaybeViewer {
+            MaybeViewer(viewer)
+        }
+    }
+    #[diagnostic::do_not_recommend]
+    impl PolicyChosen for Gated {
+        type Viewer = Viewer;
+        fn viewer(viewer: Option<Viewer>) -> Viewer {
+            // The policy stage ran before the handler and refuses anonymous
+            // callers for every gated policy, so this is always `Some`.
+            viewer.expect("gated policy guarantees a viewer")
+        }
+    }
+
+    /// A state that owes no rate limit: not `public()` without `.limit(..)`
+    /// (`NoPolicy` owes none; it fails [`PolicyChosen`] instead, so an
+    /// action without a policy gets one error, not two).
+    #[diagnostic::on_unimplemented(
+        message = "a public action needs `.limit(..)` before `.handler(..)`",
+        label = "public action without a rate limit",
+        note = "e.g. `.public().limit(per_ip(10).per_minute()).handler(..)`"
+    )]
+    pub trait NoLimitOwed: sealed::Sealed {}
+    #[diagnostic::do_not_recommend]
+    impl NoLimitOwed for NoPolicy {}
+    #[diagnostic::do_not_recommend]
+    impl NoLimitOwed for Public {}
+    #[diagnostic::do_not_recommend]
+    impl NoLimitOwed for Gated {}
+
+    /// The state before any policy.
+    #[diagnostic::on_unimplemented(
+        message = "this action already has a policy; an action has exactly one",
+        label = "second policy",
+        note = "keep one of `.public()`, `.authenticated()`, `.role(..)` or `.recent(..)`"
+    )]
+    pub trait NoPolicyYet: sealed::Sealed {}
+    #[diagnostic::do_not_recommend]
+    impl NoPolicyYet for NoPolicy {}
+
+    /// A public action that has its rate limit.
+    #[diagnostic::on_unimplemented(
+        message = "`.bot_check(..)` is for public actions, after `.limit(..)`",
+        label = "not a public action with a rate limit",
+        note = "e.g. `.public().limit(per_ip(10).per_minute()).bot_check(..)`"
+    )]
+    pub trait PublicLimited: sealed::Sealed {}
+    #[diagnostic::do_not_recommend]
+    impl PublicLimited for Public {}
+
+    /// Implemented by nothing: a finished [`crate::action::Action`] takes no
+    /// more builder methods, and this says where they go.
+    #[diagnostic::on_unimplemented(
+        message = "policy and limits go before `.handler(..)`, which finishes the action",
+        label = "called after `.handler(..)`",
+        note = "e.g. `action(X).authenticated().limit(..).handler(f)`"
+    )]
+    pub trait BeforeHandler: sealed::Sealed {}
 }
 
 /// Starts the action `handle` names; its handler must take `Valid<In>` and
@@ -232,26 +341,70 @@ impl<P, In, Out> ActionBuilder<P, In, Out> {
     }
 }
 
-impl<In, Out> ActionBuilder<state::NoPolicy, In, Out> {
+/// The policy methods exist in every state so that choosing a second policy
+/// is an error that says so (`state::NoPolicyYet`), not "no method named".
+impl<P, In, Out> ActionBuilder<P, In, Out> {
     /// Anyone may call it. A rate limit must follow.
-    pub fn public(mut self) -> ActionBuilder<state::PublicUnlimited, In, Out> {
+    pub fn public(mut self) -> ActionBuilder<state::PublicUnlimited, In, Out>
+    where
+        P: state::NoPolicyYet,
+    {
         self.spec.policy = Policy::Public;
         self.to()
     }
     /// Any signed-in viewer.
-    pub fn authenticated(mut self) -> ActionBuilder<state::Gated, In, Out> {
+    pub fn authenticated(mut self) -> ActionBuilder<state::Gated, In, Out>
+    where
+        P: state::NoPolicyYet,
+    {
         self.spec.policy = Policy::Authenticated;
         self.to()
     }
     /// A signed-in viewer with `role`.
-    pub fn role(mut self, role: &'static str) -> ActionBuilder<state::Gated, In, Out> {
+    pub fn role(mut self, role: &'static str) -> ActionBuilder<state::Gated, In, Out>
+    where
+        P: state::NoPolicyYet,
+    {
         self.spec.policy = Policy::Role { role };
         self.to()
     }
     /// A signed-in viewer who re-entered their password within `within`.
-    pub fn recent(mut self, within: Duration) -> ActionBuilder<state::Gated, In, Out> {
+    pub fn recent(mut self, within: Duration) -> ActionBuilder<state::Gated, In, Out>
+    where
+        P: state::NoPolicyYet,
+    {
         self.spec.policy = Policy::Recent { within };
         self.to()
+    }
+
+    /// A bot check (all given must pass); see [`BotCheck`]. Public actions
+    /// only, after their `.limit(..)`.
+    pub fn bot_check(mut self, check: BotCheck) -> Self
+    where
+        P: state::PublicLimited,
+    {
+        self.spec.bot_checks.push(check);
+        self
+    }
+
+    /// Attaches the handler: `async fn(Cx<S>, MaybeViewer, Valid<In>) ->
+    /// Outcome<Out>` for a public action, `async fn(Cx<S>, Viewer,
+    /// Valid<In>) -> Outcome<Out>` for a gated one. Only after a policy
+    /// (and, for a public action, a `.limit(..)`); the compiler says which
+    /// is missing.
+    pub fn handler<S, F, Fut>(self, f: F) -> Action<S>
+    where
+        P: state::PolicyChosen + state::NoLimitOwed,
+        S: Clone + Send + Sync + 'static,
+        In: DeserializeOwned + garde::Validate + Send + 'static,
+        In::Context: Default,
+        Out: Dto,
+        F: Fn(Cx<S>, P::Viewer, Valid<In>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome<Out>> + Send + 'static,
+    {
+        self.finish(move |cx, viewer: Option<Viewer>, input| {
+            f(cx, <P as state::PolicyChosen>::viewer(viewer), input)
+        })
     }
 }
 
@@ -269,25 +422,6 @@ impl<In, Out> ActionBuilder<state::Public, In, Out> {
         self.spec.limits.push(limit);
         self
     }
-
-    /// A bot check (all given must pass); see [`BotCheck`].
-    pub fn bot_check(mut self, check: BotCheck) -> Self {
-        self.spec.bot_checks.push(check);
-        self
-    }
-
-    /// Attaches the handler: `async fn(Cx<S>, MaybeViewer, Valid<In>) -> Outcome<Out>`.
-    pub fn handler<S, F, Fut>(self, f: F) -> Action<S>
-    where
-        S: Clone + Send + Sync + 'static,
-        In: DeserializeOwned + garde::Validate + Send + 'static,
-        In::Context: Default,
-        Out: Dto,
-        F: Fn(Cx<S>, MaybeViewer, Valid<In>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Outcome<Out>> + Send + 'static,
-    {
-        self.finish(move |cx, viewer: Option<Viewer>, input| f(cx, MaybeViewer(viewer), input))
-    }
 }
 
 impl<In, Out> ActionBuilder<state::Gated, In, Out> {
@@ -295,24 +429,6 @@ impl<In, Out> ActionBuilder<state::Gated, In, Out> {
     pub fn limit(mut self, limit: Limit) -> Self {
         self.spec.limits.push(limit);
         self
-    }
-
-    /// Attaches the handler: `async fn(Cx<S>, Viewer, Valid<In>) -> Outcome<Out>`.
-    pub fn handler<S, F, Fut>(self, f: F) -> Action<S>
-    where
-        S: Clone + Send + Sync + 'static,
-        In: DeserializeOwned + garde::Validate + Send + 'static,
-        In::Context: Default,
-        Out: Dto,
-        F: Fn(Cx<S>, Viewer, Valid<In>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Outcome<Out>> + Send + 'static,
-    {
-        self.finish(move |cx, viewer: Option<Viewer>, input| {
-            // The policy stage ran before us and refuses anonymous callers for
-            // every gated policy, so this is always `Some`.
-            let viewer = viewer.expect("gated policy guarantees a viewer");
-            f(cx, viewer, input)
-        })
     }
 }
 
@@ -381,6 +497,47 @@ pub struct Action<S> {
     pub(crate) meta: ActionMeta,
     pub(crate) shape: Result<InputShape, ShapeError>,
     pub(crate) exec: Box<dyn Exec<S>>,
+}
+
+/// Builder methods called on a finished action: they exist only so that the
+/// mistake is an error naming the fix ([`state::BeforeHandler`]), never
+/// callable.
+impl<S> Action<S> {
+    #[doc(hidden)]
+    pub fn public(self) -> Self
+    where
+        Self: state::BeforeHandler,
+    {
+        self
+    }
+    #[doc(hidden)]
+    pub fn authenticated(self) -> Self
+    where
+        Self: state::BeforeHandler,
+    {
+        self
+    }
+    #[doc(hidden)]
+    pub fn role(self, _role: &'static str) -> Self
+    where
+        Self: state::BeforeHandler,
+    {
+        self
+    }
+    #[doc(hidden)]
+    pub fn recent(self, _within: Duration) -> Self
+    where
+        Self: state::BeforeHandler,
+    {
+        self
+    }
+    #[doc(hidden)]
+    pub fn limit(self, _limit: Limit) -> Self
+    where
+        Self: state::BeforeHandler,
+    {
+        self
+    }
 }
 
 impl<S> Action<S> {
