@@ -76,7 +76,7 @@ async fn no_js_validation_failure_comes_back_as_a_single_use_flash() {
         "{cookie}"
     );
     assert!(cookie.contains("HttpOnly") && cookie.contains("Max-Age=60"));
-    assert!(!cookie.contains("length is lower"), "sealed, not readable");
+    assert!(!cookie.contains("at least 2"), "sealed, not readable");
 
     let html = c.get(&page).await;
     let cleared = html.headers.get_all("set-cookie").iter().any(|v| {
@@ -87,7 +87,10 @@ async fn no_js_validation_failure_comes_back_as_a_single_use_flash() {
     assert!(cleared, "the page that shows the flash deletes it");
     let html = html.text();
     assert!(html.contains("aria-invalid=\"true\""), "{html}");
-    assert!(html.contains("length is lower than 2"), "{html}");
+    assert!(
+        html.contains("Must be at least 2 characters long."),
+        "{html}"
+    );
     assert!(html.contains("value=\"x\""), "typed value comes back");
     assert!(html.contains("autofocus"), "first invalid field is focused");
     // Single use: the next render is clean (cookie deleted)…
@@ -98,6 +101,86 @@ async fn no_js_validation_failure_comes_back_as_a_single_use_flash() {
     c.set_cookie(&value);
     let replay = c.get(&page).await.text();
     assert!(!replay.contains("aria-invalid"), "replayed flash shown");
+}
+
+/// Validation messages are for people, in the language the browser asks
+/// for (q-values respected, English when nothing listed is supported), with
+/// and without JavaScript; the envelope keeps its shape and its keys (the
+/// code and the field name are what a client keys on).
+#[tokio::test]
+async fn validation_messages_follow_accept_language_with_and_without_js() {
+    let demo = start().await;
+    let (c, id) = user(&demo, "Alice").await;
+    let team = team_of(&demo, id).await;
+    let p = project(&c, team, "Apollo").await;
+    let with_js = |lang: &'static str| {
+        c.post(&c.path(projects::RENAME))
+            .header("accept", "application/json")
+            .header("accept-language", lang)
+            .header("origin", c.origin())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("projectId={p}&name=x"))
+            .send()
+    };
+    for (lang, want) in [
+        (
+            "fr-CH, fr;q=0.9, en;q=0.8",
+            "Doit contenir au moins 2 caractères.",
+        ),
+        ("en;q=0.5, de;q=0.9", "Muss mindestens 2 Zeichen lang sein."),
+        ("xx", "Must be at least 2 characters long."),
+        ("fr;q=0, xx", "Must be at least 2 characters long."),
+    ] {
+        let r = TestResponse::read(with_js(lang).await.unwrap()).await;
+        assert_eq!(r.status, 422, "{}", r.text());
+        let body: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+        let keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(keys, ["error", "fieldErrors"], "{body}");
+        let error: Vec<&str> = body["error"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(error, ["code", "digest", "message"], "{body}");
+        assert_eq!(body["error"]["code"], "invalid_input", "{body}");
+        assert_eq!(
+            body["fieldErrors"],
+            serde_json::json!({ "name": [want] }),
+            "{lang}"
+        );
+    }
+
+    // Without JavaScript: the flash carries the message in the language of
+    // the post, and the page shows it.
+    let page = format!("/projects/{p}");
+    let back = page.replace('/', "%2F");
+    let r = c
+        .post(&format!(
+            "{}?{}={back}",
+            c.path(projects::RENAME),
+            wire::field::RETURN
+        ))
+        .header("accept", "text/html,application/xhtml+xml")
+        .header("accept-language", "fr-FR,fr;q=0.9")
+        .header("origin", c.origin())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("projectId={p}&name=x"))
+        .send()
+        .await
+        .unwrap();
+    let r = TestResponse::read(r).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let html = c.get(&page).await.text();
+    assert!(
+        html.contains("Doit contenir au moins 2 caractères."),
+        "{html}"
+    );
 }
 
 #[tokio::test]

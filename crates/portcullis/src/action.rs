@@ -52,7 +52,7 @@ use crate::body::{BodyKind, BodyLimits};
 use crate::botcheck::BotCheck;
 use crate::cx::Cx;
 use crate::error::{ActionError, Outcome, Rejection};
-use crate::input::{self, InputShape, Opening, Reserved, ShapeError, Valid};
+use crate::input::{self, InputShape, Lang, Opening, Reserved, ShapeError, Valid};
 use crate::policy::Policy;
 use crate::ratelimit::{InputLimit, Limit, NamedQuota};
 use crate::respond::{self, Dto};
@@ -584,7 +584,8 @@ impl<T: Dto> AnyDto for T {
 
 /// The type-erased action, as the pipeline drives it: one method per stage.
 pub(crate) trait Exec<S>: Send + Sync {
-    /// Stage 6: decode (opening sealed fields with `opening`) and validate.
+    /// Stage 6: decode (opening sealed fields with `opening`) and validate
+    /// (failures worded in `lang`).
     fn decode<'a>(
         &'a self,
         kind: &'a BodyKind,
@@ -592,6 +593,7 @@ pub(crate) trait Exec<S>: Send + Sync {
         shape: &'a InputShape,
         limits: &'a BodyLimits,
         opening: &'a Opening,
+        lang: Lang,
     ) -> BoxFuture<'a, Result<(AnyInput, Reserved), Rejection>>;
 
     /// Stage 7: run the handler.
@@ -624,11 +626,12 @@ where
         shape: &'a InputShape,
         limits: &'a BodyLimits,
         opening: &'a Opening,
+        lang: Lang,
     ) -> BoxFuture<'a, Result<(AnyInput, Reserved), Rejection>> {
         Box::pin(async move {
             let (decoded, reserved) =
                 input::decode::<I>(kind, body, shape, limits, opening).await?;
-            let valid = input::validate(decoded, shape)?;
+            let valid = input::validate(decoded, shape, lang)?;
             Ok((Box::new(valid) as AnyInput, reserved))
         })
     }

@@ -17,15 +17,19 @@
 //! * [`Sealed`] and [`Opening`] (`sealed.rs`): sealed arguments opened
 //!   during deserialization;
 //! * [`validate()`] and [`Valid`] (`validate.rs`): garde rules, errors by
-//!   wire name.
+//!   wire name;
+//! * [`Lang`] and [`Rule`] (`messages.rs`): garde's messages read back into
+//!   their rule and rendered for people in the request's language.
 
 mod decode;
+mod messages;
 mod reserved;
 mod sealed;
 mod shape;
 mod validate;
 
 pub use decode::{check_json_depth, decode};
+pub use messages::{Lang, Rule, humanize};
 pub use reserved::Reserved;
 pub use sealed::{Opening, Sealed};
 pub use shape::{InputShape, ShapeError};

@@ -2,10 +2,13 @@
 //! its `garde` rules; handlers take `Valid<T>`, so an unvalidated input cannot
 //! reach one. Failures are 422 `invalid_input` with `fieldErrors` keyed by the
 //! same wire names the client sent (garde reports Rust field names; they are
-//! mapped back through the serde names learned at registration).
+//! mapped back through the serde names learned at registration). The
+//! messages are for people, in the request's language ([`super::messages`]);
+//! the code and the field keys are what a client keys on.
 
 use std::ops::Deref;
 
+use super::messages::{Lang, humanize};
 use super::shape::InputShape;
 use crate::error::{FieldErrors, Rejection};
 
@@ -27,8 +30,8 @@ impl<T> Deref for Valid<T> {
     }
 }
 
-/// Runs the input's garde rules.
-pub fn validate<T>(input: T, shape: &InputShape) -> Result<Valid<T>, Rejection>
+/// Runs the input's garde rules; failures are worded in `lang`.
+pub fn validate<T>(input: T, shape: &InputShape, lang: Lang) -> Result<Valid<T>, Rejection>
 where
     T: garde::Validate,
     T::Context: Default,
@@ -40,13 +43,14 @@ where
             let mut form_errors = Vec::new();
             for (path, error) in report.iter() {
                 let path = path.to_string();
+                let message = humanize(error.message(), lang);
                 if path.is_empty() {
-                    form_errors.push(error.message().to_owned());
+                    form_errors.push(message);
                 } else {
                     field_errors
                         .entry(wire_path(&path, shape))
                         .or_default()
-                        .push(error.message().to_owned());
+                        .push(message);
                 }
             }
             Err(Rejection::invalid(field_errors, form_errors))
@@ -94,18 +98,24 @@ mod tests {
                 count: 0,
             },
             &shape,
+            Lang::En,
         )
         .unwrap_err();
         assert_eq!(err.code, crate::ErrorCode::InvalidInput);
         assert!(err.field_errors.contains_key("displayName"), "{err:?}");
         assert!(err.field_errors.contains_key("count"));
+        assert_eq!(
+            err.field_errors["displayName"],
+            ["Must be at least 2 characters long."]
+        );
         assert!(
             validate(
                 Input {
                     display_name: "ok".into(),
                     count: 1
                 },
-                &shape
+                &shape,
+                Lang::En
             )
             .is_ok()
         );

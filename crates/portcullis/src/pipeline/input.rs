@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::action::AnyInput;
 use crate::body::{self, BodyKind};
 use crate::error::Rejection;
-use crate::input::{Opening, Reserved};
+use crate::input::{Lang, Opening, Reserved};
 use crate::respond::ClientKind;
 use crate::seal;
 use crate::viewer::Viewer;
@@ -76,7 +76,16 @@ pub(super) async fn decode<S>(
     let (input, reserved) = resolved
         .action
         .exec
-        .decode(&kind, bytes, resolved.shape, &config.body_limits, &opening)
+        .decode(
+            &kind,
+            bytes,
+            resolved.shape,
+            &config.body_limits,
+            &opening,
+            // Validation messages in the caller's language; with and
+            // without JavaScript alike (the no-JS flash carries them).
+            Lang::of_headers(&head.headers),
+        )
         .await?;
     if reserved.return_to.is_some() {
         attempt.return_to = reserved.return_to.clone();
