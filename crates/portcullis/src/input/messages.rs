@@ -82,7 +82,7 @@ impl Lang {
             })
             .collect();
         // Stable: equal q-values keep the client's order.
-        ranges.sort_by(|a, b| b.0.cmp(&a.0));
+        ranges.sort_by_key(|r| std::cmp::Reverse(r.0));
         ranges
             .into_iter()
             .find_map(|(_, range)| {
