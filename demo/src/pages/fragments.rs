@@ -87,9 +87,10 @@ async fn project_row(
     // instead of a hidden input next to it.
     Ok(html! {
         li {
+            // (No spaces between: the row is a flex box with a gap.)
             a href={"/projects/" (p.id)} { (p.name) }
-            " " span.badge { (p.team_name) }
-            @if p.archived_at.is_some() { " " span.badge { "archived" } }
+            span.badge { (p.team_name) }
+            @if p.archived_at.is_some() { span.badge { "archived" } }
             (rcx.form(projects::RENAME).in_group().return_to("/projects").body(html! {
                 input name="name" value=(p.name) aria-label="Name";
                 button name="projectId" value=(p.id) { "Rename" }
