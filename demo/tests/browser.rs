@@ -871,7 +871,7 @@ async fn pow_page(
 /// A form whose action needs a proof of work: the runtime solves the
 /// challenge with `crypto.subtle` and sends it in `X-Portcullis-Pow`.
 async fn proof_of_work_is_solved_before_sending(b: &Browser) {
-    async fn serve<St: tower_sessions::SessionStore + Clone>(
+    async fn serve<St: portcullis::tower_sessions::SessionStore + Clone>(
         store: St,
     ) -> (String, tokio::task::JoinHandle<()>) {
         let app = portcullis::Portcullis::new(common::config(), ())
@@ -995,7 +995,7 @@ async fn nonce_page(page: portcullis::Page) -> maud::Markup {
 /// without it does not, and both detectors report it — so the clean runs
 /// above are not clean because the detectors are blind.
 async fn nonce_lets_only_the_pages_own_inline_script_run(b: &Browser, site: &Site) {
-    async fn serve<St: tower_sessions::SessionStore + Clone>(
+    async fn serve<St: portcullis::tower_sessions::SessionStore + Clone>(
         store: St,
     ) -> (String, tokio::task::JoinHandle<()>) {
         let app = portcullis::Portcullis::new(common::config(), ())

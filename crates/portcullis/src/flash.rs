@@ -94,8 +94,10 @@ pub struct Flash {
     /// Which form of that action on the page.
     #[serde(rename = "o")]
     pub ordinal: usize,
+    /// The refusal's per-field messages, shown next to their inputs.
     #[serde(rename = "f")]
     pub field_errors: FieldErrors,
+    /// The refusal's messages for the form as a whole.
     #[serde(rename = "e")]
     pub form_errors: Vec<String>,
     /// Submitted values, secrets removed.

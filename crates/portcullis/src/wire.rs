@@ -197,11 +197,13 @@ pub mod cookie {
     pub const SESSION: &str = "portcullis";
     /// [`SESSION`] with secure cookies.
     pub const SESSION_SECURE: &str = "__Host-portcullis";
-    /// The anonymous per-browser scope ([`crate::anon`]).
+    /// The anonymous per-browser scope: a random, signed id that binds the
+    /// seals, flashes and idempotency keys of a visitor without a session.
     pub const ANON: &str = "pc_anon";
     /// [`ANON`] with secure cookies.
     pub const ANON_SECURE: &str = "__Host-pc_anon";
-    /// The sealed, single-use no-JS flash ([`crate::flash`]).
+    /// The sealed, single-use no-JS flash: a failed form post's errors and
+    /// values, for the next render of its page.
     pub const FLASH: &str = "portcullis_flash";
     /// [`FLASH`] with secure cookies.
     pub const FLASH_SECURE: &str = "__Host-portcullis_flash";
@@ -257,6 +259,7 @@ pub struct SuccessEnvelope<'a> {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FailureEnvelope<'a> {
+    /// What went wrong: code, message and digest.
     pub error: ErrorBody<'a>,
     /// Field wire name → messages.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
