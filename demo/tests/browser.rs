@@ -584,7 +584,7 @@ async fn create_and_rename_project(b: &Browser, site: &Site) {
     b.click("#create-project button[type=submit]").await;
     b.wait_text("#project-list", "Apollo").await;
     b.shot("projects").await;
-    b.click("#project-list a[data-project-name]").await;
+    b.click("#project-list li a").await;
     b.wait_for("#project-name").await;
     b.ready().await;
     b.fill("#f-name", "x").await;

@@ -389,6 +389,23 @@ pub(crate) fn form_errors(action: &str, ordinal: usize) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// [`form_errors`] followed by every field error, for a grouped form
+/// ([`crate::render::Form::in_group`]) whose fields have no slots.
+pub(crate) fn all_errors(action: &str, ordinal: usize) -> Vec<String> {
+    let mut out = form_errors(action, ordinal);
+    let _ = RENDER.try_with(|s| {
+        if let Some(f) = &s.borrow().flash
+            && f.action == action
+            && f.ordinal == ordinal
+        {
+            for errors in f.field_errors.values() {
+                out.extend(errors.iter().cloned());
+            }
+        }
+    });
+    out
+}
+
 /// What the flash says about field `name` of the form being rendered.
 pub(crate) struct FieldState {
     pub errors: Vec<String>,

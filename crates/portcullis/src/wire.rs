@@ -117,9 +117,11 @@ pub mod attr {
     pub const READY: &str = "ready";
     /// On a form: calls may run in parallel (else one queue per page).
     pub const IDEMPOTENT: &str = "data-idempotent";
-    /// On a form: where a 401 sends the browser.
+    /// On a form, or on the form group around grouped forms
+    /// (`Form::in_group`): where a 401 sends the browser.
     pub const LOGIN: &str = "data-login";
-    /// On a form: where a 401 `reauthentication_required` sends the browser.
+    /// On a form or its form group: where a 401 `reauthentication_required`
+    /// sends the browser.
     pub const REAUTH: &str = "data-reauth";
     /// On a form: CSS selector an optimistic template is appended to.
     pub const OPTIMISTIC_TARGET: &str = "data-optimistic-target";
@@ -139,7 +141,8 @@ pub mod attr {
     pub const RESULT_INTO: &str = "data-result-into";
     /// On a form: the result field shown in [`RESULT_INTO`].
     pub const RESULT_FIELD: &str = "data-result-field";
-    /// The form-level error region (`role=alert`).
+    /// The form-level error region (`role=alert`): in a form, or one
+    /// directly inside a form group for all its grouped forms.
     pub const FORM_ERRORS: &str = "data-form-errors";
     /// A field's error slot; the value is the field's wire name.
     pub const ERROR_FOR: &str = "data-error-for";
