@@ -5,6 +5,7 @@
 
 pub mod actions;
 pub mod api;
+pub mod audit;
 pub mod billing;
 pub mod dal;
 pub mod db;
@@ -100,8 +101,17 @@ impl Sessions {
 
 /// Builds the demo app on an open database.
 pub async fn build(config: Config, db: &Db) -> Result<App, StartError> {
+    Ok(build_serving(config, db).await?.0)
+}
+
+/// [`build`], plus the audit queue to drain at shutdown
+/// ([`audit::AuditQueue::shutdown`], after the server stopped).
+pub async fn build_serving(
+    config: Config,
+    db: &Db,
+) -> Result<(App, audit::AuditQueue), StartError> {
     let sessions = Sessions::choose(db, &config).await?;
-    build_with(config, db, sessions)
+    build_parts(config, db, sessions)
 }
 
 /// Database connection failures become 503 `database_unavailable` (nothing
@@ -137,7 +147,18 @@ fn render_cache() -> portcullis::CacheConfig {
     }
 }
 
+/// Builds the demo app with the given session store (tests). Must run on a
+/// tokio runtime (it starts the audit writer).
 pub fn build_with(config: Config, db: &Db, sessions: Sessions) -> Result<App, StartError> {
+    Ok(build_parts(config, db, sessions)?.0)
+}
+
+/// [`build_with`], plus the app's audit queue (to flush or drain it).
+pub fn build_parts(
+    config: Config,
+    db: &Db,
+    sessions: Sessions,
+) -> Result<(App, audit::AuditQueue), StartError> {
     let cors_origins: Vec<String> = std::env::var("PORTCULLIS_API_CORS_ORIGINS")
         .unwrap_or_default()
         .split(',')
@@ -148,6 +169,7 @@ pub fn build_with(config: Config, db: &Db, sessions: Sessions) -> Result<App, St
         dal: Dal::new(db.pool.clone()),
     };
     let dal = state.dal.clone();
+    let audit = audit::AuditQueue::start(dal.clone(), audit::QUEUE);
     let app = Portcullis::new(config, state.clone())
         .actions(actions::register)
         // Database connection failures answer 503 `database_unavailable`.
@@ -167,20 +189,21 @@ pub fn build_with(config: Config, db: &Db, sessions: Sessions) -> Result<App, St
         // Every signed-in request checks the user's security stamp: deleted
         // accounts and changed passwords end sessions (dal/users.rs).
         .accounts(dal::users::Accounts(dal.clone()))
-        // Every successful mutation gets an audit row; a failed write is
-        // logged (without the event's record) but does not fail the
-        // request the user already saw succeed in the database.
-        .audit_sink(move |event: portcullis::AuditEvent| {
-            let dal = dal.clone();
-            async move {
-                if let Err(e) = dal.audit_log().write(&event).await {
-                    tracing::error!(action = event.action, request_id = %event.request_id, error = ?e, "audit log write failed");
-                }
+        // Every successful mutation gets an audit row: queued before the
+        // response is sent, written in batches off the request path, never
+        // dropped (src/audit.rs says what happens when the queue is full or
+        // the database fails).
+        .audit_sink({
+            let queue = audit.clone();
+            move |event: portcullis::AuditEvent| {
+                let queue = queue.clone();
+                async move { queue.record(event).await }
             }
         });
-    Ok(match sessions {
+    let app = match sessions {
         Sessions::Sqlite(s) => app.build(s)?,
         Sessions::Postgres(s) => app.build(s)?,
         Sessions::Redis(s) => app.redis(s.connection().clone()).build(s)?,
-    })
+    };
+    Ok((app, audit))
 }

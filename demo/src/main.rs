@@ -16,6 +16,10 @@ use std::process::ExitCode;
 use demo::db::{self, Db};
 use portcullis::Config;
 
+/// How long shutdown waits for the database to take the queued audit rows
+/// before logging them instead (src/audit.rs).
+const AUDIT_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn data_dir() -> PathBuf {
     std::env::var_os("PORTCULLIS_DATA_DIR")
         .map(PathBuf::from)
@@ -123,7 +127,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 async fn serve(config: Config, url: &str) -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::var("PORTCULLIS_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let db = Db::connect(url).await?;
-    let app = demo::build(config, &db).await?;
+    let (app, audit) = demo::build_serving(config, &db).await?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     tracing::info!(
         "demo listening on http://{} ({} actions, database {:?}, sessions {})",
@@ -160,5 +164,9 @@ async fn serve(config: Config, url: &str) -> Result<(), Box<dyn std::error::Erro
         portcullis::app::shutdown_signal(),
     )
     .await?;
+    // Every acknowledged mutation has queued its audit row by now (the
+    // server waited for in-flight requests): write them all before exiting.
+    audit.shutdown(AUDIT_SHUTDOWN_GRACE).await;
+    tracing::info!("audit log flushed; exiting");
     Ok(())
 }

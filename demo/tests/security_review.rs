@@ -106,6 +106,8 @@ async fn successful_mutations_are_written_to_the_audit_log() {
         .await;
     assert_eq!(r.status, 404);
 
+    // Rows are written off the request path, in batches.
+    demo.audit.flush().await;
     let rows = demo::dal::Dal::new(demo.db.pool.clone())
         .audit_log()
         .recent(10)

@@ -1,12 +1,48 @@
 //! The audit log: one row per successful mutation (who, which action, which
-//! record, when, request id), written by the framework's audit hook
+//! record, when, request id), queued by the framework's audit hook
 //! ([`portcullis::AuditSink`]) after the handler succeeded and before the
-//! response is sent. Never input values: the record is the id a handler named
-//! with `cx.audit_record(..)`.
+//! response is sent, and written in batches by [`crate::audit::AuditQueue`].
+//! Never input values: the record is the id a handler named with
+//! `cx.audit_record(..)`. At most one row per request id (unique index).
 
 use portcullis::AuditEvent;
 
+use std::sync::OnceLock;
+
 use super::{Dal, DalResult};
+
+/// `INSERT … VALUES (…), … ON CONFLICT (request_id) DO NOTHING` for `rows`
+/// rows (1, 4, 16 or 64), built once each.
+fn insert_sql(rows: usize) -> &'static str {
+    static SQL: [OnceLock<String>; 4] = [const { OnceLock::new() }; 4];
+    let slot = match rows {
+        64 => 3,
+        16 => 2,
+        4 => 1,
+        _ => 0,
+    };
+    SQL[slot].get_or_init(|| {
+        let mut sql = String::from(
+            "INSERT INTO audit_log (user_id, action, record, request_id, created_at) VALUES ",
+        );
+        for r in 0..[1, 4, 16, 64][slot] {
+            let p = r * 5;
+            if r > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5
+            ));
+        }
+        sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+        sql
+    })
+}
 
 pub struct AuditLog<'a>(pub(super) &'a Dal);
 
@@ -21,23 +57,37 @@ pub struct AuditRow {
 }
 
 impl AuditLog<'_> {
-    pub async fn write(&self, event: &AuditEvent) -> DalResult<()> {
-        let at = event
-            .at
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        sqlx::query(
-            "INSERT INTO audit_log (user_id, action, record, request_id, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(event.viewer)
-        .bind(event.action)
-        .bind(event.record.as_deref())
-        .bind(event.request_id.as_str())
-        .bind(at)
-        .execute(&self.0.pool)
-        .await?;
-        Ok(())
+    /// Inserts `events` in one transaction (in statements of 64, 16, 4 and
+    /// 1 rows, so at most four statement texts are prepared per
+    /// connection). A row whose request id is already stored is skipped, so
+    /// retrying a batch whose commit was reported failed cannot duplicate it.
+    pub async fn write_batch(&self, events: &[AuditEvent]) -> Result<(), sqlx::Error> {
+        let mut tx = self.0.pool.begin().await?;
+        let mut rest = events;
+        while !rest.is_empty() {
+            let n = [64, 16, 4, 1]
+                .into_iter()
+                .find(|&n| n <= rest.len())
+                .unwrap_or(1);
+            let (chunk, tail) = rest.split_at(n);
+            let mut query = sqlx::query(insert_sql(n));
+            for event in chunk {
+                let at = event
+                    .at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                query = query
+                    .bind(event.viewer)
+                    .bind(event.action)
+                    .bind(event.record.clone())
+                    .bind(event.request_id.clone())
+                    .bind(at);
+            }
+            query.execute(&mut *tx).await?;
+            rest = tail;
+        }
+        tx.commit().await
     }
 
     /// The newest `limit` rows, newest first.

@@ -18,6 +18,8 @@ pub struct Demo {
     pub client: TestClient,
     /// The built app (manifest, metrics, the attack harness).
     pub app: portcullis::App,
+    /// The app's audit queue (`flush` before reading `audit_log`).
+    pub audit: demo::audit::AuditQueue,
 }
 
 /// The database under test: `TEST_DATABASE` = `sqlite` (default) or `postgres`.
@@ -51,13 +53,14 @@ pub fn config() -> Config {
 pub async fn start() -> Demo {
     let db = fresh_db().await;
     let sessions = Sessions::for_db(&db).await.expect("session store");
-    let app = demo::build_with(config(), &db, sessions.clone()).expect("demo builds");
+    let (app, audit) = demo::build_parts(config(), &db, sessions.clone()).expect("demo builds");
     let client = TestClient::start(&app).await;
     Demo {
         db,
         sessions,
         client,
         app,
+        audit,
     }
 }
 
