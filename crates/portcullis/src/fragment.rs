@@ -989,10 +989,8 @@ impl Engine {
             return;
         };
         match kind {
-            "h" | "s" => {
-                if from != self.instance.to_string() {
-                    self.bump(rest, kind == "h");
-                }
+            "h" | "s" if from != self.instance.to_string() => {
+                self.bump(rest, kind == "h");
             }
             "r" | "a" => {
                 if let Some(reply) = sessions.and_then(|c| c.on_message(from, kind, rest))

@@ -58,6 +58,12 @@
 //! Several instances sharing one session store must share a bus, as they
 //! must for the render cache.
 //!
+//! Rolling deploys: an instance of a version without this cache is counted
+//! by the bus but never confirms, so while one runs beside new ones their
+//! sign-ins and sign-outs answer 503 after the deadline until the old ones
+//! are gone. A channel of its own for session messages (counting only
+//! instances that answer) would lift this; not done yet.
+//!
 //! Message keys are a hash of the session id (SHA-256, 128 bits), so no
 //! session id is ever published.
 
