@@ -58,6 +58,12 @@
 //! Several instances sharing one session store must share a bus, as they
 //! must for the render cache.
 //!
+//! The framework must be the session store's only writer: a record
+//! deleted or edited behind its back (an admin's `DELETE` on the sessions
+//! table) is seen by an instance holding a copy after at most the TTL. To
+//! end a user's sessions from outside, change their security stamp
+//! (instant), or turn the cache off (`max_bytes` 0).
+//!
 //! Rolling deploys: an instance of a version without this cache is counted
 //! by the bus but never confirms, so while one runs beside new ones their
 //! sign-ins and sign-outs answer 503 after the deadline until the old ones
