@@ -40,9 +40,48 @@ pub struct AppState {
     pub dal: Dal,
 }
 
-/// Errors starting the demo.
+/// Errors starting the demo. Each is one line for the person at the
+/// terminal (`main` prints it and exits 1): the setting, what is wrong with
+/// its value, and the fix. Causes are included by their `Display` (never a
+/// `Debug` dump), and a URL's password is shown as `***`.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(
+        "DATABASE_URL={url} is not a database URL ({reason}). Fix: set it to sqlite://FILE (e.g. sqlite://./data/demo.db) or postgres://USER@HOST:PORT/DATABASE, or unset it to use the embedded SQLite file in PORTCULLIS_DATA_DIR"
+    )]
+    DatabaseUrl { url: String, reason: String },
+    #[error(
+        "DATABASE_URL={url}: cannot reach the database ({reason}). Fix: start PostgreSQL or correct the host and port in DATABASE_URL, or unset it to use the embedded SQLite file"
+    )]
+    DatabaseUnreachable { url: String, reason: String },
+    #[error(
+        "DATABASE_URL={url}: the database refused the connection ({reason}). Fix: check the user, password and database name in DATABASE_URL"
+    )]
+    DatabaseRefused { url: String, reason: String },
+    #[error(
+        "DATABASE_URL={url}: cannot open the SQLite database ({reason}). Fix: make the file's directory exist and be writable by this user, or point DATABASE_URL (or PORTCULLIS_DATA_DIR) elsewhere"
+    )]
+    SqliteFile { url: String, reason: String },
+    #[error(
+        "DATABASE_URL={url}: preparing the schema failed ({reason}). Fix: use a database the demo created (or an empty one); it does not share a database with other apps"
+    )]
+    Schema { url: String, reason: String },
+    #[error(
+        "REDIS_URL={url} is not a Redis URL ({reason}). Fix: set it to redis://HOST:PORT (rediss:// for TLS), or unset it to keep sessions and limits in this instance"
+    )]
+    RedisUrl { url: String, reason: String },
+    #[error(
+        "REDIS_URL={url}: cannot reach Redis ({reason}). Fix: start Redis or correct the host and port in REDIS_URL, or unset it to run one instance without Redis"
+    )]
+    RedisUnreachable { url: String, reason: String },
+    #[error(
+        "{var}={addr}: cannot listen there ({reason}). Fix: set {var} to a free local address, e.g. 127.0.0.1:3001"
+    )]
+    Listen {
+        var: &'static str,
+        addr: String,
+        reason: String,
+    },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("session store: {0}")]
@@ -51,6 +90,106 @@ pub enum StartError {
     Build(#[from] portcullis::BuildError),
 }
 
+impl StartError {
+    /// What went wrong connecting to `url` (`Db::connect`), by cause.
+    pub fn database(url: &str, e: sqlx::Error) -> Self {
+        let sqlite = !(url.starts_with("postgres:") || url.starts_with("postgresql:"));
+        let (url, reason) = (redact(url), error_chain(&e));
+        match e {
+            sqlx::Error::Configuration(_) => StartError::DatabaseUrl { url, reason },
+            sqlx::Error::Migrate(_) => StartError::Schema { url, reason },
+            _ if sqlite => StartError::SqliteFile { url, reason },
+            sqlx::Error::Database(_) => StartError::DatabaseRefused { url, reason },
+            _ => StartError::DatabaseUnreachable { url, reason },
+        }
+    }
+}
+
+/// `url` with its password (if any) replaced by `***`; a value that is not
+/// a URL is shown as given (at most 200 characters).
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => url.chars().take(200).collect(),
+    }
+}
+
+/// `e` and its sources, each once, on one line.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The Redis connection `config` asks for (`None` without `REDIS_URL`),
+/// checked once at start-up: the URL parses, its host accepts a connection
+/// and answers `PING` within 2 s. (At run time the framework rides out a
+/// Redis outage with 503s and reconnects by itself; a wrong or missing Redis
+/// at start is a configuration mistake, so the demo refuses to start.)
+pub async fn redis_at_start(
+    config: &Config,
+) -> Result<Option<portcullis::store::Redis>, StartError> {
+    let Some(raw) = config.redis_url.as_ref().map(|u| u.0.clone()) else {
+        return Ok(None);
+    };
+    let url = redact(&raw);
+    let redis = portcullis::store::Redis::from_config(config)
+        .map_err(|e| StartError::RedisUrl {
+            url: url.clone(),
+            reason: error_chain(&e),
+        })?
+        .expect("REDIS_URL is set");
+    const WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+    let unreachable = |reason: String| StartError::RedisUnreachable {
+        url: url.clone(),
+        reason,
+    };
+    // The TCP connection first, for a plain reason ("Connection refused")
+    // rather than the Redis client's retry and timeout wording.
+    if let Ok(parsed) = url::Url::parse(&raw)
+        && matches!(parsed.scheme(), "redis" | "rediss" | "valkey" | "valkeys")
+        && let Some(host) = parsed.host_str()
+    {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = parsed.port().unwrap_or(6379);
+        match tokio::time::timeout(
+            WITHIN,
+            tokio::net::TcpStream::connect((host.as_str(), port)),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(unreachable(format!("{host}:{port}: {e}"))),
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "{host}:{port}: no connection within {WITHIN:?}"
+                )));
+            }
+        }
+    }
+    let probe = portcullis::store::Redis::new(&raw, &config.redis_prefix, WITHIN)
+        .map_err(|e| unreachable(error_chain(&e)))?;
+    probe
+        .ping()
+        .await
+        .map_err(|e| unreachable(error_chain(&e)))?;
+    Ok(Some(redis))
+}
 /// The session store that goes with the database.
 #[derive(Clone, Debug)]
 pub enum Sessions {
@@ -67,9 +206,7 @@ impl Sessions {
     /// Redis when the configuration has `REDIS_URL`, else the database's
     /// own store.
     pub async fn choose(db: &Db, config: &Config) -> Result<Self, StartError> {
-        match portcullis::store::Redis::from_config(config)
-            .map_err(|e| StartError::Sessions(e.to_string()))?
-        {
+        match redis_at_start(config).await? {
             Some(redis) => Ok(Sessions::Redis(redis.sessions())),
             None => Self::for_db(db).await,
         }

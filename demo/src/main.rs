@@ -13,6 +13,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use demo::StartError;
 use demo::db::{self, Db};
 use portcullis::Config;
 
@@ -88,7 +89,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     match args.as_slice() {
         [] | ["serve"] => serve(config, &url).await,
         ["manifest", rest @ ..] => {
-            let db = Db::connect(&url).await?;
+            let db = connect(&url).await?;
             let app = demo::build(config, &db).await?;
             let manifest = app.manifest();
             if rest.contains(&"--json") {
@@ -101,14 +102,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         ["seed"] => {
-            let db = Db::connect(&url).await?;
+            let db = connect(&url).await?;
             for line in demo::seed::sample(&db).await? {
                 println!("{line}");
             }
             Ok(())
         }
         ["seed", "--bench"] => {
-            let db = Db::connect(&url).await?;
+            let db = connect(&url).await?;
             let sessions = demo::Sessions::choose(&db, &config).await?;
             let name = portcullis::session::cookie_name(&config);
             println!("# cookie\tuser\tproject_id");
@@ -124,11 +125,29 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
+/// `Db::connect`, its failure named by cause (`StartError::database`).
+async fn connect(url: &str) -> Result<Db, StartError> {
+    Db::connect(url)
+        .await
+        .map_err(|e| StartError::database(url, e))
+}
+
+/// Binds the address in `var`, a failure naming it.
+async fn listen(var: &'static str, addr: &str) -> Result<tokio::net::TcpListener, StartError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartError::Listen {
+            var,
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
 async fn serve(config: Config, url: &str) -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::var("PORTCULLIS_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
-    let db = Db::connect(url).await?;
+    let db = connect(url).await?;
     let (app, audit) = demo::build_serving(config, &db).await?;
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let listener = listen("PORTCULLIS_ADDR", &addr).await?;
     tracing::info!(
         "demo listening on http://{} ({} actions, database {:?}, sessions {})",
         listener.local_addr()?,
@@ -143,7 +162,7 @@ async fn serve(config: Config, url: &str) -> Result<(), Box<dyn std::error::Erro
     // Metrics live on a separate, private listener, off unless asked for:
     // they name every action and show traffic, so they are not public.
     if let Ok(admin) = std::env::var("PORTCULLIS_ADMIN_ADDR") {
-        let admin_listener = tokio::net::TcpListener::bind(&admin).await?;
+        let admin_listener = listen("PORTCULLIS_ADMIN_ADDR", &admin).await?;
         tracing::info!(
             "admin (GET /metrics) on http://{}",
             admin_listener.local_addr()?

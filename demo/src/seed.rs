@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tower_sessions::SessionStore;
+use portcullis::tower_sessions::SessionStore;
 
 use crate::dal::now;
 use crate::db::Db;

@@ -584,7 +584,7 @@ async fn create_and_rename_project(b: &Browser, site: &Site) {
     b.click("#create-project button[type=submit]").await;
     b.wait_text("#project-list", "Apollo").await;
     b.shot("projects").await;
-    b.click("#project-list a[data-project-name]").await;
+    b.click("#project-list li a").await;
     b.wait_for("#project-name").await;
     b.ready().await;
     b.fill("#f-name", "x").await;
@@ -871,7 +871,7 @@ async fn pow_page(
 /// A form whose action needs a proof of work: the runtime solves the
 /// challenge with `crypto.subtle` and sends it in `X-Portcullis-Pow`.
 async fn proof_of_work_is_solved_before_sending(b: &Browser) {
-    async fn serve<St: tower_sessions::SessionStore + Clone>(
+    async fn serve<St: portcullis::tower_sessions::SessionStore + Clone>(
         store: St,
     ) -> (String, tokio::task::JoinHandle<()>) {
         let app = portcullis::Portcullis::new(common::config(), ())
@@ -995,7 +995,7 @@ async fn nonce_page(page: portcullis::Page) -> maud::Markup {
 /// without it does not, and both detectors report it — so the clean runs
 /// above are not clean because the detectors are blind.
 async fn nonce_lets_only_the_pages_own_inline_script_run(b: &Browser, site: &Site) {
-    async fn serve<St: tower_sessions::SessionStore + Clone>(
+    async fn serve<St: portcullis::tower_sessions::SessionStore + Clone>(
         store: St,
     ) -> (String, tokio::task::JoinHandle<()>) {
         let app = portcullis::Portcullis::new(common::config(), ())

@@ -107,9 +107,15 @@ async fn flash_goes_to_the_form_that_was_posted_and_never_carries_secrets() {
     let team = team_of(&demo, id).await;
     let a = project(&c, team, "Apollo").await;
     let _b = project(&c, team, "Borealis").await;
-    // The list renders one rename form per project; the second carries `_form=1`.
+    // The list renders one rename form per project, each in a cached row
+    // fragment: a cached form does not know its page or its position among
+    // the page's forms, so it carries neither `_back` nor `_form` (a no-JS
+    // failure comes back to its return path, /projects).
     let html = c.get("/projects").await.text();
-    assert!(html.contains(&format!("{}=1", wire::field::FORM)), "{html}");
+    let list = html.split("data-fragment=\"projects\"").nth(1).unwrap();
+    assert_eq!(list.matches("<form ").count(), 2, "{html}");
+    assert!(!list.contains(&format!("{}=", wire::field::FORM)), "{html}");
+    assert!(!list.contains(&format!("{}=", wire::field::BACK)), "{html}");
     // Sign-in: the form returns to /projects on success, but a failure comes
     // back to the sign-in page, with the email and without the password.
     let anon = demo.client.new_session();
@@ -197,14 +203,33 @@ async fn rendered_forms_are_accessible() {
         let html = client.get(&path).await.text();
         let forms = html.matches("<form ").count();
         assert!(forms > 0, "{path}");
+        let region = format!(
+            "role=\"alert\" aria-live=\"assertive\" {}",
+            wire::attr::FORM_ERRORS
+        );
+        // Each form has its own error region, or is one of a group (the
+        // rows of a list: no sign-in paths of its own) that has one.
+        let group = format!("<div {}=", wire::attr::LOGIN);
+        let mut grouped = 0;
+        for form in html.split("<form ").skip(1) {
+            let form = form.split("</form>").next().unwrap();
+            if !form.contains(&region) {
+                assert!(
+                    !form.split('>').next().unwrap().contains(wire::attr::LOGIN),
+                    "{path}: a form without an error region that is not grouped"
+                );
+                grouped += 1;
+            }
+        }
+        let groups = html.matches(&group).count();
+        assert!(
+            grouped == 0 || groups > 0,
+            "{path}: grouped forms need a group"
+        );
         assert_eq!(
-            html.matches(&format!(
-                "role=\"alert\" aria-live=\"assertive\" {}",
-                wire::attr::FORM_ERRORS
-            ))
-            .count(),
-            forms,
-            "{path}: each form has a form-error region"
+            html.matches(&region).count(),
+            forms - grouped + groups,
+            "{path}: one region per ungrouped form and per group"
         );
         for tag in ["<input ", "<textarea ", "<select "] {
             for piece in html.split(tag).skip(1) {
@@ -218,6 +243,16 @@ async fn rendered_forms_are_accessible() {
                 if attr("type").as_deref() == Some("hidden")
                     || attr("name").as_deref() == Some(wire::field::HONEYPOT)
                 {
+                    continue;
+                }
+                // A grouped row's input is named by `aria-label`; its errors
+                // go to the group's live region.
+                if attr("aria-label").is_some_and(|l| !l.trim().is_empty()) && attr("id").is_none()
+                {
+                    assert!(
+                        html.contains(&group),
+                        "{path}: aria-labelled input outside a group"
+                    );
                     continue;
                 }
                 let id =

@@ -52,8 +52,14 @@ impl Default for BodyLimits {
 /// The three accepted body encodings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BodyKind {
+    /// `application/x-www-form-urlencoded`.
     UrlEncoded,
-    Multipart { boundary: String },
+    /// `multipart/form-data`.
+    Multipart {
+        /// The part delimiter from the `boundary` parameter of `Content-Type`.
+        boundary: String,
+    },
+    /// `application/json`.
     Json,
 }
 

@@ -57,8 +57,18 @@ pub const MAX_BITS: u8 = 32;
 /// A check a public action may require.
 #[derive(Clone)]
 pub enum BotCheck {
+    /// The hidden `_hp` field must be sent and empty; works without
+    /// JavaScript.
     Honeypot,
-    ProofOfWork { bits: u8 },
+    /// A signed, single-use proof-of-work challenge; needs the client
+    /// runtime.
+    ProofOfWork {
+        /// Required leading zero bits of the hash (capped at [`MAX_BITS`]);
+        /// each extra bit doubles the client's expected work.
+        bits: u8,
+    },
+    /// An external service (Turnstile, hCaptcha, …) vouches for a token;
+    /// fails closed when it cannot be reached.
     Verifier(Arc<dyn BotVerifier>),
 }
 
@@ -137,18 +147,26 @@ const TAG: usize = 16;
 /// Why a solution was refused (logged, never sent).
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PowError {
+    /// Neither the `X-Portcullis-Pow` header nor the `_pow` field was sent.
     #[error("missing proof of work")]
     Missing,
+    /// Not `challenge:counter`, or the challenge is not a decodable token.
     #[error("malformed proof of work")]
     Malformed,
+    /// The MAC matches no verifying key for this action: forged, edited or
+    /// minted for another action.
     #[error("challenge signature invalid (forged or for another action)")]
     BadSignature,
+    /// Past the expiry signed into the challenge.
     #[error("challenge expired")]
     Expired,
+    /// Signed with fewer bits than the action now requires.
     #[error("challenge easier than required")]
     TooEasy,
+    /// The hash has fewer leading zero bits than the challenge asks for.
     #[error("counter does not solve the challenge")]
     Unsolved,
+    /// Already spent in the counter store.
     #[error("challenge already used")]
     Replayed,
 }
@@ -156,7 +174,10 @@ pub enum PowError {
 /// A verified, not yet spent, challenge.
 #[derive(Debug)]
 pub struct Solved {
+    /// The challenge's random nonce (base64url), the key it is spent under.
     pub nonce: String,
+    /// When the challenge expires (unix seconds); it need stay spent only
+    /// until then.
     pub expires_at: u64,
 }
 
@@ -168,6 +189,8 @@ fn unix_now() -> u64 {
 }
 
 impl Challenges {
+    /// Mints under the current keys' challenge subkey and accepts any
+    /// verifying key, so challenges survive a key rotation.
     pub fn new(keys: KeyRing) -> Self {
         Challenges { keys }
     }
@@ -395,10 +418,15 @@ pub struct HttpVerifier {
 #[cfg(feature = "bot-http")]
 #[derive(Debug, thiserror::Error)]
 pub enum HttpVerifierError {
+    /// The bytes hold no PEM certificate block.
     #[error("no PEM certificate (`-----BEGIN CERTIFICATE-----`) in the root certificate bytes")]
     NoCertificate,
+    /// A PEM block that is not a valid certificate (the reason, with its
+    /// sources).
     #[error("root certificate: {0}")]
     Certificate(String),
+    /// The TLS client could not be built with the added roots (the reason,
+    /// with its sources).
     #[error("TLS client: {0}")]
     Client(String),
 }
@@ -424,6 +452,7 @@ impl HttpVerifier {
         }
     }
 
+    /// Cloudflare Turnstile, with the site's secret key.
     pub fn turnstile(secret: impl Into<String>) -> Self {
         Self::new(
             "turnstile",
@@ -432,6 +461,7 @@ impl HttpVerifier {
         )
     }
 
+    /// hCaptcha, with the site's secret key.
     pub fn hcaptcha(secret: impl Into<String>) -> Self {
         Self::new("hcaptcha", "https://api.hcaptcha.com/siteverify", secret)
     }

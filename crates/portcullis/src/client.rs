@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::wire::ASSET_PREFIX;
 
 /// The script's source, as shipped.
-pub const SCRIPT: &str = include_str!("../../../client/portcullis.js");
+pub const SCRIPT: &str = include_str!("../client/portcullis.js");
 
 static FILE_NAME: LazyLock<String> = LazyLock::new(|| {
     let digest = Sha256::digest(SCRIPT.as_bytes());
@@ -37,7 +37,7 @@ static FILE_NAME: LazyLock<String> = LazyLock::new(|| {
 static SCRIPT_PATH: LazyLock<String> = LazyLock::new(|| format!("{ASSET_PREFIX}{}", *FILE_NAME));
 
 /// The stylesheet's source, as shipped.
-pub const STYLE: &str = include_str!("../../../client/portcullis.css");
+pub const STYLE: &str = include_str!("../client/portcullis.css");
 
 static STYLE_NAME: LazyLock<String> = LazyLock::new(|| {
     let digest = Sha256::digest(STYLE.as_bytes());

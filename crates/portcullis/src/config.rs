@@ -34,9 +34,15 @@ use crate::keys::{KeyRing, MasterSecret, SecretError};
 use crate::origin::{AllowlistError, OriginPolicy};
 use crate::proxy::{ProxyConfigError, TrustedProxies};
 
+/// Which safety net applies (`PORTCULLIS_ENV`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// The default: a missing secret is generated and stored, cookies are
+    /// not `Secure` unless asked for, missing pieces are warnings.
     Development,
+    /// Refuses to start without a secret, an account directory or with any
+    /// development setting ([`crate::security::check_deployment`]);
+    /// `Secure` cookies and HSTS.
     Production,
 }
 
@@ -44,10 +50,16 @@ pub enum Mode {
 /// tests) or [`Config::from_env`].
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Development or production (default development).
     pub mode: Mode,
+    /// Every subkey, derived from the master secret (and the previous one
+    /// during a rotation).
     pub keys: KeyRing,
+    /// Which origins may send unsafe requests (default: same origin only).
     pub origin: OriginPolicy,
+    /// Whose forwarding headers name the client IP (default: nobody's).
     pub proxies: TrustedProxies,
+    /// App-wide body caps; actions may lower or raise `body_bytes`.
     pub body_limits: BodyLimits,
     /// Action id epoch length (default 14 days).
     pub id_rotation: Duration,
@@ -107,11 +119,16 @@ pub struct RedisUrl(pub String);
 
 impl std::fmt::Debug for RedisUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisUrl({self})")
+    }
+}
+
+/// The URL with any password hidden (for messages a person reads).
+impl std::fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.0.split_once("://"), self.0.rsplit_once('@')) {
-            (Some((scheme, _)), Some((_, host))) => {
-                write!(f, "RedisUrl({scheme}://<redacted>@{host})")
-            }
-            _ => write!(f, "RedisUrl({})", self.0),
+            (Some((scheme, _)), Some((_, host))) => write!(f, "{scheme}://<redacted>@{host}"),
+            _ => f.write_str(&self.0),
         }
     }
 }
@@ -119,31 +136,45 @@ impl std::fmt::Debug for RedisUrl {
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// Production without `PORTCULLIS_SECRET`.
     #[error(
         "PORTCULLIS_SECRET is not set; production mode refuses to start without it (generate one with `openssl rand -base64 32`)"
     )]
     MissingSecret,
+    /// A secret variable that is not valid base64 of at least 32 bytes.
     #[error("{var}: {source}")]
     Secret {
+        /// `PORTCULLIS_SECRET` or `PORTCULLIS_SECRET_PREVIOUS`.
         var: &'static str,
+        /// What is wrong with it (never its value).
         source: SecretError,
     },
+    /// An unparsable or too broad origin allowlist entry.
     #[error("PORTCULLIS_ALLOWED_ORIGINS: {0}")]
     Origins(#[from] AllowlistError),
+    /// An unparsable trusted-proxy CIDR.
     #[error("PORTCULLIS_TRUSTED_PROXIES: {0}")]
     Proxies(#[from] ProxyConfigError),
+    /// Any other variable with a value outside its domain.
     #[error("{var}: expected {expected}, got `{value}`")]
     BadValue {
+        /// The variable's name.
         var: &'static str,
+        /// What it accepts.
         expected: &'static str,
+        /// What it was set to (a Redis URL with its password redacted).
         value: String,
     },
-    /// Production with development settings ([`crate::deploy`]).
+    /// Production with development settings
+    /// ([`crate::security::check_deployment`]).
     #[error("{0}")]
     Deploy(crate::deploy::Findings),
+    /// The development secret file could not be read, parsed or created.
     #[error("dev secret file {path}: {source}")]
     DevSecret {
+        /// `dev-secret` under the app's data dir.
         path: PathBuf,
+        /// The I/O (or, as `InvalidData`, parse) error.
         source: std::io::Error,
     },
 }
@@ -240,7 +271,7 @@ impl Config {
                 redis::Client::open(url.as_str()).map_err(|e| ConfigError::BadValue {
                     var: "REDIS_URL",
                     expected: "a redis:// or rediss:// URL",
-                    value: format!("{:?} ({e})", RedisUrl(url.clone())),
+                    value: format!("{} ({e})", RedisUrl(url.clone())),
                 })?;
                 config.redis_url = Some(RedisUrl(url));
             }

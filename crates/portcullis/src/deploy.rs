@@ -79,7 +79,10 @@ fn finding(var: &str, problem: impl Into<String>, fix: impl Into<String>) -> Fin
 /// it falls back to (never acceptable in production).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EnvSecret {
+    /// The environment variable's name.
     pub var: &'static str,
+    /// The value used when it is unset in development; production refuses
+    /// it.
     pub dev_default: &'static str,
 }
 

@@ -94,8 +94,10 @@ pub struct Flash {
     /// Which form of that action on the page.
     #[serde(rename = "o")]
     pub ordinal: usize,
+    /// The refusal's per-field messages, shown next to their inputs.
     #[serde(rename = "f")]
     pub field_errors: FieldErrors,
+    /// The refusal's messages for the form as a whole.
     #[serde(rename = "e")]
     pub form_errors: Vec<String>,
     /// Submitted values, secrets removed.
@@ -385,6 +387,23 @@ pub(crate) fn form_errors(action: &str, ordinal: usize) -> Vec<String> {
             _ => Vec::new(),
         })
         .unwrap_or_default()
+}
+
+/// [`form_errors`] followed by every field error, for a grouped form
+/// ([`crate::render::Form::in_group`]) whose fields have no slots.
+pub(crate) fn all_errors(action: &str, ordinal: usize) -> Vec<String> {
+    let mut out = form_errors(action, ordinal);
+    let _ = RENDER.try_with(|s| {
+        if let Some(f) = &s.borrow().flash
+            && f.action == action
+            && f.ordinal == ordinal
+        {
+            for errors in f.field_errors.values() {
+                out.extend(errors.iter().cloned());
+            }
+        }
+    });
+    out
 }
 
 /// What the flash says about field `name` of the form being rendered.

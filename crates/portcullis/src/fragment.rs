@@ -11,6 +11,17 @@
 //!   own) when the parent is served. So renaming one project re-renders one
 //!   row, not the list around it. Markers are HTML comments that maud's
 //!   escaping makes impossible to forge from user text (`<` becomes `&lt;`).
+//! * **Hand-off.** A list that has read its rows hands each row to its child
+//!   slot ([`RenderCx::slot_with`]); a child rendered in the same expansion
+//!   takes it ([`RenderCx::handed`]) instead of querying again, so an
+//!   uncached list of 100 rows is one query, not 101. A child rendered on
+//!   its own (a rename's re-render, a cache miss under a cached list) gets
+//!   nothing and reads its data itself. Handed data never outlives the
+//!   expansion, is never cached, never crosses viewers (same request, same
+//!   viewer; a per-viewer parent hands nothing to a shared child), and is
+//!   refused when a tag the child declared moved after the parent began
+//!   rendering — the child then reads fresh data, so a cached row never
+//!   holds data older than the tag versions it recorded.
 //! * **Scope.** A fragment is either `per_viewer` (its cache key includes the
 //!   viewer id; it is never served to anyone else) or `shared` (its render
 //!   function is not even given a viewer, so it cannot leak one).
@@ -38,6 +49,7 @@
 //! way to call `update_tag`, set a cookie or redirect from a render function
 //! (see `tests/ui/render_cannot_mutate.rs`).
 
+use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -173,7 +185,7 @@ fn percent_decode(segment: &str) -> std::borrow::Cow<'_, str> {
 pub struct RenderCx<S> {
     state: S,
     engine: Arc<Engine>,
-    tags: Arc<Mutex<Vec<(String, u64)>>>,
+    io: RenderIo,
 }
 
 impl<S> RenderCx<S> {
@@ -188,7 +200,8 @@ impl<S> RenderCx<S> {
     pub fn tag(&self, tag: impl Into<String>) {
         let tag = tag.into();
         let v = self.engine.version(&tag).version;
-        self.tags
+        self.io
+            .tags
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((tag, v));
@@ -197,20 +210,77 @@ impl<S> RenderCx<S> {
     /// A form for `action`. Cached fragments are shared by all sessions
     /// of a viewer, so values bound with `bind_sealed` here are bound to no
     /// session and will not open; bind sealed values in the page instead.
-    /// The no-JS return path defaults to `/`; set it with `return_to`.
+    /// The no-JS return path defaults to `/`; set it with `return_to`. A
+    /// cached fragment does not know the page it is shown on, so a failed
+    /// no-JS submission comes back to the return path too (no `_back`).
     pub fn form<In, Out>(&self, action: crate::ActionRef<In, Out>) -> crate::form::Form {
-        crate::form::Form::for_action(
+        let mut form = crate::form::Form::for_action(
             &self.engine.forms,
             action.name(),
             "/".to_owned(),
             crate::seal::Binding::Anonymous,
-        )
+        );
+        form.page_known = false;
+        form
     }
 
     /// A child fragment at this point of the template (rendered and cached on
     /// its own, for the same viewer). `key` is `name` or `name:param`.
     pub fn slot(&self, key: &str) -> Markup {
         slot(key)
+    }
+
+    /// A child slot like [`RenderCx::slot`] that hands `data` to the child
+    /// if it is rendered in this same expansion (not served from the cache):
+    /// a list passes each row it has read to that row's fragment, which
+    /// takes it with [`RenderCx::handed`] instead of querying again.
+    ///
+    /// Never cached and never shown to another viewer: the data lives until
+    /// this expansion ends; only a child of the same scope gets it (a
+    /// per-viewer fragment hands nothing to a shared one).
+    pub fn slot_with<T: Send + 'static>(&self, key: &str, data: T) -> Markup {
+        let marker = slot(key);
+        if !marker.0.is_empty() {
+            self.io
+                .handed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.to_owned(), Box::new(data));
+        }
+        marker
+    }
+
+    /// What the parent handed to this fragment with
+    /// [`RenderCx::slot_with`], if it did, the type matches, and no tag this
+    /// rendering declared so far (declare them first, as always) was bumped
+    /// since the parent began rendering — otherwise `None`, and the fragment
+    /// reads its data itself.
+    pub fn handed<T: 'static>(&self) -> Option<T> {
+        let given = self
+            .io
+            .given
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        let moved = self
+            .io
+            .tags
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(_, seen)| *seen > given.snapshot);
+        if moved {
+            return None;
+        }
+        given.data.downcast::<T>().ok().map(|b| *b)
+    }
+
+    /// A group of forms alike around `body` ([`crate::render::form_group`]
+    /// with this app's sign-in paths): the rows' forms, made with
+    /// [`crate::render::Form::in_group`], share its one error region.
+    pub fn form_group(&self, body: Markup) -> Markup {
+        let forms = &self.engine.forms;
+        crate::form::form_group(&forms.login_path, &forms.reauth_path, body)
     }
 }
 
@@ -237,12 +307,47 @@ fn split_key(key: &str) -> (&str, &str) {
     key.split_once(':').unwrap_or((key, ""))
 }
 
-/// Dynamic tags collected during one rendering.
-type TagSink = Arc<Mutex<Vec<(String, u64)>>>;
+/// What one rendering collects besides its markup (dynamic tags, data for
+/// its children) and what its parent handed to it.
+///
+/// Request-scoped: written by the render function (app code) through its
+/// [`RenderCx`]; bounded by what that function renders (one hand-off per
+/// slot key, a later one for the same key replaces it); dropped when the
+/// expansion of the parent ends (hand-offs no child took) or when the
+/// child takes it. Nothing here is cached or shared between requests, so
+/// one user's rendering cannot reach another's.
+type RenderIo = Arc<RenderState>;
+
+#[derive(Default)]
+struct RenderState {
+    tags: Mutex<Vec<(String, u64)>>,
+    /// Data for child slots, by child key ([`RenderCx::slot_with`]).
+    handed: Mutex<Handoffs>,
+    /// What the parent handed to this rendering.
+    given: Mutex<Option<Handoff>>,
+}
+
+type Handoffs = HashMap<String, Box<dyn Any + Send>>;
+
+/// Data a parent handed to one child, with the parent's snapshot of the
+/// engine's tag sequence taken before it read anything.
+struct Handoff {
+    data: Box<dyn Any + Send>,
+    snapshot: u64,
+}
+
+/// What a parent's fresh rendering leaves for the children of this
+/// expansion: its hand-offs, its snapshot, and whether it was per viewer.
+struct Handing {
+    data: Handoffs,
+    snapshot: u64,
+    per_viewer: bool,
+}
+
 type RenderFn = Arc<
     dyn Fn(
             Arc<Engine>,
-            TagSink,
+            RenderIo,
             Option<Viewer>,
             String,
         ) -> BoxFuture<'static, Result<String, ActionError>>
@@ -255,6 +360,7 @@ type TagsFn = Arc<dyn Fn(Option<&Viewer>, &str) -> Vec<String> + Send + Sync>;
 pub struct Fragment<S> {
     name: &'static str,
     per_viewer: bool,
+    element: bool,
     tags: TagsFn,
     make: Box<dyn FnOnce(S) -> RenderFn + Send>,
 }
@@ -264,6 +370,7 @@ pub fn fragment(name: &'static str) -> FragmentBuilder {
     FragmentBuilder {
         name,
         tags: Arc::new(|_, _| Vec::new()),
+        element: false,
     }
 }
 
@@ -274,9 +381,20 @@ pub fn fragment(name: &'static str) -> FragmentBuilder {
 pub struct FragmentBuilder {
     name: &'static str,
     tags: TagsFn,
+    element: bool,
 }
 
 impl FragmentBuilder {
+    /// The render function returns exactly one element (a `li`, a `tr`),
+    /// which becomes the fragment's root: it carries the `data-fragment`
+    /// attribute itself instead of being wrapped in a `div` — valid inside
+    /// a `ul` or `table`, and 11 bytes lighter per row. A rendering that
+    /// does not start with an element is wrapped as usual.
+    pub fn element(mut self) -> Self {
+        self.element = true;
+        self
+    }
+
     /// The tags of the data this fragment reads, for a viewer and parameter.
     pub fn tags(
         mut self,
@@ -298,18 +416,19 @@ impl FragmentBuilder {
         Fragment {
             name: self.name,
             per_viewer: true,
+            element: self.element,
             tags: self.tags,
             make: Box::new(move |state: S| {
                 Arc::new(
                     move |engine: Arc<Engine>,
-                          tags: TagSink,
+                          io: RenderIo,
                           viewer: Option<Viewer>,
                           param: String| {
                         let render = render.clone();
                         let rcx = RenderCx {
                             state: state.clone(),
                             engine,
-                            tags,
+                            io,
                         };
                         Box::pin(async move {
                             let viewer = viewer.ok_or(ActionError::NotFound)?;
@@ -332,18 +451,19 @@ impl FragmentBuilder {
         Fragment {
             name: self.name,
             per_viewer: false,
+            element: self.element,
             tags: self.tags,
             make: Box::new(move |state: S| {
                 Arc::new(
                     move |engine: Arc<Engine>,
-                          tags: TagSink,
+                          io: RenderIo,
                           _viewer: Option<Viewer>,
                           param: String| {
                         let render = render.clone();
                         let rcx = RenderCx {
                             state: state.clone(),
                             engine,
-                            tags,
+                            io,
                         };
                         Box::pin(async move { render(rcx, param).await.map(|m| m.into_string()) })
                             as BoxFuture<'static, _>
@@ -377,6 +497,8 @@ impl<S> Fragments<S> {
 struct Def {
     name: &'static str,
     per_viewer: bool,
+    /// Root is the rendered element itself ([`FragmentBuilder::element`]).
+    element: bool,
     tags: TagsFn,
     render: RenderFn,
 }
@@ -499,6 +621,46 @@ impl TagVersions {
     fn len(&self) -> usize {
         self.map.len()
     }
+
+    /// The newest version handed out so far: every later bump is above it.
+    fn sequence(&self) -> u64 {
+        self.sequence.load(Ordering::Acquire)
+    }
+}
+
+/// Where the tag name of `html`'s first element ends (`<li` → 3), if
+/// `html` starts with an element.
+fn element_name_end(html: &str) -> Option<usize> {
+    let rest = html.strip_prefix('<')?;
+    if !rest.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return None;
+    }
+    let len = rest
+        .find(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+        .unwrap_or(rest.len());
+    // `<li>` or `<li attr…>`: the name is followed by `>` or a space.
+    matches!(rest.as_bytes().get(len), Some(b'>' | b' ')).then_some(len + 1)
+}
+
+impl Handing {
+    /// The hand-off for `child`, if there is one it may have: a per-viewer
+    /// parent's data goes to per-viewer children only (a shared child's
+    /// cache entry is served to everyone).
+    fn take(&mut self, engine: &Engine, child: &str, viewer: Option<&Viewer>) -> Option<Handoff> {
+        let data = self.data.remove(child)?;
+        let (_, def) = engine.key(child, viewer)?;
+        if self.per_viewer && !def.per_viewer {
+            tracing::debug!(
+                fragment = child,
+                "hand-off from a per-viewer fragment to a shared one dropped"
+            );
+            return None;
+        }
+        Some(Handoff {
+            data,
+            snapshot: self.snapshot,
+        })
+    }
 }
 
 enum Freshness {
@@ -600,6 +762,7 @@ impl Engine {
             defs.push(Def {
                 name: f.name,
                 per_viewer: f.per_viewer,
+                element: f.element,
                 tags: f.tags,
                 render: (f.make)(state.clone()),
             });
@@ -787,13 +950,19 @@ impl Engine {
         ))
     }
 
-    /// Renders `def` for `key` and caches the template.
+    /// Renders `def` for `key` and caches the template; `given` is what
+    /// the parent handed to it in this expansion. Returns what this
+    /// rendering hands to its own children.
     async fn render(
         self: &Arc<Self>,
         def: &Def,
         key: Key,
         viewer: Option<Viewer>,
-    ) -> Result<Arc<str>, ActionError> {
+        given: Option<Handoff>,
+    ) -> Result<(Arc<str>, Handing), ActionError> {
+        // Before anything is read: data read after this point is at least
+        // as new as every tag version up to here.
+        let snapshot = self.tags.sequence();
         let mut tags: Vec<(String, u64)> = (def.tags)(viewer.as_ref(), &key.param)
             .into_iter()
             .map(|t| {
@@ -802,15 +971,26 @@ impl Engine {
             })
             .collect();
         self.renders.fetch_add(1, Ordering::Relaxed);
-        let sink: TagSink = Arc::default();
-        let html: Arc<str> = (def.render)(self.clone(), sink.clone(), viewer, key.param.clone())
+        let io: RenderIo = Arc::default();
+        // A static tag that moved since the parent's snapshot voids it too.
+        if let Some(given) = given
+            && tags.iter().all(|(_, v)| *v <= given.snapshot)
+        {
+            *io.given.lock().unwrap_or_else(|e| e.into_inner()) = Some(given);
+        }
+        let html: Arc<str> = (def.render)(self.clone(), io.clone(), viewer, key.param.clone())
             .await?
             .into();
         tags.extend(std::mem::take(
-            &mut *sink.lock().unwrap_or_else(|e| e.into_inner()),
+            &mut *io.tags.lock().unwrap_or_else(|e| e.into_inner()),
         ));
+        let handing = Handing {
+            data: std::mem::take(&mut *io.handed.lock().unwrap_or_else(|e| e.into_inner())),
+            snapshot,
+            per_viewer: def.per_viewer,
+        };
         if !self.caching {
-            return Ok(html);
+            return Ok((html, handing));
         }
         self.cache.insert(
             key,
@@ -822,22 +1002,24 @@ impl Engine {
                 path_generation: self.path_generation.load(Ordering::Acquire),
             }),
         );
-        Ok(html)
+        Ok((html, handing))
     }
 
-    /// The template of one fragment, from the cache when fresh.
+    /// The template of one fragment, from the cache when fresh (then it
+    /// hands nothing to its children, and `given` is dropped unused).
     async fn template(
         self: &Arc<Self>,
         key_text: &str,
         viewer: Option<&Viewer>,
-    ) -> Result<Arc<str>, ActionError> {
+        given: Option<Handoff>,
+    ) -> Result<(Arc<str>, Option<Handing>), ActionError> {
         let (key, def) = self.key(key_text, viewer).ok_or(ActionError::NotFound)?;
         if def.per_viewer && viewer.is_none() {
             return Err(ActionError::NotFound);
         }
         if let Some(entry) = self.cache.get(&key) {
             match self.freshness(&entry) {
-                Freshness::Fresh => return Ok(entry.template.clone()),
+                Freshness::Fresh => return Ok((entry.template.clone(), None)),
                 Freshness::Soft => {
                     if !entry.refreshing.swap(true, Ordering::AcqRel) {
                         let engine = self.clone();
@@ -846,18 +1028,19 @@ impl Engine {
                         self.background.fetch_add(1, Ordering::Relaxed);
                         tokio::spawn(async move {
                             if let Some((key, def)) = engine.key(&key_text, viewer.as_ref())
-                                && let Err(e) = engine.render(def, key, viewer).await
+                                && let Err(e) = engine.render(def, key, viewer, None).await
                             {
                                 tracing::warn!(fragment = key_text, error = ?e, "background render failed");
                             }
                         });
                     }
-                    return Ok(entry.template.clone());
+                    return Ok((entry.template.clone(), None));
                 }
                 Freshness::Hard => {}
             }
         }
-        self.render(def, key, viewer.cloned()).await
+        let (html, handing) = self.render(def, key, viewer.cloned(), given).await?;
+        Ok((html, Some(handing)))
     }
 
     /// One fragment, children expanded, wrapped in its `data-fragment` root.
@@ -869,7 +1052,7 @@ impl Engine {
     ) -> Result<String, ActionError> {
         let mut out = String::with_capacity(1024);
         let page_path = page_path.map(canonical_path);
-        self.expand_into(key, viewer, page_path.as_deref(), 0, &mut out)
+        self.expand_into(key, viewer, page_path.as_deref(), (0, None), &mut out)
             .await?;
         Ok(out)
     }
@@ -879,7 +1062,7 @@ impl Engine {
         key: &'a str,
         viewer: Option<&'a Viewer>,
         page_path: Option<&'a str>,
-        depth: usize,
+        (depth, given): (usize, Option<Handoff>),
         out: &'a mut String,
     ) -> BoxFuture<'a, Result<(), ActionError>> {
         Box::pin(async move {
@@ -888,19 +1071,35 @@ impl Engine {
                     "fragments nested deeper than {MAX_DEPTH} at `{key}`"
                 )));
             }
-            let template = self.template(key, viewer).await?;
+            let (template, mut handing) = self.template(key, viewer, given).await?;
             if let Some(path) = page_path
                 && self.caching
                 && let Some((k, _)) = self.key(key, viewer)
             {
                 self.remember_path(path, &k);
             }
-            out.push_str("<div ");
+            // The root: the rendered element itself, or a wrapping div.
+            let element = self
+                .key(key, viewer)
+                .is_some_and(|(_, def)| def.element)
+                .then(|| element_name_end(&template))
+                .flatten();
+            let mut rest: &str = &template;
+            match element {
+                Some(end) => {
+                    out.push_str(&template[..end]);
+                    out.push(' ');
+                    rest = &template[end..];
+                }
+                None => out.push_str("<div "),
+            }
             out.push_str(crate::wire::attr::FRAGMENT);
             out.push_str("=\"");
             out.push_str(key);
-            out.push_str("\">");
-            let mut rest: &str = &template;
+            out.push('"');
+            if element.is_none() {
+                out.push('>');
+            }
             while let Some(start) = rest.find(MARKER_OPEN) {
                 out.push_str(&rest[..start]);
                 let after = &rest[start + MARKER_OPEN.len()..];
@@ -910,12 +1109,15 @@ impl Engine {
                     break;
                 };
                 let child = &after[..end];
-                self.expand_into(child, viewer, page_path, depth + 1, out)
+                let given = handing.as_mut().and_then(|h| h.take(self, child, viewer));
+                self.expand_into(child, viewer, page_path, (depth + 1, given), out)
                     .await?;
                 rest = &after[end + MARKER_CLOSE.len()..];
             }
             out.push_str(rest);
-            out.push_str("</div>");
+            if element.is_none() {
+                out.push_str("</div>");
+            }
             Ok(())
         })
     }

@@ -72,7 +72,9 @@ pub enum Hsts {
     Off,
     /// Always sent with this `max-age`, optionally `includeSubDomains`.
     MaxAge {
+        /// How long browsers insist on HTTPS, in seconds.
         seconds: u64,
+        /// Whether every subdomain is covered too.
         include_subdomains: bool,
     },
 }
@@ -81,16 +83,22 @@ pub enum Hsts {
 #[derive(Clone, Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Sources {
+    /// Extra `script-src` sources.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub script_src: Vec<String>,
+    /// Extra `style-src` sources.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub style_src: Vec<String>,
+    /// Extra `img-src` sources.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub img_src: Vec<String>,
+    /// Extra `connect-src` sources.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub connect_src: Vec<String>,
+    /// Extra `font-src` sources.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub font_src: Vec<String>,
+    /// Extra `form-action` origins.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub form_action: Vec<String>,
 }
@@ -182,18 +190,22 @@ impl SecurityHeaders {
         self.sources.script_src.push(source.to_owned());
         self
     }
+    /// An extra `style-src` source.
     pub fn style_src(mut self, source: &str) -> Self {
         self.sources.style_src.push(source.to_owned());
         self
     }
+    /// An extra `img-src` source.
     pub fn img_src(mut self, source: &str) -> Self {
         self.sources.img_src.push(source.to_owned());
         self
     }
+    /// An extra `connect-src` source.
     pub fn connect_src(mut self, source: &str) -> Self {
         self.sources.connect_src.push(source.to_owned());
         self
     }
+    /// An extra `font-src` source.
     pub fn font_src(mut self, source: &str) -> Self {
         self.sources.font_src.push(source.to_owned());
         self
@@ -209,6 +221,7 @@ impl SecurityHeaders {
         self.frame_ancestors = origins.iter().map(|s| (*s).to_owned()).collect();
         self
     }
+    /// When to send `Strict-Transport-Security` (default [`Hsts::Auto`]).
     pub fn hsts(mut self, hsts: Hsts) -> Self {
         self.hsts = hsts;
         self
@@ -238,6 +251,7 @@ pub struct RouteHeaders {
 }
 
 impl RouteHeaders {
+    /// No relaxation yet: the app-wide policy as is.
     pub fn new() -> Self {
         RouteHeaders::default()
     }
@@ -247,26 +261,33 @@ impl RouteHeaders {
         self.frame_ancestors = Some(origins.iter().map(|s| (*s).to_owned()).collect());
         self
     }
+    /// An extra `script-src` source.
     pub fn script_src(mut self, source: &str) -> Self {
         self.sources.script_src.push(source.to_owned());
         self
     }
+    /// An extra `style-src` source.
     pub fn style_src(mut self, source: &str) -> Self {
         self.sources.style_src.push(source.to_owned());
         self
     }
+    /// An extra `img-src` source.
     pub fn img_src(mut self, source: &str) -> Self {
         self.sources.img_src.push(source.to_owned());
         self
     }
+    /// An extra `connect-src` source.
     pub fn connect_src(mut self, source: &str) -> Self {
         self.sources.connect_src.push(source.to_owned());
         self
     }
+    /// An origin this route's forms may post to besides this one.
     pub fn form_action(mut self, origin: &str) -> Self {
         self.sources.form_action.push(origin.to_owned());
         self
     }
+    /// Send this route's policy report-only: nothing is blocked there
+    /// (flagged by the audit).
     pub fn report_only(mut self) -> Self {
         self.report_only = true;
         self
@@ -282,15 +303,25 @@ impl RouteHeaders {
 /// Why a header policy was refused at build time.
 #[derive(Debug, thiserror::Error)]
 pub enum HeadersError {
+    /// A source that could smuggle in another source or directive.
     #[error(
         "security headers: source `{value}` in {directive} is not a single CSP source (no spaces, `;` or `,`)"
     )]
     BadSource {
+        /// The directive it was given for, e.g. `script-src`.
         directive: &'static str,
+        /// The source as given.
         value: String,
     },
+    /// A route pattern the router refuses (bad syntax, or a duplicate).
     #[error("security headers: route pattern `{path}`: {detail}")]
-    BadRoute { path: String, detail: String },
+    BadRoute {
+        /// The pattern as given.
+        path: String,
+        /// The router's complaint.
+        detail: String,
+    },
+    /// A `Permissions-Policy` value that is not a valid header value.
     #[error("security headers: Permissions-Policy `{0}` is not a valid header value")]
     BadPermissions(String),
 }
@@ -301,7 +332,9 @@ pub enum HeadersError {
 pub struct PolicyManifest {
     /// The route pattern, or `*` for the app-wide policy.
     pub path: String,
+    /// The policy's header value.
     pub content_security_policy: String,
+    /// Sent as `Content-Security-Policy-Report-Only` (nothing blocked).
     pub report_only: bool,
     /// Origins that may frame it (empty: none).
     pub frame_ancestors: Vec<String>,
@@ -316,9 +349,13 @@ pub struct PolicyManifest {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HeadersManifest {
+    /// The app-wide policy.
     pub default: PolicyManifest,
+    /// The per-route overrides, in declaration order.
     pub routes: Vec<PolicyManifest>,
+    /// The `Strict-Transport-Security` value, when it is sent.
     pub hsts: Option<String>,
+    /// Where violation reports go, when reports are on.
     pub report_path: Option<&'static str>,
 }
 

@@ -102,6 +102,8 @@ pub struct Ids {
 }
 
 impl Ids {
+    /// Ids for the actions `names` (an action's index is its position),
+    /// derived from the ring's id subkey, turning every `rotation`.
     pub fn new(names: Vec<&'static str>, keys: KeyRing, rotation: Duration) -> Self {
         let epoch = epoch_at(SystemTime::now(), rotation);
         let table = build(&names, &keys, epoch);

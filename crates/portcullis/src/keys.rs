@@ -16,11 +16,17 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 /// Why a subkey exists. Each purpose gets its own HKDF `info` string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Purpose {
+    /// Rotating action ids.
     ActionIds,
+    /// Sealed bound arguments ([`crate::security::seal`]).
     Sealing,
+    /// The tag of the anonymous scope cookie
+    /// ([`crate::wire::cookie::ANON`]).
     Cookies,
+    /// The sealed no-JS flash cookie ([`crate::wire::cookie::FLASH`]).
     Flash,
-    /// Proof-of-work challenges for bot checks ([`crate::botcheck`]).
+    /// Proof-of-work challenges for bot checks
+    /// ([`crate::security::BotCheck::ProofOfWork`]).
     Challenges,
 }
 
@@ -39,8 +45,10 @@ impl Purpose {
 /// Errors reading a master secret.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SecretError {
+    /// Not base64 in any of the accepted alphabets.
     #[error("the secret is not valid base64 (standard or url-safe alphabet)")]
     NotBase64,
+    /// Fewer than 32 bytes (the count it has).
     #[error("the secret decodes to {0} bytes; at least 32 are required")]
     TooShort(usize),
 }
@@ -50,6 +58,7 @@ pub enum SecretError {
 pub struct MasterSecret(Vec<u8>);
 
 impl MasterSecret {
+    /// Raw secret bytes; fewer than 32 is [`SecretError::TooShort`].
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, SecretError> {
         if bytes.len() < 32 {
             return Err(SecretError::TooShort(bytes.len()));
@@ -98,6 +107,7 @@ impl fmt::Debug for MasterSecret {
 pub struct SubKey([u8; 32]);
 
 impl SubKey {
+    /// The key material, for the MAC or cipher of its purpose only.
     pub fn bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -123,6 +133,7 @@ pub struct KeySet {
 }
 
 impl KeySet {
+    /// HKDF-SHA256 of `secret`, one `info` string per [`Purpose`].
     pub fn derive(secret: &MasterSecret) -> Self {
         let hk = Hkdf::<Sha256>::new(Some(b"portcullis"), &secret.0);
         let sub = |p: Purpose| {
@@ -145,6 +156,7 @@ impl KeySet {
         }
     }
 
+    /// The subkey for `purpose`.
     pub fn get(&self, purpose: Purpose) -> &SubKey {
         match purpose {
             Purpose::ActionIds => &self.action_ids,
@@ -169,11 +181,16 @@ impl fmt::Debug for KeySet {
 /// The current key set and, during a rotation, the previous one.
 #[derive(Clone, Debug)]
 pub struct KeyRing {
+    /// Makes every new id, seal, cookie and challenge; also verifies.
     pub current: KeySet,
+    /// `PORTCULLIS_SECRET_PREVIOUS`: only verifies, so pages and cookies
+    /// made before a rotation keep working.
     pub previous: Option<KeySet>,
 }
 
 impl KeyRing {
+    /// The ring for a master secret and, during a rotation, the previous
+    /// one.
     pub fn new(current: &MasterSecret, previous: Option<&MasterSecret>) -> Self {
         KeyRing {
             current: KeySet::derive(current),

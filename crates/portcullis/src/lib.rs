@@ -67,6 +67,14 @@ pub use session::{AccountDirectory, NoAccounts, Stamp};
 pub use taint::{Secret, unique_value};
 pub use viewer::{MaybeViewer, UserId, Viewer};
 
+/// The crates whose types and traits an app names alongside the framework's
+/// (validation rules, session stores, markup), re-exported so the app uses
+/// exactly the versions portcullis was built with; a separately added,
+/// newer one does not implement portcullis's traits. (Two macros still need
+/// a direct dependency of the same version: `#[derive(garde::Validate)]`
+/// expands to `::garde::…` and `maud::html!` to `extern crate maud`.)
+pub use {garde, maud, tower_sessions};
+
 /// Re-exports for app code and derive output.
 pub mod prelude {
     pub use crate::{

@@ -142,6 +142,7 @@ pub struct AuditEvent {
     pub record: Option<String>,
     /// The request id (also in the `action` span and `x-request-id`).
     pub request_id: String,
+    /// When the handler succeeded (just before the response is sent).
     pub at: SystemTime,
 }
 
@@ -149,6 +150,9 @@ pub struct AuditEvent {
 /// [`crate::Portcullis::audit_sink`]; a closure
 /// `|event: AuditEvent| async move { … }` is one.
 pub trait AuditSink: Send + Sync + 'static {
+    /// Stores one event. Awaited before the response is sent, bounded by
+    /// the handler deadline; one that does not finish in time is logged
+    /// and the response goes out anyway.
     fn record(&self, event: AuditEvent) -> BoxFuture<'static, ()>;
 }
 
@@ -203,6 +207,7 @@ const OUTAGE_TARGET: &str = "portcullis::store";
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
 impl Outage {
+    /// The state of the dependency called `name` in the log lines, up.
     pub fn new(name: &'static str) -> Self {
         Outage {
             name,

@@ -33,18 +33,27 @@ use crate::proxy::TrustedProxies;
 /// makes that safe (listed in the manifest; `portcullis audit` reviews it).
 #[derive(Clone, Debug, Serialize)]
 pub struct CrossOriginRoute {
+    /// The route's path (or a description, such as the API router's).
     pub path: String,
+    /// The HTTP method, or `*` for all.
     pub method: &'static str,
+    /// What authenticates a request instead of its origin, e.g.
+    /// `bearer-token` or `webhook-hmac-sha256`.
     pub authenticator: &'static str,
 }
 
 /// Errors in the origin allowlist, reported at start-up.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AllowlistError {
+    /// The entry `null`: sandboxed frames and `file:` pages all send it, so
+    /// trusting it trusts anyone.
     #[error("allowed origin `null` can never be trusted")]
     Null,
+    /// Not a bare origin (the entry as given).
     #[error("allowed origin `{0}`: expected scheme://host[:port] with no path, query or user info")]
     Malformed(String),
+    /// A `*` anywhere but a whole left-most label, or a wildcard over
+    /// fewer than two labels (`*.com`); the entry as given.
     #[error(
         "allowed origin `{0}`: a wildcard must be the whole left-most label (`*.` or `**.`) of a host with at least two more labels"
     )]
@@ -55,17 +64,27 @@ pub enum AllowlistError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OriginPattern {
     /// `https://app.example.com[:port]`
-    Exact { scheme: String, host: String },
+    Exact {
+        /// Lower-case scheme, e.g. `https`.
+        scheme: String,
+        /// Lower-case host and port, the scheme's default port removed.
+        host: String,
+    },
     /// `https://*.example.com` (`any_depth == false`) or `https://**.example.com`.
     Wildcard {
+        /// Lower-case scheme, e.g. `https`.
         scheme: String,
         /// `.example.com[:port]`, lower-case, including the leading dot.
         suffix: String,
+        /// `**.`: any number of labels may precede the suffix; `*.`: one.
         any_depth: bool,
     },
 }
 
 impl OriginPattern {
+    /// Parses one entry: `scheme://host[:port]`, optionally with a `*.` or
+    /// `**.` left-most label; `null`, paths and partial wildcards are
+    /// refused.
     pub fn parse(entry: &str) -> Result<Self, AllowlistError> {
         let entry = entry.trim();
         if entry.eq_ignore_ascii_case("null") {
@@ -185,6 +204,9 @@ pub struct OriginPolicy {
 }
 
 impl OriginPolicy {
+    /// Same-origin requests plus `allowlist` (blank entries ignored);
+    /// `strict` refuses unsafe requests carrying neither `Sec-Fetch-Site`
+    /// nor `Origin`.
     pub fn new<'a>(
         allowlist: impl IntoIterator<Item = &'a str>,
         strict: bool,

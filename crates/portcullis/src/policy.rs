@@ -27,10 +27,14 @@ pub enum Policy {
     /// Any signed-in viewer.
     Authenticated,
     /// A signed-in viewer holding this role.
-    Role { role: &'static str },
+    Role {
+        /// The role's name, as in [`Viewer::roles`].
+        role: &'static str,
+    },
     /// A signed-in viewer who entered their password within `within`
     /// (step-up for destructive operations).
     Recent {
+        /// How long ago the password may have been entered.
         #[serde(rename = "withinSecs", serialize_with = "secs")]
         within: Duration,
     },

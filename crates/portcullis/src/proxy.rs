@@ -33,6 +33,7 @@ use ipnet::IpNet;
 /// Errors in the trusted-proxy list.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProxyConfigError {
+    /// An entry that is neither an address nor a CIDR (the entry as given).
     #[error("`{0}` is not an IP address or CIDR (e.g. 10.0.0.0/8, 127.0.0.1)")]
     NotCidr(String),
 }
@@ -76,6 +77,8 @@ pub struct TrustedProxies {
 }
 
 impl TrustedProxies {
+    /// Trusts nobody: the TCP peer is the client, forwarding headers are
+    /// ignored (the default).
     pub fn none() -> Self {
         Self::default()
     }
@@ -119,10 +122,12 @@ impl TrustedProxies {
         self.header
     }
 
+    /// No proxy is trusted.
     pub fn is_empty(&self) -> bool {
         self.nets.is_empty()
     }
 
+    /// Whether `ip` (IPv4-mapped IPv6 as IPv4) is in a trusted CIDR.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.nets.iter().any(|n| n.contains(&ip))

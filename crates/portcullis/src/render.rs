@@ -40,7 +40,7 @@ use crate::viewer::Viewer;
 use crate::wire;
 
 pub use crate::client::{script_path, style_path};
-pub use crate::form::{Field, Form, field, submit};
+pub use crate::form::{Field, Form, field, form_group, submit};
 
 /// Read-only render context for a page request.
 pub struct Page {
@@ -196,6 +196,13 @@ impl Page {
     /// the `X-Portcullis-Pow` header (see [`crate::BotCheck`]).
     pub fn pow_challenge<In, Out>(&self, action: crate::ActionRef<In, Out>) -> Option<String> {
         self.shared.directory().pow_challenge(action.name())
+    }
+
+    /// A group of forms alike around `body` ([`form_group`] with this
+    /// app's sign-in paths).
+    pub fn form_group(&self, body: Markup) -> Markup {
+        let config = &self.shared.config;
+        form_group(&config.login_path, &config.reauth_path, body)
     }
 
     /// Fragment `key` (`name` or `name:param`) for this viewer, from the

@@ -91,6 +91,8 @@ pub enum ClientKind {
 }
 
 impl ClientKind {
+    /// `Html` when any `Accept` header mentions `text/html` (browsers
+    /// navigating do; `fetch` does not), else `Json`.
     pub fn from_headers(headers: &http::HeaderMap) -> Self {
         let html = headers
             .get_all(header::ACCEPT)

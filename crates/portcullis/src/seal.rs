@@ -111,7 +111,8 @@ pub enum Binding {
     /// A client without a session record and without the anonymous-scope
     /// cookie (it keeps no cookies): shared by every such client.
     Anonymous,
-    /// A browser without a session, by its anonymous scope ([`crate::anon`]).
+    /// A browser without a session, by its anonymous scope cookie
+    /// ([`crate::wire::cookie::ANON`]).
     Browser(Arc<str>),
     /// The id of a live session.
     Session(Arc<str>),
@@ -164,22 +165,33 @@ pub enum SealError {
 /// Why a sealed value did not open. Logged at debug level, never sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
+    /// Over [`MAX_SEALED_LEN`]; refused before decoding.
     #[error("sealed value is longer than the cap")]
     TooLong,
+    /// Not unpadded base64url.
     #[error("sealed value is not base64url")]
     NotBase64,
+    /// Shorter than the header, nonce and tag.
     #[error("sealed value is truncated")]
     Truncated,
+    /// A format version other than the current one (v1 included).
     #[error("sealed value has an unknown format version")]
     Version,
+    /// Made with a key that is neither the current nor the previous one.
     #[error("sealed value names a key that is not in the ring (rotated out or foreign)")]
     UnknownKey,
+    /// Past the expiry sealed into it.
     #[error("sealed value has expired")]
     Expired,
+    /// The tag does not verify: edited, or made for another action, field,
+    /// session or expiry.
     #[error("sealed value failed authentication (tampered, or another action, session or expiry)")]
     Unauthentic,
+    /// Authentic, but its JSON does not deserialize as the field's type.
     #[error("sealed value does not hold the expected type")]
     WrongType,
+    /// A `Sealed<T>` deserialized without an [`crate::input::Opening`] in
+    /// scope (outside an action's decode).
     #[error("a Sealed field was deserialized outside an action decode")]
     NoContext,
 }
@@ -243,6 +255,8 @@ fn aad(
 }
 
 impl Sealer {
+    /// Seals under the ring's current sealing subkey; opens under the
+    /// current or the previous one (a rotation).
     pub fn new(keys: &KeyRing) -> Self {
         Self::for_purpose(keys, Purpose::Sealing)
     }
@@ -393,6 +407,8 @@ pub struct SealFor {
 }
 
 impl SealFor {
+    /// Seals for `action` in the session `binding` names, bound to no field
+    /// until [`SealFor::field`].
     pub fn new(sealer: Arc<Sealer>, action: &'static str, binding: Binding) -> Self {
         SealFor {
             sealer,

@@ -81,7 +81,9 @@ impl Default for ServeConfig {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{var}: expected a whole number, got `{value}`")]
 pub struct ServeConfigError {
+    /// The variable's name.
     pub var: &'static str,
+    /// What it was set to.
     pub value: String,
 }
 

@@ -30,7 +30,7 @@
 //! * [`Auth::login`] asks the directory for the user's current [`Stamp`] and
 //!   stores it in the identity record (a user the directory does not know
 //!   cannot be signed in);
-//! * [`load_viewer`] — the only way the pipeline, the `Page` extractor and
+//! * `load_viewer` — the only way the pipeline, the `Page` extractor and
 //!   every other identity reader get a [`Viewer`] — asks again on **every
 //!   request that loads a viewer** and compares. A different stamp, or no
 //!   user at all, flushes the session (record deleted, cookie expired) and
@@ -96,6 +96,7 @@ impl Stamp {
         Stamp(crate::hex(&rand::random::<[u8; 16]>()))
     }
 
+    /// The stored value, to persist with the user.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -111,6 +112,7 @@ impl Stamp {
 /// Called once per request of a signed-in viewer: make it a primary-key
 /// lookup.
 pub trait AccountDirectory: Send + Sync + 'static {
+    /// The current stamp of `user`, `None` if there is no such user.
     fn security_stamp(
         &self,
         user: UserId,

@@ -102,6 +102,7 @@ pub const DELTA_MAX: usize = 256;
 pub struct Secret<T>(T);
 
 impl<T> Secret<T> {
+    /// Wraps `value` (same as `Secret::from`).
     pub fn new(value: T) -> Self {
         Secret(value)
     }
@@ -111,6 +112,7 @@ impl<T> Secret<T> {
         &self.0
     }
 
+    /// The value, unwrapped: from here on nothing stops it being sent.
     pub fn into_inner(self) -> T {
         self.0
     }
@@ -146,16 +148,26 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Secret<T> {
 /// Why a value was not registered.
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
 pub enum TaintError {
+    /// Under [`MIN_LEN`] bytes (the length given).
     #[error("a unique value must be at least {MIN_LEN} bytes (got {0})")]
     TooShort(usize),
+    /// Over [`MAX_LEN`] bytes (the length given).
     #[error("a unique value must be at most {MAX_LEN} bytes (got {0})")]
     TooLong(usize),
+    /// Too predictable to scan for without matching innocent text.
     #[error(
         "a unique value must look random: {bits:.0} bits estimated ({per_byte:.2} per byte), at least {MIN_BITS} and {MIN_BITS_PER_BYTE} per byte needed, no repeated pattern"
     )]
-    LowEntropy { bits: f64, per_byte: f64 },
+    LowEntropy {
+        /// Estimated total entropy, in bits.
+        bits: f64,
+        /// Estimated entropy per byte, in bits.
+        per_byte: f64,
+    },
+    /// The owner already holds its quota (given); nothing was evicted.
     #[error("this owner already holds its quota of {0} unique values; forget one first")]
     OwnerFull(usize),
+    /// All owners together hold the registry's cap; nothing was evicted.
     #[error("the unique-value registry is full ({MAX_ENTRIES} values)")]
     RegistryFull,
 }
@@ -164,7 +176,10 @@ pub enum TaintError {
 /// principal (e.g. a user id), each with its own quota.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Owner {
+    /// The app itself: operator-configured secrets, up to
+    /// [`MAX_APP_ENTRIES`].
     App,
+    /// One principal (e.g. `user:42`), up to [`MAX_PER_OWNER`] values.
     Principal(Arc<str>),
 }
 
@@ -420,7 +435,8 @@ pub fn registered() -> usize {
 /// Scans a response body against the registry of the app serving the
 /// current request ([`crate::Portcullis::taint_registry`]), else the
 /// process-wide default. A hit names the registration's reason, never the
-/// value; the caller refuses the response (see [`crate::respond`]).
+/// value; the caller refuses the response (with a 500, nothing of the
+/// value sent).
 pub fn scan(body: &[u8]) -> Result<(), TaintHit> {
     APP_REGISTRY
         .try_with(|r| r.scan(body))
@@ -481,6 +497,8 @@ fn compile_from(work: Vec<(u64, &[u8], Arc<str>)>) -> Option<Automaton> {
 }
 
 impl Registry {
+    /// An empty registry holding at most `max_entries` values, all owners
+    /// together (the process-wide one: [`MAX_ENTRIES`]).
     pub fn new(max_entries: usize) -> Self {
         Registry {
             max_entries,
@@ -694,6 +712,7 @@ impl Registry {
         true
     }
 
+    /// Values registered, all owners together.
     pub fn len(&self) -> usize {
         self.lock().entries.len()
     }
@@ -703,6 +722,7 @@ impl Registry {
         self.lock().per_owner.get(owner).copied().unwrap_or(0)
     }
 
+    /// Nothing to scan for: [`Registry::scan`] then costs one load.
     pub fn is_empty(&self) -> bool {
         self.inner.snapshot.load().is_none()
     }

@@ -35,14 +35,18 @@ impl Viewer {
         }
     }
 
+    /// The user's id, as given to [`crate::session::Auth::login`].
     pub fn id(&self) -> UserId {
         self.id
     }
 
+    /// The roles granted at sign-in (a role change takes effect at the
+    /// next `login`).
     pub fn roles(&self) -> &[String] {
         &self.roles
     }
 
+    /// Whether `role` is among [`Viewer::roles`] (exact match).
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
     }
@@ -66,6 +70,7 @@ impl Viewer {
 pub struct MaybeViewer(pub Option<Viewer>);
 
 impl MaybeViewer {
+    /// The signed-in viewer, or `None` for an anonymous caller.
     pub fn get(&self) -> Option<&Viewer> {
         self.0.as_ref()
     }

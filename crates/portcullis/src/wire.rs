@@ -117,9 +117,11 @@ pub mod attr {
     pub const READY: &str = "ready";
     /// On a form: calls may run in parallel (else one queue per page).
     pub const IDEMPOTENT: &str = "data-idempotent";
-    /// On a form: where a 401 sends the browser.
+    /// On a form, or on the form group around grouped forms
+    /// (`Form::in_group`): where a 401 sends the browser.
     pub const LOGIN: &str = "data-login";
-    /// On a form: where a 401 `reauthentication_required` sends the browser.
+    /// On a form or its form group: where a 401 `reauthentication_required`
+    /// sends the browser.
     pub const REAUTH: &str = "data-reauth";
     /// On a form: CSS selector an optimistic template is appended to.
     pub const OPTIMISTIC_TARGET: &str = "data-optimistic-target";
@@ -139,7 +141,8 @@ pub mod attr {
     pub const RESULT_INTO: &str = "data-result-into";
     /// On a form: the result field shown in [`RESULT_INTO`].
     pub const RESULT_FIELD: &str = "data-result-field";
-    /// The form-level error region (`role=alert`).
+    /// The form-level error region (`role=alert`): in a form, or one
+    /// directly inside a form group for all its grouped forms.
     pub const FORM_ERRORS: &str = "data-form-errors";
     /// A field's error slot; the value is the field's wire name.
     pub const ERROR_FOR: &str = "data-error-for";
@@ -197,11 +200,13 @@ pub mod cookie {
     pub const SESSION: &str = "portcullis";
     /// [`SESSION`] with secure cookies.
     pub const SESSION_SECURE: &str = "__Host-portcullis";
-    /// The anonymous per-browser scope ([`crate::anon`]).
+    /// The anonymous per-browser scope: a random, signed id that binds the
+    /// seals, flashes and idempotency keys of a visitor without a session.
     pub const ANON: &str = "pc_anon";
     /// [`ANON`] with secure cookies.
     pub const ANON_SECURE: &str = "__Host-pc_anon";
-    /// The sealed, single-use no-JS flash ([`crate::flash`]).
+    /// The sealed, single-use no-JS flash: a failed form post's errors and
+    /// values, for the next render of its page.
     pub const FLASH: &str = "portcullis_flash";
     /// [`FLASH`] with secure cookies.
     pub const FLASH_SECURE: &str = "__Host-portcullis_flash";
@@ -257,6 +262,7 @@ pub struct SuccessEnvelope<'a> {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FailureEnvelope<'a> {
+    /// What went wrong: code, message and digest.
     pub error: ErrorBody<'a>,
     /// Field wire name → messages.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]

@@ -64,7 +64,7 @@ input,textarea,select{width:100%;font:inherit;padding:.5rem .6rem;border:1px sol
 textarea{min-height:6rem}
 input:focus,textarea:focus,select:focus{outline:2px solid #2753c9;outline-offset:1px}
 button{font:inherit;font-weight:600;padding:.45rem .9rem;border:0;border-radius:6px;background:#2753c9;color:#fff;cursor:pointer}
-button.secondary{background:#e8ebf2;color:#1c2230}button.danger{background:#c62f3b}
+button.secondary,ul.list form button{background:#e8ebf2;color:#1c2230}button.danger{background:#c62f3b}
 button:disabled{opacity:.6;cursor:progress}
 form[aria-busy=true]{opacity:.75}
 form[data-pending] button[type=submit]:not(.secondary){background-image:linear-gradient(90deg,#2753c9 0,#5b7fe0 50%,#2753c9 100%);background-size:200% 100%;animation:pc-busy 1s linear infinite}
@@ -82,13 +82,14 @@ header nav form button{padding:.3rem .7rem;font-size:.9rem}
 .form-errors{background:#fdecee;color:#8d1b27;border-radius:6px;padding:.5rem .75rem;margin-bottom:.75rem}
 .notice{background:#e9f6ee;color:#14532d;border-radius:6px;padding:.5rem .75rem;margin-bottom:1rem}
 ul.list{list-style:none;margin:0;padding:0}
-ul.list>li{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center;justify-content:space-between;padding:.6rem 0;border-bottom:1px solid #eef0f4}
-ul.list>li:last-child{border-bottom:0}
-.inline{display:flex;gap:.5rem;align-items:flex-start;margin:0}
+ul.list li{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center;padding:.6rem 0;border-bottom:1px solid #eef0f4}
+ul.list>li:last-child,ul.list>:last-child>li{border-bottom:0}
+ul.list li form{margin-left:auto}ul.list form input{flex:1}
+.inline,ul.list form{display:flex;gap:.5rem;align-items:flex-start;margin:0}
 .inline .field{margin:0;flex:1}.inline label{position:absolute;left:-9999px}
 .muted{color:#6b7385;font-size:.9rem}
 .badge{display:inline-block;font-size:.75rem;padding:.05rem .45rem;border-radius:99px;background:#eef0f4;color:#414a5c}
 .comment{padding:.6rem 0;border-bottom:1px solid #eef0f4}.comment:last-child{border-bottom:0}
 .comment p{margin:.25rem 0;white-space:pre-wrap;overflow-wrap:anywhere}
-@media (max-width:600px){header.top{padding:.6rem .8rem}header nav{gap:.75rem;font-size:.95rem}main{margin-top:1rem}.inline{flex-direction:column}.inline .field{width:100%}}
+@media (max-width:600px){header.top{padding:.6rem .8rem}header nav{gap:.75rem;font-size:.95rem}main{margin-top:1rem}.inline,ul.list form{flex-direction:column}.inline .field{width:100%}}
 "#;

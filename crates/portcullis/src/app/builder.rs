@@ -458,10 +458,10 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         // The flash scope gives `Page` a place to hand back the no-JS flash
         // it consumed, and deletes that cookie on the response.
         let page_deadline = shared.config.deadlines.handler;
-        let anon_keys = crate::anon::CookieKeys {
+        let anon_keys = Arc::new(crate::anon::CookieKeys {
             keys: shared.config.keys.clone(),
             secure: shared.config.secure_cookies,
-        };
+        });
         let pages = self
             .pages
             .layer(axum::middleware::from_fn(move |req, next| {
@@ -517,15 +517,21 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         let router = Router::new()
             .merge(actions)
             .merge(crate::client::router())
-            .merge(pages)
-            .merge(hooks)
-            .merge(api_router)
+            .merge(
+                // Routes outside the pipeline may update tags: they get
+                // the fragment engine as an extension (the action
+                // endpoint does not pay for the insert).
+                Router::new()
+                    .merge(pages)
+                    .merge(hooks)
+                    .merge(api_router)
+                    .layer(axum::Extension(shared.fragments.clone())),
+            )
             .merge(crate::headers::report_router(
                 headers.clone(),
                 shared.config.body_limits.body_timeout,
             ))
             .layer(axum::Extension(shared.clone()))
-            .layer(axum::Extension(shared.fragments.clone()))
             .layer(sessions)
             .layer(axum::middleware::from_fn(move |req, next| {
                 crate::routes::session_guard(login.clone(), reauth.clone(), req, next)

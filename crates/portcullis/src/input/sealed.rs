@@ -54,6 +54,8 @@ thread_local! {
 }
 
 impl Opening {
+    /// The context for one request's decode: seals open only if made for
+    /// `action` under `binding` and unexpired at `now` (unix seconds).
     pub fn new(sealer: Arc<Sealer>, action: &'static str, binding: Binding, now: u64) -> Self {
         Opening {
             sealer,
@@ -131,10 +133,12 @@ impl Drop for OpeningGuard {
 pub struct Sealed<T>(T);
 
 impl<T> Sealed<T> {
+    /// The opened value.
     pub fn into_inner(self) -> T {
         self.0
     }
 
+    /// The opened value, borrowed (also reachable through `Deref`).
     pub fn get(&self) -> &T {
         &self.0
     }

@@ -11,7 +11,10 @@ use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
 /// The declared top-level fields of an input type.
 #[derive(Clone, Debug)]
 pub struct InputShape {
+    /// The Rust type's name, for error messages.
     pub type_name: &'static str,
+    /// Every top-level wire name (after serde renames); the decoder
+    /// refuses any other.
     pub fields: &'static [&'static str],
     /// The fields whose type is `Sealed<T>` (or `Option<Sealed<T>>`), for
     /// the manifest: a reviewer sees which values the client cannot choose.

@@ -14,6 +14,7 @@ use crate::error::{FieldErrors, Rejection};
 pub struct Valid<T>(T);
 
 impl<T> Valid<T> {
+    /// The validated input, by value.
     pub fn into_inner(self) -> T {
         self.0
     }

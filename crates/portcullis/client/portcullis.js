@@ -18,7 +18,9 @@
 //   [data-idempotent]              may run in parallel (else: one queue per page)
 //   [data-pow][data-pow-bits]      proof-of-work challenge (and its difficulty)
 //                                  to solve first; sent as X-Portcullis-Pow
-//   [data-form-errors]             form-level error region (role=alert)
+//   [data-form-errors]             form-level error region (role=alert); a form
+//                                  without one uses its nearest enclosing
+//                                  group's (a direct child of an ancestor)
 //   [data-error-for=name]          field error slot (aria-live=polite)
 //   [data-optimistic-target=sel][data-optimistic-template=id]
 //                                  append a filled <template> to sel at once;
@@ -29,7 +31,8 @@
 //   [data-result-into=sel][data-result-field=name]
 //                                  after success, show result[name] in sel
 //                                  (e.g. a token shown once) instead of reloading
-//   [data-login] / [data-reauth]   where 401s send the browser (?return=here)
+//   [data-login] / [data-reauth]   where 401s send the browser (?return=here):
+//                                  the form's own, else its nearest ancestor's
 //   [data-fragment=key]            fragment roots the server may re-render; their
 //                                  keys go out in Portcullis-Fragments
 // Attributes it writes:
@@ -75,15 +78,25 @@ function setPending(form, on) {
   }
 }
 
+// The form's error region: its own, or (rows of a list share one) the one
+// directly inside its nearest enclosing group.
+function errorBox(form) {
+  const own = form.querySelector("[data-form-errors]");
+  if (own) return own;
+  for (let el = form.parentElement; el; el = el.parentElement) {
+    const box = el.querySelector(":scope > [data-form-errors]");
+    if (box) return box;
+  }
+}
+
 function clearErrors(form) {
   for (const s of $$("[data-error-for]", form)) s.textContent = "";
   for (const i of $$("[aria-invalid]", form)) i.removeAttribute("aria-invalid");
-  const fe = form.querySelector("[data-form-errors]");
-  if (fe) fe.replaceChildren();
+  errorBox(form)?.replaceChildren();
 }
 
 function formError(form, message, retry) {
-  const box = form.querySelector("[data-form-errors]");
+  const box = errorBox(form);
   if (!box) return alert(message);
   const p = document.createElement("p");
   p.textContent = message;
@@ -115,7 +128,7 @@ function showErrors(form, body) {
   if (!first && !(body.formErrors || []).length) {
     formError(form, (body.error && body.error.message) || "Some fields need attention.");
   }
-  (first || form.querySelector("[data-form-errors]"))?.focus?.();
+  (first || errorBox(form))?.focus?.();
 }
 
 // Optimistic updates: applied before the request, undone if it fails.
@@ -297,7 +310,9 @@ function tooMany(form, f) {
 
 // 401: to sign-in (or the password step), coming back here afterwards.
 function toLogin(form, f) {
-  const to = f.code === "reauthentication_required" ? form.dataset.reauth : form.dataset.login;
+  const reauth = f.code === "reauthentication_required";
+  const from = form.closest(reauth ? "[data-reauth]" : "[data-login]");
+  const to = from && (reauth ? from.dataset.reauth : from.dataset.login);
   if (!to) return false;
   location.assign(withReturn(to));
 }
