@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 // The public modules: what an app names (ARCHITECTURE.md, "Public API").
 pub mod action;
