@@ -527,13 +527,21 @@ impl World<'_> {
     /// Under a fault: each kind answers within the bound: 503 for the
     /// signed-in page and action and (if `public`) the public action, 200
     /// for the anonymous page. Returns the slowest answer.
+    ///
+    /// The action goes first: it needs Redis (its rate limit), so the
+    /// instance learns of the outage from it. A signed-in page the instance
+    /// served before that moment came from its session cache, which is safe
+    /// (no session can be revoked while Redis is down: the revocation itself
+    /// fails with a 503) but is not what this test pins: from the first
+    /// failed Redis call on, the cache is not trusted and the page fails
+    /// closed like every session read (`store::SessionCache`).
     async fn under_fault(&mut self, base: &str, label: &str, public: bool) -> Duration {
         let mut slowest = Duration::ZERO;
+        let a = self.signed_action(base).await;
+        assert_eq!(a.status, 503, "{label}: signed-in action {a:?}");
         let p = self.signed_page(base).await;
         assert_eq!(p.status, 503, "{label}: signed-in page {p:?}");
         assert_eq!(p.code, "unavailable", "{label}: the 503 page says why");
-        let a = self.signed_action(base).await;
-        assert_eq!(a.status, 503, "{label}: signed-in action {a:?}");
         let anon = self.anonymous_page(base).await;
         assert_eq!(anon.status, 200, "{label}: anonymous page {anon:?}");
         let mut all = vec![p.took, a.took, anon.took];

@@ -294,6 +294,65 @@ async fn log_in_on_a_act_on_b_and_log_out_on_a_ends_the_session_on_b() {
     assert_eq!(count(&p.db, "SELECT COUNT(*) FROM projects").await, 1);
 }
 
+/// Issue #19: B serves a signed-in session from its in-process cache, so a
+/// sign-out on A must reach B's cache before A answers. Each round warms B's
+/// cache with the session, signs out on A, and replays the cookie on B at
+/// once (no sleep): refused every time, nothing created. (Before the cache,
+/// B read Redis on every request; this pins that the cache changed nothing.)
+#[tokio::test]
+async fn sign_out_on_a_is_refused_on_b_at_once_though_b_had_the_session_in_memory() {
+    let p = pair().await;
+    sign_up(&browser(), &p.a.base, &p.ids, "alice").await;
+    let team = team_id(&p.db, "alice").await.to_string();
+    // 8 rounds: the sign-in limit is 10 per address and account.
+    for round in 0..8 {
+        let jar = Arc::new(Jar::default());
+        let c = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .build()
+            .unwrap();
+        sign_in(&c, &p.a.base, &p.ids, "alice@example.com").await;
+        let url: reqwest::Url = p.a.base.parse().unwrap();
+        let copied = {
+            use reqwest::cookie::CookieStore;
+            jar.cookies(&url).unwrap().to_str().unwrap().to_owned()
+        };
+        // B reads the session (from Redis once, then from memory).
+        for _ in 0..3 {
+            assert!(
+                signed_in_on(&c, &p.b.base).await,
+                "round {round}: signed in on B"
+            );
+        }
+        let (s, _, _) = call(&c, &p.a.base, &p.ids.path(auth::SIGN_OUT), &[], None).await;
+        assert_eq!(s, 200, "round {round}");
+        let replay = reqwest::Client::new();
+        let r = replay
+            .post(format!("{}{}", p.b.base, p.ids.path(projects::CREATE)))
+            .header("origin", &p.b.base)
+            .header("accept", "application/json")
+            .header("cookie", &copied)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("teamId={team}&name=After{round}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "round {round}: the copied cookie on B");
+        let no_redirect = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let page = no_redirect
+            .get(format!("{}/settings", p.b.base))
+            .header("cookie", &copied)
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(page.status(), 200, "round {round}: no signed-in page on B");
+    }
+    assert_eq!(count(&p.db, "SELECT COUNT(*) FROM projects").await, 0);
+}
+
 #[tokio::test]
 async fn idempotent_retry_on_the_other_instance_applies_once() {
     let p = pair().await;

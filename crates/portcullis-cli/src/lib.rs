@@ -13,10 +13,12 @@
 //! ```text
 //! portcullis audit   (--cmd "CMD" | --manifest FILE) [--json | --sarif] [--output FILE]
 //! portcullis manifest --cmd "CMD"          print the manifest CMD produces
+//! portcullis new NAME [--path PORTCULLIS]  write a runnable app into NAME (see [`new`])
 //! ```
 //! Exit code: 0 clean, 1 findings, 2 usage or I/O error.
 
 pub mod manifest;
+pub mod new;
 pub mod report;
 pub mod rules;
 
@@ -28,6 +30,7 @@ pub use rules::{Finding, RULES, Rule, audit};
 const USAGE: &str = "usage:
   portcullis audit (--cmd \"CMD\" | --manifest FILE) [--json | --sarif] [--output FILE]
   portcullis manifest --cmd \"CMD\"
+  portcullis new NAME [--path DIR]
 
   --cmd CMD        run CMD (through sh -c) and read the manifest JSON from its stdout,
                    e.g. --cmd \"cargo run -q -p demo -- manifest --json\"
@@ -35,6 +38,8 @@ const USAGE: &str = "usage:
   --json           findings as JSON
   --sarif          findings as SARIF 2.1.0 (for code-scanning UIs)
   --output FILE    write the report to FILE instead of stdout
+  new NAME         write a runnable app into the new directory NAME (package name: its last part)
+  --path DIR       (new) depend on the portcullis crate at DIR instead of crates.io
 
 exit code: 0 no findings, 1 findings, 2 usage or input error";
 
@@ -118,6 +123,9 @@ fn manifest_text(args: &Args) -> Result<String, String> {
 
 /// Runs the CLI with `args` (without the program name); returns the exit code.
 pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    if args.first().map(String::as_str) == Some("new") {
+        return run_new(&args[1..], out, err);
+    }
     let args = match parse(args) {
         Ok(args) => args,
         Err(msg) => {
@@ -166,5 +174,39 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         1
     } else {
         0
+    }
+}
+
+/// `portcullis new NAME [--path DIR]`.
+fn run_new(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let (dir, path) = match args {
+        [dir] => (dir, None),
+        [dir, flag, path] if flag == "--path" => (dir, Some(path)),
+        [flag, path, dir] if flag == "--path" => (dir, Some(path)),
+        _ => {
+            let _ = writeln!(
+                err,
+                "error: usage: portcullis new NAME [--path DIR]\n{USAGE}"
+            );
+            return 2;
+        }
+    };
+    let source = match path {
+        Some(p) => new::Source::Path(std::path::Path::new(p)),
+        None => new::Source::Registry,
+    };
+    match new::generate(std::path::Path::new(dir), source) {
+        Ok(files) => {
+            let _ = writeln!(
+                out,
+                "wrote {} files into {dir}; next: cd {dir} && cargo run   (and cargo test)",
+                files.len()
+            );
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            2
+        }
     }
 }

@@ -1180,22 +1180,49 @@ impl Engine {
         }
     }
 
-    fn apply_remote(&self, payload: &str) {
+    /// One message from the bus: a tag bump (`h`, `s`) of another
+    /// instance, or a session-cache message (`r`, `a`) for `sessions`,
+    /// whose confirmation is queued for publishing. Other kinds are ignored
+    /// (a newer instance's, during a rolling deploy).
+    fn apply_remote(&self, payload: &str, sessions: Option<&crate::store::SessionCache>) {
         let mut parts = payload.splitn(3, ' ');
-        let (Some(from), Some(kind), Some(tag)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(from), Some(kind), Some(rest)) = (parts.next(), parts.next(), parts.next())
+        else {
             return;
         };
-        if from == self.instance.to_string() {
-            return;
+        match kind {
+            "h" | "s" if from != self.instance.to_string() => {
+                self.bump(rest, kind == "h");
+            }
+            "r" | "a" => {
+                if let Some(reply) = sessions.and_then(|c| c.on_message(from, kind, rest))
+                    && let Some(tx) = self.bus.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+                {
+                    // Full queue: the change waiting for it fails closed (503).
+                    let _ = tx.try_send(reply);
+                }
+            }
+            _ => {}
         }
-        self.bump(tag, kind == "h");
     }
 
     /// Connects the engine to a tag bus (multi-instance mode): publishes
     /// every local bump from a bounded queue, applies other instances'
     /// bumps, and clears the render cache whenever bumps may have been lost
     /// (a subscription ended, or the bus recovered from an outage).
-    pub(crate) fn connect_bus(self: &Arc<Self>, bus: Arc<dyn TagBus>) {
+    ///
+    /// The same subscription carries the session cache's messages
+    /// (`sessions`, see [`crate::store::SessionCache`]): it is told when the
+    /// subscription is up and when it is lost, and answers changes other
+    /// instances announce.
+    pub(crate) fn connect_bus(
+        self: &Arc<Self>,
+        bus: Arc<dyn TagBus>,
+        sessions: Option<Arc<crate::store::SessionCache>>,
+    ) {
+        if let Some(c) = &sessions {
+            c.attach(bus.clone());
+        }
         let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(BUS_QUEUE);
         *self.bus.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         // Publisher: one bump at a time under the bus's deadline; a failure
@@ -1210,11 +1237,15 @@ impl Engine {
         // by other instances may have been lost: start from an empty cache.
         let engine = Arc::downgrade(self);
         let watched = bus.clone();
+        let cache = sessions.clone();
         tokio::spawn(async move {
             loop {
                 watched.recovered().await;
                 let Some(e) = engine.upgrade() else { return };
                 e.clear();
+                if let Some(c) = &cache {
+                    c.lost(true);
+                }
                 tracing::info!(
                     bus = watched.describe(),
                     "tag bus back: local render cache cleared (bumps may have been missed)"
@@ -1246,11 +1277,17 @@ impl Engine {
                     e.clear();
                     tracing::debug!("tag bus resubscribed; local render cache cleared");
                 }
+                if let Some(c) = &sessions {
+                    c.subscribed();
+                }
                 first = false;
                 delay = BUS_BACKOFF_MIN;
                 while let Some(payload) = stream.next().await {
                     let Some(e) = engine.upgrade() else { return };
-                    e.apply_remote(&payload);
+                    e.apply_remote(&payload, sessions.as_deref());
+                }
+                if let Some(c) = &sessions {
+                    c.lost(false);
                 }
                 if let Some(e) = engine.upgrade() {
                     e.clear();

@@ -35,6 +35,9 @@ pub(crate) struct Runtime {
     pub(crate) webhook_seen: crate::idempotency::Store,
     /// Fragments, render cache and tag versions.
     pub(crate) fragments: Arc<crate::fragment::Engine>,
+    /// The in-process session cache in front of the session store (its
+    /// state is documented on [`crate::store::SessionCache`]).
+    pub(crate) session_cache: Arc<crate::store::SessionCache>,
     /// The same seal format under the `Flash` subkey (no-JS flash cookie).
     pub(crate) flash_sealer: Sealer,
     /// The largest body any action accepts: the stage-1 early refusal bound.

@@ -42,9 +42,12 @@
 //!   the session id and records the new stamp.
 //!
 //! Cost: one primary-key lookup per request of a signed-in viewer (nothing
-//! for anonymous requests, which never reach the directory). That is
-//! accepted for now; caching it (with the bump published like tag
-//! invalidations) is a later performance change.
+//! for anonymous requests, which never reach the directory). The session
+//! record itself comes from the in-process session cache
+//! ([`crate::store::SessionCache`]), not from the session store. The stamp
+//! is deliberately not cached: apps change it with their own SQL (and
+//! admins by hand), so only reading it keeps a password change or a
+//! deleted account effective on the next request of every instance.
 //!
 //! A directory that fails (database down) fails the request with its error
 //! (the app's classifier decides, e.g. 503): the session is neither trusted

@@ -844,3 +844,127 @@ async fn connection_cap_holds_under_a_flood_of_silent_connections() {
     drop(flood);
     assert!(get_from("127.0.0.1", addr).await.unwrap().contains("hello"));
 }
+
+/// Issue #19: the session cache is keyed by the session id, which is client
+/// input. Random cookie values are store misses that leave nothing behind
+/// (only records the store vouched for enter), and a flood of sessions an
+/// attacker did create (each under the sign-in limit in a real app) keeps
+/// the cache within its byte bound without pushing out the sessions in use.
+#[tokio::test]
+async fn session_cookie_flood_leaves_the_session_cache_bounded_and_real_sessions_cached() {
+    use portcullis::store::{CachedSessions, SessionCache, SessionCacheConfig};
+    use tower_sessions::SessionStore;
+    use tower_sessions::session::{Id, Record};
+
+    let bound = 256 * 1024;
+    let cache = Arc::new(SessionCache::new(
+        &SessionCacheConfig {
+            max_bytes: bound,
+            ..SessionCacheConfig::default()
+        },
+        None,
+    ));
+    let store = CachedSessions::new(tower_sessions::MemoryStore::default(), cache.clone());
+    let new_record = |user: u64| {
+        let mut data = std::collections::HashMap::new();
+        data.insert(
+            "portcullis.identity".to_owned(),
+            serde_json::json!({ "user_id": user, "roles": [], "stamp": "0123456789abcdef" }),
+        );
+        Record {
+            id: Id::default(),
+            data,
+            expiry_date: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        }
+    };
+    // A real user, reading their session on every request.
+    let mut real = new_record(1);
+    store.create(&mut real).await.unwrap();
+    for _ in 0..20 {
+        assert!(store.load(&real.id).await.unwrap().is_some());
+    }
+    let real_hits = cache.hits();
+
+    // 100,000 random cookie values: each a store read, none cached.
+    for _ in 0..100_000 {
+        assert!(store.load(&Id::default()).await.unwrap().is_none());
+    }
+    assert_eq!(cache.entries(), 1, "unknown ids leave nothing behind");
+    assert!(store.load(&real.id).await.unwrap().is_some());
+    assert_eq!(
+        cache.hits(),
+        real_hits + 1,
+        "the real session is still in memory"
+    );
+
+    // 100,000 sessions that do exist (an attacker who signs in over and
+    // over), the real user active meanwhile.
+    for i in 0..100_000u64 {
+        let mut r = new_record(1_000 + i);
+        store.create(&mut r).await.unwrap();
+        if i % 100 == 0 {
+            assert!(store.load(&real.id).await.unwrap().is_some());
+        }
+    }
+    assert!(
+        cache.bytes() <= bound,
+        "{} bytes cached, bound {bound}",
+        cache.bytes()
+    );
+    assert!(
+        cache.entries() < 100_000 / 10,
+        "{} entries",
+        cache.entries()
+    );
+    let before = cache.hits();
+    assert!(store.load(&real.id).await.unwrap().is_some());
+    assert_eq!(
+        cache.hits(),
+        before + 1,
+        "the session in use was not pushed out by one-off sessions"
+    );
+}
+
+/// The same through the app: 2,000 requests with random session cookies
+/// leave the app's session cache empty of them, and a signed-in user's
+/// session is read from memory before and after.
+#[tokio::test]
+async fn random_session_cookies_over_http_do_not_enter_the_session_cache() {
+    let store = tower_sessions::MemoryStore::default();
+    // No account directory (development): the stamp check is not what is
+    // under test here, the session record is.
+    let app = Portcullis::new(config(), State::default())
+        .pages(Router::new().route(
+            "/me",
+            get(|page: Page| async move {
+                html! { (page.viewer().map(|v| v.id()).unwrap_or(0)) }
+            }),
+        ))
+        .build(store.clone())
+        .expect("app builds");
+    let client = TestClient::start(&app).await;
+    let cookie =
+        portcullis::session::issue(&store, 42, Vec::new(), None, Duration::from_secs(3600))
+            .await
+            .unwrap();
+    let name = portcullis::session::cookie_name(app.config());
+    let http = reqwest::Client::new();
+    let me = |value: String| {
+        let req = http
+            .get(client.url("/me"))
+            .header("cookie", format!("{name}={value}"));
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(me(cookie.clone()).await, "42");
+    assert_eq!(me(cookie.clone()).await, "42");
+    let cache = app.session_cache();
+    let hits = cache.hits();
+    assert!(hits >= 1, "the second request was served from memory");
+    for _ in 0..2_000 {
+        let random = tower_sessions::session::Id::default().to_string();
+        assert_eq!(me(random).await, "0");
+    }
+    assert_eq!(cache.entries(), 1, "only the real session is cached");
+    assert_eq!(me(cookie).await, "42");
+    assert_eq!(cache.hits(), hits + 1);
+}

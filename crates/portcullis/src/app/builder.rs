@@ -101,6 +101,7 @@ pub struct Portcullis<S> {
     /// The stores, if the app chose them ([`Portcullis::stores`]).
     stores: Option<crate::store::Stores>,
     idempotency: crate::idempotency::StoreConfig,
+    session_cache: crate::store::SessionCacheConfig,
     accounts: Option<Arc<dyn crate::session::AccountDirectory>>,
     headers: crate::headers::SecurityHeaders,
     classifier: Option<crate::error::ErrorClassifier>,
@@ -124,6 +125,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             redis: None,
             stores: None,
             idempotency: crate::idempotency::StoreConfig::default(),
+            session_cache: crate::store::SessionCacheConfig::default(),
             accounts: None,
             headers: crate::headers::SecurityHeaders::default(),
             classifier: None,
@@ -164,6 +166,14 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
     /// (ignored with [`Portcullis::stores`]).
     pub fn idempotency_store(mut self, config: crate::idempotency::StoreConfig) -> Self {
         self.idempotency = config;
+        self
+    }
+
+    /// Bounds of the in-process session cache (default 16 MiB, 60 s; `max_bytes`
+    /// 0 turns it off). See [`crate::store::SessionCache`]: instances that
+    /// share a session store must share a tag bus (Redis).
+    pub fn session_cache(mut self, config: crate::store::SessionCacheConfig) -> Self {
+        self.session_cache = config;
         self
     }
 
@@ -318,11 +328,6 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             self.config.keys.clone(),
             self.config.id_rotation,
         );
-        // Every session-store call, whatever the store, runs under a deadline.
-        let sessions = session_layer(
-            crate::store::Deadline::new(store, self.config.deadlines.session),
-            &self.config,
-        );
         // One Redis connection for everything that uses Redis.
         let stores = match (self.stores, self.redis) {
             (Some(stores), _) => stores,
@@ -330,6 +335,20 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             (None, None) => crate::store::Stores::from_config(&self.config, &self.idempotency)
                 .map_err(BuildError::Redis)?,
         };
+        // Every session-store call, whatever the store, runs under a
+        // deadline; in front of it the session cache, kept exact across
+        // instances over the tag bus.
+        let session_cache = Arc::new(crate::store::SessionCache::new(
+            &self.session_cache,
+            stores.bus(),
+        ));
+        let sessions = session_layer(
+            crate::store::CachedSessions::new(
+                crate::store::Deadline::new(store, self.config.deadlines.session),
+                session_cache.clone(),
+            ),
+            &self.config,
+        );
         let limiter = Limiter::new(stores.counters().clone());
         let forms = Arc::new(FormContext {
             directory: Arc::new(Directory {
@@ -348,7 +367,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 .map_err(BuildError::DuplicateFragment)?;
         if tokio::runtime::Handle::try_current().is_ok() {
             if let Some(bus) = stores.bus() {
-                engine.connect_bus(bus.clone());
+                engine.connect_bus(bus.clone(), Some(session_cache.clone()));
             }
             if let Some(r) = stores.redis_connection() {
                 r.watch(WATCHDOG_EVERY);
@@ -404,6 +423,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             idempotency,
             webhook_seen,
             fragments: engine,
+            session_cache,
             config: self.config,
             forms,
             limiter,

@@ -64,6 +64,12 @@ impl App {
         &self.runtime.fragments
     }
 
+    /// The in-process session cache: its counters and bounds
+    /// ([`crate::store::SessionCache`]).
+    pub fn session_cache(&self) -> &Arc<crate::store::SessionCache> {
+        &self.runtime.session_cache
+    }
+
     /// The action metrics (Prometheus text via [`Metrics::encode`]).
     pub fn metrics(&self) -> &Metrics {
         &self.runtime.metrics

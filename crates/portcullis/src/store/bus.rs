@@ -34,6 +34,29 @@ pub trait TagBus: Send + Sync + 'static {
     /// included: the engine skips its own messages).
     fn publish<'a>(&'a self, message: &'a str) -> StoreFuture<'a, ()>;
 
+    /// Like [`TagBus::publish`], answering how many subscriptions received
+    /// the message (this instance's own included), if the transport can
+    /// tell. The session cache waits for that many confirmations before a
+    /// sign-out answers ([`super::SessionCache`]); a transport that cannot
+    /// count keeps the default (`None`) and [`TagBus::counts_receivers`]
+    /// `false`, and the session cache is then off.
+    fn publish_counted<'a>(&'a self, message: &'a str) -> StoreFuture<'a, Option<usize>> {
+        StoreFuture::new(async move { self.publish(message).await.map(|()| None) })
+    }
+
+    /// Whether [`TagBus::publish_counted`] answers a count.
+    fn counts_receivers(&self) -> bool {
+        false
+    }
+
+    /// Whether the transport currently believes it can deliver (Redis: the
+    /// shared connection is not known to be down). While it is `false` the
+    /// session cache is not trusted: requests go to the session store,
+    /// which fails closed. Default `true`.
+    fn healthy(&self) -> bool {
+        true
+    }
+
     /// A new subscription to messages published from now on.
     fn subscribe(&self) -> StoreFuture<'_, TagStream>;
 

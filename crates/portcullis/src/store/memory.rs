@@ -459,6 +459,14 @@ impl TagBus for MemoryTagBus {
         StoreFuture::ready(Ok(()))
     }
 
+    fn publish_counted<'a>(&'a self, message: &'a str) -> StoreFuture<'a, Option<usize>> {
+        StoreFuture::ready(Ok(Some(self.tx.send(message.to_owned()).unwrap_or(0))))
+    }
+
+    fn counts_receivers(&self) -> bool {
+        true
+    }
+
     fn subscribe(&self) -> StoreFuture<'_, TagStream> {
         let rx = self.tx.subscribe();
         let stream = futures::stream::unfold(rx, |mut rx| async move {

@@ -42,6 +42,7 @@
 //! | store | on outage | why |
 //! |---|---|---|
 //! | sessions ([`Deadline`] around any `SessionStore`, [`RedisSessionStore`]) | fail closed: `503 session_store_unavailable` for every request that carries a session cookie; anonymous pages keep working | identity cannot be guessed; serving a signed-in page as anonymous would sign users out and lose their work |
+//! | the session cache ([`SessionCache`], in front of the session store) | not trusted while the bus subscription is down or Redis has failed: reads go to the session store (which fails closed) and the cache starts again empty; a change not confirmed by every instance is a 503 | a copy that may have missed a sign-out must not answer for the store |
 //! | limits, quotas, spent challenges ([`crate::ratelimit`]) | fail closed: `503 limiter_unavailable`, unless the action declared `.fail_open()` (`portcullis audit` lists those) | a limit that is skipped when Redis is down is a limit an attacker can switch off by overloading Redis |
 //! | idempotency keys ([`IdempotencyStore`]) | fail closed: `503 idempotency_unavailable` before the handler runs | without the claim a retried mutation could apply twice |
 //! | tag bus ([`mod@crate::fragment`]) | degrades: invalidation stays local; other instances' cached fragments may be stale until their TTL or until the bus reconnects (which clears the render cache) | a stale fragment is a display problem bounded by the TTL; refusing every page because the bus is down would be an outage of its own |
@@ -73,6 +74,7 @@ pub mod gcra;
 pub mod idempotency;
 pub mod memory;
 pub mod redis;
+mod session_cache;
 mod stores;
 pub mod window;
 
@@ -91,6 +93,9 @@ pub use self::counter::{Bucket, CounterStore, Decision, Quota, QuotaDecision, St
 pub use self::idempotency::{Claim, Fingerprint, IdempotencyStore, MAX_STORED_BODY};
 pub use self::memory::{IdempotencyConfig, MemoryCounters, MemoryIdempotency, MemoryTagBus};
 pub use self::redis::{Redis, RedisCounters, RedisIdempotency, RedisSessionStore, RedisTagBus};
+pub use self::session_cache::{
+    CachedSessions, MAX_CACHED_RECORD, SessionCache, SessionCacheConfig,
+};
 pub use self::stores::Stores;
 pub use crate::config::Deadlines;
 pub use crate::observe::{Outage, SUMMARY_EVERY, app_dependencies};
@@ -142,9 +147,15 @@ pub(crate) async fn watch_session_faults<F: Future>(f: F) -> (F::Output, bool) {
         .await
 }
 
+/// Records that a session-store call failed during this request (see
+/// [`watch_session_faults`]).
+fn mark_session_fault() {
+    let _ = SESSION_FAULT.try_with(|f| f.set(true));
+}
+
 /// Marks the text of store errors that mean "unavailable" (a deadline or a
 /// backend failure), as opposed to a record that does not decode.
-const UNAVAILABLE: &str = "session store unavailable";
+pub(crate) const UNAVAILABLE: &str = "session store unavailable";
 
 /// Any `SessionStore` with a deadline on each operation (load, create, save,
 /// delete). [`crate::Portcullis::build`] wraps the app's store in it, so the
@@ -194,7 +205,7 @@ impl<S> Deadline<S> {
             Ok(Err(other)) => return Err(other),
             Err(_) => format!("{UNAVAILABLE}: {op} took longer than {:?}", self.after),
         };
-        let _ = SESSION_FAULT.try_with(|f| f.set(true));
+        mark_session_fault();
         self.outage.failed(&result, None);
         Err(session_store::Error::Backend(result))
     }

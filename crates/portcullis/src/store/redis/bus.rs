@@ -77,6 +77,26 @@ impl TagBus for RedisTagBus {
         })
     }
 
+    fn publish_counted<'a>(&'a self, message: &'a str) -> StoreFuture<'a, Option<usize>> {
+        StoreFuture::new(async move {
+            self.redis
+                .query::<i64>(
+                    STORE,
+                    ::redis::cmd("PUBLISH").arg(&self.channel).arg(message),
+                )
+                .await
+                .map(|n| Some(usize::try_from(n).unwrap_or(0)))
+        })
+    }
+
+    fn counts_receivers(&self) -> bool {
+        true
+    }
+
+    fn healthy(&self) -> bool {
+        !self.redis.outage().is_down()
+    }
+
     fn subscribe(&self) -> StoreFuture<'_, TagStream> {
         StoreFuture::new(self.subscribe_now())
     }
