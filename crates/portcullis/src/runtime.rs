@@ -62,12 +62,6 @@ impl Runtime {
         &self.forms.directory
     }
 
-    /// The id to render for `name` now, if such an action exists.
-    #[cfg(feature = "testing")]
-    pub fn action_id(&self, name: &str) -> Option<String> {
-        self.directory().action_id(name)
-    }
-
     /// The action endpoint path for `name`.
     pub fn action_path(&self, name: &str) -> Option<String> {
         self.directory().action_path(name)
@@ -77,30 +71,6 @@ impl Runtime {
     /// (see [`crate::seal::SealFor`]).
     pub fn sealer(&self) -> &Arc<Sealer> {
         &self.forms.sealer
-    }
-
-    /// The idempotency store (for its usage figures in flood tests).
-    #[cfg(feature = "testing")]
-    pub fn idempotency(&self) -> &crate::idempotency::Store {
-        &self.idempotency
-    }
-
-    /// A fresh proof-of-work challenge for `name`, if that action has a
-    /// `BotCheck::ProofOfWork` (at its difficulty, valid for 30 minutes).
-    #[cfg(feature = "testing")]
-    pub fn pow_challenge(&self, name: &str) -> Option<String> {
-        self.directory().pow_challenge(name)
-    }
-
-    /// The id `name` had in `epoch` (tests of skew handling).
-    #[cfg(feature = "testing")]
-    pub fn action_id_in_epoch(&self, name: &str, epoch: u64) -> String {
-        self.directory().ids.id_in_epoch(name, epoch).to_string()
-    }
-
-    #[cfg(feature = "testing")]
-    pub fn epoch(&self) -> u64 {
-        self.directory().ids.epoch()
     }
 
     /// Every registered action, as data.

@@ -330,29 +330,31 @@ impl App {
     /// The current opaque id of `action` (the last path segment of its
     /// endpoint).
     pub fn action_id(&self, action: impl Into<AnyActionRef>) -> Option<String> {
-        self.runtime().action_id(action.into().name())
+        self.runtime().directory().action_id(action.into().name())
     }
 
     /// The id `action` had in `epoch` (tests of version-skew handling).
     pub fn action_id_in_epoch(&self, action: impl Into<AnyActionRef>, epoch: u64) -> String {
-        self.runtime()
-            .action_id_in_epoch(action.into().name(), epoch)
+        let ids = &self.runtime().directory().ids;
+        ids.id_in_epoch(action.into().name(), epoch).to_string()
     }
 
     /// The current id-rotation epoch.
     pub fn epoch(&self) -> u64 {
-        self.runtime().epoch()
+        self.runtime().directory().ids.epoch()
     }
 
     /// A fresh proof-of-work challenge for `action`, if it has a
     /// `BotCheck::ProofOfWork`.
     pub fn pow_challenge(&self, action: impl Into<AnyActionRef>) -> Option<String> {
-        self.runtime().pow_challenge(action.into().name())
+        self.runtime()
+            .directory()
+            .pow_challenge(action.into().name())
     }
 
     /// The idempotency store (its usage figures in flood tests).
     pub fn idempotency(&self) -> &crate::idempotency::Store {
-        self.runtime().idempotency()
+        &self.runtime().idempotency
     }
 
     /// The sealing keys, for minting seals outside a page or action.

@@ -392,10 +392,10 @@ impl Harness {
                 );
             }
 
-            let stale_path = format!(
-                "{ACTION_PREFIX}{}",
-                shared.action_id_in_epoch(name, shared.epoch().saturating_sub(2))
-            );
+            let stale_path = format!("{ACTION_PREFIX}{}", {
+                let ids = &shared.directory().ids;
+                ids.id_in_epoch(name, ids.epoch().saturating_sub(2))
+            });
             let r = same_origin(
                 &client,
                 &stale_path,
