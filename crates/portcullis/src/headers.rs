@@ -324,6 +324,10 @@ pub enum HeadersError {
     /// A `Permissions-Policy` value that is not a valid header value.
     #[error("security headers: Permissions-Policy `{0}` is not a valid header value")]
     BadPermissions(String),
+    /// A Content-Security-Policy that is not a valid header value (a source
+    /// with a character headers cannot carry).
+    #[error("security headers: Content-Security-Policy `{0}` is not a valid header value")]
+    BadPolicy(String),
 }
 
 /// One policy as the manifest shows it (`{nonce}` stands for the nonce).
@@ -364,6 +368,15 @@ pub struct HeadersManifest {
 struct Variant {
     /// The CSP with [`NONCE_SLOT`] where the nonce goes.
     template: String,
+    /// `template` cut at each [`NONCE_SLOT`]: the nonce goes between the
+    /// pieces (no search of the template per response).
+    pieces: Vec<String>,
+    /// The policy for a response that never asked for its nonce (no page
+    /// rendered: action results, JSON, redirects): `template` without its
+    /// `'nonce-…'` sources. Nothing in such a response carries a nonce, so
+    /// it allows exactly what the nonce policy would; built once, sent as a
+    /// shared value.
+    without_nonce: HeaderValue,
     report_only: bool,
     framable: bool,
     manifest: PolicyManifest,
@@ -474,7 +487,13 @@ fn compile_variant(
     if report_only {
         weakens.push("report-only (nothing is blocked)".into());
     }
+    let pieces = template.split(NONCE_SLOT).map(str::to_owned).collect();
+    let without_nonce = template.replace(&format!(" {nonce}"), "");
+    let without_nonce = HeaderValue::from_str(&without_nonce)
+        .map_err(|_| HeadersError::BadPolicy(template.clone()))?;
     Ok(Variant {
+        pieces,
+        without_nonce,
         manifest: PolicyManifest {
             path: path.to_owned(),
             content_security_policy: template.clone(),
@@ -593,16 +612,19 @@ impl Compiled {
 /// nonce, and a flag the page sets when it renders for a signed-in viewer.
 ///
 /// One per request, created here and dropped with the request: nothing is
-/// shared between requests, so no user can affect another's.
-#[derive(Debug)]
+/// shared between requests, so no user can affect another's. The nonce is
+/// drawn the first time something asks for it (a page rendering an inline
+/// script or style); a response that never asked gets the policy without
+/// nonce sources ([`Variant::without_nonce`]).
+#[derive(Debug, Default)]
 pub(crate) struct ResponseFacts {
-    nonce: String,
+    nonce: std::sync::OnceLock<String>,
     personalized: AtomicBool,
 }
 
 impl ResponseFacts {
     pub(crate) fn nonce(&self) -> &str {
-        &self.nonce
+        self.nonce.get_or_init(fresh_nonce)
     }
     /// The response shows this viewer's data: never cache it.
     pub(crate) fn mark_personalized(&self) {
@@ -616,34 +638,64 @@ fn fresh_nonce() -> String {
 }
 
 /// The layer (`axum::middleware::from_fn_with_state`), outermost in the app.
+///
+/// An action request renders no page, so it gets no [`ResponseFacts`] (one
+/// allocation and one extension map fewer on the hottest path) and is always
+/// treated as personal (`no-store`).
 pub(crate) async fn layer(
     State(compiled): State<Arc<Compiled>>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let facts = Arc::new(ResponseFacts {
-        nonce: fresh_nonce(),
-        personalized: AtomicBool::new(false),
-    });
     let action = request.uri().path().starts_with(crate::wire::ACTION_PREFIX);
     let variant = compiled.variant(request.uri().path());
-    request.extensions_mut().insert(facts.clone());
+    let facts = (!action).then(|| {
+        let facts = Arc::new(ResponseFacts::default());
+        request.extensions_mut().insert(facts.clone());
+        facts
+    });
     let mut response = next.run(request).await;
     let personal = action
-        || facts.personalized.load(Ordering::Relaxed)
+        || facts
+            .as_ref()
+            .is_some_and(|f| f.personalized.load(Ordering::Relaxed))
         || response.headers().contains_key(header::SET_COOKIE);
-    apply(
-        &compiled,
-        variant,
-        &facts.nonce,
-        personal,
-        response.headers_mut(),
-    );
+    let nonce = facts
+        .as_ref()
+        .and_then(|f| f.nonce.get())
+        .map(String::as_str);
+    apply(&compiled, variant, nonce, personal, response.headers_mut());
     response
 }
 
-fn apply(c: &Compiled, v: &Variant, nonce: &str, personal: bool, h: &mut HeaderMap) {
-    let csp = v.template.replace(NONCE_SLOT, nonce);
+/// Header names `http` has no constant for, built at compile time.
+const CROSS_ORIGIN_OPENER_POLICY: HeaderName =
+    HeaderName::from_static("cross-origin-opener-policy");
+const CROSS_ORIGIN_RESOURCE_POLICY: HeaderName =
+    HeaderName::from_static("cross-origin-resource-policy");
+const PERMISSIONS_POLICY_HEADER: HeaderName = HeaderName::from_static("permissions-policy");
+const REPORTING_ENDPOINTS: HeaderName = HeaderName::from_static("reporting-endpoints");
+
+/// The CSP for one response: the nonce policy when something drew the
+/// nonce, else the prepared value without nonce sources.
+fn csp_value(v: &Variant, nonce: Option<&str>) -> Option<HeaderValue> {
+    let Some(nonce) = nonce else {
+        return Some(v.without_nonce.clone());
+    };
+    let len = v.pieces.iter().map(String::len).sum::<usize>() + nonce.len() * v.pieces.len();
+    let mut csp = String::with_capacity(len);
+    for (i, piece) in v.pieces.iter().enumerate() {
+        if i > 0 {
+            csp.push_str(nonce);
+        }
+        csp.push_str(piece);
+    }
+    HeaderValue::from_str(&csp).ok()
+}
+
+fn apply(c: &Compiled, v: &Variant, nonce: Option<&str>, personal: bool, h: &mut HeaderMap) {
+    // Up to ten headers are added: one growth of the map, not several.
+    h.reserve(10);
     let name = if v.report_only {
         header::CONTENT_SECURITY_POLICY_REPORT_ONLY
     } else {
@@ -652,7 +704,7 @@ fn apply(c: &Compiled, v: &Variant, nonce: &str, personal: bool, h: &mut HeaderM
     // Only one of the two, whatever the handler set.
     h.remove(header::CONTENT_SECURITY_POLICY);
     h.remove(header::CONTENT_SECURITY_POLICY_REPORT_ONLY);
-    if let Ok(value) = HeaderValue::from_str(&csp) {
+    if let Some(value) = csp_value(v, nonce) {
         h.insert(name, value);
     }
     if v.framable {
@@ -669,19 +721,16 @@ fn apply(c: &Compiled, v: &Variant, nonce: &str, personal: bool, h: &mut HeaderM
         HeaderValue::from_static("strict-origin-when-cross-origin"),
     );
     h.insert(
-        HeaderName::from_static("cross-origin-opener-policy"),
+        CROSS_ORIGIN_OPENER_POLICY,
         HeaderValue::from_static("same-origin"),
     );
     h.insert(
-        HeaderName::from_static("cross-origin-resource-policy"),
+        CROSS_ORIGIN_RESOURCE_POLICY,
         HeaderValue::from_static("same-origin"),
     );
-    h.insert(
-        HeaderName::from_static("permissions-policy"),
-        c.permissions.clone(),
-    );
+    h.insert(PERMISSIONS_POLICY_HEADER, c.permissions.clone());
     if let Some(e) = &c.reporting_endpoints {
-        h.insert(HeaderName::from_static("reporting-endpoints"), e.clone());
+        h.insert(REPORTING_ENDPOINTS, e.clone());
     }
     match &c.hsts {
         Some(v) => {

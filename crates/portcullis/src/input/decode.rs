@@ -149,10 +149,16 @@ pub async fn decode<T: DeserializeOwned>(
             } else {
                 body
             };
-            let mut de = serde_json::Deserializer::from_slice(&body);
             let input = {
                 let _sealed = opening.enter();
-                serde_path_to_error::deserialize(&mut de).map_err(serde_failure)?
+                with_path_on_failure(
+                    || T::deserialize(&mut serde_json::Deserializer::from_slice(&body)),
+                    || {
+                        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(
+                            &body,
+                        ))
+                    },
+                )?
             };
             Ok((input, reserved))
         }
@@ -160,9 +166,28 @@ pub async fn decode<T: DeserializeOwned>(
 }
 
 fn from_form<T: DeserializeOwned>(body: &[u8], opening: &Opening) -> Result<T, Rejection> {
-    let de = serde_html_form::Deserializer::new(form_urlencoded::parse(body));
+    let de = || serde_html_form::Deserializer::new(form_urlencoded::parse(body));
     let _sealed = opening.enter();
-    serde_path_to_error::deserialize(de).map_err(serde_failure)
+    with_path_on_failure(
+        || T::deserialize(de()),
+        || serde_path_to_error::deserialize(de()),
+    )
+}
+
+/// Deserializes once, plainly; only a body that fails is deserialized a
+/// second time through `serde_path_to_error`, for the field path of the 422.
+/// The path tracking wraps every visitor and costs about half of a
+/// successful decode, which is the common case. Both passes read the same
+/// bytes with the same sealed-field context, so the second fails as the
+/// first did (opening a seal has no side effect).
+fn with_path_on_failure<T, E: std::fmt::Display>(
+    plain: impl FnOnce() -> Result<T, E>,
+    with_path: impl FnOnce() -> Result<T, serde_path_to_error::Error<E>>,
+) -> Result<T, Rejection> {
+    match plain() {
+        Ok(value) => Ok(value),
+        Err(_) => with_path().map_err(serde_failure),
+    }
 }
 
 /// Screens name/value pairs: counts, splits off reserved fields, collects
