@@ -124,10 +124,7 @@ impl Dal {
 pub struct Accounts(pub Dal);
 
 impl AccountDirectory for Accounts {
-    fn security_stamp(
-        &self,
-        user: UserId,
-    ) -> BoxFuture<'static, DalResult<Option<Stamp>>> {
+    fn security_stamp(&self, user: UserId) -> BoxFuture<'static, DalResult<Option<Stamp>>> {
         let pool = self.0.0.clone();
         Box::pin(async move {
             let row: Option<(String,)> =
