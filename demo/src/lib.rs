@@ -10,7 +10,6 @@ pub mod billing;
 pub mod dal;
 pub mod db;
 pub mod pages;
-pub mod passwords;
 pub mod seed;
 
 use std::str::FromStr;

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use portcullis::tower_sessions::SessionStore;
 
+use crate::Sessions;
 use crate::dal::now;
 use crate::db::Db;
-use crate::{Sessions, passwords};
+use portcullis::session::password;
 
 /// The sample world's password for every seeded account.
 pub const SAMPLE_PASSWORD: &str = "correct-horse-battery";
@@ -71,7 +72,7 @@ async fn wipe(db: &Db) -> Result<(), sqlx::Error> {
 /// Alice and Bob with a shared team, projects and comments.
 pub async fn sample(db: &Db) -> Result<Vec<String>, Box<dyn std::error::Error>> {
     wipe(db).await?;
-    let hash = passwords::hash(SAMPLE_PASSWORD.to_owned())
+    let hash = password::hash(SAMPLE_PASSWORD)
         .await
         .map_err(|e| format!("{e:?}"))?;
     let alice = user(db, "alice@example.com", "Alice", &hash).await?;
@@ -123,7 +124,7 @@ pub async fn bench(
 ) -> Result<Vec<BenchSession>, Box<dyn std::error::Error>> {
     wipe(db).await?;
     // One hash for all ten bench users: hashing is not what is measured.
-    let hash = passwords::hash(SAMPLE_PASSWORD.to_owned())
+    let hash = password::hash(SAMPLE_PASSWORD)
         .await
         .map_err(|e| format!("{e:?}"))?;
     let mut users = Vec::new();

@@ -26,7 +26,7 @@ async fn idor_on_every_action_that_takes_an_id_is_a_plain_404() {
             &[("projectId", &p.to_string()), ("body", "hi")],
         )
         .await;
-    let comment = r.json()["result"]["id"].as_i64().unwrap();
+    let comment = r.result()["id"].as_i64().unwrap();
     let (_, other_id) = user(&demo, "Other").await;
     let before = snapshot(&demo).await;
     let p = p.to_string();
@@ -171,7 +171,7 @@ async fn invite_tokens_are_single_use_expire_and_cannot_be_guessed() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let link = r.json()["result"]["link"].as_str().unwrap().to_owned();
+    let link = r.result()["link"].as_str().unwrap().to_owned();
     let token = link.trim_start_matches("/invites/").to_owned();
     // The token is not stored, only its hash.
     let stored: Vec<(String,)> = sqlx::query_as("SELECT token_hash FROM invites")
@@ -216,7 +216,7 @@ async fn invite_tokens_are_single_use_expire_and_cannot_be_guessed() {
             &[("teamId", &team), ("email", "carol@example.com")],
         )
         .await;
-    let link2 = r.json()["result"]["link"].as_str().unwrap().to_owned();
+    let link2 = r.result()["link"].as_str().unwrap().to_owned();
     sqlx::query("UPDATE invites SET expires_at = $1 WHERE accepted_at IS NULL")
         .bind(demo::dal::now() - 1)
         .execute(&demo.db.pool)
@@ -244,7 +244,7 @@ async fn a_member_cannot_escalate_their_role() {
         let r = alice
             .call(teams::INVITE, &[("teamId", &team), ("email", email)])
             .await;
-        let link = r.json()["result"]["link"].as_str().unwrap().to_owned();
+        let link = r.result()["link"].as_str().unwrap().to_owned();
         assert_eq!(accept_invite(c, &link).await.status, 200);
     }
     let before = snapshot(&demo).await;
@@ -323,7 +323,7 @@ async fn deleting_or_editing_another_users_comment_is_404_even_in_the_same_team(
             &[("teamId", &team), ("email", "bob@example.com")],
         )
         .await;
-    let link = r.json()["result"]["link"].as_str().unwrap().to_owned();
+    let link = r.result()["link"].as_str().unwrap().to_owned();
     assert_eq!(accept_invite(&bob, &link).await.status, 200);
     let p = project(&alice, team.parse().unwrap(), "Shared")
         .await
@@ -334,7 +334,7 @@ async fn deleting_or_editing_another_users_comment_is_404_even_in_the_same_team(
             &[("projectId", &p), ("body", "alice's words")],
         )
         .await;
-    let c = r.json()["result"]["id"].as_i64().unwrap().to_string();
+    let c = r.result()["id"].as_i64().unwrap().to_string();
     let before = snapshot(&demo).await;
     assert_refused(
         &bob.call(comments::DELETE, &[("commentId", &c)]).await,
@@ -355,7 +355,7 @@ async fn deleting_or_editing_another_users_comment_is_404_even_in_the_same_team(
     let r = bob
         .call(comments::POST, &[("projectId", &p), ("body", "bob here")])
         .await;
-    let mine = r.json()["result"]["id"].as_i64().unwrap().to_string();
+    let mine = r.result()["id"].as_i64().unwrap().to_string();
     assert_eq!(
         bob.call(comments::DELETE, &[("commentId", &mine)])
             .await
@@ -645,7 +645,7 @@ async fn transfer_uses_a_sealed_project_id_that_cannot_be_moved() {
             ],
         )
         .await;
-    let link = r.json()["result"]["link"].as_str().unwrap().to_owned();
+    let link = r.result()["link"].as_str().unwrap().to_owned();
     assert_eq!(accept_invite(&alice, &link).await.status, 200);
     let mine = project(&alice, alice_team, "Movable").await;
     let other = project(&alice, alice_team, "Stays").await;

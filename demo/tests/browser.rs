@@ -956,7 +956,7 @@ async fn csp_on_every_page(b: &Browser, site: &Site) {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let link = r.json()["result"]["link"].as_str().unwrap().to_owned();
+    let link = r.result()["link"].as_str().unwrap().to_owned();
     let invite = link[link.find("/invites/").unwrap()..].to_owned();
     let session = session_for(site, id).await;
     b.sign_in_as(site, &session).await;

@@ -268,7 +268,7 @@ async fn invite_quota_is_shown_to_the_handler() {
             &[("teamId", &team), ("email", "x@example.com")],
         )
         .await;
-    assert_eq!(r.json()["result"]["invitesLeftToday"], 19);
+    assert_eq!(r.result()["invitesLeftToday"], 19);
 }
 
 #[tokio::test]
@@ -364,7 +364,7 @@ async fn a_comment_by_one_member_appears_for_another_on_their_next_load() {
             &[("teamId", &team.to_string()), ("email", "bob@example.com")],
         )
         .await;
-    let link = r.json()["result"]["link"].as_str().unwrap().to_owned();
+    let link = r.result()["link"].as_str().unwrap().to_owned();
     assert_eq!(common::accept_invite(&bob, &link).await.status, 200);
     let p = project(&alice, team, "Shared").await;
     let page = format!("/projects/{p}");
@@ -456,7 +456,7 @@ async fn deleted_project_and_comment_vanish_from_cached_fragments() {
             &[("projectId", &p.to_string()), ("body", "Doomed comment")],
         )
         .await;
-    let comment = r.json()["result"]["id"].as_i64().unwrap().to_string();
+    let comment = r.result()["id"].as_i64().unwrap().to_string();
     assert!(
         c.get(&format!("/projects/{p}"))
             .await

@@ -98,7 +98,7 @@ async fn all_pages(demo: &common::Demo) -> Vec<(String, TestClient, String)> {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let invite = r.json()["result"]["link"]
+    let invite = r.result()["link"]
         .as_str()
         .map(str::to_owned)
         .unwrap_or_else(|| panic!("invite link in {}", r.text()));

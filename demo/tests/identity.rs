@@ -34,7 +34,7 @@ async fn new_token(c: &TestClient) -> String {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["result"]["token"].as_str().unwrap().to_owned()
+    r.result()["token"].as_str().unwrap().to_owned()
 }
 
 async fn api(demo: &Demo, token: &str) -> TestResponse {
@@ -59,7 +59,7 @@ async fn join(owner: &TestClient, member: &TestClient, name: &str, team: i64) {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let link = r.json()["result"]["link"].as_str().unwrap().to_owned();
+    let link = r.result()["link"].as_str().unwrap().to_owned();
     let r = accept_invite(member, &link).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
@@ -368,7 +368,7 @@ async fn invite_link_cannot_be_used_by_another_account() {
             &[("teamId", &team.to_string()), ("email", "bob@example.com")],
         )
         .await;
-    let link = r.json()["result"]["link"].as_str().unwrap().to_owned();
+    let link = r.result()["link"].as_str().unwrap().to_owned();
     // Mallory got hold of Bob's link.
     let before = snapshot(&demo).await;
     let r = accept_invite(&mallory, &link).await;

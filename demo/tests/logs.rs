@@ -82,7 +82,7 @@ async fn no_span_or_log_line_holds_a_password_or_token() {
             &[("name", "ci"), ("scope", "write"), ("days", "7")],
         )
         .await;
-    let api_token = r.json()["result"]["token"].as_str().unwrap().to_owned();
+    let api_token = r.result()["token"].as_str().unwrap().to_owned();
     let r = reqwest::Client::new()
         .get(demo.client.url("/api/projects"))
         .header("authorization", format!("Bearer {api_token}"))

@@ -9,12 +9,14 @@
 //! newcomer reads all of it.
 //!
 //! Versions: the app depends on portcullis by this CLI's version (or by
-//! path with `--path`, for the repository's own test), and on garde, maud
-//! and axum by exactly the requirements the framework uses ([`GARDE`],
-//! [`MAUD`], [`AXUM`]; a test compares them with the workspace's). garde's
-//! derive and maud's `html!` name their own crates, so they cannot come
-//! through portcullis's re-exports, and a second garde or maud would be a
-//! different crate whose types portcullis does not accept.
+//! path with `--path`, for the repository's own test), and on garde and
+//! maud by exactly the requirements the framework uses ([`GARDE`],
+//! [`MAUD`]; a test compares them with the workspace's). garde's derive and
+//! maud's `html!` name their own crates, so they cannot come through
+//! portcullis's re-exports, and a second garde or maud would be a different
+//! crate whose types portcullis does not accept. axum (the page router)
+//! and password hashing come from portcullis itself (`portcullis::axum`,
+//! `portcullis::session::password`), so there is no third version to match.
 
 use std::path::{Path, PathBuf};
 
@@ -22,8 +24,6 @@ use std::path::{Path, PathBuf};
 pub const GARDE: &str = r#"{ version = "0.22", features = ["derive", "email"] }"#;
 /// maud as portcullis depends on it.
 pub const MAUD: &str = r#"{ version = "0.27", features = ["axum"] }"#;
-/// axum: the app hands portcullis an `axum::Router`.
-pub const AXUM: &str = r#"{ version = "0.8", default-features = false, features = ["query"] }"#;
 
 /// Every file of a new app: its path and its template.
 pub const FILES: &[(&str, &str)] = &[
@@ -43,10 +43,6 @@ pub const FILES: &[(&str, &str)] = &[
     (
         "src/pages.rs",
         include_str!("../templates/app/src/pages.rs"),
-    ),
-    (
-        "src/passwords.rs",
-        include_str!("../templates/app/src/passwords.rs"),
     ),
     (
         "tests/app.rs",
@@ -131,7 +127,6 @@ pub fn generate(dir: &Path, source: Source<'_>) -> Result<Vec<PathBuf>, NewError
             .replace("{{portcullis}}", &plain)
             .replace("{{garde}}", GARDE)
             .replace("{{maud}}", MAUD)
-            .replace("{{axum}}", AXUM)
             .replace("{{crate}}", &crate_name)
             .replace("{{name}}", &name);
         let path = dir.join(file);

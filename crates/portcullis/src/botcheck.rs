@@ -403,6 +403,7 @@ pub(crate) async fn run(
 /// — refused connection, TLS or certificate error, timeout, non-2xx status,
 /// unreadable JSON — is a [`BotVerifyError`], which fails the check closed.
 #[cfg(feature = "bot-http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bot-http")))]
 pub struct HttpVerifier {
     name: &'static str,
     url: String,
@@ -416,6 +417,7 @@ pub struct HttpVerifier {
 
 /// Why an [`HttpVerifier`] could not be configured.
 #[cfg(feature = "bot-http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bot-http")))]
 #[derive(Debug, thiserror::Error)]
 pub enum HttpVerifierError {
     /// The bytes hold no PEM certificate block.

@@ -12,6 +12,8 @@
 //! | `PORTCULLIS_STRICT_ORIGIN`     | `1`: refuse unsafe requests with neither Sec-Fetch-Site nor Origin |
 //! | `PORTCULLIS_ID_ROTATION_DAYS`  | action id epoch length (default 14)                        |
 //! | `PORTCULLIS_SECURE_COOKIES`    | `1`/`0`; default: on in production                        |
+//! | `PORTCULLIS_LOGIN_PATH`        | the app's sign-in page (default `/login`; [`Config::login_path`]) |
+//! | `PORTCULLIS_REAUTH_PATH`       | the app's password-confirmation page (default `/reauth`; [`Config::reauth_path`]) |
 //! | `REDIS_URL`                    | Redis for rate limits, quotas and spent challenges (else in memory) |
 //! | `PORTCULLIS_REDIS_PREFIX`      | key prefix in Redis (default `portcullis:`)               |
 //! | `PORTCULLIS_LIMITER_TIMEOUT_MS`| limiter backend timeout (default 50); slower = 503 / fail-open |
@@ -69,10 +71,22 @@ pub struct Config {
     pub session_idle: Duration,
     /// Session absolute lifetime (default 7 days).
     pub session_absolute: Duration,
-    /// Where 401 pages send the user to sign in.
+    /// The app's sign-in page, a same-origin path. Default `/login`
+    /// (`PORTCULLIS_LOGIN_PATH`). The framework sends the browser there with
+    /// `?return=<where it was>` ([`crate::wire::LOGIN_RETURN_PARAM`]):
+    /// [`crate::Page::require_viewer`] redirects there, a 401
+    /// `unauthenticated` error page links there, and the client runtime
+    /// goes there when a form's action answers 401 (the form's
+    /// `data-login`). The app serves the page (a form for its sign-in
+    /// action) and its sign-in action sends the user back; `docs/guide.md`,
+    /// "A sign-in page", shows the pieces.
     pub login_path: String,
-    /// Where `reauthentication_required` pages send the user to confirm
-    /// their password.
+    /// The app's password-confirmation page for actions with a
+    /// `.recent(..)` policy, a same-origin path. Default `/reauth`
+    /// (`PORTCULLIS_REAUTH_PATH`). Used like [`Config::login_path`] for 401
+    /// `reauthentication_required`: the error page links there, and forms
+    /// of such actions carry it (`data-reauth`) for the client runtime. An
+    /// app without `.recent(..)` actions needs no such page.
     pub reauth_path: String,
     /// Redis for limits, quotas and spent challenges; `None` = in memory.
     pub redis_url: Option<RedisUrl>,
@@ -256,6 +270,12 @@ impl Config {
         config.proxies = proxy_source(&get, TrustedProxies::parse(proxies.split(','))?)?;
         config.secure_cookies =
             flag(&get, "PORTCULLIS_SECURE_COOKIES")?.unwrap_or(mode == Mode::Production);
+        if let Some(path) = page_path(&get, "PORTCULLIS_LOGIN_PATH")? {
+            config.login_path = path;
+        }
+        if let Some(path) = page_path(&get, "PORTCULLIS_REAUTH_PATH")? {
+            config.reauth_path = path;
+        }
         if let Some(days) = get("PORTCULLIS_ID_ROTATION_DAYS") {
             let n: u64 = days.trim().parse().ok().filter(|d| *d > 0).ok_or_else(|| {
                 ConfigError::BadValue {
@@ -304,6 +324,34 @@ fn deadlines(get: &impl Fn(&str) -> Option<String>) -> Result<Deadlines, ConfigE
         }
     }
     Ok(d)
+}
+
+/// A page path variable (`PORTCULLIS_LOGIN_PATH`, `PORTCULLIS_REAUTH_PATH`),
+/// if set: a same-origin path without query or fragment, since the
+/// framework appends `?return=…` to it. (`respond::safe_return_path` is the
+/// same rule for return paths; it sits below this module.)
+fn page_path(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+) -> Result<Option<String>, ConfigError> {
+    let Some(text) = get(var).filter(|t| !t.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let path = text.trim();
+    let ok = path.starts_with('/')
+        && !path.starts_with("//")
+        && path.len() <= 256
+        && !path
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '\\' | '?' | '#'));
+    if !ok {
+        return Err(ConfigError::BadValue {
+            var,
+            expected: "a path of this site such as `/login` (one leading `/`, no query, no `#`)",
+            value: text,
+        });
+    }
+    Ok(Some(path.to_owned()))
 }
 
 /// A `*_MS` variable: a whole number of milliseconds > 0, if set.
@@ -477,6 +525,54 @@ mod tests {
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn sign_in_paths_default_and_come_from_the_environment() {
+        let secret = MasterSecret::generate().to_base64();
+        let (c, _) =
+            Config::from_lookup(lookup(&[("PORTCULLIS_SECRET", secret.as_str())]), &tmp()).unwrap();
+        assert_eq!(
+            (c.login_path.as_str(), c.reauth_path.as_str()),
+            ("/login", "/reauth")
+        );
+        let (c, _) = Config::from_lookup(
+            lookup(&[
+                ("PORTCULLIS_SECRET", secret.as_str()),
+                ("PORTCULLIS_LOGIN_PATH", " /signin "),
+                ("PORTCULLIS_REAUTH_PATH", "/account/confirm"),
+            ]),
+            &tmp(),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.login_path.as_str(), c.reauth_path.as_str()),
+            ("/signin", "/account/confirm")
+        );
+        // An off-site target would make every sign-in redirect an open
+        // redirect; a query would break the appended `?return=`.
+        for bad in [
+            "https://evil.example/login",
+            "//evil.example/login",
+            "/\\evil.example",
+            "login",
+            "/login?x=1",
+            "/login#top",
+            "/log in",
+        ] {
+            for var in ["PORTCULLIS_LOGIN_PATH", "PORTCULLIS_REAUTH_PATH"] {
+                let err = Config::from_lookup(
+                    lookup(&[("PORTCULLIS_SECRET", secret.as_str()), (var, bad)]),
+                    &tmp(),
+                )
+                .unwrap_err();
+                let text = err.to_string();
+                assert!(
+                    text.contains(var) && text.contains("path of this site"),
+                    "{bad}: {text}"
+                );
+            }
         }
     }
 

@@ -97,8 +97,13 @@ impl<S> Cx<S> {
         self.audit_record.clone()
     }
 
-    /// The form's return path (`_return`), if it is a safe same-origin path.
-    /// A sign-in action uses it to send the user back where they came from.
+    /// The form's return path (`_return`, set with
+    /// [`crate::render::Form::return_to`], else the form's page), if it is
+    /// a safe same-origin path. A sign-in action uses it to send the user
+    /// back where they came from: `Page::require_viewer` sent them to the
+    /// sign-in page with `?return=<their page>`, the page passed that to
+    /// `return_to`, and `cx.redirect(path)` makes the choice explicit (e.g.
+    /// a default instead of the sign-in page itself).
     pub fn return_path(&self) -> Option<&str> {
         self.return_path.as_deref()
     }

@@ -224,6 +224,13 @@ impl Directory {
         self.meta(name).is_some_and(|m| m.idempotent)
     }
 
+    /// Whether `name`'s policy can answer `reauthentication_required`
+    /// (`.recent(..)`): only its forms carry the re-authentication path.
+    pub(crate) fn needs_reauthentication(&self, name: &str) -> bool {
+        self.meta(name)
+            .is_some_and(|m| matches!(m.policy, Policy::Recent { .. }))
+    }
+
     /// The bot checks of `name` (empty for an unknown name).
     pub(crate) fn bot_checks(&self, name: &str) -> &[BotCheck] {
         self.meta(name)

@@ -41,7 +41,10 @@ pub struct Form {
     ordinal: usize,
     idempotent: bool,
     login: String,
-    reauth: String,
+    /// The password-confirmation path, only for an action with a
+    /// `.recent(..)` policy (the only one whose policy answers
+    /// `reauthentication_required`).
+    reauth: Option<String>,
     optimistic_target: Option<String>,
     optimistic_template: Option<String>,
     optimistic_text: Option<(String, String)>,
@@ -95,7 +98,9 @@ impl Form {
             ordinal: crate::flash::next_form(name),
             idempotent: directory.idempotent(name),
             login: forms.login_path.clone(),
-            reauth: forms.reauth_path.clone(),
+            reauth: directory
+                .needs_reauthentication(name)
+                .then(|| forms.reauth_path.clone()),
             optimistic_target: None,
             optimistic_template: None,
             optimistic_text: None,
@@ -150,7 +155,13 @@ impl Form {
         self
     }
 
-    /// Where a successful no-JS submission lands (a same-origin path).
+    /// Where a successful submission lands, with the client runtime or
+    /// without JavaScript (default: the page the form is on), unless the
+    /// action calls `cx.redirect(..)`. Only a same-origin path is taken
+    /// ([`crate::security::safe_return_path`]); anything else is ignored, so
+    /// a sign-in page may pass its `?return=` query value straight in. The
+    /// action sees it as [`crate::Cx::return_path`]. A failed no-JS
+    /// submission still comes back to the form's own page.
     pub fn return_to(mut self, path: &str) -> Self {
         if let Some(p) = respond::safe_return_path(path) {
             self.return_to = p.to_owned();
@@ -240,7 +251,7 @@ impl Form {
         let (login, reauth) = if self.grouped {
             (None, None)
         } else {
-            (Some(self.login.as_str()), Some(self.reauth.as_str()))
+            (Some(self.login.as_str()), self.reauth.as_deref())
         };
         let (text_target, text_field) = match &self.optimistic_text {
             Some((t, f)) => (Some(t.as_str()), Some(f.as_str())),
@@ -299,7 +310,10 @@ fn error_region(errors: &[String]) -> Markup {
 /// sign-in paths for all of them, instead of one per form. `login` and
 /// `reauth` are the app's paths ([`crate::Config::login_path`],
 /// [`crate::Config::reauth_path`]); [`crate::RenderCx::form_group`] and
-/// [`crate::Page::form_group`] fill them in.
+/// [`crate::Page::form_group`] fill them in. (The group does not know its
+/// forms' actions, so it carries the re-authentication path whatever their
+/// policies; a form outside a group carries it only for a `.recent(..)`
+/// action.)
 pub fn form_group(login: &str, reauth: &str, body: Markup) -> Markup {
     html! {
         div data-login=(login) data-reauth=(reauth) {
@@ -436,7 +450,7 @@ mod tests {
             ordinal: 1,
             idempotent: true,
             login: "/login".into(),
-            reauth: "/reauth".into(),
+            reauth: Some("/reauth".into()),
             optimistic_target: Some("#list".into()),
             optimistic_template: Some("row".into()),
             optimistic_text: Some(("#title".into(), "name".into())),

@@ -1,6 +1,10 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// docs.rs (which sets `--cfg docsrs`, on nightly) labels the items behind a
+// feature ("Available on crate feature `testing` only"); stable builds never
+// see the nightly feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The public modules: what an app names (ARCHITECTURE.md, "Public API").
 pub mod action;
@@ -13,6 +17,7 @@ pub mod security;
 pub mod session;
 pub mod store;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 pub mod wire;
 
@@ -69,12 +74,21 @@ pub use taint::{Secret, unique_value};
 pub use viewer::{MaybeViewer, UserId, Viewer};
 
 /// The crates whose types and traits an app names alongside the framework's
-/// (validation rules, session stores, markup), re-exported so the app uses
-/// exactly the versions portcullis was built with; a separately added,
-/// newer one does not implement portcullis's traits. (Two macros still need
-/// a direct dependency of the same version: `#[derive(garde::Validate)]`
-/// expands to `::garde::…` and `maud::html!` to `extern crate maud`.)
-pub use {garde, maud, tower_sessions};
+/// (the page router and its extractors, validation rules, session stores,
+/// markup), re-exported so the app uses exactly the versions portcullis was
+/// built with; a separately added, newer one does not implement
+/// portcullis's traits ([`Portcullis::pages`] takes a
+/// `portcullis::axum::Router`). (Two macros still need a direct dependency
+/// of the same version: `#[derive(garde::Validate)]` expands to
+/// `::garde::…` and `maud::html!` to `extern crate maud`.)
+pub use {axum, garde, maud, tower_sessions};
+
+/// The boxed future that the traits an app implements return
+/// ([`session::AccountDirectory`], [`routes::api::TokenStore`],
+/// [`BotVerifier`], [`AuditSink`]): write `Box::pin(async move { … })`.
+/// It is `futures::future::BoxFuture`, re-exported so the app needs no
+/// `futures` dependency to name it.
+pub use futures::future::BoxFuture;
 
 /// Re-exports for app code and derive output.
 pub mod prelude {

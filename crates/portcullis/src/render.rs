@@ -124,7 +124,13 @@ impl Page {
         self.viewer.as_ref()
     }
 
-    /// The viewer, or a response sending the browser to sign in and back.
+    /// The viewer, or a response sending the browser to sign in and back:
+    /// a `303` to [`crate::Config::login_path`] with
+    /// `?return=<this page's path and query>`
+    /// ([`crate::wire::LOGIN_RETURN_PARAM`]). The sign-in page hands
+    /// `return` to its form with [`Form::return_to`], and the sign-in
+    /// action reads it back with [`crate::Cx::return_path`]
+    /// (`docs/guide.md`, "A sign-in page").
     // `Response` as the error is the axum idiom: a page handler returning
     // `Result<_, Response>` can use `?`; boxing it would only add noise.
     #[allow(clippy::result_large_err)]

@@ -9,9 +9,10 @@
 //! them. What is here is the supported surface; everything else in those
 //! modules is the framework's own.
 
-pub use crate::botcheck::{
-    BotCheck, BotVerifier, BotVerifyError, CHALLENGE_TTL, HttpVerifier, HttpVerifierError, MAX_BITS,
-};
+pub use crate::botcheck::{BotCheck, BotVerifier, BotVerifyError, CHALLENGE_TTL, MAX_BITS};
+#[cfg(feature = "bot-http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bot-http")))]
+pub use crate::botcheck::{HttpVerifier, HttpVerifierError};
 pub use crate::deploy::{
     EnvSecret, Finding, Findings, GENERATE, MIN_SECRET_BYTES, check as check_deployment,
 };

@@ -15,7 +15,10 @@
 //! * an absolute timeout caps a session's life regardless of activity (the
 //!   idle timeout is the store expiry);
 //! * a per-user **security stamp** ends sessions the user or an admin wants
-//!   ended (see below).
+//!   ended (see below);
+//! * [`password`] hashes and verifies the passwords the app's sign-up,
+//!   sign-in and re-authentication actions take (argon2id, the same work
+//!   for an unknown account as for a wrong password).
 //!
 //! # Security stamps: sessions die with the account, the password, the role
 //!
@@ -61,6 +64,8 @@
 //! every app; an opt-in would make it true only for the apps that remembered.
 
 pub use crate::viewer::{MaybeViewer, UserId, Viewer};
+
+pub mod password;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -111,6 +116,60 @@ impl Stamp {
 ///
 /// Called once per request of a signed-in viewer: make it a primary-key
 /// lookup.
+///
+/// An app on SQLite with sqlx (the same on Postgres with `$1`):
+///
+/// ```
+/// use portcullis::session::{AccountDirectory, Stamp, UserId};
+/// use portcullis::{ActionError, BoxFuture};
+///
+/// /// The app's accounts, in its own database.
+/// pub struct Accounts(pub sqlx::SqlitePool);
+///
+/// impl AccountDirectory for Accounts {
+///     fn security_stamp(
+///         &self,
+///         user: UserId,
+///     ) -> BoxFuture<'static, Result<Option<Stamp>, ActionError>> {
+///         let pool = self.0.clone(); // a handle: the future must own what it uses
+///         Box::pin(async move {
+///             // One primary-key lookup; no row (a deleted user) is `None`.
+///             let stamp: Option<String> =
+///                 sqlx::query_scalar("SELECT security_stamp FROM users WHERE id = ?")
+///                     .bind(user)
+///                     .fetch_optional(&pool)
+///                     .await?; // fails the request: neither trusted nor signed out
+///             Ok(stamp.map(Stamp::new))
+///         })
+///     }
+/// }
+///
+/// // The column it reads: set at sign-up, replaced with a fresh
+/// // `Stamp::random()` whenever every session of the user must end
+/// // (password change, "sign out everywhere", a role change). User ids are
+/// // never reused (AUTOINCREMENT), so a deleted user's sessions never
+/// // become the next user's.
+/// const SCHEMA: &str = "CREATE TABLE users (
+///     id INTEGER PRIMARY KEY AUTOINCREMENT,
+///     email TEXT NOT NULL UNIQUE,
+///     password_hash TEXT NOT NULL,
+///     security_stamp TEXT NOT NULL
+/// )";
+///
+/// async fn sign_up(pool: &sqlx::SqlitePool, email: &str, hash: &str) -> Result<(), sqlx::Error> {
+///     sqlx::query("INSERT INTO users (email, password_hash, security_stamp) VALUES (?, ?, ?)")
+///         .bind(email)
+///         .bind(hash)
+///         .bind(Stamp::random().as_str())
+///         .execute(pool)
+///         .await?;
+///     Ok(())
+/// }
+///
+/// // Installed on the app builder:
+/// // Portcullis::new(config, state).accounts(Accounts(pool.clone()))
+/// # let _ = (SCHEMA, sign_up);
+/// ```
 pub trait AccountDirectory: Send + Sync + 'static {
     /// The current stamp of `user`, `None` if there is no such user.
     fn security_stamp(

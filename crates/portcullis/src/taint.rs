@@ -130,6 +130,44 @@ impl<T> fmt::Debug for Secret<T> {
     }
 }
 
+/// garde's `length` rule on a `Secret<String>` input field, in every mode
+/// portcullis's garde has (`length(min, max)`, `length(chars, ..)`,
+/// `length(bytes, ..)`, `length(utf16, ..)`): the value is measured, never
+/// shown (garde's messages name the bound, not the value).
+///
+/// ```rust
+/// #[derive(serde::Deserialize, garde::Validate)]
+/// struct SignUp {
+///     #[garde(length(chars, min = 12, max = 200))]
+///     password: portcullis::Secret<String>,
+/// }
+/// ```
+impl<T: garde::rules::length::HasSimpleLength> garde::rules::length::HasSimpleLength for Secret<T> {
+    fn length(&self) -> usize {
+        self.0.length()
+    }
+}
+
+impl<T: garde::rules::length::HasChars> garde::rules::length::HasChars for Secret<T> {
+    fn num_chars(&self) -> usize {
+        self.0.num_chars()
+    }
+}
+
+impl<T: garde::rules::length::HasBytes> garde::rules::length::HasBytes for Secret<T> {
+    fn num_bytes(&self) -> usize {
+        self.0.num_bytes()
+    }
+}
+
+impl<T: garde::rules::length::HasUtf16CodeUnits> garde::rules::length::HasUtf16CodeUnits
+    for Secret<T>
+{
+    fn num_code_units(&self) -> usize {
+        self.0.num_code_units()
+    }
+}
+
 /// The message a [`Secret`] fails serialization with.
 pub const SECRET_REFUSED: &str = "a portcullis::Secret refused to serialize";
 

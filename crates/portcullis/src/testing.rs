@@ -210,7 +210,30 @@ impl TestClient {
         body.finish()
     }
 
-    /// Calls `action` like the client runtime: urlencoded body.
+    /// Calls `action` like the client runtime: urlencoded body,
+    /// `Accept: application/json`, same-origin headers (an empty honeypot
+    /// if the action has one).
+    ///
+    /// The response body is the wire envelope, not the DTO: on success
+    /// `{"ok":true,"result":<the handler's DTO>}` plus `fragments`,
+    /// `redirect` (from `cx.redirect`) and `revalidated` when there are any
+    /// ([`crate::wire::SuccessEnvelope`]); on a refusal
+    /// `{"error":{"code","message","digest"},"fieldErrors":{..},"formErrors":[..]}`
+    /// ([`crate::wire::FailureEnvelope`]). Read the DTO with
+    /// [`TestResponse::result`] or [`TestResponse::result_as`], the refusal
+    /// with [`TestResponse::error_code`] and [`TestResponse::json`].
+    ///
+    /// ```no_run
+    /// # async fn t(client: portcullis::testing::TestClient) {
+    /// # const RENAME: portcullis::ActionRef<(), ()> = portcullis::ActionRef::new("projects.rename");
+    /// let r = client.call(RENAME, &[("projectId", "7"), ("name", "Apollo")]).await;
+    /// assert_eq!(r.status, 200, "{}", r.text());
+    /// assert_eq!(r.result()["name"], "Apollo");
+    /// let r = client.call(RENAME, &[("projectId", "7"), ("name", "")]).await;
+    /// assert_eq!(r.error_code().as_deref(), Some("invalid_input"));
+    /// assert!(r.json()["fieldErrors"]["name"].is_array());
+    /// # }
+    /// ```
     pub async fn call(
         &self,
         action: impl Into<AnyActionRef>,
@@ -226,7 +249,8 @@ impl TestClient {
         send(req).await
     }
 
-    /// Calls `action` like the client runtime: JSON body.
+    /// Calls `action` like the client runtime: JSON body. The response is
+    /// the same envelope as [`TestClient::call`]'s.
     pub async fn call_json(
         &self,
         action: impl Into<AnyActionRef>,
@@ -247,7 +271,10 @@ impl TestClient {
     }
 
     /// Submits `action` like a browser without JavaScript (no redirect
-    /// following, so the 303 is visible).
+    /// following, so the 303 is visible). There is no envelope: success is
+    /// a `303` to the redirect or the form's return path (`location`
+    /// header), a validation failure a `303` back with the flash cookie,
+    /// other refusals an HTML error page.
     pub async fn submit(
         &self,
         action: impl Into<AnyActionRef>,
@@ -310,6 +337,49 @@ impl TestResponse {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// The handler's DTO: the `result` member of the success envelope that
+    /// [`TestClient::call`] and [`TestClient::call_json`] get back (`null`
+    /// for a handler returning `()`).
+    ///
+    /// Panics, showing the status and the body, when the response is not a
+    /// success envelope (a refusal, a no-JS `303`): in a test that is the
+    /// failure to see, not a value to compare.
+    pub fn result(&self) -> serde_json::Value {
+        let body: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
+        match body {
+            serde_json::Value::Object(mut envelope) if envelope.get("ok") == Some(&true.into()) => {
+                envelope.remove("result").unwrap_or_default()
+            }
+            _ => panic!(
+                "not a success envelope (status {}): {}",
+                self.status,
+                self.text()
+            ),
+        }
+    }
+
+    /// [`TestResponse::result`] as `T`: a test-side type with the DTO's
+    /// wire shape (DTOs are `Serialize` only, so the test declares a
+    /// `Deserialize` mirror, or reuses a shared type). Panics like
+    /// [`TestResponse::result`], or when the result does not fit `T`.
+    pub fn result_as<T: serde::de::DeserializeOwned>(&self) -> T {
+        let result = self.result();
+        serde_json::from_value(result.clone()).unwrap_or_else(|e| {
+            panic!(
+                "the result does not fit {}: {e}: {result}",
+                std::any::type_name::<T>()
+            )
+        })
+    }
+
+    /// `redirect` of a success envelope: where the client runtime would go
+    /// next (set by `cx.redirect`), `None` when the action set none or the
+    /// response is not a success envelope.
+    pub fn redirect(&self) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        v["redirect"].as_str().map(str::to_owned)
     }
 
     /// `error.code` of a JSON error envelope.

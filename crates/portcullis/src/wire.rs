@@ -120,8 +120,10 @@ pub mod attr {
     /// On a form, or on the form group around grouped forms
     /// (`Form::in_group`): where a 401 sends the browser.
     pub const LOGIN: &str = "data-login";
-    /// On a form or its form group: where a 401 `reauthentication_required`
-    /// sends the browser.
+    /// On the form of an action with a `.recent(..)` policy, and on every
+    /// form group: where a 401 `reauthentication_required` sends the
+    /// browser. (Without it the client runtime shows the refusal's message
+    /// in the form instead.)
     pub const REAUTH: &str = "data-reauth";
     /// On a form: CSS selector an optimistic template is appended to.
     pub const OPTIMISTIC_TARGET: &str = "data-optimistic-target";

@@ -148,3 +148,72 @@ async fn harness_attacks_fragment_lists_reused_idempotency_keys_and_slow_headers
         "{report}"
     );
 }
+
+/// What `Harness::sign_in` and `Harness::idempotency_sample` document: the
+/// closure runs once per run, every gated action is attacked with that one
+/// client, and a sample input reaches the handler as that client (here an
+/// authenticated action that stores the text): the first input three times
+/// (twice in the fragment-list flood, once with the key), the second never
+/// (the reused key is refused before the handler).
+#[tokio::test]
+async fn sign_in_runs_once_and_samples_run_as_that_client() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let state = State::default();
+    let app = Portcullis::new(config(), state.clone())
+        .actions(register)
+        .actions(register_sealed)
+        .pages(pages())
+        .build(tower_sessions::MemoryStore::default())
+        .expect("fixture app builds");
+    let sign_ins = Arc::new(AtomicUsize::new(0));
+    let counted = sign_ins.clone();
+    let report = Harness::new(&app)
+        .sign_in(move |client| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move { login(&client, 1, true).await }
+        })
+        .idempotency_sample(
+            common::NOTES_ADD,
+            &[("text", "first")],
+            &[("text", "second")],
+        )
+        .run()
+        .await;
+    report.assert_clean();
+    assert_eq!(sign_ins.load(Ordering::SeqCst), 1);
+    assert_eq!(state.notes(), ["first", "first", "first"], "{report}");
+}
+
+/// `TestResponse::result` is the handler's DTO, not the envelope; a refusal
+/// is a panic that shows the body, not a `null` a test could compare equal.
+#[tokio::test]
+async fn test_response_result_is_the_dto_and_a_refusal_panics() {
+    let state = State::default();
+    let app = Portcullis::new(config(), state.clone())
+        .actions(register)
+        .build(tower_sessions::MemoryStore::default())
+        .expect("fixture app builds");
+    let client = portcullis::testing::TestClient::start(&app).await;
+    login(&client, 1, false).await;
+    let r = client.call(common::NOTES_ADD, &[("text", "hello")]).await;
+    assert_eq!(r.json()["ok"], true, "the body is the envelope");
+    assert_eq!(r.result(), serde_json::json!({ "count": 1 }));
+    #[derive(serde::Deserialize)]
+    struct Saved {
+        count: usize,
+    }
+    assert_eq!(r.result_as::<Saved>().count, 1);
+    assert_eq!(r.redirect(), None);
+
+    let refused = client.call(common::NOTES_ADD, &[("nope", "x")]).await;
+    assert_eq!(refused.error_code().as_deref(), Some("invalid_input"));
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| refused.result()))
+        .expect_err("a refusal panics");
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("not a success envelope") && message.contains("invalid_input"),
+        "{message}"
+    );
+    assert_eq!(state.notes(), ["hello"]);
+}

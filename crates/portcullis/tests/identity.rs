@@ -98,7 +98,7 @@ async fn login(c: &TestClient, user: i64) -> TestResponse {
 }
 
 async fn who(c: &TestClient) -> serde_json::Value {
-    c.call(common::WHOAMI, &[]).await.json()["result"]["user_id"].clone()
+    c.call(common::WHOAMI, &[]).await.result()["user_id"].clone()
 }
 
 #[tokio::test]
@@ -225,4 +225,68 @@ async fn production_build_without_an_account_directory_is_refused() {
     let client = TestClient::start(&app).await;
     assert_eq!(login(&client, 1).await.status, 500);
     assert_eq!(who(&client).await, serde_json::Value::Null);
+}
+
+/// `Config::login_path` and `reauth_path` reach every place that sends the
+/// browser to sign in: `Page::require_viewer` (with `?return=`), and the
+/// forms the client runtime reads on a 401. Only the form of an action whose
+/// policy can answer `reauthentication_required` (`.recent(..)`) carries the
+/// re-authentication path; a form group carries both for its rows.
+#[tokio::test]
+async fn sign_in_paths_reach_pages_and_only_recent_forms_carry_the_reauth_path() {
+    let mut config = config();
+    config.login_path = "/signin".into();
+    config.reauth_path = "/confirm".into();
+    let pages = axum::Router::new().route(
+        "/forms",
+        get(|page: Page| async move {
+            if let Err(to_sign_in) = page.require_viewer() {
+                return to_sign_in;
+            }
+            let body = maud::html! {
+                (page.form(common::NOTES_ADD).id("add").body(maud::html! {}))
+                (page.form(common::ACCOUNT_DELETE).id("delete").body(maud::html! {}))
+                (page.form_group(maud::html! {
+                    (page.form(common::NOTES_ADD).id("row").in_group().body(maud::html! {}))
+                }))
+            };
+            axum::response::IntoResponse::into_response(body)
+        }),
+    );
+    let app = Portcullis::new(config, State::default())
+        .actions(register)
+        .pages(pages)
+        .build(tower_sessions::MemoryStore::default())
+        .expect("fixture builds");
+    let client = TestClient::start(&app).await;
+
+    let r = client.get("/forms?tab=2").await;
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        r.header("location"),
+        Some("/signin?return=%2Fforms%3Ftab%3D2")
+    );
+
+    common::login(&client, 1, false).await;
+    let html = client.get("/forms").await.text();
+    let form = |id: &str| {
+        let start = html.find(&format!("id=\"{id}\"")).expect("the form");
+        let open = html[..start].rfind("<form").expect("its tag");
+        html[open..open + html[open..].find('>').unwrap()].to_owned()
+    };
+    let add = form("add");
+    assert!(add.contains("data-login=\"/signin\""), "{add}");
+    assert!(!add.contains("data-reauth"), "{add}");
+    let delete = form("delete");
+    assert!(delete.contains("data-login=\"/signin\""), "{delete}");
+    assert!(delete.contains("data-reauth=\"/confirm\""), "{delete}");
+    let row = form("row");
+    assert!(
+        !row.contains("data-login") && !row.contains("data-reauth"),
+        "{row}"
+    );
+    assert!(
+        html.contains("data-login=\"/signin\" data-reauth=\"/confirm\""),
+        "the group: {html}"
+    );
 }

@@ -284,7 +284,7 @@ async fn a_sign_in_whose_session_write_does_not_persist_is_a_503_without_a_cooki
     let r = c.call(LOGIN, &[("userId", "7")]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let r = c.call(WHOAMI, &[]).await;
-    assert_eq!(r.json()["result"]["user_id"], 7, "{}", r.text());
+    assert_eq!(r.result()["user_id"], 7, "{}", r.text());
     assert_eq!(session_keys(&server.url(), &prefix).await.len(), 1);
 }
 

@@ -104,7 +104,7 @@ async fn sealed_value_from_a_page_form_opens_in_its_action() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["result"]["projectId"], 41);
+    assert_eq!(r.result()["projectId"], 41);
     assert_eq!(fx.state.notes(), vec!["pick:41", "pick:41"]);
 }
 
@@ -320,9 +320,9 @@ async fn action_can_seal_for_the_pages_script() {
     let fx = start().await;
     let r = fx.client.call(common::SEALED_MINT, &[]).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let sealed = r.json()["result"]["sealed"].as_str().unwrap().to_owned();
+    let sealed = r.result()["sealed"].as_str().unwrap().to_owned();
     let r = pick(&fx.client, common::SEALED_PICK, &sealed).await;
-    assert_eq!(r.json()["result"]["projectId"], 77);
+    assert_eq!(r.result()["projectId"], 77);
     assert_bad_seal(&pick(&fx.client, common::SEALED_OTHER, &sealed).await);
 }
 

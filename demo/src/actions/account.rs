@@ -14,10 +14,11 @@
 //! | delete | user gone: no stamp | ended | deleted with the account |
 
 use portcullis::prelude::*;
+use portcullis::session::password;
 use serde::{Deserialize, Serialize};
 
 use super::RECENT;
-use crate::{AppState, passwords};
+use crate::AppState;
 
 pub const UPDATE_PROFILE: ActionRef<Profile, ProfileDto> = ActionRef::new("account.update_profile");
 pub const CHANGE_PASSWORD: ActionRef<ChangePassword, ()> =
@@ -83,9 +84,9 @@ pub struct Profile {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ChangePassword {
     #[garde(length(min = 1, max = 200))]
-    pub current_password: String,
+    pub current_password: Secret<String>,
     #[garde(length(chars, min = 10, max = 200))]
-    pub new_password: String,
+    pub new_password: Secret<String>,
     /// The form's checkbox: also revoke every API token.
     #[garde(skip)]
     #[serde(default)]
@@ -103,7 +104,7 @@ pub struct ApiKey {
 #[serde(deny_unknown_fields)]
 pub struct DeleteAccount {
     #[garde(length(min = 1, max = 200))]
-    pub password: String,
+    pub password: Secret<String>,
 }
 
 #[derive(Serialize, Dto)]
@@ -141,10 +142,10 @@ async fn change_password(
 ) -> Outcome<()> {
     let input = input.into_inner();
     let me = cx.state().dal.users().me(&viewer).await?;
-    if !passwords::verify(input.current_password, Some(me.password_hash.into_inner())).await? {
+    if !password::verify(input.current_password.expose(), me.password_hash.expose()).await? {
         return Err(ActionError::field("currentPassword", "is not correct"));
     }
-    let hash = passwords::hash(input.new_password).await?;
+    let hash = password::hash(input.new_password.expose()).await?;
     // New hash and new stamp in one statement: every other session of the
     // user is anonymous from its next request on.
     cx.state()
@@ -186,12 +187,7 @@ async fn set_api_key(
 
 async fn delete(cx: Cx<AppState>, viewer: Viewer, input: Valid<DeleteAccount>) -> Outcome<()> {
     let me = cx.state().dal.users().me(&viewer).await?;
-    if !passwords::verify(
-        input.into_inner().password,
-        Some(me.password_hash.into_inner()),
-    )
-    .await?
-    {
+    if !password::verify(input.password.expose(), me.password_hash.expose()).await? {
         return Err(ActionError::field("password", "is not correct"));
     }
     let gone = cx.state().dal.users().delete(&viewer).await?;

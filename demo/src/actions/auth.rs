@@ -24,10 +24,11 @@
 use std::time::Duration;
 
 use portcullis::prelude::*;
+use portcullis::session::password;
 use serde::{Deserialize, Serialize};
 
 use super::NoInput;
-use crate::{AppState, passwords};
+use crate::AppState;
 
 pub const SIGN_UP: ActionRef<SignUp, SignedUp> = ActionRef::new("auth.sign_up");
 pub const SIGN_IN: ActionRef<SignIn, SignedIn> = ActionRef::new("auth.sign_in");
@@ -104,8 +105,10 @@ pub struct SignUp {
     pub email: String,
     #[garde(length(chars, min = 1, max = 60))]
     pub display_name: String,
+    /// A `Secret`: it cannot be serialized or logged by accident, and
+    /// garde's `length` rule still applies.
     #[garde(length(chars, min = 10, max = 200))]
-    pub password: String,
+    pub password: Secret<String>,
 }
 
 #[derive(Deserialize, garde::Validate)]
@@ -114,14 +117,14 @@ pub struct SignIn {
     #[garde(length(min = 1, max = 200))]
     pub email: String,
     #[garde(length(min = 1, max = 200))]
-    pub password: String,
+    pub password: Secret<String>,
 }
 
 #[derive(Deserialize, garde::Validate)]
 #[serde(deny_unknown_fields)]
 pub struct Password {
     #[garde(length(min = 1, max = 200))]
-    pub password: String,
+    pub password: Secret<String>,
 }
 
 /// What sign-in returns: the display name, nothing else.
@@ -142,7 +145,7 @@ async fn sign_up(cx: Cx<AppState>, _: MaybeViewer, input: Valid<SignUp>) -> Outc
     let input = input.into_inner();
     let email = input.email.trim().to_lowercase();
     // Hashed first, for both answers: the same work either way.
-    let hash = passwords::hash(input.password).await?;
+    let hash = password::hash(input.password.expose()).await?;
     let created = cx
         .state()
         .dal
@@ -164,9 +167,9 @@ async fn sign_in(cx: Cx<AppState>, _: MaybeViewer, input: Valid<SignIn>) -> Outc
     let input = input.into_inner();
     let email = input.email.trim().to_lowercase();
     let user = cx.state().dal.users().by_email(&email).await?;
-    let stored = user.as_ref().map(|u| u.password_hash.expose().clone());
+    let stored = user.as_ref().map(|u| u.password_hash.expose().as_str());
     // Same work, same answer for "unknown email" and "wrong password".
-    if !passwords::verify(input.password, stored).await? {
+    if !password::verify_or_dummy(input.password.expose(), stored).await? {
         return Err(ActionError::form("Invalid email or password."));
     }
     let user = user.ok_or_else(|| ActionError::form("Invalid email or password."))?;
@@ -190,12 +193,7 @@ async fn sign_out(cx: Cx<AppState>, _: Viewer, _: Valid<NoInput>) -> Outcome<()>
 
 async fn reauthenticate(cx: Cx<AppState>, viewer: Viewer, input: Valid<Password>) -> Outcome<()> {
     let me = cx.state().dal.users().me(&viewer).await?;
-    if !passwords::verify(
-        input.into_inner().password,
-        Some(me.password_hash.into_inner()),
-    )
-    .await?
-    {
+    if !password::verify(input.password.expose(), me.password_hash.expose()).await? {
         return Err(ActionError::field("password", "is not correct"));
     }
     cx.auth().confirm_reauthentication().await?;

@@ -60,11 +60,7 @@ impl portcullis::AccountDirectory for Accounts {
     fn security_stamp(
         &self,
         user: i64,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = Result<Option<portcullis::Stamp>, ActionError>> + Send,
-        >,
-    > {
+    ) -> portcullis::BoxFuture<'static, Result<Option<portcullis::Stamp>, ActionError>> {
         let dal = self.0.clone();
         Box::pin(async move {
             Ok(dal

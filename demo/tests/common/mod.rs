@@ -133,7 +133,7 @@ pub async fn project(c: &TestClient, team: i64, name: &str) -> i64 {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["result"]["id"].as_i64().unwrap()
+    r.result()["id"].as_i64().unwrap()
 }
 
 /// A client whose session last confirmed the password `ago` ago.

@@ -12,11 +12,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{State, rejection::JsonRejection};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::{Json, Router, routing::get};
 use futures::future::BoxFuture;
+use portcullis::axum::extract::{State, rejection::JsonRejection};
+use portcullis::axum::http::StatusCode;
+use portcullis::axum::response::{IntoResponse, Response};
+use portcullis::axum::{Json, Router, routing::get};
 use portcullis::routes::api::{
     Bearer, Scope, TokenGrant, TokenStore, error, hash_token, new_token,
 };

@@ -7,8 +7,8 @@
 //! and without JavaScript. For a full starting point (accounts, a DAL,
 //! tests) use `portcullis new`.
 
-use axum::{Router, routing::get};
 use maud::{Markup, html};
+use portcullis::axum::{Router, routing::get};
 use portcullis::prelude::*;
 use portcullis::{App, BuildError, Config, Page, Portcullis, field, submit};
 use serde::{Deserialize, Serialize};

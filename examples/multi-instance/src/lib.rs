@@ -6,9 +6,9 @@
 
 use std::error::Error;
 
-use axum::{Router, routing::get};
 use futures::future::BoxFuture;
 use maud::{Markup, html};
+use portcullis::axum::{Router, routing::get};
 use portcullis::prelude::*;
 use portcullis::store::Redis;
 use portcullis::{AccountDirectory, App, Config, Page, Portcullis, Stamp, UserId, submit};

@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
-use axum::{Router, routing::get};
+use portcullis::axum::extract::{Path, State};
+use portcullis::axum::{Router, routing::get};
 use portcullis::routes::webhook::{Event, Scheme, Webhook};
 use portcullis::security::EnvSecret;
 use portcullis::{ActionError, App, BuildError, Config, Portcullis};

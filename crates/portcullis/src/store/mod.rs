@@ -68,6 +68,7 @@
 
 pub mod bus;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod conformance;
 pub mod counter;
 pub mod gcra;

@@ -229,6 +229,38 @@ impl Harness {
     /// Two valid, different inputs for `action`: the harness sends the
     /// first with an `Idempotency-Key`, then the second with the same key,
     /// and expects 422 `idempotency_key_reused` (not the first result).
+    ///
+    /// Who sends them: for a gated action, the one client the
+    /// [`Harness::sign_in`] closure signed in; for a public action, a fresh
+    /// anonymous client. The harness creates no data of its own, so that
+    /// client has only what `sign_in` made: an input that names a record
+    /// (`noteId=1`) must name one that exists and that this user may
+    /// change — create it in the `sign_in` closure (on a fresh test
+    /// database its id is predictable), or prefer an action that creates
+    /// something. The first input is sent three times in all (twice with the
+    /// fragment-list flood, where any answer short of a 5xx passes, then
+    /// with the key), the second once; the idempotency check needs the
+    /// keyed first call to succeed, else it is reported inconclusive.
+    ///
+    /// ```no_run
+    /// # async fn t(app: portcullis::App) {
+    /// # const SIGN_UP: portcullis::ActionRef<(), ()> = portcullis::ActionRef::new("auth.sign_up");
+    /// # const CREATE_NOTE: portcullis::ActionRef<(), ()> = portcullis::ActionRef::new("notes.create");
+    /// # const UPDATE_NOTE: portcullis::ActionRef<(), ()> = portcullis::ActionRef::new("notes.update");
+    /// use portcullis::testing::attacks::Harness;
+    /// let report = Harness::new(&app)
+    ///     // Called once, before any attack: sign up, and make note 1 hers.
+    ///     .sign_in(|client| async move {
+    ///         client.call(SIGN_UP, &[("email", "h@example.com"), ("password", "a long password")]).await;
+    ///         client.call(CREATE_NOTE, &[("title", "mine")]).await;
+    ///     })
+    ///     .idempotency_sample(CREATE_NOTE, &[("title", "first")], &[("title", "second")])
+    ///     .idempotency_sample(UPDATE_NOTE, &[("noteId", "1"), ("title", "a")], &[("noteId", "1"), ("title", "b")])
+    ///     .run()
+    ///     .await;
+    /// report.assert_conclusive_and_clean();
+    /// # }
+    /// ```
     pub fn idempotency_sample<In, Out>(
         mut self,
         action: crate::ActionRef<In, Out>,
@@ -252,6 +284,15 @@ impl Harness {
     /// How to turn a fresh client into a signed-in one (with whatever role
     /// and re-authentication the app's gated actions need). Without it,
     /// attacks on gated actions that must pass the policy are inconclusive.
+    ///
+    /// [`Harness::run`] calls `f` exactly once, on a fresh client (empty
+    /// cookie jar) before the first attack, and attacks every gated action
+    /// (and gated [`Harness::raw_route`]) with that one signed-in client;
+    /// public actions are attacked from fresh anonymous clients. So one
+    /// account is enough, and whatever `f` creates (the account, records
+    /// the [`Harness::idempotency_sample`] inputs name) is all the data the
+    /// attacks see. Each `run` calls it again: use a new address per call
+    /// if the app refuses a second sign-up of the same one.
     pub fn sign_in<F, Fut>(mut self, f: F) -> Self
     where
         F: Fn(TestClient) -> Fut + Send + Sync + 'static,

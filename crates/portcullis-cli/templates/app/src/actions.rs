@@ -4,9 +4,10 @@
 //! rules (garde), before it accepts a handler.
 
 use portcullis::prelude::*;
+use portcullis::session::password;
 use serde::{Deserialize, Serialize};
 
-use crate::{AppState, passwords};
+use crate::AppState;
 
 pub const SIGN_UP: ActionRef<SignUp, Done> = ActionRef::new("auth.sign_up");
 pub const SIGN_IN: ActionRef<SignIn, Done> = ActionRef::new("auth.sign_in");
@@ -78,8 +79,9 @@ pub struct SignUp {
     pub email: String,
     #[garde(length(chars, min = 1, max = 60))]
     pub display_name: String,
+    /// `Secret`: it cannot end up in a response or a log line by accident.
     #[garde(length(chars, min = 10, max = 200))]
-    pub password: String,
+    pub password: Secret<String>,
 }
 
 #[derive(Deserialize, garde::Validate)]
@@ -88,7 +90,7 @@ pub struct SignIn {
     #[garde(length(min = 1, max = 200))]
     pub email: String,
     #[garde(length(min = 1, max = 200))]
-    pub password: String,
+    pub password: Secret<String>,
 }
 
 #[derive(Deserialize, garde::Validate)]
@@ -126,7 +128,8 @@ pub struct NoteDto {
 /// sign-up signs nobody in; the new user signs in next.
 async fn sign_up(cx: Cx<AppState>, _: MaybeViewer, input: Valid<SignUp>) -> Outcome<Done> {
     let input = input.into_inner();
-    let hash = passwords::hash(input.password).await?;
+    // argon2id; hashed for a registered address too (the same work).
+    let hash = password::hash(input.password.expose()).await?;
     let email = input.email.trim().to_lowercase();
     cx.state()
         .dal
@@ -143,9 +146,10 @@ async fn sign_in(cx: Cx<AppState>, _: MaybeViewer, input: Valid<SignIn>) -> Outc
         .dal
         .by_email(&input.email.trim().to_lowercase())
         .await?;
-    let stored = user.as_ref().map(|u| u.password_hash.expose().clone());
-    // Verified either way: an unknown address costs and answers the same.
-    let ok = passwords::verify(input.password, stored).await?;
+    let stored = user.as_ref().map(|u| u.password_hash.expose().as_str());
+    // Verified either way (against a dummy hash for an unknown address):
+    // it costs and answers the same.
+    let ok = password::verify_or_dummy(input.password.expose(), stored).await?;
     let Some(user) = user.filter(|_| ok) else {
         return Err(ActionError::form("Invalid email or password."));
     };

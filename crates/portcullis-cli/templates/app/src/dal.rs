@@ -3,7 +3,7 @@
 //! so a handler cannot reach another user's rows. Row types are not `Dto`s:
 //! no handler can return one.
 
-use portcullis::{AccountDirectory, ActionError, Secret, Stamp, UserId, Viewer};
+use portcullis::{AccountDirectory, ActionError, BoxFuture, Secret, Stamp, UserId, Viewer};
 use sqlx::SqlitePool;
 
 pub const SCHEMA: &str = "
@@ -127,7 +127,7 @@ impl AccountDirectory for Accounts {
     fn security_stamp(
         &self,
         user: UserId,
-    ) -> std::pin::Pin<Box<dyn Future<Output = DalResult<Option<Stamp>>> + Send>> {
+    ) -> BoxFuture<'static, DalResult<Option<Stamp>>> {
         let pool = self.0.0.clone();
         Box::pin(async move {
             let row: Option<(String,)> =

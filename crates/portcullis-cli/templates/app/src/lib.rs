@@ -6,7 +6,6 @@
 pub mod actions;
 pub mod dal;
 pub mod pages;
-pub mod passwords;
 
 use std::str::FromStr;
 

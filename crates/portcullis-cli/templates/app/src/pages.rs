@@ -3,10 +3,10 @@
 //! error slots); they cannot sign anyone in or write data: actions do that.
 //! maud escapes every interpolation.
 
-use axum::extract::{Query, State};
-use axum::response::Response;
-use axum::{Router, routing::get};
 use maud::{DOCTYPE, Markup, html};
+use portcullis::axum::extract::{Query, State};
+use portcullis::axum::response::Response;
+use portcullis::axum::{Router, routing::get};
 use portcullis::{Page, field, submit};
 use serde::Deserialize;
 

@@ -64,6 +64,8 @@ async fn notes_are_validated_private_and_need_a_session() {
     sign_up_and_in(&alice, "alice@example.com").await;
     let r = alice.call(ADD_NOTE, &[("body", "buy milk")]).await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // `call` returns the envelope; `result()` is the handler's DTO.
+    assert_eq!(r.result()["body"], "buy milk");
     assert!(alice.get("/").await.text().contains("buy milk"));
 
     // Invalid input: 422 with the field named, nothing stored.
