@@ -28,7 +28,7 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
         )
         .add(
             action(RENAME)
-                .authenticated()
+                .authenticated() // exactly one policy, or there is no .handler()
                 .limit(per_user(rename_limit()).per_minute())
                 .mutates(&["update_tag:project"])
                 .idempotent()
@@ -102,7 +102,7 @@ pub struct Create {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Rename {
     #[garde(range(min = 1))]
-    pub project_id: i64,
+    pub project_id: i64, // only an id: ownership is re-checked in SQL
     #[garde(length(chars, min = 2, max = 80))]
     pub name: String,
 }
@@ -115,7 +115,7 @@ pub struct ProjectId {
 }
 
 /// A project as the client sees it.
-#[derive(Serialize, Dto)]
+#[derive(Serialize, Dto)] // only Dto types can be returned; DAL rows are not Dto
 #[serde(rename_all = "camelCase")]
 pub struct ProjectDto {
     pub id: i64,
