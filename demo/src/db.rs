@@ -108,6 +108,38 @@ impl Db {
         Ok(db)
     }
 
+    /// Where attachment files go: `DEMO_FILES_DIR` if set; else, for a
+    /// SQLite file, a `<name>-attachments` directory beside it (so
+    /// `data/demo.db` keeps its files in `data/demo-attachments`); else a
+    /// directory per database under the OS temp dir.
+    pub fn files_dir(&self) -> std::path::PathBuf {
+        if let Some(dir) = std::env::var_os("DEMO_FILES_DIR").filter(|d| !d.is_empty()) {
+            return dir.into();
+        }
+        let path = self
+            .url
+            .strip_prefix("sqlite://")
+            .map(|rest| rest.split('?').next().unwrap_or(rest));
+        match path {
+            Some(file) if !file.is_empty() && !file.contains(":memory:") => {
+                let file = std::path::Path::new(file);
+                let stem = file.file_stem().unwrap_or_default().to_string_lossy();
+                file.with_file_name(format!("{stem}-attachments"))
+            }
+            _ => {
+                let name: String = self
+                    .url
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("db")
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                std::env::temp_dir().join("portcullis-demo-files").join(name)
+            }
+        }
+    }
+
     /// Connects without migrating (administrative connections in tests).
     pub async fn connect_raw(url: &str) -> Result<AnyPool, sqlx::Error> {
         sqlx::any::install_default_drivers();

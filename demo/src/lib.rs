@@ -37,6 +37,9 @@ pub fn deploy_check(
 #[derive(Clone)]
 pub struct AppState {
     pub dal: Dal,
+    /// Where attachment bytes live ([`Db::files_dir`]); rows in the
+    /// `attachments` table name them by random key.
+    pub files: std::sync::Arc<dyn portcullis::action::upload::FileStore>,
 }
 
 /// Errors starting the demo. Each is one line for the person at the
@@ -49,6 +52,10 @@ pub enum StartError {
         "DATABASE_URL={url} is not a database URL ({reason}). Fix: set it to sqlite://FILE (e.g. sqlite://./data/demo.db) or postgres://USER@HOST:PORT/DATABASE, or unset it to use the embedded SQLite file in PORTCULLIS_DATA_DIR"
     )]
     DatabaseUrl { url: String, reason: String },
+    #[error(
+        "cannot use {dir} for attachment files ({reason}). Fix: make it writable by this user, or set DEMO_FILES_DIR to a writable directory"
+    )]
+    FilesDir { dir: String, reason: String },
     #[error(
         "DATABASE_URL={url}: cannot reach the database ({reason}). Fix: start PostgreSQL or correct the host and port in DATABASE_URL, or unset it to use the embedded SQLite file"
     )]
@@ -250,6 +257,33 @@ pub async fn build_serving(
     build_parts(config, db, sessions)
 }
 
+/// Removes attachment files that no row names and that are older than an
+/// hour (younger ones may belong to an upload whose row is being written).
+async fn sweep_orphan_files(dal: Dal, dir: std::path::PathBuf) {
+    let Ok(keys) = dal.attachments().all_keys().await else {
+        return;
+    };
+    let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+        return;
+    };
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let mut removed = 0usize;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let old = entry
+            .metadata()
+            .await
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < hour_ago);
+        if old && !keys.contains(&name) && tokio::fs::remove_file(entry.path()).await.is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "removed attachment files no row names");
+    }
+}
+
 /// Database connection failures become 503 `database_unavailable` (nothing
 /// was applied; the client may retry) instead of a generic 500: no
 /// connection within the pool's acquire deadline, a broken connection, and
@@ -301,9 +335,20 @@ pub fn build_parts(
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .collect();
+    let files_dir = db.files_dir();
+    let files = portcullis::action::upload::LocalDisk::new(&files_dir).map_err(|e| {
+        StartError::FilesDir {
+            dir: files_dir.display().to_string(),
+            reason: e.to_string(),
+        }
+    })?;
     let state = AppState {
         dal: Dal::new(db.pool.clone()),
+        files: std::sync::Arc::new(files),
     };
+    // Files no row names (a crash between storing a file and recording
+    // it, or a project deleted with its rows): removed in the background.
+    tokio::spawn(sweep_orphan_files(state.dal.clone(), files_dir));
     let dal = state.dal.clone();
     let audit = audit::AuditQueue::start(dal.clone(), audit::QUEUE);
     let app = Portcullis::new(config, state.clone())

@@ -52,7 +52,7 @@ fn caps() -> [(&'static str, BodyLimits); 2] {
 fn run(kind: &BodyKind, body: &Bytes, shape: &InputShape, limits: &BodyLimits, opening: &Opening) {
     let r = futures::executor::block_on(input::decode::<Input>(
         kind,
-        body.clone(),
+        input::Payload::Bytes(body.clone()),
         shape,
         limits,
         opening,

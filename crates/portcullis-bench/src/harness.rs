@@ -74,7 +74,7 @@ fn run_decode(kind: BodyKind, data: &[u8]) {
     let body = Bytes::copy_from_slice(data);
     let result = futures::executor::block_on(input::decode::<FuzzInput>(
         &kind,
-        body,
+        input::Payload::Bytes(body),
         shape(),
         &limits,
         &opening,

@@ -66,6 +66,9 @@ pub struct Entry {
     pub input_fields: Option<Vec<String>>,
     #[serde(default)]
     pub sealed_fields: Vec<String>,
+    /// Fields of type `Upload<R>`, with their caps and accepted types.
+    #[serde(default)]
+    pub upload_fields: Vec<UploadEntry>,
     #[serde(default)]
     pub input_validated: bool,
     #[serde(default)]
@@ -84,6 +87,18 @@ pub struct Entry {
     /// Declared `.fail_open()`: runs unlimited while the limiter is down.
     #[serde(default)]
     pub fail_open: bool,
+}
+
+/// One upload field of an action.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadEntry {
+    pub name: String,
+    /// `None` when a (hand-written or foreign) manifest names no cap.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    #[serde(default)]
+    pub types: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

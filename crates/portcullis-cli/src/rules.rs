@@ -37,6 +37,7 @@ pub const IDEMPOTENCY_UNDECLARED: &str = "idempotency-undeclared";
 pub const INVALID_ALLOW: &str = "invalid-allow";
 pub const FAIL_OPEN: &str = "fail-open";
 pub const WEAKENED_HEADERS: &str = "weakened-headers";
+pub const UPLOAD_WITHOUT_CAP: &str = "upload-without-cap";
 
 /// Every rule, in report order.
 pub const RULES: &[Rule] = &[
@@ -94,6 +95,11 @@ pub const RULES: &[Rule] = &[
         id: WEAKENED_HEADERS,
         title: "Security headers weaker than the default",
         help: "The Content-Security-Policy is relaxed (framing by another origin, report-only, extra script or form-action sources, unsafe keywords or wildcards). Keep the default, or narrow the relaxation to one route with `SecurityHeaders::route(path, RouteHeaders::new()..)` and say why with `.because(reason)`.",
+    },
+    Rule {
+        id: UPLOAD_WITHOUT_CAP,
+        title: "Upload field without a byte cap or with an active type",
+        help: "Every upload field needs a byte cap and types recognised by their bytes: `Upload<R>` with `impl UploadRules for R { const MAX_BYTES: u64 = …; const TYPES: … }`. HTML, SVG, XML and scripts must never be accepted (serve such content from a separate origin).",
     },
     Rule {
         id: INVALID_ALLOW,
@@ -269,6 +275,30 @@ fn check(e: &Entry) -> Vec<(&'static str, String)> {
                 PUBLIC_ABUSE,
                 format!("public action without {}", missing.join(" and ")),
             ));
+        }
+    }
+    for upload in &e.upload_fields {
+        match upload.max_bytes {
+            None | Some(0) => out.push((
+                UPLOAD_WITHOUT_CAP,
+                format!("upload field `{}` declares no byte cap", upload.name),
+            )),
+            Some(_) => {}
+        }
+        if upload.types.is_empty() {
+            out.push((
+                UPLOAD_WITHOUT_CAP,
+                format!("upload field `{}` declares no accepted types", upload.name),
+            ));
+        }
+        for ty in &upload.types {
+            let t = ty.to_ascii_lowercase();
+            if t.contains("html") || t.contains("svg") || t.contains("javascript") || t == "*/*" {
+                out.push((
+                    UPLOAD_WITHOUT_CAP,
+                    format!("upload field `{}` accepts `{ty}`, which a browser would run", upload.name),
+                ));
+            }
         }
     }
     if e.fail_open {

@@ -211,6 +211,47 @@ function withReturn(path) {
   return `${path}?return=${encodeURIComponent(location.pathname + location.search)}`;
 }
 
+// A form with files: sent with XMLHttpRequest, the one browser API that
+// reports upload progress, into a <progress> in the form. Resolves to a
+// fetch Response so the rest of the runtime reads it as usual.
+function upload(form, headers, data) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    let bar = form.querySelector("progress[data-portcullis-progress]");
+    if (!bar) {
+      bar = document.createElement("progress");
+      bar.setAttribute("data-portcullis-progress", "");
+      bar.max = 100;
+      bar.value = 0;
+      form.append(bar);
+    }
+    bar.hidden = false;
+    xhr.upload.onprogress = (e) => {
+      if (e.lengthComputable) bar.value = Math.round((100 * e.loaded) / e.total);
+    };
+    const done = () => {
+      bar.hidden = true;
+    };
+    xhr.open("POST", endpoint(form));
+    xhr.withCredentials = true;
+    for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
+    xhr.onload = () => {
+      done();
+      const h = new Headers();
+      for (const line of xhr.getAllResponseHeaders().trim().split(/[\r\n]+/)) {
+        const at = line.indexOf(":");
+        if (at > 0) h.append(line.slice(0, at).trim(), line.slice(at + 1).trim());
+      }
+      resolve(new Response(xhr.responseText, { status: xhr.status, headers: h }));
+    };
+    xhr.onerror = xhr.onabort = () => {
+      done();
+      reject(new TypeError("network"));
+    };
+    xhr.send(data);
+  });
+}
+
 // Sends one submission. Resolves to { res, body }, or null when the
 // network failed (then the form says so and offers Retry with the same key).
 async function request(form, submitter, key, data, opt) {
@@ -223,12 +264,14 @@ async function request(form, submitter, key, data, opt) {
     if (form.dataset.pow) {
       headers["X-Portcullis-Pow"] = await solve(form.dataset.pow, +form.dataset.powBits || 0);
     }
-    res = await fetch(endpoint(form), {
-      method: "POST",
-      credentials: "same-origin",
-      headers,
-      body: multipart ? data : new URLSearchParams(data),
-    });
+    res = multipart
+      ? await upload(form, headers, data)
+      : await fetch(endpoint(form), {
+          method: "POST",
+          credentials: "same-origin",
+          headers,
+          body: new URLSearchParams(data),
+        });
   } catch {
     opt.rollback();
     clearErrors(form);

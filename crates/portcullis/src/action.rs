@@ -39,12 +39,18 @@
 //! typestate is only a marker beside it, so a state change is one line
 //! (`ActionBuilder::to`) and a new option is one field and one method.
 
+/// File uploads as action input: [`Upload<R>`](upload::Upload) fields with
+/// byte caps and magic-byte type checks, streamed to temp files, kept in a
+/// [`FileStore`](upload::FileStore) and served back only as attachments.
+pub mod upload {
+    pub use crate::upload::*;
+}
+
 use std::any::Any;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 
@@ -52,7 +58,7 @@ use crate::body::{BodyKind, BodyLimits};
 use crate::botcheck::BotCheck;
 use crate::cx::Cx;
 use crate::error::{ActionError, Outcome, Rejection};
-use crate::input::{self, InputShape, Lang, Opening, Reserved, ShapeError, Valid};
+use crate::input::{self, InputShape, Lang, Opening, Payload, Reserved, ShapeError, Valid};
 use crate::policy::Policy;
 use crate::ratelimit::{InputLimit, Limit, NamedQuota};
 use crate::respond::{self, Dto};
@@ -474,6 +480,7 @@ where
                 input_type: std::any::type_name::<In>(),
                 input_fields: shape.as_ref().map(|s| s.fields).unwrap_or(&[]),
                 sealed_fields: shape.as_ref().map(|s| s.sealed.clone()).unwrap_or_default(),
+                upload_fields: shape.as_ref().map(|s| s.uploads.clone()).unwrap_or_default(),
                 input_validated: true,
                 output_type: std::any::type_name::<Out>(),
                 kind: spec.kind,
@@ -589,7 +596,7 @@ pub(crate) trait Exec<S>: Send + Sync {
     fn decode<'a>(
         &'a self,
         kind: &'a BodyKind,
-        body: Bytes,
+        body: Payload,
         shape: &'a InputShape,
         limits: &'a BodyLimits,
         opening: &'a Opening,
@@ -622,7 +629,7 @@ where
     fn decode<'a>(
         &'a self,
         kind: &'a BodyKind,
-        body: Bytes,
+        body: Payload,
         shape: &'a InputShape,
         limits: &'a BodyLimits,
         opening: &'a Opening,

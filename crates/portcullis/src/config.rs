@@ -20,6 +20,8 @@
 //! | `PORTCULLIS_REDIS_TIMEOUT_MS`  | deadline of one Redis command: sessions on Redis, idempotency, tag bus (default 50) |
 //! | `PORTCULLIS_SESSION_TIMEOUT_MS`| deadline of one session-store operation, any store (default 500) |
 //! | `PORTCULLIS_HANDLER_TIMEOUT_MS`| deadline of a whole action handler or page (default 10000) |
+//! | `PORTCULLIS_UPLOAD_DIR`        | temp dir for files being uploaded (default `portcullis-uploads` in the OS temp dir) |
+//! | `PORTCULLIS_UPLOAD_DEADLINE_SECS` | deadline of a whole upload request (default 120)      |
 //!
 //! Without `REDIS_URL` limits are kept in this process only — right for one
 //! instance, wrong behind a load balancer — and the start-up notes say so.
@@ -97,6 +99,9 @@ pub struct Config {
     pub limiter_timeout: Duration,
     /// Deadlines of external calls (see [`crate::store`]).
     pub deadlines: Deadlines,
+    /// Temp dir, deadline and concurrency of file uploads
+    /// ([`crate::action::upload`]).
+    pub uploads: crate::upload::UploadConfig,
 }
 
 /// How long each kind of external call may take. Configured with
@@ -212,6 +217,7 @@ impl Config {
             redis_prefix: "portcullis:".into(),
             limiter_timeout: Duration::from_millis(50),
             deadlines: Deadlines::default(),
+            uploads: crate::upload::UploadConfig::default(),
         }
     }
 
@@ -307,6 +313,21 @@ impl Config {
             config.limiter_timeout = timeout;
         }
         config.deadlines = deadlines(&get)?;
+        if let Some(dir) = get("PORTCULLIS_UPLOAD_DIR").filter(|d| !d.trim().is_empty()) {
+            config.uploads.dir = dir.trim().into();
+        }
+        if let Some(text) = get("PORTCULLIS_UPLOAD_DEADLINE_SECS") {
+            config.uploads.deadline = match text.trim().parse::<u64>() {
+                Ok(secs @ 1..=3600) => Duration::from_secs(secs),
+                _ => {
+                    return Err(ConfigError::BadValue {
+                        var: "PORTCULLIS_UPLOAD_DEADLINE_SECS",
+                        expected: "whole seconds from 1 to 3600",
+                        value: text,
+                    });
+                }
+            };
+        }
         Ok((config, notes))
     }
 }

@@ -131,6 +131,9 @@ pub struct ActionMeta {
     pub input_fields: &'static [&'static str],
     /// Input fields of type `Sealed<T>` (or `Option<Sealed<T>>`).
     pub sealed_fields: Vec<&'static str>,
+    /// Input fields of type `Upload<R>` (or `Option<Upload<R>>`), with
+    /// their byte caps and accepted types.
+    pub upload_fields: Vec<crate::upload::UploadField>,
     /// The input went through `garde::Validate` (always true for actions
     /// built here; the field exists so hand-written manifests can say no).
     pub input_validated: bool,

@@ -65,6 +65,9 @@ pub struct Form {
     /// A fresh `_idem` key for no-JS double submits (page forms only: a form
     /// inside a cached fragment is shared by renders, so it gets none).
     pub(crate) idempotency_key: Option<String>,
+    /// The action has upload fields: the form is sent as
+    /// `multipart/form-data` (with and without JavaScript).
+    multipart: bool,
     /// One of many alike inside a form group ([`Form::in_group`]).
     grouped: bool,
     /// `false` for a form in a fragment (cached, so it does not know the
@@ -118,6 +121,9 @@ impl Form {
             result_into: None,
             grouped: false,
             page_known: true,
+            multipart: directory
+                .meta(name)
+                .is_some_and(|m| !m.upload_fields.is_empty()),
         }
     }
 
@@ -259,6 +265,7 @@ impl Form {
         };
         html! {
             form method="post" action=(action) data-portcullis
+                enctype=[self.multipart.then_some("multipart/form-data")]
                 id=[self.id.as_deref()] class=[self.class.as_deref()]
                 data-idempotent[self.idempotent]
                 data-login=[login] data-reauth=[reauth]
@@ -468,6 +475,7 @@ mod tests {
             idempotency_key: Some("k".into()),
             grouped: false,
             page_known: true,
+            multipart: true,
         };
         let html = form.body(html! { (field("name")) }).into_string();
         let attrs: BTreeSet<&str> = html

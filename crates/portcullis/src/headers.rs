@@ -701,11 +701,19 @@ fn apply(c: &Compiled, v: &Variant, nonce: Option<&str>, personal: bool, h: &mut
     } else {
         header::CONTENT_SECURITY_POLICY
     };
+    // A served file's sandbox policy is stricter than any page's: kept.
+    let download = h
+        .get(header::CONTENT_SECURITY_POLICY)
+        .is_some_and(|v| v.as_bytes() == crate::wire::DOWNLOAD_CSP.as_bytes());
     // Only one of the two, whatever the handler set.
-    h.remove(header::CONTENT_SECURITY_POLICY);
     h.remove(header::CONTENT_SECURITY_POLICY_REPORT_ONLY);
-    if let Some(value) = csp_value(v, nonce) {
+    if download {
+        // Stays as it is.
+    } else if let Some(value) = csp_value(v, nonce) {
+        h.remove(header::CONTENT_SECURITY_POLICY);
         h.insert(name, value);
+    } else {
+        h.remove(header::CONTENT_SECURITY_POLICY);
     }
     if v.framable {
         h.remove(header::X_FRAME_OPTIONS);

@@ -48,6 +48,7 @@ mod runtime;
 mod seal;
 mod server;
 mod taint;
+mod upload;
 mod viewer;
 
 pub use action::{Action, ActionBuilder, Actions, action};

@@ -42,6 +42,9 @@ pub(crate) struct Runtime {
     pub(crate) flash_sealer: Sealer,
     /// The largest body any action accepts: the stage-1 early refusal bound.
     pub(crate) body_ceiling: usize,
+    /// Uploads being received now, per caller and in all (its state is
+    /// documented on [`crate::upload::UploadSlots`]).
+    pub(crate) upload_slots: Arc<crate::upload::UploadSlots>,
     /// Per-action counters and latency ([`crate::observe`]).
     pub(crate) metrics: Metrics,
     /// Called after each successful mutation, if the app installed one.

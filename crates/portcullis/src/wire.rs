@@ -33,6 +33,12 @@ pub const ACTION_PREFIX: &str = "/_action/";
 /// runtime and stylesheet, and the CSP report sink.
 pub const ASSET_PREFIX: &str = "/_portcullis/";
 
+/// The Content-Security-Policy of a served file (`action::upload::download`):
+/// nothing may load and the document is sandboxed. Stricter than any page
+/// policy, so the security-header layer keeps it where a response carries
+/// it (and replaces any other CSP a handler set).
+pub const DOWNLOAD_CSP: &str = "default-src 'none'; sandbox";
+
 /// Where browsers send Content-Security-Policy violation reports
 /// (`report-uri` and the `Reporting-Endpoints` group).
 pub const CSP_REPORT_PATH: &str = "/_portcullis/csp-report";
@@ -163,11 +169,14 @@ pub mod attr {
     /// Set by the client runtime on the notice it shows after reloading a
     /// stale page.
     pub const NOTICE: &str = "data-portcullis-notice";
+    /// Set by the client runtime on the `<progress>` it shows in a form
+    /// while its files upload.
+    pub const PROGRESS: &str = "data-portcullis-progress";
 
     /// Every attribute above (not [`READY`], a value): first the ones the
     /// framework renders ([`RENDERED`]), then [`SLOT`] (the app writes it)
-    /// and the four the client runtime sets.
-    pub const ALL: [&str; 21] = [
+    /// and the five the client runtime sets.
+    pub const ALL: [&str; 22] = [
         PORTCULLIS,
         IDEMPOTENT,
         LOGIN,
@@ -189,6 +198,7 @@ pub mod attr {
         OPTIMISTIC,
         PC_DISABLED,
         NOTICE,
+        PROGRESS,
     ];
     /// The ones the framework renders (`Form`, `field`, fragments).
     pub const RENDERED: &[&str] = ALL.split_at(16).0;

@@ -3,6 +3,7 @@
 //! checklist item shows up here.
 
 pub mod account;
+pub mod attachments;
 pub mod auth;
 pub mod comments;
 pub mod contact;
@@ -19,6 +20,7 @@ pub fn register(actions: &mut Actions<AppState>) {
     auth::register(actions);
     projects::register(actions);
     comments::register(actions);
+    attachments::register(actions);
     teams::register(actions);
     account::register(actions);
     contact::register(actions);

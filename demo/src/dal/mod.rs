@@ -10,6 +10,7 @@
 //! `portcullis::Dto`, so no handler can return one; handlers map them to
 //! purpose-built DTOs.
 
+pub mod attachments;
 pub mod audit;
 pub mod comments;
 pub mod contact;
@@ -46,6 +47,9 @@ impl Dal {
     }
     pub fn projects(&self) -> projects::Projects<'_> {
         projects::Projects(self)
+    }
+    pub fn attachments(&self) -> attachments::Attachments<'_> {
+        attachments::Attachments(self)
     }
     pub fn comments(&self) -> comments::Comments<'_> {
         comments::Comments(self)

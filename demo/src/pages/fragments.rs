@@ -7,6 +7,7 @@
 //! | `team-projects:<t>`  | the list of a member of team t  | create, delete, archive, restore |
 //! | `project:<id>`       | that project's row              | rename, archive, restore |
 //! | `comments:<id>`      | that project's comment thread   | post, edit, delete comment |
+//! | `attachments:<id>`   | that project's attachment list  | upload, delete attachment |
 //! | `member:<u>`         | every fragment rendered for viewer u | accept invite, set role, remove member, leave (for the user whose access changed) |
 //! | `user:<u>`           | threads showing u's comments    | profile update (display name) |
 //!
@@ -29,13 +30,14 @@ use maud::html;
 use portcullis::{ActionError, Fragments, RenderCx, Viewer, fragment};
 
 use crate::AppState;
-use crate::actions::{comments, projects};
+use crate::actions::{attachments, comments, projects};
 use crate::dal::projects::ProjectRow;
 
 pub fn register(f: &mut Fragments<AppState>) {
     f.add(fragment("projects").per_viewer(project_list))
         .add(fragment("project").element().per_viewer(project_row))
-        .add(fragment("comments").per_viewer(comment_thread));
+        .add(fragment("comments").per_viewer(comment_thread))
+        .add(fragment("attachments").per_viewer(attachment_list));
 }
 
 fn id(param: &str) -> Result<i64, ActionError> {
@@ -123,6 +125,40 @@ async fn comment_thread(
                     @if c.author_id == viewer.id() {
                         (rcx.form(comments::DELETE).class("inline").return_to(&back).body(html! {
                             input type="hidden" name="commentId" value=(c.id);
+                            button.secondary type="submit" { "Delete" }
+                        }))
+                    }
+                }
+            }
+        }
+    })
+}
+
+async fn attachment_list(
+    rcx: RenderCx<AppState>,
+    viewer: Viewer,
+    param: String,
+) -> Result<maud::Markup, ActionError> {
+    let pid = id(&param)?;
+    rcx.tag(format!("member:{}", viewer.id()));
+    rcx.tag(format!("attachments:{pid}"));
+    let list = rcx.state().dal.attachments().list(&viewer, pid).await?;
+    let authors: std::collections::BTreeSet<i64> = list.iter().map(|a| a.uploader_id).collect();
+    for a in authors {
+        rcx.tag(format!("user:{a}"));
+    }
+    let back = format!("/projects/{pid}");
+    Ok(html! {
+        div.card #attachments {
+            @if list.is_empty() { p.muted #no-attachments { "No attachments yet." } }
+            @for a in &list {
+                div.attachment id={"attachment-" (a.id)} {
+                    // A download, never shown inline (see pages::attachment_download).
+                    a href={"/attachments/" (a.id)} download { (a.file_name) }
+                    " " span.muted { (a.size / 1024) " KiB · " (a.uploader_name) }
+                    @if a.uploader_id == viewer.id() {
+                        (rcx.form(attachments::DELETE).class("inline").return_to(&back).body(html! {
+                            input type="hidden" name="attachmentId" value=(a.id);
                             button.secondary type="submit" { "Delete" }
                         }))
                     }

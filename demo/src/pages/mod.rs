@@ -14,7 +14,7 @@ use portcullis::{ErrorCode, Page, Viewer, field, submit};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::actions::{account, auth, comments, contact, projects, teams, tokens};
+use crate::actions::{account, attachments, auth, comments, contact, projects, teams, tokens};
 use crate::dal::teams::InviteRow;
 use layout::{CSS, Nav};
 
@@ -29,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .route("/projects", get(project_list))
         .route("/projects/{id}", get(project_page))
         .route("/projects/{id}/transfer", get(transfer_page))
+        .route("/attachments/{id}", get(attachment_download))
         .route("/teams/{id}", get(team_page))
         .route("/invites/{token}", get(invite_page))
         .route("/settings", get(settings))
@@ -177,6 +178,36 @@ async fn project_list(State(state): State<AppState>, page: Page) -> PageResult {
     shell(&state, &page, "Projects", body).await
 }
 
+/// An attachment, as a download: only for a member of the project's team
+/// (404 otherwise, as for a missing id), never for another site's page
+/// (403), and always `Content-Disposition: attachment` with `nosniff` and a
+/// sandboxing CSP (`portcullis::action::upload::download`).
+async fn attachment_download(
+    State(state): State<AppState>,
+    page: Page,
+    Path(id): Path<i64>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, axum::response::Response> {
+    use axum::response::IntoResponse;
+    use portcullis::action::upload::{FileKey, download, refuse_cross_site};
+    refuse_cross_site(&headers)?;
+    let v = viewer(&page).map_err(IntoResponse::into_response)?;
+    let row = match state.dal.attachments().get(&v, id).await {
+        Ok(row) => row,
+        Err(portcullis::ActionError::NotFound) => {
+            return Err(page.error(ErrorCode::NotFound).into_response());
+        }
+        Err(e) => return Err(page.failed(e).into_response()),
+    };
+    let missing = || page.error(ErrorCode::NotFound).into_response();
+    let key = FileKey::parse(&row.file_key).ok_or_else(missing)?;
+    match state.files.get(&key).await {
+        Ok(Some(file)) => Ok(download(file, &row.file_name, &row.content_type)),
+        Ok(None) => Err(missing()),
+        Err(e) => Err(page.failed(portcullis::ActionError::internal(e.to_string())).into_response()),
+    }
+}
+
 async fn project_page(
     State(state): State<AppState>,
     page: Page,
@@ -219,6 +250,15 @@ async fn project_page(
             input type="hidden" name="projectId" value=(project.id);
             (field("body").label("Add a comment").kind("textarea").required())
             (submit("Post comment"))
+        }))
+        h2 { "Attachments" }
+        (page.fragment(&format!("attachments:{}", project.id)).await)
+        // multipart/form-data (the action has an upload field); with
+        // JavaScript the runtime shows upload progress.
+        (page.form(attachments::UPLOAD).class("card").id("upload-attachment").reset_on_success().body(html! {
+            input type="hidden" name="projectId" value=(project.id);
+            (field("file").label("Attach a file (image, PDF or text, up to 5 MiB)").kind("file").required())
+            (submit("Upload"))
         }))
         h2 { "Manage" }
         div.card {

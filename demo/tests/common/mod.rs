@@ -51,9 +51,14 @@ pub fn config() -> Config {
 }
 
 pub async fn start() -> Demo {
+    start_with(config()).await
+}
+
+/// [`start`] with a config of the test's own.
+pub async fn start_with(config: Config) -> Demo {
     let db = fresh_db().await;
     let sessions = Sessions::for_db(&db).await.expect("session store");
-    let (app, audit) = demo::build_parts(config(), &db, sessions.clone()).expect("demo builds");
+    let (app, audit) = demo::build_parts(config, &db, sessions.clone()).expect("demo builds");
     let client = TestClient::start(&app).await;
     Demo {
         db,
@@ -164,6 +169,7 @@ pub async fn snapshot(demo: &Demo) -> String {
         "SELECT id || '|' || team_id || '|' || name || '|' || COALESCE(archived_at, -1) || '|' || updated_at FROM projects ORDER BY id",
         "SELECT id || '|' || project_id || '|' || author_id || '|' || body FROM comments ORDER BY id",
         "SELECT id || '|' || email || '|' || message FROM contact_messages ORDER BY id",
+        "SELECT id || '|' || project_id || '|' || uploader_id || '|' || file_key || '|' || file_name || '|' || size FROM attachments ORDER BY id",
     ];
     let mut out = String::new();
     for q in queries {

@@ -79,6 +79,17 @@ pub enum BuildError {
         /// Why the input's fields could not be learned.
         source: crate::input::ShapeError,
     },
+    /// An upload field declares a type that cannot be accepted (one a
+    /// browser would run, or one its bytes cannot be recognised by).
+    #[error("action `{action}`, upload field `{field}`: {source}")]
+    UploadType {
+        /// The action's name.
+        action: &'static str,
+        /// The upload field.
+        field: &'static str,
+        /// What is wrong with its types.
+        source: crate::upload::TypeError,
+    },
 }
 
 /// The app builder.
@@ -316,13 +327,31 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                     action: name,
                     source,
                 })?;
+            for field in &shape.uploads {
+                crate::upload::check_types(field).map_err(|source| BuildError::UploadType {
+                    action: name,
+                    field: field.name,
+                    source,
+                })?;
+            }
             actions.push((action, shape));
         }
         let metas: Vec<ActionMeta> = actions.iter().map(|(a, _)| a.meta.clone()).collect();
-        let body_ceiling = metas
+        // An upload action may be sent its text cap plus its files' caps.
+        let body_ceiling = actions
             .iter()
-            .filter_map(|m| m.body_limit)
+            .map(|(a, shape)| {
+                let cap = a
+                    .meta
+                    .body_limit
+                    .unwrap_or(self.config.body_limits.body_bytes);
+                crate::upload::request_cap(cap, &shape.uploads)
+            })
             .fold(self.config.body_limits.body_bytes, usize::max);
+        let upload_slots = crate::upload::UploadSlots::new(
+            self.config.uploads.slots,
+            self.config.uploads.slots_per_caller,
+        );
         let ids = Ids::new(
             metas.iter().map(|m| m.name).collect(),
             self.config.keys.clone(),
@@ -429,6 +458,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             limiter,
             flash_sealer,
             body_ceiling,
+            upload_slots,
             metrics: Metrics::default(),
             audit: self.audit,
             // Every security-stamp lookup (a database call per signed-in

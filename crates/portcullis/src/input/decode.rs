@@ -32,15 +32,43 @@ use super::shape::InputShape;
 use crate::body::{BodyKind, BodyLimits, too_large};
 use crate::error::{ErrorCode, FieldErrors, Rejection};
 
+/// A request body as stage 6a receives it.
+pub enum Payload {
+    /// Read whole under the action's cap (every action without upload
+    /// fields, and upload actions sent a body that is not multipart).
+    Bytes(Bytes),
+    /// A multipart body already streamed by [`crate::upload::receive`]:
+    /// its text pairs and its files.
+    Received(crate::upload::Received),
+}
+
 /// Decodes `body` into `T`, enforcing field/part/depth caps, refusing
 /// undeclared fields and opening sealed fields with `opening`.
 pub async fn decode<T: DeserializeOwned>(
     kind: &BodyKind,
-    body: Bytes,
+    body: Payload,
     shape: &InputShape,
     limits: &BodyLimits,
     opening: &Opening,
 ) -> Result<(T, Reserved), Rejection> {
+    let body = match body {
+        Payload::Bytes(bytes) => bytes,
+        Payload::Received(received) => {
+            // The pairs were screened for files already; screen them like
+            // any multipart body (caps, reserved, undeclared, sealed).
+            let mut screen = Screen::new(shape, limits, true);
+            for (k, v) in received.pairs {
+                screen.push(Cow::Owned(k), Cow::Owned(v))?;
+            }
+            let body = screen.finish(None)?;
+            let opening = opening
+                .clone()
+                .with_fields(std::mem::take(&mut screen.sealed))
+                .with_uploads(received.staged);
+            let input = from_form(&body, &opening)?;
+            return Ok((input, screen.reserved));
+        }
+    };
     match kind {
         BodyKind::UrlEncoded => {
             let mut screen = Screen::new(shape, limits, false);
@@ -72,6 +100,8 @@ pub async fn decode<T: DeserializeOwned>(
                     .map(str::to_owned)
                     .ok_or_else(|| malformed_multipart("a part has no name"))?;
                 if field.file_name().is_some() {
+                    // An action with upload fields streams its multipart
+                    // bodies ([`crate::upload::receive`]); this one has none.
                     return Err(Rejection::invalid(
                         one(&name, "file uploads are not accepted by this action"),
                         Vec::new(),
@@ -448,7 +478,7 @@ mod tests {
     async fn run(kind: BodyKind, body: &[u8]) -> Result<(Rename, Reserved), Rejection> {
         decode(
             &kind,
-            Bytes::copy_from_slice(body),
+            Payload::Bytes(Bytes::copy_from_slice(body)),
             &shape(),
             &BodyLimits::default(),
             &opening(),

@@ -28,7 +28,7 @@ mod sealed;
 mod shape;
 mod validate;
 
-pub use decode::{check_json_depth, decode};
+pub use decode::{Payload, check_json_depth, decode};
 pub use messages::{Lang, Rule, humanize};
 pub use reserved::Reserved;
 pub use sealed::{Opening, Sealed};

@@ -47,6 +47,9 @@ pub struct Opening {
     now: u64,
     /// (top-level field, sealed text) pairs of this request's sealed fields.
     fields: Arc<Vec<(String, String)>>,
+    /// The files an upload request brought ([`crate::action::upload`]),
+    /// taken by its `Upload<R>` fields through the same guard.
+    uploads: Option<Arc<crate::upload::Staged>>,
 }
 
 thread_local! {
@@ -63,7 +66,14 @@ impl Opening {
             binding,
             now,
             fields: Arc::default(),
+            uploads: None,
         }
+    }
+
+    /// The files received for this request, for its `Upload<R>` fields.
+    pub fn with_uploads(mut self, uploads: Arc<crate::upload::Staged>) -> Self {
+        self.uploads = Some(uploads);
+        self
     }
 
     /// The request's top-level sealed fields as (wire name, sealed text),
@@ -81,6 +91,7 @@ impl Opening {
         let previous = OPENING.with(|c| c.replace(Some(self.clone())));
         OpeningGuard {
             previous,
+            _uploads: crate::upload::enter(self.uploads.clone()),
             _not_send: PhantomData,
         }
     }
@@ -105,6 +116,8 @@ impl Opening {
 /// Restores the previous opening context when dropped.
 pub(crate) struct OpeningGuard {
     previous: Option<Opening>,
+    /// The request's files for its `Upload<R>` fields, cleared with it.
+    _uploads: crate::upload::StagedGuard,
     _not_send: PhantomData<*const ()>,
 }
 

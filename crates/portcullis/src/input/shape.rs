@@ -19,6 +19,9 @@ pub struct InputShape {
     /// The fields whose type is `Sealed<T>` (or `Option<Sealed<T>>`), for
     /// the manifest: a reviewer sees which values the client cannot choose.
     pub sealed: Vec<&'static str>,
+    /// The fields whose type is `Upload<R>` (or `Option<Upload<R>>`), with
+    /// their rules: the decoder streams these, the manifest lists them.
+    pub uploads: Vec<crate::upload::UploadField>,
 }
 
 /// Why an input type cannot be used as an action input.
@@ -44,6 +47,10 @@ impl InputShape {
                     .copied()
                     .filter(|f| field_is_sealed::<T>(f))
                     .collect(),
+                uploads: fields
+                    .iter()
+                    .filter_map(|f| field_upload::<T>(f))
+                    .collect(),
             }),
             None => Err(ShapeError(type_name)),
         }
@@ -52,6 +59,7 @@ impl InputShape {
     pub(crate) fn declares(&self, name: &str) -> bool {
         self.fields.contains(&name)
     }
+
 }
 
 /// A deserializer that records the field list of `deserialize_struct` and
@@ -100,13 +108,27 @@ impl<'de> Deserializer<'de> for FieldCapture<'_> {
 /// field's type is `Sealed` (seen through `Option` and newtypes).
 fn field_is_sealed<T: DeserializeOwned>(field: &'static str) -> bool {
     super::sealed::probe(|| {
-        let _ = T::deserialize(FieldProbe(field));
+        let _ = T::deserialize(FieldProbe(field, None));
     })
 }
 
-struct FieldProbe(&'static str);
+/// Whether `T`'s field `field` is an `Upload<R>`, and its rules.
+fn field_upload<T: DeserializeOwned>(field: &'static str) -> Option<crate::upload::UploadField> {
+    let optional = Cell::new(false);
+    crate::upload::probe(|| {
+        let _ = T::deserialize(FieldProbe(field, Some(&optional)));
+    })
+    .map(|(max_bytes, types)| crate::upload::UploadField {
+        name: field,
+        max_bytes,
+        types,
+        optional: optional.get(),
+    })
+}
 
-impl<'de> Deserializer<'de> for FieldProbe {
+struct FieldProbe<'a>(&'static str, Option<&'a Cell<bool>>);
+
+impl<'de> Deserializer<'de> for FieldProbe<'_> {
     type Error = Stop;
     fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
         Err(Stop)
@@ -117,7 +139,7 @@ impl<'de> Deserializer<'de> for FieldProbe {
         _fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Stop> {
-        visitor.visit_map(OneEntry(Some(self.0)))
+        visitor.visit_map(OneEntry(Some(self.0), self.1))
     }
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
@@ -126,9 +148,9 @@ impl<'de> Deserializer<'de> for FieldProbe {
     }
 }
 
-struct OneEntry(Option<&'static str>);
+struct OneEntry<'a>(Option<&'static str>, Option<&'a Cell<bool>>);
 
-impl<'de> MapAccess<'de> for OneEntry {
+impl<'de> MapAccess<'de> for OneEntry<'_> {
     type Error = Stop;
     fn next_key_seed<K: de::DeserializeSeed<'de>>(
         &mut self,
@@ -142,18 +164,23 @@ impl<'de> MapAccess<'de> for OneEntry {
         }
     }
     fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Stop> {
-        seed.deserialize(ValueProbe)
+        seed.deserialize(ValueProbe(self.1))
     }
 }
 
-struct ValueProbe;
+/// The probed field's value; records (in the cell) that the field's type
+/// went through `Option`.
+struct ValueProbe<'a>(Option<&'a Cell<bool>>);
 
-impl<'de> Deserializer<'de> for ValueProbe {
+impl<'de> Deserializer<'de> for ValueProbe<'_> {
     type Error = Stop;
     fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
         Err(Stop)
     }
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Stop> {
+        if let Some(optional) = self.0 {
+            optional.set(true);
+        }
         visitor.visit_some(self)
     }
     fn deserialize_newtype_struct<V: Visitor<'de>>(

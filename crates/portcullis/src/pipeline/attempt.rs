@@ -50,6 +50,9 @@ pub(crate) struct Attempt {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The action's name once stage 3 resolved it, for the metrics.
     pub action: Option<&'static str>,
+    /// An upload slot ([`crate::upload::UploadSlots`]), held until the
+    /// request ends so temp files on disk stay bounded by the slots.
+    pub upload_slot: Option<crate::upload::SlotGuard>,
 }
 
 impl Attempt {
@@ -62,6 +65,7 @@ impl Attempt {
             flash: None,
             headers: Vec::new(),
             action: None,
+            upload_slot: None,
         }
     }
 

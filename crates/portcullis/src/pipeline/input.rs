@@ -11,9 +11,10 @@ use bytes::Bytes;
 use crate::action::AnyInput;
 use crate::body::{self, BodyKind};
 use crate::error::Rejection;
-use crate::input::{Lang, Opening, Reserved};
+use crate::input::{Lang, Opening, Payload, Reserved};
 use crate::respond::ClientKind;
 use crate::seal;
+use crate::upload;
 use crate::viewer::Viewer;
 
 use super::attempt::Attempt;
@@ -50,8 +51,39 @@ pub(super) async fn decode<S>(
     let config = &shared.config;
     let (head, meta) = (resolved.head, resolved.meta);
     let cap = meta.body_limit.unwrap_or(config.body_limits.body_bytes);
-    body::check_declared_length(&head.headers, cap)?;
-    let bytes = body::read_body(body, cap, config.body_limits.body_timeout).await?;
+    let uploads = &resolved.shape.uploads;
+    let (payload, bytes) = match &kind {
+        // An action with upload fields streams a multipart body: files to
+        // temp files, never the whole body in memory ([`crate::upload`]).
+        BodyKind::Multipart { boundary } if !uploads.is_empty() => {
+            body::check_declared_length(&head.headers, upload::request_cap(cap, uploads))?;
+            // Whose slot: the viewer, else the address (before any byte).
+            let slot_owner = match &viewer {
+                Some(v) => format!("u{}", v.id()),
+                None => format!("ip{}", caller.ip),
+            };
+            attempt.upload_slot = Some(shared.upload_slots.acquire(slot_owner)?);
+            let received = upload::receive(
+                body,
+                boundary,
+                upload::InputFields {
+                    fields: resolved.shape.fields,
+                    uploads,
+                },
+                &config.body_limits,
+                cap,
+                &config.uploads,
+            )
+            .await?;
+            let fingerprint = received.fingerprint_body();
+            (Payload::Received(received), fingerprint)
+        }
+        _ => {
+            body::check_declared_length(&head.headers, cap)?;
+            let bytes = body::read_body(body, cap, config.body_limits.body_timeout).await?;
+            (Payload::Bytes(bytes.clone()), bytes)
+        }
+    };
     // After the policy: the session id is final for this request.
     let binding = crate::anon::seal_binding(&caller.session, caller.anon.as_ref());
     if attempt.client == ClientKind::Html {
@@ -78,7 +110,7 @@ pub(super) async fn decode<S>(
         .exec
         .decode(
             &kind,
-            bytes,
+            payload,
             resolved.shape,
             &config.body_limits,
             &opening,

@@ -1,0 +1,504 @@
+//! Stage 6a for actions with upload fields: the multipart body is streamed,
+//! part by part, never buffered whole. Text parts become form pairs for the
+//! ordinary decoder; file parts are checked (cap, magic bytes) and written
+//! to temp files whose [`Staged`] handles the `Upload<R>` fields then take.
+//!
+//! The order inside a file part is the point: the first [`SNIFF_BYTES`] are
+//! held in memory and their type checked *before* a temp file exists, so a
+//! file of the wrong type never touches the disk; the byte cap is checked on
+//! every chunk, so an oversized stream is cut at its cap, whatever
+//! `Content-Length` claimed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::{PLAIN_TEXT, Staged, StagedFile, UploadConfig, UploadField, sanitize_file_name};
+use crate::body::BodyLimits;
+use crate::error::{ErrorCode, FieldErrors, Rejection};
+
+/// Bytes of a file held in memory for the type check before it is written.
+pub const SNIFF_BYTES: usize = 8 * 1024;
+
+/// What a streamed multipart body became.
+pub struct Received {
+    /// The text pairs, plus `field=<index>.<sha256>` for each file, in
+    /// arrival order: the ordinary decoder's input.
+    pub pairs: Vec<(String, String)>,
+    /// The files, for the request's `Opening`.
+    pub staged: Arc<Staged>,
+}
+
+impl Received {
+    /// The pairs urlencoded: the idempotency fingerprint of the request
+    /// (file contents enter through their SHA-256).
+    pub fn fingerprint_body(&self) -> Bytes {
+        let mut ser = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.pairs {
+            ser.append_pair(k, v);
+        }
+        Bytes::from(ser.finish())
+    }
+}
+
+/// The most an upload request to an action may send: its text cap plus
+/// every upload field's cap.
+pub fn request_cap(text_cap: usize, uploads: &[UploadField]) -> usize {
+    uploads
+        .iter()
+        .fold(text_cap as u64, |sum, u| sum.saturating_add(u.max_bytes))
+        .try_into()
+        .unwrap_or(usize::MAX)
+}
+
+/// Streams `body` (a multipart body with `boundary`) for an action whose
+/// input is `shape`, under `text_cap` text bytes, the upload fields' caps,
+/// `limits.max_parts` parts and `config.deadline` for the whole request.
+/// On any refusal the files received so far are deleted (they drop).
+pub async fn receive(
+    body: Body,
+    boundary: &str,
+    input: InputFields<'_>,
+    limits: &BodyLimits,
+    text_cap: usize,
+    config: &UploadConfig,
+) -> Result<Received, Rejection> {
+    let cap = request_cap(text_cap, input.uploads);
+    let constraints = multer::Constraints::new()
+        .size_limit(multer::SizeLimit::new().whole_stream(cap as u64));
+    let multipart =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    match tokio::time::timeout(
+        config.deadline,
+        read_parts(multipart, input, limits, text_cap, config),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(Rejection::with_message(
+            ErrorCode::RequestTimeout,
+            format!(
+                "The upload did not arrive within {} seconds; nothing was kept. Try again on a faster connection or with a smaller file.",
+                config.deadline.as_secs()
+            ),
+        )),
+    }
+}
+
+/// What the action's input type declares (from its `InputShape`).
+#[derive(Clone, Copy, Debug)]
+pub struct InputFields<'a> {
+    /// Every top-level wire name.
+    pub fields: &'a [&'static str],
+    /// The upload fields among them.
+    pub uploads: &'a [UploadField],
+}
+
+async fn read_parts(
+    mut multipart: multer::Multipart<'static>,
+    shape: InputFields<'_>,
+    limits: &BodyLimits,
+    text_cap: usize,
+    config: &UploadConfig,
+) -> Result<Received, Rejection> {
+    let staged = Arc::new(Staged::default());
+    let mut pairs = Vec::new();
+    let mut parts = 0usize;
+    let mut text_bytes = 0usize;
+    let mut seen_files: Vec<&'static str> = Vec::new();
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        parts += 1;
+        if parts > limits.max_parts {
+            return Err(Rejection::with_message(
+                ErrorCode::PayloadTooLarge,
+                format!("At most {} multipart parts are accepted.", limits.max_parts),
+            ));
+        }
+        let name = field
+            .name()
+            .map(str::to_owned)
+            .ok_or_else(|| malformed("a part has no name"))?;
+        let upload = shape.uploads.iter().find(|u| u.name == name);
+        match (field.file_name().map(str::to_owned), upload) {
+            (Some(_), None) if !shape.fields.contains(&name.as_str()) => {
+                return Err(unknown_field(&name));
+            }
+            (Some(_), None) => {
+                return Err(field_error(&name, "does not accept a file"));
+            }
+            (None, Some(_)) => {
+                return Err(field_error(&name, super::NEEDS_FILE));
+            }
+            (Some(raw_name), Some(rules)) => {
+                if seen_files.contains(&rules.name) {
+                    return Err(field_error(&name, "accepts one file"));
+                }
+                seen_files.push(rules.name);
+                let Some(file) = receive_file(&mut field, &raw_name, rules, config).await? else {
+                    // A file input left empty (the browser sends an empty,
+                    // nameless part): as if the field were absent.
+                    continue;
+                };
+                let token = format!("{}.{}", staged.len(), file.sha256_hex);
+                staged.push(rules.name, file);
+                pairs.push((name, token));
+            }
+            (None, None) => {
+                let mut value = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    text_bytes += chunk.len();
+                    if text_bytes > text_cap {
+                        return Err(crate::body::too_large(text_cap));
+                    }
+                    value.extend_from_slice(&chunk);
+                }
+                let value = String::from_utf8(value)
+                    .map_err(|_| field_error(&name, "must be UTF-8 text"))?;
+                pairs.push((name, value));
+            }
+        }
+    }
+    Ok(Received { pairs, staged })
+}
+
+/// One file part: sniff, then stream to a temp file under the field's cap.
+/// `None` for an empty part without a file name (a file input left empty).
+async fn receive_file(
+    field: &mut multer::Field<'static>,
+    raw_name: &str,
+    rules: &UploadField,
+    config: &UploadConfig,
+) -> Result<Option<StagedFile>, Rejection> {
+    let over = || {
+        Rejection::with_message(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "`{}` accepts files up to {}; this one is larger. Nothing was kept.",
+                rules.name,
+                human_bytes(rules.max_bytes)
+            ),
+        )
+    };
+    let mut hasher = Sha256::new();
+    let mut len: u64 = 0;
+    let mut head: Vec<u8> = Vec::new();
+    let mut pending: Option<Bytes> = None;
+    // 1. Hold the first bytes in memory and check the type.
+    while head.len() < SNIFF_BYTES {
+        match field.chunk().await.map_err(multipart_error)? {
+            Some(chunk) => {
+                len += chunk.len() as u64;
+                if len > rules.max_bytes {
+                    return Err(over());
+                }
+                let room = SNIFF_BYTES - head.len();
+                if chunk.len() <= room {
+                    head.extend_from_slice(&chunk);
+                } else {
+                    head.extend_from_slice(&chunk[..room]);
+                    pending = Some(chunk.slice(room..));
+                }
+            }
+            None => break,
+        }
+    }
+    if len == 0 && raw_name.is_empty() {
+        return Ok(None);
+    }
+    let content_type = sniff(&head, rules.types).ok_or_else(|| {
+        field_error(
+            rules.name,
+            &format!(
+                "must be {} (judged by the file's contents, not its name)",
+                describe_types(rules.types)
+            ),
+        )
+    })?;
+    // 2. Only now a temp file: deleted when the `TempPath` drops.
+    std::fs::create_dir_all(&config.dir).map_err(|e| Rejection::internal(&e))?;
+    let (file, path) = tempfile::Builder::new()
+        .prefix("upload-")
+        .tempfile_in(&config.dir)
+        .map_err(|e| Rejection::internal(&e))?
+        .into_parts();
+    let mut file = tokio::fs::File::from_std(file);
+    hasher.update(&head);
+    file.write_all(&head).await.map_err(|e| Rejection::internal(&e))?;
+    if let Some(rest) = pending {
+        hasher.update(&rest);
+        file.write_all(&rest).await.map_err(|e| Rejection::internal(&e))?;
+    }
+    // 3. The rest, chunk by chunk, under the cap.
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        len += chunk.len() as u64;
+        if len > rules.max_bytes {
+            return Err(over());
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(|e| Rejection::internal(&e))?;
+    }
+    file.flush().await.map_err(|e| Rejection::internal(&e))?;
+    Ok(Some(StagedFile {
+        path,
+        file_name: sanitize_file_name(raw_name),
+        content_type,
+        len,
+        sha256_hex: hex(&hasher.finalize()),
+    }))
+}
+
+/// The declared type the bytes are, if any. Binary types by magic bytes
+/// (`infer`); `text/plain` for UTF-8 text without control characters that
+/// does not open like markup (`<`), since a browser that ignored `nosniff`
+/// would render that.
+pub fn sniff(head: &[u8], types: &[&'static str]) -> Option<&'static str> {
+    if let Some(found) = infer::get(head) {
+        if found.matcher_type() == infer::MatcherType::Text {
+            return None;
+        }
+        return types.iter().copied().find(|t| *t == found.mime_type());
+    }
+    if types.contains(&PLAIN_TEXT) && is_plain_text(head) {
+        return Some(PLAIN_TEXT);
+    }
+    None
+}
+
+fn is_plain_text(head: &[u8]) -> bool {
+    let text = match std::str::from_utf8(head) {
+        Ok(t) => t,
+        // A multi-byte character cut by the sniff window is fine.
+        Err(e) if e.error_len().is_none() => match std::str::from_utf8(&head[..e.valid_up_to()]) {
+            Ok(t) => t,
+            Err(_) => return false,
+        },
+        Err(_) => return false,
+    };
+    let opening = text.trim_start_matches('\u{feff}').trim_start();
+    !opening.starts_with('<')
+        && !text
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t' | '\u{c}'))
+}
+
+fn describe_types(types: &[&str]) -> String {
+    let names: Vec<String> = types
+        .iter()
+        .map(|t| match *t {
+            PLAIN_TEXT => "plain text".to_owned(),
+            t => t
+                .rsplit('/')
+                .next()
+                .unwrap_or(t)
+                .trim_start_matches("x-")
+                .to_ascii_uppercase(),
+        })
+        .collect();
+    match names.as_slice() {
+        [] => "a file".to_owned(),
+        [one] => format!("a {one} file"),
+        [init @ .., last] => format!("a {} or {last} file", init.join(", ")),
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if n >= MIB && n % MIB == 0 {
+        format!("{} MiB", n / MIB)
+    } else if n >= 1024 && n % 1024 == 0 {
+        format!("{} KiB", n / 1024)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+pub(super) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn field_error(field: &str, message: &str) -> Rejection {
+    let mut f = FieldErrors::new();
+    f.insert(field.to_owned(), vec![message.to_owned()]);
+    Rejection::invalid(f, Vec::new())
+}
+
+fn unknown_field(name: &str) -> Rejection {
+    let mut f = FieldErrors::new();
+    f.insert(name.to_owned(), vec!["is not accepted by this action".to_owned()]);
+    Rejection::invalid(
+        f,
+        vec![format!("Unknown field `{name}` is not accepted by this action.")],
+    )
+}
+
+fn malformed(detail: &str) -> Rejection {
+    tracing::debug!(detail, "malformed multipart upload");
+    Rejection::with_message(
+        ErrorCode::MalformedBody,
+        "The multipart body is malformed (check the boundary).",
+    )
+}
+
+fn multipart_error(e: multer::Error) -> Rejection {
+    match e {
+        multer::Error::StreamSizeExceeded { limit } => Rejection::with_message(
+            ErrorCode::PayloadTooLarge,
+            format!("The upload is larger than this action accepts ({limit} bytes in all). Nothing was kept."),
+        ),
+        other => malformed(&other.to_string()),
+    }
+}
+
+/// How many uploads are received at once: in the process and per caller.
+///
+/// State: written by the upload stage of every upload request (a slot is
+/// taken before the body is read and given back when the request ends,
+/// by a guard, also on error, timeout or a dropped connection). Bounded:
+/// the per-caller map holds an entry only while that caller holds a slot,
+/// so it never has more than `slots` entries. Removed: an entry goes when
+/// its count returns to zero. Abuse: one caller holds at most
+/// `slots_per_caller` slots (429 beyond, before a byte is read), so it
+/// takes at most that share of the process-wide slots; filling all slots
+/// takes `slots / slots_per_caller` distinct callers, each held to the
+/// upload deadline, and costs other users a 429 they can retry, never
+/// disk beyond `slots` × the largest request cap.
+#[derive(Debug)]
+pub struct UploadSlots {
+    total: usize,
+    per_caller: usize,
+    held: Mutex<HashMap<String, usize>>,
+}
+
+/// One held upload slot; given back on drop.
+#[derive(Debug)]
+pub struct SlotGuard {
+    slots: Arc<UploadSlots>,
+    caller: String,
+}
+
+impl UploadSlots {
+    /// `total` slots in the process, `per_caller` per caller.
+    pub fn new(total: usize, per_caller: usize) -> Arc<Self> {
+        Arc::new(UploadSlots {
+            total: total.max(1),
+            per_caller: per_caller.max(1),
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes a slot for `caller`, or refuses with 429.
+    pub fn acquire(self: &Arc<Self>, caller: String) -> Result<SlotGuard, Rejection> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = held.values().sum();
+        let mine = held.get(&caller).copied().unwrap_or(0);
+        if mine >= self.per_caller {
+            return Err(busy(format!(
+                "You already have {mine} uploads in progress; wait for one to finish."
+            )));
+        }
+        if total >= self.total {
+            return Err(busy(
+                "The server is receiving as many uploads as it can; try again in a moment."
+                    .to_owned(),
+            ));
+        }
+        *held.entry(caller.clone()).or_insert(0) += 1;
+        Ok(SlotGuard {
+            slots: Arc::clone(self),
+            caller,
+        })
+    }
+
+    /// Slots held now (all callers).
+    pub fn in_use(&self) -> usize {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum()
+    }
+
+    /// Callers holding a slot now.
+    pub fn callers(&self) -> usize {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.caller) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.caller);
+            }
+        }
+    }
+}
+
+fn busy(message: String) -> Rejection {
+    Rejection::with_message(ErrorCode::RateLimited, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
+
+    #[test]
+    fn types_come_from_bytes() {
+        assert_eq!(sniff(PNG, &["image/png"]), Some("image/png"));
+        assert_eq!(sniff(PNG, &["application/pdf"]), None);
+        assert_eq!(sniff(b"%PDF-1.7\n", &["application/pdf"]), Some("application/pdf"));
+        assert_eq!(sniff(b"hello\nworld", &[PLAIN_TEXT]), Some(PLAIN_TEXT));
+        // Markup is never plain text, whatever it is declared as.
+        assert_eq!(sniff(b"<svg onload=alert(1)>", &[PLAIN_TEXT, "image/png"]), None);
+        assert_eq!(sniff(b"  \n<html><script>", &[PLAIN_TEXT]), None);
+        assert_eq!(sniff(b"\0\x01binary", &[PLAIN_TEXT]), None);
+        // A character cut by the sniff window is still text.
+        assert_eq!(sniff("caf\u{e9}".as_bytes().split_last().unwrap().1, &[PLAIN_TEXT]), Some(PLAIN_TEXT));
+    }
+
+    #[test]
+    fn slots_are_bounded_per_caller_and_in_all() {
+        let slots = UploadSlots::new(3, 2);
+        let a1 = slots.acquire("a".into()).unwrap();
+        let _a2 = slots.acquire("a".into()).unwrap();
+        assert_eq!(slots.acquire("a".into()).unwrap_err().code, ErrorCode::RateLimited);
+        let _b1 = slots.acquire("b".into()).unwrap();
+        assert_eq!(slots.acquire("c".into()).unwrap_err().code, ErrorCode::RateLimited);
+        drop(a1);
+        let _c1 = slots.acquire("c".into()).unwrap();
+        assert_eq!(slots.in_use(), 3);
+        assert_eq!(slots.callers(), 3);
+    }
+
+    #[test]
+    fn a_flood_of_callers_leaves_no_entries_behind() {
+        let slots = UploadSlots::new(16, 2);
+        for i in 0..10_000 {
+            let guard = slots.acquire(format!("ip{i}"));
+            drop(guard);
+        }
+        assert_eq!(slots.callers(), 0);
+        assert_eq!(slots.in_use(), 0);
+    }
+
+    #[test]
+    fn type_lists_read_as_words() {
+        assert_eq!(describe_types(&["image/png"]), "a PNG file");
+        assert_eq!(
+            describe_types(&["image/png", "image/jpeg", "application/pdf"]),
+            "a PNG, JPEG or PDF file"
+        );
+    }
+}
