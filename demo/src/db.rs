@@ -135,7 +135,9 @@ impl Db {
                     .chars()
                     .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
                     .collect();
-                std::env::temp_dir().join("portcullis-demo-files").join(name)
+                std::env::temp_dir()
+                    .join("portcullis-demo-files")
+                    .join(name)
             }
         }
     }

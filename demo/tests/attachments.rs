@@ -55,7 +55,12 @@ impl Setup {
     }
 }
 
-async fn upload(c: &TestClient, project: i64, name: &str, bytes: &[u8]) -> portcullis::testing::TestResponse {
+async fn upload(
+    c: &TestClient,
+    project: i64,
+    name: &str,
+    bytes: &[u8],
+) -> portcullis::testing::TestResponse {
     c.upload(
         attachments::UPLOAD,
         &[("projectId", &project.to_string())],
@@ -71,7 +76,10 @@ async fn a_member_uploads_lists_downloads_and_deletes() {
     let p = project(&c, team_of(&s.demo, id).await, "Apollo").await;
 
     let page = c.get(&format!("/projects/{p}")).await.text();
-    assert!(page.contains("enctype=\"multipart/form-data\""), "the upload form is multipart");
+    assert!(
+        page.contains("enctype=\"multipart/form-data\""),
+        "the upload form is multipart"
+    );
     assert!(page.contains("type=\"file\""));
 
     let r = upload(&c, p, "../../diagram.png", PNG).await;
@@ -80,7 +88,10 @@ async fn a_member_uploads_lists_downloads_and_deletes() {
     assert_eq!(dto["fileName"], "diagram.png");
     assert_eq!(dto["contentType"], "image/png");
     assert_eq!(dto["uploader"], "Alice");
-    assert!(dto.get("fileKey").is_none(), "the store key stays on the server");
+    assert!(
+        dto.get("fileKey").is_none(),
+        "the store key stays on the server"
+    );
     let aid = dto["id"].as_i64().unwrap();
     // The fresh list comes back in the same round trip when asked for.
     assert_eq!(files_in(&s.files).len(), 1);
@@ -92,11 +103,17 @@ async fn a_member_uploads_lists_downloads_and_deletes() {
     let file = c.get(&format!("/attachments/{aid}")).await;
     assert_eq!(file.status, 200);
     assert_eq!(&file.body[..], PNG);
-    assert!(file.header("content-disposition").unwrap().starts_with("attachment;"));
+    assert!(
+        file.header("content-disposition")
+            .unwrap()
+            .starts_with("attachment;")
+    );
     assert_eq!(file.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(file.header("content-type"), Some("image/png"));
 
-    let r = c.call(attachments::DELETE, &[("attachmentId", &aid.to_string())]).await;
+    let r = c
+        .call(attachments::DELETE, &[("attachmentId", &aid.to_string())])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(files_in(&s.files).is_empty(), "the file went with its row");
     assert_eq!(c.get(&format!("/attachments/{aid}")).await.status, 404);
@@ -117,8 +134,13 @@ async fn another_team_cannot_upload_see_download_or_delete() {
     let r = upload(&mallory, p, "x.png", PNG).await;
     common::assert_refused(&r, 404, "not_found");
     // Download and delete Alice's attachment: 404.
-    assert_eq!(mallory.get(&format!("/attachments/{aid}")).await.status, 404);
-    let r = mallory.call(attachments::DELETE, &[("attachmentId", &aid.to_string())]).await;
+    assert_eq!(
+        mallory.get(&format!("/attachments/{aid}")).await.status,
+        404
+    );
+    let r = mallory
+        .call(attachments::DELETE, &[("attachmentId", &aid.to_string())])
+        .await;
     common::assert_refused(&r, 404, "not_found");
     // Signed out: sent to sign in, never the file.
     let anon = s.demo.client.new_session();
@@ -136,7 +158,9 @@ async fn a_download_asked_for_by_another_site_is_refused() {
     let s = setup().await;
     let (c, id) = user(&s.demo, "Alice").await;
     let p = project(&c, team_of(&s.demo, id).await, "Apollo").await;
-    let aid = upload(&c, p, "a.png", PNG).await.result()["id"].as_i64().unwrap();
+    let aid = upload(&c, p, "a.png", PNG).await.result()["id"]
+        .as_i64()
+        .unwrap();
     let url = c.url(&format!("/attachments/{aid}"));
     // With Alice's cookies, as a browser would send them on a cross-site
     // navigation or embed.
@@ -158,9 +182,18 @@ async fn disguised_and_active_files_are_refused_and_nothing_is_kept() {
     let p = project(&c, team_of(&s.demo, id).await, "Apollo").await;
     let before = snapshot(&s.demo).await;
     for (name, bytes) in [
-        ("cat.png", &b"<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>"[..]),
-        ("notes.txt", &b"<!doctype html><script>alert(1)</script>"[..]),
-        ("invoice.pdf", &b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0PE\0\0"[..]),
+        (
+            "cat.png",
+            &b"<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>"[..],
+        ),
+        (
+            "notes.txt",
+            &b"<!doctype html><script>alert(1)</script>"[..],
+        ),
+        (
+            "invoice.pdf",
+            &b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0PE\0\0"[..],
+        ),
     ] {
         let r = upload(&c, p, name, bytes).await;
         assert_eq!(r.status, 422, "{name}: {}", r.text());
@@ -195,9 +228,19 @@ async fn the_team_quota_holds_and_a_refused_upload_keeps_no_file() {
     let before = snapshot(&s.demo).await;
     let r = upload(&c, p, "a.png", PNG).await;
     assert_eq!(r.status, 422, "{}", r.text());
-    assert!(r.json()["fieldErrors"]["file"][0].as_str().unwrap().contains("20 MiB"), "{}", r.text());
+    assert!(
+        r.json()["fieldErrors"]["file"][0]
+            .as_str()
+            .unwrap()
+            .contains("20 MiB"),
+        "{}",
+        r.text()
+    );
     assert_eq!(snapshot(&s.demo).await, before);
-    assert!(files_in(&s.files).is_empty(), "the stored file was removed again");
+    assert!(
+        files_in(&s.files).is_empty(),
+        "the stored file was removed again"
+    );
     s.temp_is_empty().await;
 }
 
@@ -214,7 +257,11 @@ async fn without_javascript_an_upload_redirects_back_to_the_project() {
             reqwest::multipart::Part::bytes(b"meeting notes".to_vec()).file_name("notes.txt"),
         );
     let r = c
-        .post(&format!("{}?_return={}", c.path(attachments::UPLOAD), urlencode(&back)))
+        .post(&format!(
+            "{}?_return={}",
+            c.path(attachments::UPLOAD),
+            urlencode(&back)
+        ))
         .header("origin", c.origin())
         .header("sec-fetch-site", "same-origin")
         .header("accept", "text/html")
@@ -228,9 +275,16 @@ async fn without_javascript_an_upload_redirects_back_to_the_project() {
     // A refused one comes back with its error shown on the page.
     let form = reqwest::multipart::Form::new()
         .text("projectId", p.to_string())
-        .part("file", reqwest::multipart::Part::bytes(b"<svg/>".to_vec()).file_name("x.svg"));
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"<svg/>".to_vec()).file_name("x.svg"),
+        );
     let r = c
-        .post(&format!("{}?_return={}", c.path(attachments::UPLOAD), urlencode(&back)))
+        .post(&format!(
+            "{}?_return={}",
+            c.path(attachments::UPLOAD),
+            urlencode(&back)
+        ))
         .header("origin", c.origin())
         .header("sec-fetch-site", "same-origin")
         .header("accept", "text/html")
@@ -240,7 +294,10 @@ async fn without_javascript_an_upload_redirects_back_to_the_project() {
         .unwrap();
     assert_eq!(r.status(), 303);
     let page = c.get(&back).await.text();
-    assert!(page.contains("judged by the file"), "the field error is shown");
+    assert!(
+        page.contains("judged by the file"),
+        "the field error is shown"
+    );
     s.temp_is_empty().await;
 }
 

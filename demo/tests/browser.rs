@@ -619,6 +619,71 @@ async fn create_and_rename_project(b: &Browser, site: &Site) {
     b.wait_text("#project-name", "Artemis").await;
 }
 
+/// A file chosen in the project's upload form is uploaded (with a progress
+/// bar when JavaScript runs), listed and downloadable; a disguised file is
+/// refused with the field's error shown, with and without JavaScript.
+async fn upload_attachment(b: &Browser, site: &Site) {
+    let (user, session) = site
+        .user(&format!("Una{}", b.mode.tag()), Duration::ZERO)
+        .await;
+    let team = common::team_of(&site.demo, user).await;
+    let c = site.demo.client.new_session();
+    c.set_cookie(&format!("{}={session}", wire::cookie::SESSION));
+    let p = common::project(&c, team, "Atlas").await;
+    let dir = std::env::temp_dir().join(format!("portcullis-browser-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = dir.join("pixel.png");
+    std::fs::write(&png, PIXEL_PNG).unwrap();
+    let fake = dir.join("fake.png");
+    std::fs::write(
+        &fake,
+        b"<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>",
+    )
+    .unwrap();
+
+    b.sign_in_as(site, &session).await;
+    b.goto(site, &format!("/projects/{p}")).await;
+    b.ready().await;
+    // A disguised file: refused, the error shown at the field.
+    b.wait_for("#upload-attachment input[type=file]")
+        .await
+        .send_keys(fake.to_str().unwrap())
+        .await
+        .unwrap();
+    b.click("#upload-attachment button[type=submit]").await;
+    b.wait_text(
+        &format!("#upload-attachment [{}=file]", wire::attr::ERROR_FOR),
+        "judged by the file",
+    )
+    .await;
+    b.shot("upload-refused").await;
+    // A real PNG: uploaded and listed.
+    b.wait_for("#upload-attachment input[type=file]")
+        .await
+        .send_keys(png.to_str().unwrap())
+        .await
+        .unwrap();
+    b.click("#upload-attachment button[type=submit]").await;
+    b.wait_text("#attachments", "pixel.png").await;
+    if b.mode == Mode::Js {
+        // The runtime showed a progress bar in the form, hidden once done.
+        b.wait_for(&format!(
+            "#upload-attachment progress[{}][hidden]",
+            wire::attr::PROGRESS
+        ))
+        .await;
+    }
+    b.shot("upload-listed").await;
+    b.client.refresh().await.unwrap();
+    b.wait_text("#attachments", "pixel.png").await;
+    let href = b.attr("#attachments a[download]", "href").await.unwrap();
+    assert!(href.starts_with("/attachments/"), "{href}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A 1×1 PNG.
+const PIXEL_PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\xcf\xc0\xf0\x1f\0\x05\0\x01\xff\x89\x99=\x1d\0\0\0\0IEND\xaeB`\x82";
+
 /// A comment appears at once (JS), the action fails, it is rolled back and
 /// the text is still in the box; the retry succeeds.
 async fn optimistic_comment_rollback(b: &Browser, site: &Site) {
@@ -1153,6 +1218,7 @@ async fn browser_flows_with_and_without_javascript() {
         flow!(sign_up_and_sign_in);
         flow!(create_and_rename_project);
         flow!(optimistic_comment_rollback);
+        flow!(upload_attachment);
         flow!(stale_ids_reload_once);
         flow!(contact_rate_limited);
         flow!(destructive_action_reauth);

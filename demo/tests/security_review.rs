@@ -64,6 +64,7 @@ async fn audit_finds_nothing_in_the_demo() {
         allowed,
         [
             ("comments.delete", "destructive-without-recent"),
+            ("attachments.delete", "destructive-without-recent"),
             ("teams.set_role", "privileged-field"),
         ]
     );

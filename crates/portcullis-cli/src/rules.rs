@@ -296,7 +296,10 @@ fn check(e: &Entry) -> Vec<(&'static str, String)> {
             if t.contains("html") || t.contains("svg") || t.contains("javascript") || t == "*/*" {
                 out.push((
                     UPLOAD_WITHOUT_CAP,
-                    format!("upload field `{}` accepts `{ty}`, which a browser would run", upload.name),
+                    format!(
+                        "upload field `{}` accepts `{ty}`, which a browser would run",
+                        upload.name
+                    ),
                 ));
             }
         }

@@ -36,6 +36,7 @@ fn finds_each_planted_violation_and_nothing_else() {
         ("v.delete_thing", "destructive-without-recent"),
         ("v.not_idempotent", "idempotency-undeclared"),
         ("v.fail_open", "fail-open"),
+        ("v.upload_uncapped", "upload-without-cap"),
         ("v.bad_allow", "invalid-allow"),
         ("headers /legacy", "weakened-headers"),
     ]
@@ -83,12 +84,18 @@ fn exit_code_and_formats() {
     assert_eq!(run(&args(&[]), &mut out, &mut err), 1);
     let table = String::from_utf8(out).unwrap();
     assert!(table.contains("v.privileged"), "{table}");
-    assert!(table.contains("12 finding(s), 2 allowed"), "{table}");
+    // The uncapped upload field accepting SVG is two findings.
+    assert!(table.contains("declares no byte cap"), "{table}");
+    assert!(
+        table.contains("`image/svg+xml`, which a browser would run"),
+        "{table}"
+    );
+    assert!(table.contains("14 finding(s), 2 allowed"), "{table}");
 
     let (mut out, mut err) = (Vec::new(), Vec::new());
     assert_eq!(run(&args(&["--json"]), &mut out, &mut err), 1);
     let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(json["open"], 12);
+    assert_eq!(json["open"], 14);
     assert_eq!(json["allowed"], 2);
 
     // A clean manifest exits 0.

@@ -480,7 +480,10 @@ where
                 input_type: std::any::type_name::<In>(),
                 input_fields: shape.as_ref().map(|s| s.fields).unwrap_or(&[]),
                 sealed_fields: shape.as_ref().map(|s| s.sealed.clone()).unwrap_or_default(),
-                upload_fields: shape.as_ref().map(|s| s.uploads.clone()).unwrap_or_default(),
+                upload_fields: shape
+                    .as_ref()
+                    .map(|s| s.uploads.clone())
+                    .unwrap_or_default(),
                 input_validated: true,
                 output_type: std::any::type_name::<Out>(),
                 kind: spec.kind,

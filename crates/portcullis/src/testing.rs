@@ -295,7 +295,10 @@ impl TestClient {
         for (k, v) in form {
             multipart = multipart.text(k.to_string(), v.to_string());
         }
-        if self.needs_honeypot(name, form.iter().any(|(k, _)| *k == crate::wire::field::HONEYPOT)) {
+        if self.needs_honeypot(
+            name,
+            form.iter().any(|(k, _)| *k == crate::wire::field::HONEYPOT),
+        ) {
             multipart = multipart.text(crate::wire::field::HONEYPOT, "");
         }
         for (field, file_name, bytes) in files {

@@ -148,26 +148,28 @@ fn app(config: Config, state: State) -> Result<portcullis::App, BuildError> {
                     .limit(per_ip(10_000).per_minute())
                     .mutates(&["none"])
                     .not_idempotent()
-                    .handler(|cx: Cx<State>, _: MaybeViewer, input: Valid<Attach>| async move {
-                        let state = cx.state().clone();
-                        state.runs.fetch_add(1, Ordering::SeqCst);
-                        let Attach { note, file } = input.into_inner();
-                        let key = FileKey::random();
-                        let dto = Stored {
-                            key: key.as_str().to_owned(),
-                            name: file.file_name().to_owned(),
-                            kind: file.content_type().to_owned(),
-                            len: file.len(),
-                            sha256: file.sha256_hex().to_owned(),
-                            note,
-                        };
-                        state
-                            .store
-                            .put(&key, file.into_staged())
-                            .await
-                            .map_err(|e| ActionError::internal(e.to_string()))?;
-                        Ok(dto)
-                    }),
+                    .handler(
+                        |cx: Cx<State>, _: MaybeViewer, input: Valid<Attach>| async move {
+                            let state = cx.state().clone();
+                            state.runs.fetch_add(1, Ordering::SeqCst);
+                            let Attach { note, file } = input.into_inner();
+                            let key = FileKey::random();
+                            let dto = Stored {
+                                key: key.as_str().to_owned(),
+                                name: file.file_name().to_owned(),
+                                kind: file.content_type().to_owned(),
+                                len: file.len(),
+                                sha256: file.sha256_hex().to_owned(),
+                                note,
+                            };
+                            state
+                                .store
+                                .put(&key, file.into_staged())
+                                .await
+                                .map_err(|e| ActionError::internal(e.to_string()))?;
+                            Ok(dto)
+                        },
+                    ),
             )
             .add(
                 action(ATTACH_FAILS)
@@ -175,21 +177,25 @@ fn app(config: Config, state: State) -> Result<portcullis::App, BuildError> {
                     .limit(per_ip(10_000).per_minute())
                     .mutates(&["none"])
                     .not_idempotent()
-                    .handler(|cx: Cx<State>, _: MaybeViewer, _: Valid<Attach>| async move {
-                        cx.state().runs.fetch_add(1, Ordering::SeqCst);
-                        Err(ActionError::internal("the app's database is down"))
-                    }),
+                    .handler(
+                        |cx: Cx<State>, _: MaybeViewer, _: Valid<Attach>| async move {
+                            cx.state().runs.fetch_add(1, Ordering::SeqCst);
+                            Err(ActionError::internal("the app's database is down"))
+                        },
+                    ),
             )
             .add(
                 action(MAYBE)
                     .public()
                     .limit(per_ip(10_000).per_minute())
                     .read_only()
-                    .handler(|_: Cx<State>, _: MaybeViewer, input: Valid<Maybe>| async move {
-                        Ok(Seen {
-                            had_file: input.file.is_some(),
-                        })
-                    }),
+                    .handler(
+                        |_: Cx<State>, _: MaybeViewer, input: Valid<Maybe>| async move {
+                            Ok(Seen {
+                                had_file: input.file.is_some(),
+                            })
+                        },
+                    ),
             )
             .add(
                 action(NOTE)
@@ -253,13 +259,20 @@ impl Setup {
     /// Asserts the attack changed nothing.
     async fn assert_nothing_kept(&self) {
         assert_eq!(self.runs(), 0, "the handler ran");
-        assert!(self.stored().is_empty(), "a file was stored: {:?}", self.stored());
+        assert!(
+            self.stored().is_empty(),
+            "a file was stored: {:?}",
+            self.stored()
+        );
         self.assert_temp_empty().await;
     }
 }
 
 fn field_error(r: &TestResponse, field: &str) -> String {
-    r.json()["fieldErrors"][field][0].as_str().unwrap_or_default().to_owned()
+    r.json()["fieldErrors"][field][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -267,7 +280,11 @@ async fn a_png_is_stored_and_served_back_only_as_an_attachment() {
     let s = setup().await;
     let r = s
         .client
-        .upload(ATTACH, &[("note", "logo")], &[("file", "logo.png", PNG.to_vec())])
+        .upload(
+            ATTACH,
+            &[("note", "logo")],
+            &[("file", "logo.png", PNG.to_vec())],
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let dto = r.result();
@@ -278,7 +295,10 @@ async fn a_png_is_stored_and_served_back_only_as_an_attachment() {
     assert_eq!(s.stored(), vec![dto["key"].as_str().unwrap().to_owned()]);
     s.assert_temp_empty().await;
 
-    let file = s.client.get(&format!("/files/{}", dto["key"].as_str().unwrap())).await;
+    let file = s
+        .client
+        .get(&format!("/files/{}", dto["key"].as_str().unwrap()))
+        .await;
     assert_eq!(file.status, 200);
     assert_eq!(&file.body[..], PNG);
     let disposition = file.header("content-disposition").unwrap();
@@ -289,14 +309,23 @@ async fn a_png_is_stored_and_served_back_only_as_an_attachment() {
         "attachment; filename=\"report final.png\"; filename*=UTF-8''report%20final.png"
     );
     assert_eq!(file.header("x-content-type-options"), Some("nosniff"));
-    assert_eq!(file.header("content-security-policy"), Some("default-src 'none'; sandbox"));
-    assert_eq!(file.header("cross-origin-resource-policy"), Some("same-origin"));
+    assert_eq!(
+        file.header("content-security-policy"),
+        Some("default-src 'none'; sandbox")
+    );
+    assert_eq!(
+        file.header("cross-origin-resource-policy"),
+        Some("same-origin")
+    );
 }
 
 #[tokio::test]
 async fn a_download_asked_for_by_another_site_is_refused() {
     let s = setup().await;
-    let r = s.client.upload(ATTACH, &[("note", "")], &[("file", "a.png", PNG.to_vec())]).await;
+    let r = s
+        .client
+        .upload(ATTACH, &[("note", "")], &[("file", "a.png", PNG.to_vec())])
+        .await;
     let key = r.result()["key"].as_str().unwrap().to_owned();
     let url = s.client.url(&format!("/files/{key}"));
     let http = reqwest::Client::new();
@@ -309,7 +338,11 @@ async fn a_download_asked_for_by_another_site_is_refused() {
         assert!(!r.bytes().await.unwrap().starts_with(b"\x89PNG"));
     }
     // A path that is not a key never reaches the disk.
-    let r = http.get(s.client.url("/files/..%2F..%2Fetc%2Fpasswd")).send().await.unwrap();
+    let r = http
+        .get(s.client.url("/files/..%2F..%2Fetc%2Fpasswd"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 
@@ -317,7 +350,9 @@ async fn a_download_asked_for_by_another_site_is_refused() {
 async fn an_oversized_file_declared_in_content_length_is_refused_before_reading() {
     let s = setup().await;
     let path = s.client.path(ATTACH);
-    let mut stream = tokio::net::TcpStream::connect(s.client.addr()).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(s.client.addr())
+        .await
+        .unwrap();
     let head = format!(
         "POST {path} HTTP/1.1\r\nhost: {}\r\norigin: {}\r\nsec-fetch-site: same-origin\r\naccept: application/json\r\ncontent-type: multipart/form-data; boundary=b\r\ncontent-length: {}\r\n\r\n",
         s.client.addr(),
@@ -342,7 +377,13 @@ async fn an_oversized_file_streamed_without_a_length_is_cut_at_its_cap() {
     // Chunked: the server learns the size only by reading.
     let mut big = PNG.to_vec();
     big.resize(CAP as usize + 1, 0);
-    let body = multipart("B", &[("note", None, b"x".to_vec()), ("file", Some("big.png"), big)]);
+    let body = multipart(
+        "B",
+        &[
+            ("note", None, b"x".to_vec()),
+            ("file", Some("big.png"), big),
+        ],
+    );
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         body.chunks(4096).map(|c| Ok(c.to_vec())).collect();
     let r = s
@@ -358,7 +399,14 @@ async fn an_oversized_file_streamed_without_a_length_is_cut_at_its_cap() {
         .unwrap();
     let r = TestResponse::read(r).await;
     assert_eq!(r.status, 413, "{}", r.text());
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("64 KiB"), "{}", r.text());
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("64 KiB"),
+        "{}",
+        r.text()
+    );
     s.assert_nothing_kept().await;
 }
 
@@ -368,9 +416,16 @@ async fn wrong_magic_bytes_for_the_declared_type_are_refused_before_the_disk() {
     // A Windows executable named and labelled as a PNG.
     let mut exe = b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0".to_vec();
     exe.resize(2048, 0);
-    let r = s.client.upload(ATTACH, &[("note", "")], &[("file", "cat.png", exe)]).await;
+    let r = s
+        .client
+        .upload(ATTACH, &[("note", "")], &[("file", "cat.png", exe)])
+        .await;
     assert_eq!(r.status, 422, "{}", r.text());
-    assert!(field_error(&r, "file").contains("PNG, PDF or plain text"), "{}", r.text());
+    assert!(
+        field_error(&r, "file").contains("PNG, PDF or plain text"),
+        "{}",
+        r.text()
+    );
     s.assert_nothing_kept().await;
 }
 
@@ -378,11 +433,23 @@ async fn wrong_magic_bytes_for_the_declared_type_are_refused_before_the_disk() {
 async fn an_svg_with_a_script_is_not_an_image_nor_text() {
     let s = setup().await;
     for (name, bytes) in [
-        ("pic.png", &b"<svg xmlns=\"http://www.w3.org/2000/svg\" onload=\"alert(document.cookie)\"/>"[..]),
-        ("pic.svg", &b"<?xml version=\"1.0\"?><svg><script>alert(1)</script></svg>"[..]),
-        ("page.txt", &b"\n  <html><script>fetch('/steal')</script>"[..]),
+        (
+            "pic.png",
+            &b"<svg xmlns=\"http://www.w3.org/2000/svg\" onload=\"alert(document.cookie)\"/>"[..],
+        ),
+        (
+            "pic.svg",
+            &b"<?xml version=\"1.0\"?><svg><script>alert(1)</script></svg>"[..],
+        ),
+        (
+            "page.txt",
+            &b"\n  <html><script>fetch('/steal')</script>"[..],
+        ),
     ] {
-        let r = s.client.upload(ATTACH, &[("note", "")], &[("file", name, bytes.to_vec())]).await;
+        let r = s
+            .client
+            .upload(ATTACH, &[("note", "")], &[("file", name, bytes.to_vec())])
+            .await;
         assert_eq!(r.status, 422, "{name}: {}", r.text());
     }
     s.assert_nothing_kept().await;
@@ -396,7 +463,11 @@ async fn path_traversal_and_control_characters_in_names_stay_labels() {
         .upload(
             ATTACH,
             &[("note", "")],
-            &[("file", "../../../../tmp/evil\tX:1\u{202e}gnp.txt", b"plain words".to_vec())],
+            &[(
+                "file",
+                "../../../../tmp/evil\tX:1\u{202e}gnp.txt",
+                b"plain words".to_vec(),
+            )],
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -408,7 +479,15 @@ async fn path_traversal_and_control_characters_in_names_stay_labels() {
     assert!(!Path::new("/tmp/evil").exists());
     // A raw CR LF in the part's header ends its file name early: the part
     // is no file part any more, and a text part cannot fill a file field.
-    let r = raw_multipart(&s, ATTACH, &[("note", None, Vec::new()), ("file", Some("a\r\nX-Injected: 1.png"), PNG.to_vec())]).await;
+    let r = raw_multipart(
+        &s,
+        ATTACH,
+        &[
+            ("note", None, Vec::new()),
+            ("file", Some("a\r\nX-Injected: 1.png"), PNG.to_vec()),
+        ],
+    )
+    .await;
     assert_eq!(r.status, 422, "{}", r.text());
     assert_eq!(s.stored().len(), 1);
     s.assert_temp_empty().await;
@@ -417,10 +496,13 @@ async fn path_traversal_and_control_characters_in_names_stay_labels() {
 #[tokio::test]
 async fn thousands_of_tiny_parts_are_refused_at_the_part_cap() {
     let s = setup().await;
-    let parts: Vec<(String, Option<&str>, Vec<u8>)> =
-        (0..5000).map(|i| (format!("p{i}"), None, b"x".to_vec())).collect();
-    let parts: Vec<(&str, Option<&str>, Vec<u8>)> =
-        parts.iter().map(|(n, f, b)| (n.as_str(), *f, b.clone())).collect();
+    let parts: Vec<(String, Option<&str>, Vec<u8>)> = (0..5000)
+        .map(|i| (format!("p{i}"), None, b"x".to_vec()))
+        .collect();
+    let parts: Vec<(&str, Option<&str>, Vec<u8>)> = parts
+        .iter()
+        .map(|(n, f, b)| (n.as_str(), *f, b.clone()))
+        .collect();
     let mut all = vec![("file", Some("a.png"), PNG.to_vec())];
     all.extend(parts);
     let r = raw_multipart(&s, ATTACH, &all).await;
@@ -432,7 +514,9 @@ async fn thousands_of_tiny_parts_are_refused_at_the_part_cap() {
 async fn a_slow_upload_is_cut_at_the_deadline_and_leaves_nothing() {
     let s = setup_with(|c| c.uploads.deadline = Duration::from_secs(1)).await;
     let path = s.client.path(ATTACH);
-    let mut stream = tokio::net::TcpStream::connect(s.client.addr()).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(s.client.addr())
+        .await
+        .unwrap();
     let head = format!(
         "POST {path} HTTP/1.1\r\nhost: {}\r\norigin: {}\r\nsec-fetch-site: same-origin\r\naccept: application/json\r\ncontent-type: multipart/form-data; boundary=B\r\ntransfer-encoding: chunked\r\n\r\n",
         s.client.addr(),
@@ -475,8 +559,12 @@ async fn a_slow_upload_is_cut_at_the_deadline_and_leaves_nothing() {
 async fn a_dropped_connection_mid_file_leaves_nothing() {
     let s = setup().await;
     let path = s.client.path(ATTACH);
-    let mut stream = tokio::net::TcpStream::connect(s.client.addr()).await.unwrap();
-    let mut body = b"--B\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n".to_vec();
+    let mut stream = tokio::net::TcpStream::connect(s.client.addr())
+        .await
+        .unwrap();
+    let mut body =
+        b"--B\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n"
+            .to_vec();
     body.extend_from_slice(PNG);
     body.resize(body.len() + 20_000, 7);
     let head = format!(
@@ -501,7 +589,14 @@ async fn a_dropped_connection_mid_file_leaves_nothing() {
 #[tokio::test]
 async fn a_failing_handler_leaves_no_temp_file() {
     let s = setup().await;
-    let r = s.client.upload(ATTACH_FAILS, &[("note", "")], &[("file", "a.png", PNG.to_vec())]).await;
+    let r = s
+        .client
+        .upload(
+            ATTACH_FAILS,
+            &[("note", "")],
+            &[("file", "a.png", PNG.to_vec())],
+        )
+        .await;
     assert_eq!(r.status, 500, "{}", r.text());
     assert_eq!(s.runs(), 1);
     assert!(s.stored().is_empty());
@@ -512,12 +607,30 @@ async fn a_failing_handler_leaves_no_temp_file() {
 async fn a_text_part_or_another_encoding_cannot_pose_as_a_file() {
     let s = setup().await;
     // The decoder's own token format, sent as text: refused.
-    let r = raw_multipart(&s, ATTACH, &[("note", None, b"".to_vec()), ("file", None, b"0.abc".to_vec())]).await;
+    let r = raw_multipart(
+        &s,
+        ATTACH,
+        &[
+            ("note", None, b"".to_vec()),
+            ("file", None, b"0.abc".to_vec()),
+        ],
+    )
+    .await;
     assert_eq!(r.status, 422, "{}", r.text());
-    assert!(field_error(&r, "file").contains("choose a file"), "{}", r.text());
-    let r = s.client.call(ATTACH, &[("note", ""), ("file", "0.abc")]).await;
+    assert!(
+        field_error(&r, "file").contains("choose a file"),
+        "{}",
+        r.text()
+    );
+    let r = s
+        .client
+        .call(ATTACH, &[("note", ""), ("file", "0.abc")])
+        .await;
     assert_eq!(r.status, 422, "{}", r.text());
-    let r = s.client.call_json(ATTACH, &serde_json::json!({"note": "", "file": "0.abc"})).await;
+    let r = s
+        .client
+        .call_json(ATTACH, &serde_json::json!({"note": "", "file": "0.abc"}))
+        .await;
     assert_eq!(r.status, 422, "{}", r.text());
     s.assert_nothing_kept().await;
 }
@@ -526,17 +639,54 @@ async fn a_text_part_or_another_encoding_cannot_pose_as_a_file() {
 async fn files_are_refused_where_no_upload_field_is_declared() {
     let s = setup().await;
     // An action without upload fields.
-    let r = s.client.upload(NOTE, &[("text", "hi")], &[("text2", "a.png", PNG.to_vec())]).await;
+    let r = s
+        .client
+        .upload(NOTE, &[("text", "hi")], &[("text2", "a.png", PNG.to_vec())])
+        .await;
     assert_eq!(r.status, 422, "{}", r.text());
     // A text field of an upload action given a file.
-    let r = s.client.upload(ATTACH, &[], &[("note", "a.png", PNG.to_vec()), ("file", "b.png", PNG.to_vec())]).await;
+    let r = s
+        .client
+        .upload(
+            ATTACH,
+            &[],
+            &[
+                ("note", "a.png", PNG.to_vec()),
+                ("file", "b.png", PNG.to_vec()),
+            ],
+        )
+        .await;
     assert_eq!(r.status, 422, "{}", r.text());
-    assert!(field_error(&r, "note").contains("does not accept a file"), "{}", r.text());
+    assert!(
+        field_error(&r, "note").contains("does not accept a file"),
+        "{}",
+        r.text()
+    );
     // An undeclared field given a file.
-    let r = s.client.upload(ATTACH, &[("note", "")], &[("file", "b.png", PNG.to_vec()), ("isAdmin", "c.png", PNG.to_vec())]).await;
+    let r = s
+        .client
+        .upload(
+            ATTACH,
+            &[("note", "")],
+            &[
+                ("file", "b.png", PNG.to_vec()),
+                ("isAdmin", "c.png", PNG.to_vec()),
+            ],
+        )
+        .await;
     assert_eq!(r.status, 422, "{}", r.text());
     // Two files for one field.
-    let r = s.client.upload(ATTACH, &[("note", "")], &[("file", "a.png", PNG.to_vec()), ("file", "b.png", PNG.to_vec())]).await;
+    let r = s
+        .client
+        .upload(
+            ATTACH,
+            &[("note", "")],
+            &[
+                ("file", "a.png", PNG.to_vec()),
+                ("file", "b.png", PNG.to_vec()),
+            ],
+        )
+        .await;
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(field_error(&r, "file").contains("one file"), "{}", r.text());
     s.assert_nothing_kept().await;
@@ -546,14 +696,34 @@ async fn files_are_refused_where_no_upload_field_is_declared() {
 async fn an_optional_file_input_left_empty_is_absent() {
     let s = setup().await;
     // What a browser sends for a file input with no file chosen.
-    let r = raw_multipart(&s, MAYBE, &[("title", None, b"t".to_vec()), ("file", Some(""), Vec::new())]).await;
+    let r = raw_multipart(
+        &s,
+        MAYBE,
+        &[
+            ("title", None, b"t".to_vec()),
+            ("file", Some(""), Vec::new()),
+        ],
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.result()["had_file"], false);
-    let r = s.client.upload(MAYBE, &[("title", "t")], &[("file", "a.pdf", b"%PDF-1.7\n%\xe2\xe3\n".to_vec())]).await;
+    let r = s
+        .client
+        .upload(
+            MAYBE,
+            &[("title", "t")],
+            &[("file", "a.pdf", b"%PDF-1.7\n%\xe2\xe3\n".to_vec())],
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.result()["had_file"], true);
     // A required one left empty is a field error.
-    let r = raw_multipart(&s, ATTACH, &[("note", None, b"".to_vec()), ("file", Some(""), Vec::new())]).await;
+    let r = raw_multipart(
+        &s,
+        ATTACH,
+        &[("note", None, b"".to_vec()), ("file", Some(""), Vec::new())],
+    )
+    .await;
     assert_eq!(r.status, 422, "{}", r.text());
     s.assert_nothing_kept().await;
 }
@@ -567,8 +737,12 @@ async fn one_caller_cannot_hold_every_upload_slot() {
     .await;
     // The first upload from this address stalls mid-file, holding its slot.
     let path = s.client.path(ATTACH);
-    let mut stream = tokio::net::TcpStream::connect(s.client.addr()).await.unwrap();
-    let mut body = b"--B\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n".to_vec();
+    let mut stream = tokio::net::TcpStream::connect(s.client.addr())
+        .await
+        .unwrap();
+    let mut body =
+        b"--B\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n"
+            .to_vec();
     body.extend_from_slice(PNG);
     let head = format!(
         "POST {path} HTTP/1.1\r\nhost: {}\r\norigin: {}\r\nsec-fetch-site: same-origin\r\naccept: application/json\r\ncontent-type: multipart/form-data; boundary=B\r\ncontent-length: 30000\r\n\r\n",
@@ -584,17 +758,28 @@ async fn one_caller_cannot_hold_every_upload_slot() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // A second one from the same address: 429 before its body is read.
-    let r = s.client.upload(ATTACH, &[("note", "")], &[("file", "b.png", PNG.to_vec())]).await;
+    let r = s
+        .client
+        .upload(ATTACH, &[("note", "")], &[("file", "b.png", PNG.to_vec())])
+        .await;
     assert_eq!(r.status, 429, "{}", r.text());
     // Another caller still gets the remaining slot.
-    let other = s.client.new_session().from_address("127.0.0.2".parse().unwrap());
-    let r = other.upload(ATTACH, &[("note", "")], &[("file", "c.png", PNG.to_vec())]).await;
+    let other = s
+        .client
+        .new_session()
+        .from_address("127.0.0.2".parse().unwrap());
+    let r = other
+        .upload(ATTACH, &[("note", "")], &[("file", "c.png", PNG.to_vec())])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(s.runs(), 1);
     // The stalled one is cut at the deadline; its slot comes back.
     drop(stream);
     s.assert_temp_empty().await;
-    let r = s.client.upload(ATTACH, &[("note", "")], &[("file", "d.png", PNG.to_vec())]).await;
+    let r = s
+        .client
+        .upload(ATTACH, &[("note", "")], &[("file", "d.png", PNG.to_vec())])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
@@ -642,7 +827,12 @@ async fn the_manifest_names_every_upload_field_with_its_cap() {
         attach["uploadFields"],
         serde_json::json!([{"name": "file", "maxBytes": CAP, "types": ["image/png", "application/pdf", "text/plain"], "optional": false}])
     );
-    let maybe = manifest["actions"].as_array().unwrap().iter().find(|a| a["name"] == "files.maybe").unwrap();
+    let maybe = manifest["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "files.maybe")
+        .unwrap();
     assert_eq!(maybe["uploadFields"][0]["optional"], true);
 }
 
@@ -662,20 +852,26 @@ struct Avatar {
 #[test]
 fn an_upload_field_that_accepts_svg_does_not_build() {
     const AVATAR: ActionRef<Avatar, ()> = ActionRef::new("avatar.set");
-    let err = Portcullis::new(Config::new(MasterSecret::from_bytes(vec![3; 32]).unwrap()), ())
-        .actions(|a| {
-            a.add(
-                action(AVATAR)
-                    .authenticated()
-                    .mutates(&["none"])
-                    .idempotent()
-                    .handler(|_: Cx<()>, _: Viewer, _: Valid<Avatar>| async move { Ok(()) }),
-            );
-        })
-        .build(tower_sessions::MemoryStore::default())
-        .err()
-        .expect("refused at build");
-    assert!(matches!(err, BuildError::UploadType { field: "file", .. }), "{err}");
+    let err = Portcullis::new(
+        Config::new(MasterSecret::from_bytes(vec![3; 32]).unwrap()),
+        (),
+    )
+    .actions(|a| {
+        a.add(
+            action(AVATAR)
+                .authenticated()
+                .mutates(&["none"])
+                .idempotent()
+                .handler(|_: Cx<()>, _: Viewer, _: Valid<Avatar>| async move { Ok(()) }),
+        );
+    })
+    .build(tower_sessions::MemoryStore::default())
+    .err()
+    .expect("refused at build");
+    assert!(
+        matches!(err, BuildError::UploadType { field: "file", .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("image/svg+xml"), "{err}");
 }
 
@@ -685,17 +881,26 @@ async fn store_conformance_local_disk() {
     let dir = tempdir::Dir::new("conformance");
     let store = LocalDisk::new(&dir.0).unwrap();
     let key = FileKey::random();
-    assert!(store.get(&key).await.unwrap().is_none(), "nothing under a fresh key");
+    assert!(
+        store.get(&key).await.unwrap().is_none(),
+        "nothing under a fresh key"
+    );
     let staged_dir = tempdir::Dir::new("staged");
     let staged = stage(&staged_dir.0, b"hello store").await;
     store.put(&key, staged).await.unwrap();
-    assert!(files_in(&staged_dir.0).is_empty(), "the temp file was moved, not copied");
+    assert!(
+        files_in(&staged_dir.0).is_empty(),
+        "the temp file was moved, not copied"
+    );
     let file = store.get(&key).await.unwrap().expect("stored");
     assert_eq!(file.len, 11);
     let bytes = axum::body::to_bytes(file.body, 1024).await.unwrap();
     assert_eq!(&bytes[..], b"hello store");
     store.delete(&key).await.unwrap();
-    assert!(store.get(&key).await.unwrap().is_none(), "gone after delete");
+    assert!(
+        store.get(&key).await.unwrap().is_none(),
+        "gone after delete"
+    );
     store.delete(&key).await.unwrap();
     assert_eq!(files_in(&dir.0), Vec::<String>::new());
 }
@@ -711,9 +916,13 @@ async fn stage(dir: &Path, bytes: &[u8]) -> portcullis::action::upload::StagedFi
 fn multipart(boundary: &str, parts: &[(&str, Option<&str>, Vec<u8>)]) -> Vec<u8> {
     let mut body = Vec::new();
     for (name, file, bytes) in parts {
-        body.extend_from_slice(format!("--{boundary}\r\ncontent-disposition: form-data; name=\"{name}\"").as_bytes());
+        body.extend_from_slice(
+            format!("--{boundary}\r\ncontent-disposition: form-data; name=\"{name}\"").as_bytes(),
+        );
         if let Some(f) = file {
-            body.extend_from_slice(format!("; filename=\"{f}\"\r\ncontent-type: application/octet-stream").as_bytes());
+            body.extend_from_slice(
+                format!("; filename=\"{f}\"\r\ncontent-type: application/octet-stream").as_bytes(),
+            );
         }
         body.extend_from_slice(b"\r\n\r\n");
         body.extend_from_slice(bytes);

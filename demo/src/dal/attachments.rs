@@ -35,7 +35,9 @@ pub enum AddError {
     /// The project is not one the viewer can see (or does not exist).
     NotFound,
     /// The team's quota would be exceeded; how many bytes are left.
-    OverQuota { left: i64 },
+    OverQuota {
+        left: i64,
+    },
     Other(portcullis::ActionError),
 }
 
@@ -72,7 +74,11 @@ impl Attachments<'_> {
     /// Records an attachment on a project of the viewer's teams, if the
     /// team's total stays within its quota (one statement: the project
     /// scope and the quota are checked by the insert itself).
-    pub async fn add(&self, viewer: &Viewer, new: NewAttachment<'_>) -> Result<AttachmentRow, AddError> {
+    pub async fn add(
+        &self,
+        viewer: &Viewer,
+        new: NewAttachment<'_>,
+    ) -> Result<AttachmentRow, AddError> {
         let team_used = "SELECT COALESCE(SUM(a2.size), 0) FROM attachments a2 JOIN projects p2 ON p2.id = a2.project_id \
                          WHERE p2.team_id = (SELECT team_id FROM projects WHERE id = $2)";
         let row: Option<(i64,)> = sqlx::query_as(&format!(

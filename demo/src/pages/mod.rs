@@ -204,7 +204,9 @@ async fn attachment_download(
     match state.files.get(&key).await {
         Ok(Some(file)) => Ok(download(file, &row.file_name, &row.content_type)),
         Ok(None) => Err(missing()),
-        Err(e) => Err(page.failed(portcullis::ActionError::internal(e.to_string())).into_response()),
+        Err(e) => Err(page
+            .failed(portcullis::ActionError::internal(e.to_string()))
+            .into_response()),
     }
 }
 

@@ -47,10 +47,7 @@ impl InputShape {
                     .copied()
                     .filter(|f| field_is_sealed::<T>(f))
                     .collect(),
-                uploads: fields
-                    .iter()
-                    .filter_map(|f| field_upload::<T>(f))
-                    .collect(),
+                uploads: fields.iter().filter_map(|f| field_upload::<T>(f)).collect(),
             }),
             None => Err(ShapeError(type_name)),
         }
@@ -59,7 +56,6 @@ impl InputShape {
     pub(crate) fn declares(&self, name: &str) -> bool {
         self.fields.contains(&name)
     }
-
 }
 
 /// A deserializer that records the field list of `deserialize_struct` and

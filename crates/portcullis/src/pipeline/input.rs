@@ -52,6 +52,8 @@ pub(super) async fn decode<S>(
     let (head, meta) = (resolved.head, resolved.meta);
     let cap = meta.body_limit.unwrap_or(config.body_limits.body_bytes);
     let uploads = &resolved.shape.uploads;
+    // After the policy: the session id is final for this request.
+    let binding = crate::anon::seal_binding(&caller.session, caller.anon.as_ref());
     let (payload, bytes) = match &kind {
         // An action with upload fields streams a multipart body: files to
         // temp files, never the whole body in memory ([`crate::upload`]).
@@ -63,6 +65,17 @@ pub(super) async fn decode<S>(
                 None => format!("ip{}", caller.ip),
             };
             attempt.upload_slot = Some(shared.upload_slots.acquire(slot_owner)?);
+            if attempt.client == ClientKind::Html {
+                // A refused file (type, name) flashes its errors back to
+                // the form; a multipart flash keeps no values.
+                attempt.flash = Some(crate::flash::Source::new(
+                    meta.name,
+                    binding.clone(),
+                    head.uri.query(),
+                    &kind,
+                    &Bytes::new(),
+                ));
+            }
             let received = upload::receive(
                 body,
                 boundary,
@@ -84,9 +97,7 @@ pub(super) async fn decode<S>(
             (Payload::Bytes(bytes.clone()), bytes)
         }
     };
-    // After the policy: the session id is final for this request.
-    let binding = crate::anon::seal_binding(&caller.session, caller.anon.as_ref());
-    if attempt.client == ClientKind::Html {
+    if attempt.client == ClientKind::Html && attempt.flash.is_none() {
         // Kept (a refcount, not a copy) for the no-JS flash should stage 6 refuse.
         attempt.flash = Some(crate::flash::Source::new(
             meta.name,

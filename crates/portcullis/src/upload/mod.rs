@@ -47,7 +47,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
-pub use receive::{InputFields, Received, SNIFF_BYTES, SlotGuard, UploadSlots, receive, request_cap, sniff};
+pub use receive::{
+    InputFields, Received, SNIFF_BYTES, SlotGuard, UploadSlots, receive, request_cap, sniff,
+};
 pub use store::{
     FileKey, FileStore, LocalDisk, StoreError, StoredFile, download, refuse_cross_site,
 };
@@ -278,7 +280,9 @@ pub fn sanitize_file_name(raw: &str) -> String {
         .filter(|c| !matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
         .take(120)
         .collect();
-    let trimmed = cleaned.trim_start_matches(['.', ' ']).trim_end_matches([' ', '.']);
+    let trimmed = cleaned
+        .trim_start_matches(['.', ' '])
+        .trim_end_matches([' ', '.']);
     if trimmed.is_empty() {
         "file".to_owned()
     } else {
@@ -333,7 +337,8 @@ impl Staged {
 }
 
 /// The serde message an `Upload` field fails with when it has no file.
-pub(crate) const NEEDS_FILE: &str = "choose a file to upload (send the form as multipart/form-data)";
+pub(crate) const NEEDS_FILE: &str =
+    "choose a file to upload (send the form as multipart/form-data)";
 
 impl<'de, R: UploadRules> Deserialize<'de> for Upload<R> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -354,9 +359,12 @@ impl<'de, R: UploadRules> Deserialize<'de> for Upload<R> {
     }
 }
 
+/// An upload field's rules as the probe reports them: (cap, types).
+type ProbedRules = (u64, &'static [&'static str]);
+
 thread_local! {
     static STAGED: std::cell::RefCell<Option<Arc<Staged>>> = const { std::cell::RefCell::new(None) };
-    static PROBE: std::cell::Cell<Option<Option<(u64, &'static [&'static str])>>> =
+    static PROBE: std::cell::Cell<Option<Option<ProbedRules>>> =
         const { std::cell::Cell::new(None) };
 }
 
@@ -400,7 +408,7 @@ fn probe_hit(max_bytes: u64, types: &'static [&'static str]) -> bool {
 
 /// Runs `f` (a probe deserialization of one field) and returns the rules
 /// of the `Upload<R>` that reported itself, if one did.
-pub(crate) fn probe(f: impl FnOnce()) -> Option<(u64, &'static [&'static str])> {
+pub(crate) fn probe(f: impl FnOnce()) -> Option<ProbedRules> {
     PROBE.with(|p| p.set(Some(None)));
     f();
     PROBE.with(|p| p.take()).flatten()
@@ -417,7 +425,10 @@ mod tests {
     fn file_names_lose_paths_controls_and_bidi_overrides() {
         assert_eq!(sanitize_file_name("../../etc/passwd"), "passwd");
         assert_eq!(sanitize_file_name("..\\..\\boot.ini"), "boot.ini");
-        assert_eq!(sanitize_file_name("a\r\nSet-Cookie: x=1.png"), "aSet-Cookie x=1.png");
+        assert_eq!(
+            sanitize_file_name("a\r\nSet-Cookie: x=1.png"),
+            "aSet-Cookie x=1.png"
+        );
         assert_eq!(sanitize_file_name("report\u{202E}fdp.exe"), "reportfdp.exe");
         assert_eq!(sanitize_file_name("..."), "file");
         assert_eq!(sanitize_file_name(""), "file");
@@ -434,9 +445,18 @@ mod tests {
             optional: false,
         };
         assert_eq!(check_types(&field(&["image/png", "text/plain"])), Ok(()));
-        assert_eq!(check_types(&field(&["image/svg+xml"])), Err(TypeError::Active("image/svg+xml")));
-        assert_eq!(check_types(&field(&["text/html"])), Err(TypeError::Active("text/html")));
-        assert_eq!(check_types(&field(&["image/x-nope"])), Err(TypeError::Unknown("image/x-nope")));
+        assert_eq!(
+            check_types(&field(&["image/svg+xml"])),
+            Err(TypeError::Active("image/svg+xml"))
+        );
+        assert_eq!(
+            check_types(&field(&["text/html"])),
+            Err(TypeError::Active("text/html"))
+        );
+        assert_eq!(
+            check_types(&field(&["image/x-nope"])),
+            Err(TypeError::Unknown("image/x-nope"))
+        );
         assert_eq!(check_types(&field(&[])), Err(TypeError::Empty));
     }
 }

@@ -68,8 +68,8 @@ pub async fn receive(
     config: &UploadConfig,
 ) -> Result<Received, Rejection> {
     let cap = request_cap(text_cap, input.uploads);
-    let constraints = multer::Constraints::new()
-        .size_limit(multer::SizeLimit::new().whole_stream(cap as u64));
+    let constraints =
+        multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(cap as u64));
     let multipart =
         multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
     match tokio::time::timeout(
@@ -227,10 +227,14 @@ async fn receive_file(
         .into_parts();
     let mut file = tokio::fs::File::from_std(file);
     hasher.update(&head);
-    file.write_all(&head).await.map_err(|e| Rejection::internal(&e))?;
+    file.write_all(&head)
+        .await
+        .map_err(|e| Rejection::internal(&e))?;
     if let Some(rest) = pending {
         hasher.update(&rest);
-        file.write_all(&rest).await.map_err(|e| Rejection::internal(&e))?;
+        file.write_all(&rest)
+            .await
+            .map_err(|e| Rejection::internal(&e))?;
     }
     // 3. The rest, chunk by chunk, under the cap.
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
@@ -239,7 +243,9 @@ async fn receive_file(
             return Err(over());
         }
         hasher.update(&chunk);
-        file.write_all(&chunk).await.map_err(|e| Rejection::internal(&e))?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| Rejection::internal(&e))?;
     }
     file.flush().await.map_err(|e| Rejection::internal(&e))?;
     Ok(Some(StagedFile {
@@ -307,9 +313,9 @@ fn describe_types(types: &[&str]) -> String {
 
 fn human_bytes(n: u64) -> String {
     const MIB: u64 = 1024 * 1024;
-    if n >= MIB && n % MIB == 0 {
+    if n >= MIB && n.is_multiple_of(MIB) {
         format!("{} MiB", n / MIB)
-    } else if n >= 1024 && n % 1024 == 0 {
+    } else if n >= 1024 && n.is_multiple_of(1024) {
         format!("{} KiB", n / 1024)
     } else {
         format!("{n} bytes")
@@ -332,10 +338,15 @@ fn field_error(field: &str, message: &str) -> Rejection {
 
 fn unknown_field(name: &str) -> Rejection {
     let mut f = FieldErrors::new();
-    f.insert(name.to_owned(), vec!["is not accepted by this action".to_owned()]);
+    f.insert(
+        name.to_owned(),
+        vec!["is not accepted by this action".to_owned()],
+    );
     Rejection::invalid(
         f,
-        vec![format!("Unknown field `{name}` is not accepted by this action.")],
+        vec![format!(
+            "Unknown field `{name}` is not accepted by this action."
+        )],
     )
 }
 
@@ -351,7 +362,9 @@ fn multipart_error(e: multer::Error) -> Rejection {
     match e {
         multer::Error::StreamSizeExceeded { limit } => Rejection::with_message(
             ErrorCode::PayloadTooLarge,
-            format!("The upload is larger than this action accepts ({limit} bytes in all). Nothing was kept."),
+            format!(
+                "The upload is larger than this action accepts ({limit} bytes in all). Nothing was kept."
+            ),
         ),
         other => malformed(&other.to_string()),
     }
@@ -458,14 +471,26 @@ mod tests {
     fn types_come_from_bytes() {
         assert_eq!(sniff(PNG, &["image/png"]), Some("image/png"));
         assert_eq!(sniff(PNG, &["application/pdf"]), None);
-        assert_eq!(sniff(b"%PDF-1.7\n", &["application/pdf"]), Some("application/pdf"));
+        assert_eq!(
+            sniff(b"%PDF-1.7\n", &["application/pdf"]),
+            Some("application/pdf")
+        );
         assert_eq!(sniff(b"hello\nworld", &[PLAIN_TEXT]), Some(PLAIN_TEXT));
         // Markup is never plain text, whatever it is declared as.
-        assert_eq!(sniff(b"<svg onload=alert(1)>", &[PLAIN_TEXT, "image/png"]), None);
+        assert_eq!(
+            sniff(b"<svg onload=alert(1)>", &[PLAIN_TEXT, "image/png"]),
+            None
+        );
         assert_eq!(sniff(b"  \n<html><script>", &[PLAIN_TEXT]), None);
         assert_eq!(sniff(b"\0\x01binary", &[PLAIN_TEXT]), None);
         // A character cut by the sniff window is still text.
-        assert_eq!(sniff("caf\u{e9}".as_bytes().split_last().unwrap().1, &[PLAIN_TEXT]), Some(PLAIN_TEXT));
+        assert_eq!(
+            sniff(
+                "caf\u{e9}".as_bytes().split_last().unwrap().1,
+                &[PLAIN_TEXT]
+            ),
+            Some(PLAIN_TEXT)
+        );
     }
 
     #[test]
@@ -473,9 +498,15 @@ mod tests {
         let slots = UploadSlots::new(3, 2);
         let a1 = slots.acquire("a".into()).unwrap();
         let _a2 = slots.acquire("a".into()).unwrap();
-        assert_eq!(slots.acquire("a".into()).unwrap_err().code, ErrorCode::RateLimited);
+        assert_eq!(
+            slots.acquire("a".into()).unwrap_err().code,
+            ErrorCode::RateLimited
+        );
         let _b1 = slots.acquire("b".into()).unwrap();
-        assert_eq!(slots.acquire("c".into()).unwrap_err().code, ErrorCode::RateLimited);
+        assert_eq!(
+            slots.acquire("c".into()).unwrap_err().code,
+            ErrorCode::RateLimited
+        );
         drop(a1);
         let _c1 = slots.acquire("c".into()).unwrap();
         assert_eq!(slots.in_use(), 3);

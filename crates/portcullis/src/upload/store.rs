@@ -64,10 +64,14 @@ pub enum StoreError {
 /// `get` after `delete` return `None`.
 pub trait FileStore: Send + Sync + 'static {
     /// Keeps `file` under `key` (moving it out of its temp file).
-    fn put<'a>(&'a self, key: &'a FileKey, file: StagedFile)
-    -> BoxFuture<'a, Result<(), StoreError>>;
+    fn put<'a>(
+        &'a self,
+        key: &'a FileKey,
+        file: StagedFile,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Opens the file under `key`; `None` if there is none.
-    fn get<'a>(&'a self, key: &'a FileKey) -> BoxFuture<'a, Result<Option<StoredFile>, StoreError>>;
+    fn get<'a>(&'a self, key: &'a FileKey)
+    -> BoxFuture<'a, Result<Option<StoredFile>, StoreError>>;
     /// Removes the file under `key` (no error if there is none).
     fn delete<'a>(&'a self, key: &'a FileKey) -> BoxFuture<'a, Result<(), StoreError>>;
 }
@@ -112,7 +116,10 @@ impl FileStore for LocalDisk {
         })
     }
 
-    fn get<'a>(&'a self, key: &'a FileKey) -> BoxFuture<'a, Result<Option<StoredFile>, StoreError>> {
+    fn get<'a>(
+        &'a self,
+        key: &'a FileKey,
+    ) -> BoxFuture<'a, Result<Option<StoredFile>, StoreError>> {
         Box::pin(async move {
             match tokio::fs::File::open(self.path(key)).await {
                 Ok(file) => {
@@ -165,7 +172,13 @@ pub fn download(file: StoredFile, file_name: &str, content_type: &str) -> Respon
     let name = super::sanitize_file_name(file_name);
     let ascii: String = name
         .chars()
-        .map(|c| if c.is_ascii_graphic() && c != '\\' || c == ' ' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     // RFC 8187 `attr-char`: letters, digits and `!#$&+-.^_`|~` stay.
     const NOT_ATTR_CHAR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -248,7 +261,12 @@ mod tests {
     fn keys_are_hex_and_nothing_else() {
         let key = FileKey::random();
         assert_eq!(FileKey::parse(key.as_str()), Some(key));
-        for bad in ["../../etc/passwd", "", "ABCDEF0123456789ABCDEF0123456789", "0".repeat(31).as_str()] {
+        for bad in [
+            "../../etc/passwd",
+            "",
+            "ABCDEF0123456789ABCDEF0123456789",
+            "0".repeat(31).as_str(),
+        ] {
             assert_eq!(FileKey::parse(bad), None, "{bad}");
         }
     }
@@ -260,12 +278,21 @@ mod tests {
         h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
         assert!(refuse_cross_site(&h).is_ok());
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
-        assert_eq!(refuse_cross_site(&h).unwrap_err().status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            refuse_cross_site(&h).unwrap_err().status(),
+            StatusCode::FORBIDDEN
+        );
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("app.example"));
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
         assert!(refuse_cross_site(&h).is_err());
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://app.example"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://app.example"),
+        );
         assert!(refuse_cross_site(&h).is_ok());
     }
 }
