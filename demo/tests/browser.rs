@@ -619,6 +619,62 @@ async fn create_and_rename_project(b: &Browser, site: &Site) {
     b.wait_text("#project-name", "Artemis").await;
 }
 
+/// The typed client (`portcullis ts`): a script imports the generated
+/// `/assets/actions.js` and calls `projects.rename` through `call()` — a
+/// one-letter name comes back as a typed failure with the field error,
+/// then a good name as the DTO — and through `actionState()` with a
+/// `FormData`, as React's `useActionState` would. Both go through the
+/// runtime's request path, so the rename is really saved.
+async fn typed_client_call(b: &Browser, site: &Site) {
+    let (user, session) = site.user("Dee", Duration::ZERO).await;
+    let team = common::team_of(&site.demo, user).await;
+    let c = site.demo.client.new_session();
+    c.set_cookie(&format!("{}={session}", wire::cookie::SESSION));
+    let p = common::project(&c, team, "Gemini").await;
+    b.sign_in_as(site, &session).await;
+    b.goto(site, &format!("/projects/{p}")).await;
+    b.ready().await;
+    const CALL: &str = "const [projectId, name, done] = arguments; \
+        import('/assets/actions.js') \
+          .then((m) => m.call(m.projectsRename, { projectId, name })) \
+          .then(done, (e) => done({ thrown: String(e) }));";
+    let call = |name: &str| {
+        b.client
+            .execute_async(CALL, vec![serde_json::json!(p), serde_json::json!(name)])
+    };
+    let failed = call("x").await.unwrap();
+    assert_eq!(failed["ok"], false, "{failed}");
+    assert_eq!(failed["error"]["status"], 422, "{failed}");
+    assert_eq!(failed["error"]["code"], "invalid_input", "{failed}");
+    assert!(
+        failed["error"]["fieldErrors"]["name"][0].is_string(),
+        "a field error for `name`: {failed}"
+    );
+    let renamed = call("Gemini II").await.unwrap();
+    assert_eq!(
+        renamed,
+        serde_json::json!({ "ok": true, "value": { "id": p, "name": "Gemini II", "archived": false } })
+    );
+    const STATE: &str = "const [projectId, name, done] = arguments; \
+        const data = new FormData(); data.set('projectId', String(projectId)); data.set('name', name); \
+        import('/assets/actions.js') \
+          .then((m) => m.actionState(m.projectsRename)(null, data)) \
+          .then(done, (e) => done({ thrown: String(e) }));";
+    let state = |name: &str| {
+        b.client
+            .execute_async(STATE, vec![serde_json::json!(p), serde_json::json!(name)])
+    };
+    let failed = state("y").await.unwrap();
+    assert!(
+        failed["error"]["fieldErrors"]["name"][0].is_string(),
+        "{failed}"
+    );
+    let renamed = state("Gemini III").await.unwrap();
+    assert_eq!(renamed["value"]["name"], "Gemini III", "{renamed}");
+    b.client.refresh().await.unwrap();
+    b.wait_text("#project-name", "Gemini III").await;
+}
+
 /// A comment appears at once (JS), the action fails, it is rolled back and
 /// the text is still in the box; the retry succeeds.
 async fn optimistic_comment_rollback(b: &Browser, site: &Site) {
@@ -1160,6 +1216,7 @@ async fn browser_flows_with_and_without_javascript() {
         flow!(nonce_lets_only_the_pages_own_inline_script_run);
         flow!(framing_by_another_origin_does_not_render);
         if mode == Mode::Js {
+            flow!(typed_client_call);
             let t = Instant::now();
             proof_of_work_is_solved_before_sending(&b).await;
             eprintln!(
