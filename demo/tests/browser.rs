@@ -624,9 +624,10 @@ async fn create_and_rename_project(b: &Browser, site: &Site) {
 /// one-letter name comes back as a typed failure with the field error,
 /// then a good name as the DTO — and through `actionState()` with a
 /// `FormData`, as React's `useActionState` would. Both go through the
-/// runtime's request path, so the rename is really saved.
+/// runtime's request path, so the rename is really saved, and a stale id
+/// reloads the page once as for a form.
 async fn typed_client_call(b: &Browser, site: &Site) {
-    let (user, session) = site.user("Dee", Duration::ZERO).await;
+    let (user, session) = site.user("Eve", Duration::ZERO).await;
     let team = common::team_of(&site.demo, user).await;
     let c = site.demo.client.new_session();
     c.set_cookie(&format!("{}={session}", wire::cookie::SESSION));
@@ -673,6 +674,25 @@ async fn typed_client_call(b: &Browser, site: &Site) {
     assert_eq!(renamed["value"]["name"], "Gemini III", "{renamed}");
     b.client.refresh().await.unwrap();
     b.wait_text("#project-name", "Gemini III").await;
+    b.ready().await;
+    // A deploy with a new secret rotates every id: the call is refused as
+    // stale and the page reloads once (not awaited here: the reload ends
+    // the script), and the reloaded page's map has the new ids.
+    site.redeploy_with_new_secret();
+    b.client
+        .execute(
+            "import('/assets/actions.js').then((m) => m.call(m.projectsRename, \
+             { projectId: arguments[0], name: 'Gemini IV' }));",
+            vec![serde_json::json!(p)],
+        )
+        .await
+        .unwrap();
+    b.wait_text(&format!("[{}]", wire::attr::NOTICE), "out of date")
+        .await;
+    b.ready().await;
+    b.wait_text("#project-name", "Gemini III").await;
+    let renamed = call("Gemini IV").await.unwrap();
+    assert_eq!(renamed["value"]["name"], "Gemini IV", "{renamed}");
 }
 
 /// A comment appears at once (JS), the action fails, it is rolled back and
