@@ -213,7 +213,7 @@ impl Page {
     /// hands out no other action's id.
     ///
     /// ```
-    /// # use portcullis::{ActionRef, AnyActionRef, Page};
+    /// # use portcullis::{ActionRef, Page};
     /// # pub struct Rename; pub struct ProjectDto;
     /// # const RENAME: ActionRef<Rename, ProjectDto> = ActionRef::new("projects.rename");
     /// fn body(page: &Page) -> maud::Markup {
