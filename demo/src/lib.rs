@@ -22,6 +22,10 @@ use dal::Dal;
 use db::{Db, Dialect};
 
 /// The demo's own secrets (beyond the framework's), for the deploy check.
+/// The typed TypeScript client's module (`portcullis ts`), served at
+/// `/assets/actions.js`; its types are `client/actions.d.ts` beside it.
+pub const TYPED_CLIENT: &str = include_str!("../client/actions.js");
+
 pub const DEPLOY_SECRETS: &[portcullis::security::EnvSecret] = &[billing::SECRET];
 
 /// `demo check --deploy`: every insecure setting of this environment, as

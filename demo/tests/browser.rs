@@ -684,6 +684,82 @@ async fn upload_attachment(b: &Browser, site: &Site) {
 /// A 1×1 PNG.
 const PIXEL_PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\xcf\xc0\xf0\x1f\0\x05\0\x01\xff\x89\x99=\x1d\0\0\0\0IEND\xaeB`\x82";
 
+/// The typed client (`portcullis ts`): a script imports the generated
+/// `/assets/actions.js` and calls `projects.rename` through `call()` — a
+/// one-letter name comes back as a typed failure with the field error,
+/// then a good name as the DTO — and through `actionState()` with a
+/// `FormData`, as React's `useActionState` would. Both go through the
+/// runtime's request path, so the rename is really saved, and a stale id
+/// reloads the page once as for a form.
+async fn typed_client_call(b: &Browser, site: &Site) {
+    let (user, session) = site.user("Eve", Duration::ZERO).await;
+    let team = common::team_of(&site.demo, user).await;
+    let c = site.demo.client.new_session();
+    c.set_cookie(&format!("{}={session}", wire::cookie::SESSION));
+    let p = common::project(&c, team, "Gemini").await;
+    b.sign_in_as(site, &session).await;
+    b.goto(site, &format!("/projects/{p}")).await;
+    b.ready().await;
+    const CALL: &str = "const [projectId, name, done] = arguments; \
+        import('/assets/actions.js') \
+          .then((m) => m.call(m.projectsRename, { projectId, name })) \
+          .then(done, (e) => done({ thrown: String(e) }));";
+    let call = |name: &str| {
+        b.client
+            .execute_async(CALL, vec![serde_json::json!(p), serde_json::json!(name)])
+    };
+    let failed = call("x").await.unwrap();
+    assert_eq!(failed["ok"], false, "{failed}");
+    assert_eq!(failed["error"]["status"], 422, "{failed}");
+    assert_eq!(failed["error"]["code"], "invalid_input", "{failed}");
+    assert!(
+        failed["error"]["fieldErrors"]["name"][0].is_string(),
+        "a field error for `name`: {failed}"
+    );
+    let renamed = call("Gemini II").await.unwrap();
+    assert_eq!(
+        renamed,
+        serde_json::json!({ "ok": true, "value": { "id": p, "name": "Gemini II", "archived": false } })
+    );
+    const STATE: &str = "const [projectId, name, done] = arguments; \
+        const data = new FormData(); data.set('projectId', String(projectId)); data.set('name', name); \
+        import('/assets/actions.js') \
+          .then((m) => m.actionState(m.projectsRename)(null, data)) \
+          .then(done, (e) => done({ thrown: String(e) }));";
+    let state = |name: &str| {
+        b.client
+            .execute_async(STATE, vec![serde_json::json!(p), serde_json::json!(name)])
+    };
+    let failed = state("y").await.unwrap();
+    assert!(
+        failed["error"]["fieldErrors"]["name"][0].is_string(),
+        "{failed}"
+    );
+    let renamed = state("Gemini III").await.unwrap();
+    assert_eq!(renamed["value"]["name"], "Gemini III", "{renamed}");
+    b.client.refresh().await.unwrap();
+    b.wait_text("#project-name", "Gemini III").await;
+    b.ready().await;
+    // A deploy with a new secret rotates every id: the call is refused as
+    // stale and the page reloads once (not awaited here: the reload ends
+    // the script), and the reloaded page's map has the new ids.
+    site.redeploy_with_new_secret();
+    b.client
+        .execute(
+            "import('/assets/actions.js').then((m) => m.call(m.projectsRename, \
+             { projectId: arguments[0], name: 'Gemini IV' }));",
+            vec![serde_json::json!(p)],
+        )
+        .await
+        .unwrap();
+    b.wait_text(&format!("[{}]", wire::attr::NOTICE), "out of date")
+        .await;
+    b.ready().await;
+    b.wait_text("#project-name", "Gemini III").await;
+    let renamed = call("Gemini IV").await.unwrap();
+    assert_eq!(renamed["value"]["name"], "Gemini IV", "{renamed}");
+}
+
 /// A comment appears at once (JS), the action fails, it is rolled back and
 /// the text is still in the box; the retry succeeds.
 async fn optimistic_comment_rollback(b: &Browser, site: &Site) {
@@ -1226,6 +1302,7 @@ async fn browser_flows_with_and_without_javascript() {
         flow!(nonce_lets_only_the_pages_own_inline_script_run);
         flow!(framing_by_another_origin_does_not_render);
         if mode == Mode::Js {
+            flow!(typed_client_call);
             let t = Instant::now();
             proof_of_work_is_solved_before_sending(&b).await;
             eprintln!(

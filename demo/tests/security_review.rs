@@ -224,3 +224,42 @@ async fn metrics_count_the_requests_sent() {
     // Unresolvable ids share one label, whatever the id was.
     assert!(!text.contains("AAAAAAAAAAAAAAAAAAAAAA"), "{text}");
 }
+
+/// The typed client checked in under `demo/client/` is what `portcullis ts`
+/// generates from the demo's manifest now: a renamed field or a new typed
+/// action fails here until the files are regenerated
+/// (`UPDATE_TYPED_CLIENT=1 cargo test -p demo --test security_review typed`
+/// writes them; so does `portcullis ts --cmd "cargo run -q -p demo -- manifest --json" --out-dir demo/client`).
+/// Here rather than in a file of its own: like the audit above, it needs
+/// the built app's manifest and the CLI, and one test binary less to link.
+#[tokio::test]
+async fn the_typed_client_is_current() {
+    let demo = start().await;
+    let json = serde_json::to_string(&demo.app.manifest()).unwrap();
+    let manifest = portcullis_cli::Manifest::parse(&json).expect("manifest parses");
+    let generated = portcullis_cli::ts::generate(&manifest).expect("typed client generates");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("client");
+    for (file, text) in [
+        ("actions.d.ts", &generated.dts),
+        ("actions.js", &generated.js),
+    ] {
+        let path = dir.join(file);
+        if std::env::var_os("UPDATE_TYPED_CLIENT").is_some() {
+            std::fs::write(&path, text).unwrap();
+        }
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            current == *text,
+            "demo/client/{file} is stale: regenerate it with UPDATE_TYPED_CLIENT=1 cargo test -p demo --test security_review typed"
+        );
+    }
+    // No action id and no action name in what the browser loads.
+    for a in &manifest.actions {
+        assert!(!generated.js.contains(&a.id), "{} id in actions.js", a.name);
+        assert!(
+            !generated.js.contains(&a.name),
+            "{} name in actions.js",
+            a.name
+        );
+    }
+}

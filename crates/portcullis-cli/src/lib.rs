@@ -13,6 +13,8 @@
 //! ```text
 //! portcullis audit   (--cmd "CMD" | --manifest FILE) [--json | --sarif] [--output FILE]
 //! portcullis manifest --cmd "CMD"          print the manifest CMD produces
+//! portcullis ts (--cmd "CMD" | --manifest FILE) --out-dir DIR
+//!                                          write DIR/actions.d.ts and DIR/actions.js (see [`ts`])
 //! portcullis new NAME [--path PORTCULLIS]  write a runnable app into NAME (see [`new`])
 //! ```
 //! Exit code: 0 clean, 1 findings, 2 usage or I/O error.
@@ -21,6 +23,7 @@ pub mod manifest;
 pub mod new;
 pub mod report;
 pub mod rules;
+pub mod ts;
 
 use std::io::Write;
 
@@ -30,6 +33,7 @@ pub use rules::{Finding, RULES, Rule, audit};
 const USAGE: &str = "usage:
   portcullis audit (--cmd \"CMD\" | --manifest FILE) [--json | --sarif] [--output FILE]
   portcullis manifest --cmd \"CMD\"
+  portcullis ts (--cmd \"CMD\" | --manifest FILE) --out-dir DIR
   portcullis new NAME [--path DIR]
 
   --cmd CMD        run CMD (through sh -c) and read the manifest JSON from its stdout,
@@ -38,6 +42,7 @@ const USAGE: &str = "usage:
   --json           findings as JSON
   --sarif          findings as SARIF 2.1.0 (for code-scanning UIs)
   --output FILE    write the report to FILE instead of stdout
+  --out-dir DIR    (ts) write the typed client, actions.d.ts and actions.js, into DIR
   new NAME         write a runnable app into the new directory NAME (package name: its last part)
   --path DIR       (new) depend on the portcullis crate at DIR instead of crates.io
 
@@ -57,6 +62,7 @@ struct Args {
     manifest: Option<String>,
     format: Format,
     output: Option<String>,
+    out_dir: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -65,7 +71,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
     if command == "-h" || command == "--help" || command == "help" {
         return Err(String::new());
     }
-    if command != "audit" && command != "manifest" {
+    if command != "audit" && command != "manifest" && command != "ts" {
         return Err(format!("unknown command `{command}`"));
     }
     let mut out = Args {
@@ -74,6 +80,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         manifest: None,
         format: Format::Table,
         output: None,
+        out_dir: None,
     };
     while let Some(arg) = it.next() {
         let mut value = || {
@@ -85,11 +92,15 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--cmd" => out.cmd = Some(value()?),
             "--manifest" => out.manifest = Some(value()?),
             "--output" | "-o" => out.output = Some(value()?),
+            "--out-dir" => out.out_dir = Some(value()?),
             "--json" => out.format = Format::Json,
             "--sarif" => out.format = Format::Sarif,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
         }
+    }
+    if (out.command == "ts") != out.out_dir.is_some() {
+        return Err("--out-dir goes with `ts`, and `ts` needs it".into());
     }
     if out.cmd.is_some() == out.manifest.is_some() {
         return Err("give exactly one of --cmd and --manifest".into());
@@ -154,6 +165,9 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         let _ = writeln!(out, "{}", text.trim_end());
         return 0;
     }
+    if let Some(dir) = &args.out_dir {
+        return run_ts(&manifest, std::path::Path::new(dir), out, err);
+    }
     let findings = audit(&manifest);
     let rendered = match args.format {
         Format::Table => report::table(&manifest, &findings),
@@ -175,6 +189,34 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     } else {
         0
     }
+}
+
+/// `portcullis ts … --out-dir DIR`.
+fn run_ts(
+    manifest: &Manifest,
+    dir: &std::path::Path,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let generated = match ts::generate(manifest) {
+        Ok(g) => g,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            return 2;
+        }
+    };
+    for (file, text) in [
+        ("actions.d.ts", &generated.dts),
+        ("actions.js", &generated.js),
+    ] {
+        let path = dir.join(file);
+        if let Err(e) = std::fs::write(&path, text) {
+            let _ = writeln!(err, "error: {}: {e}", path.display());
+            return 2;
+        }
+        let _ = writeln!(out, "wrote {}", path.display());
+    }
+    0
 }
 
 /// `portcullis new NAME [--path DIR]`.

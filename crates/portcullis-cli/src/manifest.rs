@@ -87,6 +87,31 @@ pub struct Entry {
     /// Declared `.fail_open()`: runs unlimited while the limiter is down.
     #[serde(default)]
     pub fail_open: bool,
+    /// The action's types as TypeScript (registered with `.typescript()`),
+    /// for `portcullis ts`.
+    #[serde(default)]
+    pub typescript: Option<Typescript>,
+}
+
+/// An entry's `typescript` member (portcullis `ClientTypes`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Typescript {
+    /// The stable client key.
+    pub key: String,
+    /// The input's TypeScript type.
+    pub input: String,
+    /// The result's TypeScript type.
+    pub output: String,
+    /// Named types, dependencies first.
+    #[serde(default)]
+    pub declarations: Vec<Declaration>,
+}
+
+/// One named TypeScript type.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Declaration {
+    pub name: String,
+    pub declaration: String,
 }
 
 /// One upload field of an action.

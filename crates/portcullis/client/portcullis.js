@@ -42,8 +42,12 @@
 //   [data-portcullis-notice]       the notice after a stale-page reload
 //   html[data-portcullis=ready]    the runtime has loaded
 // Headers it sends: Accept, Idempotency-Key (one per submission, reused by
-// Retry), Portcullis-Fragments, X-Portcullis-Pow. It reads the form's
-// _return (query of its action) and Retry-After on a 429.
+// Retry), Portcullis-Fragments, X-Portcullis-Pow, and Content-Type for the
+// JSON of call(). It reads the form's _return (query of its action) and
+// Retry-After on a 429.
+//
+// It also exports call() and actionState(), the typed client's runtime
+// (see "The typed client" below), and puts them on globalThis.portcullis.
 //
 // One submission: request() sends it; the answer goes to onSuccess() or
 // onFailure(), which dispatches on the status through onStatus.
@@ -214,7 +218,7 @@ function withReturn(path) {
 // A form with files: sent with XMLHttpRequest, the one browser API that
 // reports upload progress, into a <progress> in the form. Resolves to a
 // fetch Response so the rest of the runtime reads it as usual.
-function upload(form, headers, data) {
+function upload(form, url, headers, data) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     let bar = form.querySelector("progress[data-portcullis-progress]");
@@ -232,7 +236,7 @@ function upload(form, headers, data) {
     const done = () => {
       bar.hidden = true;
     };
-    xhr.open("POST", endpoint(form));
+    xhr.open("POST", url);
     xhr.withCredentials = true;
     for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
     xhr.onload = () => {
@@ -252,26 +256,39 @@ function upload(form, headers, data) {
   });
 }
 
+// One POST to an action, with the headers every call sends (forms and
+// call()/actionState() alike). Resolves to { res, body }; throws when the
+// network failed.
+async function post(url, key, payload, pow, json, uploadForm) {
+  const headers = { Accept: "application/json", "Idempotency-Key": key };
+  const keys = $$("[data-fragment]").map((e) => e.dataset.fragment);
+  if (keys.length) headers["Portcullis-Fragments"] = keys.join(" ");
+  if (pow) headers["X-Portcullis-Pow"] = await solve(pow[0], +pow[1] || 0);
+  if (json) headers["Content-Type"] = "application/json";
+  const res = uploadForm
+    ? await upload(uploadForm, url, headers, payload)
+    : await fetch(url, { method: "POST", credentials: "same-origin", headers, body: payload });
+  let body = {};
+  try {
+    body = await res.json();
+  } catch {}
+  return { res, body };
+}
+
 // Sends one submission. Resolves to { res, body }, or null when the
 // network failed (then the form says so and offers Retry with the same key).
 async function request(form, submitter, key, data, opt) {
   const multipart = $$("input[type=file]", form).length > 0;
-  const headers = { Accept: "application/json", "Idempotency-Key": key };
-  const keys = $$("[data-fragment]").map((e) => e.dataset.fragment);
-  if (keys.length) headers["Portcullis-Fragments"] = keys.join(" ");
-  let res;
+  const pow = form.dataset.pow && [form.dataset.pow, form.dataset.powBits];
   try {
-    if (form.dataset.pow) {
-      headers["X-Portcullis-Pow"] = await solve(form.dataset.pow, +form.dataset.powBits || 0);
-    }
-    res = multipart
-      ? await upload(form, headers, data)
-      : await fetch(endpoint(form), {
-          method: "POST",
-          credentials: "same-origin",
-          headers,
-          body: new URLSearchParams(data),
-        });
+    return await post(
+      endpoint(form),
+      key,
+      multipart ? data : new URLSearchParams(data),
+      pow,
+      false,
+      multipart ? form : null,
+    );
   } catch {
     opt.rollback();
     clearErrors(form);
@@ -281,11 +298,6 @@ async function request(form, submitter, key, data, opt) {
     );
     return null;
   }
-  let body = {};
-  try {
-    body = await res.json();
-  } catch {}
-  return { res, body };
 }
 
 // The success envelope: { ok, result, fragments?, redirect?, revalidated? }.
@@ -332,13 +344,16 @@ function onFailure(form, res, body, opt) {
 // once, never loop. Other 409s (a duplicate still running) fall through.
 function stale(form, f) {
   if (f.code !== "stale_action") return false;
+  if (!reloadOnce()) formError(form, f.message);
+}
+
+function reloadOnce() {
   const last = +sessionStorage.getItem(STALE_KEY) || 0;
-  if (Date.now() - last > 30000) {
-    sessionStorage.setItem(STALE_KEY, String(Date.now()));
-    sessionStorage.setItem(NOTICE_KEY, "This page was out of date and has been reloaded. Please submit again.");
-    return location.reload();
-  }
-  formError(form, f.message);
+  if (Date.now() - last <= 30000) return false;
+  sessionStorage.setItem(STALE_KEY, String(Date.now()));
+  sessionStorage.setItem(NOTICE_KEY, "This page was out of date and has been reloaded. Please submit again.");
+  location.reload();
+  return true;
 }
 
 // 422: field and form errors into their slots.
@@ -347,8 +362,12 @@ function invalid(form, f) {
 }
 
 function tooMany(form, f) {
-  const after = +f.res.headers.get("Retry-After");
-  formError(form, after ? `Too many requests. Try again in ${after} s.` : f.message);
+  formError(form, tooManyMessage(f.res, f.message));
+}
+
+function tooManyMessage(res, message) {
+  const after = +res.headers.get("Retry-After");
+  return after ? `Too many requests. Try again in ${after} s.` : message;
 }
 
 // 401: to sign-in (or the password step), coming back here afterwards.
@@ -389,6 +408,90 @@ document.addEventListener("submit", (e) => {
   e.preventDefault();
   enqueue(form, e.submitter, uuid());
 });
+
+// ---- The typed client: call() and actionState() ----------------------
+// For scripts (a React UI, say) rather than forms; typed by the
+// actions.d.ts that `portcullis ts` generates, whose actions.js reaches
+// these through globalThis.portcullis. An action is { key }: its stable
+// client key. The page maps keys to current endpoints in its
+// <script type="application/json" id="portcullis-actions"> data block
+// (Page::client_actions), so rotated ids work as for forms. A call takes
+// the same path as a form: the same headers, the page's queue unless the
+// action is idempotent, fragment swaps, one reload on a stale id, 401 to
+// sign-in; it resolves to { ok: true, value } or { ok: false, error },
+// error being { status, code, message, digest, fieldErrors, formErrors }.
+
+let clientMap;
+function clientAction(key) {
+  if (!clientMap) {
+    const el = document.getElementById("portcullis-actions");
+    clientMap = el ? JSON.parse(el.textContent) : { actions: {} };
+  }
+  return clientMap.actions[key];
+}
+
+const failed = (status, code, message, extra) => ({
+  ok: false,
+  error: { status, code, message, digest: "", fieldErrors: {}, formErrors: [], ...extra },
+});
+
+// Calls `action` with `input` (JSON); options.idempotencyKey retries a
+// call whose network failed (its error carries the key it used).
+export function call(action, input, options = {}) {
+  return settle(action, input || {}, options.idempotencyKey || uuid());
+}
+
+// A useActionState-compatible action: (prevState, formData) => next state
+// (the call's result), for <form action={…}>.
+export function actionState(action) {
+  return (prev, data) => settle(action, data, uuid());
+}
+
+function settle(action, input, key) {
+  const entry = action && clientAction(action.key);
+  if (!entry) return Promise.resolve(failed(0, "unknown_action", "This page does not list that action."));
+  const run = () => dispatch(entry, input, key).catch(() => failed(0, "network_error", "Network problem.", { idempotencyKey: key }));
+  if (entry.idempotent) return run();
+  const next = queue.then(run, run);
+  queue = next;
+  return next;
+}
+
+async function dispatch(entry, input, key) {
+  const form = input instanceof FormData;
+  let payload;
+  if (form) {
+    const data = new FormData();
+    for (const [k, v] of input) data.append(k, v);
+    if (entry.honeypot) data.set("_hp", "");
+    const files = Array.from(data.values()).some((v) => v instanceof Blob);
+    payload = files ? data : new URLSearchParams(data);
+  } else {
+    payload = JSON.stringify(entry.honeypot ? { ...input, _hp: "" } : input);
+  }
+  const { res, body } = await post(entry.path, key, payload, entry.pow && [entry.pow, entry.powBits], !form);
+  if (res.ok && body.ok) {
+    sessionStorage.removeItem(STALE_KEY);
+    swapFragments(body.fragments);
+    if (body.redirect) location.assign(body.redirect);
+    return { ok: true, value: body.result };
+  }
+  const e = body.error || {};
+  const out = failed(res.status, e.code || "internal", e.message || `Request failed (${res.status}).`, {
+    digest: e.digest || "",
+    fieldErrors: body.fieldErrors || {},
+    formErrors: body.formErrors || [],
+  });
+  if (e.code === "stale_action") reloadOnce();
+  if (res.status === 429) out.error.message = tooManyMessage(res, out.error.message);
+  if (res.status === 401) {
+    const to = e.code === "reauthentication_required" ? clientMap.reauth : clientMap.login;
+    if (to) location.assign(withReturn(to));
+  }
+  return out;
+}
+
+globalThis.portcullis = Object.freeze({ call, actionState });
 
 const notice = sessionStorage.getItem(NOTICE_KEY);
 if (notice) {

@@ -64,7 +64,14 @@ use crate::ratelimit::{InputLimit, Limit, NamedQuota};
 use crate::respond::{self, Dto};
 use crate::viewer::Viewer;
 
-pub use crate::directory::{ActionKind, ActionMeta, ActionRef, AnyActionRef, AuditAllow};
+pub use crate::directory::{
+    ActionKind, ActionMeta, ActionRef, AnyActionRef, AuditAllow, ClientTypes, TsDeclaration,
+    client_key,
+};
+
+#[cfg(feature = "ts")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ts")))]
+pub mod typescript;
 
 /// Builder states. Only [`state::Public`] and [`state::Gated`] can take a handler.
 ///
@@ -222,6 +229,8 @@ pub(crate) struct ActionSpec {
     idempotency: Option<bool>,
     /// Declared: reviewed exceptions to audit rules.
     allow_audit: Vec<AuditAllow>,
+    /// `.typescript()`: the types for the typed client.
+    typescript: Option<ClientTypes>,
 }
 
 impl ActionSpec {
@@ -240,6 +249,7 @@ impl ActionSpec {
             effects: Vec::new(),
             idempotency: None,
             allow_audit: Vec::new(),
+            typescript: None,
         }
     }
 }
@@ -490,6 +500,7 @@ where
                 effects: spec.effects,
                 idempotency_declared: spec.idempotency.is_some(),
                 allow_audit: spec.allow_audit,
+                typescript: spec.typescript,
             },
             shape,
             exec: Box::new(Typed {

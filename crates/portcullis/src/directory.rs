@@ -56,6 +56,29 @@ impl<In, Out> ActionRef<In, Out> {
     pub const fn name(&self) -> &'static str {
         self.name
     }
+
+    /// The action's stable client key ([`client_key`]).
+    pub fn client_key(&self) -> String {
+        client_key(self.name)
+    }
+}
+
+/// The stable key a typed client names an action by: the first 12 hex
+/// digits (48 bits) of SHA-256(`"portcullis client key\0"` ‖ name).
+///
+/// Why not the opaque id: ids rotate (every epoch, every secret change),
+/// and generated TypeScript is checked in, so it must name something that
+/// does not. Why not the name: invariant 10 keeps names off the wire; a
+/// digest is as stable and says nothing a page's own forms do not (it
+/// identifies the action, not what it is called). The page maps keys to
+/// current ids ([`crate::Page::client_actions`]), so a call still goes to
+/// `/_action/<current id>` and rotation works as for forms.
+pub fn client_key(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"portcullis client key\0");
+    h.update(name.as_bytes());
+    crate::hex(&h.finalize()[..6])
 }
 
 // Manual impls: a handle is a name, whatever its types implement.
@@ -147,6 +170,39 @@ pub struct ActionMeta {
     pub idempotency_declared: bool,
     /// Reviewed exceptions to audit rules.
     pub allow_audit: Vec<AuditAllow>,
+    /// The input, output and field-error types as TypeScript, when the
+    /// action was registered with `.typescript()` (feature `ts`); read by
+    /// `portcullis ts`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub typescript: Option<ClientTypes>,
+}
+
+/// An action's types as TypeScript, in the manifest (`"typescript"`), from
+/// which `portcullis ts` writes the typed client (`actions.d.ts`,
+/// `actions.js`). Plain strings, so the CLI needs neither the app's types
+/// nor ts-rs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTypes {
+    /// The action's [`client_key`].
+    pub key: String,
+    /// The TypeScript type of the input (usually the name of a declaration
+    /// below, e.g. `Rename`).
+    pub input: String,
+    /// The TypeScript type of the result (`ProjectDto`; `null` for `()`).
+    pub output: String,
+    /// Every named type the two reach, dependencies first.
+    pub declarations: Vec<TsDeclaration>,
+}
+
+/// One named TypeScript type: `name` and its declaration
+/// (`type Rename = { projectId: number, name: string, };`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TsDeclaration {
+    /// The type's TypeScript name.
+    pub name: String,
+    /// `type Name = …;` (without `export`).
+    pub declaration: String,
 }
 
 impl ActionMeta {

@@ -204,6 +204,62 @@ impl Page {
         self.shared.directory().pow_challenge(action.name())
     }
 
+    /// The map the typed client (`call`, `actionState` of the generated
+    /// `actions.js`, see `portcullis ts`) reads: for each of `actions`, its
+    /// client key and *current* endpoint, as a JSON data block
+    /// (`<script type="application/json" id="portcullis-actions">`, with
+    /// this response's nonce) to put anywhere in the page's body. List the
+    /// actions the page's script calls, as a form names its own: a page
+    /// hands out no other action's id.
+    ///
+    /// ```
+    /// # use portcullis::{ActionRef, Page};
+    /// # pub struct Rename; pub struct ProjectDto;
+    /// # const RENAME: ActionRef<Rename, ProjectDto> = ActionRef::new("projects.rename");
+    /// fn body(page: &Page) -> maud::Markup {
+    ///     maud::html! { div #app {} (page.client_actions(&[RENAME.into()])) }
+    /// }
+    /// ```
+    pub fn client_actions(&self, actions: &[crate::AnyActionRef]) -> Markup {
+        let directory = self.shared.directory();
+        let mut map = wire::ClientActions {
+            actions: Default::default(),
+            login: self.shared.config.login_path.clone(),
+            reauth: self.shared.config.reauth_path.clone(),
+        };
+        for action in actions {
+            let name = action.name();
+            let Some(path) = directory.action_path(name) else {
+                tracing::error!(action = name, "client_actions: unregistered action");
+                continue;
+            };
+            let pow_bits = directory.bot_checks(name).iter().find_map(|c| match c {
+                crate::BotCheck::ProofOfWork { bits } => Some(*bits),
+                _ => None,
+            });
+            map.actions.insert(
+                crate::directory::client_key(name),
+                wire::ClientAction {
+                    path,
+                    idempotent: directory.idempotent(name),
+                    honeypot: !directory.bot_checks(name).is_empty(),
+                    pow: directory.pow_challenge(name),
+                    pow_bits,
+                },
+            );
+        }
+        // JSON inside <script>: `<` escaped, so no value can close the
+        // element (the values are paths and ids, but the rule is cheap).
+        let json = serde_json::to_string(&map)
+            .unwrap_or_else(|_| "{}".into())
+            .replace('<', "\\u003c");
+        maud::html! {
+            script type="application/json" id=(wire::CLIENT_ACTIONS_ID) nonce=(self.csp_nonce()) {
+                (maud::PreEscaped(json))
+            }
+        }
+    }
+
     /// A group of forms alike around `body` ([`form_group`] with this
     /// app's sign-in paths).
     pub fn form_group(&self, body: Markup) -> Markup {

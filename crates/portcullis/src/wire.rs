@@ -49,6 +49,12 @@ pub const CSP_REPORT_PATH: &str = "/_portcullis/csp-report";
 /// the client runtime on a 401.
 pub const LOGIN_RETURN_PARAM: &str = "return";
 
+/// The id of the JSON data block (`<script type="application/json">`) in
+/// which a page hands its script the actions it may call by client key
+/// ([`ClientActions`], rendered by [`crate::Page::client_actions`], read by
+/// the client runtime's `call` and `actionState`).
+pub const CLIENT_ACTIONS_ID: &str = "portcullis-actions";
+
 /// HTTP header names (lower case).
 pub mod header {
     /// Request: the idempotency key of a mutation (client runtime, API
@@ -305,6 +311,39 @@ impl fmt::Debug for ErrorBody<'_> {
             .field("digest", &format_args!("{}", self.digest))
             .finish()
     }
+}
+
+/// A page's map for the typed client: client key → where the action is
+/// now, plus where a 401 sends the browser (what a form carries as
+/// `data-login`/`data-reauth`). Rendered into the page as the JSON of
+/// [`CLIENT_ACTIONS_ID`]; generated TypeScript names actions only by key,
+/// so it stays valid when ids rotate.
+#[derive(Debug, Serialize)]
+pub struct ClientActions {
+    /// Client key → the action's current endpoint and traits.
+    pub actions: BTreeMap<String, ClientAction>,
+    /// The sign-in page (`Config::login_path`).
+    pub login: String,
+    /// The re-authentication page (`Config::reauth_path`).
+    pub reauth: String,
+}
+
+/// One action in [`ClientActions`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientAction {
+    /// `/_action/<current opaque id>`.
+    pub path: String,
+    /// Calls may run in parallel (else the page's queue).
+    pub idempotent: bool,
+    /// The action has a bot check: the call sends the empty honeypot field.
+    pub honeypot: bool,
+    /// A fresh proof-of-work challenge, for an action with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pow: Option<String>,
+    /// Its difficulty in bits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pow_bits: Option<u8>,
 }
 
 /// The member names of the two envelopes, for clients and their tests.
@@ -625,7 +664,7 @@ mod tests {
     }
 
     /// Headers the script may use that are not ours: standard HTTP.
-    const STANDARD_HEADERS: [&str; 2] = ["accept", "retry-after"];
+    const STANDARD_HEADERS: [&str; 3] = ["accept", "retry-after", "content-type"];
 
     #[test]
     fn the_client_runtime_uses_exactly_these_names() {
@@ -679,6 +718,42 @@ mod tests {
             .collect();
         assert_eq!(n.members, members, "envelope members: script vs wire");
         assert_eq!(n.error_members, set(&envelope::ERROR));
+    }
+
+    /// The typed client (`call`, `actionState`) reads the page's map by
+    /// its id and every member [`ClientActions`] and [`ClientAction`]
+    /// serialize, as `.member` (`map.actions[key]`, `entry.path`).
+    #[test]
+    fn the_client_runtime_reads_the_client_action_map() {
+        let js = crate::client::SCRIPT;
+        assert!(
+            js.contains(&format!("getElementById(\"{CLIENT_ACTIONS_ID}\")")),
+            "the script reads #{CLIENT_ACTIONS_ID}"
+        );
+        let entry = ClientAction {
+            path: "/_action/x".into(),
+            idempotent: true,
+            honeypot: true,
+            pow: Some("c".into()),
+            pow_bits: Some(8),
+        };
+        let map = ClientActions {
+            actions: [("k".to_owned(), entry)].into(),
+            login: "/login".into(),
+            reauth: "/reauth".into(),
+        };
+        let v = serde_json::to_value(&map).unwrap();
+        let members = v
+            .as_object()
+            .unwrap()
+            .keys()
+            .chain(v["actions"]["k"].as_object().unwrap().keys());
+        for m in members {
+            assert!(
+                js.contains(&format!(".{m}")),
+                "the script does not read .{m}"
+            );
+        }
     }
 
     /// The extraction itself: a planted unknown name in each kind is seen.

@@ -3,6 +3,7 @@
 
 use portcullis::prelude::*;
 use serde::{Deserialize, Serialize};
+use ts_rs::TS;
 
 use crate::AppState;
 use crate::dal::comments::CommentRow;
@@ -19,6 +20,7 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
                 .limit(per_user(20).per_minute())
                 .mutates(&["update_tag:comments"])
                 .not_idempotent()
+                .typescript()
                 .handler(post),
         )
         .add(
@@ -26,6 +28,7 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
                 .authenticated()
                 .mutates(&["update_tag:comments"])
                 .idempotent()
+                .typescript()
                 .handler(edit),
         )
         .add(
@@ -37,12 +40,14 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
                     "destructive-without-recent",
                     "an author deletes their own comment (the DAL scopes it to the author); low stakes, and a password prompt per comment would be friction without protection",
                 )
+                .typescript()
                 .handler(delete),
         );
 }
 
-#[derive(Deserialize, garde::Validate)]
+#[derive(Deserialize, garde::Validate, TS)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[ts(rename = "PostComment")]
 pub struct Post {
     #[garde(range(min = 1))]
     pub project_id: i64,
@@ -50,8 +55,9 @@ pub struct Post {
     pub body: String,
 }
 
-#[derive(Deserialize, garde::Validate)]
+#[derive(Deserialize, garde::Validate, TS)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[ts(rename = "EditComment")]
 pub struct Edit {
     #[garde(range(min = 1))]
     pub comment_id: i64,
@@ -59,7 +65,7 @@ pub struct Edit {
     pub body: String,
 }
 
-#[derive(Deserialize, garde::Validate)]
+#[derive(Deserialize, garde::Validate, TS)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CommentId {
     #[garde(range(min = 1))]
@@ -67,7 +73,7 @@ pub struct CommentId {
 }
 
 /// A comment as the client sees it: the author's display name, not their email.
-#[derive(Serialize, Dto)]
+#[derive(Serialize, Dto, TS)]
 #[serde(rename_all = "camelCase")]
 pub struct CommentDto {
     pub id: i64,

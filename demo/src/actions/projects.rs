@@ -4,6 +4,7 @@
 
 use portcullis::prelude::*;
 use serde::{Deserialize, Serialize};
+use ts_rs::TS;
 
 use super::RECENT;
 use crate::AppState;
@@ -24,6 +25,7 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
                 .limit(per_user(30).per_minute())
                 .mutates(&["update_tag:project", "update_tag:team-projects"])
                 .not_idempotent()
+                .typescript()
                 .handler(create),
         )
         .add(
@@ -32,6 +34,7 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
                 .limit(per_user(rename_limit()).per_minute())
                 .mutates(&["update_tag:project"])
                 .idempotent()
+                .typescript() // its types in the manifest, for `portcullis ts`
                 .handler(rename),
         )
         .add(
@@ -39,6 +42,7 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
                 .authenticated()
                 .mutates(&["update_tag:project", "update_tag:team-projects"])
                 .idempotent()
+                .typescript()
                 .handler(archive),
         )
         .add(
@@ -46,6 +50,7 @@ pub fn register(actions: &mut portcullis::Actions<AppState>) {
                 .authenticated()
                 .mutates(&["update_tag:project", "update_tag:team-projects"])
                 .idempotent()
+                .typescript()
                 .handler(restore),
         )
         .add(
@@ -88,8 +93,9 @@ fn rename_limit() -> u32 {
         .unwrap_or(60)
 }
 
-#[derive(Deserialize, garde::Validate)]
+#[derive(Deserialize, garde::Validate, TS)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[ts(rename = "CreateProject")]
 pub struct Create {
     /// Which of the viewer's teams; membership is checked in the INSERT.
     #[garde(range(min = 1))]
@@ -98,7 +104,7 @@ pub struct Create {
     pub name: String,
 }
 
-#[derive(Deserialize, garde::Validate)]
+#[derive(Deserialize, garde::Validate, TS)] // TS: the typed client (`portcullis ts`)
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Rename {
     #[garde(range(min = 1))]
@@ -107,7 +113,7 @@ pub struct Rename {
     pub name: String,
 }
 
-#[derive(Deserialize, garde::Validate)]
+#[derive(Deserialize, garde::Validate, TS)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ProjectId {
     #[garde(range(min = 1))]
@@ -115,7 +121,7 @@ pub struct ProjectId {
 }
 
 /// A project as the client sees it.
-#[derive(Serialize, Dto)] // only Dto types can be returned; DAL rows are not Dto
+#[derive(Serialize, Dto, TS)] // only Dto types can be returned; DAL rows are not Dto
 #[serde(rename_all = "camelCase")]
 pub struct ProjectDto {
     pub id: i64,

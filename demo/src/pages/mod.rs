@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/settings", get(settings))
         .route("/contact", get(contact_page))
         .route("/assets/app.css", get(css))
+        .route("/assets/actions.js", get(typed_client))
         .with_state(state)
 }
 
@@ -45,6 +46,21 @@ async fn css() -> Response {
             ("cache-control", "public, max-age=3600"),
         ],
         CSS,
+    )
+        .into_response()
+}
+
+/// The typed client `portcullis ts` generated (`demo/client/`, checked in;
+/// `demo/tests/security_review.rs` fails when it is stale), served as is:
+/// no build step. A script imports it and calls the actions the page lists
+/// with `page.client_actions(..)`.
+async fn typed_client() -> Response {
+    (
+        [
+            ("content-type", "text/javascript; charset=utf-8"),
+            ("cache-control", "no-cache"),
+        ],
+        crate::TYPED_CLIENT,
     )
         .into_response()
 }
@@ -282,6 +298,12 @@ async fn project_page(
                 button.danger type="submit" { "Delete project" }
             }))
         }
+        // The actions a script on this page may call through the typed
+        // client (`/assets/actions.js`), by client key.
+        (page.client_actions(&[
+            projects::RENAME.into(), projects::ARCHIVE.into(), projects::RESTORE.into(),
+            comments::POST.into(),
+        ]))
     };
     shell(&state, &page, &project.name, body).await
 }

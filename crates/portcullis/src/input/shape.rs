@@ -111,9 +111,15 @@ fn field_is_sealed<T: DeserializeOwned>(field: &'static str) -> bool {
 /// Whether `T`'s field `field` is an `Upload<R>`, and its rules.
 fn field_upload<T: DeserializeOwned>(field: &'static str) -> Option<crate::upload::UploadField> {
     let optional = Cell::new(false);
-    crate::upload::probe(|| {
-        let _ = T::deserialize(FieldProbe(field, Some(&optional)));
-    })
+    let mut rules = None;
+    // Inside the sealed probe too, so a `Sealed<T>` field asked about here
+    // reports itself instead of trying to open (and logging a failure).
+    super::sealed::probe(|| {
+        rules = crate::upload::probe(|| {
+            let _ = T::deserialize(FieldProbe(field, Some(&optional)));
+        });
+    });
+    rules
     .map(|(max_bytes, types)| crate::upload::UploadField {
         name: field,
         max_bytes,
