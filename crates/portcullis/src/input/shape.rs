@@ -119,8 +119,7 @@ fn field_upload<T: DeserializeOwned>(field: &'static str) -> Option<crate::uploa
             let _ = T::deserialize(FieldProbe(field, Some(&optional)));
         });
     });
-    rules
-    .map(|(max_bytes, types)| crate::upload::UploadField {
+    rules.map(|(max_bytes, types)| crate::upload::UploadField {
         name: field,
         max_bytes,
         types,
