@@ -261,13 +261,44 @@ pub async fn build_serving(
     build_parts(config, db, sessions)
 }
 
-/// Removes attachment files that no row names and that are older than an
-/// hour (younger ones may belong to an upload whose row is being written).
+/// Removes the files of attachment rows that were just deleted (a
+/// project's or an account's). A failure is logged; the sweep removes the
+/// file later.
+pub async fn attachments_gone(
+    files: &std::sync::Arc<dyn portcullis::action::upload::FileStore>,
+    keys: &[String],
+) {
+    for key in keys
+        .iter()
+        .filter_map(|k| portcullis::action::upload::FileKey::parse(k))
+    {
+        if let Err(e) = files.delete(&key).await {
+            tracing::warn!(error = %e, "attachment file not removed; the sweep will");
+        }
+    }
+}
+
+/// How often the orphan sweep runs after the one at start-up.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Removes, now and every [`SWEEP_EVERY`], attachment files that no row
+/// names and that are older than an hour (younger ones may belong to an
+/// upload whose row is being written). So a file whose row went some way
+/// the handlers did not clean up after (a crash between the file and the
+/// row, a cascade from elsewhere) is gone within about 75 minutes.
 async fn sweep_orphan_files(dal: Dal, dir: std::path::PathBuf) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        every.tick().await;
+        sweep_once(&dal, &dir).await;
+    }
+}
+
+async fn sweep_once(dal: &Dal, dir: &std::path::Path) {
     let Ok(keys) = dal.attachments().all_keys().await else {
         return;
     };
-    let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
         return;
     };
     let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);

@@ -8,8 +8,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Demo, config, project, snapshot, start_with, team_of, user};
-use demo::actions::attachments;
+use common::{Demo, accept_invite, config, project, snapshot, start_with, team_of, user};
+use demo::actions::{account, attachments, projects, teams};
 use demo::dal::attachments::TEAM_QUOTA_BYTES;
 use portcullis::testing::TestClient;
 
@@ -304,4 +304,116 @@ async fn without_javascript_an_upload_redirects_back_to_the_project() {
 /// Enough for the demo's paths (`/projects/7`).
 fn urlencode(s: &str) -> String {
     s.replace('/', "%2F")
+}
+
+/// Found by the outside review: moving a project into another team took
+/// that team over its attachment quota (and emptied the source's).
+#[tokio::test]
+async fn moving_a_project_cannot_take_a_team_over_its_quota() {
+    let s = setup().await;
+    let (alice, alice_id) = user(&s.demo, "Alice").await;
+    let (bob, bob_id) = user(&s.demo, "Bob").await;
+    let (alice_team, bob_team) = (
+        team_of(&s.demo, alice_id).await,
+        team_of(&s.demo, bob_id).await,
+    );
+    let r = bob
+        .call(
+            teams::INVITE,
+            &[
+                ("teamId", &bob_team.to_string()),
+                ("email", "alice@example.com"),
+            ],
+        )
+        .await;
+    let link = r.result()["link"].as_str().unwrap().to_owned();
+    assert_eq!(accept_invite(&alice, &link).await.status, 200);
+    // Bob's team has 10 bytes left; Alice's project holds a 70-byte PNG.
+    let bobs = project(&bob, bob_team, "Full").await;
+    sqlx::query(
+        "INSERT INTO attachments (project_id, uploader_id, file_key, file_name, content_type, size, sha256, created_at) \
+         VALUES ($1, $2, 'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee', 'big.pdf', 'application/pdf', $3, '', 0)",
+    )
+    .bind(bobs)
+    .bind(bob_id)
+    .bind(TEAM_QUOTA_BYTES - 10)
+    .execute(&s.demo.db.pool)
+    .await
+    .unwrap();
+    let mine = project(&alice, alice_team, "Heavy").await;
+    assert_eq!(upload(&alice, mine, "a.png", PNG).await.status, 200);
+    let sealed =
+        common::hidden_field(&alice, &format!("/projects/{mine}/transfer"), "projectId").await;
+    let before = snapshot(&s.demo).await;
+    let r = alice
+        .call(
+            projects::TRANSFER,
+            &[("projectId", &sealed), ("toTeam", &bob_team.to_string())],
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        r.json()["fieldErrors"]["toTeam"][0]
+            .as_str()
+            .unwrap()
+            .contains("no room"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        snapshot(&s.demo).await,
+        before,
+        "the project stayed where it was"
+    );
+    // An empty project still moves.
+    let light = project(&alice, alice_team, "Light").await;
+    let sealed =
+        common::hidden_field(&alice, &format!("/projects/{light}/transfer"), "projectId").await;
+    let r = alice
+        .call(
+            projects::TRANSFER,
+            &[("projectId", &sealed), ("toTeam", &bob_team.to_string())],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// Found by the outside review: deleting a project or an account freed the
+/// quota but left the files on disk (unbounded growth).
+#[tokio::test]
+async fn deleting_a_project_or_an_account_removes_its_files() {
+    let s = setup().await;
+    let (_, id) = user(&s.demo, "Alice").await;
+    // Project deletion and account deletion need a recent password.
+    let c = common::session_reauthed_ago(&s.demo, id, Duration::ZERO).await;
+    let team = team_of(&s.demo, id).await;
+    let p = project(&c, team, "Doomed").await;
+    for i in 0..3 {
+        assert_eq!(
+            upload(&c, p, &format!("f{i}.txt"), format!("file {i}").as_bytes())
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(files_in(&s.files).len(), 3);
+    let r = c
+        .call(projects::DELETE, &[("projectId", &p.to_string())])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(files_in(&s.files).is_empty(), "{:?}", files_in(&s.files));
+
+    let p = project(&c, team, "Second").await;
+    assert_eq!(
+        upload(&c, p, "g.txt", b"kept until the account goes")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(files_in(&s.files).len(), 1);
+    let r = c
+        .call(account::DELETE, &[("password", common::PASSWORD)])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(files_in(&s.files).is_empty(), "{:?}", files_in(&s.files));
 }

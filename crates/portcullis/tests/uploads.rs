@@ -556,6 +556,49 @@ async fn a_slow_upload_is_cut_at_the_deadline_and_leaves_nothing() {
 }
 
 #[tokio::test]
+async fn a_stalled_upload_is_cut_at_the_idle_timeout_and_gives_its_slot_back() {
+    let s = setup_with(|c| {
+        c.uploads.deadline = Duration::from_secs(60);
+        c.uploads.idle = Duration::from_secs(1);
+        c.uploads.slots_per_caller = 1;
+    })
+    .await;
+    let path = s.client.path(ATTACH);
+    let mut stream = tokio::net::TcpStream::connect(s.client.addr())
+        .await
+        .unwrap();
+    let mut body =
+        b"--B\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n"
+            .to_vec();
+    body.extend_from_slice(PNG);
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {}\r\norigin: {}\r\nsec-fetch-site: same-origin\r\naccept: application/json\r\ncontent-type: multipart/form-data; boundary=B\r\ncontent-length: 30000\r\n\r\n",
+        s.client.addr(),
+        s.client.origin()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    // Then nothing: cut after the idle timeout, not the 60 s deadline.
+    let began = std::time::Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("cut long before the deadline")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("stalled"), "{answer}");
+    assert!(began.elapsed() < Duration::from_secs(10));
+    s.assert_nothing_kept().await;
+    // The slot is free again for the same caller.
+    let r = s
+        .client
+        .upload(ATTACH, &[("note", "")], &[("file", "b.png", PNG.to_vec())])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test]
 async fn a_dropped_connection_mid_file_leaves_nothing() {
     let s = setup().await;
     let path = s.client.path(ATTACH);
@@ -808,6 +851,24 @@ async fn a_replayed_upload_runs_once_and_a_different_file_cannot_reuse_the_key()
     assert_eq!(again.result()["key"], first.result()["key"]);
     let other = TestResponse::read(send(b"two".to_vec()).await.unwrap()).await;
     assert_eq!(other.status, 422, "{}", other.text());
+    // The same bytes under another name are another request too.
+    let mut form = reqwest::multipart::Form::new().text("note", "n");
+    form = form.part(
+        "file",
+        reqwest::multipart::Part::bytes(b"one".to_vec()).file_name("b.txt"),
+    );
+    let renamed = s
+        .client
+        .post(&s.client.path(ATTACH))
+        .header("origin", s.client.origin())
+        .header("sec-fetch-site", "same-origin")
+        .header("accept", "application/json")
+        .header("idempotency-key", "upload-1")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 422);
     assert_eq!(s.runs(), 1);
     assert_eq!(s.stored().len(), 1);
     s.assert_temp_empty().await;

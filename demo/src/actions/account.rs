@@ -191,6 +191,7 @@ async fn delete(cx: Cx<AppState>, viewer: Viewer, input: Valid<DeleteAccount>) -
         return Err(ActionError::field("password", "is not correct"));
     }
     let gone = cx.state().dal.users().delete(&viewer).await?;
+    crate::attachments_gone(&cx.state().files, &gone.attachment_files).await;
     // What other members may have cached from the deleted teams, and the
     // threads that lost this user's comments.
     for t in gone.teams {

@@ -210,7 +210,13 @@ async fn transfer(cx: Cx<AppState>, viewer: Viewer, input: Valid<Transfer>) -> O
 async fn delete(cx: Cx<AppState>, viewer: Viewer, input: Valid<ProjectId>) -> Outcome<()> {
     let dal = &cx.state().dal;
     let p = dal.projects().get(&viewer, input.project_id).await?;
+    let files = dal
+        .attachments()
+        .keys_of_project(&viewer, input.project_id)
+        .await?;
     dal.projects().delete(&viewer, input.project_id).await?;
+    // The rows went with the project (ON DELETE CASCADE); now the files.
+    crate::attachments_gone(&cx.state().files, &files).await;
     touched(&cx, &p, true);
     cx.audit_record(format_args!("project:{}", input.project_id));
     cx.redirect("/projects")?;

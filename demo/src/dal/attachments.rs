@@ -139,6 +139,24 @@ impl Attachments<'_> {
         not_found(row)
     }
 
+    /// The file keys of a project's attachments, if the viewer can see the
+    /// project (for removing the files when the project goes).
+    pub async fn keys_of_project(
+        &self,
+        viewer: &Viewer,
+        project_id: i64,
+    ) -> DalResult<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(&format!(
+            "SELECT a.file_key FROM attachments a JOIN projects p ON p.id = a.project_id \
+             WHERE a.project_id = $2 AND p.team_id IN ({VIEWER_TEAMS})"
+        ))
+        .bind(viewer.id())
+        .bind(project_id)
+        .fetch_all(&self.0.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(k,)| k).collect())
+    }
+
     /// Every file key a row names (for the orphan sweep at start-up).
     pub async fn all_keys(&self) -> DalResult<std::collections::HashSet<String>> {
         let rows: Vec<(String,)> = sqlx::query_as("SELECT file_key FROM attachments")

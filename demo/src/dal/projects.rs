@@ -117,20 +117,43 @@ impl Projects<'_> {
     }
 
     /// Moves a project to another team. The viewer must be an admin of the
-    /// source team and a member of the destination.
+    /// source team and a member of the destination, and the destination
+    /// must have room for the project's attachments under its quota
+    /// ([`super::attachments::TEAM_QUOTA_BYTES`]), checked in the update
+    /// itself: a move is no way around the quota.
     pub async fn transfer(&self, viewer: &Viewer, id: i64, to_team: i64) -> DalResult<ProjectRow> {
-        let done = sqlx::query(&format!(
-            "UPDATE projects SET team_id = $3, updated_at = $4 WHERE id = $2 \
+        const MOVABLE: &str = "id = $2 \
              AND team_id IN (SELECT team_id FROM memberships WHERE user_id = $1 AND role = 'admin') \
-             AND $3 IN ({VIEWER_TEAMS})"
+             AND $3 IN (SELECT team_id FROM memberships WHERE user_id = $1)";
+        let done = sqlx::query(&format!(
+            "UPDATE projects SET team_id = $3, updated_at = $4 WHERE {MOVABLE} \
+             AND (SELECT COALESCE(SUM(a.size), 0) FROM attachments a JOIN projects p2 ON p2.id = a.project_id WHERE p2.team_id = $3) \
+               + (SELECT COALESCE(SUM(size), 0) FROM attachments WHERE project_id = $2) <= $5"
         ))
         .bind(viewer.id())
         .bind(id)
         .bind(to_team)
         .bind(now())
+        .bind(super::attachments::TEAM_QUOTA_BYTES)
         .execute(&self.0.pool)
         .await?;
-        touched_one(done)?;
+        if done.rows_affected() == 0 {
+            // Refused by the quota, or not movable by this viewer (404).
+            let movable: Option<(i64,)> =
+                sqlx::query_as(&format!("SELECT id FROM projects WHERE {MOVABLE}"))
+                    .bind(viewer.id())
+                    .bind(id)
+                    .bind(to_team)
+                    .fetch_optional(&self.0.pool)
+                    .await?;
+            return Err(match movable {
+                Some(_) => portcullis::ActionError::field(
+                    "toTeam",
+                    "has no room for this project's attachments (20 MiB per team); delete some first",
+                ),
+                None => portcullis::ActionError::NotFound,
+            });
+        }
         self.get(viewer, id).await
     }
 }

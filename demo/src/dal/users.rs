@@ -46,6 +46,8 @@ pub struct Users<'a>(pub(super) &'a Dal);
 
 /// What an account deletion took with it (see [`Users::delete`]).
 pub struct Deleted {
+    /// Store keys of the attachment files whose rows went with the account.
+    pub attachment_files: Vec<String>,
     pub teams: Vec<i64>,
     pub projects: Vec<i64>,
     pub commented_projects: Vec<i64>,
@@ -233,6 +235,16 @@ impl Users<'_> {
         .bind(viewer.id())
         .fetch_all(&mut *tx)
         .await?;
+        // Attachment rows that go with the account (its own uploads, and
+        // every attachment on its teams' projects): their files are the
+        // caller's to remove once this commits.
+        let files: Vec<(String,)> = sqlx::query_as(
+            "SELECT file_key FROM attachments WHERE uploader_id = $1 OR project_id IN \
+             (SELECT id FROM projects WHERE team_id IN (SELECT id FROM teams WHERE owner_id = $1))",
+        )
+        .bind(viewer.id())
+        .fetch_all(&mut *tx)
+        .await?;
         let commented: Vec<(i64,)> =
             sqlx::query_as("SELECT DISTINCT project_id FROM comments WHERE author_id = $1")
                 .bind(viewer.id())
@@ -252,6 +264,7 @@ impl Users<'_> {
             teams: owned_teams.into_iter().map(|(t,)| t).collect(),
             projects: projects.into_iter().map(|(p,)| p).collect(),
             commented_projects: commented.into_iter().map(|(p,)| p).collect(),
+            attachment_files: files.into_iter().map(|(k,)| k).collect(),
         })
     }
 }

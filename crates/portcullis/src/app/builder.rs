@@ -351,6 +351,7 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
         let upload_slots = crate::upload::UploadSlots::new(
             self.config.uploads.slots,
             self.config.uploads.slots_per_caller,
+            self.config.uploads.slots_per_address,
         );
         let ids = Ids::new(
             metas.iter().map(|m| m.name).collect(),

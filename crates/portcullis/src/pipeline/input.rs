@@ -59,12 +59,11 @@ pub(super) async fn decode<S>(
         // temp files, never the whole body in memory ([`crate::upload`]).
         BodyKind::Multipart { boundary } if !uploads.is_empty() => {
             body::check_declared_length(&head.headers, upload::request_cap(cap, uploads))?;
-            // Whose slot: the viewer, else the address (before any byte).
-            let slot_owner = match &viewer {
-                Some(v) => format!("u{}", v.id()),
-                None => format!("ip{}", caller.ip),
-            };
-            attempt.upload_slot = Some(shared.upload_slots.acquire(slot_owner)?);
+            // Whose slot: the viewer's and the address's (before any byte).
+            attempt.upload_slot = Some(shared.upload_slots.acquire(
+                viewer.as_ref().map(|v| format!("u{}", v.id())),
+                format!("ip{}", caller.ip),
+            )?);
             if attempt.client == ClientKind::Html {
                 // A refused file (type, name) flashes its errors back to
                 // the form; a multipart flash keeps no values.

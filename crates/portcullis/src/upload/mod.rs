@@ -154,8 +154,15 @@ pub struct UploadConfig {
     pub deadline: Duration,
     /// Upload requests received at once in this process (default 16).
     pub slots: usize,
-    /// Upload requests received at once per caller (default 2).
+    /// Upload requests received at once per signed-in caller (default 2).
     pub slots_per_caller: usize,
+    /// Upload requests received at once per client address (default 4):
+    /// many accounts behind one address share it.
+    pub slots_per_address: usize,
+    /// How long an upload may send nothing before it is cut (default
+    /// 15 s; 408): a stalled upload gives its slot back long before
+    /// [`UploadConfig::deadline`].
+    pub idle: Duration,
 }
 
 impl Default for UploadConfig {
@@ -165,6 +172,8 @@ impl Default for UploadConfig {
             deadline: Duration::from_secs(120),
             slots: 16,
             slots_per_caller: 2,
+            slots_per_address: 4,
+            idle: Duration::from_secs(15),
         }
     }
 }

@@ -31,6 +31,9 @@ pub struct Received {
     pub pairs: Vec<(String, String)>,
     /// The files, for the request's `Opening`.
     pub staged: Arc<Staged>,
+    /// The sanitised file names, in order (part of the fingerprint: the
+    /// same bytes under another name are another request).
+    pub file_names: Vec<String>,
 }
 
 impl Received {
@@ -40,6 +43,10 @@ impl Received {
         let mut ser = form_urlencoded::Serializer::new(String::new());
         for (k, v) in &self.pairs {
             ser.append_pair(k, v);
+        }
+        for name in &self.file_names {
+            // `_` names are reserved: no client pair can look like these.
+            ser.append_pair("_file_name", name);
         }
         Bytes::from(ser.finish())
     }
@@ -110,7 +117,8 @@ async fn read_parts(
     let mut parts = 0usize;
     let mut text_bytes = 0usize;
     let mut seen_files: Vec<&'static str> = Vec::new();
-    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+    let mut file_names = Vec::new();
+    while let Some(mut field) = idle(config, multipart.next_field()).await? {
         parts += 1;
         if parts > limits.max_parts {
             return Err(Rejection::with_message(
@@ -144,12 +152,13 @@ async fn read_parts(
                     continue;
                 };
                 let token = format!("{}.{}", staged.len(), file.sha256_hex);
+                file_names.push(file.file_name.clone());
                 staged.push(rules.name, file);
                 pairs.push((name, token));
             }
             (None, None) => {
                 let mut value = Vec::new();
-                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                while let Some(chunk) = idle(config, field.chunk()).await? {
                     text_bytes += chunk.len();
                     if text_bytes > text_cap {
                         return Err(crate::body::too_large(text_cap));
@@ -162,7 +171,11 @@ async fn read_parts(
             }
         }
     }
-    Ok(Received { pairs, staged })
+    Ok(Received {
+        pairs,
+        staged,
+        file_names,
+    })
 }
 
 /// One file part: sniff, then stream to a temp file under the field's cap.
@@ -189,7 +202,7 @@ async fn receive_file(
     let mut pending: Option<Bytes> = None;
     // 1. Hold the first bytes in memory and check the type.
     while head.len() < SNIFF_BYTES {
-        match field.chunk().await.map_err(multipart_error)? {
+        match idle(config, field.chunk()).await? {
             Some(chunk) => {
                 len += chunk.len() as u64;
                 if len > rules.max_bytes {
@@ -237,7 +250,7 @@ async fn receive_file(
             .map_err(|e| Rejection::internal(&e))?;
     }
     // 3. The rest, chunk by chunk, under the cap.
-    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+    while let Some(chunk) = idle(config, field.chunk()).await? {
         len += chunk.len() as u64;
         if len > rules.max_bytes {
             return Err(over());
@@ -255,6 +268,25 @@ async fn receive_file(
         len,
         sha256_hex: hex(&hasher.finalize()),
     }))
+}
+
+/// One read from the body, under the idle timeout: an upload that sends
+/// nothing for [`UploadConfig::idle`] is cut (408) and gives its slot back,
+/// rather than holding it to the whole-upload deadline.
+async fn idle<T>(
+    config: &UploadConfig,
+    read: impl std::future::Future<Output = Result<T, multer::Error>>,
+) -> Result<T, Rejection> {
+    match tokio::time::timeout(config.idle, read).await {
+        Ok(result) => result.map_err(multipart_error),
+        Err(_) => Err(Rejection::with_message(
+            ErrorCode::RequestTimeout,
+            format!(
+                "The upload stalled (nothing arrived for {} seconds); nothing was kept. Try again.",
+                config.idle.as_secs()
+            ),
+        )),
+    }
 }
 
 /// The declared type the bytes are, if any. Binary types by magic bytes
@@ -375,83 +407,122 @@ fn multipart_error(e: multer::Error) -> Rejection {
 /// State: written by the upload stage of every upload request (a slot is
 /// taken before the body is read and given back when the request ends,
 /// by a guard, also on error, timeout or a dropped connection). Bounded:
-/// the per-caller map holds an entry only while that caller holds a slot,
-/// so it never has more than `slots` entries. Removed: an entry goes when
-/// its count returns to zero. Abuse: one caller holds at most
-/// `slots_per_caller` slots (429 beyond, before a byte is read), so it
-/// takes at most that share of the process-wide slots; filling all slots
-/// takes `slots / slots_per_caller` distinct callers, each held to the
-/// upload deadline, and costs other users a 429 they can retry, never
-/// disk beyond `slots` × the largest request cap.
+/// the map holds an entry per caller and per address only while they hold
+/// a slot, so never more than 2 × `slots` entries. Removed: an entry goes
+/// when its count returns to zero. Abuse: one account holds at most
+/// `slots_per_caller` slots and one address at most `slots_per_address`
+/// (429 beyond, before a byte is read), and a slot whose upload sends
+/// nothing for [`UploadConfig::idle`] is cut (408); so filling every slot
+/// takes `slots / slots_per_address` addresses that keep sending, and it
+/// costs other users a 429 they can retry, never disk beyond `slots` ×
+/// the largest request cap.
 #[derive(Debug)]
 pub struct UploadSlots {
     total: usize,
     per_caller: usize,
-    held: Mutex<HashMap<String, usize>>,
+    per_address: usize,
+    held: Mutex<Held>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    /// Slots held in all.
+    total: usize,
+    /// Slots held per caller (`u<id>`) and per address (`ip<addr>`).
+    by_key: HashMap<String, usize>,
 }
 
 /// One held upload slot; given back on drop.
 #[derive(Debug)]
 pub struct SlotGuard {
     slots: Arc<UploadSlots>,
-    caller: String,
+    keys: Vec<String>,
 }
 
 impl UploadSlots {
-    /// `total` slots in the process, `per_caller` per caller.
-    pub fn new(total: usize, per_caller: usize) -> Arc<Self> {
+    /// `total` slots in the process, `per_caller` per signed-in caller,
+    /// `per_address` per client address (so many free accounts behind one
+    /// address cannot take every slot).
+    pub fn new(total: usize, per_caller: usize, per_address: usize) -> Arc<Self> {
         Arc::new(UploadSlots {
             total: total.max(1),
             per_caller: per_caller.max(1),
-            held: Mutex::new(HashMap::new()),
+            per_address: per_address.max(1),
+            held: Mutex::new(Held::default()),
         })
     }
 
-    /// Takes a slot for `caller`, or refuses with 429.
-    pub fn acquire(self: &Arc<Self>, caller: String) -> Result<SlotGuard, Rejection> {
+    /// Takes a slot for a caller (`Some(user key)` when signed in) at
+    /// `address`, or refuses with 429.
+    pub fn acquire(
+        self: &Arc<Self>,
+        caller: Option<String>,
+        address: String,
+    ) -> Result<SlotGuard, Rejection> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let total: usize = held.values().sum();
-        let mine = held.get(&caller).copied().unwrap_or(0);
-        if mine >= self.per_caller {
-            return Err(busy(format!(
-                "You already have {mine} uploads in progress; wait for one to finish."
-            )));
+        let count = |key: &str| held.by_key.get(key).copied().unwrap_or(0);
+        if let Some(caller) = &caller {
+            let mine = count(caller);
+            if mine >= self.per_caller {
+                return Err(busy(format!(
+                    "You already have {mine} uploads in progress; wait for one to finish."
+                )));
+            }
         }
-        if total >= self.total {
+        // An anonymous caller is its address: the tighter of the two caps.
+        let address_cap = if caller.is_some() {
+            self.per_address
+        } else {
+            self.per_address.min(self.per_caller)
+        };
+        if count(&address) >= address_cap {
+            return Err(busy(
+                "Too many uploads are in progress from your network; wait for one to finish."
+                    .to_owned(),
+            ));
+        }
+        if held.total >= self.total {
             return Err(busy(
                 "The server is receiving as many uploads as it can; try again in a moment."
                     .to_owned(),
             ));
         }
-        *held.entry(caller.clone()).or_insert(0) += 1;
+        held.total += 1;
+        let keys: Vec<String> = caller.into_iter().chain([address]).collect();
+        for key in &keys {
+            *held.by_key.entry(key.clone()).or_insert(0) += 1;
+        }
         Ok(SlotGuard {
             slots: Arc::clone(self),
-            caller,
+            keys,
         })
     }
 
     /// Slots held now (all callers).
     pub fn in_use(&self) -> usize {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+
+    /// Callers and addresses holding a slot now.
+    pub fn callers(&self) -> usize {
         self.held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .sum()
-    }
-
-    /// Callers holding a slot now.
-    pub fn callers(&self) -> usize {
-        self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
+            .by_key
+            .len()
     }
 }
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         let mut held = self.slots.held.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = held.get_mut(&self.caller) {
-            *n -= 1;
-            if *n == 0 {
-                held.remove(&self.caller);
+        held.total = held.total.saturating_sub(1);
+        for key in &self.keys {
+            if let Some(n) = held.by_key.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    held.by_key.remove(key);
+                }
             }
         }
     }
@@ -495,29 +566,49 @@ mod tests {
 
     #[test]
     fn slots_are_bounded_per_caller_and_in_all() {
-        let slots = UploadSlots::new(3, 2);
-        let a1 = slots.acquire("a".into()).unwrap();
-        let _a2 = slots.acquire("a".into()).unwrap();
-        assert_eq!(
-            slots.acquire("a".into()).unwrap_err().code,
-            ErrorCode::RateLimited
-        );
-        let _b1 = slots.acquire("b".into()).unwrap();
-        assert_eq!(
-            slots.acquire("c".into()).unwrap_err().code,
-            ErrorCode::RateLimited
-        );
+        let slots = UploadSlots::new(3, 2, 3);
+        let user = |u: &str| Some(u.to_owned());
+        let a1 = slots.acquire(user("a"), "ip1".into()).unwrap();
+        let _a2 = slots.acquire(user("a"), "ip1".into()).unwrap();
+        let refused = slots.acquire(user("a"), "ip2".into()).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::RateLimited);
+        let _b1 = slots.acquire(user("b"), "ip2".into()).unwrap();
+        let refused = slots.acquire(user("c"), "ip3".into()).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::RateLimited);
         drop(a1);
-        let _c1 = slots.acquire("c".into()).unwrap();
+        let _c1 = slots.acquire(user("c"), "ip3".into()).unwrap();
         assert_eq!(slots.in_use(), 3);
-        assert_eq!(slots.callers(), 3);
+        // a, b, c and their three addresses.
+        assert_eq!(slots.callers(), 6);
+    }
+
+    #[test]
+    fn many_accounts_behind_one_address_cannot_take_every_slot() {
+        let slots = UploadSlots::new(16, 2, 4);
+        let held: Vec<_> = (0..4)
+            .map(|i| slots.acquire(Some(format!("u{i}")), "ip9".into()).unwrap())
+            .collect();
+        // A fifth account at the same address: refused, though it has none.
+        let refused = slots.acquire(Some("u5".into()), "ip9".into()).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::RateLimited);
+        assert!(
+            refused.message.contains("your network"),
+            "{}",
+            refused.message
+        );
+        // Anonymous callers are held to the per-caller cap per address.
+        let _x = slots.acquire(None, "ip7".into()).unwrap();
+        let _y = slots.acquire(None, "ip7".into()).unwrap();
+        assert!(slots.acquire(None, "ip7".into()).is_err());
+        drop(held);
+        assert_eq!(slots.in_use(), 2);
     }
 
     #[test]
     fn a_flood_of_callers_leaves_no_entries_behind() {
-        let slots = UploadSlots::new(16, 2);
+        let slots = UploadSlots::new(16, 2, 4);
         for i in 0..10_000 {
-            let guard = slots.acquire(format!("ip{i}"));
+            let guard = slots.acquire(Some(format!("u{i}")), format!("ip{i}"));
             drop(guard);
         }
         assert_eq!(slots.callers(), 0);

@@ -169,7 +169,7 @@ pub fn download(file: StoredFile, file_name: &str, content_type: &str) -> Respon
         .copied()
         .find(|t| *t == content_type)
         .unwrap_or("application/octet-stream");
-    let name = super::sanitize_file_name(file_name);
+    let name = matching_extension(super::sanitize_file_name(file_name), content_type);
     let ascii: String = name
         .chars()
         .map(|c| {
@@ -224,6 +224,41 @@ pub fn download(file: StoredFile, file_name: &str, content_type: &str) -> Respon
     response
 }
 
+/// The name with an extension that matches the type it is served as, so a
+/// browser saving it does not give a text file an `.html` name (which
+/// would open as a page from the disk): a passive type's own extension is
+/// appended unless the name has one of them; an `octet-stream` download
+/// named like a page or script gets `.bin`.
+fn matching_extension(name: String, content_type: &str) -> String {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    let allowed: &[&str] = match content_type {
+        "image/png" => &["png"],
+        "image/jpeg" => &["jpg", "jpeg"],
+        "image/gif" => &["gif"],
+        "image/webp" => &["webp"],
+        "application/pdf" => &["pdf"],
+        "text/plain" => &["txt", "text", "log", "md", "csv"],
+        _ => {
+            const ACTIVE: &[&str] = &[
+                "html", "htm", "xhtml", "shtml", "svg", "svgz", "xml", "xsl", "js", "mjs",
+            ];
+            return if ACTIVE.contains(&ext.as_str()) {
+                format!("{name}.bin")
+            } else {
+                name
+            };
+        }
+    };
+    if allowed.contains(&ext.as_str()) {
+        name
+    } else {
+        format!("{name}.{}", allowed[0])
+    }
+}
+
 /// Refuses (403) a download another site asked for: `Sec-Fetch-Site:
 /// cross-site` (a browser embedding or fetching the file from another
 /// origin) or an `Origin` header that is not this request's host. A
@@ -269,6 +304,17 @@ mod tests {
         ] {
             assert_eq!(FileKey::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn served_names_end_in_an_extension_of_their_type() {
+        let t = |n: &str, ty: &str| matching_extension(n.to_owned(), ty);
+        assert_eq!(t("x.html", "text/plain"), "x.html.txt");
+        assert_eq!(t("notes.TXT", "text/plain"), "notes.TXT");
+        assert_eq!(t("photo", "image/jpeg"), "photo.jpg");
+        assert_eq!(t("a.svg", "image/png"), "a.svg.png");
+        assert_eq!(t("page.htm", "application/octet-stream"), "page.htm.bin");
+        assert_eq!(t("data.zip", "application/zip"), "data.zip");
     }
 
     #[test]
