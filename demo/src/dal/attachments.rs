@@ -79,7 +79,8 @@ impl Attachments<'_> {
         viewer: &Viewer,
         new: NewAttachment<'_>,
     ) -> Result<AttachmentRow, AddError> {
-        let team_used = "SELECT COALESCE(SUM(a2.size), 0) FROM attachments a2 JOIN projects p2 ON p2.id = a2.project_id \
+        // SUM of a BIGINT is NUMERIC on Postgres: cast back for the bindings.
+        let team_used = "SELECT CAST(COALESCE(SUM(a2.size), 0) AS BIGINT) FROM attachments a2 JOIN projects p2 ON p2.id = a2.project_id \
                          WHERE p2.team_id = (SELECT team_id FROM projects WHERE id = $2)";
         let row: Option<(i64,)> = sqlx::query_as(&format!(
             "INSERT INTO attachments (project_id, uploader_id, file_key, file_name, content_type, size, sha256, created_at) \
