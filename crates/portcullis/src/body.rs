@@ -110,6 +110,24 @@ pub(crate) fn too_large(cap: usize) -> Rejection {
     )
 }
 
+/// 413 for a multipart body past its part cap (both multipart decoders:
+/// the buffered one in `input` and the streaming upload receiver).
+pub(crate) fn too_many_parts(max_parts: usize) -> Rejection {
+    Rejection::with_message(
+        ErrorCode::PayloadTooLarge,
+        format!("At most {max_parts} multipart parts are accepted."),
+    )
+}
+
+/// 400 for a multipart body multer cannot read; the detail is logged only.
+pub(crate) fn malformed_multipart(detail: impl std::fmt::Display) -> Rejection {
+    tracing::debug!(error = %detail, "malformed multipart body");
+    Rejection::with_message(
+        ErrorCode::MalformedBody,
+        "The multipart body is malformed (check the boundary).",
+    )
+}
+
 /// Reads the body under a byte cap and a whole-body deadline.
 pub async fn read_body(body: Body, cap: usize, deadline: Duration) -> Result<Bytes, Rejection> {
     let limited = http_body_util::Limited::new(body, cap);

@@ -29,7 +29,7 @@ use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Vis
 use super::reserved::Reserved;
 use super::sealed::{self, Opening};
 use super::shape::InputShape;
-use crate::body::{BodyKind, BodyLimits, too_large};
+use crate::body::{BodyKind, BodyLimits, malformed_multipart, too_large, too_many_parts};
 use crate::error::{ErrorCode, FieldErrors, Rejection};
 
 /// A request body as stage 6a receives it.
@@ -90,10 +90,7 @@ pub async fn decode<T: DeserializeOwned>(
             while let Some(field) = multipart.next_field().await.map_err(malformed_multipart)? {
                 parts += 1;
                 if parts > limits.max_parts {
-                    return Err(Rejection::with_message(
-                        ErrorCode::PayloadTooLarge,
-                        format!("At most {} multipart parts are accepted.", limits.max_parts),
-                    ));
+                    return Err(too_many_parts(limits.max_parts));
                 }
                 let name = field
                     .name()
@@ -391,14 +388,6 @@ fn unknown_fields(names: Vec<String>) -> Rejection {
         .map(|n| (n, vec!["is not accepted by this action".to_owned()]))
         .collect();
     Rejection::invalid(field_errors, form_errors)
-}
-
-fn malformed_multipart(e: impl std::fmt::Display) -> Rejection {
-    tracing::debug!(error = %e, "malformed multipart body");
-    Rejection::with_message(
-        ErrorCode::MalformedBody,
-        "The multipart body is malformed (check the boundary).",
-    )
 }
 
 /// Turns a deserialization failure into a 422 with field errors.

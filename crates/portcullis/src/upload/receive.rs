@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::{PLAIN_TEXT, Staged, StagedFile, UploadConfig, UploadField, sanitize_file_name};
-use crate::body::BodyLimits;
+use crate::body::{BodyLimits, malformed_multipart, too_many_parts};
 use crate::error::{ErrorCode, FieldErrors, Rejection};
 
 /// Bytes of a file held in memory for the type check before it is written.
@@ -121,15 +121,12 @@ async fn read_parts(
     while let Some(mut field) = idle(config, multipart.next_field()).await? {
         parts += 1;
         if parts > limits.max_parts {
-            return Err(Rejection::with_message(
-                ErrorCode::PayloadTooLarge,
-                format!("At most {} multipart parts are accepted.", limits.max_parts),
-            ));
+            return Err(too_many_parts(limits.max_parts));
         }
         let name = field
             .name()
             .map(str::to_owned)
-            .ok_or_else(|| malformed("a part has no name"))?;
+            .ok_or_else(|| malformed_multipart("a part has no name"))?;
         let upload = shape.uploads.iter().find(|u| u.name == name);
         match (field.file_name().map(str::to_owned), upload) {
             (Some(_), None) if !shape.fields.contains(&name.as_str()) => {
@@ -382,14 +379,6 @@ fn unknown_field(name: &str) -> Rejection {
     )
 }
 
-fn malformed(detail: &str) -> Rejection {
-    tracing::debug!(detail, "malformed multipart upload");
-    Rejection::with_message(
-        ErrorCode::MalformedBody,
-        "The multipart body is malformed (check the boundary).",
-    )
-}
-
 fn multipart_error(e: multer::Error) -> Rejection {
     match e {
         multer::Error::StreamSizeExceeded { limit } => Rejection::with_message(
@@ -398,7 +387,7 @@ fn multipart_error(e: multer::Error) -> Rejection {
                 "The upload is larger than this action accepts ({limit} bytes in all). Nothing was kept."
             ),
         ),
-        other => malformed(&other.to_string()),
+        other => malformed_multipart(other),
     }
 }
 
