@@ -79,7 +79,8 @@ impl Db {
                 Box::pin(async move {
                     conn.execute(
                         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                         PRAGMA wal_autocheckpoint = 0;",
                     )
                     .await?;
                     Ok(())
@@ -105,6 +106,9 @@ impl Db {
             url: url.to_owned(),
         };
         db.migrate().await?;
+        if dialect == Dialect::Sqlite {
+            tokio::spawn(checkpoint_wal(db.pool.clone()));
+        }
         Ok(db)
     }
 
@@ -164,4 +168,104 @@ impl Db {
 /// The default database: a SQLite file under the data dir.
 pub fn default_url(data_dir: &std::path::Path) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join("demo.db").display())
+}
+
+/// How often [`checkpoint_wal`] moves the WAL into the database file.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Checkpoints the SQLite WAL off the request path.
+///
+/// SQLite's default is that the commit which takes the WAL past 1,000
+/// pages runs the checkpoint itself, inside that request: copy up to 4 MiB
+/// into the database file and fsync it. Whichever request drew that commit
+/// (a rename, or a sign-in's session write, which has a 500 ms deadline)
+/// waited for the disk, and on a busy disk a sign-in became a 503. So every
+/// connection here and in the session store has `wal_autocheckpoint = 0`,
+/// and this task runs a PASSIVE checkpoint every [`CHECKPOINT_EVERY`]: it
+/// waits for no reader or writer and none waits for it.
+///
+/// State: the WAL file. Written by every commit; bounded by what one
+/// second of writes appends (the checkpoint restarts the WAL once every
+/// frame is in the database file and no reader still needs it); removed by
+/// SQLite when the last connection closes. A user who writes a lot grows
+/// the WAL for a second, and makes nobody else's request pay for copying
+/// it. The task ends when the pool is closed.
+pub async fn checkpoint_wal(pool: AnyPool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            Ok(_) if failing => {
+                failing = false;
+                tracing::info!("WAL checkpoints work again");
+            }
+            Ok(_) => {}
+            Err(_) if pool.is_closed() => return,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "WAL checkpoint failed; retrying every second");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sign-in once waited for a WAL checkpoint inside its session write
+    /// and missed its deadline (503 in CI): no connection checkpoints on
+    /// commit, and the background task does it instead.
+    #[tokio::test]
+    async fn wal_is_checkpointed_off_the_request_path() {
+        let path = std::env::temp_dir().join(format!(
+            "portcullis-demo-wal-{}.db",
+            rand::random::<u64>()
+        ));
+        let db = Db::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .unwrap();
+        // Every connection of the pool, not just the first one.
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut conn = db.pool.acquire().await.unwrap();
+            let (every,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(every, 0, "a commit never runs the checkpoint");
+            held.push(conn);
+        }
+        drop(held);
+        let file_len = || std::fs::metadata(&path).unwrap().len();
+        let before = file_len();
+        // 8 MiB in one commit: twice SQLite's default checkpoint threshold.
+        sqlx::query("CREATE TABLE ballast (b BLOB)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 64) \
+             INSERT INTO ballast SELECT randomblob(131072) FROM n",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let started = std::time::Instant::now();
+        while file_len() < before + 8 * 1024 * 1024 {
+            assert!(
+                started.elapsed() < CHECKPOINT_EVERY * 4,
+                "the WAL reached the database file within a few checkpoint periods"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        db.pool.close().await;
+        let _ = std::fs::remove_file(&path);
+    }
 }

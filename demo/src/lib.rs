@@ -230,6 +230,18 @@ impl Sessions {
                     .map_err(err)?
                     .create_if_missing(true)
                     .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    // As the data pool (db.rs): in WAL mode NORMAL syncs at
+                    // checkpoints, not on every commit. With sqlx's default
+                    // (FULL) each sign-in waited for an fsync of the WAL,
+                    // which on a busy disk (uploads, CI) can take longer than
+                    // the session deadline (500 ms): the sign-in was a 503
+                    // (CI, demo tests/authorization.rs). A session lost to a
+                    // power cut means signing in again; the database itself
+                    // stays consistent.
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+                    // Nor does a session write ever run the WAL checkpoint
+                    // (db.rs, `checkpoint_wal`, does it off the request path).
+                    .pragma("wal_autocheckpoint", "0")
                     .busy_timeout(std::time::Duration::from_secs(5));
                 let pool = sqlx::SqlitePool::connect_with(options).await.map_err(err)?;
                 let store = SqliteStore::new(pool);
