@@ -21,11 +21,45 @@
 //!   request, so an idle connection never outlives the header timeout.)
 //! * **max connections** (default 10,000): past it the loop stops accepting
 //!   until one closes (the kernel's backlog holds the rest).
+//! * **closing**: a connection asked to close (idle, or at shutdown) that
+//!   still has nothing in flight a second later is dropped, whatever the
+//!   peer does (an HTTP/2 peer that never acknowledges the closing PING).
 //! * **max connections per IP** (default 256): the next connection from an
 //!   address that holds this many is closed at once, so one address cannot
 //!   take every slot. Peers inside the trusted-proxy CIDRs are exempt (all
 //!   traffic of a reverse proxy comes from its address); `0` turns the cap
 //!   off.
+//!
+//! # HTTP/2
+//! Every connection speaks HTTP/1.1 or, when its first bytes are the
+//! HTTP/2 preface, HTTP/2 over cleartext ("prior knowledge" h2c: what a
+//! TLS-terminating proxy or load balancer speaks to its backends, and
+//! `curl --http2-prior-knowledge`). hyper-util's auto builder tells the two
+//! apart; `PORTCULLIS_HTTP2=off` (or [`ServeConfig::http2`]) serves HTTP/1
+//! only. The upgrade dance (`Upgrade: h2c`) is not supported: no browser
+//! uses it. Per HTTP/2 connection:
+//!
+//! * **streams** at once: at most [`ServeConfig::http2_max_streams`]
+//!   (default 100, advertised in SETTINGS); each stream is one request and
+//!   counts as in flight, so the idle timeout never cuts a working
+//!   connection. Rapid-reset floods (CVE-2023-44487) end the connection
+//!   (hyper/h2's pending-reset cap, 20 by default) as do streams the server
+//!   had to reset (1,024).
+//! * **headers** of a stream: at most 16 KiB (hyper's default
+//!   `SETTINGS_MAX_HEADER_LIST_SIZE`); a stream whose headers never
+//!   complete is not a request, so a connection holding only such streams
+//!   is idle and closed after the keep-alive idle timeout (HTTP/2 has no
+//!   header-read timer in hyper; this is what bounds slow headers).
+//! * **memory**: 1 MiB of unread request body per connection (hyper's
+//!   connection window), whatever the number of streams.
+//!
+//! The pipeline reads `Host` and `Cookie` as HTTP/1 sends them, so an
+//! HTTP/2 request is made to look like one before routing: its
+//! `:authority` becomes `Host` (RFC 9113 §8.3.1; a `host` field the client
+//! also sent is replaced, so the origin check always compares against the
+//! authority the request was routed by), and its cookie fields, which
+//! HTTP/2 clients may send one per cookie (§8.2.3), are joined into one.
+//! The cost on the HTTP/1 path is one comparison of the request's version.
 //!
 //! State: the per-IP counts (a map with one entry per address that has a
 //! live connection, so at most max-connections entries; an entry goes when
@@ -41,7 +75,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::ConnectInfo;
 use dashmap::DashMap;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
@@ -63,6 +98,11 @@ pub struct ServeConfig {
     pub max_connections_per_ip: usize,
     /// Peers exempt from the per-address cap (your reverse proxies).
     pub exempt: TrustedProxies,
+    /// Serve HTTP/2 (prior knowledge) beside HTTP/1.1 (default true).
+    pub http2: bool,
+    /// Most requests (streams) at once on one HTTP/2 connection (default
+    /// 100).
+    pub http2_max_streams: u32,
 }
 
 impl Default for ServeConfig {
@@ -73,25 +113,30 @@ impl Default for ServeConfig {
             max_connections: 10_000,
             max_connections_per_ip: 256,
             exempt: TrustedProxies::none(),
+            http2: true,
+            http2_max_streams: 100,
         }
     }
 }
 
 /// Why a serve setting from the environment was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{var}: expected a whole number, got `{value}`")]
+#[error("{var}: expected {expected}, got `{value}`")]
 pub struct ServeConfigError {
     /// The variable's name.
     pub var: &'static str,
     /// What it was set to.
     pub value: String,
+    /// What it should have been.
+    pub expected: &'static str,
 }
 
 impl ServeConfig {
     /// The defaults, overridden by `PORTCULLIS_HEADER_READ_TIMEOUT_MS`,
-    /// `PORTCULLIS_KEEP_ALIVE_IDLE_MS`, `PORTCULLIS_MAX_CONNECTIONS` and
-    /// `PORTCULLIS_MAX_CONNECTIONS_PER_IP`; `exempt` is the app's trusted
-    /// proxies.
+    /// `PORTCULLIS_KEEP_ALIVE_IDLE_MS`, `PORTCULLIS_MAX_CONNECTIONS`,
+    /// `PORTCULLIS_MAX_CONNECTIONS_PER_IP`, `PORTCULLIS_HTTP2` (`on` or
+    /// `off`) and `PORTCULLIS_HTTP2_MAX_STREAMS`; `exempt` is the app's
+    /// trusted proxies.
     pub fn from_env(config: &crate::Config) -> Result<Self, ServeConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok(), config)
     }
@@ -101,16 +146,19 @@ impl ServeConfig {
         get: impl Fn(&str) -> Option<String>,
         config: &crate::Config,
     ) -> Result<Self, ServeConfigError> {
-        let number = |var: &'static str| -> Result<Option<u64>, ServeConfigError> {
-            match get(var)
+        let text = |var: &str| {
+            get(var)
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
-            {
+        };
+        let number = |var: &'static str| -> Result<Option<u64>, ServeConfigError> {
+            match text(var) {
                 None => Ok(None),
-                Some(v) => v
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| ServeConfigError { var, value: v }),
+                Some(v) => v.parse().map(Some).map_err(|_| ServeConfigError {
+                    var,
+                    value: v,
+                    expected: "a whole number",
+                }),
             }
         };
         let mut out = ServeConfig {
@@ -128,6 +176,21 @@ impl ServeConfig {
         }
         if let Some(n) = number("PORTCULLIS_MAX_CONNECTIONS_PER_IP")? {
             out.max_connections_per_ip = n as usize;
+        }
+        const HTTP2: &str = "PORTCULLIS_HTTP2";
+        match text(HTTP2).map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("on" | "true" | "1") => {}
+            Some("off" | "false" | "0") => out.http2 = false,
+            Some(_) => {
+                return Err(ServeConfigError {
+                    var: HTTP2,
+                    value: text(HTTP2).unwrap_or_default(),
+                    expected: "`on` or `off`",
+                });
+            }
+        }
+        if let Some(n) = number("PORTCULLIS_HTTP2_MAX_STREAMS")? {
+            out.http2_max_streams = n.clamp(1, u64::from(u32::MAX)) as u32;
         }
         Ok(out)
     }
@@ -147,6 +210,10 @@ pub async fn serve_until(
 ) -> std::io::Result<()> {
     serve_with(listener, router, ServeConfig::default(), signal).await
 }
+
+/// How long a connection asked to close (idle, or shutting down) may take
+/// to do so once it has no request in flight (see [`serve_with`]).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Per-address connection counts (see the module docs).
 struct PerIp {
@@ -284,7 +351,7 @@ pub async fn serve_with(
         };
         let router = router.clone();
         let config = config.clone();
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _ip_slot = ip_slot;
@@ -295,6 +362,9 @@ pub async fn serve_with(
             let counting = activity.clone();
             let service = hyper::service::service_fn(
                 move |mut request: http::Request<hyper::body::Incoming>| {
+                    if request.version() == http::Version::HTTP_2 {
+                        as_http1_head(&mut request);
+                    }
                     request.extensions_mut().insert(ConnectInfo(peer));
                     let in_flight = InFlight::start(&counting);
                     let router = router.clone();
@@ -312,53 +382,44 @@ pub async fn serve_with(
                     }
                 },
             );
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(config.header_read_timeout);
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            let mut closing = false;
-            loop {
-                let idle_check = async {
-                    if closing {
-                        std::future::pending::<()>().await;
-                    }
-                    loop {
-                        let since = *activity
-                            .idle_since
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner());
-                        let deadline = since + config.keep_alive_idle;
-                        if activity.in_flight.load(Ordering::Acquire) == 0
-                            && Instant::now() >= deadline
-                        {
-                            return;
-                        }
-                        let wait = deadline
-                            .saturating_duration_since(Instant::now())
-                            .max(Duration::from_millis(10));
-                        tokio::time::sleep(wait).await;
-                    }
-                };
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, %peer, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    _ = stop.changed(), if !closing => {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                    _ = idle_check => {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
+            let io = TokioIo::new(stream);
+            if config.http2 {
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(config.header_read_timeout);
+                builder
+                    .http2()
+                    .timer(TokioTimer::new())
+                    .max_concurrent_streams(config.http2_max_streams);
+                let conn = std::pin::pin!(builder.serve_connection_with_upgrades(io, service));
+                drive(
+                    conn,
+                    |c| c.graceful_shutdown(),
+                    &activity,
+                    &config,
+                    stop,
+                    peer,
+                )
+                .await;
+            } else {
+                // hyper's own HTTP/1 builder: hyper-util's auto builder
+                // ignores `http1_only` when upgrades are on.
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(config.header_read_timeout);
+                let conn = std::pin::pin!(builder.serve_connection(io, service).with_upgrades());
+                drive(
+                    conn,
+                    |c| c.graceful_shutdown(),
+                    &activity,
+                    &config,
+                    stop,
+                    peer,
+                )
+                .await;
             }
         });
     }
@@ -367,6 +428,96 @@ pub async fn serve_with(
     let _ = stop_tx.send(true);
     let _all = slots.acquire_many(max as u32).await;
     Ok(())
+}
+
+/// Serves one connection until it ends: closes it gracefully when it has
+/// been idle for the keep-alive timeout or the server stops, and drops it
+/// when a graceful close does not finish (see [`CLOSE_GRACE`]).
+async fn drive<C, E>(
+    mut conn: std::pin::Pin<&mut C>,
+    graceful: impl Fn(std::pin::Pin<&mut C>),
+    activity: &Activity,
+    config: &ServeConfig,
+    mut stop: watch::Receiver<bool>,
+    peer: std::net::SocketAddr,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    // When a graceful close began (`None`: serving). A connection
+    // asked to close that still has no request in flight after
+    // CLOSE_GRACE is dropped: an HTTP/2 peer that never acknowledges
+    // the closing PING (or keeps sending a header block that never
+    // ends) would otherwise hold its slot, and shutdown, forever.
+    let mut closing: Option<Instant> = None;
+    loop {
+        let idle_check = async {
+            loop {
+                let since = *activity
+                    .idle_since
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let mut deadline = since + config.keep_alive_idle;
+                if let Some(began) = closing {
+                    deadline = deadline.max(began + CLOSE_GRACE);
+                }
+                if activity.in_flight.load(Ordering::Acquire) == 0 && Instant::now() >= deadline {
+                    return;
+                }
+                let wait = deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(10));
+                tokio::time::sleep(wait).await;
+            }
+        };
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
+                break;
+            }
+            _ = stop.changed(), if closing.is_none() => {
+                closing = Some(Instant::now());
+                graceful(conn.as_mut());
+            }
+            _ = idle_check => {
+                if closing.is_some() {
+                    tracing::debug!(%peer, "connection did not close gracefully; dropped");
+                    break;
+                }
+                closing = Some(Instant::now());
+                graceful(conn.as_mut());
+            }
+        }
+    }
+}
+
+/// Makes an HTTP/2 request's head read as HTTP/1's (see the module docs):
+/// `:authority` as `Host`, the cookie fields joined into one.
+fn as_http1_head<B>(request: &mut http::Request<B>) {
+    let authority = request
+        .uri()
+        .authority()
+        .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok());
+    if let Some(host) = authority {
+        request.headers_mut().insert(http::header::HOST, host);
+    }
+    let headers = request.headers_mut();
+    let mut cookies = headers.get_all(http::header::COOKIE).iter();
+    if let (Some(_), Some(_)) = (cookies.next(), cookies.next()) {
+        let mut joined = Vec::new();
+        for value in headers.get_all(http::header::COOKIE) {
+            if !joined.is_empty() {
+                joined.extend_from_slice(b"; ");
+            }
+            joined.extend_from_slice(value.as_bytes());
+        }
+        // Made of valid header values and "; ", so valid itself.
+        if let Ok(one) = http::HeaderValue::from_bytes(&joined) {
+            headers.insert(http::header::COOKIE, one);
+        }
+    }
 }
 
 /// Completes on SIGTERM (unix) or Ctrl-C.

@@ -41,6 +41,8 @@ pub struct TestClient {
     jar: Arc<Jar>,
     /// The source address requests leave from (`None`: the OS's choice).
     local: Option<std::net::IpAddr>,
+    /// Whether requests go over HTTP/2 (prior knowledge) instead of HTTP/1.1.
+    http2: bool,
     app: App,
     _server: Arc<Server>,
 }
@@ -66,9 +68,10 @@ impl TestClient {
         let jar = Arc::new(Jar::default());
         TestClient {
             addr,
-            http: client(jar.clone(), None),
+            http: client(jar.clone(), None, false),
             jar,
             local: None,
+            http2: false,
             app: app.clone(),
             _server: Arc::new(Server(task)),
         }
@@ -79,7 +82,7 @@ impl TestClient {
     pub fn new_session(&self) -> Self {
         let jar = Arc::new(Jar::default());
         TestClient {
-            http: client(jar.clone(), self.local),
+            http: client(jar.clone(), self.local, self.http2),
             jar,
             ..self.clone()
         }
@@ -90,8 +93,20 @@ impl TestClient {
     /// proxy configuration (all of 127.0.0.0/8 is loopback on Linux).
     pub fn from_address(&self, ip: std::net::IpAddr) -> Self {
         TestClient {
-            http: client(self.jar.clone(), Some(ip)),
+            http: client(self.jar.clone(), Some(ip), self.http2),
             local: Some(ip),
+            ..self.clone()
+        }
+    }
+
+    /// This client (same cookies) speaking HTTP/2 over cleartext (prior
+    /// knowledge, as a TLS-terminating proxy speaks to its backend), one
+    /// connection carrying every request; [`TestResponse::version`] shows
+    /// what was spoken.
+    pub fn http2(&self) -> Self {
+        TestClient {
+            http: client(self.jar.clone(), self.local, true),
+            http2: true,
             ..self.clone()
         }
     }
@@ -340,8 +355,14 @@ async fn send(req: reqwest::RequestBuilder) -> TestResponse {
     TestResponse::read(req.send().await.expect("request reached the test server")).await
 }
 
-fn client(jar: Arc<Jar>, local: Option<std::net::IpAddr>) -> reqwest::Client {
-    reqwest::Client::builder()
+fn client(jar: Arc<Jar>, local: Option<std::net::IpAddr>, http2: bool) -> reqwest::Client {
+    let builder = reqwest::Client::builder();
+    let builder = if http2 {
+        builder.http2_prior_knowledge()
+    } else {
+        builder
+    };
+    builder
         .local_address(local)
         .cookie_provider(jar)
         .redirect(reqwest::redirect::Policy::none())
@@ -354,6 +375,8 @@ fn client(jar: Arc<Jar>, local: Option<std::net::IpAddr>) -> reqwest::Client {
 pub struct TestResponse {
     /// The HTTP status.
     pub status: StatusCode,
+    /// The protocol version the response came over.
+    pub version: http::Version,
     /// The response headers.
     pub headers: HeaderMap,
     /// The whole body (empty if reading it failed).
@@ -364,10 +387,12 @@ impl TestResponse {
     /// Reads a response from any reqwest call (e.g. a raw [`TestClient::post`]).
     pub async fn read(response: reqwest::Response) -> Self {
         let status = response.status();
+        let version = response.version();
         let headers = response.headers().clone();
         let body = response.bytes().await.unwrap_or_default();
         TestResponse {
             status,
+            version,
             headers,
             body,
         }
