@@ -77,6 +77,30 @@ if "echo" in cases:
               f"{fmt(cpu_us('bare','echo',c),1)} / {fmt(cpu_us('portcullis','echo',c),1)} | "
               f"{runs(bv)}; {runs(pv)} |")
     print()
+if "echo" in cases and any(r["system"] == "portcullis_h1" for r in ours):
+    print("### HTTP/2 detection on the HTTP/1 path: portcullis echo (HTTP/1.1 + h2c) vs HTTP/1-only (`PORTCULLIS_HTTP2=off`)")
+    print()
+    print("| conns | HTTP/1-only req/s | with HTTP/2 req/s | with/without | p50 / p99 ms HTTP/1-only | p50 / p99 ms with HTTP/2 | CPU µs/req HTTP/1-only / with HTTP/2 | req/s per round (HTTP/1-only; with HTTP/2) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---|")
+    for c in conns_list:
+        h, hv = med("portcullis_h1", "echo", c, "rps")
+        p, pv = med("portcullis", "echo", c, "rps")
+        print(f"| {c} | {fmt(h)} | {fmt(p)} | {ratio(p, h)} | "
+              f"{fmt(med('portcullis_h1','echo',c,'p50_ms')[0],2)} / {fmt(med('portcullis_h1','echo',c,'p99_ms')[0],2)} | "
+              f"{fmt(med('portcullis','echo',c,'p50_ms')[0],2)} / {fmt(med('portcullis','echo',c,'p99_ms')[0],2)} | "
+              f"{fmt(cpu_us('portcullis_h1','echo',c),1)} / {fmt(cpu_us('portcullis','echo',c),1)} | "
+              f"{runs(hv)}; {runs(pv)} |")
+    print()
+if "echo_h2" in cases:
+    print("### echo over HTTP/2 (h2c, h2load, one stream per connection at a time)")
+    print()
+    print("| conns | portcullis HTTP/2 req/s | portcullis HTTP/1.1 req/s (wrk) | CPU µs/req HTTP/2 / HTTP/1.1 | req/s per round (HTTP/2) |")
+    print("|---:|---:|---:|---:|---|")
+    for c in conns_list:
+        h2, h2v = med("portcullis", "echo_h2", c, "rps")
+        h1 = med("portcullis", "echo", c, "rps")[0]
+        print(f"| {c} | {fmt(h2)} | {fmt(h1)} | {fmt(cpu_us('portcullis','echo_h2',c),1)} / {fmt(cpu_us('portcullis','echo',c),1)} | {runs(h2v)} |")
+    print()
 for case, title in (("rename", "rename: authenticated projects.rename (demo, SQLite) vs Next.js renameProject"),
                     ("page", "page: GET /projects for a signed-in session, render cache on (Next.js: its dynamic page)"),
                     ("page_uncached", "page, uncached: the same with DEMO_RENDER_CACHE=off (Next.js: the same page run)")):

@@ -5,7 +5,10 @@
 //! echo-server bare ADDR         bare axum: Form<Echo> -> Json, no middleware
 //! echo-server portcullis ADDR   the full pipeline: POST /_action/{id}, a public
 //!                               action with a generous per-ip limit; prints
-//!                               `ACTION_ID <id>` on stdout once listening
+//!                               `ACTION_ID <id>` on stdout once listening;
+//!                               served with `ServeConfig::from_env`, so
+//!                               `PORTCULLIS_HTTP2=off` measures the
+//!                               HTTP/1-only accept path
 //! ```
 #![forbid(unsafe_code)]
 
@@ -67,7 +70,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .ok_or("unexpected action path")?;
             println!("LISTENING {}", listener.local_addr()?);
             println!("ACTION_ID {id}");
-            portcullis::serve(listener, app.router()).await?;
+            let serve = portcullis::app::ServeConfig::from_env(app.config())?;
+            portcullis::app::serve_with(
+                listener,
+                app.router(),
+                serve,
+                portcullis::app::shutdown_signal(),
+            )
+            .await?;
         }
         other => return Err(format!("unknown mode {other}").into()),
     }
