@@ -3,6 +3,9 @@
 //! * `src/bin/echo-server.rs` — the `echo` case of `scripts/bench`: the same
 //!   urlencoded echo as a bare axum handler and as a public portcullis action.
 //! * `benches/decoders.rs` — criterion: decoder cost per byte for hostile input.
+//! * `benches/sqlite_driver.rs` — criterion and an `--ir` mode for callgrind
+//!   (`scripts/profile-sqlite-driver`): the demo's hot SQLite statements through
+//!   sqlx (`AnyPool`, `SqlitePool`) and rusqlite on blocking threads (#19).
 //! * [`harness`] — the functions the fuzz targets in `fuzz/` call, shared with
 //!   the stable corpus replay test (`tests/fuzz_corpus.rs`), so CI replays
 //!   exactly what the fuzzer exercised without needing nightly.
