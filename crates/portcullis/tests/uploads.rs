@@ -1136,6 +1136,53 @@ mod s3 {
     }
 
     #[tokio::test]
+    async fn a_put_sends_its_length_and_not_a_chunked_body() {
+        // S3 refuses `Transfer-Encoding: chunked` on a plain PUT (411), so
+        // the streamed temp file must go out with its `Content-Length`. A
+        // listener that records the request head and answers 200.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                request.extend_from_slice(&buf[..n]);
+                if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map(|v| v.trim().parse().unwrap())
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + len {
+                        socket
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                            .await
+                            .unwrap();
+                        return (head, request[end + 4..].to_vec());
+                    }
+                }
+            }
+        });
+        let mut c = config();
+        c.endpoint = format!("http://{addr}");
+        let store = S3Store::new(c).unwrap();
+        let dir = tempdir::Dir::new("s3-length");
+        let bytes = vec![7u8; 300 * 1024];
+        let key = FileKey::random();
+        store.put(&key, stage(&dir.0, &bytes).await).await.unwrap();
+        let (head, body) = seen.await.unwrap();
+        assert!(head.starts_with("put /portcullis-test/t-"), "{head}");
+        assert!(head.contains("content-length: 307200"), "{head}");
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        assert_eq!(body.len(), bytes.len());
+        assert!(files_in(&dir.0).is_empty());
+    }
+
+    #[tokio::test]
     async fn wrong_credentials_are_a_store_error_and_store_nothing() {
         let good = store().await;
         let dir = tempdir::Dir::new("s3-wrong");
