@@ -938,9 +938,15 @@ fn an_upload_field_that_accepts_svg_does_not_build() {
 
 #[tokio::test]
 async fn store_conformance_local_disk() {
-    // What any `FileStore` must do; run it against another store to check it.
     let dir = tempdir::Dir::new("conformance");
     let store = LocalDisk::new(&dir.0).unwrap();
+    conformance(&store).await;
+    assert_eq!(files_in(&dir.0), Vec::<String>::new(), "nothing left");
+}
+
+/// What any `FileStore` must do; run it against another store to check
+/// it (`store_conformance_local_disk`, `store_conformance_s3`).
+async fn conformance(store: &impl FileStore) {
     let key = FileKey::random();
     assert!(
         store.get(&key).await.unwrap().is_none(),
@@ -951,19 +957,36 @@ async fn store_conformance_local_disk() {
     store.put(&key, staged).await.unwrap();
     assert!(
         files_in(&staged_dir.0).is_empty(),
-        "the temp file was moved, not copied"
+        "the temp file was moved or removed, not left behind"
     );
     let file = store.get(&key).await.unwrap().expect("stored");
     assert_eq!(file.len, 11);
     let bytes = axum::body::to_bytes(file.body, 1024).await.unwrap();
     assert_eq!(&bytes[..], b"hello store");
+
+    // Another key is another file: an empty one, kept while the first goes.
+    let other = FileKey::random();
+    store
+        .put(&other, stage(&staged_dir.0, b"").await)
+        .await
+        .unwrap();
     store.delete(&key).await.unwrap();
     assert!(
         store.get(&key).await.unwrap().is_none(),
         "gone after delete"
     );
     store.delete(&key).await.unwrap();
-    assert_eq!(files_in(&dir.0), Vec::<String>::new());
+    let file = store.get(&other).await.unwrap().expect("still stored");
+    assert_eq!(file.len, 0);
+    assert!(
+        axum::body::to_bytes(file.body, 1024)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.delete(&other).await.unwrap();
+    assert!(store.get(&other).await.unwrap().is_none());
+    assert!(files_in(&staged_dir.0).is_empty());
 }
 
 async fn stage(dir: &Path, bytes: &[u8]) -> portcullis::action::upload::StagedFile {
@@ -1010,4 +1033,352 @@ async fn raw_multipart<I, O>(
         .await
         .unwrap();
     TestResponse::read(r).await
+}
+
+/// `S3Store` against a real S3-compatible server (s3s-fs, which checks
+/// SigV4 signatures; `scripts/test` installs and starts it and sets
+/// `TEST_S3_ENDPOINT`). Without a server the tests fail, saying how to
+/// start one.
+mod s3 {
+    use std::time::Instant;
+
+    use portcullis::action::upload::{S3Config, S3Store, StoreError};
+
+    use super::*;
+
+    const BUCKET: &str = "portcullis-test";
+
+    fn env_or(name: &str, default: &str) -> String {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_owned())
+    }
+
+    fn endpoint() -> String {
+        env_or("TEST_S3_ENDPOINT", "http://127.0.0.1:8014")
+    }
+
+    /// The test server's credentials, each test under a prefix of its own.
+    fn config() -> S3Config {
+        let mut config = S3Config::new(
+            endpoint(),
+            "us-east-1",
+            BUCKET,
+            env_or("TEST_S3_ACCESS_KEY_ID", "portcullis-test"),
+            env_or("TEST_S3_SECRET_ACCESS_KEY", "portcullis-test-secret"),
+        );
+        config.prefix = format!("t-{:016x}/", rand::random::<u64>());
+        config
+    }
+
+    /// A store on the test bucket (created here if missing).
+    async fn store() -> S3Store {
+        let store = S3Store::new(config()).unwrap();
+        match store.create_bucket().await {
+            Ok(()) => {}
+            Err(e @ (StoreError::Unreachable { .. } | StoreError::TimedOut { .. })) => panic!(
+                "no S3-compatible server answers at {} ({e}). scripts/test starts one; by hand: \
+                 cargo install s3s-fs --version 0.14.1 --features binary --locked, then \
+                 s3s-fs --host 127.0.0.1 --port 8014 --access-key portcullis-test \
+                 --secret-key portcullis-test-secret \"$(mktemp -d)\" \
+                 (or set TEST_S3_ENDPOINT, TEST_S3_ACCESS_KEY_ID, TEST_S3_SECRET_ACCESS_KEY)",
+                endpoint()
+            ),
+            Err(e) => panic!("the test bucket could not be made at {}: {e}", endpoint()),
+        }
+        store
+    }
+
+    /// Everything a failed request's error shows, for the leak checks.
+    fn texts(e: &StoreError) -> String {
+        format!("{e} | {e:?}")
+    }
+
+    /// No secret, no signed query (`X-Amz-Signature=`, `X-Amz-Credential=`,
+    /// any `?`) in what an error shows.
+    fn assert_no_leak(e: &StoreError, secret: &str) {
+        let t = texts(e);
+        assert!(!t.contains(secret), "the secret in the error: {t}");
+        let lower = t.to_ascii_lowercase();
+        for needle in ["x-amz-", "signature=", "credential=", "?"] {
+            assert!(!lower.contains(needle), "`{needle}` in the error: {t}");
+        }
+    }
+
+    #[tokio::test]
+    async fn store_conformance_s3() {
+        conformance(&store().await).await;
+    }
+
+    #[tokio::test]
+    async fn an_8_mib_file_round_trips_byte_identical() {
+        let store = store().await;
+        let bytes: Vec<u8> = (0..8 * 1024 * 1024u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let dir = tempdir::Dir::new("s3-large");
+        let key = FileKey::random();
+        let started = Instant::now();
+        store.put(&key, stage(&dir.0, &bytes).await).await.unwrap();
+        let put = started.elapsed();
+        let started = Instant::now();
+        let file = store.get(&key).await.unwrap().expect("stored");
+        assert_eq!(file.len, bytes.len() as u64);
+        let back = axum::body::to_bytes(file.body, 16 * 1024 * 1024)
+            .await
+            .unwrap();
+        let get = started.elapsed();
+        assert!(back[..] == bytes[..], "the bytes differ");
+        eprintln!("8 MiB: put {put:?}, get {get:?}");
+        store.delete(&key).await.unwrap();
+        assert!(files_in(&dir.0).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_put_sends_its_length_and_not_a_chunked_body() {
+        // S3 refuses `Transfer-Encoding: chunked` on a plain PUT (411), so
+        // the streamed temp file must go out with its `Content-Length`. A
+        // listener that records the request head and answers 200.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                request.extend_from_slice(&buf[..n]);
+                if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map(|v| v.trim().parse().unwrap())
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + len {
+                        socket
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                            .await
+                            .unwrap();
+                        return (head, request[end + 4..].to_vec());
+                    }
+                }
+            }
+        });
+        let mut c = config();
+        c.endpoint = format!("http://{addr}");
+        let store = S3Store::new(c).unwrap();
+        let dir = tempdir::Dir::new("s3-length");
+        let bytes = vec![7u8; 300 * 1024];
+        let key = FileKey::random();
+        store.put(&key, stage(&dir.0, &bytes).await).await.unwrap();
+        let (head, body) = seen.await.unwrap();
+        assert!(head.starts_with("put /portcullis-test/t-"), "{head}");
+        assert!(head.contains("content-length: 307200"), "{head}");
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        assert_eq!(body.len(), bytes.len());
+        assert!(files_in(&dir.0).is_empty());
+    }
+
+    #[tokio::test]
+    async fn wrong_credentials_are_a_store_error_and_store_nothing() {
+        let good = store().await;
+        let dir = tempdir::Dir::new("s3-wrong");
+        let key = FileKey::random();
+        let wrong_secret = {
+            let mut c = config();
+            c.prefix = good.object_key(&key).replace(key.as_str(), "");
+            c.secret_access_key = "not-the-secret".to_owned();
+            S3Store::new(c).unwrap()
+        };
+        let unknown_key = {
+            let mut c = config();
+            c.prefix = good.object_key(&key).replace(key.as_str(), "");
+            c.access_key_id = "AKIDNOBODYHAS".to_owned();
+            S3Store::new(c).unwrap()
+        };
+        // AWS says `InvalidAccessKeyId` for an unknown key, s3s `NotSignedUp`.
+        for (store, code) in [
+            (&wrong_secret, Some("SignatureDoesNotMatch")),
+            (&unknown_key, None),
+        ] {
+            let started = Instant::now();
+            let err = store
+                .put(&key, stage(&dir.0, b"should not land").await)
+                .await
+                .unwrap_err();
+            assert!(started.elapsed() < Duration::from_secs(10));
+            match &err {
+                StoreError::Backend {
+                    operation: "put",
+                    status,
+                    code: Some(c),
+                } => {
+                    assert_eq!(status.as_u16(), 403, "{err}");
+                    if let Some(code) = code {
+                        assert_eq!(c, code, "{err}");
+                    }
+                }
+                other => panic!("expected a refused put, got {other:?}"),
+            }
+            assert_no_leak(&err, "not-the-secret");
+            assert!(files_in(&dir.0).is_empty(), "the temp file is still gone");
+            assert!(
+                good.get(&key).await.unwrap().is_none(),
+                "nothing was stored"
+            );
+            let err = store.get(&key).await.err().expect("a refused get");
+            assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
+        }
+        // A refused delete deletes nothing.
+        good.put(&key, stage(&dir.0, b"kept").await).await.unwrap();
+        let err = wrong_secret.delete(&key).await.unwrap_err();
+        assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
+        assert!(good.get(&key).await.unwrap().is_some(), "still there");
+        good.delete(&key).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_an_error_at_once() {
+        // A port nothing listens on (bound, then closed).
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut c = config();
+        c.endpoint = format!("http://127.0.0.1:{port}");
+        let store = S3Store::new(c).unwrap();
+        let dir = tempdir::Dir::new("s3-unreachable");
+        let key = FileKey::random();
+        let started = Instant::now();
+        let err = store
+            .put(&key, stage(&dir.0, b"x").await)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Unreachable {
+                    operation: "put",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_no_leak(&err, "portcullis-test-secret");
+        assert!(store.get(&key).await.is_err());
+        assert!(store.delete(&key).await.is_err());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(files_in(&dir.0).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_is_cut_at_the_timeout() {
+        // Accepts connections, reads what comes, never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let mut c = config();
+        c.endpoint = format!("http://{addr}");
+        c.timeout = Duration::from_millis(800);
+        let store = S3Store::new(c).unwrap();
+        let dir = tempdir::Dir::new("s3-silent");
+        let key = FileKey::random();
+        let started = Instant::now();
+        let err = store
+            .put(&key, stage(&dir.0, b"x").await)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::TimedOut {
+                    operation: "put",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_no_leak(&err, "portcullis-test-secret");
+        let err = store.get(&key).await.err().expect("a get timeout");
+        assert!(
+            matches!(
+                err,
+                StoreError::TimedOut {
+                    operation: "get",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = store.delete(&key).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::TimedOut {
+                    operation: "delete",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(2400) && elapsed < Duration::from_secs(6),
+            "three requests of 0.8 s each took {elapsed:?}"
+        );
+        assert!(files_in(&dir.0).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_does_not_leak_the_secret_or_the_signed_url() {
+        // The attack: a log line or an error page shows the error text. A
+        // refused signature (servers answer with the string they signed)
+        // and an unknown key must show the status and code only; the
+        // transport errors are checked in the two tests above.
+        let secret = "S3cr3t/that+must=never&leak";
+        let dir = tempdir::Dir::new("s3-leak");
+        let key = FileKey::random();
+        let mut c = config();
+        c.secret_access_key = secret.to_owned();
+        let wrong = S3Store::new(c).unwrap();
+        let mut c = config();
+        c.access_key_id = "AKIDNOBODYHAS".to_owned();
+        c.secret_access_key = secret.to_owned();
+        let unknown = S3Store::new(c).unwrap();
+        for store in [&wrong, &unknown] {
+            let errors = [
+                store
+                    .put(&key, stage(&dir.0, b"x").await)
+                    .await
+                    .unwrap_err(),
+                store.get(&key).await.err().expect("refused"),
+                store.delete(&key).await.unwrap_err(),
+            ];
+            for err in &errors {
+                assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
+                assert_no_leak(err, secret);
+            }
+        }
+        let debug = format!("{wrong:?} {:?}", config());
+        assert!(!debug.contains(secret), "{debug}");
+        assert!(!debug.contains("portcullis-test-secret"), "{debug}");
+        assert!(store().await.get(&key).await.unwrap().is_none());
+    }
 }

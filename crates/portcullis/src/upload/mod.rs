@@ -30,12 +30,17 @@
 //!   [`UploadConfig::dir`] that is deleted when its [`Upload`] drops:
 //!   after a refusal, a timeout, a dropped connection, a failed handler, or
 //!   a handler that did not [`FileStore::put`] it.
+//! * **Kept where the app says.** [`LocalDisk`] keeps files in a
+//!   directory; `S3Store` (feature `s3`) in an S3-compatible bucket, whose
+//!   files are still served only through [`download`].
 //! * **Served as downloads.** [`download`] sends `Content-Disposition:
 //!   attachment`, `nosniff`, a sandboxing CSP and `Cross-Origin-Resource-Policy:
 //!   same-origin`; [`refuse_cross_site`] turns away downloads another site
 //!   asks for.
 
 mod receive;
+#[cfg(feature = "s3")]
+mod s3;
 mod store;
 
 use std::fmt;
@@ -49,6 +54,11 @@ use serde::de::{self, Deserializer};
 
 pub use receive::{
     InputFields, Received, SNIFF_BYTES, SlotGuard, UploadSlots, receive, request_cap, sniff,
+};
+#[cfg(feature = "s3")]
+pub use s3::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_TIMEOUT, S3Config, S3ConfigError,
+    S3Store,
 };
 pub use store::{
     FileKey, FileStore, LocalDisk, StoreError, StoredFile, download, refuse_cross_site,

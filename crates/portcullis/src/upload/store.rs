@@ -2,10 +2,11 @@
 //!
 //! A [`FileStore`] keeps files under [`FileKey`]s the server draws (128
 //! random bits, hex): a client's file name never becomes a path, so there
-//! is nothing to traverse. [`LocalDisk`] is the built-in store; another
-//! store (an S3-compatible bucket, a database) implements the same three
-//! methods and can be checked with the conformance test in
-//! `tests/uploads.rs` (`store_conformance`).
+//! is nothing to traverse. [`LocalDisk`] is the built-in store; `S3Store`
+//! (feature `s3`) keeps files in an S3-compatible bucket. Another store (a
+//! database, a provider's own API) implements the same three methods and
+//! can be checked with the `conformance` function in `tests/uploads.rs`,
+//! which both built-in stores pass.
 
 use std::path::PathBuf;
 
@@ -51,12 +52,47 @@ pub struct StoredFile {
     pub body: Body,
 }
 
-/// Why a store operation failed.
+/// Why a store operation failed. No variant carries a credential or a
+/// signed URL: the text is safe to log.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store's backend failed (disk, network).
     #[error("file store: {0}")]
     Io(#[from] std::io::Error),
+    /// A remote backend answered with a failure status (a refused
+    /// signature, a missing bucket, a full quota…).
+    #[error("file store: the backend answered {operation} with {status}{}", code_suffix(.code))]
+    Backend {
+        /// What was asked (`put`, `get`, `delete`, `create bucket`).
+        operation: &'static str,
+        /// The status it answered.
+        status: StatusCode,
+        /// Its error code, if it sent one (S3: `SignatureDoesNotMatch`,
+        /// `NoSuchBucket`, `AccessDenied`…).
+        code: Option<String>,
+    },
+    /// A remote backend could not be reached (refused, reset, TLS).
+    #[error("file store: {operation} could not reach the backend: {reason}")]
+    Unreachable {
+        /// What was asked.
+        operation: &'static str,
+        /// Why, without the request's URL.
+        reason: String,
+    },
+    /// A remote backend did not answer in time.
+    #[error("file store: {operation} got no answer from the backend within {after:?}")]
+    TimedOut {
+        /// What was asked.
+        operation: &'static str,
+        /// The timeout that ran out.
+        after: std::time::Duration,
+    },
+}
+
+fn code_suffix(code: &Option<String>) -> String {
+    code.as_deref()
+        .map(|c| format!(" ({c})"))
+        .unwrap_or_default()
 }
 
 /// Somewhere to keep accepted files. Implementations must store under the
