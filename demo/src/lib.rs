@@ -242,6 +242,7 @@ impl Sessions {
                     // Nor does a session write ever run the WAL checkpoint
                     // (db.rs, `checkpoint_wal`, does it off the request path).
                     .pragma("wal_autocheckpoint", "0")
+                    .pragma("journal_size_limit", "16777216")
                     .busy_timeout(std::time::Duration::from_secs(5));
                 let pool = sqlx::SqlitePool::connect_with(options).await.map_err(err)?;
                 let store = SqliteStore::new(pool);
