@@ -271,6 +271,13 @@ impl OriginPolicy {
         let Some(origin) = split_origin(origin) else {
             return false;
         };
+        // The app is served over HTTP or HTTPS, whatever host it has: an
+        // `ftp://` or `javascript://` origin naming our host is not us.
+        if !origin.scheme.eq_ignore_ascii_case("http")
+            && !origin.scheme.eq_ignore_ascii_case("https")
+        {
+            return false;
+        }
         let own_host = proxies.forwarded_host(peer, headers).or_else(|| {
             headers
                 .get(http::header::HOST)
@@ -311,6 +318,20 @@ mod tests {
         policy
             .check(&Method::POST, &h(pairs), PEER, &TrustedProxies::none())
             .is_ok()
+    }
+
+    /// Outside review: `Origin: ftp://<our host>` passed as our own origin
+    /// when no trusted proxy named the scheme.
+    #[test]
+    fn own_host_under_another_scheme_than_http_is_not_own_origin() {
+        let p = OriginPolicy::new([], false).unwrap();
+        let host = ("host", "app.example:3000");
+        for foreign in ["ftp://app.example:3000", "javascript://app.example:3000"] {
+            assert!(!check(&p, &[host, ("origin", foreign)]), "{foreign}");
+        }
+        for own in ["http://app.example:3000", "https://app.example:3000"] {
+            assert!(check(&p, &[host, ("origin", own)]), "{own}");
+        }
     }
 
     #[test]

@@ -21,6 +21,13 @@
 //!   request, so an idle connection never outlives the header timeout.)
 //! * **max connections** (default 10,000): past it the loop stops accepting
 //!   until one closes (the kernel's backlog holds the rest).
+//! * **stalled responses** (default 30 s): a connection with requests in
+//!   flight none of which made progress for this long (no body frame read,
+//!   no response frame taken to be sent) is dropped. A client that stops
+//!   reading, or an HTTP/2 client that opens its flow-control window at
+//!   zero and never widens it, would otherwise keep its requests "in
+//!   flight", and its connection out of the idle timeout, forever (found
+//!   by the outside review: ~40 addresses held every connection slot).
 //! * **closing**: a connection asked to close (idle, or at shutdown) that
 //!   still has nothing in flight a second later is dropped, whatever the
 //!   peer does (an HTTP/2 peer that never acknowledges the closing PING).
@@ -68,7 +75,7 @@
 
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -103,6 +110,11 @@ pub struct ServeConfig {
     /// Most requests (streams) at once on one HTTP/2 connection (default
     /// 100).
     pub http2_max_streams: u32,
+    /// A connection whose requests in flight all made no progress (no body
+    /// frame read, no response frame taken to be sent) for this long is
+    /// dropped (default 30 s). Keep it above the handler deadline and the
+    /// upload idle cut, which bound a request that is working or uploading.
+    pub stall_timeout: Duration,
 }
 
 impl Default for ServeConfig {
@@ -115,6 +127,7 @@ impl Default for ServeConfig {
             exempt: TrustedProxies::none(),
             http2: true,
             http2_max_streams: 100,
+            stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -134,9 +147,9 @@ pub struct ServeConfigError {
 impl ServeConfig {
     /// The defaults, overridden by `PORTCULLIS_HEADER_READ_TIMEOUT_MS`,
     /// `PORTCULLIS_KEEP_ALIVE_IDLE_MS`, `PORTCULLIS_MAX_CONNECTIONS`,
-    /// `PORTCULLIS_MAX_CONNECTIONS_PER_IP`, `PORTCULLIS_HTTP2` (`on` or
-    /// `off`) and `PORTCULLIS_HTTP2_MAX_STREAMS`; `exempt` is the app's
-    /// trusted proxies.
+    /// `PORTCULLIS_MAX_CONNECTIONS_PER_IP`, `PORTCULLIS_STALL_TIMEOUT_MS`,
+    /// `PORTCULLIS_HTTP2` (`on` or `off`) and `PORTCULLIS_HTTP2_MAX_STREAMS`;
+    /// `exempt` is the app's trusted proxies.
     pub fn from_env(config: &crate::Config) -> Result<Self, ServeConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok(), config)
     }
@@ -189,6 +202,9 @@ impl ServeConfig {
                 });
             }
         }
+        if let Some(ms) = number("PORTCULLIS_STALL_TIMEOUT_MS")? {
+            out.stall_timeout = Duration::from_millis(ms.max(1));
+        }
         if let Some(n) = number("PORTCULLIS_HTTP2_MAX_STREAMS")? {
             out.http2_max_streams = n.clamp(1, u64::from(u32::MAX)) as u32;
         }
@@ -209,6 +225,14 @@ pub async fn serve_until(
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     serve_with(listener, router, ServeConfig::default(), signal).await
+}
+
+/// Why [`drive`]'s watch woke up.
+enum Wake {
+    /// Nothing in flight for the keep-alive idle time (or the close grace).
+    Idle,
+    /// Requests in flight, none of which made progress for the stall timeout.
+    Stalled,
 }
 
 /// How long a connection asked to close (idle, or shutting down) may take
@@ -250,18 +274,77 @@ impl Drop for IpSlot {
     }
 }
 
-/// Requests in flight on one connection and when the last one ended.
+/// Requests in flight on one connection, when the last one ended, and when
+/// one last made progress.
 struct Activity {
     in_flight: AtomicUsize,
     idle_since: Mutex<Instant>,
+    /// When the connection was accepted; `progress_ms` counts from here.
+    opened: Instant,
+    /// Milliseconds after `opened` of the last sign of life of a request:
+    /// it started, a frame of its body was read, or a frame of its
+    /// response was taken to be sent.
+    progress_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        let now = Instant::now();
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            idle_since: Mutex::new(now),
+            opened: now,
+            progress_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn progressed(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.progress_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last_progress(&self) -> Instant {
+        self.opened + Duration::from_millis(self.progress_ms.load(Ordering::Relaxed))
+    }
 }
 
 struct InFlight(Arc<Activity>);
 
 impl InFlight {
     fn start(activity: &Arc<Activity>) -> Self {
+        activity.progressed();
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(activity.clone())
+    }
+}
+
+/// A request body whose frames count as progress (see [`ServeConfig::stall_timeout`]).
+struct Reading {
+    body: hyper::body::Incoming,
+    activity: Arc<Activity>,
+}
+
+impl http_body::Body for Reading {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(_))) = &polled {
+            self.activity.progressed();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -287,7 +370,11 @@ impl http_body::Body for Counted {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(_))) = &polled {
+            self._in_flight.0.progressed();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -355,10 +442,7 @@ pub async fn serve_with(
         tokio::spawn(async move {
             let _permit = permit;
             let _ip_slot = ip_slot;
-            let activity = Arc::new(Activity {
-                in_flight: AtomicUsize::new(0),
-                idle_since: Mutex::new(Instant::now()),
-            });
+            let activity = Arc::new(Activity::new());
             let counting = activity.clone();
             let service = hyper::service::service_fn(
                 move |mut request: http::Request<hyper::body::Incoming>| {
@@ -367,10 +451,16 @@ pub async fn serve_with(
                     }
                     request.extensions_mut().insert(ConnectInfo(peer));
                     let in_flight = InFlight::start(&counting);
+                    let reading = counting.clone();
                     let router = router.clone();
                     async move {
                         let response = router
-                            .oneshot(request.map(axum::body::Body::new))
+                            .oneshot(request.map(|body| {
+                                axum::body::Body::new(Reading {
+                                    body,
+                                    activity: reading.clone(),
+                                })
+                            }))
                             .await
                             .unwrap_or_else(|never| match never {});
                         Ok::<_, std::convert::Infallible>(response.map(|body| {
@@ -453,21 +543,32 @@ async fn drive<C, E>(
     loop {
         let idle_check = async {
             loop {
-                let since = *activity
-                    .idle_since
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                let mut deadline = since + config.keep_alive_idle;
-                if let Some(began) = closing {
-                    deadline = deadline.max(began + CLOSE_GRACE);
-                }
-                if activity.in_flight.load(Ordering::Acquire) == 0 && Instant::now() >= deadline {
-                    return;
-                }
-                let wait = deadline
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(10));
-                tokio::time::sleep(wait).await;
+                let now = Instant::now();
+                let wait = if activity.in_flight.load(Ordering::Acquire) > 0 {
+                    let stalled_at = activity.last_progress() + config.stall_timeout;
+                    if now >= stalled_at {
+                        return Wake::Stalled;
+                    }
+                    // Wake again by the stall deadline, or sooner to see
+                    // whether the requests have ended and the idle clock runs.
+                    (stalled_at - now).min(config.keep_alive_idle)
+                } else {
+                    let since = *activity
+                        .idle_since
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    let mut deadline = since + config.keep_alive_idle;
+                    if let Some(began) = closing {
+                        deadline = deadline.max(began + CLOSE_GRACE);
+                    }
+                    if now >= deadline {
+                        return Wake::Idle;
+                    }
+                    // A request that starts meanwhile does not wake this
+                    // watch: look again within the stall timeout.
+                    (deadline - now).min(config.stall_timeout)
+                };
+                tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
             }
         };
         tokio::select! {
@@ -481,13 +582,19 @@ async fn drive<C, E>(
                 closing = Some(Instant::now());
                 graceful(conn.as_mut());
             }
-            _ = idle_check => {
-                if closing.is_some() {
+            wake = idle_check => match wake {
+                Wake::Stalled => {
+                    tracing::debug!(%peer, "no request on the connection made progress; dropped");
+                    break;
+                }
+                Wake::Idle if closing.is_some() => {
                     tracing::debug!(%peer, "connection did not close gracefully; dropped");
                     break;
                 }
-                closing = Some(Instant::now());
-                graceful(conn.as_mut());
+                Wake::Idle => {
+                    closing = Some(Instant::now());
+                    graceful(conn.as_mut());
+                }
             }
         }
     }

@@ -775,6 +775,64 @@ async fn idle_keep_alive_connections_are_closed() {
     );
 }
 
+/// A client that asks for a large streamed response and never reads it:
+/// hyper stops taking the body once the socket buffers are full, and the
+/// request stayed in flight (so the connection was never idle) forever. A
+/// stalled response ends the connection and frees its slot. (A response
+/// handed over whole ends its request at once; the idle timeout and the
+/// close grace then drop the connection.)
+#[tokio::test]
+async fn a_response_the_client_never_reads_frees_its_connection_slot() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = Router::new().route("/", get(|| async { "hello" })).route(
+        "/big",
+        get(|| async {
+            // Streamed in 64 KiB chunks, as a file download is.
+            let chunks = (0..1024).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 64 << 10]));
+            axum::body::Body::from_stream(futures::stream::iter(chunks))
+        }),
+    );
+    let config = ServeConfig {
+        keep_alive_idle: Duration::from_secs(60),
+        stall_timeout: Duration::from_millis(500),
+        max_connections_per_ip: 1,
+        ..ServeConfig::default()
+    };
+    tokio::spawn(async move {
+        let _ = portcullis::app::serve_with(listener, router, config, std::future::pending()).await;
+    });
+    let mut reader = tokio::net::TcpStream::connect(addr).await.unwrap();
+    reader
+        .write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    // Never read. While it holds the address's one slot, another
+    // connection from it is closed at once.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = get_from("127.0.0.1", addr).await;
+    assert!(
+        refused
+            .as_ref()
+            .map_or(true, |page| !page.contains("hello")),
+        "the slot is held: {refused:?}"
+    );
+    let started = Instant::now();
+    loop {
+        if let Ok(page) = get_from("127.0.0.1", addr).await
+            && page.contains("hello")
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the stalled download still holds the slot"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(reader);
+}
+
 #[tokio::test]
 async fn one_ip_cannot_take_every_connection() {
     let per_ip = 8;

@@ -241,9 +241,22 @@ async fn next(s: &mut TcpStream, buf: &mut Vec<u8>, max: Duration) -> Next {
 /// Connects, sends the preface and empty SETTINGS, reads the server's
 /// SETTINGS and acknowledges them; returns the server's settings.
 async fn handshake(addr: SocketAddr) -> (TcpStream, Vec<u8>, Vec<(u16, u32)>) {
+    handshake_with(addr, &[]).await
+}
+
+/// [`handshake`] announcing `settings` (identifier, value) of the client's.
+async fn handshake_with(
+    addr: SocketAddr,
+    settings: &[(u16, u32)],
+) -> (TcpStream, Vec<u8>, Vec<(u16, u32)>) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let mut hello = PREFACE.to_vec();
-    hello.extend(frame(SETTINGS, 0, 0, &[]));
+    let mut payload = Vec::new();
+    for (id, value) in settings {
+        payload.extend_from_slice(&id.to_be_bytes());
+        payload.extend_from_slice(&value.to_be_bytes());
+    }
+    hello.extend(frame(SETTINGS, 0, 0, &payload));
     s.write_all(&hello).await.unwrap();
     let mut buf = Vec::new();
     let settings = loop {
@@ -494,4 +507,41 @@ async fn shutdown_lets_an_in_flight_http2_stream_finish() {
         .expect("the server returns once the stream is done")
         .unwrap()
         .unwrap();
+}
+
+/// The outside review's zero-window hold: a client that announces a
+/// receive window of 0 and never widens it keeps its response unsent, and
+/// its request in flight, forever; ~40 addresses holding such connections
+/// took every slot. A stalled response now ends the connection.
+#[tokio::test]
+async fn a_response_held_by_a_zero_flow_control_window_does_not_hold_the_connection() {
+    let held = serve_held(ServeConfig {
+        keep_alive_idle: Duration::from_secs(60),
+        stall_timeout: Duration::from_millis(500),
+        ..ServeConfig::default()
+    })
+    .await;
+    held.release.add_permits(1000);
+    const INITIAL_WINDOW_SIZE: u16 = 0x4;
+    let (mut s, mut buf, _) = handshake_with(held.addr, &[(INITIAL_WINDOW_SIZE, 0)]).await;
+    s.write_all(&frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &get_block(&held.addr.to_string()),
+    ))
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut body = false;
+    loop {
+        match next(&mut s, &mut buf, Duration::from_secs(5)).await {
+            Next::Frame(f) => body |= f.kind == DATA && !f.payload.is_empty(),
+            Next::Closed => break,
+            Next::Quiet => panic!("a response the client never lets through held the connection"),
+        }
+    }
+    assert!(!body, "the window was zero: no body was sent");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(held.runs.load(Ordering::SeqCst), 1);
 }
