@@ -21,9 +21,10 @@
 //!   request, so an idle connection never outlives the header timeout.)
 //! * **max connections** (default 10,000): past it the loop stops accepting
 //!   until one closes (the kernel's backlog holds the rest).
-//! * **stalled responses** (default 30 s): a connection with requests in
-//!   flight none of which made progress for this long (no body frame read,
-//!   no response frame taken to be sent) is dropped. A client that stops
+//! * **stalled responses** (default 30 s): a connection with a request in
+//!   flight that made no progress for this long (no frame of its body read,
+//!   no frame of its response taken to be sent) is dropped; each request
+//!   has its own clock, so new requests do not keep a stuck one alive. A client that stops
 //!   reading, or an HTTP/2 client that opens its flow-control window at
 //!   zero and never widens it, would otherwise keep its requests "in
 //!   flight", and its connection out of the idle timeout, forever (found
@@ -110,9 +111,9 @@ pub struct ServeConfig {
     /// Most requests (streams) at once on one HTTP/2 connection (default
     /// 100).
     pub http2_max_streams: u32,
-    /// A connection whose requests in flight all made no progress (no body
-    /// frame read, no response frame taken to be sent) for this long is
-    /// dropped (default 30 s). Keep it above the handler deadline and the
+    /// A connection with a request in flight that made no progress (no
+    /// frame of its body read, none of its response taken to be sent) for
+    /// this long is dropped (default 30 s). Keep it above the handler deadline and the
     /// upload idle cut, which bound a request that is working or uploading.
     pub stall_timeout: Duration,
 }
@@ -231,7 +232,7 @@ pub async fn serve_until(
 enum Wake {
     /// Nothing in flight for the keep-alive idle time (or the close grace).
     Idle,
-    /// Requests in flight, none of which made progress for the stall timeout.
+    /// A request in flight made no progress for the stall timeout.
     Stalled,
 }
 
@@ -274,17 +275,20 @@ impl Drop for IpSlot {
     }
 }
 
-/// Requests in flight on one connection, when the last one ended, and when
-/// one last made progress.
+/// Requests in flight on one connection, when the last one ended, and each
+/// one's progress clock.
 struct Activity {
     in_flight: AtomicUsize,
     idle_since: Mutex<Instant>,
-    /// When the connection was accepted; `progress_ms` counts from here.
+    /// When the connection was accepted; the clocks count from here.
     opened: Instant,
-    /// Milliseconds after `opened` of the last sign of life of a request:
-    /// it started, a frame of its body was read, or a frame of its
-    /// response was taken to be sent.
-    progress_ms: AtomicU64,
+    /// One clock per request in flight (at most the HTTP/2 stream cap, one
+    /// on HTTP/1): milliseconds after `opened` of that request's last sign
+    /// of life (it started, a frame of its body was read, a frame of its
+    /// response was taken to be sent). Per request, so that a new request
+    /// does not vouch for an old one that is stuck (outside review: a
+    /// stream opened every 25 s kept a zero-window stream alive for ever).
+    clocks: Mutex<Vec<Arc<AtomicU64>>>,
 }
 
 impl Activity {
@@ -294,27 +298,46 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: Mutex::new(now),
             opened: now,
-            progress_ms: AtomicU64::new(0),
+            clocks: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The last progress of the request in flight that made progress least
+    /// recently (`None`: nothing in flight).
+    fn stalest(&self) -> Option<Instant> {
+        let clocks = self.clocks.lock().unwrap_or_else(|e| e.into_inner());
+        let ms = clocks.iter().map(|c| c.load(Ordering::Relaxed)).min()?;
+        Some(self.opened + Duration::from_millis(ms))
+    }
+}
+
+/// A request in flight: counted, with its progress clock.
+struct InFlight {
+    activity: Arc<Activity>,
+    clock: Arc<AtomicU64>,
+}
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        let clock = Arc::new(AtomicU64::new(activity.now_ms()));
+        activity
+            .clocks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(clock.clone());
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight {
+            activity: activity.clone(),
+            clock,
         }
     }
 
     fn progressed(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.progress_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn last_progress(&self) -> Instant {
-        self.opened + Duration::from_millis(self.progress_ms.load(Ordering::Relaxed))
-    }
-}
-
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn start(activity: &Arc<Activity>) -> Self {
-        activity.progressed();
-        activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(activity.clone())
+        self.clock.store(self.activity.now_ms(), Ordering::Relaxed);
     }
 }
 
@@ -322,6 +345,7 @@ impl InFlight {
 struct Reading {
     body: hyper::body::Incoming,
     activity: Arc<Activity>,
+    clock: Arc<AtomicU64>,
 }
 
 impl http_body::Body for Reading {
@@ -334,7 +358,7 @@ impl http_body::Body for Reading {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
         if let std::task::Poll::Ready(Some(Ok(_))) = &polled {
-            self.activity.progressed();
+            self.clock.store(self.activity.now_ms(), Ordering::Relaxed);
         }
         polled
     }
@@ -350,8 +374,17 @@ impl http_body::Body for Reading {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let activity = &self.activity;
+        activity
+            .clocks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| !Arc::ptr_eq(c, &self.clock));
+        *activity
+            .idle_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -359,7 +392,7 @@ impl Drop for InFlight {
 /// been sent (or dropped).
 struct Counted {
     body: axum::body::Body,
-    _in_flight: InFlight,
+    in_flight: InFlight,
 }
 
 impl http_body::Body for Counted {
@@ -372,7 +405,7 @@ impl http_body::Body for Counted {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
         if let std::task::Poll::Ready(Some(Ok(_))) = &polled {
-            self._in_flight.0.progressed();
+            self.in_flight.progressed();
         }
         polled
     }
@@ -451,7 +484,7 @@ pub async fn serve_with(
                     }
                     request.extensions_mut().insert(ConnectInfo(peer));
                     let in_flight = InFlight::start(&counting);
-                    let reading = counting.clone();
+                    let (reading, clock) = (counting.clone(), in_flight.clock.clone());
                     let router = router.clone();
                     async move {
                         let response = router
@@ -459,16 +492,14 @@ pub async fn serve_with(
                                 axum::body::Body::new(Reading {
                                     body,
                                     activity: reading.clone(),
+                                    clock: clock.clone(),
                                 })
                             }))
                             .await
                             .unwrap_or_else(|never| match never {});
-                        Ok::<_, std::convert::Infallible>(response.map(|body| {
-                            axum::body::Body::new(Counted {
-                                body,
-                                _in_flight: in_flight,
-                            })
-                        }))
+                        Ok::<_, std::convert::Infallible>(
+                            response.map(|body| axum::body::Body::new(Counted { body, in_flight })),
+                        )
                     }
                 },
             );
@@ -544,8 +575,13 @@ async fn drive<C, E>(
         let idle_check = async {
             loop {
                 let now = Instant::now();
-                let wait = if activity.in_flight.load(Ordering::Acquire) > 0 {
-                    let stalled_at = activity.last_progress() + config.stall_timeout;
+                let stalest = if activity.in_flight.load(Ordering::Acquire) > 0 {
+                    activity.stalest()
+                } else {
+                    None
+                };
+                let wait = if let Some(stalest) = stalest {
+                    let stalled_at = stalest + config.stall_timeout;
                     if now >= stalled_at {
                         return Wake::Stalled;
                     }
@@ -584,7 +620,7 @@ async fn drive<C, E>(
             }
             wake = idle_check => match wake {
                 Wake::Stalled => {
-                    tracing::debug!(%peer, "no request on the connection made progress; dropped");
+                    tracing::debug!(%peer, "a request on the connection made no progress; dropped");
                     break;
                 }
                 Wake::Idle if closing.is_some() => {

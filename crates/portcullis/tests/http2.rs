@@ -532,16 +532,32 @@ async fn a_response_held_by_a_zero_flow_control_window_does_not_hold_the_connect
     ))
     .await
     .unwrap();
+    // The second review's bypass: a fresh stream every so often (here
+    // opened and cancelled at once) must not vouch for the stuck one.
     let started = Instant::now();
     let mut body = false;
+    let mut id = 3;
     loop {
-        match next(&mut s, &mut buf, Duration::from_secs(5)).await {
-            Next::Frame(f) => body |= f.kind == DATA && !f.payload.is_empty(),
+        if started.elapsed() > Duration::from_secs(5) {
+            panic!("a response the client never lets through held the connection");
+        }
+        let mut refresh = frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            id,
+            &get_block(&held.addr.to_string()),
+        );
+        refresh.extend(frame(RST_STREAM, 0, id, &CANCEL.to_be_bytes()));
+        id += 2;
+        if s.write_all(&refresh).await.is_err() {
+            break;
+        }
+        match next(&mut s, &mut buf, Duration::from_millis(150)).await {
+            Next::Frame(f) => body |= f.kind == DATA && f.stream == 1 && !f.payload.is_empty(),
             Next::Closed => break,
-            Next::Quiet => panic!("a response the client never lets through held the connection"),
+            Next::Quiet => {}
         }
     }
     assert!(!body, "the window was zero: no body was sent");
-    assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(held.runs.load(Ordering::SeqCst), 1);
+    assert!(held.runs.load(Ordering::SeqCst) >= 1);
 }
