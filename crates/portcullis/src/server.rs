@@ -24,7 +24,9 @@
 //! * **stalled responses** (default 30 s): a connection with a request in
 //!   flight that made no progress for this long (no frame of its body read,
 //!   no frame of its response taken to be sent) is dropped; each request
-//!   has its own clock, so new requests do not keep a stuck one alive. A client that stops
+//!   has its own clock, so new requests do not keep a stuck one alive.
+//!   Such a connection is closed with a reset, so the kernel discards the
+//!   response it still buffered (MBs) instead of holding it for the peer. A client that stops
 //!   reading, or an HTTP/2 client that opens its flow-control window at
 //!   zero and never widens it, would otherwise keep its requests "in
 //!   flight", and its connection out of the idle timeout, forever (found
@@ -289,6 +291,10 @@ struct Activity {
     /// does not vouch for an old one that is stuck (outside review: a
     /// stream opened every 25 s kept a zero-window stream alive for ever).
     clocks: Mutex<Vec<Arc<AtomicU64>>>,
+    /// Set when the connection is dropped for a stall: its socket then
+    /// closes with a reset, so the kernel discards the unsent response
+    /// instead of holding it (MBs per socket) for a peer that never reads.
+    abort: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -299,6 +305,7 @@ impl Activity {
             idle_since: Mutex::new(now),
             opened: now,
             clocks: Mutex::new(Vec::new()),
+            abort: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -338,6 +345,68 @@ impl InFlight {
 
     fn progressed(&self) {
         self.clock.store(self.activity.now_ms(), Ordering::Relaxed);
+    }
+}
+
+/// A connection's socket; closed with a reset (`SO_LINGER` 0) when its
+/// connection was dropped for a stall (see [`Activity::abort`]), else with
+/// the usual FIN.
+struct Socket {
+    stream: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        if self.activity.abort.load(Ordering::Relaxed) {
+            let _ = self.stream.set_zero_linger();
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Socket {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Socket {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 
@@ -503,7 +572,10 @@ pub async fn serve_with(
                     }
                 },
             );
-            let io = TokioIo::new(stream);
+            let io = TokioIo::new(Socket {
+                stream,
+                activity: activity.clone(),
+            });
             if config.http2 {
                 let mut builder = auto::Builder::new(TokioExecutor::new());
                 builder
@@ -620,6 +692,7 @@ async fn drive<C, E>(
             }
             wake = idle_check => match wake {
                 Wake::Stalled => {
+                    activity.abort.store(true, Ordering::Relaxed);
                     tracing::debug!(%peer, "a request on the connection made no progress; dropped");
                     break;
                 }

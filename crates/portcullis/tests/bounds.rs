@@ -830,7 +830,21 @@ async fn a_response_the_client_never_reads_frees_its_connection_slot() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    drop(reader);
+    // Closed with a reset, so the kernel dropped the MBs it still held for
+    // a reader that never reads (a FIN would have queued behind them).
+    let mut sink = vec![0u8; 1 << 20];
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match reader.read(&mut sink).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => continue,
+                Err(e) => return Err(e.kind()),
+            }
+        }
+    })
+    .await
+    .expect("the connection ended");
+    assert_eq!(ended, Err(std::io::ErrorKind::ConnectionReset));
 }
 
 #[tokio::test]
