@@ -342,10 +342,6 @@ impl InFlight {
             clock,
         }
     }
-
-    fn progressed(&self) {
-        self.clock.store(self.activity.now_ms(), Ordering::Relaxed);
-    }
 }
 
 /// A connection's socket; closed with a reset (`SO_LINGER` 0) when its
@@ -410,37 +406,6 @@ impl tokio::io::AsyncWrite for Socket {
     }
 }
 
-/// A request body whose frames count as progress (see [`ServeConfig::stall_timeout`]).
-struct Reading {
-    body: hyper::body::Incoming,
-    activity: Arc<Activity>,
-    clock: Arc<AtomicU64>,
-}
-
-impl http_body::Body for Reading {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Ok(_))) = &polled {
-            self.clock.store(self.activity.now_ms(), Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
 impl Drop for InFlight {
     fn drop(&mut self) {
         let activity = &self.activity;
@@ -457,16 +422,23 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request counted as in flight until it has
-/// been sent (or dropped).
-struct Counted {
-    body: axum::body::Body,
-    in_flight: InFlight,
+/// A request's body or its response's, whose frames are the request's
+/// progress (see [`ServeConfig::stall_timeout`]). The response's also holds
+/// the request's [`InFlight`], so the request counts as in flight until its
+/// response has been sent (or dropped).
+struct Tracked<B> {
+    body: B,
+    activity: Arc<Activity>,
+    clock: Arc<AtomicU64>,
+    _in_flight: Option<InFlight>,
 }
 
-impl http_body::Body for Counted {
+impl<B> http_body::Body for Tracked<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+{
     type Data = bytes::Bytes;
-    type Error = axum::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
@@ -474,7 +446,7 @@ impl http_body::Body for Counted {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
         if let std::task::Poll::Ready(Some(Ok(_))) = &polled {
-            self.in_flight.progressed();
+            self.clock.store(self.activity.now_ms(), Ordering::Relaxed);
         }
         polled
     }
@@ -558,17 +530,23 @@ pub async fn serve_with(
                     async move {
                         let response = router
                             .oneshot(request.map(|body| {
-                                axum::body::Body::new(Reading {
+                                axum::body::Body::new(Tracked {
                                     body,
                                     activity: reading.clone(),
                                     clock: clock.clone(),
+                                    _in_flight: None,
                                 })
                             }))
                             .await
                             .unwrap_or_else(|never| match never {});
-                        Ok::<_, std::convert::Infallible>(
-                            response.map(|body| axum::body::Body::new(Counted { body, in_flight })),
-                        )
+                        Ok::<_, std::convert::Infallible>(response.map(|body| {
+                            axum::body::Body::new(Tracked {
+                                body,
+                                activity: in_flight.activity.clone(),
+                                clock: in_flight.clock.clone(),
+                                _in_flight: Some(in_flight),
+                            })
+                        }))
                     }
                 },
             );
