@@ -78,7 +78,7 @@
 
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -194,15 +194,17 @@ impl ServeConfig {
             out.max_connections_per_ip = n as usize;
         }
         const HTTP2: &str = "PORTCULLIS_HTTP2";
-        match text(HTTP2).map(|v| v.to_ascii_lowercase()).as_deref() {
-            None | Some("on" | "true" | "1") => {}
-            Some("off" | "false" | "0") => out.http2 = false,
-            Some(_) => {
-                return Err(ServeConfigError {
-                    var: HTTP2,
-                    value: text(HTTP2).unwrap_or_default(),
-                    expected: "`on` or `off`",
-                });
+        if let Some(value) = text(HTTP2) {
+            match value.to_ascii_lowercase().as_str() {
+                "on" | "true" | "1" => {}
+                "off" | "false" | "0" => out.http2 = false,
+                _ => {
+                    return Err(ServeConfigError {
+                        var: HTTP2,
+                        value,
+                        expected: "`on` or `off`",
+                    });
+                }
             }
         }
         if let Some(ms) = number("PORTCULLIS_STALL_TIMEOUT_MS")? {
@@ -277,10 +279,9 @@ impl Drop for IpSlot {
     }
 }
 
-/// Requests in flight on one connection, when the last one ended, and each
-/// one's progress clock.
+/// The requests in flight on one connection (one progress clock each) and
+/// when the last one ended.
 struct Activity {
-    in_flight: AtomicUsize,
     idle_since: Mutex<Instant>,
     /// When the connection was accepted; the clocks count from here.
     opened: Instant,
@@ -294,18 +295,17 @@ struct Activity {
     /// Set when the connection is dropped for a stall: its socket then
     /// closes with a reset, so the kernel discards the unsent response
     /// instead of holding it (MBs per socket) for a peer that never reads.
-    abort: std::sync::atomic::AtomicBool,
+    abort: AtomicBool,
 }
 
 impl Activity {
     fn new() -> Self {
         let now = Instant::now();
         Activity {
-            in_flight: AtomicUsize::new(0),
             idle_since: Mutex::new(now),
             opened: now,
             clocks: Mutex::new(Vec::new()),
-            abort: std::sync::atomic::AtomicBool::new(false),
+            abort: AtomicBool::new(false),
         }
     }
 
@@ -314,7 +314,7 @@ impl Activity {
     }
 
     /// The last progress of the request in flight that made progress least
-    /// recently (`None`: nothing in flight).
+    /// recently (`None`: nothing in flight, the connection is idle).
     fn stalest(&self) -> Option<Instant> {
         let clocks = self.clocks.lock().unwrap_or_else(|e| e.into_inner());
         let ms = clocks.iter().map(|c| c.load(Ordering::Relaxed)).min()?;
@@ -336,7 +336,6 @@ impl InFlight {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(clock.clone());
-        activity.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight {
             activity: activity.clone(),
             clock,
@@ -418,7 +417,6 @@ impl Drop for InFlight {
             .idle_since
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Instant::now();
-        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -625,12 +623,7 @@ async fn drive<C, E>(
         let idle_check = async {
             loop {
                 let now = Instant::now();
-                let stalest = if activity.in_flight.load(Ordering::Acquire) > 0 {
-                    activity.stalest()
-                } else {
-                    None
-                };
-                let wait = if let Some(stalest) = stalest {
+                let wait = if let Some(stalest) = activity.stalest() {
                     let stalled_at = stalest + config.stall_timeout;
                     if now >= stalled_at {
                         return Wake::Stalled;
