@@ -75,17 +75,19 @@ impl Db {
         let mut pool = AnyPoolOptions::new().acquire_timeout(acquire);
         pool = match dialect {
             // One writer at a time is SQLite's model; WAL lets readers run beside it.
-            Dialect::Sqlite => pool.max_connections(8).after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
-                         PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 16777216;",
-                    )
-                    .await?;
-                    Ok(())
+            Dialect::Sqlite => {
+                let pragmas: String = SQLITE_PRAGMAS
+                    .iter()
+                    .map(|(name, value)| format!("PRAGMA {name} = {value}; "))
+                    .collect();
+                pool.max_connections(8).after_connect(move |conn, _| {
+                    let pragmas = pragmas.clone();
+                    Box::pin(async move {
+                        conn.execute(&*pragmas).await?;
+                        Ok(())
+                    })
                 })
-            }),
+            }
             // The server cancels (and rolls back) a statement that runs past
             // the statement timeout: error 57014, 503 `database_unavailable`.
             Dialect::Postgres => {
@@ -170,6 +172,28 @@ pub fn default_url(data_dir: &std::path::Path) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join("demo.db").display())
 }
 
+/// What every SQLite connection of the demo is set to, the data pool's here
+/// and the session store's (`Sessions::for_db`) alike:
+///
+/// * WAL, so readers run beside the one writer;
+/// * `synchronous = NORMAL`: in WAL mode a commit does not wait for an
+///   fsync (a checkpoint does). With sqlx's default (FULL) each sign-in
+///   waited for one, which on a busy disk took longer than the session
+///   deadline (500 ms): the sign-in was a 503 (CI, demo
+///   tests/authorization.rs). A commit lost to a power cut means signing in
+///   or renaming again; the database itself stays consistent;
+/// * `wal_autocheckpoint = 0` and a 16 MiB `journal_size_limit`: no commit
+///   runs the checkpoint, [`checkpoint_wal`] does, off the request path;
+/// * foreign keys on, and a 5 s busy timeout.
+pub const SQLITE_PRAGMAS: [(&str, &str); 6] = [
+    ("journal_mode", "WAL"),
+    ("synchronous", "NORMAL"),
+    ("foreign_keys", "ON"),
+    ("busy_timeout", "5000"),
+    ("wal_autocheckpoint", "0"),
+    ("journal_size_limit", "16777216"),
+];
+
 /// How often [`checkpoint_wal`] moves the WAL into the database file.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
@@ -250,16 +274,28 @@ async fn checkpoint_once(pool: &AnyPool) -> Result<(), sqlx::Error> {
 mod tests {
     use super::*;
 
+    /// A fresh SQLite database file with an empty `ballast (b BLOB)` table.
+    async fn ballast_db(label: &str) -> (Db, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!(
+            "portcullis-demo-{label}-{}.db",
+            rand::random::<u64>()
+        ));
+        let db = Db::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE ballast (b BLOB)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        (db, path)
+    }
+
     /// A sign-in once waited for a WAL checkpoint inside its session write
     /// and missed its deadline (503 in CI): no connection checkpoints on
     /// commit, and the background task does it instead.
     #[tokio::test]
     async fn wal_is_checkpointed_off_the_request_path() {
-        let path =
-            std::env::temp_dir().join(format!("portcullis-demo-wal-{}.db", rand::random::<u64>()));
-        let db = Db::connect(&format!("sqlite://{}?mode=rwc", path.display()))
-            .await
-            .unwrap();
+        let (db, path) = ballast_db("wal").await;
         // Every connection of the pool, not just the first one.
         let mut held = Vec::new();
         for _ in 0..3 {
@@ -275,10 +311,6 @@ mod tests {
         let file_len = || std::fs::metadata(&path).unwrap().len();
         let before = file_len();
         // 8 MiB in one commit: twice SQLite's default checkpoint threshold.
-        sqlx::query("CREATE TABLE ballast (b BLOB)")
-            .execute(&db.pool)
-            .await
-            .unwrap();
         sqlx::query(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 64) \
              INSERT INTO ballast SELECT randomblob(131072) FROM n",
@@ -303,17 +335,7 @@ mod tests {
     /// benchmark): past 64 MiB it is emptied, without any further write.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn wal_past_64_mib_is_truncated_by_the_task() {
-        let path = std::env::temp_dir().join(format!(
-            "portcullis-demo-walflood-{}.db",
-            rand::random::<u64>()
-        ));
-        let db = Db::connect(&format!("sqlite://{}?mode=rwc", path.display()))
-            .await
-            .unwrap();
-        sqlx::query("CREATE TABLE ballast (b BLOB)")
-            .execute(&db.pool)
-            .await
-            .unwrap();
+        let (db, path) = ballast_db("walflood").await;
         let wal = path.with_extension("db-wal");
         let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
         let (mut largest, mut emptied) = (0, false);

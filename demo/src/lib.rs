@@ -226,24 +226,14 @@ impl Sessions {
         let err = |e: sqlx::Error| StartError::Sessions(e.to_string());
         match db.dialect {
             Dialect::Sqlite => {
-                let options = sqlx::sqlite::SqliteConnectOptions::from_str(&db.url)
+                let mut options = sqlx::sqlite::SqliteConnectOptions::from_str(&db.url)
                     .map_err(err)?
-                    .create_if_missing(true)
-                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                    // As the data pool (db.rs): in WAL mode NORMAL syncs at
-                    // checkpoints, not on every commit. With sqlx's default
-                    // (FULL) each sign-in waited for an fsync of the WAL,
-                    // which on a busy disk (uploads, CI) can take longer than
-                    // the session deadline (500 ms): the sign-in was a 503
-                    // (CI, demo tests/authorization.rs). A session lost to a
-                    // power cut means signing in again; the database itself
-                    // stays consistent.
-                    .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
-                    // Nor does a session write ever run the WAL checkpoint
-                    // (db.rs, `checkpoint_wal`, does it off the request path).
-                    .pragma("wal_autocheckpoint", "0")
-                    .pragma("journal_size_limit", "16777216")
-                    .busy_timeout(std::time::Duration::from_secs(5));
+                    .create_if_missing(true);
+                // The data pool's settings (db.rs): a session write waits
+                // for neither an fsync nor a WAL checkpoint.
+                for (name, value) in crate::db::SQLITE_PRAGMAS {
+                    options = options.pragma(name, value);
+                }
                 let pool = sqlx::SqlitePool::connect_with(options).await.map_err(err)?;
                 let store = SqliteStore::new(pool);
                 store.migrate().await.map_err(err)?;
