@@ -304,6 +304,21 @@ impl S3Store {
         Self::new(S3Config::from_env()?)
     }
 
+    /// Sends `request` under the store's total timeout; a transport
+    /// failure becomes [`StoreError::Unreachable`] or
+    /// [`StoreError::TimedOut`] for `operation`.
+    async fn send(
+        &self,
+        operation: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, StoreError> {
+        request
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| transport(operation, self.timeout, e))
+    }
+
     /// The object key for `key`: the prefix, then the key's 32 hex digits.
     pub fn object_key(&self, key: &FileKey) -> String {
         format!("{}{}", self.prefix, key.as_str())
@@ -322,13 +337,7 @@ impl S3Store {
             .bucket
             .head_bucket(Some(&self.credentials))
             .sign(self.ttl());
-        let response = self
-            .client
-            .head(url)
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(|e| transport(OP, self.timeout, e))?;
+        let response = self.send(OP, self.client.head(url)).await?;
         if response.status().is_success() {
             return Ok(());
         }
@@ -337,13 +346,8 @@ impl S3Store {
             .create_bucket(&self.credentials)
             .sign(self.ttl());
         let response = self
-            .client
-            .put(url)
-            .header(header::CONTENT_LENGTH, 0)
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(|e| transport(OP, self.timeout, e))?;
+            .send(OP, self.client.put(url).header(header::CONTENT_LENGTH, 0))
+            .await?;
         match response.status() {
             s if s.is_success() => Ok(()),
             StatusCode::CONFLICT => match backend(OP, response).await {
@@ -383,15 +387,15 @@ impl FileStore for S3Store {
             // on a plain PUT) and fail if the file turns out shorter.
             let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(temp));
             let response = self
-                .client
-                .put(url)
-                .header(header::CONTENT_LENGTH, len)
-                .header(header::CONTENT_TYPE, "application/octet-stream")
-                .body(body)
-                .timeout(self.timeout)
-                .send()
-                .await
-                .map_err(|e| transport(OP, self.timeout, e))?;
+                .send(
+                    OP,
+                    self.client
+                        .put(url)
+                        .header(header::CONTENT_LENGTH, len)
+                        .header(header::CONTENT_TYPE, "application/octet-stream")
+                        .body(body),
+                )
+                .await?;
             if !response.status().is_success() {
                 return Err(backend(OP, response).await);
             }
@@ -455,13 +459,7 @@ impl FileStore for S3Store {
                 .bucket
                 .delete_object(Some(&self.credentials), &object)
                 .sign(self.ttl());
-            let response = self
-                .client
-                .delete(url)
-                .timeout(self.timeout)
-                .send()
-                .await
-                .map_err(|e| transport(OP, self.timeout, e))?;
+            let response = self.send(OP, self.client.delete(url)).await?;
             match response.status() {
                 s if s.is_success() => Ok(()),
                 // Already gone is fine; a missing bucket is a misconfigured
