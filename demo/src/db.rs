@@ -1,13 +1,18 @@
 //! Database connection: SQLite by default (embedded, file under `./data`),
-//! Postgres when `DATABASE_URL` says so. Both go through `sqlx::Any` with the
-//! same SQL (`$1` placeholders, `RETURNING`, `ON CONFLICT` work in both); the
-//! differences between the two dialects live here and in the two migration
+//! Postgres when `DATABASE_URL` says so. The DAL's statements run through
+//! [`crate::dal::sql`]: rusqlite on SQLite, sqlx on Postgres, with the same
+//! SQL (`$1` placeholders, `RETURNING`, `ON CONFLICT` work in both). The
+//! migrations, the seed and the tests' own queries go through one sqlx
+//! `Any` pool on either database ([`Db::pool`]). The differences between
+//! the two dialects live here, in `dal::sql` and in the two migration
 //! folders, nowhere else.
 
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
+
+use crate::dal::sql::{self, DbError, SqlitePool};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
@@ -50,7 +55,12 @@ impl Timeouts {
 
 #[derive(Clone)]
 pub struct Db {
+    /// sqlx's pool: migrations, the seed, administrative and test queries.
+    /// On Postgres it is also the DAL's; on SQLite it keeps at most two
+    /// connections, closed after 30 s unused.
     pub pool: AnyPool,
+    /// Where the DAL's statements run (see [`crate::dal::sql`]).
+    pub data: sql::Pool,
     pub dialect: Dialect,
     pub url: String,
 }
@@ -58,6 +68,45 @@ pub struct Db {
 impl Db {
     /// Connects and runs the migrations for the URL's dialect.
     pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
+        let db = Self::connect_admin(url).await?;
+        db.migrate().await?;
+        let data = match db.dialect {
+            Dialect::Postgres => sql::Pool::Any(db.pool.clone()),
+            Dialect::Sqlite => {
+                let file = sql::sqlite_file(url).ok_or_else(|| {
+                    sqlx::Error::Configuration(
+                        "the demo needs a SQLite file (sqlite://path/to/file.db), not an in-memory database"
+                            .into(),
+                    )
+                })?;
+                let acquire = Timeouts::from_env().acquire.max(Duration::from_secs(3));
+                let pool =
+                    SqlitePool::open(&file, SQLITE_DATA_CONNECTIONS, acquire, &SQLITE_PRAGMAS)
+                        .await
+                        .map_err(|e| match e {
+                            DbError::Sqlx(e) => e,
+                            other => sqlx::Error::Io(std::io::Error::other(other.to_string())),
+                        })?;
+                tokio::spawn(checkpoint_wal(pool.clone()));
+                sql::Pool::Sqlite(pool)
+            }
+        };
+        Ok(Db { data, ..db })
+    }
+
+    /// The DAL over this database.
+    pub fn dal(&self) -> crate::dal::Dal {
+        crate::dal::Dal::new(self.data.clone())
+    }
+
+    /// Closes both pools: every later statement fails (503
+    /// `database_unavailable`).
+    pub async fn close(&self) {
+        self.data.close().await;
+        self.pool.close().await;
+    }
+
+    async fn connect_admin(url: &str) -> Result<Db, sqlx::Error> {
         sqlx::any::install_default_drivers();
         let dialect = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Dialect::Postgres
@@ -80,13 +129,15 @@ impl Db {
                     .iter()
                     .map(|(name, value)| format!("PRAGMA {name} = {value}; "))
                     .collect();
-                pool.max_connections(8).after_connect(move |conn, _| {
-                    let pragmas = pragmas.clone();
-                    Box::pin(async move {
-                        conn.execute(&*pragmas).await?;
-                        Ok(())
+                pool.max_connections(2)
+                    .idle_timeout(Duration::from_secs(30))
+                    .after_connect(move |conn, _| {
+                        let pragmas = pragmas.clone();
+                        Box::pin(async move {
+                            conn.execute(&*pragmas).await?;
+                            Ok(())
+                        })
                     })
-                })
             }
             // The server cancels (and rolls back) a statement that runs past
             // the statement timeout: error 57014, 503 `database_unavailable`.
@@ -102,16 +153,12 @@ impl Db {
             }
         };
         let pool = pool.connect_with(options).await?;
-        let db = Db {
+        Ok(Db {
+            data: sql::Pool::Any(pool.clone()),
             pool,
             dialect,
             url: url.to_owned(),
-        };
-        db.migrate().await?;
-        if dialect == Dialect::Sqlite {
-            tokio::spawn(checkpoint_wal(db.pool.clone()));
-        }
-        Ok(db)
+        })
     }
 
     /// Where attachment files go: `DEMO_FILES_DIR` if set; else, for a
@@ -172,6 +219,10 @@ pub fn default_url(data_dir: &std::path::Path) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join("demo.db").display())
 }
 
+/// The SQLite data path's connections: one writer at a time is SQLite's
+/// model; WAL lets readers run beside it.
+pub const SQLITE_DATA_CONNECTIONS: usize = 8;
+
 /// What every SQLite connection of the demo is set to, the data pool's here
 /// and the session store's (`Sessions::for_db`) alike:
 ///
@@ -217,7 +268,7 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// the last connection closes. A user who writes a lot grows the WAL for a
 /// moment, and makes nobody else's request pay for copying it. The task
 /// ends when the pool is closed.
-pub async fn checkpoint_wal(pool: AnyPool) {
+pub async fn checkpoint_wal(pool: SqlitePool) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -256,18 +307,15 @@ pub const TRUNCATE_AT_FRAMES: i64 = 16_384;
 /// then empties the file: writers pause for about the length of one read,
 /// once per 64 MiB written. If it cannot finish in time it answers busy
 /// and the next period tries again.
-async fn checkpoint_once(pool: &AnyPool) -> Result<(), sqlx::Error> {
-    use sqlx::Row;
-    let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(pool)
-        .await?;
-    let frames: i64 = row.try_get(1)?;
-    if frames >= TRUNCATE_AT_FRAMES {
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(pool)
-            .await?;
-    }
-    Ok(())
+async fn checkpoint_once(pool: &SqlitePool) -> Result<(), DbError> {
+    pool.with(|conn| {
+        let frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))?;
+        if frames >= TRUNCATE_AT_FRAMES {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -290,15 +338,29 @@ mod tests {
         (db, path)
     }
 
+    async fn futures_join_all<T>(
+        futures: impl Iterator<Item = impl std::future::Future<Output = T> + Send + 'static>,
+    ) -> Vec<T>
+    where
+        T: Send + 'static,
+    {
+        let handles: Vec<_> = futures.map(tokio::spawn).collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
+    }
+
     /// A sign-in once waited for a WAL checkpoint inside its session write
     /// and missed its deadline (503 in CI): no connection checkpoints on
     /// commit, and the background task does it instead.
     #[tokio::test]
     async fn wal_is_checkpointed_off_the_request_path() {
         let (db, path) = ballast_db("wal").await;
-        // Every connection of the pool, not just the first one.
+        // Every connection of both pools, not just the first one.
         let mut held = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..2 {
             let mut conn = db.pool.acquire().await.unwrap();
             let (every,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
                 .fetch_one(&mut *conn)
@@ -308,6 +370,24 @@ mod tests {
             held.push(conn);
         }
         drop(held);
+        let sql::Pool::Sqlite(data) = &db.data else {
+            panic!("a SQLite file gets the rusqlite pool")
+        };
+        // All of them at once, so each answer comes from its own connection.
+        let all_in = std::sync::Arc::new(std::sync::Barrier::new(SQLITE_DATA_CONNECTIONS));
+        let answers = (0..SQLITE_DATA_CONNECTIONS).map(|_| {
+            let (all_in, data) = (all_in.clone(), data.clone());
+            async move {
+                data.with(move |conn| {
+                    all_in.wait();
+                    Ok(conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get::<_, i64>(0))?)
+                })
+                .await
+            }
+        });
+        for every in futures_join_all(answers).await {
+            assert_eq!(every.unwrap(), 0, "a commit never runs the checkpoint");
+        }
         let file_len = || std::fs::metadata(&path).unwrap().len();
         let before = file_len();
         // 8 MiB in one commit: twice SQLite's default checkpoint threshold.
@@ -326,7 +406,7 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        db.pool.close().await;
+        db.close().await;
         let _ = std::fs::remove_file(&path);
     }
 
@@ -360,7 +440,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(largest > 64 * 1024 * 1024, "{largest}");
-        db.pool.close().await;
+        db.close().await;
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -327,9 +327,20 @@ async fn sweep_once(dal: &Dal, dir: &std::path::Path) {
 /// connection within the pool's acquire deadline, a broken connection, and
 /// on Postgres the connection-exception class (`08…`), a statement cancelled
 /// by `statement_timeout` (`57014`, rolled back by the server), an operator
-/// or crash shutdown (`57P0…`) and too many connections (`53300`).
+/// or crash shutdown (`57P0…`) and too many connections (`53300`); on SQLite
+/// the data path's pool time-out and a database still locked after the busy
+/// timeout ([`dal::sql::DbError::is_unavailable`]).
 pub fn classify(e: &(dyn std::error::Error + 'static)) -> Option<portcullis::ErrorCode> {
-    let e = e.downcast_ref::<sqlx::Error>()?;
+    let e = match e.downcast_ref::<dal::sql::DbError>() {
+        Some(dal::sql::DbError::Sqlx(e)) => e,
+        Some(other) => {
+            return other
+                .is_unavailable()
+                .unwrap_or(false)
+                .then_some(portcullis::ErrorCode::DatabaseUnavailable);
+        }
+        None => e.downcast_ref::<sqlx::Error>()?,
+    };
     match e {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
@@ -381,7 +392,7 @@ pub fn build_parts(
         }
     })?;
     let state = AppState {
-        dal: Dal::new(db.pool.clone()),
+        dal: db.dal(),
         files: std::sync::Arc::new(files),
     };
     // Files no row names (a crash between storing a file and recording

@@ -164,7 +164,8 @@ pub async fn bench(
         let user_index = k % 10;
         let ttl = Duration::from_secs(7 * 86_400);
         // The session carries the user's current stamp, as a sign-in would.
-        let stamp = crate::dal::Dal::new(db.pool.clone())
+        let stamp = db
+            .dal()
             .users()
             .security_stamp(users[user_index])
             .await

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use demo::audit::AuditQueue;
-use demo::dal::Dal;
 use demo::db::Db;
 use portcullis::AuditEvent;
 use portcullis::wire;
@@ -230,7 +229,7 @@ async fn acknowledged_mutations_keep_their_audit_rows_across_sigterm() {
         );
     }
     assert!(stored.values().all(|&n| n == 1));
-    db.pool.close().await;
+    db.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -241,7 +240,7 @@ async fn acknowledged_mutations_keep_their_audit_rows_across_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_queue_flood_delays_but_never_drops() {
     let db = common::fresh_db().await;
-    let queue = AuditQueue::start(Dal::new(db.pool.clone()), 8);
+    let queue = AuditQueue::start(db.dal(), 8);
     let mut tasks = Vec::new();
     for t in 0..32 {
         let queue = queue.clone();
@@ -282,7 +281,7 @@ async fn audit_queue_flood_delays_but_never_drops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_write_failure_is_retried_until_the_row_lands() {
     let db = common::fresh_db().await;
-    let queue = AuditQueue::start(Dal::new(db.pool.clone()), 64);
+    let queue = AuditQueue::start(db.dal(), 64);
     sqlx::query("ALTER TABLE audit_log RENAME TO audit_log_away")
         .execute(&db.pool)
         .await

@@ -222,7 +222,7 @@ async fn demo_action_error_and_asset_responses_carry_the_headers() {
     uncacheable.push(("API refusal", r));
     // The database goes away under a signed-in page render: a 503 (the
     // framework's 500 pages are covered in crates/portcullis/tests/headers.rs).
-    demo.db.pool.close().await;
+    demo.db.close().await;
     let r = alice.get("/projects").await;
     assert!(r.status.is_server_error(), "{}", r.text());
     assert_no_inline_code("error page 5xx", &r.text());

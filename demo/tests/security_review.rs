@@ -109,11 +109,7 @@ async fn successful_mutations_are_written_to_the_audit_log() {
 
     // Rows are written off the request path, in batches.
     demo.audit.flush().await;
-    let rows = demo::dal::Dal::new(demo.db.pool.clone())
-        .audit_log()
-        .recent(10)
-        .await
-        .unwrap();
+    let rows = demo.db.dal().audit_log().recent(10).await.unwrap();
     let got: Vec<(&str, Option<&str>, Option<i64>)> = rows
         .iter()
         .map(|r| (r.action.as_str(), r.record.as_deref(), r.user_id))

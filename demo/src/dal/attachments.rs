@@ -2,22 +2,24 @@
 //! query is scoped to the viewer's teams, like comments; the team's total
 //! stays under [`TEAM_QUOTA_BYTES`], checked in the insert itself.
 
-use super::{Dal, DalResult, VIEWER_TEAMS, Viewer, not_found, now};
+use super::{Dal, DalResult, VIEWER_TEAMS, Viewer, not_found, now, sql};
 
 /// What one team may keep in attachments, in all.
 pub const TEAM_QUOTA_BYTES: i64 = 20 * 1024 * 1024;
 
-#[derive(sqlx::FromRow, Clone)]
-pub struct AttachmentRow {
-    pub id: i64,
-    pub project_id: i64,
-    pub uploader_id: i64,
-    pub uploader_name: String,
-    pub file_key: String,
-    pub file_name: String,
-    pub content_type: String,
-    pub size: i64,
-    pub created_at: i64,
+sql::record! {
+    #[derive(Clone)]
+    pub struct AttachmentRow {
+        pub id: i64,
+        pub project_id: i64,
+        pub uploader_id: i64,
+        pub uploader_name: String,
+        pub file_key: String,
+        pub file_name: String,
+        pub content_type: String,
+        pub size: i64,
+        pub created_at: i64,
+    }
 }
 
 /// What a new attachment row records.
@@ -49,7 +51,7 @@ const SELECT: &str = "SELECT a.id, a.project_id, a.uploader_id, u.display_name A
 
 impl Attachments<'_> {
     pub async fn list(&self, viewer: &Viewer, project_id: i64) -> DalResult<Vec<AttachmentRow>> {
-        Ok(sqlx::query_as(&format!(
+        Ok(sql::query(format!(
             "{SELECT} WHERE a.project_id = $2 AND p.team_id IN ({VIEWER_TEAMS}) ORDER BY a.id"
         ))
         .bind(viewer.id())
@@ -61,7 +63,7 @@ impl Attachments<'_> {
     /// One attachment, if it is on a project of one of the viewer's teams.
     pub async fn get(&self, viewer: &Viewer, id: i64) -> DalResult<AttachmentRow> {
         not_found(
-            sqlx::query_as(&format!(
+            sql::query(format!(
                 "{SELECT} WHERE a.id = $2 AND p.team_id IN ({VIEWER_TEAMS})"
             ))
             .bind(viewer.id())
@@ -82,7 +84,7 @@ impl Attachments<'_> {
         // SUM of a BIGINT is NUMERIC on Postgres: cast back for the bindings.
         let team_used = "SELECT CAST(COALESCE(SUM(a2.size), 0) AS BIGINT) FROM attachments a2 JOIN projects p2 ON p2.id = a2.project_id \
                          WHERE p2.team_id = (SELECT team_id FROM projects WHERE id = $2)";
-        let row: Option<(i64,)> = sqlx::query_as(&format!(
+        let row: Option<(i64,)> = sql::query(format!(
             "INSERT INTO attachments (project_id, uploader_id, file_key, file_name, content_type, size, sha256, created_at) \
              SELECT $2, $1, $3, $4, $5, $6, $7, $8 \
              WHERE $2 IN (SELECT id FROM projects WHERE team_id IN ({VIEWER_TEAMS})) \
@@ -106,7 +108,7 @@ impl Attachments<'_> {
             None => {
                 // Which condition failed: visibility first (never reveal
                 // another team's usage).
-                let used: Option<(i64,)> = sqlx::query_as(&format!(
+                let used: Option<(i64,)> = sql::query(format!(
                     "SELECT ({team_used}) WHERE $2 IN (SELECT id FROM projects WHERE team_id IN ({VIEWER_TEAMS}))"
                 ))
                 .bind(viewer.id())
@@ -128,7 +130,7 @@ impl Attachments<'_> {
     /// still see; returns (project id, file key) so the caller can remove
     /// the file.
     pub async fn delete(&self, viewer: &Viewer, id: i64) -> DalResult<(i64, String)> {
-        let row: Option<(i64, String)> = sqlx::query_as(&format!(
+        let row: Option<(i64, String)> = sql::query(format!(
             "DELETE FROM attachments WHERE id = $2 AND uploader_id = $1 \
              AND project_id IN (SELECT id FROM projects WHERE team_id IN ({VIEWER_TEAMS})) \
              RETURNING project_id, file_key"
@@ -147,7 +149,7 @@ impl Attachments<'_> {
         viewer: &Viewer,
         project_id: i64,
     ) -> DalResult<Vec<String>> {
-        let rows: Vec<(String,)> = sqlx::query_as(&format!(
+        let rows: Vec<(String,)> = sql::query(format!(
             "SELECT a.file_key FROM attachments a JOIN projects p ON p.id = a.project_id \
              WHERE a.project_id = $2 AND p.team_id IN ({VIEWER_TEAMS})"
         ))
@@ -160,7 +162,7 @@ impl Attachments<'_> {
 
     /// Every file key a row names (for the orphan sweep at start-up).
     pub async fn all_keys(&self) -> DalResult<std::collections::HashSet<String>> {
-        let rows: Vec<(String,)> = sqlx::query_as("SELECT file_key FROM attachments")
+        let rows: Vec<(String,)> = sql::query("SELECT file_key FROM attachments")
             .fetch_all(&self.0.pool)
             .await?;
         Ok(rows.into_iter().map(|(k,)| k).collect())

@@ -9,7 +9,7 @@ use portcullis::AuditEvent;
 
 use std::sync::OnceLock;
 
-use super::{Dal, DalResult};
+use super::{Dal, DalResult, sql};
 
 /// `INSERT … VALUES (…), … ON CONFLICT (request_id) DO NOTHING` for `rows`
 /// rows (1, 4, 16 or 64), built once each.
@@ -46,14 +46,16 @@ fn insert_sql(rows: usize) -> &'static str {
 
 pub struct AuditLog<'a>(pub(super) &'a Dal);
 
-/// One audit row, as read back (tests, an admin page).
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct AuditRow {
-    pub user_id: Option<i64>,
-    pub action: String,
-    pub record: Option<String>,
-    pub request_id: Option<String>,
-    pub created_at: i64,
+sql::record! {
+    /// One audit row, as read back (tests, an admin page).
+    #[derive(Debug, Clone)]
+    pub struct AuditRow {
+        pub user_id: Option<i64>,
+        pub action: String,
+        pub record: Option<String>,
+        pub request_id: Option<String>,
+        pub created_at: i64,
+    }
 }
 
 impl AuditLog<'_> {
@@ -61,7 +63,7 @@ impl AuditLog<'_> {
     /// 1 rows, so at most four statement texts are prepared per
     /// connection). A row whose request id is already stored is skipped, so
     /// retrying a batch whose commit was reported failed cannot duplicate it.
-    pub async fn write_batch(&self, events: &[AuditEvent]) -> Result<(), sqlx::Error> {
+    pub async fn write_batch(&self, events: &[AuditEvent]) -> Result<(), sql::DbError> {
         let mut tx = self.0.pool.begin().await?;
         let mut rest = events;
         while !rest.is_empty() {
@@ -70,7 +72,7 @@ impl AuditLog<'_> {
                 .find(|&n| n <= rest.len())
                 .unwrap_or(1);
             let (chunk, tail) = rest.split_at(n);
-            let mut query = sqlx::query(insert_sql(n));
+            let mut query = sql::query(insert_sql(n));
             for event in chunk {
                 let at = event
                     .at
@@ -84,7 +86,7 @@ impl AuditLog<'_> {
                     .bind(event.request_id.clone())
                     .bind(at);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut tx).await?;
             rest = tail;
         }
         tx.commit().await
@@ -92,7 +94,7 @@ impl AuditLog<'_> {
 
     /// The newest `limit` rows, newest first.
     pub async fn recent(&self, limit: i64) -> DalResult<Vec<AuditRow>> {
-        Ok(sqlx::query_as(
+        Ok(sql::query(
             "SELECT user_id, action, record, request_id, created_at FROM audit_log ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)

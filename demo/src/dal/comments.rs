@@ -1,16 +1,18 @@
 //! Comments on projects. Reading needs membership of the project's team;
 //! editing and deleting need authorship as well, in the same statement.
 
-use super::{Dal, DalResult, VIEWER_TEAMS, Viewer, not_found, now, touched_one};
+use super::{Dal, DalResult, VIEWER_TEAMS, Viewer, not_found, now, sql, touched_one};
 
-#[derive(sqlx::FromRow, Clone)]
-pub struct CommentRow {
-    pub id: i64,
-    pub project_id: i64,
-    pub author_id: i64,
-    pub author_name: String,
-    pub body: String,
-    pub created_at: i64,
+sql::record! {
+    #[derive(Clone)]
+    pub struct CommentRow {
+        pub id: i64,
+        pub project_id: i64,
+        pub author_id: i64,
+        pub author_name: String,
+        pub body: String,
+        pub created_at: i64,
+    }
 }
 
 pub struct Comments<'a>(pub(super) &'a Dal);
@@ -23,7 +25,7 @@ const OWN: &str = "author_id = $1 AND project_id IN (SELECT id FROM projects WHE
 
 impl Comments<'_> {
     pub async fn list(&self, viewer: &Viewer, project_id: i64) -> DalResult<Vec<CommentRow>> {
-        Ok(sqlx::query_as(&format!(
+        Ok(sql::query(format!(
             "{SELECT} WHERE c.project_id = $2 AND p.team_id IN ({VIEWER_TEAMS}) ORDER BY c.id"
         ))
         .bind(viewer.id())
@@ -34,7 +36,7 @@ impl Comments<'_> {
 
     pub async fn get(&self, viewer: &Viewer, id: i64) -> DalResult<CommentRow> {
         not_found(
-            sqlx::query_as(&format!(
+            sql::query(format!(
                 "{SELECT} WHERE c.id = $2 AND p.team_id IN ({VIEWER_TEAMS})"
             ))
             .bind(viewer.id())
@@ -51,7 +53,7 @@ impl Comments<'_> {
         body: &str,
     ) -> DalResult<CommentRow> {
         let t = now();
-        let row: Option<(i64,)> = sqlx::query_as(&format!(
+        let row: Option<(i64,)> = sql::query(format!(
             "INSERT INTO comments (project_id, author_id, body, created_at, updated_at) \
              SELECT $2, $1, $3, $4, $4 WHERE $2 IN (SELECT id FROM projects WHERE team_id IN ({VIEWER_TEAMS})) \
              RETURNING id"
@@ -67,7 +69,7 @@ impl Comments<'_> {
     }
 
     pub async fn edit(&self, viewer: &Viewer, id: i64, body: &str) -> DalResult<CommentRow> {
-        let done = sqlx::query(&format!(
+        let done = sql::query(format!(
             "UPDATE comments SET body = $3, updated_at = $4 WHERE id = $2 AND {OWN}"
         ))
         .bind(viewer.id())
@@ -82,7 +84,7 @@ impl Comments<'_> {
 
     /// Deletes the viewer's own comment; returns its project id.
     pub async fn delete(&self, viewer: &Viewer, id: i64) -> DalResult<i64> {
-        let row: Option<(i64,)> = sqlx::query_as(&format!(
+        let row: Option<(i64,)> = sql::query(format!(
             "DELETE FROM comments WHERE id = $2 AND {OWN} RETURNING project_id"
         ))
         .bind(viewer.id())

@@ -15,19 +15,19 @@ pub mod audit;
 pub mod comments;
 pub mod contact;
 pub mod projects;
+pub mod sql;
 pub mod teams;
 pub mod tokens;
 pub mod users;
 
 use portcullis::ActionError;
-use sqlx::AnyPool;
 
 pub use portcullis::Viewer;
 
 /// The DAL handle, cheap to clone.
 #[derive(Clone)]
 pub struct Dal {
-    pub(crate) pool: AnyPool,
+    pub(crate) pool: sql::Pool,
 }
 
 /// Every DAL call returns this: `NotFound` for absent-or-not-yours, field
@@ -35,7 +35,7 @@ pub struct Dal {
 pub type DalResult<T> = Result<T, ActionError>;
 
 impl Dal {
-    pub fn new(pool: AnyPool) -> Self {
+    pub fn new(pool: sql::Pool) -> Self {
         Dal { pool }
     }
 
@@ -82,7 +82,7 @@ fn not_found<T>(row: Option<T>) -> DalResult<T> {
 
 /// A scoped write that matched no row touched nothing the viewer may see:
 /// the same `NotFound` as a missing id.
-fn touched_one(done: sqlx::any::AnyQueryResult) -> DalResult<()> {
+fn touched_one(done: sql::Done) -> DalResult<()> {
     if done.rows_affected() == 0 {
         return Err(ActionError::NotFound);
     }

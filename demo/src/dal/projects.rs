@@ -1,15 +1,17 @@
 //! Projects, scoped to the viewer's teams in every statement.
 
-use super::{Dal, DalResult, VIEWER_TEAMS, Viewer, not_found, now, touched_one};
+use super::{Dal, DalResult, VIEWER_TEAMS, Viewer, not_found, now, sql, touched_one};
 
-#[derive(sqlx::FromRow, Clone)]
-pub struct ProjectRow {
-    pub id: i64,
-    pub team_id: i64,
-    pub team_name: String,
-    pub name: String,
-    pub archived_at: Option<i64>,
-    pub updated_at: i64,
+sql::record! {
+    #[derive(Clone)]
+    pub struct ProjectRow {
+        pub id: i64,
+        pub team_id: i64,
+        pub team_name: String,
+        pub name: String,
+        pub archived_at: Option<i64>,
+        pub updated_at: i64,
+    }
 }
 
 pub struct Projects<'a>(pub(super) &'a Dal);
@@ -26,7 +28,7 @@ const RETURNING: &str = "RETURNING id, team_id, \
 impl Projects<'_> {
     /// All projects of the viewer's teams, newest first.
     pub async fn list(&self, viewer: &Viewer) -> DalResult<Vec<ProjectRow>> {
-        Ok(sqlx::query_as(&format!(
+        Ok(sql::query(format!(
             "{SELECT} WHERE p.team_id IN ({VIEWER_TEAMS}) ORDER BY p.archived_at IS NOT NULL, p.id DESC"
         ))
         .bind(viewer.id())
@@ -37,7 +39,7 @@ impl Projects<'_> {
     /// One project, if it belongs to one of the viewer's teams.
     pub async fn get(&self, viewer: &Viewer, id: i64) -> DalResult<ProjectRow> {
         not_found(
-            sqlx::query_as(&format!(
+            sql::query(format!(
                 "{SELECT} WHERE p.id = $2 AND p.team_id IN ({VIEWER_TEAMS})"
             ))
             .bind(viewer.id())
@@ -50,7 +52,7 @@ impl Projects<'_> {
     /// Creates a project in `team_id` if the viewer is a member of it.
     pub async fn create(&self, viewer: &Viewer, team_id: i64, name: &str) -> DalResult<ProjectRow> {
         let t = now();
-        let row: Option<(i64,)> = sqlx::query_as(&format!(
+        let row: Option<(i64,)> = sql::query(format!(
             "INSERT INTO projects (team_id, name, created_by, created_at, updated_at) \
              SELECT $2, $3, $1, $4, $4 WHERE $2 IN ({VIEWER_TEAMS}) RETURNING id"
         ))
@@ -67,7 +69,7 @@ impl Projects<'_> {
     /// Renames a project of the viewer's teams.
     pub async fn rename(&self, viewer: &Viewer, id: i64, name: &str) -> DalResult<ProjectRow> {
         not_found(
-            sqlx::query_as(&format!(
+            sql::query(format!(
                 "UPDATE projects SET name = $3, updated_at = $4 \
                  WHERE id = $2 AND team_id IN ({VIEWER_TEAMS}) {RETURNING}"
             ))
@@ -89,7 +91,7 @@ impl Projects<'_> {
     ) -> DalResult<ProjectRow> {
         let t = now();
         not_found(
-            sqlx::query_as(&format!(
+            sql::query(format!(
                 "UPDATE projects SET archived_at = $3, updated_at = $4 \
                  WHERE id = $2 AND team_id IN ({VIEWER_TEAMS}) {RETURNING}"
             ))
@@ -104,7 +106,7 @@ impl Projects<'_> {
 
     /// Deletes a project; only admins of its team may.
     pub async fn delete(&self, viewer: &Viewer, id: i64) -> DalResult<()> {
-        let done = sqlx::query(
+        let done = sql::query(
             "DELETE FROM projects WHERE id = $2 AND team_id IN \
              (SELECT team_id FROM memberships WHERE user_id = $1 AND role = 'admin')",
         )
@@ -125,7 +127,7 @@ impl Projects<'_> {
         const MOVABLE: &str = "id = $2 \
              AND team_id IN (SELECT team_id FROM memberships WHERE user_id = $1 AND role = 'admin') \
              AND $3 IN (SELECT team_id FROM memberships WHERE user_id = $1)";
-        let done = sqlx::query(&format!(
+        let done = sql::query(format!(
             "UPDATE projects SET team_id = $3, updated_at = $4 WHERE {MOVABLE} \
              AND (SELECT COALESCE(SUM(a.size), 0) FROM attachments a JOIN projects p2 ON p2.id = a.project_id WHERE p2.team_id = $3) \
                + (SELECT COALESCE(SUM(size), 0) FROM attachments WHERE project_id = $2) <= $5"
@@ -140,7 +142,7 @@ impl Projects<'_> {
         if done.rows_affected() == 0 {
             // Refused by the quota, or not movable by this viewer (404).
             let movable: Option<(i64,)> =
-                sqlx::query_as(&format!("SELECT id FROM projects WHERE {MOVABLE}"))
+                sql::query(format!("SELECT id FROM projects WHERE {MOVABLE}"))
                     .bind(viewer.id())
                     .bind(id)
                     .bind(to_team)

@@ -21,35 +21,41 @@
 
 use portcullis::ActionError;
 
-use super::{Dal, DalResult, Viewer, not_found, now};
+use super::{Dal, DalResult, Viewer, not_found, now, sql};
 
-#[derive(sqlx::FromRow, Clone)]
-pub struct TeamRow {
-    pub id: i64,
-    pub name: String,
-    pub plan: String,
-    /// The viewer's role in this team.
-    pub role: String,
+sql::record! {
+    #[derive(Clone)]
+    pub struct TeamRow {
+        pub id: i64,
+        pub name: String,
+        pub plan: String,
+        /// The viewer's role in this team.
+        pub role: String,
+    }
 }
 
-#[derive(sqlx::FromRow, Clone)]
-pub struct MemberRow {
-    pub user_id: i64,
-    pub display_name: String,
-    pub role: String,
+sql::record! {
+    #[derive(Clone)]
+    pub struct MemberRow {
+        pub user_id: i64,
+        pub display_name: String,
+        pub role: String,
+    }
 }
 
-/// An invite as its team's admins see it (no token: only its hash is stored).
-#[derive(sqlx::FromRow, Clone)]
-pub struct InviteRow {
-    pub id: i64,
-    pub email: String,
-    pub expires_at: i64,
-    pub accepted_at: Option<i64>,
-    /// 0 pending, 1 accepted by the invited address, 2 used by another
-    /// account (only invites accepted before invites were bound to their
-    /// address can be in this state).
-    pub state: i64,
+sql::record! {
+    /// An invite as its team's admins see it (no token: only its hash is stored).
+    #[derive(Clone)]
+    pub struct InviteRow {
+        pub id: i64,
+        pub email: String,
+        pub expires_at: i64,
+        pub accepted_at: Option<i64>,
+        /// 0 pending, 1 accepted by the invited address, 2 used by another
+        /// account (only invites accepted before invites were bound to their
+        /// address can be in this state).
+        pub state: i64,
+    }
 }
 
 impl InviteRow {
@@ -71,7 +77,7 @@ const IS_ADMIN: &str = "EXISTS (SELECT 1 FROM memberships a WHERE a.team_id = $2
 impl Teams<'_> {
     /// The viewer's teams with their role in each.
     pub async fn mine(&self, viewer: &Viewer) -> DalResult<Vec<TeamRow>> {
-        Ok(sqlx::query_as(
+        Ok(sql::query(
             "SELECT t.id, t.name, t.plan, m.role FROM teams t JOIN memberships m ON m.team_id = t.id \
              WHERE m.user_id = $1 ORDER BY t.id",
         )
@@ -83,7 +89,7 @@ impl Teams<'_> {
     /// One of the viewer's teams.
     pub async fn get(&self, viewer: &Viewer, team_id: i64) -> DalResult<TeamRow> {
         not_found(
-            sqlx::query_as(
+            sql::query(
                 "SELECT t.id, t.name, t.plan, m.role FROM teams t JOIN memberships m ON m.team_id = t.id \
                  WHERE m.user_id = $1 AND t.id = $2",
             )
@@ -97,7 +103,7 @@ impl Teams<'_> {
     /// Members of a team the viewer belongs to.
     pub async fn members(&self, viewer: &Viewer, team_id: i64) -> DalResult<Vec<MemberRow>> {
         self.get(viewer, team_id).await?;
-        Ok(sqlx::query_as(
+        Ok(sql::query(
             "SELECT m.user_id, u.display_name, m.role FROM memberships m JOIN users u ON u.id = m.user_id \
              WHERE m.team_id = $1 ORDER BY u.display_name",
         )
@@ -116,7 +122,7 @@ impl Teams<'_> {
         token_hash: &str,
         ttl_secs: i64,
     ) -> DalResult<i64> {
-        let row: Option<(i64,)> = sqlx::query_as(&format!(
+        let row: Option<(i64,)> = sql::query(format!(
             "INSERT INTO invites (team_id, email, token_hash, invited_by, expires_at) \
              SELECT $2, $3, $4, $1, $5 WHERE {IS_ADMIN} RETURNING id"
         ))
@@ -132,7 +138,7 @@ impl Teams<'_> {
 
     /// Pending and past invites of a team the viewer administers.
     pub async fn invites(&self, viewer: &Viewer, team_id: i64) -> DalResult<Vec<InviteRow>> {
-        Ok(sqlx::query_as(&format!(
+        Ok(sql::query(format!(
             "SELECT i.id, i.email, i.expires_at, i.accepted_at, \
              CAST(CASE WHEN i.accepted_at IS NULL THEN 0 \
                   WHEN u.email IS NULL OR u.email = i.email THEN 1 ELSE 2 END AS BIGINT) AS state \
@@ -153,7 +159,7 @@ impl Teams<'_> {
     pub async fn accept(&self, viewer: &Viewer, token_hash: &str) -> DalResult<i64> {
         let mut tx = self.0.pool.begin().await?;
         let t = now();
-        let claimed: Option<(i64,)> = sqlx::query_as(
+        let claimed: Option<(i64,)> = sql::query(
             "UPDATE invites SET accepted_at = $3, accepted_by = $1 \
              WHERE token_hash = $2 AND accepted_at IS NULL AND expires_at > $3 \
              AND email = (SELECT email FROM users WHERE id = $1) RETURNING team_id",
@@ -161,15 +167,15 @@ impl Teams<'_> {
         .bind(viewer.id())
         .bind(token_hash)
         .bind(t)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         let Some((team_id,)) = claimed else {
-            let live: Option<(i64,)> = sqlx::query_as(
+            let live: Option<(i64,)> = sql::query(
                 "SELECT id FROM invites WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2",
             )
             .bind(token_hash)
             .bind(t)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?;
             return Err(ActionError::form(if live.is_some() {
                 "This invite was sent to another email address. Sign in with that account to accept it."
@@ -177,13 +183,13 @@ impl Teams<'_> {
                 "This invite is invalid or has expired."
             }));
         };
-        sqlx::query(
+        sql::query(
             "INSERT INTO memberships (team_id, user_id, role) VALUES ($1, $2, 'member') \
              ON CONFLICT (team_id, user_id) DO NOTHING",
         )
         .bind(team_id)
         .bind(viewer.id())
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(team_id)
@@ -203,7 +209,7 @@ impl Teams<'_> {
             return Err(ActionError::form("You cannot change your own role."));
         }
         let mut tx = self.0.pool.begin().await?;
-        let done = sqlx::query(&format!(
+        let done = sql::query(format!(
             "UPDATE memberships SET role = $4 WHERE team_id = $2 AND user_id = $3 AND {IS_ADMIN} \
              AND role <> $4 AND {PROTECTED}"
         ))
@@ -211,17 +217,17 @@ impl Teams<'_> {
         .bind(team_id)
         .bind(user_id)
         .bind(role)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         if done.rows_affected() == 0 {
             drop(tx);
             return Err(self.why_not(viewer, team_id, user_id, Some(role)).await);
         }
         // The member's sessions end: they sign in again under the new role.
-        sqlx::query("UPDATE users SET security_stamp = $2 WHERE id = $1")
+        sql::query("UPDATE users SET security_stamp = $2 WHERE id = $1")
             .bind(user_id)
             .bind(portcullis::Stamp::random().as_str())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(())
@@ -240,7 +246,7 @@ impl Teams<'_> {
                 "You cannot remove yourself; leave the team instead.",
             ));
         }
-        let done = sqlx::query(&format!(
+        let done = sql::query(format!(
             "DELETE FROM memberships WHERE team_id = $2 AND user_id = $3 AND {IS_ADMIN} AND {PROTECTED}"
         ))
         .bind(viewer.id())
@@ -256,7 +262,7 @@ impl Teams<'_> {
 
     /// The viewer leaves a team. Never the owner, never the last admin.
     pub async fn leave(&self, viewer: &Viewer, team_id: i64) -> DalResult<()> {
-        let done = sqlx::query(&format!(
+        let done = sql::query(format!(
             "DELETE FROM memberships WHERE team_id = $2 AND user_id = $1 AND {PROTECTED}"
         ))
         .bind(viewer.id())
@@ -284,7 +290,7 @@ impl Teams<'_> {
         user_id: i64,
         role: Option<&str>,
     ) -> ActionError {
-        let facts: Result<Option<(i64, String)>, sqlx::Error> = sqlx::query_as(&format!(
+        let facts: Result<Option<(i64, String)>, sql::DbError> = sql::query(format!(
             "SELECT t.owner_id, m.role FROM teams t JOIN memberships m ON m.team_id = t.id \
              WHERE t.id = $2 AND m.user_id = $3 AND {IS_ADMIN}"
         ))
@@ -309,7 +315,7 @@ impl Teams<'_> {
     /// Sets a team's plan. Called only from the signed billing webhook, never
     /// from an action: there is no viewer here on purpose.
     pub async fn set_plan_from_billing(&self, team_id: i64, plan: &str) -> DalResult<bool> {
-        let done = sqlx::query("UPDATE teams SET plan = $2 WHERE id = $1")
+        let done = sql::query("UPDATE teams SET plan = $2 WHERE id = $1")
             .bind(team_id)
             .bind(plan)
             .execute(&self.0.pool)

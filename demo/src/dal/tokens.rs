@@ -5,15 +5,17 @@ type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send
 use portcullis::ActionError;
 use portcullis::routes::api::{Scope, TokenGrant, TokenStore};
 
-use super::{Dal, DalResult, Viewer, now, touched_one};
+use super::{Dal, DalResult, Viewer, now, sql, touched_one};
 
-#[derive(sqlx::FromRow, Clone)]
-pub struct TokenRow {
-    pub id: i64,
-    pub name: String,
-    pub scope: String,
-    pub expires_at: i64,
-    pub revoked_at: Option<i64>,
+sql::record! {
+    #[derive(Clone)]
+    pub struct TokenRow {
+        pub id: i64,
+        pub name: String,
+        pub scope: String,
+        pub expires_at: i64,
+        pub revoked_at: Option<i64>,
+    }
 }
 
 pub struct Tokens<'a>(pub(super) &'a Dal);
@@ -33,7 +35,7 @@ impl Tokens<'_> {
             Scope::Read => "read",
             Scope::Write => "write",
         };
-        let (id,): (i64,) = sqlx::query_as(
+        let (id,): (i64,) = sql::query(
             "INSERT INTO api_tokens (user_id, name, token_hash, scope, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
@@ -49,7 +51,7 @@ impl Tokens<'_> {
     }
 
     pub async fn mine(&self, viewer: &Viewer) -> DalResult<Vec<TokenRow>> {
-        Ok(sqlx::query_as(
+        Ok(sql::query(
             "SELECT id, name, scope, expires_at, revoked_at FROM api_tokens WHERE user_id = $1 ORDER BY id DESC",
         )
         .bind(viewer.id())
@@ -59,7 +61,7 @@ impl Tokens<'_> {
 
     /// Revokes one of the viewer's tokens; another user's id is a 404.
     pub async fn revoke(&self, viewer: &Viewer, id: i64) -> DalResult<()> {
-        let done = sqlx::query(
+        let done = sql::query(
             "UPDATE api_tokens SET revoked_at = $3 WHERE id = $2 AND user_id = $1 AND revoked_at IS NULL",
         )
         .bind(viewer.id())
@@ -79,7 +81,7 @@ impl TokenStore for DalTokens {
     fn lookup(&self, token_hash: String) -> BoxFuture<Result<Option<TokenGrant>, ActionError>> {
         let pool = self.0.pool.clone();
         Box::pin(async move {
-            let row: Option<(i64, String, i64, Option<i64>)> = sqlx::query_as(
+            let row: Option<(i64, String, i64, Option<i64>)> = sql::query(
                 "SELECT user_id, scope, expires_at, revoked_at FROM api_tokens WHERE token_hash = $1",
             )
             .bind(token_hash)

@@ -3,7 +3,7 @@
 
 use portcullis::{ActionError, Secret};
 
-use super::{Dal, DalResult, Viewer, not_found, now, touched_one};
+use super::{Dal, DalResult, Viewer, not_found, now, sql, touched_one};
 
 /// A user row. Not a DTO, and its secrets are `Secret`s: if one were ever put
 /// into a response it would refuse to serialize and fail the response closed.
@@ -15,13 +15,14 @@ pub struct UserRow {
     pub api_key: Option<Secret<String>>,
 }
 
-#[derive(sqlx::FromRow)]
-struct RawUser {
-    id: i64,
-    email: String,
-    display_name: String,
-    password_hash: String,
-    api_key: Option<String>,
+sql::record! {
+    struct RawUser {
+        id: i64,
+        email: String,
+        display_name: String,
+        password_hash: String,
+        api_key: Option<String>,
+    }
 }
 
 impl From<RawUser> for UserRow {
@@ -90,7 +91,7 @@ impl Users<'_> {
         let t = now();
         // One statement decides: a concurrent sign-up of the same address
         // inserts nothing here instead of failing on the UNIQUE constraint.
-        let created: Option<(i64,)> = sqlx::query_as(
+        let created: Option<(i64,)> = sql::query(
             "INSERT INTO users (email, display_name, password_hash, created_at, security_stamp) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (email) DO NOTHING RETURNING id",
         )
@@ -99,23 +100,23 @@ impl Users<'_> {
         .bind(password_hash)
         .bind(t)
         .bind(portcullis::Stamp::random().as_str())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         let Some((user_id,)) = created else {
             return Ok(None);
         };
-        let (team_id,): (i64,) = sqlx::query_as(
+        let (team_id,): (i64,) = sql::query(
             "INSERT INTO teams (name, owner_id, created_at) VALUES ($1, $2, $3) RETURNING id",
         )
         .bind(format!("{display_name}'s team"))
         .bind(user_id)
         .bind(t)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut tx)
         .await?;
-        sqlx::query("INSERT INTO memberships (team_id, user_id, role) VALUES ($1, $2, 'admin')")
+        sql::query("INSERT INTO memberships (team_id, user_id, role) VALUES ($1, $2, 'admin')")
             .bind(team_id)
             .bind(user_id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(Some(user_id))
@@ -125,18 +126,17 @@ impl Users<'_> {
     /// framework calls this (through [`Accounts`]) on every request of a
     /// signed-in viewer: one primary-key lookup.
     pub async fn security_stamp(&self, user_id: i64) -> DalResult<Option<String>> {
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT security_stamp FROM users WHERE id = $1")
-                .bind(user_id)
-                .fetch_optional(&self.0.pool)
-                .await?;
+        let row: Option<(String,)> = sql::query("SELECT security_stamp FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.0.pool)
+            .await?;
         Ok(row.map(|(s,)| s))
     }
 
     /// Ends every session of the viewer (a fresh stamp). The caller keeps its
     /// own session with `cx.auth().login(..)` afterwards, if it wants to.
     pub async fn sign_out_everywhere(&self, viewer: &Viewer) -> DalResult<()> {
-        let done = sqlx::query("UPDATE users SET security_stamp = $2 WHERE id = $1")
+        let done = sql::query("UPDATE users SET security_stamp = $2 WHERE id = $1")
             .bind(viewer.id())
             .bind(portcullis::Stamp::random().as_str())
             .execute(&self.0.pool)
@@ -145,7 +145,7 @@ impl Users<'_> {
     }
     /// The row for a sign-in attempt (no viewer yet).
     pub async fn by_email(&self, email: &str) -> DalResult<Option<UserRow>> {
-        let row: Option<RawUser> = sqlx::query_as(
+        let row: Option<RawUser> = sql::query(
             "SELECT id, email, display_name, password_hash, api_key FROM users WHERE email = $1",
         )
         .bind(email)
@@ -156,7 +156,7 @@ impl Users<'_> {
 
     /// The viewer's own row.
     pub async fn me(&self, viewer: &Viewer) -> DalResult<UserRow> {
-        let row: Option<RawUser> = sqlx::query_as(
+        let row: Option<RawUser> = sql::query(
             "SELECT id, email, display_name, password_hash, api_key FROM users WHERE id = $1",
         )
         .bind(viewer.id())
@@ -166,7 +166,7 @@ impl Users<'_> {
     }
 
     pub async fn update_profile(&self, viewer: &Viewer, display_name: &str) -> DalResult<()> {
-        sqlx::query("UPDATE users SET display_name = $2 WHERE id = $1")
+        sql::query("UPDATE users SET display_name = $2 WHERE id = $1")
             .bind(viewer.id())
             .bind(display_name)
             .execute(&self.0.pool)
@@ -175,7 +175,7 @@ impl Users<'_> {
     }
 
     pub async fn set_api_key(&self, viewer: &Viewer, key: Option<&str>) -> DalResult<()> {
-        sqlx::query("UPDATE users SET api_key = $2 WHERE id = $1")
+        sql::query("UPDATE users SET api_key = $2 WHERE id = $1")
             .bind(viewer.id())
             .bind(key)
             .execute(&self.0.pool)
@@ -194,20 +194,20 @@ impl Users<'_> {
     ) -> DalResult<()> {
         let mut tx = self.0.pool.begin().await?;
         let done =
-            sqlx::query("UPDATE users SET password_hash = $2, security_stamp = $3 WHERE id = $1")
+            sql::query("UPDATE users SET password_hash = $2, security_stamp = $3 WHERE id = $1")
                 .bind(viewer.id())
                 .bind(hash)
                 .bind(portcullis::Stamp::random().as_str())
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
         touched_one(done)?;
         if revoke_tokens {
-            sqlx::query(
+            sql::query(
                 "UPDATE api_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
             )
             .bind(viewer.id())
             .bind(now())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         tx.commit().await?;
@@ -225,38 +225,38 @@ impl Users<'_> {
     /// projects whose comment threads lose the user's comments.
     pub async fn delete(&self, viewer: &Viewer) -> DalResult<Deleted> {
         let mut tx = self.0.pool.begin().await?;
-        let owned_teams: Vec<(i64,)> = sqlx::query_as("SELECT id FROM teams WHERE owner_id = $1")
+        let owned_teams: Vec<(i64,)> = sql::query("SELECT id FROM teams WHERE owner_id = $1")
             .bind(viewer.id())
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut tx)
             .await?;
-        let projects: Vec<(i64,)> = sqlx::query_as(
+        let projects: Vec<(i64,)> = sql::query(
             "SELECT id FROM projects WHERE team_id IN (SELECT id FROM teams WHERE owner_id = $1)",
         )
         .bind(viewer.id())
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut tx)
         .await?;
         // Attachment rows that go with the account (its own uploads, and
         // every attachment on its teams' projects): their files are the
         // caller's to remove once this commits.
-        let files: Vec<(String,)> = sqlx::query_as(
+        let files: Vec<(String,)> = sql::query(
             "SELECT file_key FROM attachments WHERE uploader_id = $1 OR project_id IN \
              (SELECT id FROM projects WHERE team_id IN (SELECT id FROM teams WHERE owner_id = $1))",
         )
         .bind(viewer.id())
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut tx)
         .await?;
         let commented: Vec<(i64,)> =
-            sqlx::query_as("SELECT DISTINCT project_id FROM comments WHERE author_id = $1")
+            sql::query("SELECT DISTINCT project_id FROM comments WHERE author_id = $1")
                 .bind(viewer.id())
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut tx)
                 .await?;
-        sqlx::query("DELETE FROM teams WHERE owner_id = $1")
+        sql::query("DELETE FROM teams WHERE owner_id = $1")
             .bind(viewer.id())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+        let done = sql::query("DELETE FROM users WHERE id = $1")
             .bind(viewer.id())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         touched_one(done)?;
         tx.commit().await?;

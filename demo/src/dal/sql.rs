@@ -1,0 +1,759 @@
+//! One statement, two databases: the DAL's SQL runs on SQLite through
+//! rusqlite (on tokio's blocking threads) and on Postgres through sqlx.
+//!
+//! Why this exists, by hand: sqlx's `Any` driver costs ≈ 26k instructions
+//! per statement and ≈ 12k per result row over rusqlite on SQLite (a worker
+//! thread per connection, a channel hop per statement, every value copied
+//! and converted twice; BENCHMARKS.md, "#19, direction 2"). No crate offers
+//! one query API over rusqlite and sqlx, so this module is the seam, and the
+//! only one: [`query`] builds a statement with the DAL's `$n` parameters and
+//! typed [`Arg`]s, [`Record`] maps a row from either driver, and [`Tx`] is a
+//! transaction on either. The SQL text is shared by both databases, so the
+//! two paths cannot drift apart inside the DAL; the DAL's tests run on both
+//! (`TEST_DATABASE=postgres`).
+//!
+//! SQLite numbers `$n` parameters in order of first appearance (the rename's
+//! `$3` is its parameter 1), so arguments are bound by name, never by
+//! position.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool::unmanaged::{Object, Pool as Slots, PoolConfig, PoolError};
+use rusqlite::{CachedStatement, Connection, OpenFlags};
+use sqlx::AnyPool;
+
+/// A database failure from either driver, or from the SQLite pool.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("no SQLite connection was free within {0:?}")]
+    PoolTimedOut(Duration),
+    #[error("the SQLite connection pool is closed")]
+    PoolClosed,
+    #[error("a SQLite statement's task ended abnormally: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("the statement's parameter {0} has no argument")]
+    Unbound(String),
+}
+
+impl DbError {
+    /// The database cannot serve right now (no connection in time, closed,
+    /// locked past the busy timeout, gone): 503 `database_unavailable`, not
+    /// a 500. `None` when it is sqlx's error, which `crate::classify` reads
+    /// itself.
+    pub fn is_unavailable(&self) -> Option<bool> {
+        use rusqlite::ErrorCode::*;
+        match self {
+            DbError::Sqlx(_) => None,
+            DbError::PoolTimedOut(_) | DbError::PoolClosed => Some(true),
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => Some(matches!(
+                e.code,
+                DatabaseBusy | DatabaseLocked | CannotOpen | SystemIoFailure | DiskFull
+            )),
+            _ => Some(false),
+        }
+    }
+}
+
+/// One statement argument. Nulls keep their type: Postgres refuses a
+/// `bigint` null where a `text` column is set.
+#[derive(Debug, Clone)]
+pub enum Arg {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Self {
+        Arg::Int(v)
+    }
+}
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(Some(v.to_owned()))
+    }
+}
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Arg::Text(Some(v))
+    }
+}
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Self {
+        Arg::Text(v.map(str::to_owned))
+    }
+}
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Self {
+        Arg::Text(v)
+    }
+}
+
+/// A value one column can hold on both drivers.
+pub trait Column:
+    rusqlite::types::FromSql
+    + for<'r> sqlx::Decode<'r, sqlx::Any>
+    + sqlx::Type<sqlx::Any>
+    + Send
+    + 'static
+{
+}
+impl<T> Column for T where
+    T: rusqlite::types::FromSql
+        + for<'r> sqlx::Decode<'r, sqlx::Any>
+        + sqlx::Type<sqlx::Any>
+        + Send
+        + 'static
+{
+}
+
+/// A result row, read from either driver: tuples by position, the DAL's row
+/// structs (declared with [`record!`](crate::dal::sql::record)) by column
+/// name.
+pub trait Record: Sized + Send + 'static {
+    fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self>;
+    fn from_any(row: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error>;
+}
+
+macro_rules! tuple_record {
+    ($($t:ident $i:tt),+) => {
+        impl<$($t: Column),+> Record for ($($t,)+) {
+            fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+                Ok(($(row.get::<usize, $t>($i)?,)+))
+            }
+            fn from_any(row: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+                use sqlx::Row as _;
+                Ok(($(row.try_get::<$t, usize>($i)?,)+))
+            }
+        }
+    };
+}
+tuple_record!(A 0);
+tuple_record!(A 0, B 1);
+tuple_record!(A 0, B 1, C 2);
+tuple_record!(A 0, B 1, C 2, D 3);
+
+/// Declares a row struct and its [`Record`] impl: each field is read from
+/// the column of the same name (so `SELECT … AS team_name` fills
+/// `team_name`).
+macro_rules! record {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $($(#[$fmeta:meta])* $fvis:vis $field:ident : $ty:ty),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $($(#[$fmeta])* $fvis $field: $ty),*
+        }
+        impl $crate::dal::sql::Record for $name {
+            fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+                Ok($name { $($field: row.get(stringify!($field))?),* })
+            }
+            fn from_any(row: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+                use sqlx::Row as _;
+                Ok($name { $($field: row.try_get(stringify!($field))?),* })
+            }
+        }
+    };
+}
+pub(crate) use record;
+
+/// What an `execute` changed.
+#[derive(Debug, Clone, Copy)]
+pub struct Done {
+    rows_affected: u64,
+}
+
+impl Done {
+    pub fn rows_affected(&self) -> u64 {
+        self.rows_affected
+    }
+}
+
+/// The SQLite connections of the data path.
+///
+/// State: up to `size` open connections to the database file. Written
+/// (checked out) by every DAL call, for the length of one statement or one
+/// transaction; bounded by `size`, with a caller waiting at most `acquire`
+/// for one (then 503 `database_unavailable`, nothing applied); removed
+/// when the pool is closed and the last checked-out connection comes back.
+/// A user who floods the DAL makes other users wait for a connection, for at
+/// most `acquire`, like any other load; the per-user rate limits in front of
+/// every action bound how much one user can send. A connection that comes
+/// back inside a transaction (its caller was cancelled) is rolled back
+/// before anyone else uses it.
+#[derive(Clone)]
+pub struct SqlitePool {
+    slots: Slots<Connection>,
+    path: Arc<Path>,
+    pragmas: &'static [(&'static str, &'static str)],
+    acquire: Duration,
+}
+
+/// Prepared statements kept per connection: every statement text the DAL
+/// uses (about 60) stays prepared.
+const STATEMENT_CACHE: usize = 128;
+
+impl SqlitePool {
+    /// Opens `size` connections to the file at `path`, each set up with
+    /// `pragmas` (`PRAGMA name = value`).
+    pub async fn open(
+        path: &Path,
+        size: usize,
+        acquire: Duration,
+        pragmas: &'static [(&'static str, &'static str)],
+    ) -> Result<SqlitePool, DbError> {
+        let pool = SqlitePool {
+            slots: Slots::from_config(&PoolConfig {
+                max_size: size,
+                timeout: Some(acquire),
+                runtime: Some(deadpool::Runtime::Tokio1),
+            }),
+            path: path.into(),
+            pragmas,
+            acquire,
+        };
+        for _ in 0..size {
+            let opener = pool.clone();
+            let conn = tokio::task::spawn_blocking(move || opener.connect()).await??;
+            if pool.slots.try_add(conn).is_err() {
+                return Err(DbError::PoolClosed);
+            }
+        }
+        Ok(pool)
+    }
+
+    fn connect(&self) -> Result<Connection, DbError> {
+        let conn = Connection::open_with_flags(
+            &*self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        for (name, value) in self.pragmas {
+            // Some pragmas answer with a row (journal_mode), some do not.
+            let mut st = conn.prepare(&format!("PRAGMA {name} = {value}"))?;
+            let mut rows = st.query([])?;
+            while rows.next()?.is_some() {}
+        }
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(conn)
+    }
+
+    async fn get(&self) -> Result<Object<Connection>, DbError> {
+        self.slots.get().await.map_err(|e| match e {
+            PoolError::Timeout => DbError::PoolTimedOut(self.acquire),
+            PoolError::Closed | PoolError::NoRuntimeSpecified => DbError::PoolClosed,
+        })
+    }
+
+    /// Runs `f` on a connection, on a blocking thread.
+    pub async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, DbError> {
+        let conn = self.get().await?;
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.end_abandoned_transaction(conn)?;
+            f(&conn)
+        })
+        .await?
+    }
+
+    /// A connection whose transaction was abandoned (its caller was
+    /// cancelled between BEGIN and the guard taking it) is rolled back; one
+    /// that cannot be is replaced by a fresh connection.
+    fn end_abandoned_transaction(
+        &self,
+        conn: Object<Connection>,
+    ) -> Result<Object<Connection>, DbError> {
+        if conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok() {
+            return Ok(conn);
+        }
+        self.replace(conn);
+        self.slots.try_get().map_err(|_| DbError::PoolClosed)
+    }
+
+    /// Closes `conn` and puts a fresh connection in its place, so the pool
+    /// keeps its size.
+    fn replace(&self, conn: Object<Connection>) {
+        drop(Object::take(conn));
+        match self.connect() {
+            Ok(fresh) => {
+                let _ = self.slots.try_add(fresh);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not reopen a SQLite connection"),
+        }
+    }
+
+    pub fn close(&self) {
+        self.slots.close();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.slots.is_closed()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Where the DAL's statements run.
+#[derive(Clone)]
+pub enum Pool {
+    Sqlite(SqlitePool),
+    /// Postgres (sqlx `Any`).
+    Any(AnyPool),
+}
+
+impl Pool {
+    /// Starts a transaction. On SQLite it is `BEGIN IMMEDIATE`: it takes
+    /// the write lock at once (waiting up to the busy timeout), so two
+    /// transactions that read then write cannot deadlock on the upgrade.
+    pub async fn begin(&self) -> Result<Tx, DbError> {
+        match self {
+            Pool::Sqlite(pool) => {
+                let conn = pool.get().await?;
+                let opener = pool.clone();
+                let guard = tokio::task::spawn_blocking(move || {
+                    let conn = opener.end_abandoned_transaction(conn)?;
+                    conn.execute_batch("BEGIN IMMEDIATE")?;
+                    Ok::<_, DbError>(TxConn {
+                        pool: opener,
+                        conn: Some(conn),
+                    })
+                })
+                .await??;
+                Ok(Tx(TxInner::Sqlite(Some(guard))))
+            }
+            Pool::Any(pool) => Ok(Tx(TxInner::Any(pool.begin().await?))),
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Pool::Sqlite(pool) => pool.close(),
+            Pool::Any(pool) => pool.close().await,
+        }
+    }
+}
+
+/// A transaction on either database: committed by [`Tx::commit`], rolled
+/// back when dropped without it (also when its caller is cancelled
+/// mid-statement).
+pub struct Tx(TxInner);
+
+enum TxInner {
+    /// `None` only while a statement runs on a blocking thread.
+    Sqlite(Option<TxConn>),
+    Any(sqlx::Transaction<'static, sqlx::Any>),
+}
+
+/// A SQLite connection inside a transaction. Dropped before COMMIT (an
+/// error, a cancelled caller), it rolls back, on whichever thread drops it:
+/// a WAL rollback discards pages in memory and waits for nothing.
+struct TxConn {
+    pool: SqlitePool,
+    conn: Option<Object<Connection>>,
+}
+
+impl Drop for TxConn {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && !conn.is_autocommit()
+            && conn.execute_batch("ROLLBACK").is_err()
+        {
+            self.pool.replace(conn);
+        }
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), DbError> {
+        match self.0 {
+            TxInner::Sqlite(Some(guard)) => {
+                tokio::task::spawn_blocking(move || {
+                    let conn = guard.conn.as_ref().ok_or(DbError::PoolClosed)?;
+                    conn.execute_batch("COMMIT")?;
+                    Ok(())
+                })
+                .await?
+            }
+            TxInner::Sqlite(None) => Err(DbError::PoolClosed),
+            TxInner::Any(tx) => Ok(tx.commit().await?),
+        }
+    }
+}
+
+/// What a statement runs on: a pool (one connection for this statement) or
+/// an open transaction.
+pub enum On<'a> {
+    Pool(&'a Pool),
+    Tx(&'a mut Tx),
+}
+
+impl<'a> From<&'a Pool> for On<'a> {
+    fn from(p: &'a Pool) -> Self {
+        On::Pool(p)
+    }
+}
+impl<'a> From<&'a mut Tx> for On<'a> {
+    fn from(t: &'a mut Tx) -> Self {
+        On::Tx(t)
+    }
+}
+
+/// A statement with its arguments; see [`query`].
+#[must_use = "a query does nothing until it is fetched or executed"]
+pub struct Query {
+    sql: Cow<'static, str>,
+    args: Vec<Arg>,
+}
+
+/// A statement in the DAL's dialect: `$1`, `$2`, … parameters, SQL that
+/// both SQLite and Postgres accept.
+pub fn query(sql: impl Into<Cow<'static, str>>) -> Query {
+    Query {
+        sql: sql.into(),
+        args: Vec::new(),
+    }
+}
+
+/// One way to read a statement's result on SQLite.
+type Reader<T> = fn(&mut CachedStatement<'_>) -> Result<T, DbError>;
+
+fn read_optional<R: Record>(st: &mut CachedStatement<'_>) -> Result<Option<R>, DbError> {
+    let mut rows = st.raw_query();
+    match rows.next()? {
+        Some(row) => Ok(Some(R::from_sqlite(row)?)),
+        None => Ok(None),
+    }
+}
+
+fn read_all<R: Record>(st: &mut CachedStatement<'_>) -> Result<Vec<R>, DbError> {
+    let mut rows = st.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(R::from_sqlite(row)?);
+    }
+    Ok(out)
+}
+
+fn read_done(st: &mut CachedStatement<'_>) -> Result<Done, DbError> {
+    Ok(Done {
+        rows_affected: st.raw_execute()? as u64,
+    })
+}
+
+impl Query {
+    /// Binds the next parameter (`$1`, then `$2`, …).
+    pub fn bind(mut self, arg: impl Into<Arg>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub async fn fetch_optional<'a, R: Record>(
+        self,
+        on: impl Into<On<'a>>,
+    ) -> Result<Option<R>, DbError> {
+        let on = on.into();
+        match on {
+            On::Pool(Pool::Any(pool)) => self.any().fetch_optional(pool).await?,
+            On::Tx(Tx(TxInner::Any(tx))) => self.any().fetch_optional(&mut **tx).await?,
+            sqlite => return self.sqlite(sqlite, read_optional::<R>).await,
+        }
+        .map(|row| R::from_any(&row))
+        .transpose()
+        .map_err(DbError::from)
+    }
+
+    pub async fn fetch_one<'a, R: Record>(self, on: impl Into<On<'a>>) -> Result<R, DbError> {
+        let on = on.into();
+        let sqlite = matches!(
+            on,
+            On::Pool(Pool::Sqlite(_)) | On::Tx(Tx(TxInner::Sqlite(_)))
+        );
+        match self.fetch_optional(on).await? {
+            Some(row) => Ok(row),
+            None if sqlite => Err(rusqlite::Error::QueryReturnedNoRows.into()),
+            None => Err(sqlx::Error::RowNotFound.into()),
+        }
+    }
+
+    pub async fn fetch_all<'a, R: Record>(self, on: impl Into<On<'a>>) -> Result<Vec<R>, DbError> {
+        let on = on.into();
+        let rows = match on {
+            On::Pool(Pool::Any(pool)) => self.any().fetch_all(pool).await?,
+            On::Tx(Tx(TxInner::Any(tx))) => self.any().fetch_all(&mut **tx).await?,
+            sqlite => return self.sqlite(sqlite, read_all::<R>).await,
+        };
+        rows.iter()
+            .map(R::from_any)
+            .collect::<Result<_, _>>()
+            .map_err(DbError::from)
+    }
+
+    pub async fn execute<'a>(self, on: impl Into<On<'a>>) -> Result<Done, DbError> {
+        let on = on.into();
+        let done = match on {
+            On::Pool(Pool::Any(pool)) => self.any().execute(pool).await?,
+            On::Tx(Tx(TxInner::Any(tx))) => self.any().execute(&mut **tx).await?,
+            sqlite => return self.sqlite(sqlite, read_done).await,
+        };
+        Ok(Done {
+            rows_affected: done.rows_affected(),
+        })
+    }
+
+    fn any(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+        let mut q = sqlx::query(&self.sql);
+        for arg in &self.args {
+            q = match arg {
+                Arg::Int(v) => q.bind(*v),
+                Arg::Text(v) => q.bind(v.as_deref()),
+            };
+        }
+        q
+    }
+
+    /// Runs on SQLite: one hop to a blocking thread, the statement from
+    /// the connection's cache, the arguments bound by name.
+    async fn sqlite<T: Send + 'static>(self, on: On<'_>, read: Reader<T>) -> Result<T, DbError> {
+        match on {
+            On::Pool(Pool::Sqlite(pool)) => {
+                pool.with(move |conn| read(&mut self.prepare(conn)?)).await
+            }
+            On::Tx(Tx(TxInner::Sqlite(slot))) => {
+                let guard = slot.take().ok_or(DbError::PoolClosed)?;
+                let (guard, result) = tokio::task::spawn_blocking(move || {
+                    let result = match guard.conn.as_ref() {
+                        Some(conn) => self.prepare(conn).and_then(|mut st| read(&mut st)),
+                        None => Err(DbError::PoolClosed),
+                    };
+                    (guard, result)
+                })
+                .await?;
+                *slot = Some(guard);
+                result
+            }
+            On::Pool(Pool::Any(_)) | On::Tx(Tx(TxInner::Any(_))) => {
+                unreachable!("sqlx statements are run by the caller")
+            }
+        }
+    }
+
+    fn prepare<'c>(&self, conn: &'c Connection) -> Result<CachedStatement<'c>, DbError> {
+        let mut st = conn.prepare_cached(&self.sql)?;
+        for i in 1..=st.parameter_count() {
+            let arg = st
+                .parameter_name(i)
+                .and_then(|name| name.strip_prefix('$'))
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|n| self.args.get(n));
+            match arg {
+                Some(Arg::Int(v)) => st.raw_bind_parameter(i, v)?,
+                Some(Arg::Text(v)) => st.raw_bind_parameter(i, v.as_deref())?,
+                None => {
+                    let name = st.parameter_name(i).unwrap_or("?").to_owned();
+                    return Err(DbError::Unbound(name));
+                }
+            }
+        }
+        Ok(st)
+    }
+}
+
+/// The file a `sqlite://…` URL names, or `None` for an in-memory database
+/// (each connection would see its own: the data path needs a file).
+pub fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let file = rest.split('?').next().unwrap_or(rest);
+    (!file.is_empty() && !file.contains(":memory:")).then(|| PathBuf::from(file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn scratch() -> (Pool, PathBuf) {
+        let path =
+            std::env::temp_dir().join(format!("portcullis-sql-{}.db", rand::random::<u64>()));
+        let pool = SqlitePool::open(
+            &path,
+            2,
+            Duration::from_millis(300),
+            &crate::db::SQLITE_PRAGMAS,
+        )
+        .await
+        .unwrap();
+        let pool = Pool::Sqlite(pool);
+        query("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b INTEGER)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        (pool, path)
+    }
+
+    /// SQLite numbers `$n` in order of first appearance: binding by
+    /// position would put `$3`'s value in `$1`'s place.
+    #[tokio::test]
+    async fn parameters_are_bound_by_name_not_position() {
+        let (pool, path) = scratch().await;
+        query("INSERT INTO t (b, a) VALUES ($2, $1)")
+            .bind("text")
+            .bind(7)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let row: (String, i64) = query("SELECT a, b FROM t WHERE b = $2 AND a = $1")
+            .bind("text")
+            .bind(7)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(row, ("text".to_owned(), 7));
+        let missing = query("SELECT a FROM t WHERE b = $2")
+            .bind(7)
+            .fetch_optional::<(String,)>(&pool)
+            .await;
+        assert!(matches!(missing, Err(DbError::Unbound(ref n)) if n == "$2"));
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// A transaction dropped without commit leaves nothing behind, and its
+    /// connection comes back usable, outside any transaction.
+    #[tokio::test]
+    async fn a_dropped_transaction_rolls_back_and_frees_its_connection() {
+        let (pool, path) = scratch().await;
+        for _ in 0..3 {
+            let mut tx = pool.begin().await.unwrap();
+            query("INSERT INTO t (a) VALUES ($1)")
+                .bind("never")
+                .execute(&mut tx)
+                .await
+                .unwrap();
+            drop(tx);
+        }
+        let n: (i64,) = query("SELECT COUNT(*) FROM t")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(n.0, 0);
+        // Both connections take writes again (no lock left held).
+        let (mut a, mut b) = (pool.begin().await.unwrap(), None);
+        query("INSERT INTO t (a) VALUES ('kept')")
+            .execute(&mut a)
+            .await
+            .unwrap();
+        a.commit().await.unwrap();
+        b.replace(pool.begin().await.unwrap());
+        b.unwrap().commit().await.unwrap();
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// A caller cancelled while its transaction's statement runs on the
+    /// blocking thread: the connection is rolled back, not handed to the
+    /// next caller holding the write lock and a half-done transaction.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_transaction_never_reaches_the_next_caller() {
+        let (pool, path) = scratch().await;
+        for _ in 0..10 {
+            let cancelled = {
+                let pool = pool.clone();
+                async move {
+                    let mut tx = pool.begin().await.unwrap();
+                    query("INSERT INTO t (a) VALUES ('cancelled')")
+                        .execute(&mut tx)
+                        .await
+                        .unwrap();
+                    // A slow statement, cut off by the timeout below.
+                    query(
+                        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
+                         WHERE i < 300000) SELECT COUNT(*) FROM n",
+                    )
+                    .fetch_one::<(i64,)>(&mut tx)
+                    .await
+                    .unwrap();
+                    tx.commit().await.unwrap();
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_millis(5), cancelled).await;
+        }
+        // Every connection writes at once, and nothing cancelled committed.
+        let mut tx = pool.begin().await.unwrap();
+        query("INSERT INTO t (a) VALUES ('after')")
+            .execute(&mut tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let rows: Vec<(String,)> = query("SELECT a FROM t").fetch_all(&pool).await.unwrap();
+        assert_eq!(rows, vec![("after".to_owned(),)]);
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// Every connection busy: the next caller waits `acquire`, then gets
+    /// the pool time-out (503 `database_unavailable`), not an endless wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_saturated_pool_answers_unavailable_within_the_acquire_deadline() {
+        let (pool, path) = scratch().await;
+        let Pool::Sqlite(sqlite) = &pool else {
+            unreachable!()
+        };
+        // Both connections held by statements that wait for a release.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let release = std::sync::Arc::new(std::sync::Barrier::new(3));
+        let held: Vec<_> = (0..2)
+            .map(|_| {
+                let (sqlite, ready_tx, release) =
+                    (sqlite.clone(), ready_tx.clone(), release.clone());
+                tokio::spawn(async move {
+                    sqlite
+                        .with(move |_| {
+                            ready_tx.send(()).unwrap();
+                            release.wait();
+                            Ok(())
+                        })
+                        .await
+                })
+            })
+            .collect();
+        tokio::task::spawn_blocking(move || (ready_rx.recv().unwrap(), ready_rx.recv().unwrap()))
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let err = query("SELECT 1")
+            .fetch_one::<(i64,)>(&pool)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DbError::PoolTimedOut(_)), "{err:?}");
+        assert_eq!(err.is_unavailable(), Some(true));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        tokio::task::spawn_blocking(move || release.wait())
+            .await
+            .unwrap();
+        for h in held {
+            h.await.unwrap().unwrap();
+        }
+        let (one,): (i64,) = query("SELECT 1").fetch_one(&pool).await.unwrap();
+        assert_eq!(one, 1);
+        let _ = std::fs::remove_file(path);
+    }
+}
