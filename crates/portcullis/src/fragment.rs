@@ -67,6 +67,20 @@ use crate::viewer::Viewer;
 
 const MARKER_OPEN: &str = "<!--pc-fragment:";
 const MARKER_CLOSE: &str = "-->";
+
+/// The searchers for the markers, built once: `str::find` builds a new
+/// two-way searcher on every call, which was 11 % of a cached page.
+fn marker_open() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(MARKER_OPEN));
+    &FINDER
+}
+
+fn marker_close() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(MARKER_CLOSE));
+    &FINDER
+}
 /// How deep fragments may nest.
 const MAX_DEPTH: usize = 8;
 /// Bumps queued for publishing on the tag bus, at most.
@@ -888,25 +902,32 @@ impl Engine {
     }
 
     /// Records that fragment `k` was rendered into page `path` (canonical).
-    fn remember_path(&self, path: &str, k: &Key) {
-        if let Some(keys) = self.paths.get(path) {
-            let guard = keys.read().unwrap_or_else(|e| e.into_inner());
-            if guard.contains(k) || guard.len() >= MAX_KEYS_PER_PATH {
-                return;
-            }
-            drop(guard);
-            keys.write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(k.clone());
-            // Re-inserting re-weighs the entry (moka weighs on insert).
-            self.paths.insert(Arc::from(path), keys);
+    /// Records that the page at `path` shows the fragments `keys` (one
+    /// page render's worth: one lookup of the path, one lock, instead of
+    /// one per fragment).
+    fn remember_paths(&self, path: &str, keys: Vec<Key>) {
+        if keys.is_empty() {
             return;
         }
-        let keys: PathKeys = Arc::default();
-        keys.write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(k.clone());
-        self.paths.insert(Arc::from(path), keys);
+        let known = self.paths.get(path);
+        if let Some(set) = &known {
+            let guard = set.read().unwrap_or_else(|e| e.into_inner());
+            if guard.len() >= MAX_KEYS_PER_PATH || keys.iter().all(|k| guard.contains(k)) {
+                return;
+            }
+        }
+        let set = known.unwrap_or_default();
+        {
+            let mut guard = set.write().unwrap_or_else(|e| e.into_inner());
+            for k in keys {
+                if guard.len() >= MAX_KEYS_PER_PATH {
+                    break;
+                }
+                guard.insert(k);
+            }
+        }
+        // (Re-)inserting (re-)weighs the entry (moka weighs on insert).
+        self.paths.insert(Arc::from(path), set);
     }
 
     fn bump(&self, tag: &str, hard: bool) {
@@ -1009,11 +1030,11 @@ impl Engine {
     /// hands nothing to its children, and `given` is dropped unused).
     async fn template(
         self: &Arc<Self>,
+        (key, def): (Key, &Def),
         key_text: &str,
         viewer: Option<&Viewer>,
         given: Option<Handoff>,
     ) -> Result<(Arc<str>, Option<Handing>), ActionError> {
-        let (key, def) = self.key(key_text, viewer).ok_or(ActionError::NotFound)?;
         if def.per_viewer && viewer.is_none() {
             return Err(ActionError::NotFound);
         }
@@ -1051,19 +1072,29 @@ impl Engine {
         page_path: Option<&str>,
     ) -> Result<String, ActionError> {
         let mut out = String::with_capacity(1024);
-        let page_path = page_path.map(canonical_path);
-        self.expand_into(key, viewer, page_path.as_deref(), (0, None), &mut out)
-            .await?;
+        let mut shown = Vec::new();
+        let remember = page_path.is_some() && self.caching;
+        self.expand_into(
+            key,
+            viewer,
+            (0, None),
+            (&mut out, remember.then_some(&mut shown)),
+        )
+        .await?;
+        if let Some(path) = page_path.filter(|_| remember) {
+            self.remember_paths(&canonical_path(path), shown);
+        }
         Ok(out)
     }
 
+    /// Expands `key` into `out`; with `shown`, also collects the key of
+    /// every fragment expanded (for [`Self::remember_paths`]).
     fn expand_into<'a>(
         self: &'a Arc<Self>,
         key: &'a str,
         viewer: Option<&'a Viewer>,
-        page_path: Option<&'a str>,
         (depth, given): (usize, Option<Handoff>),
-        out: &'a mut String,
+        (out, mut shown): (&'a mut String, Option<&'a mut Vec<Key>>),
     ) -> BoxFuture<'a, Result<(), ActionError>> {
         Box::pin(async move {
             if depth > MAX_DEPTH {
@@ -1071,19 +1102,14 @@ impl Engine {
                     "fragments nested deeper than {MAX_DEPTH} at `{key}`"
                 )));
             }
-            let (template, mut handing) = self.template(key, viewer, given).await?;
-            if let Some(path) = page_path
-                && self.caching
-                && let Some((k, _)) = self.key(key, viewer)
-            {
-                self.remember_path(path, &k);
+            let (k, def) = self.key(key, viewer).ok_or(ActionError::NotFound)?;
+            let element_root = def.element;
+            if let Some(shown) = shown.as_deref_mut() {
+                shown.push(k.clone());
             }
+            let (template, mut handing) = self.template((k, def), key, viewer, given).await?;
             // The root: the rendered element itself, or a wrapping div.
-            let element = self
-                .key(key, viewer)
-                .is_some_and(|(_, def)| def.element)
-                .then(|| element_name_end(&template))
-                .flatten();
+            let element = element_root.then(|| element_name_end(&template)).flatten();
             let mut rest: &str = &template;
             match element {
                 Some(end) => {
@@ -1100,18 +1126,23 @@ impl Engine {
             if element.is_none() {
                 out.push('>');
             }
-            while let Some(start) = rest.find(MARKER_OPEN) {
+            while let Some(start) = marker_open().find(rest.as_bytes()) {
                 out.push_str(&rest[..start]);
                 let after = &rest[start + MARKER_OPEN.len()..];
-                let Some(end) = after.find(MARKER_CLOSE) else {
+                let Some(end) = marker_close().find(after.as_bytes()) else {
                     out.push_str(&rest[start..]);
                     rest = "";
                     break;
                 };
                 let child = &after[..end];
                 let given = handing.as_mut().and_then(|h| h.take(self, child, viewer));
-                self.expand_into(child, viewer, page_path, (depth + 1, given), out)
-                    .await?;
+                self.expand_into(
+                    child,
+                    viewer,
+                    (depth + 1, given),
+                    (&mut *out, shown.as_deref_mut()),
+                )
+                .await?;
                 rest = &after[end + MARKER_CLOSE.len()..];
             }
             out.push_str(rest);
