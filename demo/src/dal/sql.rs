@@ -40,6 +40,8 @@ pub enum DbError {
     Task(#[from] tokio::task::JoinError),
     #[error("the statement's parameter {0} has no argument")]
     Unbound(String),
+    #[error("{given} arguments for a statement whose highest parameter is ${used}")]
+    ExtraArguments { given: usize, used: usize },
 }
 
 impl DbError {
@@ -239,9 +241,9 @@ impl SqlitePool {
     fn connect(&self) -> Result<Connection, DbError> {
         let conn = Connection::open_with_flags(
             &*self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            // No CREATE: the migrations made the file; a path that does
+            // not name it is an error here, not a second, empty database.
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         for (name, value) in self.pragmas {
             // Some pragmas answer with a row (journal_mode), some do not.
@@ -281,23 +283,47 @@ impl SqlitePool {
         &self,
         conn: Object<Connection>,
     ) -> Result<Object<Connection>, DbError> {
-        if conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok() {
+        if conn.is_autocommit() {
             return Ok(conn);
         }
-        self.replace(conn);
-        self.slots.try_get().map_err(|_| DbError::PoolClosed)
+        match conn.execute_batch("ROLLBACK") {
+            Ok(()) => Ok(conn),
+            Err(e) => {
+                self.replace(conn);
+                Err(e.into())
+            }
+        }
     }
 
-    /// Closes `conn` and puts a fresh connection in its place, so the pool
-    /// keeps its size.
+    /// Closes `conn` and opens a fresh connection in its place, off the
+    /// caller's thread, retrying (with backoff up to 5 s) until it opens or
+    /// the pool is closed: the pool never stays a connection short.
     fn replace(&self, conn: Object<Connection>) {
         drop(Object::take(conn));
-        match self.connect() {
-            Ok(fresh) => {
-                let _ = self.slots.try_add(fresh);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // shutting down
+        };
+        let pool = self.clone();
+        runtime.spawn(async move {
+            let mut delay = Duration::from_millis(50);
+            while !pool.is_closed() {
+                let opener = pool.clone();
+                match tokio::task::spawn_blocking(move || opener.connect()).await {
+                    Ok(Ok(fresh)) => {
+                        let _ = pool.slots.try_add(fresh);
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "could not reopen a SQLite connection; retrying")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not reopen a SQLite connection; retrying")
+                    }
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(e) => tracing::warn!(error = %e, "could not reopen a SQLite connection"),
-        }
+        });
     }
 
     pub fn close(&self) {
@@ -438,11 +464,20 @@ pub fn query(sql: impl Into<Cow<'static, str>>) -> Query {
 type Reader<T> = fn(&mut CachedStatement<'_>) -> Result<T, DbError>;
 
 fn read_optional<R: Record>(st: &mut CachedStatement<'_>) -> Result<Option<R>, DbError> {
+    // A write with RETURNING makes its change on the first step, but
+    // commits (outside a transaction) only when it runs to the end: a
+    // commit that fails there (a deferred constraint, a full disk) must be
+    // this call's error, not a row for a change that was rolled back.
+    let writes = !st.readonly();
     let mut rows = st.raw_query();
-    match rows.next()? {
-        Some(row) => Ok(Some(R::from_sqlite(row)?)),
-        None => Ok(None),
+    let first = match rows.next()? {
+        Some(row) => Some(R::from_sqlite(row)?),
+        None => None,
+    };
+    if writes {
+        while rows.next()?.is_some() {}
     }
+    Ok(first)
 }
 
 fn read_all<R: Record>(st: &mut CachedStatement<'_>) -> Result<Vec<R>, DbError> {
@@ -559,13 +594,15 @@ impl Query {
 
     fn prepare<'c>(&self, conn: &'c Connection) -> Result<CachedStatement<'c>, DbError> {
         let mut st = conn.prepare_cached(&self.sql)?;
+        let mut highest = 0;
         for i in 1..=st.parameter_count() {
-            let arg = st
+            let n = st
                 .parameter_name(i)
                 .and_then(|name| name.strip_prefix('$'))
                 .and_then(|n| n.parse::<usize>().ok())
-                .and_then(|n| n.checked_sub(1))
-                .and_then(|n| self.args.get(n));
+                .filter(|n| *n >= 1);
+            highest = highest.max(n.unwrap_or(0));
+            let arg = n.and_then(|n| self.args.get(n - 1));
             match arg {
                 Some(Arg::Int(v)) => st.raw_bind_parameter(i, v)?,
                 Some(Arg::Text(v)) => st.raw_bind_parameter(i, v.as_deref())?,
@@ -575,6 +612,14 @@ impl Query {
                 }
             }
         }
+        // Postgres refuses arguments the statement does not use; so does
+        // this, or a renumbering mistake would pass on SQLite alone.
+        if self.args.len() > highest {
+            return Err(DbError::ExtraArguments {
+                given: self.args.len(),
+                used: highest,
+            });
+        }
         Ok(st)
     }
 }
@@ -582,11 +627,13 @@ impl Query {
 /// The file a `sqlite://…` URL names, or `None` for an in-memory database
 /// (each connection would see its own: the data path needs a file).
 pub fn sqlite_file(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let file = rest.split('?').next().unwrap_or(rest);
-    (!file.is_empty() && !file.contains(":memory:")).then(|| PathBuf::from(file))
+    // sqlx's own parser (percent-decoding, `mode=memory`), so this is the
+    // file the migrations ran on.
+    let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url).ok()?;
+    let file = options.get_filename();
+    let name = file.to_string_lossy();
+    (!name.is_empty() && !name.contains(":memory:") && !url.contains("mode=memory"))
+        .then(|| file.to_path_buf())
 }
 
 #[cfg(test)]
@@ -596,6 +643,8 @@ mod tests {
     async fn scratch() -> (Pool, PathBuf) {
         let path =
             std::env::temp_dir().join(format!("portcullis-sql-{}.db", rand::random::<u64>()));
+        // The pool opens existing files only (the migrations create it).
+        std::fs::File::create(&path).unwrap();
         let pool = SqlitePool::open(
             &path,
             2,
@@ -635,6 +684,45 @@ mod tests {
             .fetch_optional::<(String,)>(&pool)
             .await;
         assert!(matches!(missing, Err(DbError::Unbound(ref n)) if n == "$2"));
+        let extra = query("SELECT a FROM t WHERE b = $1")
+            .bind(7)
+            .bind("unused")
+            .fetch_optional::<(String,)>(&pool)
+            .await;
+        assert!(
+            matches!(extra, Err(DbError::ExtraArguments { given: 2, used: 1 })),
+            "{extra:?}"
+        );
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// A write with RETURNING whose commit fails after the row came back
+    /// (here a deferred foreign key, checked at commit; in production a
+    /// full disk): the caller gets the error, not the row of a change that
+    /// was rolled back.
+    #[tokio::test]
+    async fn a_returning_write_whose_commit_fails_is_an_error_not_a_row() {
+        let (pool, path) = scratch().await;
+        query(
+            "CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER \
+             REFERENCES t(id) DEFERRABLE INITIALLY DEFERRED)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let inserted = query("INSERT INTO child (parent) VALUES ($1) RETURNING id")
+            .bind(999)
+            .fetch_optional::<(i64,)>(&pool)
+            .await;
+        assert!(
+            matches!(&inserted, Err(DbError::Sqlite(e)) if e.to_string().contains("FOREIGN KEY")),
+            "{inserted:?}"
+        );
+        let (n,): (i64,) = query("SELECT COUNT(*) FROM child")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
         let _ = std::fs::remove_file(path);
     }
 
