@@ -121,7 +121,7 @@ impl<T> Column for T where
 }
 
 /// A result row, read from either driver: tuples by position, the DAL's row
-/// structs (declared with [`record!`](crate::dal::sql::record)) by column
+/// structs (declared with the `record!` macro of this module) by column
 /// name.
 pub trait Record: Sized + Send + 'static {
     fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self>;
