@@ -68,19 +68,16 @@ use crate::viewer::Viewer;
 const MARKER_OPEN: &str = "<!--pc-fragment:";
 const MARKER_CLOSE: &str = "-->";
 
-/// The searchers for the markers, built once: `str::find` builds a new
-/// two-way searcher on every call, which was 11 % of a cached page.
-fn marker_open() -> &'static memchr::memmem::Finder<'static> {
-    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(MARKER_OPEN));
-    &FINDER
-}
-
-fn marker_close() -> &'static memchr::memmem::Finder<'static> {
-    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(MARKER_CLOSE));
-    &FINDER
-}
+/// The searchers for [`MARKER_OPEN`] and [`MARKER_CLOSE`], built once:
+/// `str::find` builds a new two-way searcher on every call, which was 11 %
+/// of a cached page.
+static MARKERS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 2]> =
+    std::sync::LazyLock::new(|| {
+        [
+            memchr::memmem::Finder::new(MARKER_OPEN),
+            memchr::memmem::Finder::new(MARKER_CLOSE),
+        ]
+    });
 /// How deep fragments may nest.
 const MAX_DEPTH: usize = 8;
 /// Bumps queued for publishing on the tag bus, at most.
@@ -915,8 +912,7 @@ impl Engine {
         (self.paths.entry_count(), self.paths.weighted_size())
     }
 
-    /// Records that fragment `k` was rendered into page `path` (canonical).
-    /// Records that the page at `path` shows the fragments `keys` (one
+    /// Records that the page at `path` (canonical) shows the fragments `keys` (one
     /// page render's worth: one lookup of the path, one lock, instead of
     /// one per fragment).
     fn remember_paths(&self, path: &str, keys: Vec<Key>) {
@@ -1150,10 +1146,11 @@ impl Engine {
             if element.is_none() {
                 out.push('>');
             }
-            while let Some(start) = marker_open().find(rest.as_bytes()) {
+            let [open, close] = &*MARKERS;
+            while let Some(start) = open.find(rest.as_bytes()) {
                 out.push_str(&rest[..start]);
                 let after = &rest[start + MARKER_OPEN.len()..];
-                let Some(end) = marker_close().find(after.as_bytes()) else {
+                let Some(end) = close.find(after.as_bytes()) else {
                     out.push_str(&rest[start..]);
                     rest = "";
                     break;
