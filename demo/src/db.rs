@@ -68,10 +68,10 @@ pub struct Db {
 impl Db {
     /// Connects and runs the migrations for the URL's dialect.
     pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
-        let db = Self::connect_admin(url).await?;
-        db.migrate().await?;
-        let data = match db.dialect {
-            Dialect::Postgres => sql::Pool::Any(db.pool.clone()),
+        let (pool, dialect, acquire) = Self::connect_admin(url).await?;
+        migrate(&pool, dialect).await?;
+        let data = match dialect {
+            Dialect::Postgres => sql::Pool::Any(pool.clone()),
             Dialect::Sqlite => {
                 let file = sql::sqlite_file(url).ok_or_else(|| {
                     sqlx::Error::Configuration(
@@ -79,19 +79,23 @@ impl Db {
                             .into(),
                     )
                 })?;
-                let acquire = Timeouts::from_env().acquire.max(Duration::from_secs(3));
-                let pool =
+                let data =
                     SqlitePool::open(&file, SQLITE_DATA_CONNECTIONS, acquire, &SQLITE_PRAGMAS)
                         .await
                         .map_err(|e| match e {
                             DbError::Sqlx(e) => e,
                             other => sqlx::Error::Io(std::io::Error::other(other.to_string())),
                         })?;
-                tokio::spawn(checkpoint_wal(pool.clone()));
-                sql::Pool::Sqlite(pool)
+                tokio::spawn(checkpoint_wal(data.clone()));
+                sql::Pool::Sqlite(data)
             }
         };
-        Ok(Db { data, ..db })
+        Ok(Db {
+            pool,
+            data,
+            dialect,
+            url: url.to_owned(),
+        })
     }
 
     /// The DAL over this database.
@@ -106,7 +110,9 @@ impl Db {
         self.pool.close().await;
     }
 
-    async fn connect_admin(url: &str) -> Result<Db, sqlx::Error> {
+    /// sqlx's pool for `url`, its dialect, and the acquire deadline both
+    /// pools use.
+    async fn connect_admin(url: &str) -> Result<(AnyPool, Dialect, Duration), sqlx::Error> {
         sqlx::any::install_default_drivers();
         let dialect = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Dialect::Postgres
@@ -152,13 +158,7 @@ impl Db {
                 })
             }
         };
-        let pool = pool.connect_with(options).await?;
-        Ok(Db {
-            data: sql::Pool::Any(pool.clone()),
-            pool,
-            dialect,
-            url: url.to_owned(),
-        })
+        Ok((pool.connect_with(options).await?, dialect, acquire))
     }
 
     /// Where attachment files go: `DEMO_FILES_DIR` if set; else, for a
@@ -169,13 +169,8 @@ impl Db {
         if let Some(dir) = std::env::var_os("DEMO_FILES_DIR").filter(|d| !d.is_empty()) {
             return dir.into();
         }
-        let path = self
-            .url
-            .strip_prefix("sqlite://")
-            .map(|rest| rest.split('?').next().unwrap_or(rest));
-        match path {
-            Some(file) if !file.is_empty() && !file.contains(":memory:") => {
-                let file = std::path::Path::new(file);
+        match sql::sqlite_file(&self.url) {
+            Some(file) => {
                 let stem = file.file_stem().unwrap_or_default().to_string_lossy();
                 file.with_file_name(format!("{stem}-attachments"))
             }
@@ -200,18 +195,14 @@ impl Db {
         sqlx::any::install_default_drivers();
         AnyPoolOptions::new().max_connections(2).connect(url).await
     }
+}
 
-    async fn migrate(&self) -> Result<(), sqlx::Error> {
-        match self.dialect {
-            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
-            Dialect::Postgres => {
-                sqlx::migrate!("migrations/postgres")
-                    .run(&self.pool)
-                    .await?
-            }
-        }
-        Ok(())
+async fn migrate(pool: &AnyPool, dialect: Dialect) -> Result<(), sqlx::Error> {
+    match dialect {
+        Dialect::Sqlite => sqlx::migrate!("migrations/sqlite").run(pool).await?,
+        Dialect::Postgres => sqlx::migrate!("migrations/postgres").run(pool).await?,
     }
+    Ok(())
 }
 
 /// The default database: a SQLite file under the data dir.
@@ -338,20 +329,6 @@ mod tests {
         (db, path)
     }
 
-    async fn futures_join_all<T>(
-        futures: impl Iterator<Item = impl std::future::Future<Output = T> + Send + 'static>,
-    ) -> Vec<T>
-    where
-        T: Send + 'static,
-    {
-        let handles: Vec<_> = futures.map(tokio::spawn).collect();
-        let mut out = Vec::new();
-        for h in handles {
-            out.push(h.await.unwrap());
-        }
-        out
-    }
-
     /// A sign-in once waited for a WAL checkpoint inside its session write
     /// and missed its deadline (503 in CI): no connection checkpoints on
     /// commit, and the background task does it instead.
@@ -375,17 +352,18 @@ mod tests {
         };
         // All of them at once, so each answer comes from its own connection.
         let all_in = std::sync::Arc::new(std::sync::Barrier::new(SQLITE_DATA_CONNECTIONS));
-        let answers = (0..SQLITE_DATA_CONNECTIONS).map(|_| {
+        let mut answers = tokio::task::JoinSet::new();
+        for _ in 0..SQLITE_DATA_CONNECTIONS {
             let (all_in, data) = (all_in.clone(), data.clone());
-            async move {
+            answers.spawn(async move {
                 data.with(move |conn| {
                     all_in.wait();
                     Ok(conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get::<_, i64>(0))?)
                 })
                 .await
-            }
-        });
-        for every in futures_join_all(answers).await {
+            });
+        }
+        for every in answers.join_all().await {
             assert_eq!(every.unwrap(), 0, "a commit never runs the checkpoint");
         }
         let file_len = || std::fs::metadata(&path).unwrap().len();

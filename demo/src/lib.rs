@@ -323,38 +323,14 @@ async fn sweep_once(dal: &Dal, dir: &std::path::Path) {
 }
 
 /// Database connection failures become 503 `database_unavailable` (nothing
-/// was applied; the client may retry) instead of a generic 500: no
-/// connection within the pool's acquire deadline, a broken connection, and
-/// on Postgres the connection-exception class (`08…`), a statement cancelled
-/// by `statement_timeout` (`57014`, rolled back by the server), an operator
-/// or crash shutdown (`57P0…`) and too many connections (`53300`); on SQLite
-/// the data path's pool time-out and a database still locked after the busy
-/// timeout ([`dal::sql::DbError::is_unavailable`]).
+/// was applied; the client may retry) instead of a generic 500; which ones,
+/// on either database, [`dal::sql::DbError::is_unavailable`] says.
 pub fn classify(e: &(dyn std::error::Error + 'static)) -> Option<portcullis::ErrorCode> {
-    let e = match e.downcast_ref::<dal::sql::DbError>() {
-        Some(dal::sql::DbError::Sqlx(e)) => e,
-        Some(other) => {
-            return other
-                .is_unavailable()
-                .unwrap_or(false)
-                .then_some(portcullis::ErrorCode::DatabaseUnavailable);
-        }
-        None => e.downcast_ref::<sqlx::Error>()?,
+    let unavailable = match e.downcast_ref::<dal::sql::DbError>() {
+        Some(e) => e.is_unavailable(),
+        None => dal::sql::sqlx_is_unavailable(e.downcast_ref::<sqlx::Error>()?),
     };
-    match e {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_) => Some(portcullis::ErrorCode::DatabaseUnavailable),
-        sqlx::Error::Database(d)
-            if d.code().is_some_and(|c| {
-                c.starts_with("08") || c.starts_with("57P") || c == "57014" || c == "53300"
-            }) =>
-        {
-            Some(portcullis::ErrorCode::DatabaseUnavailable)
-        }
-        _ => None,
-    }
+    unavailable.then_some(portcullis::ErrorCode::DatabaseUnavailable)
 }
 
 /// The render cache: on (the framework's default), or off with

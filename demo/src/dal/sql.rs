@@ -47,19 +47,37 @@ pub enum DbError {
 impl DbError {
     /// The database cannot serve right now (no connection in time, closed,
     /// locked past the busy timeout, gone): 503 `database_unavailable`, not
-    /// a 500. `None` when it is sqlx's error, which `crate::classify` reads
-    /// itself.
-    pub fn is_unavailable(&self) -> Option<bool> {
+    /// a 500.
+    pub fn is_unavailable(&self) -> bool {
         use rusqlite::ErrorCode::*;
         match self {
-            DbError::Sqlx(_) => None,
-            DbError::PoolTimedOut(_) | DbError::PoolClosed => Some(true),
-            DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => Some(matches!(
+            DbError::Sqlx(e) => sqlx_is_unavailable(e),
+            DbError::PoolTimedOut(_) | DbError::PoolClosed => true,
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
                 e.code,
                 DatabaseBusy | DatabaseLocked | CannotOpen | SystemIoFailure | DiskFull
-            )),
-            _ => Some(false),
+            ),
+            _ => false,
         }
+    }
+}
+
+/// sqlx's side of [`DbError::is_unavailable`] (the session store's errors
+/// come as bare sqlx errors): no connection within the pool's acquire
+/// deadline, a broken connection, and on Postgres the connection-exception
+/// class (`08…`), a statement cancelled by `statement_timeout` (`57014`,
+/// rolled back by the server), an operator or crash shutdown (`57P0…`) and
+/// too many connections (`53300`).
+pub fn sqlx_is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("08") || c.starts_with("57P") || c == "57014" || c == "53300"
+        }),
+        _ => false,
     }
 }
 
@@ -276,9 +294,10 @@ impl SqlitePool {
         .await?
     }
 
-    /// A connection whose transaction was abandoned (its caller was
-    /// cancelled between BEGIN and the guard taking it) is rolled back; one
-    /// that cannot be is replaced by a fresh connection.
+    /// A connection left inside a transaction (its caller was cancelled
+    /// between BEGIN and the guard taking it, or its guard dropped before
+    /// COMMIT) is rolled back; one that cannot be is replaced by a fresh
+    /// connection.
     fn end_abandoned_transaction(
         &self,
         conn: Object<Connection>,
@@ -308,13 +327,14 @@ impl SqlitePool {
             let mut delay = Duration::from_millis(50);
             while !pool.is_closed() {
                 let opener = pool.clone();
-                match tokio::task::spawn_blocking(move || opener.connect()).await {
-                    Ok(Ok(fresh)) => {
+                let opened = tokio::task::spawn_blocking(move || opener.connect())
+                    .await
+                    .map_err(DbError::from)
+                    .and_then(|opened| opened);
+                match opened {
+                    Ok(fresh) => {
                         let _ = pool.slots.try_add(fresh);
                         return;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "could not reopen a SQLite connection; retrying")
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "could not reopen a SQLite connection; retrying")
@@ -332,10 +352,6 @@ impl SqlitePool {
 
     pub fn is_closed(&self) -> bool {
         self.slots.is_closed()
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
@@ -400,11 +416,9 @@ struct TxConn {
 
 impl Drop for TxConn {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take()
-            && !conn.is_autocommit()
-            && conn.execute_batch("ROLLBACK").is_err()
-        {
-            self.pool.replace(conn);
+        if let Some(conn) = self.conn.take() {
+            // Back to the pool rolled back, or replaced.
+            let _ = self.pool.end_abandoned_transaction(conn);
         }
     }
 }
@@ -832,7 +846,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, DbError::PoolTimedOut(_)), "{err:?}");
-        assert_eq!(err.is_unavailable(), Some(true));
+        assert!(err.is_unavailable());
         assert!(started.elapsed() < Duration::from_secs(2));
         tokio::task::spawn_blocking(move || release.wait())
             .await
