@@ -21,15 +21,18 @@ fn garde_and_maud_are_exactly_the_frameworks() {
     assert_eq!(MAUD, workspace_dep("maud"));
 }
 
-fn temp(name: &str) -> std::path::PathBuf {
-    let base = std::env::temp_dir().join(format!("pc-new-{}", std::process::id()));
+/// A path `name` inside a directory of the calling test's own: the tests run
+/// in parallel and each removes its directory at the end, so a shared one was
+/// removed under the other test (a CI failure: `Cargo.toml` not found).
+fn temp(test: &str, name: &str) -> std::path::PathBuf {
+    let base = std::env::temp_dir().join(format!("pc-new-{}-{test}", std::process::id()));
     std::fs::create_dir_all(&base).unwrap();
     base.join(name)
 }
 
 #[test]
 fn writes_every_file_with_the_name_and_the_registry_version() {
-    let dir = temp("my-app");
+    let dir = temp("registry", "my-app");
     let files = generate(&dir, Source::Registry).unwrap();
     assert_eq!(files.len(), FILES.len());
     let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
@@ -54,18 +57,18 @@ fn writes_every_file_with_the_name_and_the_registry_version() {
 #[test]
 fn path_source_and_bad_names() {
     let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = temp("local");
+    let dir = temp("path", "local");
     generate(&dir, Source::Path(&here.join("../portcullis"))).unwrap();
     let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
     assert!(cargo.contains("portcullis = { path = \""), "{cargo}");
     assert!(matches!(
-        generate(&temp("x2"), Source::Path(&here.join("nope"))),
+        generate(&temp("path", "x2"), Source::Path(&here.join("nope"))),
         Err(NewError::Path(_))
     ));
     for bad in ["My App", "9lives", "a/..", "Ünï"] {
         assert!(
             matches!(
-                generate(&temp(bad), Source::Registry),
+                generate(&temp("path", bad), Source::Registry),
                 Err(NewError::Name(_))
             ),
             "{bad}"
