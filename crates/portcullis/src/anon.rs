@@ -137,16 +137,22 @@ pub(crate) struct CookieKeys {
     pub(crate) secure: bool,
 }
 
-/// Middleware for actions: puts the browser's [`AnonScope`] into the
-/// request's extensions when the request carries a valid one; mints none.
+/// For actions: puts the browser's [`AnonScope`] into the request's
+/// extensions when the request carries a valid one; mints none.
+pub(crate) fn read_into(keys: &CookieKeys, request: &mut Request) {
+    if let Some(scope) = from_headers(&keys.keys, keys.secure, request.headers()) {
+        request.extensions_mut().insert(scope);
+    }
+}
+
+/// [`read_into`] as middleware, for the action route of the app's router
+/// (the requests the app's stack does not dispatch itself).
 pub(crate) async fn read(
     State(keys): State<Arc<CookieKeys>>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    if let Some(scope) = from_headers(&keys.keys, keys.secure, request.headers()) {
-        request.extensions_mut().insert(scope);
-    }
+    read_into(&keys, &mut request);
     next.run(request).await
 }
 

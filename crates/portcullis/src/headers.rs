@@ -47,8 +47,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde::Serialize;
@@ -637,16 +636,22 @@ fn fresh_nonce() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
 }
 
-/// The layer (`axum::middleware::from_fn_with_state`), outermost in the app.
+/// What the header step learned from a request before it ran: the variant
+/// for its path and, for a page, the facts its render reports back.
 ///
-/// An action request renders no page, so it gets no [`ResponseFacts`] (one
-/// allocation and one extension map fewer on the hottest path) and is always
-/// treated as personal (`no-store`).
-pub(crate) async fn layer(
-    State(compiled): State<Arc<Compiled>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// The header step is the outermost of the app's own layers
+/// ([`crate::app`]'s stack): [`prepare`] runs before everything else,
+/// [`finish`] on every response, refusals made by inner layers included.
+pub(crate) struct Prepared<'c> {
+    variant: &'c Variant,
+    action: bool,
+    facts: Option<Arc<ResponseFacts>>,
+}
+
+/// Before the request runs. An action request renders no page, so it gets no
+/// [`ResponseFacts`] (one allocation and one extension map fewer on the
+/// hottest path) and is always treated as personal (`no-store`).
+pub(crate) fn prepare<'c>(compiled: &'c Compiled, request: &mut Request) -> Prepared<'c> {
     let action = request.uri().path().starts_with(crate::wire::ACTION_PREFIX);
     let variant = compiled.variant(request.uri().path());
     let facts = (!action).then(|| {
@@ -654,7 +659,21 @@ pub(crate) async fn layer(
         request.extensions_mut().insert(facts.clone());
         facts
     });
-    let mut response = next.run(request).await;
+    Prepared {
+        variant,
+        action,
+        facts,
+    }
+}
+
+/// On the response: every security header, `Cache-Control` by whether the
+/// response is personal.
+pub(crate) fn finish(compiled: &Compiled, prepared: Prepared<'_>, response: &mut Response) {
+    let Prepared {
+        variant,
+        action,
+        facts,
+    } = prepared;
     let personal = action
         || facts
             .as_ref()
@@ -664,8 +683,7 @@ pub(crate) async fn layer(
         .as_ref()
         .and_then(|f| f.nonce.get())
         .map(String::as_str);
-    apply(&compiled, variant, nonce, personal, response.headers_mut());
-    response
+    apply(compiled, variant, nonce, personal, response.headers_mut());
 }
 
 /// Header names `http` has no constant for, built at compile time.

@@ -70,7 +70,6 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use aho_corasick::AhoCorasick;
 use arc_swap::ArcSwapOption;
-use axum::response::Response;
 use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
@@ -398,15 +397,11 @@ tokio::task_local! {
     static APP_REGISTRY: Arc<Registry>;
 }
 
-/// The app's outermost layer when it has a registry of its own: every
-/// response made while serving the request (actions, pages, refusals) is
-/// scanned against `registry`.
-pub(crate) async fn scoped(
-    registry: Arc<Registry>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    APP_REGISTRY.scope(registry, next.run(request)).await
+/// Around the app's whole stack when it has a registry of its own: every
+/// response made while `run` serves the request (actions, pages, refusals)
+/// is scanned against `registry`.
+pub(crate) async fn scoped<F: std::future::Future>(registry: Arc<Registry>, run: F) -> F::Output {
+    APP_REGISTRY.scope(registry, run).await
 }
 
 /// Whether the registry that [`scan`] would use holds nothing (then a

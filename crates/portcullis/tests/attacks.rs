@@ -120,6 +120,52 @@ async fn get_head_and_options_never_run_actions() {
     assert_eq!(fx.state.runs(), 0);
 }
 
+/// The app's stack dispatches `POST /_action/<id>` itself and leaves every
+/// other shape of that path to the router. Both must behave alike: an id
+/// with a percent-escape runs the same action with the same headers, and
+/// paths that are not one id segment run nothing.
+#[tokio::test]
+async fn escaped_or_extra_segment_action_paths_behave_as_the_router_says() {
+    let fx = start().await;
+    let path = fx.client.path(common::NOTES_PUBLIC);
+    let post = |p: String| {
+        fx.client
+            .post(&p)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .body("text=hello")
+    };
+    let direct = TestResponse::read(post(path.clone()).send().await.unwrap()).await;
+    assert_eq!(direct.status, 200, "{}", direct.text());
+    assert_eq!(fx.state.runs(), 1);
+    // The same id with its first character percent-escaped: the router's
+    // action route decodes it to the same id.
+    let (prefix, id) = path.rsplit_once('/').unwrap();
+    let escaped = format!("{prefix}/%{:02X}{}", id.as_bytes()[0], &id[1..]);
+    let routed = TestResponse::read(post(escaped).send().await.unwrap()).await;
+    assert_eq!(routed.status, 200, "{}", routed.text());
+    assert_eq!(fx.state.runs(), 2);
+    for name in [
+        "cache-control",
+        "x-content-type-options",
+        "referrer-policy",
+        "cross-origin-opener-policy",
+    ] {
+        assert!(direct.header(name).is_some(), "{name} on the direct path");
+        assert_eq!(direct.header(name), routed.header(name), "{name}");
+    }
+    // Not one id segment: nothing runs.
+    for bad in [
+        format!("{path}/extra"),
+        format!("{prefix}/"),
+        format!("{path}/"),
+    ] {
+        let r = TestResponse::read(post(bad.clone()).send().await.unwrap()).await;
+        assert_eq!(r.status, 404, "{bad}: {}", r.text());
+    }
+    assert_eq!(fx.state.runs(), 2);
+}
+
 #[tokio::test]
 async fn id_from_a_different_secret_is_stale() {
     let fx = start().await;

@@ -480,9 +480,10 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             actions,
         });
         let app_state = inner.state.clone();
+        let route_inner = inner.clone();
         let endpoint = post(move |Path(id): Path<String>, request: Request| {
-            let inner = inner.clone();
-            async move { crate::pipeline::run(&inner, &id, request).await }
+            let inner = route_inner.clone();
+            async move { crate::pipeline::run(&inner, Some(&id), request).await }
         });
         // Action responses are scanned for tainted values in the pipeline
         // (stage 8); pages are scanned by this layer.
@@ -534,18 +535,16 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
                 }),
             );
         }
-        let (login, reauth): (Arc<str>, Arc<str>) = (
-            shared.config.login_path.as_str().into(),
-            shared.config.reauth_path.as_str().into(),
-        );
         // Pages mint the browser's anonymous scope; actions read it (`anon`).
+        // The stack dispatches most action requests itself; this route takes
+        // the rest (percent-escaped ids) and answers other methods with 405.
         let actions = Router::new()
             .route(&format!("{}{{id}}", crate::wire::ACTION_PREFIX), endpoint)
             .layer(axum::middleware::from_fn_with_state(
-                anon_keys,
+                anon_keys.clone(),
                 crate::anon::read,
             ));
-        let router = Router::new()
+        let routes = Router::new()
             .merge(actions)
             .merge(crate::client::router())
             .merge(
@@ -561,24 +560,27 @@ impl<S: Clone + Send + Sync + 'static> Portcullis<S> {
             .merge(crate::headers::report_router(
                 headers.clone(),
                 shared.config.body_limits.body_timeout,
-            ))
-            .layer(axum::Extension(shared.clone()))
-            .layer(sessions)
-            .layer(axum::middleware::from_fn(move |req, next| {
-                crate::routes::session_guard(login.clone(), reauth.clone(), req, next)
-            }))
-            .layer(axum::middleware::from_fn_with_state(
-                headers,
-                crate::headers::layer,
             ));
-        // Outermost: every response of this app, refusals made by the layers
-        // above included, is scanned against the app's own registry.
-        let router = match self.taint {
-            Some(registry) => router.layer(axum::middleware::from_fn(move |req, next| {
-                crate::taint::scoped(registry.clone(), req, next)
-            })),
-            None => router,
+        // The app-wide steps once around everything, not once per route
+        // (see `stack`): every response of this app, refusals made by the
+        // steps themselves included, gets the security headers and is
+        // scanned against the app's own registry.
+        let dispatch = super::stack::Dispatch {
+            router: routes,
+            actions: inner,
+            anon: anon_keys,
+            runtime: shared.clone(),
         };
+        let stack = super::stack::Stack {
+            inner: tower::Layer::layer(&sessions, dispatch),
+            outer: Arc::new(super::stack::Outer {
+                headers,
+                taint: self.taint,
+                login_path: shared.config.login_path.as_str().into(),
+                reauth_path: shared.config.reauth_path.as_str().into(),
+            }),
+        };
+        let router = Router::new().fallback_service(stack);
         Ok(App {
             router,
             runtime: shared,

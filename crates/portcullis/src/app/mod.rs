@@ -8,6 +8,7 @@
 //! extractors through a request extension.
 
 mod builder;
+pub(crate) mod stack;
 
 use std::sync::Arc;
 

@@ -78,10 +78,13 @@ pub(crate) struct Inner<S> {
 }
 
 /// Runs one action request through every stage, inside an `action` span,
-/// and reports the outcome to the metrics ([`crate::observe`]).
+/// and reports the outcome to the metrics ([`crate::observe`]). `id` is the
+/// action id the router decoded from the path; `None` when the app's stack
+/// dispatched the request itself, and the id is the path's last segment as
+/// it stands ([`crate::app::stack::direct_action_id`]).
 pub(crate) async fn run<S: Clone + Send + Sync + 'static>(
     app: &Inner<S>,
-    id: &str,
+    id: Option<&str>,
     request: Request,
 ) -> Response {
     let started = std::time::Instant::now();
@@ -97,11 +100,15 @@ pub(crate) async fn run<S: Clone + Send + Sync + 'static>(
 /// [`Attempt::finish`] turns it into the response.
 async fn stages<S: Clone + Send + Sync + 'static>(
     app: &Inner<S>,
-    id: &str,
+    id: Option<&str>,
     request: Request,
     attempt: &mut Attempt,
 ) -> Result<Response, Rejection> {
     let (head, body) = request.into_parts();
+    let id = match id {
+        Some(id) => id,
+        None => head.uri.path().rsplit('/').next().unwrap_or_default(),
+    };
 
     // 1–2. Admit: content type and declared length, then origin: cross-origin
     // state changes are refused from the headers alone.

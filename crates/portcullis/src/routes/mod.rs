@@ -84,27 +84,26 @@ pub(crate) async fn page_deadline(
     }
 }
 
-/// Outside the session layer: gives each request a fault flag and turns the
-/// bare, empty `500` that tower-sessions sends when saving the session after
-/// the handler fails into `503 session_store_unavailable` (JSON or an HTML
-/// page, by `Accept`), with `Retry-After` and a digest. tower-sessions does
-/// not set the session cookie in that case, so a sign-in whose session did
-/// not persist is never reported as a success.
+/// Outside the session layer: gives the request (`run`) a fault flag and turns
+/// the bare, empty `500` that tower-sessions sends when saving the session
+/// after the handler fails into `503 session_store_unavailable` (JSON or an
+/// HTML page, by `client`), with `Retry-After` and a digest. tower-sessions
+/// does not set the session cookie in that case, so a sign-in whose session
+/// did not persist is never reported as a success.
 pub(crate) async fn session_guard(
-    login_path: std::sync::Arc<str>,
-    reauth_path: std::sync::Arc<str>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let client = respond::ClientKind::from_headers(request.headers());
-    let (response, faulted) = crate::store::watch_session_faults(next.run(request)).await;
+    login_path: &str,
+    reauth_path: &str,
+    client: ClientKind,
+    run: impl std::future::Future<Output = Response>,
+) -> Response {
+    let (response, faulted) = crate::store::watch_session_faults(run).await;
     if faulted
         && response.status() == http::StatusCode::INTERNAL_SERVER_ERROR
         && !response.headers().contains_key(http::header::CONTENT_TYPE)
     {
         let r = crate::store::session_unavailable();
         tracing::debug!(digest = %r.digest, "session not saved after the handler; 503");
-        return respond::failure_with_paths(client, &r, &login_path, &reauth_path, None);
+        return respond::failure_with_paths(client, &r, login_path, reauth_path, None);
     }
     response
 }
