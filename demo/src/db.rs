@@ -363,7 +363,22 @@ mod tests {
                 .await
             });
         }
-        for every in answers.join_all().await {
+        answers.spawn({
+            let data = data.clone();
+            async move {
+                data.with_role(sql::Role::Write, |conn| {
+                    Ok(conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get::<_, i64>(0))?)
+                })
+                .await
+            }
+        });
+        let answers = answers.join_all().await;
+        assert_eq!(
+            answers.len(),
+            SQLITE_DATA_CONNECTIONS + 1,
+            "the readers and the writer"
+        );
+        for every in answers {
             assert_eq!(every.unwrap(), 0, "a commit never runs the checkpoint");
         }
         let file_len = || std::fs::metadata(&path).unwrap().len();

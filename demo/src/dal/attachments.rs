@@ -2,7 +2,7 @@
 //! query is scoped to the viewer's teams, like comments; the team's total
 //! stays under [`TEAM_QUOTA_BYTES`], checked in the insert itself.
 
-use super::{Dal, DalResult, VIEWER_TEAMS, Viewer, not_found, now, sql};
+use super::{Dal, DalResult, VIEWER_IN_P_TEAM, VIEWER_TEAMS, Viewer, not_found, now, sql};
 
 /// What one team may keep in attachments, in all.
 pub const TEAM_QUOTA_BYTES: i64 = 20 * 1024 * 1024;
@@ -63,13 +63,11 @@ impl Attachments<'_> {
     /// One attachment, if it is on a project of one of the viewer's teams.
     pub async fn get(&self, viewer: &Viewer, id: i64) -> DalResult<AttachmentRow> {
         not_found(
-            sql::query(format!(
-                "{SELECT} WHERE a.id = $2 AND p.team_id IN ({VIEWER_TEAMS})"
-            ))
-            .bind(viewer.id())
-            .bind(id)
-            .fetch_optional(&self.0.pool)
-            .await?,
+            sql::query(format!("{SELECT} WHERE a.id = $2 AND {VIEWER_IN_P_TEAM}"))
+                .bind(viewer.id())
+                .bind(id)
+                .fetch_optional(&self.0.pool)
+                .await?,
         )
     }
 

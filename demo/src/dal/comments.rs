@@ -1,7 +1,9 @@
 //! Comments on projects. Reading needs membership of the project's team;
 //! editing and deleting need authorship as well, in the same statement.
 
-use super::{Dal, DalResult, VIEWER_TEAMS, Viewer, not_found, now, sql, touched_one};
+use super::{
+    Dal, DalResult, VIEWER_IN_P_TEAM, VIEWER_TEAMS, Viewer, not_found, now, sql, touched_one,
+};
 
 sql::record! {
     #[derive(Clone)]
@@ -36,13 +38,11 @@ impl Comments<'_> {
 
     pub async fn get(&self, viewer: &Viewer, id: i64) -> DalResult<CommentRow> {
         not_found(
-            sql::query(format!(
-                "{SELECT} WHERE c.id = $2 AND p.team_id IN ({VIEWER_TEAMS})"
-            ))
-            .bind(viewer.id())
-            .bind(id)
-            .fetch_optional(&self.0.pool)
-            .await?,
+            sql::query(format!("{SELECT} WHERE c.id = $2 AND {VIEWER_IN_P_TEAM}"))
+                .bind(viewer.id())
+                .bind(id)
+                .fetch_optional(&self.0.pool)
+                .await?,
         )
     }
 

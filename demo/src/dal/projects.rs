@@ -1,6 +1,9 @@
 //! Projects, scoped to the viewer's teams in every statement.
 
-use super::{Dal, DalResult, VIEWER_TEAMS, Viewer, not_found, now, sql, touched_one};
+use super::{
+    Dal, DalResult, VIEWER_IN_P_TEAM, VIEWER_IN_PROJECTS_TEAM, VIEWER_TEAMS, Viewer, not_found,
+    now, sql, touched_one,
+};
 
 sql::record! {
     #[derive(Clone)]
@@ -39,13 +42,11 @@ impl Projects<'_> {
     /// One project, if it belongs to one of the viewer's teams.
     pub async fn get(&self, viewer: &Viewer, id: i64) -> DalResult<ProjectRow> {
         not_found(
-            sql::query(format!(
-                "{SELECT} WHERE p.id = $2 AND p.team_id IN ({VIEWER_TEAMS})"
-            ))
-            .bind(viewer.id())
-            .bind(id)
-            .fetch_optional(&self.0.pool)
-            .await?,
+            sql::query(format!("{SELECT} WHERE p.id = $2 AND {VIEWER_IN_P_TEAM}"))
+                .bind(viewer.id())
+                .bind(id)
+                .fetch_optional(&self.0.pool)
+                .await?,
         )
     }
 
@@ -71,7 +72,7 @@ impl Projects<'_> {
         not_found(
             sql::query(format!(
                 "UPDATE projects SET name = $3, updated_at = $4 \
-                 WHERE id = $2 AND team_id IN ({VIEWER_TEAMS}) {RETURNING}"
+                 WHERE id = $2 AND {VIEWER_IN_PROJECTS_TEAM} {RETURNING}"
             ))
             .bind(viewer.id())
             .bind(id)
@@ -93,7 +94,7 @@ impl Projects<'_> {
         not_found(
             sql::query(format!(
                 "UPDATE projects SET archived_at = $3, updated_at = $4 \
-                 WHERE id = $2 AND team_id IN ({VIEWER_TEAMS}) {RETURNING}"
+                 WHERE id = $2 AND {VIEWER_IN_PROJECTS_TEAM} {RETURNING}"
             ))
             .bind(viewer.id())
             .bind(id)
