@@ -538,8 +538,15 @@ struct Entry {
     path_generation: u64,
 }
 
+/// The hasher of the engine's maps (render cache, path map, tag versions):
+/// aHash, seeded at random per map, instead of std's SipHash, which was an
+/// eighth of a cached page's instructions (five lookups per fragment). The
+/// keys are partly client-chosen (record ids, paths); random seeds keep a
+/// client from precomputing colliding keys, the reason std uses SipHash.
+type FastHash = ahash::RandomState;
+
 /// The fragment keys rendered into one page path.
-type PathKeys = Arc<std::sync::RwLock<HashSet<Key>>>;
+type PathKeys = Arc<std::sync::RwLock<HashSet<Key, FastHash>>>;
 
 #[derive(Clone, Copy, Default)]
 struct TagState {
@@ -571,7 +578,7 @@ pub const MAX_TAGS: usize = 100_000;
 ///   distinct tags) can push the map to its bound; the others then pay one
 ///   re-render of their cached fragments per eviction round, not stale data.
 struct TagVersions {
-    map: DashMap<String, TagState>,
+    map: DashMap<String, TagState, FastHash>,
     /// The engine-wide version sequence.
     sequence: AtomicU64,
     /// What a tag not in `map` reads as (raised before anything is removed).
@@ -584,7 +591,7 @@ struct TagVersions {
 impl TagVersions {
     fn new(max: usize) -> Self {
         TagVersions {
-            map: DashMap::new(),
+            map: DashMap::with_hasher(FastHash::new()),
             sequence: AtomicU64::new(0),
             floor: AtomicU64::new(0),
             max: max.max(10),
@@ -729,8 +736,8 @@ impl Default for CacheConfig {
 /// The engine: definitions, cache, tag versions, and the optional bus.
 pub struct Engine {
     defs: Vec<Def>,
-    by_name: HashMap<&'static str, u32>,
-    cache: moka::sync::Cache<Key, Arc<Entry>>,
+    by_name: HashMap<&'static str, u32, FastHash>,
+    cache: moka::sync::Cache<Key, Arc<Entry>, FastHash>,
     /// `false` when [`CacheConfig::max_bytes`] is 0: nothing is stored.
     caching: bool,
     tags: TagVersions,
@@ -748,7 +755,7 @@ pub struct Engine {
     /// a `revalidate_path` of an unknown path after any eviction marks every
     /// cached fragment soft-stale instead ([`Engine::path_generation`]), so
     /// a flood costs background re-renders, never a stale page.
-    paths: moka::sync::Cache<Arc<str>, PathKeys>,
+    paths: moka::sync::Cache<Arc<str>, PathKeys, FastHash>,
     /// Set when the path map evicted a path because it was full.
     paths_evicted: Arc<AtomicBool>,
     /// Bumped by a `revalidate_path` that could not find its page.
@@ -778,7 +785,7 @@ impl Engine {
         forms: Arc<FormContext>,
     ) -> Result<Self, &'static str> {
         let mut defs = Vec::new();
-        let mut by_name = HashMap::new();
+        let mut by_name = HashMap::with_hasher(FastHash::new());
         for f in fragments.list {
             if by_name.insert(f.name, defs.len() as u32).is_some() {
                 return Err(f.name);
@@ -798,7 +805,7 @@ impl Engine {
                     as u32
             })
             .time_to_live(config.ttl)
-            .build();
+            .build_with_hasher(FastHash::new());
         let paths_evicted = Arc::new(AtomicBool::new(false));
         let evicted = paths_evicted.clone();
         let paths = moka::sync::Cache::builder()
@@ -814,7 +821,7 @@ impl Engine {
                     evicted.store(true, Ordering::Release);
                 }
             })
-            .build();
+            .build_with_hasher(FastHash::new());
         Ok(Engine {
             defs,
             by_name,

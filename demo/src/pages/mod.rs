@@ -175,7 +175,9 @@ async fn project_list(State(state): State<AppState>, page: Page) -> PageResult {
     let dal = &state.dal;
     let err = |e| page.failed(e);
     let teams = dal.teams().mine(&v).await.map_err(err)?;
+    let list = page.fragment("projects").await;
     let body = html! {
+        (layout::Reserve(list.0.len() + 2048))
         h1 { "Projects" }
         (page.form(projects::CREATE).class("card").id("create-project").body(html! {
             div.field {
@@ -188,7 +190,7 @@ async fn project_list(State(state): State<AppState>, page: Page) -> PageResult {
             (submit("Create project"))
         }))
         div.card #project-list {
-            (page.fragment("projects").await)
+            (list)
         }
     };
     shell(&state, &page, "Projects", body).await
