@@ -48,6 +48,16 @@ impl DbError {
     /// The database cannot serve right now (no connection in time, closed,
     /// locked past the busy timeout, gone): 503 `database_unavailable`, not
     /// a 500.
+    /// SQLite's lock was taken (by another process: see
+    /// [`SqlitePool`]) and the statement did not wait.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+        )
+    }
+
     pub fn is_unavailable(&self) -> bool {
         use rusqlite::ErrorCode::*;
         match self {
@@ -347,7 +357,45 @@ impl SqlitePool {
             while rows.next()?.is_some() {}
         }
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // Statements run on the calling task first (see `run_inline`): one
+        // that would wait for SQLite's lock fails at once instead, and is
+        // run again on a blocking thread, where waiting is allowed.
+        conn.busy_timeout(Duration::ZERO)?;
         Ok(conn)
+    }
+
+    /// How long a statement may wait for SQLite's lock on a blocking thread:
+    /// the `busy_timeout` of the pool's pragmas (5 s for the demo).
+    fn busy_wait(&self) -> Duration {
+        self.pragmas
+            .iter()
+            .find(|(name, _)| *name == "busy_timeout")
+            .and_then(|(_, ms)| ms.parse().ok())
+            .map_or(Duration::from_secs(5), Duration::from_millis)
+    }
+
+    /// Runs `f` on `conn` on a blocking thread, allowed to wait for SQLite's
+    /// lock for [`SqlitePool::busy_wait`].
+    async fn run_blocking<T: Send + 'static>(
+        &self,
+        conn: Object<Connection>,
+        f: impl FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<(Object<Connection>, Result<T, DbError>), DbError> {
+        let wait = self.busy_wait();
+        Ok(tokio::task::spawn_blocking(move || {
+            let result = conn
+                .busy_timeout(wait)
+                .map_err(DbError::from)
+                .and_then(|()| f(&conn));
+            // Back to failing at once for the next inline statement; a
+            // connection that cannot be reset reports it here.
+            let result = match conn.busy_timeout(Duration::ZERO) {
+                Ok(()) => result,
+                Err(e) => result.and(Err(e.into())),
+            };
+            (conn, result)
+        })
+        .await?)
     }
 
     async fn get(&self, role: Role) -> Result<Object<Connection>, DbError> {
@@ -372,12 +420,8 @@ impl SqlitePool {
         f: impl FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, DbError> {
         let conn = self.get(role).await?;
-        let pool = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = pool.end_abandoned_transaction(role, conn)?;
-            f(&conn)
-        })
-        .await?
+        let conn = self.end_abandoned_transaction(role, conn)?;
+        self.run_blocking(conn, f).await?.1
     }
 
     /// A connection left inside a transaction (its caller was cancelled
@@ -459,19 +503,28 @@ impl Pool {
         match self {
             Pool::Sqlite(pool) => {
                 let conn = pool.get(Role::Write).await?;
-                let opener = pool.clone();
-                let guard = tokio::task::spawn_blocking(move || {
-                    let conn = opener.end_abandoned_transaction(Role::Write, conn)?;
-                    // A cached statement: `execute_batch` parses the text
-                    // on every call.
+                let conn = pool.end_abandoned_transaction(Role::Write, conn)?;
+                // A cached statement: `execute_batch` parses the text on
+                // every call.
+                let begin = |conn: &Connection| -> Result<(), DbError> {
                     conn.prepare_cached("BEGIN IMMEDIATE")?.raw_execute()?;
-                    Ok::<_, DbError>(TxConn {
-                        pool: opener,
-                        conn: Some(conn),
-                    })
-                })
-                .await??;
-                Ok(Tx(TxInner::Sqlite(Some(guard))))
+                    Ok(())
+                };
+                let conn = match begin(&conn) {
+                    Ok(()) => conn,
+                    // Another process holds the lock: wait for it off the
+                    // async threads.
+                    Err(e) if e.is_busy() => {
+                        let (conn, begun) = pool.run_blocking(conn, begin).await?;
+                        begun?;
+                        conn
+                    }
+                    Err(e) => return Err(e),
+                };
+                Ok(Tx(TxInner::Sqlite(TxConn {
+                    pool: pool.clone(),
+                    conn: Some(conn),
+                })))
             }
             Pool::Any(pool) => Ok(Tx(TxInner::Any(pool.begin().await?))),
         }
@@ -491,14 +544,14 @@ impl Pool {
 pub struct Tx(TxInner);
 
 enum TxInner {
-    /// `None` only while a statement runs on a blocking thread.
-    Sqlite(Option<TxConn>),
+    Sqlite(TxConn),
     Any(sqlx::Transaction<'static, sqlx::Any>),
 }
 
 /// A SQLite connection inside a transaction. Dropped before COMMIT (an
 /// error, a cancelled caller), it rolls back, on whichever thread drops it:
 /// a WAL rollback discards pages in memory and waits for nothing.
+/// (`conn` is `None` only once the drop has taken it.)
 struct TxConn {
     pool: SqlitePool,
     conn: Option<Object<Connection>>,
@@ -516,15 +569,13 @@ impl Drop for TxConn {
 impl Tx {
     pub async fn commit(self) -> Result<(), DbError> {
         match self.0 {
-            TxInner::Sqlite(Some(guard)) => {
-                tokio::task::spawn_blocking(move || {
-                    let conn = guard.conn.as_ref().ok_or(DbError::PoolClosed)?;
-                    conn.prepare_cached("COMMIT")?.raw_execute()?;
-                    Ok(())
-                })
-                .await?
+            TxInner::Sqlite(guard) => {
+                // In WAL mode a commit appends to the log and waits for no
+                // lock: it runs on the calling task.
+                let conn = guard.conn.as_ref().ok_or(DbError::PoolClosed)?;
+                conn.prepare_cached("COMMIT")?.raw_execute()?;
+                Ok(())
             }
-            TxInner::Sqlite(None) => Err(DbError::PoolClosed),
             TxInner::Any(tx) => Ok(tx.commit().await?),
         }
     }
@@ -676,26 +727,43 @@ impl Query {
         match on {
             On::Pool(Pool::Sqlite(pool)) => {
                 let role = Role::of(&self.sql);
-                pool.with_role(role, move |conn| read(&mut self.prepare(conn)?))
-                    .await
+                let conn = pool.get(role).await?;
+                let conn = pool.end_abandoned_transaction(role, conn)?;
+                match self.run_inline(&conn, read) {
+                    // The lock is another process's (this pool's writes
+                    // queue for its one writer): nothing was applied (a
+                    // statement that meets a busy lock is rolled back, and
+                    // an open transaction is rolled back here), so it runs
+                    // again where it may wait.
+                    Err(e) if e.is_busy() => {
+                        let conn = pool.end_abandoned_transaction(role, conn)?;
+                        pool.run_blocking(conn, move |conn| self.run_inline(conn, read))
+                            .await?
+                            .1
+                    }
+                    done => done,
+                }
             }
-            On::Tx(Tx(TxInner::Sqlite(slot))) => {
-                let guard = slot.take().ok_or(DbError::PoolClosed)?;
-                let (guard, result) = tokio::task::spawn_blocking(move || {
-                    let result = match guard.conn.as_ref() {
-                        Some(conn) => self.prepare(conn).and_then(|mut st| read(&mut st)),
-                        None => Err(DbError::PoolClosed),
-                    };
-                    (guard, result)
-                })
-                .await?;
-                *slot = Some(guard);
-                result
+            On::Tx(Tx(TxInner::Sqlite(guard))) => {
+                let conn = guard.conn.as_ref().ok_or(DbError::PoolClosed)?;
+                self.run_inline(conn, read)
             }
             On::Pool(Pool::Any(_)) | On::Tx(Tx(TxInner::Any(_))) => {
                 unreachable!("sqlx statements are run by the caller")
             }
         }
+    }
+
+    /// Runs the statement on the calling task. Why not a blocking thread:
+    /// a DAL statement takes tens of microseconds, and handing each one to
+    /// tokio's blocking pool and back cost more than the statement (under
+    /// load, a third of a rename's CPU time went to thread wake-ups and
+    /// context switches: `perf`, BENCHMARKS.md). What could make a
+    /// statement wait, SQLite's lock, does not wait here (`busy_timeout` 0
+    /// on every connection): the caller retries such a statement on a
+    /// blocking thread.
+    fn run_inline<T>(&self, conn: &Connection, read: Reader<T>) -> Result<T, DbError> {
+        read(&mut self.prepare(conn)?)
     }
 
     fn prepare<'c>(&self, conn: &'c Connection) -> Result<CachedStatement<'c>, DbError> {
@@ -863,9 +931,10 @@ mod tests {
         let _ = std::fs::remove_file(path);
     }
 
-    /// A caller cancelled while its transaction's statement runs on the
-    /// blocking thread: the connection is rolled back, not handed to the
-    /// next caller holding the write lock and a half-done transaction.
+    /// A caller cancelled between its transaction's statements (a request
+    /// deadline fires while the handler awaits something else): the guard
+    /// rolls the transaction back, and the writer is free for the next
+    /// caller, with nothing of the cancelled work committed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_cancelled_transaction_never_reaches_the_next_caller() {
         let (pool, path) = scratch().await;
@@ -878,20 +947,15 @@ mod tests {
                         .execute(&mut tx)
                         .await
                         .unwrap();
-                    // A slow statement, cut off by the timeout below.
-                    query(
-                        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
-                         WHERE i < 300000) SELECT COUNT(*) FROM n",
-                    )
-                    .fetch_one::<(i64,)>(&mut tx)
-                    .await
-                    .unwrap();
+                    // Something slow between statements, cut off by the
+                    // timeout below.
+                    tokio::time::sleep(Duration::from_secs(5)).await;
                     tx.commit().await.unwrap();
                 }
             };
-            let _ = tokio::time::timeout(Duration::from_millis(5), cancelled).await;
+            let timed_out = tokio::time::timeout(Duration::from_millis(5), cancelled).await;
+            assert!(timed_out.is_err());
         }
-        // Every connection writes at once, and nothing cancelled committed.
         let mut tx = pool.begin().await.unwrap();
         query("INSERT INTO t (a) VALUES ('after')")
             .execute(&mut tx)
@@ -900,6 +964,60 @@ mod tests {
         tx.commit().await.unwrap();
         let rows: Vec<(String,)> = query("SELECT a FROM t").fetch_all(&pool).await.unwrap();
         assert_eq!(rows, vec![("after".to_owned(),)]);
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// Another process holds SQLite's write lock: a write on the calling
+    /// task does not wait for it there (that would stall a runtime thread);
+    /// it waits on a blocking thread and lands once the lock is released,
+    /// exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_behind_another_process_lock_waits_off_the_runtime_and_lands_once() {
+        let (pool, path) = scratch().await;
+        // "Another process": a connection of its own, outside the pool.
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        other
+            .execute("INSERT INTO t (a) VALUES ('other')", [])
+            .unwrap();
+        let write = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                query("INSERT INTO t (a) VALUES ($1) RETURNING id")
+                    .bind("mine")
+                    .fetch_optional::<(i64,)>(&pool)
+                    .await
+            }
+        });
+        let tx = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                let mut tx = pool.begin().await?;
+                query("INSERT INTO t (a) VALUES ('in a transaction')")
+                    .execute(&mut tx)
+                    .await?;
+                tx.commit().await
+            }
+        });
+        // Meanwhile the runtime is not stalled: a read answers.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (n,): (i64,) = query("SELECT COUNT(*) FROM t")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "the other process has not committed yet");
+        assert!(!write.is_finished() && !tx.is_finished());
+        other.execute_batch("COMMIT").unwrap();
+        let row = write.await.unwrap().unwrap();
+        assert!(row.is_some());
+        tx.await.unwrap().unwrap();
+        let rows: Vec<(String,)> = query("SELECT a FROM t ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        let mut names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["in a transaction", "mine", "other"]);
         let _ = std::fs::remove_file(path);
     }
 
