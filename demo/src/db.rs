@@ -210,8 +210,9 @@ pub fn default_url(data_dir: &std::path::Path) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join("demo.db").display())
 }
 
-/// The SQLite data path's connections: one writer at a time is SQLite's
-/// model; WAL lets readers run beside it.
+/// The SQLite data path's reading connections; beside them the pool keeps
+/// one writer (one writer at a time is SQLite's model, and WAL lets
+/// readers run beside it: `dal::sql::SqlitePool`).
 pub const SQLITE_DATA_CONNECTIONS: usize = 8;
 
 /// What every SQLite connection of the demo is set to, the data pool's here
@@ -226,7 +227,9 @@ pub const SQLITE_DATA_CONNECTIONS: usize = 8;
 ///   or renaming again; the database itself stays consistent;
 /// * `wal_autocheckpoint = 0` and a 16 MiB `journal_size_limit`: no commit
 ///   runs the checkpoint, [`checkpoint_wal`] does, off the request path;
-/// * foreign keys on, and a 5 s busy timeout.
+/// * foreign keys on, and a 5 s busy timeout (the data pool waits that
+///   long only on a blocking thread; on the calling task it does not wait:
+///   `dal::sql::SqlitePool`).
 pub const SQLITE_PRAGMAS: [(&str, &str); 6] = [
     ("journal_mode", "WAL"),
     ("synchronous", "NORMAL"),

@@ -261,7 +261,12 @@ impl Done {
 /// connection, for at most `acquire`, like any other load; the per-user rate
 /// limits in front of every action bound how much one user can send. A
 /// connection that comes back inside a transaction (its caller was
-/// cancelled) is rolled back before anyone else uses it.
+/// cancelled) is rolled back before anyone else uses it. Statements run on
+/// the calling task ([`Query`]'s `run_inline`), so a slow one holds a
+/// runtime thread for its length: the DAL's statements are single-row
+/// lookups and per-viewer lists (whose growth the create rate limits
+/// pace), and what may wait long, another process's lock, moves to a
+/// blocking thread.
 #[derive(Clone)]
 pub struct SqlitePool {
     readers: Slots<Connection>,
