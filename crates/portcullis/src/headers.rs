@@ -639,9 +639,10 @@ fn fresh_nonce() -> String {
 /// What the header step learned from a request before it ran: the variant
 /// for its path and, for a page, the facts its render reports back.
 ///
-/// The header step is the outermost of the app's own layers
-/// ([`crate::app`]'s stack): [`prepare`] runs before everything else,
-/// [`finish`] on every response, refusals made by inner layers included.
+/// The header step is the first of the app's own steps inside the taint
+/// scope ([`crate::app`]'s stack): [`prepare`] runs before the session
+/// layer and the routes, [`finish`] on every response, refusals made by
+/// the steps inside it included.
 pub(crate) struct Prepared<'c> {
     variant: &'c Variant,
     action: bool,

@@ -565,3 +565,38 @@ async fn error_pages_carry_no_inline_style() {
         assert!(html.contains(portcullis::render::style_path()), "{path}");
     }
 }
+
+/// The app's router has the app as its fallback (`App::router`), so a
+/// custom 404 page goes on the pages router: unknown paths get it, through
+/// the framework's steps (every security header), and actions still run.
+#[tokio::test]
+async fn a_custom_not_found_page_on_the_pages_router_gets_every_header() {
+    let state = common::State::default();
+    let app = Portcullis::new(common::config(), state.clone())
+        .actions(common::register)
+        .pages(pages().fallback(|| async {
+            (
+                axum::http::StatusCode::NOT_FOUND,
+                Html("<p>custom not found</p>"),
+            )
+        }))
+        .build(tower_sessions::MemoryStore::default())
+        .expect("app builds");
+    let client = TestClient::start(&app).await;
+    let r = client.get("/no/such/page").await;
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("custom not found"), "{}", r.text());
+    for name in [
+        "content-security-policy",
+        "x-content-type-options",
+        "referrer-policy",
+        "cross-origin-opener-policy",
+    ] {
+        assert!(r.header(name).is_some(), "{name} on the custom 404");
+    }
+    let r = client
+        .call(common::NOTES_PUBLIC, &[("text", "hello")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(state.runs(), 1);
+}

@@ -1,5 +1,6 @@
 //! One statement, two databases: the DAL's SQL runs on SQLite through
-//! rusqlite (on tokio's blocking threads) and on Postgres through sqlx.
+//! rusqlite (on the calling task; see [`SqlitePool`]) and on Postgres
+//! through sqlx.
 //!
 //! Why this exists, by hand: sqlx's `Any` driver costs ≈ 26k instructions
 //! per statement and ≈ 12k per result row over rusqlite on SQLite (a worker
@@ -45,11 +46,8 @@ pub enum DbError {
 }
 
 impl DbError {
-    /// The database cannot serve right now (no connection in time, closed,
-    /// locked past the busy timeout, gone): 503 `database_unavailable`, not
-    /// a 500.
-    /// SQLite's lock was taken (by another process: see
-    /// [`SqlitePool`]) and the statement did not wait.
+    /// SQLite's lock was held by a connection outside this pool's writer
+    /// (see [`SqlitePool`]) and the statement did not wait.
     pub fn is_busy(&self) -> bool {
         matches!(
             self,
@@ -58,6 +56,9 @@ impl DbError {
         )
     }
 
+    /// The database cannot serve right now (no connection in time, closed,
+    /// locked past the busy timeout, gone): 503 `database_unavailable`, not
+    /// a 500.
     pub fn is_unavailable(&self) -> bool {
         use rusqlite::ErrorCode::*;
         match self {
@@ -176,7 +177,8 @@ tuple_record!(A 0, B 1, C 2, D 3);
 
 /// Declares a row struct and its [`Record`] impl: each field is read from
 /// the column of the same name (so `SELECT … AS team_name` fills
-/// `team_name`).
+/// `team_name`). Column names must be unique in the statement: a field is
+/// first looked for at its own position (see `column`).
 macro_rules! record {
     (
         $(#[$meta:meta])*
@@ -247,10 +249,18 @@ impl Done {
 /// busy handler (1, 2, 5, 10 … ms) and polls again, so a burst of writes
 /// queued by sleeping (rename p99 at 64 connections: 47 ms for a 0.1 ms
 /// statement), and every write by one connection emptied the page cache of
-/// the next one to write. Here writers queue in order for the one writer
-/// connection, whose cache stays valid. Which connection a statement gets
-/// is decided from its first keyword ([`Role::of`]); a write sent to a
-/// reader would still be correct, only slower.
+/// the next one to write. Here the pool's writes queue in order for its one
+/// writer connection, whose cache stays valid as long as no connection
+/// outside the pool writes. Which connection a statement gets is decided
+/// from its first keyword ([`Role::of`]); a write sent to a reader would
+/// still be correct, only slower.
+///
+/// Where SQLite's lock can still be taken: by connections to the same file
+/// outside this pool (the session store's, the migrations', a TRUNCATE
+/// checkpoint). Every connection here has `busy_timeout` 0, so a statement
+/// that meets such a lock on the calling task fails at once, with nothing
+/// applied, and runs again on a blocking thread with the pragmas' busy
+/// timeout ([`SqlitePool::busy_wait`]) set for that run only.
 ///
 /// State: `readers + 1` open connections to the database file. Written
 /// (checked out) by every DAL call, for the length of one statement or one
@@ -263,10 +273,13 @@ impl Done {
 /// connection that comes back inside a transaction (its caller was
 /// cancelled) is rolled back before anyone else uses it. Statements run on
 /// the calling task ([`Query`]'s `run_inline`), so a slow one holds a
-/// runtime thread for its length: the DAL's statements are single-row
-/// lookups and per-viewer lists (whose growth the create rate limits
-/// pace), and what may wait long, another process's lock, moves to a
-/// blocking thread.
+/// runtime thread for its length and delays the other requests queued on
+/// that thread: the DAL's statements are single-row lookups and per-viewer
+/// lists (whose growth the create rate limits pace), an account deletion's
+/// cascade being the longest; what may wait long, a lock held outside the
+/// pool, moves to a blocking thread. A long transaction holds the writer:
+/// other users' writes wait for it at most `acquire`, then answer 503 with
+/// nothing applied.
 #[derive(Clone)]
 pub struct SqlitePool {
     readers: Slots<Connection>,
@@ -380,27 +393,39 @@ impl SqlitePool {
     }
 
     /// Runs `f` on `conn` on a blocking thread, allowed to wait for SQLite's
-    /// lock for [`SqlitePool::busy_wait`].
+    /// lock for [`SqlitePool::busy_wait`]; the connection then goes back to
+    /// the pool not waiting ([`SqlitePool::stop_waiting`]).
     async fn run_blocking<T: Send + 'static>(
         &self,
+        role: Role,
         conn: Object<Connection>,
         f: impl FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
-    ) -> Result<(Object<Connection>, Result<T, DbError>), DbError> {
-        let wait = self.busy_wait();
-        Ok(tokio::task::spawn_blocking(move || {
+    ) -> Result<T, DbError> {
+        let (pool, wait) = (self.clone(), self.busy_wait());
+        tokio::task::spawn_blocking(move || {
             let result = conn
                 .busy_timeout(wait)
                 .map_err(DbError::from)
                 .and_then(|()| f(&conn));
-            // Back to failing at once for the next inline statement; a
-            // connection that cannot be reset reports it here.
-            let result = match conn.busy_timeout(Duration::ZERO) {
-                Ok(()) => result,
-                Err(e) => result.and(Err(e.into())),
-            };
-            (conn, result)
+            pool.stop_waiting(role, conn);
+            result
         })
-        .await?)
+        .await?
+    }
+
+    /// Sets `conn` back to not waiting for SQLite's lock and lets it return
+    /// to the pool. One that cannot be reset (it would stall a runtime
+    /// thread in its next inline statement) is replaced instead; the
+    /// statement's own result stands either way.
+    fn stop_waiting(&self, role: Role, conn: Object<Connection>) -> Option<Object<Connection>> {
+        match conn.busy_timeout(Duration::ZERO) {
+            Ok(()) => Some(conn),
+            Err(e) => {
+                tracing::warn!(error = %e, "a SQLite connection kept its busy timeout; replacing it");
+                self.replace(role, conn);
+                None
+            }
+        }
     }
 
     async fn get(&self, role: Role) -> Result<Object<Connection>, DbError> {
@@ -426,7 +451,7 @@ impl SqlitePool {
     ) -> Result<T, DbError> {
         let conn = self.get(role).await?;
         let conn = self.end_abandoned_transaction(role, conn)?;
-        self.run_blocking(conn, f).await?.1
+        self.run_blocking(role, conn, f).await
     }
 
     /// A connection left inside a transaction (its caller was cancelled
@@ -515,21 +540,40 @@ impl Pool {
                     conn.prepare_cached("BEGIN IMMEDIATE")?.raw_execute()?;
                     Ok(())
                 };
-                let conn = match begin(&conn) {
-                    Ok(()) => conn,
-                    // Another process holds the lock: wait for it off the
-                    // async threads.
-                    Err(e) if e.is_busy() => {
-                        let (conn, begun) = pool.run_blocking(conn, begin).await?;
-                        begun?;
-                        conn
-                    }
-                    Err(e) => return Err(e),
-                };
-                Ok(Tx(TxInner::Sqlite(TxConn {
+                let mut tx = TxConn {
                     pool: pool.clone(),
                     conn: Some(conn),
-                })))
+                };
+                let begun = match &tx.conn {
+                    Some(conn) => begin(conn),
+                    None => Err(DbError::PoolClosed),
+                };
+                match begun {
+                    Ok(()) => Ok(Tx(TxInner::Sqlite(tx))),
+                    // A connection outside the pool holds the lock: wait for
+                    // it on a blocking thread. The guard goes along, so a
+                    // caller cancelled meanwhile leaves no open transaction
+                    // (and no held lock) behind: dropping it rolls back.
+                    Err(e) if e.is_busy() => {
+                        let wait = pool.busy_wait();
+                        tokio::task::spawn_blocking(move || {
+                            let conn = tx.conn.take().ok_or(DbError::PoolClosed)?;
+                            let begun = conn
+                                .busy_timeout(wait)
+                                .map_err(DbError::from)
+                                .and_then(|()| begin(&conn));
+                            tx.conn = tx.pool.stop_waiting(Role::Write, conn);
+                            begun?;
+                            match tx.conn {
+                                Some(_) => Ok(Tx(TxInner::Sqlite(tx))),
+                                // Replaced (closing it rolled back).
+                                None => Err(DbError::PoolClosed),
+                            }
+                        })
+                        .await?
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Pool::Any(pool) => Ok(Tx(TxInner::Any(pool.begin().await?))),
         }
@@ -726,8 +770,9 @@ impl Query {
         q
     }
 
-    /// Runs on SQLite: one hop to a blocking thread, the statement from
-    /// the connection's cache, the arguments bound by name.
+    /// Runs on SQLite: on the calling task (a blocking thread only when a
+    /// lock held outside the pool makes it wait), the statement from the
+    /// connection's cache, the arguments bound by name.
     async fn sqlite<T: Send + 'static>(self, on: On<'_>, read: Reader<T>) -> Result<T, DbError> {
         match on {
             On::Pool(Pool::Sqlite(pool)) => {
@@ -735,16 +780,15 @@ impl Query {
                 let conn = pool.get(role).await?;
                 let conn = pool.end_abandoned_transaction(role, conn)?;
                 match self.run_inline(&conn, read) {
-                    // The lock is another process's (this pool's writes
+                    // The lock is held outside the pool (this pool's writes
                     // queue for its one writer): nothing was applied (a
                     // statement that meets a busy lock is rolled back, and
                     // an open transaction is rolled back here), so it runs
                     // again where it may wait.
                     Err(e) if e.is_busy() => {
                         let conn = pool.end_abandoned_transaction(role, conn)?;
-                        pool.run_blocking(conn, move |conn| self.run_inline(conn, read))
-                            .await?
-                            .1
+                        pool.run_blocking(role, conn, move |conn| self.run_inline(conn, read))
+                            .await
                     }
                     done => done,
                 }
@@ -1119,6 +1163,48 @@ mod tests {
             still, 0,
             "neither the dropped nor the refused write applied"
         );
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// A caller cancelled while its BEGIN waits for a lock held outside
+    /// the pool (the session store's, say): the BEGIN that succeeds once
+    /// the lock frees is rolled back at once, with nobody left to use it,
+    /// so the writer does not sit on SQLite's lock and starve the others.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_begin_cancelled_while_it_waits_leaves_no_lock_behind() {
+        let (pool, path) = scratch().await;
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let waiting = tokio::time::timeout(Duration::from_millis(100), pool.begin()).await;
+        assert!(waiting.is_err(), "BEGIN waited for the lock");
+        other.execute_batch("COMMIT").unwrap();
+        // The abandoned BEGIN, still polling in SQLite's busy handler on its
+        // blocking thread, takes the lock within this sleep; its guard must
+        // then roll it back, so a connection outside the pool can write.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let outside = Connection::open(&path).unwrap();
+        outside.busy_timeout(Duration::ZERO).unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            match outside.execute("INSERT INTO t (a) VALUES ('outside')", []) {
+                Ok(_) => break,
+                Err(e) => assert!(
+                    started.elapsed() < Duration::from_secs(3),
+                    "the lock is still held: {e}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // And the pool's writer is usable, outside any transaction.
+        query("INSERT INTO t (a) VALUES ('pool')")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let (n,): (i64,) = query("SELECT COUNT(*) FROM t")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
         let _ = std::fs::remove_file(path);
     }
 

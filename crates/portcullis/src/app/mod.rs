@@ -35,6 +35,16 @@ pub struct App {
 impl App {
     /// The app's full router (actions, pages, webhooks, API, with every
     /// framework layer applied), to serve or nest; clones share one runtime.
+    ///
+    /// The app is this router's *fallback* (one service that runs the
+    /// framework's steps once per request instead of once per route, see
+    /// `app/stack.rs`), so: do not set a fallback on it, which would
+    /// replace the app, and do not merge a router that has a fallback of
+    /// its own (axum refuses two). A custom 404 page belongs on the router
+    /// given to [`crate::Portcullis::pages`], where it gets the security
+    /// headers and the taint scan like every page. Routes added to this
+    /// router directly run outside the framework's steps, and take
+    /// precedence over the app's.
     pub fn router(&self) -> Router {
         self.router.clone()
     }

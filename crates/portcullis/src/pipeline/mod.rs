@@ -107,7 +107,11 @@ async fn stages<S: Clone + Send + Sync + 'static>(
     let (head, body) = request.into_parts();
     let id = match id {
         Some(id) => id,
-        None => head.uri.path().rsplit('/').next().unwrap_or_default(),
+        None => head
+            .uri
+            .path()
+            .strip_prefix(crate::wire::ACTION_PREFIX)
+            .unwrap_or_default(),
     };
 
     // 1–2. Admit: content type and declared length, then origin: cross-origin
