@@ -260,7 +260,7 @@ impl Done {
 /// checkpoint). Every connection here has `busy_timeout` 0, so a statement
 /// that meets such a lock on the calling task fails at once, with nothing
 /// applied, and runs again on a blocking thread with the pragmas' busy
-/// timeout ([`SqlitePool::busy_wait`]) set for that run only.
+/// timeout (`SqlitePool::busy_wait`) set for that run only.
 ///
 /// State: `readers + 1` open connections to the database file. Written
 /// (checked out) by every DAL call, for the length of one statement or one
