@@ -76,17 +76,26 @@ pub fn now() -> i64 {
 /// The SQL fragment every team-scoped query uses; `$1` is the viewer id.
 pub(crate) const VIEWER_TEAMS: &str = "SELECT team_id FROM memberships WHERE user_id = $1";
 
-/// "The viewer is a member of the team in `p.team_id`", for statements about
-/// one row. SQLite runs `p.team_id IN (VIEWER_TEAMS)` by filling an
-/// ephemeral table on every execution (a b-tree opened, filled and closed:
-/// about a tenth of a rename's instructions); `EXISTS` probes the
-/// memberships primary key instead. Lists keep `IN`: one table per list.
-pub(crate) const VIEWER_IN_P_TEAM: &str =
-    "EXISTS (SELECT 1 FROM memberships vt WHERE vt.team_id = p.team_id AND vt.user_id = $1)";
+/// "The viewer (`$1`) is a member of the team in column `$col`", for
+/// statements about one row. SQLite runs `team_id IN (VIEWER_TEAMS)` by
+/// filling an ephemeral table on every execution (a b-tree opened, filled
+/// and closed: about a tenth of a rename's instructions); `EXISTS` probes
+/// the memberships primary key instead. Lists keep `IN`: one table per list.
+macro_rules! viewer_in_team {
+    ($col:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM memberships vt WHERE vt.team_id = ",
+            $col,
+            " AND vt.user_id = $1)"
+        )
+    };
+}
 
-/// [`VIEWER_IN_P_TEAM`] for `UPDATE projects` (no alias there).
-pub(crate) const VIEWER_IN_PROJECTS_TEAM: &str =
-    "EXISTS (SELECT 1 FROM memberships vt WHERE vt.team_id = projects.team_id AND vt.user_id = $1)";
+/// [`viewer_in_team!`] for a projects row aliased `p`.
+pub(crate) const VIEWER_IN_P_TEAM: &str = viewer_in_team!("p.team_id");
+
+/// [`viewer_in_team!`] for `UPDATE projects` (no alias there).
+pub(crate) const VIEWER_IN_PROJECTS_TEAM: &str = viewer_in_team!("projects.team_id");
 
 fn not_found<T>(row: Option<T>) -> DalResult<T> {
     row.ok_or(ActionError::NotFound)

@@ -392,25 +392,33 @@ impl SqlitePool {
             .map_or(Duration::from_secs(5), Duration::from_millis)
     }
 
-    /// Runs `f` on `conn` on a blocking thread, allowed to wait for SQLite's
-    /// lock for [`SqlitePool::busy_wait`]; the connection then goes back to
-    /// the pool not waiting ([`SqlitePool::stop_waiting`]).
+    /// Runs `f` on `conn` on a blocking thread, through
+    /// [`SqlitePool::run_waiting`].
     async fn run_blocking<T: Send + 'static>(
         &self,
         role: Role,
         conn: Object<Connection>,
         f: impl FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, DbError> {
-        let (pool, wait) = (self.clone(), self.busy_wait());
-        tokio::task::spawn_blocking(move || {
-            let result = conn
-                .busy_timeout(wait)
-                .map_err(DbError::from)
-                .and_then(|()| f(&conn));
-            pool.stop_waiting(role, conn);
-            result
-        })
-        .await?
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || pool.run_waiting(role, conn, f).1).await?
+    }
+
+    /// Runs `f` on `conn` allowed to wait for SQLite's lock for
+    /// [`SqlitePool::busy_wait`] (call it on a blocking thread), then sets
+    /// the connection back to not waiting ([`SqlitePool::stop_waiting`]):
+    /// the connection, unless it had to be replaced, and `f`'s result.
+    fn run_waiting<T>(
+        &self,
+        role: Role,
+        conn: Object<Connection>,
+        f: impl FnOnce(&Connection) -> Result<T, DbError>,
+    ) -> (Option<Object<Connection>>, Result<T, DbError>) {
+        let result = conn
+            .busy_timeout(self.busy_wait())
+            .map_err(DbError::from)
+            .and_then(|()| f(&conn));
+        (self.stop_waiting(role, conn), result)
     }
 
     /// Sets `conn` back to not waiting for SQLite's lock and lets it return
@@ -540,13 +548,10 @@ impl Pool {
                     conn.prepare_cached("BEGIN IMMEDIATE")?.raw_execute()?;
                     Ok(())
                 };
+                let begun = begin(&conn);
                 let mut tx = TxConn {
                     pool: pool.clone(),
                     conn: Some(conn),
-                };
-                let begun = match &tx.conn {
-                    Some(conn) => begin(conn),
-                    None => Err(DbError::PoolClosed),
                 };
                 match begun {
                     Ok(()) => Ok(Tx(TxInner::Sqlite(tx))),
@@ -555,14 +560,10 @@ impl Pool {
                     // caller cancelled meanwhile leaves no open transaction
                     // (and no held lock) behind: dropping it rolls back.
                     Err(e) if e.is_busy() => {
-                        let wait = pool.busy_wait();
                         tokio::task::spawn_blocking(move || {
                             let conn = tx.conn.take().ok_or(DbError::PoolClosed)?;
-                            let begun = conn
-                                .busy_timeout(wait)
-                                .map_err(DbError::from)
-                                .and_then(|()| begin(&conn));
-                            tx.conn = tx.pool.stop_waiting(Role::Write, conn);
+                            let (conn, begun) = tx.pool.run_waiting(Role::Write, conn, begin);
+                            tx.conn = conn;
                             begun?;
                             match tx.conn {
                                 Some(_) => Ok(Tx(TxInner::Sqlite(tx))),

@@ -9,14 +9,19 @@ use maud::{DOCTYPE, Markup, Render, html};
 /// doubling, which copied a 37 KB page about four times over.
 pub struct Reserve(pub usize);
 
+impl Reserve {
+    /// Room for a piece of `len` bytes and the markup around it (a page's
+    /// layout, a list's heading and form).
+    pub fn around(len: usize) -> Reserve {
+        Reserve(len + 2048)
+    }
+}
+
 impl Render for Reserve {
     fn render_to(&self, buffer: &mut String) {
         buffer.reserve(self.0);
     }
 }
-
-/// Room for the layout around a page body.
-const LAYOUT_BYTES: usize = 2048;
 
 /// Who the nav shows as signed in.
 pub struct Nav<'a> {
@@ -26,7 +31,7 @@ pub struct Nav<'a> {
 
 pub fn page(title: &str, nav: Nav<'_>, body: Markup) -> Markup {
     html! {
-        (Reserve(body.0.len() + LAYOUT_BYTES))
+        (Reserve::around(body.0.len()))
         (DOCTYPE)
         html lang="en" {
             head {

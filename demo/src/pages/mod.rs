@@ -177,7 +177,7 @@ async fn project_list(State(state): State<AppState>, page: Page) -> PageResult {
     let teams = dal.teams().mine(&v).await.map_err(err)?;
     let list = page.fragment("projects").await;
     let body = html! {
-        (layout::Reserve(list.0.len() + 2048))
+        (layout::Reserve::around(list.0.len()))
         h1 { "Projects" }
         (page.form(projects::CREATE).class("card").id("create-project").body(html! {
             div.field {
