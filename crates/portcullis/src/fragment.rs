@@ -11,6 +11,13 @@
 //!   own) when the parent is served. So renaming one project re-renders one
 //!   row, not the list around it. Markers are HTML comments that maud's
 //!   escaping makes impossible to forge from user text (`<` becomes `&lt;`).
+//! * **Expansions.** A fragment with children is also cached *expanded*
+//!   (children filled in), so a cached page is one lookup and one version
+//!   check per tag its parts read, not one lookup per fragment. It is served
+//!   only while every part would itself be served fresh: any moved tag, a
+//!   part path-revalidated or gone from the cache, a TTL passed for its
+//!   oldest part, and the fragment is expanded from its parts again (see
+//!   `Expansion`).
 //! * **Hand-off.** A list that has read its rows hands each row to its child
 //!   slot ([`RenderCx::slot_with`]); a child rendered in the same expansion
 //!   takes it ([`RenderCx::handed`]) instead of querying again, so an
@@ -54,7 +61,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use futures::future::BoxFuture;
@@ -517,6 +524,9 @@ struct Def {
     per_viewer: bool,
     /// Root is the rendered element itself ([`FragmentBuilder::element`]).
     element: bool,
+    /// Set once a rendering of this fragment had child slots: only such
+    /// fragments look for a cached [`Expansion`] (a leaf would only miss).
+    parent: AtomicBool,
     tags: TagsFn,
     render: RenderFn,
 }
@@ -527,15 +537,92 @@ struct Key {
     param: String,
     /// Viewer id for per-viewer fragments; `None` for shared ones.
     viewer: Option<i64>,
+    /// The key of the fragment's [`Expansion`], not of its template.
+    expanded: bool,
 }
 
+impl Key {
+    fn with_expanded(self, expanded: bool) -> Key {
+        Key { expanded, ..self }
+    }
+}
+
+/// One cached rendering: a template (children as markers), or, for a key
+/// with `expanded`, a whole expansion (children filled in).
 struct Entry {
     template: Arc<str>,
+    /// The tags read and their versions then (for an expansion: every
+    /// part's, de-duplicated).
     tags: Vec<(String, u64)>,
     refreshing: AtomicBool,
-    path_stale: AtomicBool,
+    /// Set by `revalidate_path` for a page showing this entry, and when the
+    /// entry leaves the cache (evicted, expired, replaced, cleared): the
+    /// expansions holding it see it and are no longer served.
+    path_stale: Arc<AtomicBool>,
     /// [`Engine::path_generation`] when rendered: an older entry is soft-stale.
+    /// (An expansion: its oldest part's.)
     path_generation: u64,
+    /// When rendered, for the TTL (an expansion: its oldest part's, so
+    /// it never outlives what it contains).
+    rendered: Instant,
+    expansion: Option<Box<Expansion>>,
+}
+
+impl Entry {
+    /// What the cache's bound counts for this entry (a rough byte count).
+    fn weight(&self, key: &Key) -> u32 {
+        let mut bytes = key.param.len() + self.template.len() + 64 * (1 + self.tags.len());
+        if let Some(x) = &self.expansion {
+            bytes += 16 * x.parts.len() + x.keys.iter().map(|k| 64 + k.param.len()).sum::<usize>();
+        }
+        bytes.min(u32::MAX as usize) as u32
+    }
+}
+
+/// A fragment with its children filled in, cached beside its template so
+/// that a cached page is one lookup and one version check per tag, not one
+/// lookup per fragment (a 100-row list was 100 cache lookups, key builds
+/// and marker scans per page view).
+///
+/// * **Who writes it:** the engine, after expanding a fragment that has
+///   children from parts that were all fresh; same scope as the fragment
+///   (a shared fragment with any per-viewer part is never stored expanded,
+///   so no viewer's part reaches another).
+/// * **What bounds it:** it is an entry of the render cache, weighed with
+///   its html, tags, parts and keys, under the same byte bound and TTL.
+/// * **What removes it:** the cache (bound, TTL, `clear`); and it is not
+///   served (the fragment is expanded from its parts again, and the
+///   expansion rebuilt) once any tag a part read moved, any part was
+///   path-revalidated or left the cache, `revalidate_path` could not find a
+///   page, or its oldest part is older than the TTL. So it is never
+///   fresher-looking than its parts would be served on their own.
+/// * **When one user abuses it:** an expansion of a per-viewer fragment is
+///   that viewer's; many of them only compete for the cache's bytes, like
+///   templates do.
+struct Expansion {
+    /// Every part's stale flag ([`Entry::path_stale`]).
+    parts: Vec<Arc<AtomicBool>>,
+    /// Every part's key, for `revalidate_path`'s page map.
+    keys: Vec<Key>,
+    /// The page-map set these keys were last added to: when the page's set
+    /// is still that one, a page view adds nothing (a `Weak` keeps the
+    /// allocation, so another set cannot take its address).
+    remembered: Mutex<std::sync::Weak<std::sync::RwLock<HashSet<Key, FastHash>>>>,
+}
+
+/// What one expansion used, collected as it goes: the parts of every
+/// fragment expanded, in order, so a fragment's own parts are the tail
+/// added since it began.
+#[derive(Default)]
+struct Gather {
+    tags: Vec<(String, u64)>,
+    /// Per part: stale flag, when rendered, path generation.
+    parts: Vec<(Arc<AtomicBool>, Instant, u64)>,
+    keys: Vec<Key>,
+    /// Parts that were served stale (they make no expansion).
+    unfresh: usize,
+    /// The root itself was served from its expansion.
+    root: Option<Arc<Entry>>,
 }
 
 /// The hasher of the engine's maps (render cache, path map, tag versions):
@@ -688,6 +775,17 @@ impl Handing {
     }
 }
 
+/// One fragment's template as [`Engine::template`] found or rendered it.
+struct Template {
+    html: Arc<str>,
+    /// What a fresh rendering hands to its children.
+    handing: Option<Handing>,
+    /// Its cache entry (none when caching is off).
+    entry: Option<Arc<Entry>>,
+    /// `false` when served stale (soft) while it is refreshed.
+    fresh: bool,
+}
+
 enum Freshness {
     Fresh,
     Soft,
@@ -740,6 +838,9 @@ pub struct Engine {
     cache: moka::sync::Cache<Key, Arc<Entry>, FastHash>,
     /// `false` when [`CacheConfig::max_bytes`] is 0: nothing is stored.
     caching: bool,
+    /// [`CacheConfig::ttl`]: how old the oldest part of a served expansion
+    /// may be.
+    ttl: Duration,
     tags: TagVersions,
     /// Per page path ([`canonical_path`]), the fragment keys rendered into it,
     /// for `revalidate_path` (a set: a page is rendered again and again, and
@@ -794,17 +895,18 @@ impl Engine {
                 name: f.name,
                 per_viewer: f.per_viewer,
                 element: f.element,
+                parent: AtomicBool::new(false),
                 tags: f.tags,
                 render: (f.make)(state.clone()),
             });
         }
         let cache = moka::sync::Cache::builder()
             .max_capacity(config.max_bytes)
-            .weigher(|k: &Key, v: &Arc<Entry>| {
-                (k.param.len() + v.template.len() + 64 * (1 + v.tags.len())).min(u32::MAX as usize)
-                    as u32
-            })
+            .weigher(|k: &Key, v: &Arc<Entry>| v.weight(k))
             .time_to_live(config.ttl)
+            // An entry that leaves the cache, for whatever reason, is no
+            // longer a valid part of any expansion.
+            .eviction_listener(|_, v: Arc<Entry>, _| v.path_stale.store(true, Ordering::Release))
             .build_with_hasher(FastHash::new());
         let paths_evicted = Arc::new(AtomicBool::new(false));
         let evicted = paths_evicted.clone();
@@ -827,6 +929,7 @@ impl Engine {
             by_name,
             cache,
             caching: config.max_bytes > 0,
+            ttl: config.ttl,
             tags: TagVersions::new(config.max_tags),
             paths,
             paths_evicted,
@@ -864,6 +967,9 @@ impl Engine {
 
     /// Drops every cached entry.
     pub fn clear(&self) {
+        // Also voids every expansion being built from parts read before
+        // this (moka drops entries lazily; the generation is immediate).
+        self.path_generation.fetch_add(1, Ordering::AcqRel);
         self.cache.invalidate_all();
     }
 
@@ -919,18 +1025,34 @@ impl Engine {
         (self.paths.entry_count(), self.paths.weighted_size())
     }
 
+    /// Records that the page at `path` (canonical) shows the parts of the
+    /// expansion `entry`: once per page-map set (see [`Expansion`]).
+    fn remember_expansion(&self, path: &str, entry: &Entry) {
+        let Some(x) = &entry.expansion else { return };
+        let mut last = x.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = self.paths.get(path)
+            && std::ptr::eq(last.as_ptr(), Arc::as_ptr(&set))
+        {
+            return;
+        }
+        if let Some(set) = self.remember_paths(path, x.keys.clone()) {
+            *last = Arc::downgrade(&set);
+        }
+    }
+
     /// Records that the page at `path` (canonical) shows the fragments `keys` (one
     /// page render's worth: one lookup of the path, one lock, instead of
-    /// one per fragment).
-    fn remember_paths(&self, path: &str, keys: Vec<Key>) {
+    /// one per fragment). Returns the page's set.
+    fn remember_paths(&self, path: &str, keys: Vec<Key>) -> Option<PathKeys> {
         if keys.is_empty() {
-            return;
+            return None;
         }
         let known = self.paths.get(path);
         if let Some(set) = &known {
             let guard = set.read().unwrap_or_else(|e| e.into_inner());
             if guard.len() >= MAX_KEYS_PER_PATH || keys.iter().all(|k| guard.contains(k)) {
-                return;
+                drop(guard);
+                return known;
             }
         }
         let set = known.unwrap_or_default();
@@ -944,7 +1066,8 @@ impl Engine {
             }
         }
         // (Re-)inserting (re-)weighs the entry (moka weighs on insert).
-        self.paths.insert(Arc::from(path), set);
+        self.paths.insert(Arc::from(path), set.clone());
+        Some(set)
     }
 
     fn bump(&self, tag: &str, hard: bool) {
@@ -983,6 +1106,7 @@ impl Engine {
                 } else {
                     None
                 },
+                expanded: false,
             },
             def,
         ))
@@ -990,14 +1114,15 @@ impl Engine {
 
     /// Renders `def` for `key` and caches the template; `given` is what
     /// the parent handed to it in this expansion. Returns what this
-    /// rendering hands to its own children.
+    /// rendering hands to its own children, and the cache entry (none when
+    /// caching is off).
     async fn render(
         self: &Arc<Self>,
         def: &Def,
         key: Key,
         viewer: Option<Viewer>,
         given: Option<Handoff>,
-    ) -> Result<(Arc<str>, Handing), ActionError> {
+    ) -> Result<(Arc<str>, Handing, Option<Arc<Entry>>), ActionError> {
         // Before anything is read: data read after this point is at least
         // as new as every tag version up to here.
         let snapshot = self.tags.sequence();
@@ -1028,36 +1153,41 @@ impl Engine {
             per_viewer: def.per_viewer,
         };
         if !self.caching {
-            return Ok((html, handing));
+            return Ok((html, handing, None));
         }
-        self.cache.insert(
-            key,
-            Arc::new(Entry {
-                template: html.clone(),
-                tags,
-                refreshing: AtomicBool::new(false),
-                path_stale: AtomicBool::new(false),
-                path_generation: self.path_generation.load(Ordering::Acquire),
-            }),
-        );
-        Ok((html, handing))
+        let entry = Arc::new(Entry {
+            template: html.clone(),
+            tags,
+            refreshing: AtomicBool::new(false),
+            path_stale: Arc::default(),
+            path_generation: self.path_generation.load(Ordering::Acquire),
+            rendered: Instant::now(),
+            expansion: None,
+        });
+        self.cache.insert(key, entry.clone());
+        Ok((html, handing, Some(entry)))
     }
 
     /// The template of one fragment, from the cache when fresh (then it
-    /// hands nothing to its children, and `given` is dropped unused).
+    /// hands nothing to its children, and `given` is dropped unused); with
+    /// its cache entry, and whether it was fresh.
     async fn template(
         self: &Arc<Self>,
         (key, def): (Key, &Def),
         key_text: &str,
         viewer: Option<&Viewer>,
         given: Option<Handoff>,
-    ) -> Result<(Arc<str>, Option<Handing>), ActionError> {
-        if def.per_viewer && viewer.is_none() {
-            return Err(ActionError::NotFound);
-        }
+    ) -> Result<Template, ActionError> {
         if let Some(entry) = self.cache.get(&key) {
             match self.freshness(&entry) {
-                Freshness::Fresh => return Ok((entry.template.clone(), None)),
+                Freshness::Fresh => {
+                    return Ok(Template {
+                        html: entry.template.clone(),
+                        handing: None,
+                        entry: Some(entry),
+                        fresh: true,
+                    });
+                }
                 Freshness::Soft => {
                     if !entry.refreshing.swap(true, Ordering::AcqRel) {
                         let engine = self.clone();
@@ -1072,13 +1202,95 @@ impl Engine {
                             }
                         });
                     }
-                    return Ok((entry.template.clone(), None));
+                    return Ok(Template {
+                        html: entry.template.clone(),
+                        handing: None,
+                        entry: Some(entry),
+                        fresh: false,
+                    });
                 }
                 Freshness::Hard => {}
             }
         }
-        let (html, handing) = self.render(def, key, viewer.cloned(), given).await?;
-        Ok((html, Some(handing)))
+        let (html, handing, entry) = self.render(def, key, viewer.cloned(), given).await?;
+        Ok(Template {
+            html,
+            handing: Some(handing),
+            entry,
+            fresh: true,
+        })
+    }
+
+    /// The cached expansion of `key`, if there is one that may be served:
+    /// every tag its parts read is at the version they read, no part was
+    /// path-revalidated or left the cache, and none is older than the TTL
+    /// or than the last path-generation bump.
+    fn expansion(&self, key: Key) -> (Key, Option<Arc<Entry>>) {
+        let key = key.with_expanded(true);
+        let found = self.cache.get(&key);
+        let key = key.with_expanded(false);
+        let Some(e) = found else {
+            return (key, None);
+        };
+        let Some(x) = &e.expansion else {
+            return (key, None);
+        };
+        let usable = e.path_generation >= self.path_generation.load(Ordering::Acquire)
+            && e.rendered.elapsed() < self.ttl
+            && x.parts.iter().all(|p| !p.load(Ordering::Acquire))
+            && e.tags.iter().all(|(t, v)| self.version(t).version == *v);
+        (key, usable.then_some(e))
+    }
+
+    /// Caches the expansion of `key` (its html is `html`, its parts the
+    /// tail of `gather` from `mark`), unless a part was stale, a shared
+    /// fragment has a per-viewer part, or a part left meanwhile.
+    fn store_expansion(
+        &self,
+        key: Key,
+        per_viewer: bool,
+        html: &str,
+        gather: &Gather,
+        mark: (usize, usize, usize, usize),
+    ) {
+        let (tags_at, parts_at, keys_at, unfresh_at) = mark;
+        if gather.unfresh != unfresh_at {
+            return;
+        }
+        let keys = &gather.keys[keys_at..];
+        if !per_viewer && keys.iter().any(|k| k.viewer.is_some()) {
+            return;
+        }
+        let parts = &gather.parts[parts_at..];
+        if parts
+            .iter()
+            .any(|(stale, _, _)| stale.load(Ordering::Acquire))
+        {
+            return;
+        }
+        let (Some(rendered), Some(generation)) = (
+            parts.iter().map(|p| p.1).min(),
+            parts.iter().map(|p| p.2).min(),
+        ) else {
+            return;
+        };
+        let mut tags = gather.tags[tags_at..].to_vec();
+        tags.sort_unstable();
+        tags.dedup();
+        let entry = Entry {
+            template: html.into(),
+            tags,
+            refreshing: AtomicBool::new(false),
+            path_stale: Arc::default(),
+            path_generation: generation,
+            rendered,
+            expansion: Some(Box::new(Expansion {
+                parts: parts.iter().map(|p| p.0.clone()).collect(),
+                keys: keys.to_vec(),
+                remembered: Mutex::default(),
+            })),
+        };
+        self.cache.insert(key.with_expanded(true), Arc::new(entry));
     }
 
     /// One fragment, children expanded, wrapped in its `data-fragment` root.
@@ -1096,32 +1308,38 @@ impl Engine {
             None => 0,
         };
         let mut out = String::with_capacity(reserve_for(hint));
-        let mut shown = Vec::new();
-        let remember = page_path.is_some() && self.caching;
+        let mut gather = Gather::default();
         self.expand_into(
             key,
             viewer,
             (0, None),
-            (&mut out, remember.then_some(&mut shown)),
+            (&mut out, self.caching.then_some(&mut gather)),
         )
         .await?;
         if let Some(path) = page_path {
             self.page_size_hint.store(out.len(), Ordering::Relaxed);
-            if remember {
-                self.remember_paths(&canonical_path(path), shown);
+            if self.caching {
+                let path = canonical_path(path);
+                match &gather.root {
+                    Some(entry) => self.remember_expansion(&path, entry),
+                    None => {
+                        self.remember_paths(&path, gather.keys);
+                    }
+                }
             }
         }
         Ok(out)
     }
 
-    /// Expands `key` into `out`; with `shown`, also collects the key of
-    /// every fragment expanded (for [`Self::remember_paths`]).
+    /// Expands `key` into `out`. With `gather` (caching on), also collects
+    /// the parts used, and caches the expansion of a fragment that has
+    /// children, or serves it from there.
     fn expand_into<'a>(
         self: &'a Arc<Self>,
         key: &'a str,
         viewer: Option<&'a Viewer>,
         (depth, given): (usize, Option<Handoff>),
-        (out, mut shown): (&'a mut String, Option<&'a mut Vec<Key>>),
+        (out, mut gather): (&'a mut String, Option<&'a mut Gather>),
     ) -> BoxFuture<'a, Result<(), ActionError>> {
         Box::pin(async move {
             if depth > MAX_DEPTH {
@@ -1129,12 +1347,56 @@ impl Engine {
                     "fragments nested deeper than {MAX_DEPTH} at `{key}`"
                 )));
             }
-            let (k, def) = self.key(key, viewer).ok_or(ActionError::NotFound)?;
-            let element_root = def.element;
-            if let Some(shown) = shown.as_deref_mut() {
-                shown.push(k.clone());
+            let (mut k, def) = self.key(key, viewer).ok_or(ActionError::NotFound)?;
+            if def.per_viewer && viewer.is_none() {
+                return Err(ActionError::NotFound);
             }
-            let (template, mut handing) = self.template((k, def), key, viewer, given).await?;
+            let start = out.len();
+            let mut mark = (0, 0, 0, 0);
+            if let Some(g) = gather.as_deref_mut() {
+                if def.parent.load(Ordering::Relaxed) {
+                    let (back, found) = self.expansion(k);
+                    k = back;
+                    if let Some(e) = found {
+                        out.push_str(&e.template);
+                        if depth == 0 {
+                            g.root = Some(e);
+                        } else if let Some(x) = &e.expansion {
+                            g.tags.extend(e.tags.iter().cloned());
+                            g.parts.extend(
+                                x.parts
+                                    .iter()
+                                    .map(|p| (p.clone(), e.rendered, e.path_generation)),
+                            );
+                            g.keys.extend(x.keys.iter().cloned());
+                        }
+                        return Ok(());
+                    }
+                }
+                mark = (g.tags.len(), g.parts.len(), g.keys.len(), g.unfresh);
+                g.keys.push(k.clone());
+            }
+            let element_root = def.element;
+            let per_viewer = def.per_viewer;
+            let Template {
+                html: template,
+                mut handing,
+                entry,
+                fresh,
+            } = self.template((k, def), key, viewer, given).await?;
+            if let Some(g) = gather.as_deref_mut() {
+                match &entry {
+                    Some(e) => {
+                        g.tags.extend(e.tags.iter().cloned());
+                        g.parts
+                            .push((e.path_stale.clone(), e.rendered, e.path_generation));
+                    }
+                    None => g.unfresh += 1,
+                }
+                if !fresh {
+                    g.unfresh += 1;
+                }
+            }
             // The root: the rendered element itself, or a wrapping div.
             let element = element_root.then(|| element_name_end(&template)).flatten();
             let mut rest: &str = &template;
@@ -1154,21 +1416,23 @@ impl Engine {
                 out.push('>');
             }
             let [open, close] = &*MARKERS;
-            while let Some(start) = open.find(rest.as_bytes()) {
-                out.push_str(&rest[..start]);
-                let after = &rest[start + MARKER_OPEN.len()..];
+            let mut children = false;
+            while let Some(at) = open.find(rest.as_bytes()) {
+                out.push_str(&rest[..at]);
+                let after = &rest[at + MARKER_OPEN.len()..];
                 let Some(end) = close.find(after.as_bytes()) else {
-                    out.push_str(&rest[start..]);
+                    out.push_str(&rest[at..]);
                     rest = "";
                     break;
                 };
+                children = true;
                 let child = &after[..end];
                 let given = handing.as_mut().and_then(|h| h.take(self, child, viewer));
                 self.expand_into(
                     child,
                     viewer,
                     (depth + 1, given),
-                    (&mut *out, shown.as_deref_mut()),
+                    (&mut *out, gather.as_deref_mut()),
                 )
                 .await?;
                 rest = &after[end + MARKER_CLOSE.len()..];
@@ -1176,6 +1440,12 @@ impl Engine {
             out.push_str(rest);
             if element.is_none() {
                 out.push_str("</div>");
+            }
+            if children && let Some(g) = gather.as_deref() {
+                def.parent.store(true, Ordering::Relaxed);
+                // This fragment's own key is the first it gathered.
+                let own = g.keys[mark.2].clone();
+                self.store_expansion(own, per_viewer, &out[start..], g, mark);
             }
             Ok(())
         })

@@ -59,6 +59,10 @@ const COUNTER_SET_NOW: ActionRef<Nothing, Done> = ActionRef::new("counter.set_no
 const NOTE_SAVE: ActionRef<Note, Done> = ActionRef::new("note.save");
 const GO: ActionRef<Target, Done> = ActionRef::new("go");
 const REFRESH: ActionRef<Nothing, Done> = ActionRef::new("refresh");
+/// Bumps the tag `to` (hard).
+const TAG_UPDATE: ActionRef<Target, Done> = ActionRef::new("tag.update");
+/// `revalidate_path(to)`.
+const PATH_REVALIDATE: ActionRef<Target, Done> = ActionRef::new("path.revalidate");
 
 fn build(config: Config, state: State, cache: CacheConfig) -> portcullis::App {
     build_on(config, state, cache, None)
@@ -136,6 +140,28 @@ fn build_on(
                 ),
         )
         .add(
+            action(TAG_UPDATE)
+                .public()
+                .limit(per_ip(10_000).per_minute())
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, i: Valid<Target>| async move {
+                        cx.update_tag(i.into_inner().to);
+                        Ok(Done { done: true })
+                    },
+                ),
+        )
+        .add(
+            action(PATH_REVALIDATE)
+                .public()
+                .limit(per_ip(10_000).per_minute())
+                .handler(
+                    |cx: Cx<State>, _: MaybeViewer, i: Valid<Target>| async move {
+                        cx.revalidate_path(i.into_inner().to);
+                        Ok(Done { done: true })
+                    },
+                ),
+        )
+        .add(
             action(REFRESH)
                 .public()
                 .limit(per_ip(10_000).per_minute())
@@ -178,6 +204,26 @@ fn build_on(
             fragment("many").shared(|_: RenderCx<State>, p: String| async move {
                 Ok(html! { p { (p) (" ".repeat(200)) } })
             }),
+        )
+        // A parent that reads a tag of its own, over a per-viewer and a
+        // shared child.
+        .add(
+            fragment("pair").per_viewer(|rcx: RenderCx<State>, _: Viewer, _: String| async move {
+                rcx.tag("pair");
+                Ok(html! { section { (rcx.slot("note")) (rcx.slot("counter")) } })
+            }),
+        )
+        // A shared parent over a per-viewer child.
+        .add(
+            fragment("mixed").shared(|rcx: RenderCx<State>, _: String| async move {
+                Ok(html! { (rcx.slot("note")) })
+            }),
+        )
+        // A shared parent per parameter over a shared child.
+        .add(
+            fragment("wrap").shared(|rcx: RenderCx<State>, p: String| async move {
+                Ok(html! { (rcx.slot(&format!("many:{p}"))) })
+            }),
         );
     })
     .render_cache(cache)
@@ -194,6 +240,26 @@ fn build_on(
                 get(|page: Page| async move {
                     html! { (page.fragment("page").await) }
                 }),
+            )
+            .route(
+                "/pair",
+                get(|page: Page| async move {
+                    html! { (page.fragment("pair").await) }
+                }),
+            )
+            .route(
+                "/mixed",
+                get(|page: Page| async move {
+                    html! { (page.fragment("mixed").await) }
+                }),
+            )
+            .route(
+                "/wrap/{n}",
+                get(
+                    |page: Page, axum::extract::Path(n): axum::extract::Path<String>| async move {
+                        html! { (page.fragment(&format!("wrap:{n}")).await) }
+                    },
+                ),
             )
             .route(
                 "/many/{n}",
@@ -398,6 +464,167 @@ async fn composed_fragments_cache_children_separately() {
     assert!(v["fragments"]["note"].as_str().unwrap().contains("note=x1"));
     assert!(v["fragments"].get("page").is_none(), "{v}");
     assert!(c.get("/composed").await.text().contains("note=x1"));
+}
+
+/// Waits until `cond` holds (5 s at most).
+async fn eventually(mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+// Expansions: a fragment with children is cached with its children filled
+// in. Each test below is a way an expansion could serve a part that the
+// part's own cache entry would no longer serve.
+
+#[tokio::test]
+async fn a_cached_expansion_serves_a_page_without_rendering_and_a_child_update_shows_at_once() {
+    let (c, state) = start().await;
+    login(&c, 5).await;
+    let engine = c.app().fragments().clone();
+    assert!(c.get("/pair").await.text().contains("value=0"));
+    // Second view: the expansion is built (the parent learned it has
+    // children); third: served from it.
+    c.get("/pair").await;
+    let before = engine.renders();
+    let html = c.get("/pair").await.text();
+    assert_eq!(engine.renders(), before, "served without rendering");
+    assert!(
+        html.contains(&format!("<div {}=\"note\">", wire::attr::FRAGMENT)),
+        "children keep their roots: {html}"
+    );
+    state.value.store(7, Ordering::SeqCst);
+    assert_eq!(c.call(COUNTER_SET_NOW, &[]).await.status, 200);
+    let html = c.get("/pair").await.text();
+    assert!(html.contains("value=8"), "{html}");
+    assert_eq!(engine.renders(), before + 1, "only the child re-rendered");
+}
+
+#[tokio::test]
+async fn a_soft_revalidated_child_under_an_expansion_is_stale_once_then_fresh() {
+    let (c, state) = start().await;
+    login(&c, 6).await;
+    let engine = c.app().fragments().clone();
+    for _ in 0..3 {
+        assert!(c.get("/pair").await.text().contains("value=0"));
+    }
+    assert_eq!(c.call(COUNTER_BUMP, &[]).await.status, 200);
+    assert_eq!(state.value.load(Ordering::SeqCst), 1);
+    assert!(c.get("/pair").await.text().contains("value=0"));
+    eventually(|| engine.background_renders() == 1).await;
+    assert_eq!(engine.background_renders(), 1);
+    assert!(c.get("/pair").await.text().contains("value=1"));
+}
+
+/// `revalidate_path` marks the fragments a page showed; a part of another
+/// page's expansion marked that way must not keep being served from it.
+#[tokio::test]
+async fn revalidate_path_of_one_page_reaches_the_same_fragment_inside_another_pages_expansion() {
+    let (c, state) = start().await;
+    login(&c, 7).await;
+    let engine = c.app().fragments().clone();
+    assert!(c.get("/").await.text().contains("value=0"));
+    for _ in 0..3 {
+        assert!(c.get("/pair").await.text().contains("value=0"));
+    }
+    // The data changes without a tag; the app revalidates the page "/".
+    state.value.store(1, Ordering::SeqCst);
+    let r = c.call(PATH_REVALIDATE, &[("to", "/")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    c.get("/pair").await;
+    eventually(|| engine.background_renders() >= 1).await;
+    assert!(
+        engine.background_renders() >= 1,
+        "the revalidated counter was served from the expansion, never refreshed"
+    );
+    eventually(|| engine.background_renders() >= 2).await;
+    let html = c.get("/pair").await.text();
+    assert!(html.contains("value=1"), "{html}");
+}
+
+/// An expansion rebuilt after its parent re-rendered still holds children
+/// rendered earlier; it must not outlive their TTL.
+#[tokio::test]
+async fn an_expansion_never_outlives_the_ttl_of_its_oldest_part() {
+    let state = State::default();
+    let ttl = Duration::from_millis(1200);
+    let app = build(
+        config(),
+        state.clone(),
+        CacheConfig {
+            ttl,
+            ..CacheConfig::default()
+        },
+    );
+    let c = TestClient::start(&app).await;
+    login(&c, 8).await;
+    for _ in 0..2 {
+        assert!(c.get("/pair").await.text().contains("value=0"));
+    }
+    tokio::time::sleep(ttl / 2).await;
+    // The parent re-renders; its children come from the cache (older).
+    assert_eq!(c.call(TAG_UPDATE, &[("to", "pair")]).await.status, 200);
+    assert!(c.get("/pair").await.text().contains("value=0"));
+    tokio::time::sleep(ttl * 2 / 3).await;
+    // The children's TTL is over, the rebuilt expansion's would not be.
+    state.value.store(1, Ordering::SeqCst);
+    let html = c.get("/pair").await.text();
+    assert!(html.contains("value=1"), "expired child served: {html}");
+}
+
+/// A shared fragment with a per-viewer child is expanded per request and
+/// never stored expanded: the expansion would be served to everyone.
+#[tokio::test]
+async fn a_shared_parent_never_serves_one_viewers_child_to_another() {
+    let (c1, _) = start().await;
+    let c2 = TestClient::start(c1.app()).await;
+    login(&c1, 11).await;
+    login(&c2, 12).await;
+    let r = call_with_fragments(&c1, NOTE_SAVE, &[("text", "secret11")], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for _ in 0..3 {
+        assert!(c1.get("/mixed").await.text().contains("note=secret11"));
+    }
+    for _ in 0..3 {
+        let html = c2.get("/mixed").await.text();
+        assert!(
+            !html.contains("secret11"),
+            "viewer 12 got 11's note: {html}"
+        );
+        assert!(html.contains("user=12"), "{html}");
+    }
+}
+
+/// Expansions live in the render cache under its byte bound: a flood of
+/// distinct parents (each adding an expansion besides two templates)
+/// stays within it.
+#[tokio::test]
+async fn a_flood_of_distinct_expansions_stays_within_the_cache_bound() {
+    let bound = 1024 * 1024;
+    let app = build(
+        config(),
+        State::default(),
+        CacheConfig {
+            max_bytes: bound,
+            ttl: Duration::from_secs(600),
+            ..CacheConfig::default()
+        },
+    );
+    let c = TestClient::start(&app).await;
+    let engine = c.app().fragments().clone();
+    let keys: Vec<String> = (0..20_000).map(|i| format!("/wrap/k{i}")).collect();
+    for chunk in keys.chunks(64) {
+        for r in futures::future::join_all(chunk.iter().map(|k| c.get(k))).await {
+            assert_eq!(r.status, 200);
+        }
+    }
+    let bytes = engine.cached_bytes();
+    eprintln!("cache after 20k expansions: {bytes} bytes (bound {bound})");
+    assert!(bytes <= bound, "{bytes} > {bound}");
+    // And a parent served from its expansion is still right.
+    let html = c.get("/wrap/k19999").await.text();
+    assert!(html.contains("k19999"), "{html}");
 }
 
 #[tokio::test]
