@@ -573,7 +573,9 @@ impl Entry {
     fn weight(&self, key: &Key) -> u32 {
         let mut bytes = key.param.len() + self.template.len() + 64 * (1 + self.tags.len());
         if let Some(x) = &self.expansion {
-            bytes += 16 * x.parts.len() + x.keys.iter().map(|k| 64 + k.param.len()).sum::<usize>();
+            // (128: the box, and the page-map set `remembered` may keep.)
+            bytes +=
+                128 + 16 * x.parts.len() + x.keys.iter().map(|k| 64 + k.param.len()).sum::<usize>();
         }
         bytes.min(u32::MAX as usize) as u32
     }
@@ -595,11 +597,16 @@ impl Entry {
 ///   expansion rebuilt) once any tag a part read moved, any part was
 ///   path-revalidated or left the cache, `revalidate_path` could not find a
 ///   page, or its oldest part is older than the TTL. So it is never
-///   fresher-looking than its parts would be served on their own.
+///   fresher-looking than its parts would be served on their own. Nor is
+///   it served where its levels would pass [`MAX_DEPTH`], or for a key
+///   spelled `name:` (its html would carry that spelling to everyone).
 /// * **When one user abuses it:** an expansion of a per-viewer fragment is
 ///   that viewer's; many of them only compete for the cache's bytes, like
 ///   templates do.
 struct Expansion {
+    /// How many levels of fragments it holds below its root: served only
+    /// where that stays within [`MAX_DEPTH`], as expanding it would.
+    height: usize,
     /// Every part's stale flag ([`Entry::path_stale`]).
     parts: Vec<Arc<AtomicBool>>,
     /// Every part's key, for `revalidate_path`'s page map.
@@ -621,6 +628,8 @@ struct Gather {
     keys: Vec<Key>,
     /// Parts that were served stale (they make no expansion).
     unfresh: usize,
+    /// The deepest level expanded so far.
+    deepest: usize,
     /// The root itself was served from its expansion.
     root: Option<Arc<Entry>>,
 }
@@ -869,6 +878,7 @@ pub struct Engine {
     page_size_hint: AtomicUsize,
     renders: AtomicU64,
     background: AtomicU64,
+    expanded_hits: AtomicU64,
     /// Bumps waiting to be published: at most [`BUS_QUEUE`]; when full
     /// (Redis slow or down), further bumps stay local.
     bus: Mutex<Option<tokio::sync::mpsc::Sender<String>>>,
@@ -937,6 +947,7 @@ impl Engine {
             page_size_hint: AtomicUsize::new(0),
             renders: AtomicU64::new(0),
             background: AtomicU64::new(0),
+            expanded_hits: AtomicU64::new(0),
             bus: Mutex::new(None),
             instance: rand::random(),
             forms,
@@ -951,6 +962,11 @@ impl Engine {
     /// Background (stale-while-revalidate) renders so far.
     pub fn background_renders(&self) -> u64 {
         self.background.load(Ordering::Relaxed)
+    }
+
+    /// Fragments served whole from their cached expansion so far.
+    pub fn expanded_hits(&self) -> u64 {
+        self.expanded_hits.load(Ordering::Relaxed)
     }
 
     /// Bytes held by the cache (after pending maintenance).
@@ -1225,7 +1241,7 @@ impl Engine {
     /// every tag its parts read is at the version they read, no part was
     /// path-revalidated or left the cache, and none is older than the TTL
     /// or than the last path-generation bump.
-    fn expansion(&self, key: Key) -> (Key, Option<Arc<Entry>>) {
+    fn expansion(&self, key: Key, depth: usize) -> (Key, Option<Arc<Entry>>) {
         let key = key.with_expanded(true);
         let found = self.cache.get(&key);
         let key = key.with_expanded(false);
@@ -1235,7 +1251,8 @@ impl Engine {
         let Some(x) = &e.expansion else {
             return (key, None);
         };
-        let usable = e.path_generation >= self.path_generation.load(Ordering::Acquire)
+        let usable = depth + x.height <= MAX_DEPTH
+            && e.path_generation >= self.path_generation.load(Ordering::Acquire)
             && e.rendered.elapsed() < self.ttl
             && x.parts.iter().all(|p| !p.load(Ordering::Acquire))
             && e.tags.iter().all(|(t, v)| self.version(t).version == *v);
@@ -1247,7 +1264,7 @@ impl Engine {
     /// fragment has a per-viewer part, or a part left meanwhile.
     fn store_expansion(
         &self,
-        key: Key,
+        (key, height): (Key, usize),
         per_viewer: bool,
         html: &str,
         gather: &Gather,
@@ -1285,6 +1302,7 @@ impl Engine {
             path_generation: generation,
             rendered,
             expansion: Some(Box::new(Expansion {
+                height,
                 parts: parts.iter().map(|p| p.0.clone()).collect(),
                 keys: keys.to_vec(),
                 remembered: Mutex::default(),
@@ -1353,15 +1371,21 @@ impl Engine {
             }
             let start = out.len();
             let mut mark = (0, 0, 0, 0);
+            let mut above = 0;
+            // `name:` is the key of `name`, but its html would carry the
+            // other spelling: only the plain one is served expanded.
+            let plain = !key.ends_with(':');
             if let Some(g) = gather.as_deref_mut() {
-                if def.parent.load(Ordering::Relaxed) {
-                    let (back, found) = self.expansion(k);
+                if plain && def.parent.load(Ordering::Relaxed) {
+                    let (back, found) = self.expansion(k, depth);
                     k = back;
                     if let Some(e) = found {
+                        self.expanded_hits.fetch_add(1, Ordering::Relaxed);
                         out.push_str(&e.template);
                         if depth == 0 {
                             g.root = Some(e);
                         } else if let Some(x) = &e.expansion {
+                            g.deepest = g.deepest.max(depth + x.height);
                             g.tags.extend(e.tags.iter().cloned());
                             g.parts.extend(
                                 x.parts
@@ -1374,6 +1398,7 @@ impl Engine {
                     }
                 }
                 mark = (g.tags.len(), g.parts.len(), g.keys.len(), g.unfresh);
+                above = std::mem::replace(&mut g.deepest, depth);
                 g.keys.push(k.clone());
             }
             let element_root = def.element;
@@ -1441,11 +1466,15 @@ impl Engine {
             if element.is_none() {
                 out.push_str("</div>");
             }
-            if children && let Some(g) = gather.as_deref() {
-                def.parent.store(true, Ordering::Relaxed);
-                // This fragment's own key is the first it gathered.
-                let own = g.keys[mark.2].clone();
-                self.store_expansion(own, per_viewer, &out[start..], g, mark);
+            if let Some(g) = gather.as_deref_mut() {
+                let height = g.deepest - depth;
+                g.deepest = g.deepest.max(above);
+                if children && plain {
+                    def.parent.store(true, Ordering::Relaxed);
+                    // This fragment's own key is the first it gathered.
+                    let own = g.keys[mark.2].clone();
+                    self.store_expansion((own, height), per_viewer, &out[start..], g, mark);
+                }
             }
             Ok(())
         })

@@ -219,6 +219,16 @@ fn build_on(
                 Ok(html! { (rcx.slot("note")) })
             }),
         )
+        // chain:n holds chain:n+1, down to chain:9.
+        .add(
+            fragment("chain").shared(|rcx: RenderCx<State>, p: String| async move {
+                let n: u32 = p.parse().unwrap_or(9);
+                Ok(html! {
+                    i { "link-" (n) }
+                    @if n < 9 { (rcx.slot(&format!("chain:{}", n + 1))) }
+                })
+            }),
+        )
         // A shared parent per parameter over a shared child.
         .add(
             fragment("wrap").shared(|rcx: RenderCx<State>, p: String| async move {
@@ -252,6 +262,14 @@ fn build_on(
                 get(|page: Page| async move {
                     html! { (page.fragment("mixed").await) }
                 }),
+            )
+            .route(
+                "/chain/{n}",
+                get(
+                    |page: Page, axum::extract::Path(n): axum::extract::Path<String>| async move {
+                        html! { (page.fragment(&format!("chain:{n}")).await) }
+                    },
+                ),
             )
             .route(
                 "/wrap/{n}",
@@ -466,12 +484,16 @@ async fn composed_fragments_cache_children_separately() {
     assert!(c.get("/composed").await.text().contains("note=x1"));
 }
 
-/// Waits until `cond` holds (5 s at most).
-async fn eventually(mut cond: impl FnMut() -> bool) {
+/// Reads `path` until it contains `text` (5 s at most); whether it did.
+async fn shows_within_5s(c: &TestClient, path: &str, text: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() && Instant::now() < deadline {
+    while Instant::now() < deadline {
+        if c.get(path).await.text().contains(text) {
+            return true;
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    false
 }
 
 // Expansions: a fragment with children is cached with its children filled
@@ -487,9 +509,14 @@ async fn a_cached_expansion_serves_a_page_without_rendering_and_a_child_update_s
     // Second view: the expansion is built (the parent learned it has
     // children); third: served from it.
     c.get("/pair").await;
-    let before = engine.renders();
+    let (before, hits) = (engine.renders(), engine.expanded_hits());
     let html = c.get("/pair").await.text();
     assert_eq!(engine.renders(), before, "served without rendering");
+    assert_eq!(
+        engine.expanded_hits(),
+        hits + 1,
+        "served from the expansion"
+    );
     assert!(
         html.contains(&format!("<div {}=\"note\">", wire::attr::FRAGMENT)),
         "children keep their roots: {html}"
@@ -512,9 +539,8 @@ async fn a_soft_revalidated_child_under_an_expansion_is_stale_once_then_fresh() 
     assert_eq!(c.call(COUNTER_BUMP, &[]).await.status, 200);
     assert_eq!(state.value.load(Ordering::SeqCst), 1);
     assert!(c.get("/pair").await.text().contains("value=0"));
-    eventually(|| engine.background_renders() == 1).await;
+    assert!(shows_within_5s(&c, "/pair", "value=1").await);
     assert_eq!(engine.background_renders(), 1);
-    assert!(c.get("/pair").await.text().contains("value=1"));
 }
 
 /// `revalidate_path` marks the fragments a page showed; a part of another
@@ -532,15 +558,11 @@ async fn revalidate_path_of_one_page_reaches_the_same_fragment_inside_another_pa
     state.value.store(1, Ordering::SeqCst);
     let r = c.call(PATH_REVALIDATE, &[("to", "/")]).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    c.get("/pair").await;
-    eventually(|| engine.background_renders() >= 1).await;
     assert!(
-        engine.background_renders() >= 1,
+        shows_within_5s(&c, "/pair", "value=1").await,
         "the revalidated counter was served from the expansion, never refreshed"
     );
-    eventually(|| engine.background_renders() >= 2).await;
-    let html = c.get("/pair").await.text();
-    assert!(html.contains("value=1"), "{html}");
+    assert!(engine.background_renders() >= 1);
 }
 
 /// An expansion rebuilt after its parent re-rendered still holds children
@@ -559,18 +581,65 @@ async fn an_expansion_never_outlives_the_ttl_of_its_oldest_part() {
     );
     let c = TestClient::start(&app).await;
     login(&c, 8).await;
-    for _ in 0..2 {
-        assert!(c.get("/pair").await.text().contains("value=0"));
-    }
+    assert!(c.get("/pair").await.text().contains("value=0"));
+    // The children were rendered before this instant.
+    let rendered = Instant::now();
+    assert!(c.get("/pair").await.text().contains("value=0"));
     tokio::time::sleep(ttl / 2).await;
     // The parent re-renders; its children come from the cache (older).
     assert_eq!(c.call(TAG_UPDATE, &[("to", "pair")]).await.status, 200);
     assert!(c.get("/pair").await.text().contains("value=0"));
-    tokio::time::sleep(ttl * 2 / 3).await;
-    // The children's TTL is over, the rebuilt expansion's would not be.
+    // Just before the children expire, another page runs the cache's
+    // upkeep (moka runs it at most every 300 ms), so it has not yet
+    // dropped them, nor told their expansion, when /pair is read: only
+    // the expansion's own TTL check stands between the page and them.
+    tokio::time::sleep(
+        (rendered + ttl - Duration::from_millis(100)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    c.get("/many/upkeep").await;
+    tokio::time::sleep(
+        (rendered + ttl + Duration::from_millis(60)).saturating_duration_since(Instant::now()),
+    )
+    .await;
     state.value.store(1, Ordering::SeqCst);
     let html = c.get("/pair").await.text();
     assert!(html.contains("value=1"), "expired child served: {html}");
+}
+
+/// An expansion holds levels below its root; served deeper in another
+/// page it must not take that page past the nesting bound, which
+/// expanding it would have refused.
+#[tokio::test]
+async fn an_expansion_served_deeper_still_keeps_the_nesting_bound() {
+    let (c, _) = start().await;
+    // chain:1 holds 8 levels (chain:9 at depth 8): within the bound.
+    for _ in 0..2 {
+        assert!(c.get("/chain/1").await.text().contains("link-9"));
+    }
+    // chain:0 puts chain:9 at depth 9, past it, cached expansion or not.
+    for _ in 0..2 {
+        let html = c.get("/chain/0").await.text();
+        assert!(!html.contains("link-9"), "nested past the bound: {html}");
+    }
+}
+
+/// `name:` and `name` are one fragment; an expansion built for a client
+/// that spelled it `name:` must not hand that spelling to everyone else.
+#[tokio::test]
+async fn a_key_spelled_with_a_trailing_colon_never_becomes_everyones_markup() {
+    let (c, _) = start().await;
+    login(&c, 9).await;
+    let r = call_with_fragments(&c, REFRESH, &[], "pair:").await;
+    assert!(r.json()["fragments"]["pair:"].is_string(), "{}", r.text());
+    for _ in 0..3 {
+        let html = c.get("/pair").await.text();
+        assert!(
+            html.contains(&format!("{}=\"pair\"", wire::attr::FRAGMENT)),
+            "{html}"
+        );
+        assert!(!html.contains("\"pair:\""), "{html}");
+    }
 }
 
 /// A shared fragment with a per-viewer child is expanded per request and
@@ -613,6 +682,18 @@ async fn a_flood_of_distinct_expansions_stays_within_the_cache_bound() {
     );
     let c = TestClient::start(&app).await;
     let engine = c.app().fragments().clone();
+    // An expansion weighs at least its html: the child's template is
+    // cached first, then its parent adds the parent's small template and
+    // the expansion (the child's html again, inside the parent's).
+    c.get("/many/w").await;
+    let child_only = engine.cached_bytes();
+    let page = c.get("/wrap/w").await.text();
+    let added = engine.cached_bytes() - child_only;
+    let html_len = page.len() as u64;
+    assert!(
+        added >= html_len,
+        "the expansion was not weighed: +{added} bytes for {html_len} bytes of html"
+    );
     let keys: Vec<String> = (0..20_000).map(|i| format!("/wrap/k{i}")).collect();
     for chunk in keys.chunks(64) {
         for r in futures::future::join_all(chunk.iter().map(|k| c.get(k))).await {
