@@ -64,6 +64,13 @@ const TAG_UPDATE: ActionRef<Target, Done> = ActionRef::new("tag.update");
 /// `revalidate_path(to)`.
 const PATH_REVALIDATE: ActionRef<Target, Done> = ActionRef::new("path.revalidate");
 
+/// A public action with a rate limit no test reaches.
+fn open<In, Out>(
+    a: ActionRef<In, Out>,
+) -> portcullis::ActionBuilder<portcullis::action::state::Public, In, Out> {
+    action(a).public().limit(per_ip(10_000).per_minute())
+}
+
 fn build(config: Config, state: State, cache: CacheConfig) -> portcullis::App {
     build_on(config, state, cache, None)
 }
@@ -81,41 +88,26 @@ fn build_on(
         None => app,
     };
     app.actions(|a| {
-        a.add(
-            action(LOGIN)
-                .public()
-                .limit(per_ip(10_000).per_minute())
-                .handler(
-                    |cx: Cx<State>, _: MaybeViewer, i: Valid<Login>| async move {
-                        cx.auth().login(i.user_id, vec![]).await?;
-                        Ok(Done { done: true })
-                    },
-                ),
-        )
-        .add(
-            action(COUNTER_BUMP)
-                .public()
-                .limit(per_ip(10_000).per_minute())
-                .handler(
-                    |cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
-                        cx.state().value.fetch_add(1, Ordering::SeqCst);
-                        cx.revalidate_tag("counter");
-                        Ok(Done { done: true })
-                    },
-                ),
-        )
-        .add(
-            action(COUNTER_SET_NOW)
-                .public()
-                .limit(per_ip(10_000).per_minute())
-                .handler(
-                    |cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
-                        cx.state().value.fetch_add(1, Ordering::SeqCst);
-                        cx.update_tag("counter");
-                        Ok(Done { done: true })
-                    },
-                ),
-        )
+        a.add(open(LOGIN).handler(
+            |cx: Cx<State>, _: MaybeViewer, i: Valid<Login>| async move {
+                cx.auth().login(i.user_id, vec![]).await?;
+                Ok(Done { done: true })
+            },
+        ))
+        .add(open(COUNTER_BUMP).handler(
+            |cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
+                cx.state().value.fetch_add(1, Ordering::SeqCst);
+                cx.revalidate_tag("counter");
+                Ok(Done { done: true })
+            },
+        ))
+        .add(open(COUNTER_SET_NOW).handler(
+            |cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
+                cx.state().value.fetch_add(1, Ordering::SeqCst);
+                cx.update_tag("counter");
+                Ok(Done { done: true })
+            },
+        ))
         .add(action(NOTE_SAVE).authenticated().handler(
             |cx: Cx<State>, v: Viewer, i: Valid<Note>| async move {
                 cx.state()
@@ -127,51 +119,31 @@ fn build_on(
                 Ok(Done { done: true })
             },
         ))
-        .add(
-            action(GO)
-                .public()
-                .limit(per_ip(10_000).per_minute())
-                .handler(
-                    |cx: Cx<State>, _: MaybeViewer, i: Valid<Target>| async move {
-                        cx.redirect(&i.to)?;
-                        cx.set_cookie("theme", "dark", Some(Duration::from_secs(3600)))?;
-                        Ok(Done { done: true })
-                    },
-                ),
-        )
-        .add(
-            action(TAG_UPDATE)
-                .public()
-                .limit(per_ip(10_000).per_minute())
-                .handler(
-                    |cx: Cx<State>, _: MaybeViewer, i: Valid<Target>| async move {
-                        cx.update_tag(i.into_inner().to);
-                        Ok(Done { done: true })
-                    },
-                ),
-        )
-        .add(
-            action(PATH_REVALIDATE)
-                .public()
-                .limit(per_ip(10_000).per_minute())
-                .handler(
-                    |cx: Cx<State>, _: MaybeViewer, i: Valid<Target>| async move {
-                        cx.revalidate_path(i.into_inner().to);
-                        Ok(Done { done: true })
-                    },
-                ),
-        )
-        .add(
-            action(REFRESH)
-                .public()
-                .limit(per_ip(10_000).per_minute())
-                .handler(
-                    |cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
-                        cx.refresh();
-                        Ok(Done { done: true })
-                    },
-                ),
-        );
+        .add(open(GO).handler(
+            |cx: Cx<State>, _: MaybeViewer, i: Valid<Target>| async move {
+                cx.redirect(&i.to)?;
+                cx.set_cookie("theme", "dark", Some(Duration::from_secs(3600)))?;
+                Ok(Done { done: true })
+            },
+        ))
+        .add(open(TAG_UPDATE).handler(
+            |cx: Cx<State>, _: MaybeViewer, i: Valid<Target>| async move {
+                cx.update_tag(i.into_inner().to);
+                Ok(Done { done: true })
+            },
+        ))
+        .add(open(PATH_REVALIDATE).handler(
+            |cx: Cx<State>, _: MaybeViewer, i: Valid<Target>| async move {
+                cx.revalidate_path(i.into_inner().to);
+                Ok(Done { done: true })
+            },
+        ))
+        .add(open(REFRESH).handler(
+            |cx: Cx<State>, _: MaybeViewer, _: Valid<Nothing>| async move {
+                cx.refresh();
+                Ok(Done { done: true })
+            },
+        ));
     })
     .fragments(|f| {
         f.add(
