@@ -634,6 +634,26 @@ struct Gather {
     root: Option<Arc<Entry>>,
 }
 
+/// Where one fragment's parts begin in a [`Gather`].
+#[derive(Clone, Copy, Default)]
+struct Mark {
+    tags: usize,
+    parts: usize,
+    keys: usize,
+    unfresh: usize,
+}
+
+impl Gather {
+    fn mark(&self) -> Mark {
+        Mark {
+            tags: self.tags.len(),
+            parts: self.parts.len(),
+            keys: self.keys.len(),
+            unfresh: self.unfresh,
+        }
+    }
+}
+
 /// The hasher of the engine's maps (render cache, path map, tag versions):
 /// aHash, seeded at random per map, instead of std's SipHash, which was an
 /// eighth of a cached page's instructions (five lookups per fragment). The
@@ -1195,15 +1215,9 @@ impl Engine {
         given: Option<Handoff>,
     ) -> Result<Template, ActionError> {
         if let Some(entry) = self.cache.get(&key) {
-            match self.freshness(&entry) {
-                Freshness::Fresh => {
-                    return Ok(Template {
-                        html: entry.template.clone(),
-                        handing: None,
-                        entry: Some(entry),
-                        fresh: true,
-                    });
-                }
+            // Served from the cache unless hard-stale (then rendered below).
+            let fresh = match self.freshness(&entry) {
+                Freshness::Fresh => Some(true),
                 Freshness::Soft => {
                     if !entry.refreshing.swap(true, Ordering::AcqRel) {
                         let engine = self.clone();
@@ -1218,14 +1232,17 @@ impl Engine {
                             }
                         });
                     }
-                    return Ok(Template {
-                        html: entry.template.clone(),
-                        handing: None,
-                        entry: Some(entry),
-                        fresh: false,
-                    });
+                    Some(false)
                 }
-                Freshness::Hard => {}
+                Freshness::Hard => None,
+            };
+            if let Some(fresh) = fresh {
+                return Ok(Template {
+                    html: entry.template.clone(),
+                    handing: None,
+                    entry: Some(entry),
+                    fresh,
+                });
             }
         }
         let (html, handing, entry) = self.render(def, key, viewer.cloned(), given).await?;
@@ -1268,17 +1285,16 @@ impl Engine {
         per_viewer: bool,
         html: &str,
         gather: &Gather,
-        mark: (usize, usize, usize, usize),
+        mark: Mark,
     ) {
-        let (tags_at, parts_at, keys_at, unfresh_at) = mark;
-        if gather.unfresh != unfresh_at {
+        if gather.unfresh != mark.unfresh {
             return;
         }
-        let keys = &gather.keys[keys_at..];
+        let keys = &gather.keys[mark.keys..];
         if !per_viewer && keys.iter().any(|k| k.viewer.is_some()) {
             return;
         }
-        let parts = &gather.parts[parts_at..];
+        let parts = &gather.parts[mark.parts..];
         if parts
             .iter()
             .any(|(stale, _, _)| stale.load(Ordering::Acquire))
@@ -1291,7 +1307,7 @@ impl Engine {
         ) else {
             return;
         };
-        let mut tags = gather.tags[tags_at..].to_vec();
+        let mut tags = gather.tags[mark.tags..].to_vec();
         tags.sort_unstable();
         tags.dedup();
         let entry = Entry {
@@ -1370,7 +1386,7 @@ impl Engine {
                 return Err(ActionError::NotFound);
             }
             let start = out.len();
-            let mut mark = (0, 0, 0, 0);
+            let mut mark = Mark::default();
             let mut above = 0;
             // `name:` is the key of `name`, but its html would carry the
             // other spelling: only the plain one is served expanded.
@@ -1397,12 +1413,11 @@ impl Engine {
                         return Ok(());
                     }
                 }
-                mark = (g.tags.len(), g.parts.len(), g.keys.len(), g.unfresh);
+                mark = g.mark();
                 above = std::mem::replace(&mut g.deepest, depth);
                 g.keys.push(k.clone());
             }
             let element_root = def.element;
-            let per_viewer = def.per_viewer;
             let Template {
                 html: template,
                 mut handing,
@@ -1472,8 +1487,8 @@ impl Engine {
                 if children && plain {
                     def.parent.store(true, Ordering::Relaxed);
                     // This fragment's own key is the first it gathered.
-                    let own = g.keys[mark.2].clone();
-                    self.store_expansion((own, height), per_viewer, &out[start..], g, mark);
+                    let own = g.keys[mark.keys].clone();
+                    self.store_expansion((own, height), def.per_viewer, &out[start..], g, mark);
                 }
             }
             Ok(())

@@ -217,45 +217,22 @@ fn build_on(
                     html! { (page.fragment("counter").await) (page.fragment("note").await) }
                 }),
             )
+            // `/{name}` shows fragment `name`, `/{name}/{param}` fragment
+            // `name:param`.
             .route(
-                "/composed",
-                get(|page: Page| async move {
-                    html! { (page.fragment("page").await) }
-                }),
-            )
-            .route(
-                "/pair",
-                get(|page: Page| async move {
-                    html! { (page.fragment("pair").await) }
-                }),
-            )
-            .route(
-                "/mixed",
-                get(|page: Page| async move {
-                    html! { (page.fragment("mixed").await) }
-                }),
-            )
-            .route(
-                "/chain/{n}",
+                "/{name}",
                 get(
-                    |page: Page, axum::extract::Path(n): axum::extract::Path<String>| async move {
-                        html! { (page.fragment(&format!("chain:{n}")).await) }
+                    |page: Page, axum::extract::Path(name): axum::extract::Path<String>| async move {
+                        html! { (page.fragment(&name).await) }
                     },
                 ),
             )
             .route(
-                "/wrap/{n}",
+                "/{name}/{param}",
                 get(
-                    |page: Page, axum::extract::Path(n): axum::extract::Path<String>| async move {
-                        html! { (page.fragment(&format!("wrap:{n}")).await) }
-                    },
-                ),
-            )
-            .route(
-                "/many/{n}",
-                get(
-                    |page: Page, axum::extract::Path(n): axum::extract::Path<String>| async move {
-                        html! { (page.fragment(&format!("many:{n}")).await) }
+                    |page: Page,
+                     axum::extract::Path((name, param)): axum::extract::Path<(String, String)>| async move {
+                        html! { (page.fragment(&format!("{name}:{param}")).await) }
                     },
                 ),
             ),
@@ -371,7 +348,7 @@ async fn viewer_scoped_fragments_never_leak_across_viewers_under_concurrent_load
             _ => (anon.clone(), None, "secret"),
         };
         tasks.push(tokio::spawn(async move {
-            let path = if i % 2 == 0 { "/" } else { "/composed" };
+            let path = if i % 2 == 0 { "/" } else { "/page" };
             let html = client.get(path).await.text();
             if let Some(me) = me {
                 assert!(html.contains(me), "{html}");
@@ -437,7 +414,7 @@ async fn composed_fragments_cache_children_separately() {
     let (c, _) = start().await;
     login(&c, 4).await;
     let engine = c.app().fragments().clone();
-    let html = c.get("/composed").await.text();
+    let html = c.get("/page").await.text();
     assert!(
         html.contains(&format!(
             "<div {0}=\"page\"><div {0}=\"note\">",
@@ -446,14 +423,14 @@ async fn composed_fragments_cache_children_separately() {
         "{html}"
     );
     let before = engine.renders();
-    c.get("/composed").await;
+    c.get("/page").await;
     assert_eq!(engine.renders(), before, "fully cached");
     let r = call_with_fragments(&c, NOTE_SAVE, &[("text", "x1")], "page note counter").await;
     let v = r.json();
     // The child changed, the parent's template did not: only the child is sent.
     assert!(v["fragments"]["note"].as_str().unwrap().contains("note=x1"));
     assert!(v["fragments"].get("page").is_none(), "{v}");
-    assert!(c.get("/composed").await.text().contains("note=x1"));
+    assert!(c.get("/page").await.text().contains("note=x1"));
 }
 
 /// Reads `path` until it contains `text` (5 s at most); whether it did.

@@ -11,21 +11,23 @@ use std::sync::OnceLock;
 
 use super::{Dal, DalResult, sql};
 
+/// The row counts of the statements a batch is written in, largest first
+/// (so at most four statement texts are prepared per connection).
+const CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
 /// `INSERT … VALUES (…), … ON CONFLICT (request_id) DO NOTHING` for `rows`
-/// rows (1, 4, 16 or 64), built once each.
+/// rows (one of [`CHUNKS`]), built once each.
 fn insert_sql(rows: usize) -> &'static str {
-    static SQL: [OnceLock<String>; 4] = [const { OnceLock::new() }; 4];
-    let slot = match rows {
-        64 => 3,
-        16 => 2,
-        4 => 1,
-        _ => 0,
-    };
+    static SQL: [OnceLock<String>; CHUNKS.len()] = [const { OnceLock::new() }; CHUNKS.len()];
+    let slot = CHUNKS
+        .iter()
+        .position(|&n| n == rows)
+        .unwrap_or(CHUNKS.len() - 1);
     SQL[slot].get_or_init(|| {
         let mut sql = String::from(
             "INSERT INTO audit_log (user_id, action, record, request_id, created_at) VALUES ",
         );
-        for r in 0..[1, 4, 16, 64][slot] {
+        for r in 0..CHUNKS[slot] {
             let p = r * 5;
             if r > 0 {
                 sql.push_str(", ");
@@ -67,16 +69,13 @@ impl AuditLog<'_> {
     /// statement is atomic on its own): at low load most batches are one
     /// row, and the transaction was two of its three statements.
     pub async fn write_batch(&self, events: &[AuditEvent]) -> Result<(), sql::DbError> {
-        if matches!(events.len(), 1 | 4 | 16 | 64) {
+        if CHUNKS.contains(&events.len()) {
             return Self::insert(events).execute(&self.0.pool).await.map(drop);
         }
         let mut tx = self.0.pool.begin().await?;
         let mut rest = events;
         while !rest.is_empty() {
-            let n = [64, 16, 4, 1]
-                .into_iter()
-                .find(|&n| n <= rest.len())
-                .unwrap_or(1);
+            let n = CHUNKS.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
             let (chunk, tail) = rest.split_at(n);
             Self::insert(chunk).execute(&mut tx).await?;
             rest = tail;

@@ -864,6 +864,14 @@ pub fn sqlite_file(url: &str) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    /// "Another process": a connection of its own, outside the pool,
+    /// holding SQLite's write lock until it commits.
+    fn lock_from_outside(path: &std::path::Path) -> Connection {
+        let other = Connection::open(path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        other
+    }
+
     async fn scratch() -> (Pool, PathBuf) {
         let path =
             std::env::temp_dir().join(format!("portcullis-sql-{}.db", rand::random::<u64>()));
@@ -1024,9 +1032,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_behind_another_process_lock_waits_off_the_runtime_and_lands_once() {
         let (pool, path) = scratch().await;
-        // "Another process": a connection of its own, outside the pool.
-        let other = Connection::open(&path).unwrap();
-        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let other = lock_from_outside(&path);
         other
             .execute("INSERT INTO t (a) VALUES ('other')", [])
             .unwrap();
@@ -1174,8 +1180,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_begin_cancelled_while_it_waits_leaves_no_lock_behind() {
         let (pool, path) = scratch().await;
-        let other = Connection::open(&path).unwrap();
-        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let other = lock_from_outside(&path);
         let waiting = tokio::time::timeout(Duration::from_millis(100), pool.begin()).await;
         assert!(waiting.is_err(), "BEGIN waited for the lock");
         other.execute_batch("COMMIT").unwrap();
